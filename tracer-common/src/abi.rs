@@ -1,0 +1,155 @@
+//! `#[repr(C)]` records written by the BPF programs and read by userspace.
+
+/// Number of raw argument words kept per call: six registers plus up to six
+/// stack words (`cuLaunchKernel` has eleven arguments).
+pub const MAX_ARGS: usize = 12;
+/// Register arguments on x86-64 System V.
+pub const REG_ARGS: usize = 6;
+/// Stack argument words the entry probe copies when a function has any.
+pub const STACK_ARGS: usize = MAX_ARGS - REG_ARGS;
+
+/// Discriminant in [`EventHeader::kind`].
+pub mod kind {
+    /// A completed CUDA call: [`super::CallEvent`].
+    pub const CALL: u32 = 1;
+    /// A traced process forked or exited: [`super::ProcEvent`].
+    pub const PROC: u32 = 2;
+}
+
+/// First field of every ring-buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventHeader {
+    /// One of [`kind`].
+    pub kind: u32,
+    /// Size of the whole record in bytes, header included.
+    pub size: u32,
+}
+
+/// Bits of [`CallEvent::flags`].
+pub mod call_flags {
+    /// [`super::CallEvent::out`] holds the value read from the out-pointer.
+    pub const OUT_VALID: u32 = 1;
+    /// The stack argument words could not be read.
+    pub const STACK_UNREAD: u32 = 2;
+}
+
+/// One completed call, emitted by the return probe.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallEvent {
+    pub header: EventHeader,
+    /// `bpf_ktime_get_boot_ns()` at entry.
+    pub entry_ns: u64,
+    /// Return time minus entry time.
+    pub dur_ns: u64,
+    /// Thread group id (the process id users see).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Index into [`crate::funcs::FUNCS`].
+    pub func_id: u32,
+    /// [`call_flags`] bits.
+    pub flags: u32,
+    /// Raw return register (`rax`).
+    pub ret: u64,
+    /// Value read at return through the out-pointer argument, if the function has one.
+    pub out: u64,
+    /// Raw argument words at entry: rdi, rsi, rdx, rcx, r8, r9, then stack words.
+    pub args: [u64; MAX_ARGS],
+}
+
+/// Process lifecycle operations in [`ProcEvent::op`].
+pub mod proc_op {
+    /// A traced process forked a child process, now traced too.
+    pub const FORK: u32 = 1;
+    /// A traced process (its thread-group leader) exited.
+    pub const EXIT: u32 = 2;
+}
+
+/// A traced process forked or exited.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcEvent {
+    pub header: EventHeader,
+    /// `bpf_ktime_get_boot_ns()` when it happened.
+    pub ts_ns: u64,
+    /// The child (fork) or the exiting process.
+    pub pid: u32,
+    /// The parent (fork); 0 for exit.
+    pub ppid: u32,
+    /// One of [`proc_op`].
+    pub op: u32,
+    pub _pad: u32,
+}
+
+/// Key of the entry map: one in-flight call per thread and function, so a
+/// runtime call and the driver call nested inside it do not overwrite each
+/// other, and a stale entry (call in flight when the probes were attached)
+/// is replaced by the next call of the same function.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EntryKey {
+    pub pid_tgid: u64,
+    pub func_id: u32,
+    pub _pad: u32,
+}
+
+/// What the entry probe keeps until the return probe fires.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EntryState {
+    pub entry_ns: u64,
+    pub flags: u32,
+    pub _pad: u32,
+    pub args: [u64; MAX_ARGS],
+}
+
+/// Slots of the per-CPU drop counter map.
+pub mod drop_slot {
+    /// `bpf_ringbuf_reserve` failed: the ring buffer was full.
+    pub const RINGBUF_FULL: u32 = 0;
+    /// The entry map refused an insert.
+    pub const ENTRY_MAP_FULL: u32 = 1;
+    /// A return probe fired with no stored entry (call began before attach,
+    /// or its entry was evicted).
+    pub const RETURN_WITHOUT_ENTRY: u32 = 2;
+    /// Number of slots.
+    pub const COUNT: u32 = 3;
+}
+
+/// The BPF attach cookie: which function a probe serves and how to read its
+/// arguments, so one program serves every symbol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cookie {
+    pub func_id: u16,
+    /// Stack words to copy at entry (0 or [`STACK_ARGS`]).
+    pub stack_words: u8,
+    /// 1-based index of an argument that points to a value to read at return; 0 = none.
+    pub out_arg: u8,
+}
+
+impl Cookie {
+    pub const fn encode(self) -> u64 {
+        (self.func_id as u64) | ((self.stack_words as u64) << 16) | ((self.out_arg as u64) << 24)
+    }
+
+    pub const fn decode(raw: u64) -> Self {
+        Self {
+            func_id: raw as u16,
+            stack_words: (raw >> 16) as u8,
+            out_arg: (raw >> 24) as u8,
+        }
+    }
+}
+
+/// Fixed size of each record type, checked by the decoder before any cast.
+pub const CALL_EVENT_SIZE: usize = core::mem::size_of::<CallEvent>();
+pub const PROC_EVENT_SIZE: usize = core::mem::size_of::<ProcEvent>();
+
+// No implicit padding anywhere: the sums of the field sizes equal the sizes.
+const _: () = assert!(core::mem::size_of::<EventHeader>() == 8);
+const _: () = assert!(CALL_EVENT_SIZE == 8 + 8 + 8 + 4 * 4 + 8 + 8 + 8 * MAX_ARGS);
+const _: () = assert!(PROC_EVENT_SIZE == 8 + 8 + 4 * 4);
+const _: () = assert!(core::mem::size_of::<EntryKey>() == 16);
+const _: () = assert!(core::mem::size_of::<EntryState>() == 16 + 8 * MAX_ARGS);

@@ -1,0 +1,186 @@
+//! Typed decoding of ring-buffer records: length and kind are checked before
+//! any bytes are reinterpreted.
+
+use crate::abi::{kind, CallEvent, EventHeader, ProcEvent, CALL_EVENT_SIZE, PROC_EVENT_SIZE};
+
+// SAFETY: all three are #[repr(C)], made only of integers, with no implicit
+// padding (asserted in `abi`), so every bit pattern is a valid value.
+unsafe impl aya::Pod for CallEvent {}
+unsafe impl aya::Pod for ProcEvent {}
+unsafe impl aya::Pod for EventHeader {}
+unsafe impl aya::Pod for crate::abi::EntryKey {}
+unsafe impl aya::Pod for crate::abi::EntryState {}
+
+/// A decoded ring-buffer record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    Call(CallEvent),
+    Proc(ProcEvent),
+}
+
+/// Why a record could not be decoded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {len} bytes is shorter than the 8-byte header")]
+    ShortHeader { len: usize },
+    #[error("record kind {kind} is unknown (tracer and BPF object from different builds?)")]
+    UnknownKind { kind: u32 },
+    #[error("record of kind {kind} has {len} bytes, expected {expected}")]
+    BadLength {
+        kind: u32,
+        len: usize,
+        expected: usize,
+    },
+    #[error("call record names function id {func_id}, beyond the {known} known functions")]
+    UnknownFunction { func_id: u32, known: usize },
+}
+
+fn read<T: Copy>(bytes: &[u8]) -> T {
+    debug_assert!(bytes.len() >= core::mem::size_of::<T>());
+    // SAFETY: callers check the length first; read_unaligned needs no alignment,
+    // and T is a padding-free integer struct (see the Pod impls above).
+    unsafe { core::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) }
+}
+
+/// Decodes one record as delivered by the ring buffer.
+pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+    if bytes.len() < core::mem::size_of::<EventHeader>() {
+        return Err(DecodeError::ShortHeader { len: bytes.len() });
+    }
+    let header: EventHeader = read(bytes);
+    let expected = match header.kind {
+        kind::CALL => CALL_EVENT_SIZE,
+        kind::PROC => PROC_EVENT_SIZE,
+        other => return Err(DecodeError::UnknownKind { kind: other }),
+    };
+    if bytes.len() < expected || header.size as usize != expected {
+        return Err(DecodeError::BadLength {
+            kind: header.kind,
+            len: bytes.len(),
+            expected,
+        });
+    }
+    match header.kind {
+        kind::CALL => {
+            let call: CallEvent = read(bytes);
+            if crate::funcs::by_id(call.func_id).is_none() {
+                return Err(DecodeError::UnknownFunction {
+                    func_id: call.func_id,
+                    known: crate::funcs::FUNCS.len(),
+                });
+            }
+            Ok(Event::Call(call))
+        }
+        _ => Ok(Event::Proc(read(bytes))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    fn bytes_of<T: Copy>(v: &T) -> Vec<u8> {
+        // SAFETY: test-only view of a padding-free Pod value.
+        unsafe {
+            core::slice::from_raw_parts((v as *const T).cast::<u8>(), core::mem::size_of::<T>())
+        }
+        .to_vec()
+    }
+
+    fn call() -> CallEvent {
+        CallEvent {
+            header: EventHeader {
+                kind: kind::CALL,
+                size: CALL_EVENT_SIZE as u32,
+            },
+            entry_ns: 5,
+            pid: 7,
+            tid: 8,
+            func_id: 2,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn decodes_a_call() {
+        let c = call();
+        assert_eq!(decode(&bytes_of(&c)), Ok(Event::Call(c)));
+    }
+
+    #[test]
+    fn rejects_short_records_before_reading() {
+        assert_eq!(decode(&[1, 0, 0]), Err(DecodeError::ShortHeader { len: 3 }));
+        let b = bytes_of(&call());
+        assert!(matches!(
+            decode(&b[..20]),
+            Err(DecodeError::BadLength { .. })
+        ));
+    }
+
+    #[test]
+    fn rejects_unknown_kind_and_function() {
+        let mut c = call();
+        c.header.kind = 99;
+        assert_eq!(
+            decode(&bytes_of(&c)),
+            Err(DecodeError::UnknownKind { kind: 99 })
+        );
+        let mut c = call();
+        c.func_id = 10_000;
+        assert!(matches!(
+            decode(&bytes_of(&c)),
+            Err(DecodeError::UnknownFunction { .. })
+        ));
+    }
+
+    #[test]
+    fn rejects_size_field_mismatch() {
+        let mut c = call();
+        c.header.size = 12;
+        assert!(matches!(
+            decode(&bytes_of(&c)),
+            Err(DecodeError::BadLength { .. })
+        ));
+    }
+
+    #[test]
+    fn decodes_a_proc_event() {
+        let p = ProcEvent {
+            header: EventHeader {
+                kind: kind::PROC,
+                size: PROC_EVENT_SIZE as u32,
+            },
+            pid: 3,
+            ppid: 2,
+            op: crate::abi::proc_op::FORK,
+            ..Default::default()
+        };
+        assert_eq!(decode(&bytes_of(&p)), Ok(Event::Proc(p)));
+    }
+
+    #[test]
+    fn cookie_round_trips() {
+        let c = crate::abi::Cookie {
+            func_id: 513,
+            stack_words: 6,
+            out_arg: 2,
+        };
+        assert_eq!(crate::abi::Cookie::decode(c.encode()), c);
+    }
+
+    #[test]
+    fn function_names_are_unique() {
+        let f = crate::funcs::FUNCS;
+        for (i, a) in f.iter().enumerate() {
+            assert!(
+                f[i + 1..].iter().all(|b| b.name != a.name),
+                "{} twice",
+                a.name
+            );
+            for arg in a.args {
+                assert!((arg.word as usize) < crate::abi::MAX_ARGS);
+            }
+        }
+    }
+}

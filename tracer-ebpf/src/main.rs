@@ -1,0 +1,237 @@
+//! BPF programs: one uprobe/uretprobe pair serving every traced CUDA symbol
+//! (the attach cookie says which function and how to read its arguments),
+//! plus fork/exit tracepoints that keep the traced-process set in step with
+//! process trees.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::BPF_ANY,
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns, bpf_probe_read_kernel,
+        bpf_probe_read_user, generated::bpf_get_attach_cookie,
+    },
+    macros::{map, raw_tracepoint, uprobe, uretprobe},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    programs::{ProbeContext, RawTracePointContext, RetProbeContext},
+    EbpfContext,
+};
+use tracer_common::abi::{
+    call_flags, drop_slot, kind, proc_op, CallEvent, Cookie, EntryKey, EntryState, EventHeader,
+    ProcEvent, CALL_EVENT_SIZE, MAX_ARGS, PROC_EVENT_SIZE, REG_ARGS, STACK_ARGS,
+};
+
+/// Completed calls and process events for userspace. Userspace may resize it
+/// before load (`--ringbuf-bytes`).
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
+
+/// Calls in flight. LRU so a process that dies mid-call cannot fill it.
+#[map]
+static ENTRIES: LruHashMap<EntryKey, EntryState> = LruHashMap::with_max_entries(65_536, 0);
+
+/// Traced thread-group ids: the in-kernel pid filter.
+#[map]
+static TRACED: HashMap<u32, u32> = HashMap::with_max_entries(16_384, 0);
+
+/// Per-CPU counts of what could not be recorded (slots in `drop_slot`).
+#[map]
+static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(drop_slot::COUNT, 0);
+
+/// Byte offset of `tgid` in `struct task_struct`, read from the kernel's BTF
+/// by userspace; 0 disables fork following.
+#[no_mangle]
+static TASK_TGID_OFFSET: u32 = 0;
+
+#[inline(always)]
+fn count_drop(slot: u32) {
+    if let Some(p) = DROPS.get_ptr_mut(slot) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *p += 1 };
+    }
+}
+
+#[inline(always)]
+fn is_traced(tgid: u32) -> bool {
+    // SAFETY: read-only lookup of a plain value.
+    unsafe { TRACED.get(&tgid) }.is_some()
+}
+
+#[uprobe]
+pub fn call_entry(ctx: ProbeContext) -> u32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !is_traced((pid_tgid >> 32) as u32) {
+        return 0;
+    }
+    // SAFETY: the helper only reads the link's cookie.
+    let cookie = Cookie::decode(unsafe { bpf_get_attach_cookie(ctx.as_ptr()) });
+    // SAFETY: ctx.regs points to the probe's pt_regs for the program's duration.
+    let regs = unsafe { &*ctx.regs };
+    let mut state = EntryState {
+        entry_ns: unsafe { bpf_ktime_get_boot_ns() },
+        flags: 0,
+        _pad: 0,
+        args: [
+            regs.rdi, regs.rsi, regs.rdx, regs.rcx, regs.r8, regs.r9, 0, 0, 0, 0, 0, 0,
+        ],
+    };
+    if cookie.stack_words != 0 {
+        // At the first instruction rsp points to the return address; stack
+        // arguments start one word above it.
+        let src = (regs.rsp + 8) as *const [u64; STACK_ARGS];
+        // SAFETY: bpf_probe_read_user validates the user address.
+        match unsafe { bpf_probe_read_user(src) } {
+            Ok(words) => state.args[REG_ARGS..].copy_from_slice(&words),
+            Err(_) => state.flags |= call_flags::STACK_UNREAD,
+        }
+    }
+    let key = EntryKey {
+        pid_tgid,
+        func_id: cookie.func_id as u32,
+        _pad: 0,
+    };
+    if ENTRIES.insert(&key, &state, BPF_ANY as u64).is_err() {
+        count_drop(drop_slot::ENTRY_MAP_FULL);
+    }
+    0
+}
+
+#[uretprobe]
+pub fn call_return(ctx: RetProbeContext) -> u32 {
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // SAFETY: the helper only reads the link's cookie.
+    let cookie = Cookie::decode(unsafe { bpf_get_attach_cookie(ctx.as_ptr()) });
+    let key = EntryKey {
+        pid_tgid,
+        func_id: cookie.func_id as u32,
+        _pad: 0,
+    };
+    // SAFETY: the value is copied out before the entry is removed.
+    let state = match unsafe { ENTRIES.get(&key) } {
+        Some(s) => *s,
+        None => {
+            if is_traced((pid_tgid >> 32) as u32) {
+                count_drop(drop_slot::RETURN_WITHOUT_ENTRY);
+            }
+            return 0;
+        }
+    };
+    let _ = ENTRIES.remove(&key);
+
+    let mut flags = state.flags;
+    let mut out = 0u64;
+    if cookie.out_arg != 0 {
+        if let Some(ptr) = state.args.get((cookie.out_arg - 1) as usize) {
+            // SAFETY: bpf_probe_read_user validates the user address.
+            if let Ok(v) = unsafe { bpf_probe_read_user(*ptr as *const u64) } {
+                out = v;
+                flags |= call_flags::OUT_VALID;
+            }
+        }
+    }
+    // SAFETY: ctx.regs points to the probe's pt_regs.
+    let ret = unsafe { (*ctx.regs).rax };
+
+    let Some(mut entry) = EVENTS.reserve::<CallEvent>(0) else {
+        count_drop(drop_slot::RINGBUF_FULL);
+        return 0;
+    };
+    entry.write(CallEvent {
+        header: EventHeader {
+            kind: kind::CALL,
+            size: CALL_EVENT_SIZE as u32,
+        },
+        entry_ns: state.entry_ns,
+        dur_ns: now.wrapping_sub(state.entry_ns),
+        pid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        func_id: cookie.func_id as u32,
+        flags,
+        ret,
+        out,
+        args: state.args,
+    });
+    entry.submit(0);
+    0
+}
+
+fn emit_proc(pid: u32, ppid: u32, op: u32) {
+    let Some(mut entry) = EVENTS.reserve::<ProcEvent>(0) else {
+        count_drop(drop_slot::RINGBUF_FULL);
+        return;
+    };
+    entry.write(ProcEvent {
+        header: EventHeader {
+            kind: kind::PROC,
+            size: PROC_EVENT_SIZE as u32,
+        },
+        ts_ns: unsafe { bpf_ktime_get_boot_ns() },
+        pid,
+        ppid,
+        op,
+        _pad: 0,
+    });
+    entry.submit(0);
+}
+
+/// `sched_process_fork(parent, child)`, run by the parent: a traced process's
+/// new child process is traced before it runs its first instruction.
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn proc_fork(ctx: RawTracePointContext) -> i32 {
+    let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if !is_traced(parent) {
+        return 0;
+    }
+    // SAFETY: a global written by userspace before load.
+    let offset = unsafe { core::ptr::read_volatile(&TASK_TGID_OFFSET) };
+    if offset == 0 {
+        return 0;
+    }
+    let child: u64 = ctx.arg(1);
+    // SAFETY: bpf_probe_read_kernel validates the kernel address.
+    let Ok(child_tgid) = (unsafe { bpf_probe_read_kernel((child + offset as u64) as *const u32) })
+    else {
+        return 0;
+    };
+    // A new thread shares the parent's tgid: nothing to add.
+    if child_tgid == parent || child_tgid == 0 {
+        return 0;
+    }
+    let _ = TRACED.insert(&child_tgid, &parent, BPF_ANY as u64);
+    emit_proc(child_tgid, parent, proc_op::FORK);
+    0
+}
+
+/// `sched_process_exit`, run by the exiting thread: when a traced process's
+/// leader exits, stop tracing its tgid so a reused pid starts clean.
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn proc_exit(_ctx: RawTracePointContext) -> i32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if tgid != pid_tgid as u32 || !is_traced(tgid) {
+        return 0;
+    }
+    let _ = TRACED.remove(&tgid);
+    emit_proc(tgid, 0, proc_op::EXIT);
+    0
+}
+
+/// The cheapest possible probe pair, for the benchmark's "physical limit".
+#[uprobe]
+pub fn empty_entry(_ctx: ProbeContext) -> u32 {
+    0
+}
+
+#[uretprobe]
+pub fn empty_return(_ctx: RetProbeContext) -> u32 {
+    0
+}
+
+const _: () = assert!(MAX_ARGS == REG_ARGS + STACK_ARGS);
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}

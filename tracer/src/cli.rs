@@ -1,0 +1,137 @@
+//! Command-line interface (clap); environment variables from the seed's
+//! sidecar (`TARGET_PROCESS`, `TRACE_DIR`, `TRACE_INTERVAL`) are defaults.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::attach::Selection;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cuda-tracer",
+    version,
+    about = "eBPF tracer of CUDA driver and runtime calls"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// Log filter (tracing env-filter syntax), e.g. `info` or `cuda_tracer=debug`.
+    #[arg(long, global = true, default_value = "info", env = "RUST_LOG")]
+    pub log_level: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a command, trace it and its children until it exits, print a summary.
+    Record(RecordArgs),
+    /// Daemon: trace matching processes (now and later) into rotating files.
+    Run(RunArgs),
+    /// Preflight: kernel, BTF, uprobes, capabilities, and the target process.
+    Check(CheckArgs),
+}
+
+/// Options shared by `record` and `run`.
+#[derive(Clone, Debug, Args)]
+pub struct TraceArgs {
+    /// Function groups to trace: launch, memory, memcpy, sync, graph, module, all.
+    #[arg(long, default_value = "all", env = "TRACE_FUNCTIONS")]
+    pub functions: Selection,
+    /// Seconds between trace file rotations.
+    #[arg(long = "rotate-secs", default_value_t = 60, env = "TRACE_INTERVAL", value_parser = clap::value_parser!(u64).range(1..))]
+    pub rotate_secs: u64,
+    /// Milliseconds between scans for new processes and newly mapped libraries.
+    #[arg(long = "scan-interval-ms", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
+    pub scan_interval_ms: u64,
+    /// Ring buffer size in bytes (power of two, at least one page).
+    #[arg(long = "ringbuf-bytes", default_value_t = 16 << 20, value_parser = parse_ringbuf)]
+    pub ringbuf_bytes: u32,
+    /// Also attach this CUDA library up front (repeatable), e.g. one a program will dlopen.
+    #[arg(long = "lib")]
+    pub libs: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    /// Session directory for trace files and metadata.json (default: traces/<session-id>).
+    #[arg(short = 'o', long = "output")]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub trace: TraceArgs,
+    /// The command to run, after `--`.
+    #[arg(last = true, required = true, num_args = 1..)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Regex matched against each process's command line and name.
+    #[arg(
+        long = "target-process",
+        env = "TARGET_PROCESS",
+        default_value = "vllm|VLLM"
+    )]
+    pub target_process: String,
+    /// Trace this pid (repeatable); with --pid only, no pattern scan unless --target-process is also given.
+    #[arg(long = "pid")]
+    pub pids: Vec<u32>,
+    /// Parent directory of session directories.
+    #[arg(long = "trace-dir", env = "TRACE_DIR", default_value = "/traces")]
+    pub trace_dir: PathBuf,
+    #[command(flatten)]
+    pub trace: TraceArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Also check that this process maps CUDA libraries the tracer can attach to.
+    #[arg(long)]
+    pub pid: Option<u32>,
+}
+
+fn parse_ringbuf(s: &str) -> Result<u32, String> {
+    let v: u32 = s.parse().map_err(|e| format!("{e}"))?;
+    if v < 4096 || !v.is_power_of_two() {
+        return Err(format!("{v} is not a power of two >= 4096 (try 16777216)"));
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_takes_command_after_dashes() {
+        let cli = Cli::try_parse_from(["cuda-tracer", "record", "-o", "out", "--", "prog", "-x"])
+            .unwrap();
+        let Command::Record(r) = cli.command else {
+            panic!()
+        };
+        assert_eq!(r.command, ["prog", "-x"]);
+        assert_eq!(r.trace.rotate_secs, 60);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let err = Cli::try_parse_from(["cuda-tracer", "run", "--ringbuf-bytes", "1000"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("power of two"), "{err}");
+        let err = Cli::try_parse_from(["cuda-tracer", "run", "--functions", "nope"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown function group"), "{err}");
+        assert!(Cli::try_parse_from(["cuda-tracer", "run", "--rotate-secs", "0"]).is_err());
+        assert!(Cli::try_parse_from(["cuda-tracer", "record"]).is_err());
+    }
+}

@@ -1,0 +1,193 @@
+//! Finds what to trace in /proc: processes matching the target pattern, and
+//! the CUDA libraries each one maps, opened through /proc/PID/root so a
+//! hostPID sidecar reaches a container's own files.
+
+use std::{
+    collections::BTreeSet,
+    ffi::OsStr,
+    path::{Path, PathBuf},
+};
+
+use procfs::process::{MMapPath, Process};
+use regex::Regex;
+use serde::Serialize;
+
+use crate::symbols::layer_of;
+
+/// Why /proc could not tell us what we need.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoverError {
+    #[error("process {pid} does not exist (or is not visible: a sidecar needs hostPID: true)")]
+    NoProcess { pid: u32 },
+    #[error("reading /proc/{pid}: {source}")]
+    Proc { pid: u32, source: procfs::ProcError },
+}
+
+/// What the trace's metadata says about a process.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub ppid: u32,
+    pub comm: String,
+    pub cmdline: String,
+}
+
+impl ProcessInfo {
+    pub fn read(pid: u32) -> Result<Self, DiscoverError> {
+        let proc = open(pid)?;
+        let map = |source| match source {
+            procfs::ProcError::NotFound(_) => DiscoverError::NoProcess { pid },
+            source => DiscoverError::Proc { pid, source },
+        };
+        let stat = proc.stat().map_err(map)?;
+        let cmdline = proc.cmdline().map(|v| v.join(" ")).unwrap_or_default();
+        Ok(Self {
+            pid,
+            ppid: stat.ppid.max(0) as u32,
+            comm: stat.comm,
+            cmdline,
+        })
+    }
+}
+
+fn open(pid: u32) -> Result<Process, DiscoverError> {
+    Process::new(pid as i32).map_err(|source| match source {
+        procfs::ProcError::NotFound(_) => DiscoverError::NoProcess { pid },
+        source => DiscoverError::Proc { pid, source },
+    })
+}
+
+/// Processes whose command line or name matches `pattern`, except `exclude`
+/// (the tracer itself).
+pub fn matching_processes(pattern: &Regex, exclude: u32) -> Vec<ProcessInfo> {
+    let Ok(all) = procfs::process::all_processes() else {
+        return Vec::new();
+    };
+    all.filter_map(Result::ok)
+        .filter(|p| p.pid() as u32 != exclude)
+        .filter_map(|p| ProcessInfo::read(p.pid() as u32).ok())
+        .filter(|info| pattern.is_match(&info.cmdline) || pattern.is_match(&info.comm))
+        .collect()
+}
+
+/// A CUDA library mapped by a process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MappedLibrary {
+    /// Path inside the process's mount namespace.
+    pub shown: String,
+    /// The same file reached from the tracer's namespace.
+    pub opened: PathBuf,
+}
+
+/// The CUDA driver and runtime libraries `pid` has mapped now.
+pub fn cuda_libraries(pid: u32) -> Result<Vec<MappedLibrary>, DiscoverError> {
+    let maps = open(pid)?
+        .maps()
+        .map_err(|source| DiscoverError::Proc { pid, source })?;
+    let mut seen = BTreeSet::new();
+    let mut libs = Vec::new();
+    for map in maps {
+        let MMapPath::Path(path) = map.pathname else {
+            continue;
+        };
+        if layer_of(&path).is_none() || !seen.insert(path.clone()) {
+            continue;
+        }
+        let opened = Path::new("/proc")
+            .join(pid.to_string())
+            .join("root")
+            .join(path.strip_prefix("/").unwrap_or(&path));
+        libs.push(MappedLibrary {
+            shown: path.display().to_string(),
+            opened,
+        });
+    }
+    Ok(libs)
+}
+
+/// CUDA libraries a new program would find through the loader's search path
+/// (`LD_LIBRARY_PATH`, the ld.so cache, standard directories). Attaching to
+/// them before the program starts makes a late `dlopen` lossless: a uprobe
+/// on a file fires in every process that maps it later.
+pub fn search_path_libraries(ld_library_path: Option<&OsStr>) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = ld_library_path
+        .map(|p| std::env::split_paths(p).collect())
+        .unwrap_or_default();
+    dirs.extend(
+        [
+            "/usr/lib/x86_64-linux-gnu",
+            "/lib/x86_64-linux-gnu",
+            "/usr/lib64",
+            "/usr/lib",
+            "/usr/local/cuda/lib64",
+        ]
+        .map(PathBuf::from),
+    );
+    let mut found: Vec<PathBuf> = ld_cache_libraries();
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        found.extend(
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| layer_of(p).is_some()),
+        );
+    }
+    let mut unique = BTreeSet::new();
+    found
+        .into_iter()
+        .filter_map(|p| std::fs::canonicalize(p).ok())
+        .filter(|p| p.is_file() && layer_of(p).is_some() && unique.insert(p.clone()))
+        .collect()
+}
+
+/// CUDA entries of the ld.so cache, from `ldconfig -p`.
+fn ld_cache_libraries() -> Vec<PathBuf> {
+    let Ok(out) = std::process::Command::new("ldconfig").arg("-p").output() else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split("=> ").nth(1))
+        .map(|p| PathBuf::from(p.trim()))
+        .filter(|p| layer_of(p).is_some())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_own_process() {
+        let me = std::process::id();
+        let info = ProcessInfo::read(me).unwrap();
+        assert_eq!(info.pid, me);
+        assert!(!info.comm.is_empty());
+    }
+
+    #[test]
+    fn missing_pid_is_named() {
+        let err = ProcessInfo::read(u32::MAX - 1).unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
+    }
+
+    #[test]
+    fn pattern_matches_cmdline_and_excludes_self() {
+        let me = std::process::id();
+        let re = Regex::new(&regex::escape(&ProcessInfo::read(me).unwrap().comm)).unwrap();
+        assert!(matching_processes(&re, me).iter().all(|p| p.pid != me));
+    }
+
+    #[test]
+    fn search_path_finds_libraries_in_ld_library_path() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("libcudart.so.12"), b"x").unwrap();
+        std::fs::write(dir.path().join("libother.so"), b"x").unwrap();
+        let libs = search_path_libraries(Some(dir.path().as_os_str()));
+        assert!(libs.iter().any(|p| p.ends_with("libcudart.so.12")));
+        assert!(!libs.iter().any(|p| p.ends_with("libother.so")));
+    }
+}

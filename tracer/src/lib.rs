@@ -1,0 +1,23 @@
+//! cuda-tracer: eBPF tracing of CUDA driver and runtime calls.
+//!
+//! Pipeline: [`loader`] loads the BPF object, [`discover`] finds processes and
+//! libraries, [`attach`] (with [`symbols`]) places the probes, [`reader`]
+//! drains the ring buffer through [`pipeline`] (decode, [`stats`], [`sink`]
+//! with [`format`]), and [`session`] wires them and keeps [`metadata`].
+
+pub mod attach;
+pub mod btf;
+pub mod check;
+pub mod cli;
+pub mod clock;
+pub mod discover;
+pub mod format;
+pub mod loader;
+pub mod metadata;
+pub mod pipeline;
+pub mod reader;
+pub mod record;
+pub mod session;
+pub mod sink;
+pub mod stats;
+pub mod symbols;

@@ -1,0 +1,189 @@
+//! Loads the embedded BPF object, sets its globals, loads its programs and
+//! attaches the process-tree tracepoints.
+
+use aya::{
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    programs::{ProgramError, RawTracePoint, UProbe},
+    Ebpf, EbpfError, EbpfLoader,
+};
+use tracer_common::abi::drop_slot;
+
+/// The BPF object built by `build.rs`, embedded so the binary never reads an
+/// object file from a fixed path.
+static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
+
+/// Why the BPF side could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("loading the BPF object failed: {0} (run `cuda-tracer check` to see which prerequisite is missing; tracing needs root or CAP_BPF+CAP_PERFMON)")]
+    Object(#[from] EbpfError),
+    #[error("BPF program {name} is missing from the embedded object (stale build? run `cargo clean -p cuda-tracer`)")]
+    MissingProgram { name: &'static str },
+    #[error("BPF program {name}: {source}")]
+    Program {
+        name: &'static str,
+        source: ProgramError,
+    },
+    #[error("BPF map {name}: {source}")]
+    Map {
+        name: &'static str,
+        source: aya::maps::MapError,
+    },
+}
+
+/// Options fixed at load time.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Ring buffer size in bytes (a power of two, multiple of the page size).
+    pub ringbuf_bytes: u32,
+    /// Offset of `tgid` in `task_struct`; `None` disables fork following.
+    pub task_tgid_offset: Option<u32>,
+}
+
+/// The loaded programs and the maps userspace works with.
+pub struct Probes {
+    ebpf: Ebpf,
+    /// Whether children of traced processes are followed in the kernel.
+    pub follows_forks: bool,
+}
+
+impl Probes {
+    pub fn load(opts: &LoadOptions) -> Result<Self, LoadError> {
+        let offset = opts.task_tgid_offset.unwrap_or(0);
+        let mut ebpf = EbpfLoader::new()
+            .override_global("TASK_TGID_OFFSET", &offset, true)
+            .map_max_entries("EVENTS", opts.ringbuf_bytes)
+            .load(BPF_OBJECT)?;
+        for name in ["call_entry", "call_return", "empty_entry", "empty_return"] {
+            uprobe(&mut ebpf, name)?
+                .load()
+                .map_err(|source| LoadError::Program { name, source })?;
+        }
+        let mut follows_forks = false;
+        if opts.task_tgid_offset.is_some() {
+            for (name, tp) in [
+                ("proc_fork", "sched_process_fork"),
+                ("proc_exit", "sched_process_exit"),
+            ] {
+                let prog: &mut RawTracePoint = ebpf
+                    .program_mut(name)
+                    .ok_or(LoadError::MissingProgram { name })?
+                    .try_into()
+                    .map_err(|source| LoadError::Program { name, source })?;
+                prog.load()
+                    .map_err(|source| LoadError::Program { name, source })?;
+                prog.attach(tp)
+                    .map_err(|source| LoadError::Program { name, source })?;
+            }
+            follows_forks = true;
+        }
+        Ok(Self {
+            ebpf,
+            follows_forks,
+        })
+    }
+
+    /// The entry or return program, for attaching.
+    pub fn uprobe(&mut self, name: &'static str) -> Result<&mut UProbe, LoadError> {
+        uprobe(&mut self.ebpf, name)
+    }
+
+    /// Moves the ring buffer out, for the reader task.
+    pub fn take_ring_buffer(&mut self) -> Result<RingBuf<MapData>, LoadError> {
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .ok_or(LoadError::MissingProgram { name: "EVENTS" })?;
+        RingBuf::try_from(map).map_err(|source| LoadError::Map {
+            name: "EVENTS",
+            source,
+        })
+    }
+
+    fn traced(&mut self) -> Result<BpfHashMap<&mut MapData, u32, u32>, LoadError> {
+        let map = self
+            .ebpf
+            .map_mut("TRACED")
+            .ok_or(LoadError::MissingProgram { name: "TRACED" })?;
+        BpfHashMap::try_from(map).map_err(|source| LoadError::Map {
+            name: "TRACED",
+            source,
+        })
+    }
+
+    /// Adds a process to the in-kernel filter.
+    pub fn trace_pid(&mut self, pid: u32) -> Result<(), LoadError> {
+        self.traced()?
+            .insert(pid, 0, 0)
+            .map_err(|source| LoadError::Map {
+                name: "TRACED",
+                source,
+            })
+    }
+
+    /// Removes a process from the in-kernel filter (absent is fine).
+    pub fn untrace_pid(&mut self, pid: u32) -> Result<(), LoadError> {
+        match self.traced()?.remove(&pid) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Err(source) => Err(LoadError::Map {
+                name: "TRACED",
+                source,
+            }),
+        }
+    }
+
+    /// The processes the kernel side traces now (fork-followed ones included).
+    pub fn traced_pids(&mut self) -> Result<Vec<u32>, LoadError> {
+        Ok(self.traced()?.keys().filter_map(Result::ok).collect())
+    }
+
+    /// Sums of the per-CPU drop counters.
+    pub fn drops(&self) -> Result<Drops, LoadError> {
+        let map = self
+            .ebpf
+            .map("DROPS")
+            .ok_or(LoadError::MissingProgram { name: "DROPS" })?;
+        let array =
+            PerCpuArray::<&MapData, u64>::try_from(map).map_err(|source| LoadError::Map {
+                name: "DROPS",
+                source,
+            })?;
+        let sum = |slot: u32| -> Result<u64, LoadError> {
+            let values = array.get(&slot, 0).map_err(|source| LoadError::Map {
+                name: "DROPS",
+                source,
+            })?;
+            Ok(values.iter().sum())
+        };
+        Ok(Drops {
+            ringbuf_full: sum(drop_slot::RINGBUF_FULL)?,
+            entry_map_full: sum(drop_slot::ENTRY_MAP_FULL)?,
+            return_without_entry: sum(drop_slot::RETURN_WITHOUT_ENTRY)?,
+        })
+    }
+}
+
+fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut UProbe, LoadError> {
+    ebpf.program_mut(name)
+        .ok_or(LoadError::MissingProgram { name })?
+        .try_into()
+        .map_err(|source| LoadError::Program { name, source })
+}
+
+/// What the kernel side could not record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Drops {
+    /// Completed calls lost because the ring buffer was full.
+    pub ringbuf_full: u64,
+    /// Calls whose entry could not be stored (their return is then not recorded).
+    pub entry_map_full: u64,
+    /// Returns seen without an entry: calls already running when the probes attached.
+    pub return_without_entry: u64,
+}
+
+impl Drops {
+    /// Calls that happened while traced but did not reach the trace.
+    pub fn lost_calls(&self) -> u64 {
+        self.ringbuf_full + self.entry_map_full
+    }
+}

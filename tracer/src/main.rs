@@ -1,0 +1,156 @@
+//! The `cuda-tracer` binary: parses the command line and wires the library's
+//! pieces; no logic of its own.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::{bail, Context as _, Result};
+use clap::Parser;
+use cuda_tracer::{
+    check,
+    cli::{Cli, Command, LogFormat, RecordArgs, RunArgs, TraceArgs},
+    clock,
+    session::{self, SessionConfig, SessionResult, Target},
+};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log_level);
+    match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| "info".into());
+    use std::io::IsTerminal as _;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn dispatch(command: Command) -> Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    match command {
+        Command::Check(args) => {
+            let items = check::run(args.pid);
+            for item in &items {
+                println!("{item}");
+            }
+            Ok(if items.iter().all(|i| i.ok) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Record(args) => runtime.block_on(record(args)),
+        Command::Run(args) => runtime.block_on(run(args)),
+    }
+}
+
+fn session_id() -> String {
+    format!("{}-{}", clock::compact_utc_now(), std::process::id())
+}
+
+fn config(dir: PathBuf, id: String, target: Target, t: &TraceArgs) -> SessionConfig {
+    SessionConfig {
+        dir,
+        session_id: id,
+        target,
+        rotate_every: Duration::from_secs(t.rotate_secs),
+        scan_every: Duration::from_millis(t.scan_interval_ms),
+        selection: t.functions.clone(),
+        ringbuf_bytes: t.ringbuf_bytes,
+        libs: t.libs.clone(),
+    }
+}
+
+async fn record(args: RecordArgs) -> Result<ExitCode> {
+    let id = session_id();
+    let dir = args
+        .output
+        .unwrap_or_else(|| PathBuf::from("traces").join(&id));
+    if dir.join("metadata.json").exists() {
+        bail!(
+            "{} already holds a trace session; pass an empty or new directory with -o",
+            dir.display()
+        );
+    }
+    let cfg = config(dir, id, Target::Command(args.command), &args.trace);
+    let result = session::run(cfg, shutdown_signal())
+        .await
+        .context("record failed")?;
+    print_summary(&result);
+    let code = result.exit_status.and_then(|s| s.code()).unwrap_or(0);
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
+
+async fn run(args: RunArgs) -> Result<ExitCode> {
+    let id = session_id();
+    let pattern = regex::Regex::new(&args.target_process).with_context(|| {
+        format!(
+            "--target-process / TARGET_PROCESS `{}` is not a valid regex",
+            args.target_process
+        )
+    })?;
+    let dir = args.trace_dir.join(&id);
+    let target = Target::Daemon {
+        pattern: Some(pattern),
+        pids: args.pids,
+    };
+    let result = session::run(config(dir, id, target, &args.trace), shutdown_signal())
+        .await
+        .context("run failed")?;
+    tracing::info!(
+        calls = result.stats.calls(),
+        files = result.files.len(),
+        dropped = result.drops.lost_calls(),
+        dir = %result.dir.display(),
+        "session finished"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_summary(r: &SessionResult) {
+    eprintln!("\n{}", r.stats.table());
+    eprintln!(
+        "{} calls from {} process(es) in {} file(s); dropped: {} (ring buffer full {}, entry map full {}), returns without entry: {}, decode errors: {}, write errors: {}",
+        r.stats.calls(),
+        r.processes,
+        r.files.len(),
+        r.drops.lost_calls() + r.stats.write_errors,
+        r.drops.ringbuf_full,
+        r.drops.entry_map_full,
+        r.drops.return_without_entry,
+        r.stats.decode_errors,
+        r.stats.write_errors,
+    );
+    eprintln!("trace: {}", r.dir.display());
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,58 @@
+//! One record's way through userspace: decode (checked), count, write.
+
+use tracer_common::{
+    abi::ProcEvent,
+    decode::{decode, Event},
+};
+
+use crate::{sink::Sink, stats::Stats};
+
+/// Decoder + statistics + sink, owned by the reader task.
+pub struct Pipeline {
+    sink: Box<dyn Sink>,
+    pub stats: Stats,
+}
+
+impl Pipeline {
+    pub fn new(sink: Box<dyn Sink>) -> Self {
+        Self {
+            sink,
+            stats: Stats::default(),
+        }
+    }
+
+    /// Handles one ring-buffer record; process events are handed back to
+    /// the caller, which owns the process table.
+    pub fn handle(&mut self, bytes: &[u8]) -> Option<ProcEvent> {
+        match decode(bytes) {
+            Ok(Event::Call(ev)) => {
+                self.stats.observe(&ev);
+                if let Err(e) = self.sink.write_call(&ev) {
+                    self.stats.write_errors += 1;
+                    if self.stats.write_errors.is_power_of_two() {
+                        tracing::error!(error = %e, lost_lines = self.stats.write_errors, "trace line not written");
+                    }
+                }
+                None
+            }
+            Ok(Event::Proc(p)) => Some(p),
+            Err(e) => {
+                self.stats.decode_errors += 1;
+                if self.stats.decode_errors.is_power_of_two() {
+                    tracing::error!(error = %e, total = self.stats.decode_errors, "ring buffer record rejected");
+                }
+                None
+            }
+        }
+    }
+
+    pub fn rotate(&mut self) -> Option<crate::sink::ClosedFile> {
+        match self.sink.rotate() {
+            Ok(closed) => closed,
+            Err(e) => {
+                tracing::error!(error = %e, "closing trace file failed; its lines stay in the .partial file");
+                None
+            }
+        }
+    }
+}

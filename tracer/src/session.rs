@@ -1,0 +1,431 @@
+//! One trace session: loads the probes, starts the reader, keeps the set of
+//! traced processes and attached libraries up to date on a scan timer, keeps
+//! `metadata.json` current, and on stop drains everything to disk.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    future::Future,
+    path::PathBuf,
+    process::ExitStatus,
+    time::{Duration, SystemTime},
+};
+
+use regex::Regex;
+use tokio::sync::{mpsc, watch};
+use tracer_common::abi::{proc_op, ProcEvent};
+
+use crate::{
+    attach::{AttachError, Attacher, Selection},
+    clock::{self, SessionClock},
+    discover::{self, ProcessInfo},
+    format::LineFormatter,
+    loader::{Drops, LoadError, LoadOptions, Probes},
+    metadata::{Counts, Metadata, ProcessRecord},
+    pipeline::Pipeline,
+    reader::{self, ReaderMsg},
+    sink::{ClosedFile, JsonlSink},
+    stats::Stats,
+};
+
+/// What to trace.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// Start this command and trace it and its descendants until it exits.
+    Command(Vec<String>),
+    /// Trace these pids and every process matching the pattern, now or later.
+    Daemon {
+        pattern: Option<Regex>,
+        pids: Vec<u32>,
+    },
+}
+
+/// Everything a session needs to know up front.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// The session directory: trace files and metadata.json go here.
+    pub dir: PathBuf,
+    pub session_id: String,
+    pub target: Target,
+    pub rotate_every: Duration,
+    pub scan_every: Duration,
+    pub selection: Selection,
+    pub ringbuf_bytes: u32,
+    /// Libraries to attach before anything runs (`--lib`).
+    pub libs: Vec<PathBuf>,
+}
+
+/// Why a session could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Attach(#[from] AttachError),
+    #[error(transparent)]
+    Discover(#[from] discover::DiscoverError),
+    #[error("trace dir {path} is not usable: {source} (choose a writable directory with -o/--trace-dir or TRACE_DIR)")]
+    TraceDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot start `{command}`: {source}")]
+    Spawn {
+        command: String,
+        source: std::io::Error,
+    },
+    #[error("the ring-buffer reader failed: {0}")]
+    Reader(String),
+    #[error(transparent)]
+    Metadata(#[from] crate::metadata::MetadataError),
+}
+
+/// What a finished session reports.
+#[derive(Debug)]
+pub struct SessionResult {
+    pub dir: PathBuf,
+    pub stats: Stats,
+    pub drops: Drops,
+    pub files: Vec<ClosedFile>,
+    pub processes: usize,
+    /// The command's exit status (record mode).
+    pub exit_status: Option<ExitStatus>,
+}
+
+struct Session {
+    cfg: SessionConfig,
+    probes: Probes,
+    attacher: Attacher,
+    clock: SessionClock,
+    processes: BTreeMap<u32, ProcessRecord>,
+    failed_libs: BTreeSet<PathBuf>,
+    files: Vec<ClosedFile>,
+    counts: Counts,
+    finished: bool,
+}
+
+/// Runs a session until the command exits (record) or `stop` resolves.
+pub async fn run(
+    cfg: SessionConfig,
+    stop: impl Future<Output = ()>,
+) -> Result<SessionResult, SessionError> {
+    prepare_dir(&cfg.dir)?;
+    let tgid_offset =
+        match crate::btf::task_tgid_offset(std::path::Path::new(crate::btf::VMLINUX_BTF)) {
+            Ok(off) => Some(off),
+            Err(e) => {
+                tracing::warn!(error = %e, "children are found by the /proc scan only");
+                None
+            }
+        };
+    let mut probes = Probes::load(&LoadOptions {
+        ringbuf_bytes: cfg.ringbuf_bytes,
+        task_tgid_offset: tgid_offset,
+    })?;
+    let ring = probes.take_ring_buffer()?;
+    let clock = SessionClock::now();
+    let mut s = Session {
+        attacher: Attacher::new(cfg.selection.clone()),
+        cfg,
+        probes,
+        clock,
+        processes: BTreeMap::new(),
+        failed_libs: BTreeSet::new(),
+        files: Vec::new(),
+        counts: Counts::default(),
+        finished: false,
+    };
+    for lib in s.cfg.libs.clone() {
+        let shown = lib.display().to_string();
+        s.attacher.attach(&mut s.probes, &lib, &shown)?;
+    }
+
+    let (msg_tx, mut msg_rx) = mpsc::unbounded_channel();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let sink = JsonlSink::new(
+        &s.cfg.dir,
+        LineFormatter {
+            start_ns: clock.start_boot_ns,
+        },
+    );
+    let reader = tokio::spawn(reader::run(
+        ring,
+        Pipeline::new(Box::new(sink)),
+        s.cfg.rotate_every,
+        stop_rx,
+        msg_tx,
+    ));
+
+    let mut child = s.start_targets()?;
+    s.scan();
+    s.write_metadata(&Stats::default());
+
+    let mut scan = tokio::time::interval(s.cfg.scan_every);
+    let mut exit_status = None;
+    tokio::pin!(stop);
+    let mut reader_failed = None;
+    loop {
+        tokio::select! {
+            _ = scan.tick() => s.scan(),
+            msg = msg_rx.recv() => match msg {
+                Some(m) => s.on_message(m),
+                None => { reader_failed = Some("reader stopped unexpectedly".to_string()); break }
+            },
+            status = wait_child(&mut child) => { exit_status = Some(status); break }
+            _ = &mut stop => { tracing::info!("stop requested: draining"); break }
+        }
+    }
+    let _ = stop_tx.send(true);
+    let pipeline = match reader.await {
+        Ok(Ok(p)) => Some(p),
+        Ok(Err(e)) => {
+            reader_failed.get_or_insert(e.to_string());
+            None
+        }
+        Err(e) => {
+            reader_failed.get_or_insert(e.to_string());
+            None
+        }
+    };
+    while let Ok(m) = msg_rx.try_recv() {
+        s.on_message(m);
+    }
+    let stats = pipeline.map(|p| p.stats).unwrap_or_default();
+    s.counts = Counts {
+        calls: stats.calls(),
+        decode_errors: stats.decode_errors,
+        write_errors: stats.write_errors,
+    };
+    s.finished = true;
+    s.scan_exits();
+    let drops = s.write_metadata(&stats);
+    if let Some(e) = reader_failed {
+        return Err(SessionError::Reader(e));
+    }
+    Ok(SessionResult {
+        dir: s.cfg.dir.clone(),
+        stats,
+        drops,
+        files: s.files.clone(),
+        processes: s.processes.len(),
+        exit_status: exit_status.and_then(Result::ok),
+    })
+}
+
+async fn wait_child(child: &mut Option<tokio::process::Child>) -> std::io::Result<ExitStatus> {
+    match child {
+        Some(c) => c.wait().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn prepare_dir(dir: &std::path::Path) -> Result<(), SessionError> {
+    let err = |source| SessionError::TraceDir {
+        path: dir.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let probe = dir.join(".write-test");
+    std::fs::write(&probe, b"").map_err(err)?;
+    std::fs::remove_file(&probe).map_err(err)
+}
+
+impl Session {
+    fn now_ms(&self) -> f64 {
+        self.clock.ms_since_start(clock::boot_ns())
+    }
+
+    fn add_process(&mut self, pid: u32, source: &'static str, fallback_ppid: u32) {
+        if self.processes.contains_key(&pid) {
+            return;
+        }
+        let info = ProcessInfo::read(pid).unwrap_or(ProcessInfo {
+            pid,
+            ppid: fallback_ppid,
+            comm: String::new(),
+            cmdline: String::new(),
+        });
+        tracing::info!(pid, ppid = info.ppid, comm = %info.comm, source, "tracing process");
+        let first_seen_ms = self.now_ms();
+        self.processes.insert(
+            pid,
+            ProcessRecord {
+                pid,
+                ppid: info.ppid,
+                comm: info.comm,
+                cmdline: info.cmdline,
+                source,
+                first_seen_ms,
+                exited_ms: None,
+            },
+        );
+    }
+
+    /// Starts the command (record) or registers the given pids (daemon).
+    fn start_targets(&mut self) -> Result<Option<tokio::process::Child>, SessionError> {
+        match self.cfg.target.clone() {
+            Target::Daemon { pids, .. } => {
+                for pid in pids {
+                    ProcessInfo::read(pid)?;
+                    self.probes.trace_pid(pid)?;
+                    self.add_process(pid, "pid", 0);
+                }
+                Ok(None)
+            }
+            Target::Command(argv) => {
+                // A late dlopen of a library on the search path is traced from
+                // its first call: its probes are in place before the command runs.
+                let ld_path = std::env::var_os("LD_LIBRARY_PATH");
+                for lib in discover::search_path_libraries(ld_path.as_deref()) {
+                    self.try_attach(&lib, &lib.display().to_string());
+                }
+                let child = crate::record::spawn_traced(&mut self.probes, &argv)?;
+                if let Some(pid) = child.id() {
+                    self.add_process(pid, "command", std::process::id());
+                }
+                Ok(Some(child))
+            }
+        }
+    }
+
+    fn try_attach(&mut self, opened: &std::path::Path, shown: &str) {
+        if self.failed_libs.contains(opened) || self.attacher.is_attached(opened) {
+            return;
+        }
+        if let Err(e) = self.attacher.attach(&mut self.probes, opened, shown) {
+            tracing::warn!(library = %shown, error = %e, "library not attached");
+            self.failed_libs.insert(opened.to_path_buf());
+        }
+    }
+
+    /// Picks up new matching processes, children the kernel did not report,
+    /// and libraries mapped since the last scan.
+    fn scan(&mut self) {
+        let me = std::process::id();
+        if let Target::Daemon {
+            pattern: Some(re), ..
+        } = &self.cfg.target
+        {
+            for info in discover::matching_processes(re, me) {
+                if !self.processes.contains_key(&info.pid)
+                    && self.probes.trace_pid(info.pid).is_ok()
+                {
+                    self.add_process(info.pid, "pattern", info.ppid);
+                }
+            }
+        }
+        let traced: BTreeSet<u32> = self
+            .probes
+            .traced_pids()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        for pid in &traced {
+            if !self.processes.contains_key(pid) {
+                self.add_process(*pid, "fork", 0);
+            }
+            match discover::cuda_libraries(*pid) {
+                Ok(libs) => {
+                    for lib in libs {
+                        self.try_attach(&lib.opened, &lib.shown);
+                    }
+                }
+                Err(e) => tracing::debug!(pid, error = %e, "maps not readable"),
+            }
+        }
+        self.scan_exits();
+    }
+
+    /// Marks processes that are gone, refreshes command lines changed by exec.
+    fn scan_exits(&mut self) {
+        let now = self.now_ms();
+        for rec in self
+            .processes
+            .values_mut()
+            .filter(|r| r.exited_ms.is_none())
+        {
+            match ProcessInfo::read(rec.pid) {
+                Ok(info) => {
+                    rec.cmdline = info.cmdline;
+                    rec.comm = info.comm;
+                }
+                Err(_) => rec.exited_ms = Some(now),
+            }
+        }
+    }
+
+    fn on_message(&mut self, msg: ReaderMsg) {
+        match msg {
+            ReaderMsg::Proc(ProcEvent {
+                pid,
+                ppid,
+                op,
+                ts_ns,
+                ..
+            }) => {
+                if op == proc_op::FORK && ppid != std::process::id() {
+                    self.add_process(pid, "fork", ppid);
+                } else if op == proc_op::EXIT {
+                    let at = self.clock.ms_since_start(ts_ns);
+                    if let Some(rec) = self.processes.get_mut(&pid) {
+                        rec.exited_ms.get_or_insert(at);
+                    }
+                }
+            }
+            ReaderMsg::Closed {
+                file,
+                calls,
+                decode_errors,
+                write_errors,
+            } => {
+                self.files.push(file);
+                self.counts = Counts {
+                    calls,
+                    decode_errors,
+                    write_errors,
+                };
+                self.write_metadata(&Stats::default());
+            }
+        }
+    }
+
+    /// Rewrites metadata.json; failures are logged, never fatal mid-session.
+    fn write_metadata(&self, stats: &Stats) -> Drops {
+        let drops = self.probes.drops().unwrap_or_default();
+        let (mode, command, pattern) = match &self.cfg.target {
+            Target::Command(argv) => ("record", Some(argv.clone()), None),
+            Target::Daemon { pattern, .. } => (
+                "daemon",
+                None,
+                pattern.as_ref().map(|r| r.as_str().to_string()),
+            ),
+        };
+        let meta = Metadata {
+            session_id: self.cfg.session_id.clone(),
+            tracer_version: env!("CARGO_PKG_VERSION"),
+            hostname: crate::metadata::hostname(),
+            status: if self.finished { "finished" } else { "running" },
+            mode,
+            command,
+            target_pattern: pattern,
+            start_wall_clock: clock::rfc3339(self.clock.start_wall),
+            start_unix_ns: self.clock.start_wall.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0),
+            start_boot_ns: self.clock.start_boot_ns,
+            ts_unit: "milliseconds since start_boot_ns (CLOCK_BOOTTIME); one line per completed call, stamped at entry",
+            end_wall_clock: self.finished.then(|| clock::rfc3339(SystemTime::now())),
+            function_groups: self.cfg.selection.groups().collect(),
+            follows_forks: self.probes.follows_forks,
+            ringbuf_bytes: self.cfg.ringbuf_bytes,
+            processes: self.processes.values().cloned().collect(),
+            libraries: self.attacher.libraries(),
+            files: self.files.clone(),
+            counts: self.counts.clone(),
+            drops,
+            dropped_events: drops.lost_calls() + self.counts.write_errors,
+            summary: stats.rows(),
+        };
+        if let Err(e) = meta.write(&self.cfg.dir) {
+            tracing::error!(error = %e, "metadata not written");
+        }
+        drops
+    }
+}

@@ -1,0 +1,133 @@
+//! Developer tasks: `setup` (toolchain, bpf-linker, test prerequisites),
+//! `demo` (trace the bundled workload), `test` (fmt, clippy, all tests).
+
+mod paths;
+mod setup;
+
+use std::process::Command;
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Make this machine ready: nightly rust-src, bpf-linker, fixtures, test packages.
+    Setup,
+    /// Set up, build, and trace the bundled fixture workload with `cuda-tracer record`.
+    Demo,
+    /// Set up, then fmt check, clippy -D warnings, and every test (BPF tests need root).
+    Test {
+        /// Extra arguments for `cargo test`, after `--`.
+        #[arg(last = true)]
+        cargo_args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Setup => setup::run(),
+        Task::Demo => demo(),
+        Task::Test { cargo_args } => test(&cargo_args),
+    }
+}
+
+/// Runs a command, failing with its command line when it fails.
+pub fn exec(cmd: &mut Command) -> Result<()> {
+    let shown = format!("{cmd:?}");
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed with {status}");
+    }
+    Ok(())
+}
+
+fn require_root(what: &str) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("{what} loads BPF programs and needs root: run `sudo -E env PATH=$PATH cargo xtask {what}`");
+    }
+    Ok(())
+}
+
+fn demo() -> Result<()> {
+    setup::run()?;
+    require_root("demo")?;
+    let root = paths::root();
+    exec(Command::new("cargo").current_dir(&root).args([
+        "build",
+        "--release",
+        "-p",
+        "cuda-tracer",
+    ]))?;
+    let tracer = paths::target_dir().join("release/cuda-tracer");
+    let out = paths::target_dir()
+        .join("demo")
+        .join(format!("session-{}", std::process::id()));
+    let workload = paths::fixtures_dir().join("cuda-workload");
+    println!(
+        "== tracing {} with {}",
+        workload.display(),
+        tracer.display()
+    );
+    exec(
+        Command::new(&tracer)
+            .args(["record", "-o"])
+            .arg(&out)
+            .arg("--")
+            .arg(&workload),
+    )?;
+    let mut files: Vec<_> = std::fs::read_dir(&out)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    files.sort();
+    if let Some(first) = files.first() {
+        println!("\n== first lines of {}", first.display());
+        let text = std::fs::read_to_string(first)?;
+        for line in text.lines().take(5) {
+            println!("{line}");
+        }
+    }
+    println!(
+        "\n== try: jq -r .func {}/trace_*.jsonl | sort | uniq -c | sort -rn",
+        out.display()
+    );
+    Ok(())
+}
+
+fn test(cargo_args: &[String]) -> Result<()> {
+    setup::run()?;
+    require_root("test")?;
+    let root = paths::root();
+    exec(
+        Command::new("cargo")
+            .current_dir(&root)
+            .args(["fmt", "--all", "--", "--check"]),
+    )
+    .context("formatting differs: run `cargo fmt --all`")?;
+    exec(Command::new("cargo").current_dir(&root).args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    exec(
+        Command::new("cargo")
+            .current_dir(&root)
+            .args(["test", "--workspace"])
+            .args(cargo_args)
+            .env("CUDA_TRACER_FIXTURES", paths::fixtures_dir())
+            .env("CUDA_TRACER_NVIDIA_CUDART", paths::nvidia_cudart()),
+    )
+}

@@ -1,0 +1,37 @@
+//! Where things live: the repository, the target dir, the setup cache.
+
+use std::path::PathBuf;
+
+/// The workspace root (xtask's parent).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+/// Cargo's target dir, honouring CARGO_TARGET_DIR.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}
+
+/// Built fixture libraries and workloads.
+pub fn fixtures_dir() -> PathBuf {
+    target_dir().join("fixtures")
+}
+
+/// Setup's own cache: the LLVM prefix bpf-linker links against, PyPI packages.
+pub fn cache_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    base.join("cuda-tracer")
+}
+
+/// The real NVIDIA runtime from the PyPI wheel.
+pub fn nvidia_cudart() -> PathBuf {
+    cache_dir().join("pypi/nvidia/cuda_runtime/lib/libcudart.so.12")
+}

@@ -1,0 +1,174 @@
+//! `cargo xtask setup`: idempotent, quick when already done.
+
+use std::process::Command;
+
+use anyhow::{bail, Context as _, Result};
+
+use crate::{exec, paths};
+
+/// The NVIDIA runtime wheel the real-library tests run against.
+const NVIDIA_RUNTIME: &str = "nvidia-cuda-runtime-cu12==12.9.79";
+/// bpf-linker release known to build against nightly's LLVM 22.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+pub fn run() -> Result<()> {
+    need(
+        "rustup",
+        "install rustup: https://rustup.rs (the toolchain manager)",
+    )?;
+    need("cc", "apt-get install -y gcc")?;
+    need("python3", "apt-get install -y python3 python3-pip")?;
+    nightly()?;
+    let major = llvm_major()?;
+    bpf_linker(major)?;
+    nvidia_runtime()?;
+    fixtures()?;
+    println!(
+        "setup: ready (nightly LLVM {major}, bpf-linker {BPF_LINKER_VERSION}, fixtures in {})",
+        paths::fixtures_dir().display()
+    );
+    Ok(())
+}
+
+fn need(tool: &str, fix: &str) -> Result<()> {
+    if Command::new("sh")
+        .args(["-c", &format!("command -v {tool} >/dev/null")])
+        .status()?
+        .success()
+    {
+        return Ok(());
+    }
+    bail!("`{tool}` is missing: {fix}")
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let shown = format!("{cmd:?}");
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot start {shown}"))?;
+    if !out.status.success() {
+        bail!("{shown} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The nightly toolchain with rust-src (the BPF crate builds core itself).
+fn nightly() -> Result<()> {
+    let have = output(Command::new("rustup").args(["toolchain", "list"]))?;
+    if !have.lines().any(|l| l.starts_with("nightly")) {
+        exec(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
+    }
+    let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?;
+    let src = std::path::Path::new(sysroot.trim()).join("lib/rustlib/src/rust/library/core");
+    if !src.exists() {
+        exec(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
+    }
+    Ok(())
+}
+
+/// LLVM major version of the nightly toolchain (`LLVM version: 22.1.4`).
+fn llvm_major() -> Result<u32> {
+    let vv = output(Command::new("rustc").args(["+nightly", "-vV"]))?;
+    vv.lines()
+        .find_map(|l| l.strip_prefix("LLVM version: "))
+        .and_then(|v| v.split('.').next()?.parse().ok())
+        .context("`rustc +nightly -vV` printed no LLVM version")
+}
+
+/// bpf-linker built against the nightly's own libLLVM, so bitcode versions match.
+fn bpf_linker(major: u32) -> Result<()> {
+    let prefix = paths::cache_dir().join(format!("llvm-{major}"));
+    let stamp = prefix.join("bpf-linker.stamp");
+    let works = Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if works && stamp.exists() {
+        return Ok(());
+    }
+    let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?;
+    let lib_dir = std::path::Path::new(sysroot.trim()).join("lib");
+    let libllvm = std::fs::read_dir(&lib_dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libLLVM.so") || n.starts_with("libLLVM-"))
+        })
+        .with_context(|| {
+            format!(
+                "no libLLVM in {}: reinstall nightly (`rustup toolchain install nightly`)",
+                lib_dir.display()
+            )
+        })?;
+    let link_dir = prefix.join("lib");
+    std::fs::create_dir_all(&link_dir)?;
+    let link = link_dir.join("libLLVM.so");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&libllvm, &link)?;
+    println!(
+        "setup: building bpf-linker {BPF_LINKER_VERSION} against {} (about a minute)",
+        libllvm.display()
+    );
+    exec(
+        Command::new("cargo")
+            .args([
+                "install",
+                "bpf-linker",
+                "--force",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--no-default-features",
+                "--features",
+            ])
+            .arg(format!("llvm-{major}"))
+            .env("LLVM_PREFIX", &prefix),
+    )?;
+    std::fs::write(stamp, format!("llvm-{major}\n"))?;
+    Ok(())
+}
+
+/// The real libcudart from PyPI, for the tests against NVIDIA's own library.
+fn nvidia_runtime() -> Result<()> {
+    if paths::nvidia_cudart().exists() {
+        return Ok(());
+    }
+    let target = paths::cache_dir().join("pypi");
+    println!("setup: installing {NVIDIA_RUNTIME} from PyPI");
+    exec(
+        Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-deps",
+                "--upgrade",
+                "--target",
+            ])
+            .arg(&target)
+            .arg(NVIDIA_RUNTIME),
+    )
+}
+
+/// Builds the fixture CUDA libraries and workloads with the system C compiler.
+fn fixtures() -> Result<()> {
+    exec(
+        Command::new("bash")
+            .arg(paths::root().join("fixtures/build.sh"))
+            .arg(paths::fixtures_dir()),
+    )
+}
