@@ -13,26 +13,18 @@ fn main() -> anyhow::Result<()> {
         .parent()
         .ok_or_else(|| anyhow!("tracer crate has no parent dir"))?
         .join("tracer-ebpf");
-    let root = root
-        .to_str()
-        .ok_or_else(|| anyhow!("non UTF-8 path {}", root.display()))?;
+    let root = root.to_str().ok_or_else(|| anyhow!("non UTF-8 path {}", root.display()))?;
     println!("cargo:rerun-if-changed={root}/../tracer-common/src");
     // aya-build relays the nested cargo's progress lines as build warnings;
     // keep them out of every build's output.
     std::env::set_var("CARGO_TERM_QUIET", "true");
     aya_build::build_ebpf(
-        [aya_build::Package {
-            name: "tracer-ebpf",
-            root_dir: root,
-            ..Default::default()
-        }],
+        [aya_build::Package { name: "tracer-ebpf", root_dir: root, ..Default::default() }],
         aya_build::Toolchain::Nightly,
     )
 }
 
 fn which_bpf_linker() -> Option<std::path::PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join("bpf-linker"))
-        .find(|p| p.is_file())
+    std::env::split_paths(&path).map(|d| d.join("bpf-linker")).find(|p| p.is_file())
 }

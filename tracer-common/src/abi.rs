@@ -135,11 +135,7 @@ impl Cookie {
     }
 
     pub const fn decode(raw: u64) -> Self {
-        Self {
-            func_id: raw as u16,
-            stack_words: (raw >> 16) as u8,
-            out_arg: (raw >> 24) as u8,
-        }
+        Self { func_id: raw as u16, stack_words: (raw >> 16) as u8, out_arg: (raw >> 24) as u8 }
     }
 }
 

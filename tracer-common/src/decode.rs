@@ -26,11 +26,7 @@ pub enum DecodeError {
     #[error("record kind {kind} is unknown (tracer and BPF object from different builds?)")]
     UnknownKind { kind: u32 },
     #[error("record of kind {kind} has {len} bytes, expected {expected}")]
-    BadLength {
-        kind: u32,
-        len: usize,
-        expected: usize,
-    },
+    BadLength { kind: u32, len: usize, expected: usize },
     #[error("call record names function id {func_id}, beyond the {known} known functions")]
     UnknownFunction { func_id: u32, known: usize },
 }
@@ -54,20 +50,13 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         other => return Err(DecodeError::UnknownKind { kind: other }),
     };
     if bytes.len() < expected || header.size as usize != expected {
-        return Err(DecodeError::BadLength {
-            kind: header.kind,
-            len: bytes.len(),
-            expected,
-        });
+        return Err(DecodeError::BadLength { kind: header.kind, len: bytes.len(), expected });
     }
     match header.kind {
         kind::CALL => {
             let call: CallEvent = read(bytes);
             if crate::funcs::by_id(call.func_id).is_none() {
-                return Err(DecodeError::UnknownFunction {
-                    func_id: call.func_id,
-                    known: crate::funcs::FUNCS.len(),
-                });
+                return Err(DecodeError::UnknownFunction { func_id: call.func_id, known: crate::funcs::FUNCS.len() });
             }
             Ok(Event::Call(call))
         }
@@ -82,18 +71,12 @@ mod tests {
 
     fn bytes_of<T: Copy>(v: &T) -> Vec<u8> {
         // SAFETY: test-only view of a padding-free Pod value.
-        unsafe {
-            core::slice::from_raw_parts((v as *const T).cast::<u8>(), core::mem::size_of::<T>())
-        }
-        .to_vec()
+        unsafe { core::slice::from_raw_parts((v as *const T).cast::<u8>(), core::mem::size_of::<T>()) }.to_vec()
     }
 
     fn call() -> CallEvent {
         CallEvent {
-            header: EventHeader {
-                kind: kind::CALL,
-                size: CALL_EVENT_SIZE as u32,
-            },
+            header: EventHeader { kind: kind::CALL, size: CALL_EVENT_SIZE as u32 },
             entry_ns: 5,
             pid: 7,
             tid: 8,
@@ -112,45 +95,30 @@ mod tests {
     fn rejects_short_records_before_reading() {
         assert_eq!(decode(&[1, 0, 0]), Err(DecodeError::ShortHeader { len: 3 }));
         let b = bytes_of(&call());
-        assert!(matches!(
-            decode(&b[..20]),
-            Err(DecodeError::BadLength { .. })
-        ));
+        assert!(matches!(decode(&b[..20]), Err(DecodeError::BadLength { .. })));
     }
 
     #[test]
     fn rejects_unknown_kind_and_function() {
         let mut c = call();
         c.header.kind = 99;
-        assert_eq!(
-            decode(&bytes_of(&c)),
-            Err(DecodeError::UnknownKind { kind: 99 })
-        );
+        assert_eq!(decode(&bytes_of(&c)), Err(DecodeError::UnknownKind { kind: 99 }));
         let mut c = call();
         c.func_id = 10_000;
-        assert!(matches!(
-            decode(&bytes_of(&c)),
-            Err(DecodeError::UnknownFunction { .. })
-        ));
+        assert!(matches!(decode(&bytes_of(&c)), Err(DecodeError::UnknownFunction { .. })));
     }
 
     #[test]
     fn rejects_size_field_mismatch() {
         let mut c = call();
         c.header.size = 12;
-        assert!(matches!(
-            decode(&bytes_of(&c)),
-            Err(DecodeError::BadLength { .. })
-        ));
+        assert!(matches!(decode(&bytes_of(&c)), Err(DecodeError::BadLength { .. })));
     }
 
     #[test]
     fn decodes_a_proc_event() {
         let p = ProcEvent {
-            header: EventHeader {
-                kind: kind::PROC,
-                size: PROC_EVENT_SIZE as u32,
-            },
+            header: EventHeader { kind: kind::PROC, size: PROC_EVENT_SIZE as u32 },
             pid: 3,
             ppid: 2,
             op: crate::abi::proc_op::FORK,
@@ -161,11 +129,7 @@ mod tests {
 
     #[test]
     fn cookie_round_trips() {
-        let c = crate::abi::Cookie {
-            func_id: 513,
-            stack_words: 6,
-            out_arg: 2,
-        };
+        let c = crate::abi::Cookie { func_id: 513, stack_words: 6, out_arg: 2 };
         assert_eq!(crate::abi::Cookie::decode(c.encode()), c);
     }
 
@@ -173,11 +137,7 @@ mod tests {
     fn function_names_are_unique() {
         let f = crate::funcs::FUNCS;
         for (i, a) in f.iter().enumerate() {
-            assert!(
-                f[i + 1..].iter().all(|b| b.name != a.name),
-                "{} twice",
-                a.name
-            );
+            assert!(f[i + 1..].iter().all(|b| b.name != a.name), "{} twice", a.name);
             for arg in a.args {
                 assert!((arg.word as usize) < crate::abi::MAX_ARGS);
             }

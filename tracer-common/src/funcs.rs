@@ -37,14 +37,7 @@ pub enum Group {
 }
 
 impl Group {
-    pub const ALL: [Group; 6] = [
-        Group::Launch,
-        Group::Memory,
-        Group::Memcpy,
-        Group::Sync,
-        Group::Graph,
-        Group::Module,
-    ];
+    pub const ALL: [Group; 6] = [Group::Launch, Group::Memory, Group::Memcpy, Group::Sync, Group::Graph, Group::Module];
 
     pub const fn name(self) -> &'static str {
         match self {
@@ -109,11 +102,7 @@ impl FuncSpec {
     pub const fn cookie(&self, func_id: u16) -> crate::abi::Cookie {
         crate::abi::Cookie {
             func_id,
-            stack_words: if self.stack {
-                crate::abi::STACK_ARGS as u8
-            } else {
-                0
-            },
+            stack_words: if self.stack { crate::abi::STACK_ARGS as u8 } else { 0 },
             out_arg: self.out_arg,
         }
     }
@@ -123,36 +112,16 @@ const fn a(name: &'static str, fmt: Fmt, word: u8) -> ArgSpec {
     ArgSpec { name, fmt, word }
 }
 
-const fn f(
-    name: &'static str,
-    layer: Layer,
-    group: Group,
-    out_arg: u8,
-    args: &'static [ArgSpec],
-) -> FuncSpec {
-    FuncSpec {
-        name,
-        layer,
-        group,
-        stack: false,
-        out_arg,
-        args,
-        args_complete: true,
-    }
+const fn f(name: &'static str, layer: Layer, group: Group, out_arg: u8, args: &'static [ArgSpec]) -> FuncSpec {
+    FuncSpec { name, layer, group, stack: false, out_arg, args, args_complete: true }
 }
 
 const fn stack(spec: FuncSpec) -> FuncSpec {
-    FuncSpec {
-        stack: true,
-        ..spec
-    }
+    FuncSpec { stack: true, ..spec }
 }
 
 const fn partial(spec: FuncSpec) -> FuncSpec {
-    FuncSpec {
-        args_complete: false,
-        ..spec
-    }
+    FuncSpec { args_complete: false, ..spec }
 }
 
 use Fmt::*;
@@ -165,53 +134,18 @@ const PROC_ADDR: &[ArgSpec] = &[a("version", U32, 2), a("flags", U64, 3)];
 const ALLOC: &[ArgSpec] = &[a("bytes", U64, 1), a("dptr", Out, 0)];
 const ALLOC_MANAGED: &[ArgSpec] = &[a("bytes", U64, 1), a("dptr", Out, 0), a("flags", U32, 2)];
 const ALLOC_ASYNC: &[ArgSpec] = &[a("bytes", U64, 1), a("dptr", Out, 0), a("stream", Hex, 2)];
-const ALLOC_POOL: &[ArgSpec] = &[
-    a("bytes", U64, 1),
-    a("dptr", Out, 0),
-    a("pool", Hex, 2),
-    a("stream", Hex, 3),
-];
+const ALLOC_POOL: &[ArgSpec] = &[a("bytes", U64, 1), a("dptr", Out, 0), a("pool", Hex, 2), a("stream", Hex, 3)];
 const FREE: &[ArgSpec] = &[a("dptr", Hex, 0)];
 const FREE_ASYNC: &[ArgSpec] = &[a("dptr", Hex, 0), a("stream", Hex, 1)];
-const HTOD: &[ArgSpec] = &[
-    a("dst", Hex, 0),
-    a("src", Hex, 1),
-    a("bytes", U64, 2),
-    a("kind", Const("HtoD"), 0),
-];
-const DTOH: &[ArgSpec] = &[
-    a("dst", Hex, 0),
-    a("src", Hex, 1),
-    a("bytes", U64, 2),
-    a("kind", Const("DtoH"), 0),
-];
-const DTOD: &[ArgSpec] = &[
-    a("dst", Hex, 0),
-    a("src", Hex, 1),
-    a("bytes", U64, 2),
-    a("kind", Const("DtoD"), 0),
-];
-const HTOD_ASYNC: &[ArgSpec] = &[
-    a("dst", Hex, 0),
-    a("src", Hex, 1),
-    a("bytes", U64, 2),
-    a("kind", Const("HtoD"), 0),
-    a("stream", Hex, 3),
-];
-const DTOH_ASYNC: &[ArgSpec] = &[
-    a("dst", Hex, 0),
-    a("src", Hex, 1),
-    a("bytes", U64, 2),
-    a("kind", Const("DtoH"), 0),
-    a("stream", Hex, 3),
-];
-const CU_LAUNCH: &[ArgSpec] = &[
-    a("f", Hex, 0),
-    a("grid", Dim3Words, 1),
-    a("block", Dim3Words, 4),
-    a("shared_mem", U32, 7),
-    a("stream", Hex, 8),
-];
+const HTOD: &[ArgSpec] = &[a("dst", Hex, 0), a("src", Hex, 1), a("bytes", U64, 2), a("kind", Const("HtoD"), 0)];
+const DTOH: &[ArgSpec] = &[a("dst", Hex, 0), a("src", Hex, 1), a("bytes", U64, 2), a("kind", Const("DtoH"), 0)];
+const DTOD: &[ArgSpec] = &[a("dst", Hex, 0), a("src", Hex, 1), a("bytes", U64, 2), a("kind", Const("DtoD"), 0)];
+const HTOD_ASYNC: &[ArgSpec] =
+    &[a("dst", Hex, 0), a("src", Hex, 1), a("bytes", U64, 2), a("kind", Const("HtoD"), 0), a("stream", Hex, 3)];
+const DTOH_ASYNC: &[ArgSpec] =
+    &[a("dst", Hex, 0), a("src", Hex, 1), a("bytes", U64, 2), a("kind", Const("DtoH"), 0), a("stream", Hex, 3)];
+const CU_LAUNCH: &[ArgSpec] =
+    &[a("f", Hex, 0), a("grid", Dim3Words, 1), a("block", Dim3Words, 4), a("shared_mem", U32, 7), a("stream", Hex, 8)];
 const CU_LAUNCH_EX: &[ArgSpec] = &[a("config", Hex, 0), a("f", Hex, 1)];
 const MODULE_GET_FUNCTION: &[ArgSpec] = &[a("module", Hex, 1), a("f", Out, 0)];
 const LIBRARY_GET_KERNEL: &[ArgSpec] = &[a("library", Hex, 1), a("kernel", Out, 0)];
@@ -223,26 +157,11 @@ const BEGIN_CAPTURE: &[ArgSpec] = &[a("stream", Hex, 0), a("mode", U32, 1)];
 const END_CAPTURE: &[ArgSpec] = &[a("stream", Hex, 0), a("graph", Out, 1)];
 const INSTANTIATE: &[ArgSpec] = &[a("graph", Hex, 1), a("exec", Out, 0), a("flags", U64, 2)];
 const GRAPH_LAUNCH: &[ArgSpec] = &[a("exec", Hex, 0), a("stream", Hex, 1)];
-const MEMCPY: &[ArgSpec] = &[
-    a("dst", Hex, 0),
-    a("src", Hex, 1),
-    a("bytes", U64, 2),
-    a("kind", MemcpyKind, 3),
-];
-const MEMCPY_ASYNC: &[ArgSpec] = &[
-    a("dst", Hex, 0),
-    a("src", Hex, 1),
-    a("bytes", U64, 2),
-    a("kind", MemcpyKind, 3),
-    a("stream", Hex, 4),
-];
-const CUDA_LAUNCH: &[ArgSpec] = &[
-    a("func", Hex, 0),
-    a("grid", Dim3Regs, 1),
-    a("block", Dim3Regs, 3),
-    a("shared_mem", U64, 6),
-    a("stream", Hex, 7),
-];
+const MEMCPY: &[ArgSpec] = &[a("dst", Hex, 0), a("src", Hex, 1), a("bytes", U64, 2), a("kind", MemcpyKind, 3)];
+const MEMCPY_ASYNC: &[ArgSpec] =
+    &[a("dst", Hex, 0), a("src", Hex, 1), a("bytes", U64, 2), a("kind", MemcpyKind, 3), a("stream", Hex, 4)];
+const CUDA_LAUNCH: &[ArgSpec] =
+    &[a("func", Hex, 0), a("grid", Dim3Regs, 1), a("block", Dim3Regs, 3), a("shared_mem", U64, 6), a("stream", Hex, 7)];
 const CUDA_LAUNCH_EX: &[ArgSpec] = &[a("config", Hex, 0), a("func", Hex, 1)];
 
 /// Every traced entry point; the index is the function id.
@@ -256,13 +175,7 @@ pub const FUNCS: &[FuncSpec] = &[
     f("cuMemAllocAsync", Driver, Memory, 1, ALLOC_ASYNC),
     f("cuMemAllocAsync_ptsz", Driver, Memory, 1, ALLOC_ASYNC),
     f("cuMemAllocFromPoolAsync", Driver, Memory, 1, ALLOC_POOL),
-    f(
-        "cuMemAllocFromPoolAsync_ptsz",
-        Driver,
-        Memory,
-        1,
-        ALLOC_POOL,
-    ),
+    f("cuMemAllocFromPoolAsync_ptsz", Driver, Memory, 1, ALLOC_POOL),
     f("cuMemFree_v2", Driver, Memory, 0, FREE),
     f("cuMemFreeAsync", Driver, Memory, 0, FREE_ASYNC),
     f("cuMemFreeAsync_ptsz", Driver, Memory, 0, FREE_ASYNC),
@@ -277,27 +190,9 @@ pub const FUNCS: &[FuncSpec] = &[
     stack(f("cuLaunchKernel_ptsz", Driver, Launch, 0, CU_LAUNCH)),
     partial(f("cuLaunchKernelEx", Driver, Launch, 0, CU_LAUNCH_EX)),
     partial(f("cuLaunchKernelEx_ptsz", Driver, Launch, 0, CU_LAUNCH_EX)),
-    partial(f(
-        "cuModuleGetFunction",
-        Driver,
-        Module,
-        1,
-        MODULE_GET_FUNCTION,
-    )),
-    partial(f(
-        "cuLibraryGetKernel",
-        Driver,
-        Module,
-        1,
-        LIBRARY_GET_KERNEL,
-    )),
-    f(
-        "cuKernelGetFunction",
-        Driver,
-        Module,
-        1,
-        KERNEL_GET_FUNCTION,
-    ),
+    partial(f("cuModuleGetFunction", Driver, Module, 1, MODULE_GET_FUNCTION)),
+    partial(f("cuLibraryGetKernel", Driver, Module, 1, LIBRARY_GET_KERNEL)),
+    f("cuKernelGetFunction", Driver, Module, 1, KERNEL_GET_FUNCTION),
     f("cuStreamSynchronize", Driver, Sync, 0, STREAM),
     f("cuStreamSynchronize_ptsz", Driver, Sync, 0, STREAM),
     f("cuCtxSynchronize", Driver, Sync, 0, NONE),
@@ -305,13 +200,7 @@ pub const FUNCS: &[FuncSpec] = &[
     f("cuEventRecord_ptsz", Driver, Sync, 0, EVENT_RECORD),
     f("cuEventSynchronize", Driver, Sync, 0, EVENT),
     f("cuStreamBeginCapture_v2", Driver, Graph, 0, BEGIN_CAPTURE),
-    f(
-        "cuStreamBeginCapture_v2_ptsz",
-        Driver,
-        Graph,
-        0,
-        BEGIN_CAPTURE,
-    ),
+    f("cuStreamBeginCapture_v2_ptsz", Driver, Graph, 0, BEGIN_CAPTURE),
     f("cuStreamEndCapture", Driver, Graph, 2, END_CAPTURE),
     f("cuStreamEndCapture_ptsz", Driver, Graph, 2, END_CAPTURE),
     f("cuGraphInstantiateWithFlags", Driver, Graph, 1, INSTANTIATE),
@@ -331,31 +220,13 @@ pub const FUNCS: &[FuncSpec] = &[
     stack(f("cudaLaunchKernel", Runtime, Launch, 0, CUDA_LAUNCH)),
     stack(f("cudaLaunchKernel_ptsz", Runtime, Launch, 0, CUDA_LAUNCH)),
     partial(f("cudaLaunchKernelExC", Runtime, Launch, 0, CUDA_LAUNCH_EX)),
-    partial(f(
-        "cudaLaunchKernelExC_ptsz",
-        Runtime,
-        Launch,
-        0,
-        CUDA_LAUNCH_EX,
-    )),
+    partial(f("cudaLaunchKernelExC_ptsz", Runtime, Launch, 0, CUDA_LAUNCH_EX)),
     f("cudaGraphLaunch", Runtime, Graph, 0, GRAPH_LAUNCH),
     f("cudaGraphLaunch_ptsz", Runtime, Graph, 0, GRAPH_LAUNCH),
     f("cudaGraphInstantiate", Runtime, Graph, 1, INSTANTIATE),
-    f(
-        "cudaGraphInstantiateWithFlags",
-        Runtime,
-        Graph,
-        1,
-        INSTANTIATE,
-    ),
+    f("cudaGraphInstantiateWithFlags", Runtime, Graph, 1, INSTANTIATE),
     f("cudaStreamBeginCapture", Runtime, Graph, 0, BEGIN_CAPTURE),
-    f(
-        "cudaStreamBeginCapture_ptsz",
-        Runtime,
-        Graph,
-        0,
-        BEGIN_CAPTURE,
-    ),
+    f("cudaStreamBeginCapture_ptsz", Runtime, Graph, 0, BEGIN_CAPTURE),
     f("cudaStreamEndCapture", Runtime, Graph, 2, END_CAPTURE),
     f("cudaStreamEndCapture_ptsz", Runtime, Graph, 2, END_CAPTURE),
     f("cudaStreamSynchronize", Runtime, Sync, 0, STREAM),
@@ -368,11 +239,7 @@ pub const FUNCS: &[FuncSpec] = &[
 
 /// Looks a function up by its bare exported name.
 pub fn by_name(name: &str) -> Option<(u16, &'static FuncSpec)> {
-    FUNCS
-        .iter()
-        .enumerate()
-        .find(|(_, s)| s.name == name)
-        .map(|(i, s)| (i as u16, s))
+    FUNCS.iter().enumerate().find(|(_, s)| s.name == name).map(|(i, s)| (i as u16, s))
 }
 
 /// Looks a function up by id, as carried in a record.

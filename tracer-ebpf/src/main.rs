@@ -8,8 +8,8 @@
 use aya_ebpf::{
     bindings::BPF_ANY,
     helpers::{
-        bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns, bpf_probe_read_kernel,
-        bpf_probe_read_user, generated::bpf_get_attach_cookie,
+        bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns, bpf_probe_read_kernel, bpf_probe_read_user,
+        generated::bpf_get_attach_cookie,
     },
     macros::{map, raw_tracepoint, uprobe, uretprobe},
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -17,8 +17,8 @@ use aya_ebpf::{
     EbpfContext,
 };
 use tracer_common::abi::{
-    call_flags, drop_slot, kind, proc_op, CallEvent, Cookie, EntryKey, EntryState, EventHeader,
-    ProcEvent, CALL_EVENT_SIZE, MAX_ARGS, PROC_EVENT_SIZE, REG_ARGS, STACK_ARGS,
+    call_flags, drop_slot, kind, proc_op, CallEvent, Cookie, EntryKey, EntryState, EventHeader, ProcEvent,
+    CALL_EVENT_SIZE, MAX_ARGS, PROC_EVENT_SIZE, REG_ARGS, STACK_ARGS,
 };
 
 /// Completed calls and process events for userspace. Userspace may resize it
@@ -54,7 +54,7 @@ fn count_drop(slot: u32) {
 #[inline(always)]
 fn is_traced(tgid: u32) -> bool {
     // SAFETY: read-only lookup of a plain value.
-    unsafe { TRACED.get(&tgid) }.is_some()
+    unsafe { TRACED.get(tgid) }.is_some()
 }
 
 #[uprobe]
@@ -71,9 +71,7 @@ pub fn call_entry(ctx: ProbeContext) -> u32 {
         entry_ns: unsafe { bpf_ktime_get_boot_ns() },
         flags: 0,
         _pad: 0,
-        args: [
-            regs.rdi, regs.rsi, regs.rdx, regs.rcx, regs.r8, regs.r9, 0, 0, 0, 0, 0, 0,
-        ],
+        args: [regs.rdi, regs.rsi, regs.rdx, regs.rcx, regs.r8, regs.r9, 0, 0, 0, 0, 0, 0],
     };
     if cookie.stack_words != 0 {
         // At the first instruction rsp points to the return address; stack
@@ -85,12 +83,8 @@ pub fn call_entry(ctx: ProbeContext) -> u32 {
             Err(_) => state.flags |= call_flags::STACK_UNREAD,
         }
     }
-    let key = EntryKey {
-        pid_tgid,
-        func_id: cookie.func_id as u32,
-        _pad: 0,
-    };
-    if ENTRIES.insert(&key, &state, BPF_ANY as u64).is_err() {
+    let key = EntryKey { pid_tgid, func_id: cookie.func_id as u32, _pad: 0 };
+    if ENTRIES.insert(key, state, BPF_ANY as u64).is_err() {
         count_drop(drop_slot::ENTRY_MAP_FULL);
     }
     0
@@ -102,13 +96,9 @@ pub fn call_return(ctx: RetProbeContext) -> u32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: the helper only reads the link's cookie.
     let cookie = Cookie::decode(unsafe { bpf_get_attach_cookie(ctx.as_ptr()) });
-    let key = EntryKey {
-        pid_tgid,
-        func_id: cookie.func_id as u32,
-        _pad: 0,
-    };
+    let key = EntryKey { pid_tgid, func_id: cookie.func_id as u32, _pad: 0 };
     // SAFETY: the value is copied out before the entry is removed.
-    let state = match unsafe { ENTRIES.get(&key) } {
+    let state = match unsafe { ENTRIES.get(key) } {
         Some(s) => *s,
         None => {
             if is_traced((pid_tgid >> 32) as u32) {
@@ -117,7 +107,7 @@ pub fn call_return(ctx: RetProbeContext) -> u32 {
             return 0;
         }
     };
-    let _ = ENTRIES.remove(&key);
+    let _ = ENTRIES.remove(key);
 
     let mut flags = state.flags;
     let mut out = 0u64;
@@ -138,10 +128,7 @@ pub fn call_return(ctx: RetProbeContext) -> u32 {
         return 0;
     };
     entry.write(CallEvent {
-        header: EventHeader {
-            kind: kind::CALL,
-            size: CALL_EVENT_SIZE as u32,
-        },
+        header: EventHeader { kind: kind::CALL, size: CALL_EVENT_SIZE as u32 },
         entry_ns: state.entry_ns,
         dur_ns: now.wrapping_sub(state.entry_ns),
         pid: (pid_tgid >> 32) as u32,
@@ -162,10 +149,7 @@ fn emit_proc(pid: u32, ppid: u32, op: u32) {
         return;
     };
     entry.write(ProcEvent {
-        header: EventHeader {
-            kind: kind::PROC,
-            size: PROC_EVENT_SIZE as u32,
-        },
+        header: EventHeader { kind: kind::PROC, size: PROC_EVENT_SIZE as u32 },
         ts_ns: unsafe { bpf_ktime_get_boot_ns() },
         pid,
         ppid,
@@ -190,15 +174,14 @@ pub fn proc_fork(ctx: RawTracePointContext) -> i32 {
     }
     let child: u64 = ctx.arg(1);
     // SAFETY: bpf_probe_read_kernel validates the kernel address.
-    let Ok(child_tgid) = (unsafe { bpf_probe_read_kernel((child + offset as u64) as *const u32) })
-    else {
+    let Ok(child_tgid) = (unsafe { bpf_probe_read_kernel((child + offset as u64) as *const u32) }) else {
         return 0;
     };
     // A new thread shares the parent's tgid: nothing to add.
     if child_tgid == parent || child_tgid == 0 {
         return 0;
     }
-    let _ = TRACED.insert(&child_tgid, &parent, BPF_ANY as u64);
+    let _ = TRACED.insert(child_tgid, parent, BPF_ANY as u64);
     emit_proc(child_tgid, parent, proc_op::FORK);
     0
 }
@@ -212,7 +195,7 @@ pub fn proc_exit(_ctx: RawTracePointContext) -> i32 {
     if tgid != pid_tgid as u32 || !is_traced(tgid) {
         return 0;
     }
-    let _ = TRACED.remove(&tgid);
+    let _ = TRACED.remove(tgid);
     emit_proc(tgid, 0, proc_op::EXIT);
     0
 }

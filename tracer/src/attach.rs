@@ -20,25 +20,16 @@ use crate::{
 /// Why a library could not be attached.
 #[derive(Debug, thiserror::Error)]
 pub enum AttachError {
-    #[error(
-        "{path} is not a CUDA driver or runtime library (expected libcuda.so* or libcudart.so*)"
-    )]
+    #[error("{path} is not a CUDA driver or runtime library (expected libcuda.so* or libcudart.so*)")]
     NotCuda { path: String },
     #[error("cannot stat {path}: {source}")]
-    Stat {
-        path: String,
-        source: std::io::Error,
-    },
+    Stat { path: String, source: std::io::Error },
     #[error(transparent)]
     Symbols(#[from] SymbolError),
     #[error(transparent)]
     Load(#[from] LoadError),
     #[error("attaching to {function} in {path}: {source} (run `cuda-tracer check`)")]
-    Probe {
-        function: &'static str,
-        path: String,
-        source: aya::programs::ProgramError,
-    },
+    Probe { function: &'static str, path: String, source: aya::programs::ProgramError },
 }
 
 /// Which function groups to trace (`--functions`).
@@ -68,16 +59,10 @@ impl std::str::FromStr for Selection {
             if word == "all" {
                 return Ok(Self::all());
             }
-            let g = Group::ALL
-                .iter()
-                .find(|g| g.name() == word)
-                .ok_or_else(|| {
-                    let names: Vec<_> = Group::ALL.iter().map(|g| g.name()).collect();
-                    format!(
-                        "unknown function group `{word}`; choose from {}, all",
-                        names.join(", ")
-                    )
-                })?;
+            let g = Group::ALL.iter().find(|g| g.name() == word).ok_or_else(|| {
+                let names: Vec<_> = Group::ALL.iter().map(|g| g.name()).collect();
+                format!("unknown function group `{word}`; choose from {}, all", names.join(", "))
+            })?;
             if !groups.contains(g) {
                 groups.push(*g);
             }
@@ -114,10 +99,7 @@ pub struct Attacher {
 
 impl Attacher {
     pub fn new(selection: Selection) -> Self {
-        Self {
-            selection,
-            attached: HashMap::new(),
-        }
+        Self { selection, attached: HashMap::new() }
     }
 
     /// Whether this file is attached already.
@@ -136,13 +118,9 @@ impl Attacher {
     ) -> Result<Option<&AttachedLibrary>, AttachError> {
         let layer = symbols::layer_of(Path::new(shown))
             .or_else(|| symbols::layer_of(opened))
-            .ok_or_else(|| AttachError::NotCuda {
-                path: shown.to_string(),
-            })?;
-        let meta = std::fs::metadata(opened).map_err(|source| AttachError::Stat {
-            path: opened.display().to_string(),
-            source,
-        })?;
+            .ok_or_else(|| AttachError::NotCuda { path: shown.to_string() })?;
+        let meta = std::fs::metadata(opened)
+            .map_err(|source| AttachError::Stat { path: opened.display().to_string(), source })?;
         let key = (meta.dev(), meta.ino());
         if self.attached.contains_key(&key) {
             return Ok(None);
@@ -160,14 +138,9 @@ impl Attacher {
                         location: UProbeAttachLocation::AbsoluteOffset(offset),
                         cookie: Some(cookie),
                     };
-                    probes
-                        .uprobe(prog)?
-                        .attach(point, opened, UProbeScope::AllProcesses)
-                        .map_err(|source| AttachError::Probe {
-                            function: func.name,
-                            path: shown.to_string(),
-                            source,
-                        })?;
+                    probes.uprobe(prog)?.attach(point, opened, UProbeScope::AllProcesses).map_err(|source| {
+                        AttachError::Probe { function: func.name, path: shown.to_string(), source }
+                    })?;
                     count += 1;
                 }
             }

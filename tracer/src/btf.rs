@@ -16,13 +16,9 @@ pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 /// Byte offset of `tgid` in `struct task_struct`.
 pub fn task_tgid_offset(path: &Path) -> Result<u32, BtfError> {
-    let btf = btf_rs::Btf::from_file(path).map_err(|source| BtfError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
-    let types = btf
-        .resolve_types_by_name("task_struct")
-        .map_err(|_| BtfError::NoTgid)?;
+    let btf =
+        btf_rs::Btf::from_file(path).map_err(|source| BtfError::Read { path: path.display().to_string(), source })?;
+    let types = btf.resolve_types_by_name("task_struct").map_err(|_| BtfError::NoTgid)?;
     for ty in types {
         let btf_rs::Type::Struct(st) = ty else {
             continue;

@@ -16,12 +16,7 @@ pub struct Item {
 
 impl std::fmt::Display for Item {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "[{}] {}",
-            if self.ok { " ok " } else { "FAIL" },
-            self.what
-        )?;
+        write!(f, "[{}] {}", if self.ok { " ok " } else { "FAIL" }, self.what)?;
         if let Some(fix) = &self.fix {
             write!(f, "\n       fix: {fix}")?;
         }
@@ -30,27 +25,16 @@ impl std::fmt::Display for Item {
 }
 
 fn ok(what: impl Into<String>) -> Item {
-    Item {
-        ok: true,
-        what: what.into(),
-        fix: None,
-    }
+    Item { ok: true, what: what.into(), fix: None }
 }
 
 fn fail(what: impl Into<String>, fix: impl Into<String>) -> Item {
-    Item {
-        ok: false,
-        what: what.into(),
-        fix: Some(fix.into()),
-    }
+    Item { ok: false, what: what.into(), fix: Some(fix.into()) }
 }
 
 /// Kernel release as (major, minor).
 pub fn kernel_version() -> Option<(u32, u32, String)> {
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .ok()?
-        .trim()
-        .to_string();
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?.trim().to_string();
     let mut it = release.split(['.', '-']).map(|p| p.parse::<u32>().ok());
     Some((it.next()??, it.next()??, release))
 }
@@ -68,30 +52,28 @@ fn capabilities() -> u64 {
 pub fn run(pid: Option<u32>) -> Vec<Item> {
     let mut items = Vec::new();
     items.push(match kernel_version() {
-        Some((maj, min, rel)) if (maj, min) >= (5, 15) => ok(format!(
-            "kernel {rel} (>= 5.15: uprobe cookies, ring buffer)"
-        )),
-        Some((_, _, rel)) => fail(
-            format!("kernel {rel} is older than 5.15"),
-            "run on a node with Linux >= 5.15",
-        ),
+        Some((maj, min, rel)) if (maj, min) >= (5, 15) => {
+            ok(format!("kernel {rel} (>= 5.15: uprobe cookies, ring buffer)"))
+        }
+        Some((_, _, rel)) => fail(format!("kernel {rel} is older than 5.15"), "run on a node with Linux >= 5.15"),
         None => fail("kernel version unreadable", "is /proc mounted?"),
     });
     let btf = Path::new(crate::btf::VMLINUX_BTF);
     items.push(match crate::btf::task_tgid_offset(btf) {
         Ok(off) => ok(format!("kernel BTF: task_struct.tgid at byte {off} (children followed from their first call)")),
-        Err(e) => fail(format!("kernel BTF: {e}"), "use a kernel built with CONFIG_DEBUG_INFO_BTF=y; without it children are found by the /proc scan"),
+        Err(e) => fail(
+            format!("kernel BTF: {e}"),
+            "use a kernel built with CONFIG_DEBUG_INFO_BTF=y; without it children are found by the /proc scan",
+        ),
     });
-    items.push(
-        if Path::new("/sys/bus/event_source/devices/uprobe/type").exists() {
-            ok("uprobe PMU present (attach through perf_event_open, no tracefs needed)")
-        } else {
-            fail(
-                "no uprobe PMU in /sys/bus/event_source/devices",
-                "use a kernel with CONFIG_UPROBES and CONFIG_UPROBE_EVENTS",
-            )
-        },
-    );
+    items.push(if Path::new("/sys/bus/event_source/devices/uprobe/type").exists() {
+        ok("uprobe PMU present (attach through perf_event_open, no tracefs needed)")
+    } else {
+        fail(
+            "no uprobe PMU in /sys/bus/event_source/devices",
+            "use a kernel with CONFIG_UPROBES and CONFIG_UPROBE_EVENTS",
+        )
+    });
     let caps = capabilities();
     let has = |bit: u32| caps & (1u64 << bit) != 0;
     const CAP_SYS_ADMIN: u32 = 21;
@@ -100,17 +82,17 @@ pub fn run(pid: Option<u32>) -> Vec<Item> {
     items.push(if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
         ok(format!("capabilities: CapEff={caps:#x} has CAP_BPF+CAP_PERFMON or CAP_SYS_ADMIN"))
     } else {
-        fail(format!("capabilities: CapEff={caps:#x} lacks CAP_BPF/CAP_PERFMON"), "run as root, or add BPF, PERFMON and SYS_PTRACE to the container's securityContext.capabilities")
+        fail(
+            format!("capabilities: CapEff={caps:#x} lacks CAP_BPF/CAP_PERFMON"),
+            "run as root, or add BPF, PERFMON and SYS_PTRACE to the container's securityContext.capabilities",
+        )
     });
     items.push(match kernel_version() {
         Some((maj, min, _)) if (maj, min) >= (5, 11) => {
             ok("memlock: not needed (kernel >= 5.11 charges BPF memory to the cgroup)")
         }
         _ => {
-            let mut lim = libc::rlimit {
-                rlim_cur: 0,
-                rlim_max: 0,
-            };
+            let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
             // SAFETY: getrlimit writes into the struct we own.
             unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) };
             if lim.rlim_cur == libc::RLIM_INFINITY {
@@ -123,18 +105,13 @@ pub fn run(pid: Option<u32>) -> Vec<Item> {
             }
         }
     });
-    items.push(
-        match loader::Probes::load(&loader::LoadOptions {
-            ringbuf_bytes: 1 << 16,
-            task_tgid_offset: None,
-        }) {
-            Ok(_) => ok("BPF programs load and pass the verifier"),
-            Err(e) => fail(
-                format!("BPF programs do not load: {e}"),
-                "see the lines above; tracing needs root or CAP_BPF+CAP_PERFMON",
-            ),
-        },
-    );
+    items.push(match loader::Probes::load(&loader::LoadOptions { ringbuf_bytes: 1 << 16, task_tgid_offset: None }) {
+        Ok(_) => ok("BPF programs load and pass the verifier"),
+        Err(e) => fail(
+            format!("BPF programs do not load: {e}"),
+            "see the lines above; tracing needs root or CAP_BPF+CAP_PERFMON",
+        ),
+    });
     if let Some(pid) = pid {
         items.extend(target(pid));
     }
@@ -142,25 +119,20 @@ pub fn run(pid: Option<u32>) -> Vec<Item> {
 }
 
 fn target(pid: u32) -> Vec<Item> {
-    let info =
-        match discover::ProcessInfo::read(pid) {
-            Ok(i) => i,
-            Err(e) => return vec![fail(
-                e.to_string(),
-                "pass the pid of a running process (`pgrep -f vllm`); in a pod set hostPID: true",
-            )],
-        };
-    let mut items = vec![ok(format!(
-        "process {pid} ({}): {}",
-        info.comm, info.cmdline
-    ))];
-    let libs = match discover::cuda_libraries(pid) {
-        Ok(l) => l,
+    let info = match discover::ProcessInfo::read(pid) {
+        Ok(i) => i,
         Err(e) => {
             return vec![fail(
                 e.to_string(),
-                "run as root (reading another process's maps needs CAP_SYS_PTRACE)",
+                "pass the pid of a running process (`pgrep -f vllm`); in a pod set hostPID: true",
             )]
+        }
+    };
+    let mut items = vec![ok(format!("process {pid} ({}): {}", info.comm, info.cmdline))];
+    let libs = match discover::cuda_libraries(pid) {
+        Ok(l) => l,
+        Err(e) => {
+            return vec![fail(e.to_string(), "run as root (reading another process's maps needs CAP_SYS_PTRACE)")]
         }
     };
     if libs.is_empty() {
@@ -170,19 +142,12 @@ fn target(pid: u32) -> Vec<Item> {
         ));
     }
     for lib in libs {
-        let layer =
-            symbols::layer_of(Path::new(&lib.shown)).unwrap_or(tracer_common::funcs::Layer::Driver);
+        let layer = symbols::layer_of(Path::new(&lib.shown)).unwrap_or(tracer_common::funcs::Layer::Driver);
         items.push(match symbols::resolve(&lib.opened, layer, |_| true) {
-            Ok(s) => ok(format!(
-                "{}: {} traced functions found, {} not exported",
-                lib.shown,
-                s.found.len(),
-                s.missing.len()
-            )),
-            Err(e) => fail(
-                e.to_string(),
-                "pass the real library with --lib, or report the library version",
-            ),
+            Ok(s) => {
+                ok(format!("{}: {} traced functions found, {} not exported", lib.shown, s.found.len(), s.missing.len()))
+            }
+            Err(e) => fail(e.to_string(), "pass the real library with --lib, or report the library version"),
         });
     }
     items

@@ -8,11 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::attach::Selection;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "cuda-tracer",
-    version,
-    about = "eBPF tracer of CUDA driver and runtime calls"
-)]
+#[command(name = "cuda-tracer", version, about = "eBPF tracer of CUDA driver and runtime calls")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -75,11 +71,7 @@ pub struct RecordArgs {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Regex matched against each process's command line and name.
-    #[arg(
-        long = "target-process",
-        env = "TARGET_PROCESS",
-        default_value = "vllm|VLLM"
-    )]
+    #[arg(long = "target-process", env = "TARGET_PROCESS", default_value = "vllm|VLLM")]
     pub target_process: String,
     /// Trace this pid (repeatable); with --pid only, no pattern scan unless --target-process is also given.
     #[arg(long = "pid")]
@@ -112,24 +104,17 @@ mod tests {
 
     #[test]
     fn record_takes_command_after_dashes() {
-        let cli = Cli::try_parse_from(["cuda-tracer", "record", "-o", "out", "--", "prog", "-x"])
-            .unwrap();
-        let Command::Record(r) = cli.command else {
-            panic!()
-        };
+        let cli = Cli::try_parse_from(["cuda-tracer", "record", "-o", "out", "--", "prog", "-x"]).unwrap();
+        let Command::Record(r) = cli.command else { panic!() };
         assert_eq!(r.command, ["prog", "-x"]);
         assert_eq!(r.trace.rotate_secs, 60);
     }
 
     #[test]
     fn bad_values_are_named() {
-        let err = Cli::try_parse_from(["cuda-tracer", "run", "--ringbuf-bytes", "1000"])
-            .unwrap_err()
-            .to_string();
+        let err = Cli::try_parse_from(["cuda-tracer", "run", "--ringbuf-bytes", "1000"]).unwrap_err().to_string();
         assert!(err.contains("power of two"), "{err}");
-        let err = Cli::try_parse_from(["cuda-tracer", "run", "--functions", "nope"])
-            .unwrap_err()
-            .to_string();
+        let err = Cli::try_parse_from(["cuda-tracer", "run", "--functions", "nope"]).unwrap_err().to_string();
         assert!(err.contains("unknown function group"), "{err}");
         assert!(Cli::try_parse_from(["cuda-tracer", "run", "--rotate-secs", "0"]).is_err());
         assert!(Cli::try_parse_from(["cuda-tracer", "record"]).is_err());

@@ -6,10 +6,7 @@ use std::time::SystemTime;
 
 /// Nanoseconds of CLOCK_BOOTTIME now.
 pub fn boot_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes into the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
@@ -24,10 +21,7 @@ pub struct SessionClock {
 
 impl SessionClock {
     pub fn now() -> Self {
-        Self {
-            start_boot_ns: boot_ns(),
-            start_wall: SystemTime::now(),
-        }
+        Self { start_boot_ns: boot_ns(), start_wall: SystemTime::now() }
     }
 
     /// Milliseconds since the session start for a boot-time stamp.
@@ -43,9 +37,7 @@ pub fn rfc3339(t: SystemTime) -> String {
 
 /// `20261122T160000Z`, for file and session names.
 pub fn compact_utc(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t)
-        .to_string()
-        .replace(['-', ':'], "")
+    humantime::format_rfc3339_seconds(t).to_string().replace(['-', ':'], "")
 }
 
 pub fn compact_utc_now() -> String {

@@ -41,12 +41,7 @@ impl ProcessInfo {
         };
         let stat = proc.stat().map_err(map)?;
         let cmdline = proc.cmdline().map(|v| v.join(" ")).unwrap_or_default();
-        Ok(Self {
-            pid,
-            ppid: stat.ppid.max(0) as u32,
-            comm: stat.comm,
-            cmdline,
-        })
+        Ok(Self { pid, ppid: stat.ppid.max(0) as u32, comm: stat.comm, cmdline })
     }
 }
 
@@ -81,9 +76,7 @@ pub struct MappedLibrary {
 
 /// The CUDA driver and runtime libraries `pid` has mapped now.
 pub fn cuda_libraries(pid: u32) -> Result<Vec<MappedLibrary>, DiscoverError> {
-    let maps = open(pid)?
-        .maps()
-        .map_err(|source| DiscoverError::Proc { pid, source })?;
+    let maps = open(pid)?.maps().map_err(|source| DiscoverError::Proc { pid, source })?;
     let mut seen = BTreeSet::new();
     let mut libs = Vec::new();
     for map in maps {
@@ -93,14 +86,9 @@ pub fn cuda_libraries(pid: u32) -> Result<Vec<MappedLibrary>, DiscoverError> {
         if layer_of(&path).is_none() || !seen.insert(path.clone()) {
             continue;
         }
-        let opened = Path::new("/proc")
-            .join(pid.to_string())
-            .join("root")
-            .join(path.strip_prefix("/").unwrap_or(&path));
-        libs.push(MappedLibrary {
-            shown: path.display().to_string(),
-            opened,
-        });
+        let opened =
+            Path::new("/proc").join(pid.to_string()).join("root").join(path.strip_prefix("/").unwrap_or(&path));
+        libs.push(MappedLibrary { shown: path.display().to_string(), opened });
     }
     Ok(libs)
 }
@@ -110,30 +98,17 @@ pub fn cuda_libraries(pid: u32) -> Result<Vec<MappedLibrary>, DiscoverError> {
 /// them before the program starts makes a late `dlopen` lossless: a uprobe
 /// on a file fires in every process that maps it later.
 pub fn search_path_libraries(ld_library_path: Option<&OsStr>) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = ld_library_path
-        .map(|p| std::env::split_paths(p).collect())
-        .unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = ld_library_path.map(|p| std::env::split_paths(p).collect()).unwrap_or_default();
     dirs.extend(
-        [
-            "/usr/lib/x86_64-linux-gnu",
-            "/lib/x86_64-linux-gnu",
-            "/usr/lib64",
-            "/usr/lib",
-            "/usr/local/cuda/lib64",
-        ]
-        .map(PathBuf::from),
+        ["/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/cuda/lib64"]
+            .map(PathBuf::from),
     );
     let mut found: Vec<PathBuf> = ld_cache_libraries();
     for dir in dirs {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };
-        found.extend(
-            entries
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| layer_of(p).is_some()),
-        );
+        found.extend(entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| layer_of(p).is_some()));
     }
     let mut unique = BTreeSet::new();
     found

@@ -59,18 +59,8 @@ impl LineFormatter {
                 Fmt::U32 => write_int(out, word as u32),
                 Fmt::Hex => write_hex(out, word),
                 Fmt::Out => write_hex(out, ev.out),
-                Fmt::Dim3Regs => write_dim3(
-                    out,
-                    word as u32,
-                    (word >> 32) as u32,
-                    w(arg.word + 1) as u32,
-                ),
-                Fmt::Dim3Words => write_dim3(
-                    out,
-                    word as u32,
-                    w(arg.word + 1) as u32,
-                    w(arg.word + 2) as u32,
-                ),
+                Fmt::Dim3Regs => write_dim3(out, word as u32, (word >> 32) as u32, w(arg.word + 1) as u32),
+                Fmt::Dim3Words => write_dim3(out, word as u32, w(arg.word + 1) as u32, w(arg.word + 2) as u32),
                 Fmt::MemcpyKind => match memcpy_kind(word as u32) {
                     Some(k) => write_str(out, k),
                     None => write_int(out, word as u32),
@@ -84,9 +74,7 @@ impl LineFormatter {
 
 /// `cudaMemcpyKind` names as the trace spells them.
 pub fn memcpy_kind(kind: u32) -> Option<&'static str> {
-    ["HtoH", "HtoD", "DtoH", "DtoD", "Default"]
-        .get(kind as usize)
-        .copied()
+    ["HtoH", "HtoD", "DtoH", "DtoD", "Default"].get(kind as usize).copied()
 }
 
 fn write_int(out: &mut Vec<u8>, v: impl itoa::Integer) {
@@ -115,11 +103,7 @@ fn write_ms(out: &mut Vec<u8>, ns: i128) {
 fn write_hex(out: &mut Vec<u8>, v: u64) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     out.extend_from_slice(b"\"0x");
-    let nibbles = if v == 0 {
-        1
-    } else {
-        (67 - v.leading_zeros() as usize) / 4
-    };
+    let nibbles = if v == 0 { 1 } else { (67 - v.leading_zeros() as usize) / 4 };
     for i in (0..nibbles).rev() {
         out.push(DIGITS[((v >> (i * 4)) & 0xf) as usize]);
     }
@@ -151,10 +135,7 @@ mod tests {
     fn event(name: &str, args: &[u64]) -> CallEvent {
         let (id, _) = funcs::by_name(name).unwrap();
         let mut ev = CallEvent {
-            header: EventHeader {
-                kind: 1,
-                size: CALL_EVENT_SIZE as u32,
-            },
+            header: EventHeader { kind: 1, size: CALL_EVENT_SIZE as u32 },
             entry_ns: 1_000_000_000 + 12_345_678,
             dur_ns: 4_567,
             pid: 10,
@@ -168,10 +149,7 @@ mod tests {
 
     fn line(ev: &CallEvent) -> Value {
         let mut out = Vec::new();
-        LineFormatter {
-            start_ns: 1_000_000_000,
-        }
-        .write_call(&mut out, ev);
+        LineFormatter { start_ns: 1_000_000_000 }.write_call(&mut out, ev);
         assert_eq!(out.last(), Some(&b'\n'));
         serde_json::from_slice(&out).expect("valid JSON")
     }
@@ -195,16 +173,7 @@ mod tests {
         // cudaLaunchKernel(func, grid{128,4,1}, block{256,1,1}, args, shmem, stream)
         let ev = event(
             "cudaLaunchKernel",
-            &[
-                0x401000,
-                128 | (4 << 32),
-                0xdead_0000_0001,
-                256 | (1 << 32),
-                1,
-                0x7ffc,
-                1024,
-                0x1001,
-            ],
+            &[0x401000, 128 | (4 << 32), 0xdead_0000_0001, 256 | (1 << 32), 1, 0x7ffc, 1024, 0x1001],
         );
         let v = line(&ev);
         assert_eq!(v["type"], "cuda_runtime");
@@ -217,10 +186,7 @@ mod tests {
     #[test]
     fn driver_launch_masks_32_bit_words() {
         let hi = 0xffff_ffff_0000_0000u64;
-        let ev = event(
-            "cuLaunchKernel",
-            &[0x5010, 16 | hi, 8, 1, 128, 1, 1 | hi, 8192, 0x2000, 0, 0],
-        );
+        let ev = event("cuLaunchKernel", &[0x5010, 16 | hi, 8, 1, 128, 1, 1 | hi, 8192, 0x2000, 0, 0]);
         assert_eq!(
             line(&ev)["args"],
             json!({"f":"0x5010","grid":[16,8,1],"block":[128,1,1],"shared_mem":8192,"stream":"0x2000"})
@@ -232,10 +198,7 @@ mod tests {
         let mut ev = event("cudaMalloc", &[0x7ffd_0000, 4096]);
         ev.out = 0x7f50_0000_0100;
         ev.flags = call_flags::OUT_VALID;
-        assert_eq!(
-            line(&ev)["args"],
-            json!({"bytes":4096,"dptr":"0x7f5000000100"})
-        );
+        assert_eq!(line(&ev)["args"], json!({"bytes":4096,"dptr":"0x7f5000000100"}));
         ev.ret = 2;
         let v = line(&ev);
         assert_eq!(v["ret"], 2);

@@ -11,6 +11,7 @@ pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod discover;
+pub mod exit;
 pub mod format;
 pub mod loader;
 pub mod metadata;

@@ -20,15 +20,9 @@ pub enum LoadError {
     #[error("BPF program {name} is missing from the embedded object (stale build? run `cargo clean -p cuda-tracer`)")]
     MissingProgram { name: &'static str },
     #[error("BPF program {name}: {source}")]
-    Program {
-        name: &'static str,
-        source: ProgramError,
-    },
+    Program { name: &'static str, source: ProgramError },
     #[error("BPF map {name}: {source}")]
-    Map {
-        name: &'static str,
-        source: aya::maps::MapError,
-    },
+    Map { name: &'static str, source: aya::maps::MapError },
 }
 
 /// Options fixed at load time.
@@ -55,32 +49,22 @@ impl Probes {
             .map_max_entries("EVENTS", opts.ringbuf_bytes)
             .load(BPF_OBJECT)?;
         for name in ["call_entry", "call_return", "empty_entry", "empty_return"] {
-            uprobe(&mut ebpf, name)?
-                .load()
-                .map_err(|source| LoadError::Program { name, source })?;
+            uprobe(&mut ebpf, name)?.load().map_err(|source| LoadError::Program { name, source })?;
         }
         let mut follows_forks = false;
         if opts.task_tgid_offset.is_some() {
-            for (name, tp) in [
-                ("proc_fork", "sched_process_fork"),
-                ("proc_exit", "sched_process_exit"),
-            ] {
+            for (name, tp) in [("proc_fork", "sched_process_fork"), ("proc_exit", "sched_process_exit")] {
                 let prog: &mut RawTracePoint = ebpf
                     .program_mut(name)
                     .ok_or(LoadError::MissingProgram { name })?
                     .try_into()
                     .map_err(|source| LoadError::Program { name, source })?;
-                prog.load()
-                    .map_err(|source| LoadError::Program { name, source })?;
-                prog.attach(tp)
-                    .map_err(|source| LoadError::Program { name, source })?;
+                prog.load().map_err(|source| LoadError::Program { name, source })?;
+                prog.attach(tp).map_err(|source| LoadError::Program { name, source })?;
             }
             follows_forks = true;
         }
-        Ok(Self {
-            ebpf,
-            follows_forks,
-        })
+        Ok(Self { ebpf, follows_forks })
     }
 
     /// The entry or return program, for attaching.
@@ -90,45 +74,32 @@ impl Probes {
 
     /// Moves the ring buffer out, for the reader task.
     pub fn take_ring_buffer(&mut self) -> Result<RingBuf<MapData>, LoadError> {
-        let map = self
-            .ebpf
-            .take_map("EVENTS")
-            .ok_or(LoadError::MissingProgram { name: "EVENTS" })?;
-        RingBuf::try_from(map).map_err(|source| LoadError::Map {
-            name: "EVENTS",
-            source,
-        })
+        let map = self.ebpf.take_map("EVENTS").ok_or(LoadError::MissingProgram { name: "EVENTS" })?;
+        RingBuf::try_from(map).map_err(|source| LoadError::Map { name: "EVENTS", source })
     }
 
     fn traced(&mut self) -> Result<BpfHashMap<&mut MapData, u32, u32>, LoadError> {
-        let map = self
-            .ebpf
-            .map_mut("TRACED")
-            .ok_or(LoadError::MissingProgram { name: "TRACED" })?;
-        BpfHashMap::try_from(map).map_err(|source| LoadError::Map {
-            name: "TRACED",
-            source,
-        })
+        let map = self.ebpf.map_mut("TRACED").ok_or(LoadError::MissingProgram { name: "TRACED" })?;
+        BpfHashMap::try_from(map).map_err(|source| LoadError::Map { name: "TRACED", source })
     }
 
     /// Adds a process to the in-kernel filter.
     pub fn trace_pid(&mut self, pid: u32) -> Result<(), LoadError> {
-        self.traced()?
-            .insert(pid, 0, 0)
-            .map_err(|source| LoadError::Map {
-                name: "TRACED",
-                source,
-            })
+        self.traced()?.insert(pid, 0, 0).map_err(|source| LoadError::Map { name: "TRACED", source })
     }
 
     /// Removes a process from the in-kernel filter (absent is fine).
     pub fn untrace_pid(&mut self, pid: u32) -> Result<(), LoadError> {
         match self.traced()?.remove(&pid) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(source) => Err(LoadError::Map {
-                name: "TRACED",
-                source,
-            }),
+            Err(source) => Err(LoadError::Map { name: "TRACED", source }),
+        }
+    }
+
+    /// Empties the in-kernel filter: probes stay attached but record nothing.
+    pub fn untrace_all(&mut self) {
+        for pid in self.traced_pids().unwrap_or_default() {
+            let _ = self.untrace_pid(pid);
         }
     }
 
@@ -139,20 +110,11 @@ impl Probes {
 
     /// Sums of the per-CPU drop counters.
     pub fn drops(&self) -> Result<Drops, LoadError> {
-        let map = self
-            .ebpf
-            .map("DROPS")
-            .ok_or(LoadError::MissingProgram { name: "DROPS" })?;
+        let map = self.ebpf.map("DROPS").ok_or(LoadError::MissingProgram { name: "DROPS" })?;
         let array =
-            PerCpuArray::<&MapData, u64>::try_from(map).map_err(|source| LoadError::Map {
-                name: "DROPS",
-                source,
-            })?;
+            PerCpuArray::<&MapData, u64>::try_from(map).map_err(|source| LoadError::Map { name: "DROPS", source })?;
         let sum = |slot: u32| -> Result<u64, LoadError> {
-            let values = array.get(&slot, 0).map_err(|source| LoadError::Map {
-                name: "DROPS",
-                source,
-            })?;
+            let values = array.get(&slot, 0).map_err(|source| LoadError::Map { name: "DROPS", source })?;
             Ok(values.iter().sum())
         };
         Ok(Drops {

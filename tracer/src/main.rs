@@ -8,7 +8,7 @@ use clap::Parser;
 use cuda_tracer::{
     check,
     cli::{Cli, Command, LogFormat, RecordArgs, RunArgs, TraceArgs},
-    clock,
+    clock, exit,
     session::{self, SessionConfig, SessionResult, Target},
 };
 
@@ -38,21 +38,14 @@ fn init_logging(format: LogFormat, level: &str) {
 }
 
 fn dispatch(command: Command) -> Result<ExitCode> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     match command {
         Command::Check(args) => {
             let items = check::run(args.pid);
             for item in &items {
                 println!("{item}");
             }
-            Ok(if items.iter().all(|i| i.ok) {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+            Ok(if items.iter().all(|i| i.ok) { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Command::Record(args) => runtime.block_on(record(args)),
         Command::Run(args) => runtime.block_on(run(args)),
@@ -78,40 +71,24 @@ fn config(dir: PathBuf, id: String, target: Target, t: &TraceArgs) -> SessionCon
 
 async fn record(args: RecordArgs) -> Result<ExitCode> {
     let id = session_id();
-    let dir = args
-        .output
-        .unwrap_or_else(|| PathBuf::from("traces").join(&id));
+    let dir = args.output.unwrap_or_else(|| PathBuf::from("traces").join(&id));
     if dir.join("metadata.json").exists() {
-        bail!(
-            "{} already holds a trace session; pass an empty or new directory with -o",
-            dir.display()
-        );
+        bail!("{} already holds a trace session; pass an empty or new directory with -o", dir.display());
     }
     let cfg = config(dir, id, Target::Command(args.command), &args.trace);
-    let result = session::run(cfg, shutdown_signal())
-        .await
-        .context("record failed")?;
+    let result = session::run(cfg, shutdown_signal()).await.context("record failed")?;
     print_summary(&result);
     let code = result.exit_status.and_then(|s| s.code()).unwrap_or(0);
-    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+    exit::leave(u8::try_from(code).unwrap_or(1), result.probes)
 }
 
 async fn run(args: RunArgs) -> Result<ExitCode> {
     let id = session_id();
-    let pattern = regex::Regex::new(&args.target_process).with_context(|| {
-        format!(
-            "--target-process / TARGET_PROCESS `{}` is not a valid regex",
-            args.target_process
-        )
-    })?;
+    let pattern = regex::Regex::new(&args.target_process)
+        .with_context(|| format!("--target-process / TARGET_PROCESS `{}` is not a valid regex", args.target_process))?;
     let dir = args.trace_dir.join(&id);
-    let target = Target::Daemon {
-        pattern: Some(pattern),
-        pids: args.pids,
-    };
-    let result = session::run(config(dir, id, target, &args.trace), shutdown_signal())
-        .await
-        .context("run failed")?;
+    let target = Target::Daemon { pattern: Some(pattern), pids: args.pids };
+    let result = session::run(config(dir, id, target, &args.trace), shutdown_signal()).await.context("run failed")?;
     tracing::info!(
         calls = result.stats.calls(),
         files = result.files.len(),
@@ -119,7 +96,7 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
         dir = %result.dir.display(),
         "session finished"
     );
-    Ok(ExitCode::SUCCESS)
+    exit::leave(0, result.probes)
 }
 
 fn print_summary(r: &SessionResult) {
@@ -142,10 +119,7 @@ fn print_summary(r: &SessionResult) {
 /// Resolves on SIGINT or SIGTERM.
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
         std::future::pending::<()>().await;
         return;
     };

@@ -80,10 +80,7 @@ impl Metadata {
     pub fn write(&self, dir: &Path) -> Result<(), MetadataError> {
         let dest = dir.join("metadata.json");
         let tmp = dir.join(".metadata.json.partial");
-        let err = |source| MetadataError {
-            path: dest.display().to_string(),
-            source,
-        };
+        let err = |source| MetadataError { path: dest.display().to_string(), source };
         let json = serde_json::to_vec_pretty(self).map_err(|e| err(std::io::Error::other(e)))?;
         std::fs::write(&tmp, json).map_err(err)?;
         std::fs::rename(&tmp, &dest).map_err(err)
@@ -92,7 +89,5 @@ impl Metadata {
 
 /// The machine's host name (the node name in a pod with hostNetwork, else the pod name).
 pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default()
 }

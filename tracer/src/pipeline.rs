@@ -15,10 +15,7 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(sink: Box<dyn Sink>) -> Self {
-        Self {
-            sink,
-            stats: Stats::default(),
-        }
+        Self { sink, stats: Stats::default() }
     }
 
     /// Handles one ring-buffer record; process events are handed back to

@@ -18,23 +18,14 @@ use crate::{pipeline::Pipeline, sink::ClosedFile};
 #[derive(Debug)]
 pub enum ReaderMsg {
     Proc(ProcEvent),
-    Closed {
-        file: ClosedFile,
-        calls: u64,
-        decode_errors: u64,
-        write_errors: u64,
-    },
+    Closed { file: ClosedFile, calls: u64, decode_errors: u64, write_errors: u64 },
 }
 
 /// Records handled before yielding to other branches, so a flood of events
 /// cannot starve rotation or shutdown.
 const BATCH: usize = 16 * 1024;
 
-fn drain(
-    ring: &mut RingBuf<MapData>,
-    pipeline: &mut Pipeline,
-    tx: &mpsc::UnboundedSender<ReaderMsg>,
-) -> bool {
+fn drain(ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline, tx: &mpsc::UnboundedSender<ReaderMsg>) -> bool {
     for _ in 0..BATCH {
         let Some(item) = ring.next() else { return true };
         if let Some(p) = pipeline.handle(&item) {
@@ -66,8 +57,7 @@ pub async fn run(
 ) -> std::io::Result<Pipeline> {
     // SAFETY: the RingBuf owns its map fd for as long as the AsyncFd owns the
     // RingBuf, and as_raw_fd always returns that same fd.
-    let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
-        .map_err(|e| e.into_parts().1)?;
+    let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }.map_err(|e| e.into_parts().1)?;
     let mut tick = interval_at(Instant::now() + rotate_every, rotate_every);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {

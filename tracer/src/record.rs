@@ -7,16 +7,10 @@ use crate::{loader::Probes, session::SessionError};
 /// set for the instant of the spawn: the kernel's fork hook then adds the
 /// child before it runs, and the tracer takes itself out again. Without
 /// fork following the child is added right after the spawn.
-pub fn spawn_traced(
-    probes: &mut Probes,
-    argv: &[String],
-) -> Result<tokio::process::Child, SessionError> {
+pub fn spawn_traced(probes: &mut Probes, argv: &[String]) -> Result<tokio::process::Child, SessionError> {
     let (program, args) = argv.split_first().ok_or_else(|| SessionError::Spawn {
         command: String::new(),
-        source: std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "no command given after `--`",
-        ),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "no command given after `--`"),
     })?;
     let me = std::process::id();
     if probes.follows_forks {
@@ -26,10 +20,7 @@ pub fn spawn_traced(
     if probes.follows_forks {
         probes.untrace_pid(me)?;
     }
-    let child = spawned.map_err(|source| SessionError::Spawn {
-        command: argv.join(" "),
-        source,
-    })?;
+    let child = spawned.map_err(|source| SessionError::Spawn { command: argv.join(" "), source })?;
     if let Some(pid) = child.id() {
         if !probes.follows_forks {
             probes.trace_pid(pid)?;

@@ -33,10 +33,7 @@ pub enum Target {
     /// Start this command and trace it and its descendants until it exits.
     Command(Vec<String>),
     /// Trace these pids and every process matching the pattern, now or later.
-    Daemon {
-        pattern: Option<Regex>,
-        pids: Vec<u32>,
-    },
+    Daemon { pattern: Option<Regex>, pids: Vec<u32> },
 }
 
 /// Everything a session needs to know up front.
@@ -64,15 +61,9 @@ pub enum SessionError {
     #[error(transparent)]
     Discover(#[from] discover::DiscoverError),
     #[error("trace dir {path} is not usable: {source} (choose a writable directory with -o/--trace-dir or TRACE_DIR)")]
-    TraceDir {
-        path: String,
-        source: std::io::Error,
-    },
+    TraceDir { path: String, source: std::io::Error },
     #[error("cannot start `{command}`: {source}")]
-    Spawn {
-        command: String,
-        source: std::io::Error,
-    },
+    Spawn { command: String, source: std::io::Error },
     #[error("the ring-buffer reader failed: {0}")]
     Reader(String),
     #[error(transparent)]
@@ -80,7 +71,6 @@ pub enum SessionError {
 }
 
 /// What a finished session reports.
-#[derive(Debug)]
 pub struct SessionResult {
     pub dir: PathBuf,
     pub stats: Stats,
@@ -89,6 +79,9 @@ pub struct SessionResult {
     pub processes: usize,
     /// The command's exit status (record mode).
     pub exit_status: Option<ExitStatus>,
+    /// The loaded probes, still attached: dropping them detaches every
+    /// uprobe, slowly; `exit::leave` hands them off instead.
+    pub probes: Probes,
 }
 
 struct Session {
@@ -104,23 +97,16 @@ struct Session {
 }
 
 /// Runs a session until the command exits (record) or `stop` resolves.
-pub async fn run(
-    cfg: SessionConfig,
-    stop: impl Future<Output = ()>,
-) -> Result<SessionResult, SessionError> {
+pub async fn run(cfg: SessionConfig, stop: impl Future<Output = ()>) -> Result<SessionResult, SessionError> {
     prepare_dir(&cfg.dir)?;
-    let tgid_offset =
-        match crate::btf::task_tgid_offset(std::path::Path::new(crate::btf::VMLINUX_BTF)) {
-            Ok(off) => Some(off),
-            Err(e) => {
-                tracing::warn!(error = %e, "children are found by the /proc scan only");
-                None
-            }
-        };
-    let mut probes = Probes::load(&LoadOptions {
-        ringbuf_bytes: cfg.ringbuf_bytes,
-        task_tgid_offset: tgid_offset,
-    })?;
+    let tgid_offset = match crate::btf::task_tgid_offset(std::path::Path::new(crate::btf::VMLINUX_BTF)) {
+        Ok(off) => Some(off),
+        Err(e) => {
+            tracing::warn!(error = %e, "children are found by the /proc scan only");
+            None
+        }
+    };
+    let mut probes = Probes::load(&LoadOptions { ringbuf_bytes: cfg.ringbuf_bytes, task_tgid_offset: tgid_offset })?;
     let ring = probes.take_ring_buffer()?;
     let clock = SessionClock::now();
     let mut s = Session {
@@ -141,19 +127,8 @@ pub async fn run(
 
     let (msg_tx, mut msg_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let sink = JsonlSink::new(
-        &s.cfg.dir,
-        LineFormatter {
-            start_ns: clock.start_boot_ns,
-        },
-    );
-    let reader = tokio::spawn(reader::run(
-        ring,
-        Pipeline::new(Box::new(sink)),
-        s.cfg.rotate_every,
-        stop_rx,
-        msg_tx,
-    ));
+    let sink = JsonlSink::new(&s.cfg.dir, LineFormatter { start_ns: clock.start_boot_ns });
+    let reader = tokio::spawn(reader::run(ring, Pipeline::new(Box::new(sink)), s.cfg.rotate_every, stop_rx, msg_tx));
 
     let mut child = s.start_targets()?;
     s.scan();
@@ -174,6 +149,9 @@ pub async fn run(
             _ = &mut stop => { tracing::info!("stop requested: draining"); break }
         }
     }
+    // Stop recording new calls (the filter empties instantly; removing the
+    // probes themselves takes the kernel ~0.1 s each, see `exit`), then drain.
+    s.probes.untrace_all();
     let _ = stop_tx.send(true);
     let pipeline = match reader.await {
         Ok(Ok(p)) => Some(p),
@@ -190,11 +168,7 @@ pub async fn run(
         s.on_message(m);
     }
     let stats = pipeline.map(|p| p.stats).unwrap_or_default();
-    s.counts = Counts {
-        calls: stats.calls(),
-        decode_errors: stats.decode_errors,
-        write_errors: stats.write_errors,
-    };
+    s.counts = Counts { calls: stats.calls(), decode_errors: stats.decode_errors, write_errors: stats.write_errors };
     s.finished = true;
     s.scan_exits();
     let drops = s.write_metadata(&stats);
@@ -208,6 +182,7 @@ pub async fn run(
         files: s.files.clone(),
         processes: s.processes.len(),
         exit_status: exit_status.and_then(Result::ok),
+        probes: s.probes,
     })
 }
 
@@ -219,10 +194,7 @@ async fn wait_child(child: &mut Option<tokio::process::Child>) -> std::io::Resul
 }
 
 fn prepare_dir(dir: &std::path::Path) -> Result<(), SessionError> {
-    let err = |source| SessionError::TraceDir {
-        path: dir.display().to_string(),
-        source,
-    };
+    let err = |source| SessionError::TraceDir { path: dir.display().to_string(), source };
     std::fs::create_dir_all(dir).map_err(err)?;
     let probe = dir.join(".write-test");
     std::fs::write(&probe, b"").map_err(err)?;
@@ -301,24 +273,14 @@ impl Session {
     /// and libraries mapped since the last scan.
     fn scan(&mut self) {
         let me = std::process::id();
-        if let Target::Daemon {
-            pattern: Some(re), ..
-        } = &self.cfg.target
-        {
+        if let Target::Daemon { pattern: Some(re), .. } = &self.cfg.target {
             for info in discover::matching_processes(re, me) {
-                if !self.processes.contains_key(&info.pid)
-                    && self.probes.trace_pid(info.pid).is_ok()
-                {
+                if !self.processes.contains_key(&info.pid) && self.probes.trace_pid(info.pid).is_ok() {
                     self.add_process(info.pid, "pattern", info.ppid);
                 }
             }
         }
-        let traced: BTreeSet<u32> = self
-            .probes
-            .traced_pids()
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
+        let traced: BTreeSet<u32> = self.probes.traced_pids().unwrap_or_default().into_iter().collect();
         for pid in &traced {
             if !self.processes.contains_key(pid) {
                 self.add_process(*pid, "fork", 0);
@@ -338,11 +300,7 @@ impl Session {
     /// Marks processes that are gone, refreshes command lines changed by exec.
     fn scan_exits(&mut self) {
         let now = self.now_ms();
-        for rec in self
-            .processes
-            .values_mut()
-            .filter(|r| r.exited_ms.is_none())
-        {
+        for rec in self.processes.values_mut().filter(|r| r.exited_ms.is_none()) {
             match ProcessInfo::read(rec.pid) {
                 Ok(info) => {
                     rec.cmdline = info.cmdline;
@@ -355,13 +313,7 @@ impl Session {
 
     fn on_message(&mut self, msg: ReaderMsg) {
         match msg {
-            ReaderMsg::Proc(ProcEvent {
-                pid,
-                ppid,
-                op,
-                ts_ns,
-                ..
-            }) => {
+            ReaderMsg::Proc(ProcEvent { pid, ppid, op, ts_ns, .. }) => {
                 if op == proc_op::FORK && ppid != std::process::id() {
                     self.add_process(pid, "fork", ppid);
                 } else if op == proc_op::EXIT {
@@ -371,18 +323,9 @@ impl Session {
                     }
                 }
             }
-            ReaderMsg::Closed {
-                file,
-                calls,
-                decode_errors,
-                write_errors,
-            } => {
+            ReaderMsg::Closed { file, calls, decode_errors, write_errors } => {
                 self.files.push(file);
-                self.counts = Counts {
-                    calls,
-                    decode_errors,
-                    write_errors,
-                };
+                self.counts = Counts { calls, decode_errors, write_errors };
                 self.write_metadata(&Stats::default());
             }
         }
@@ -393,11 +336,7 @@ impl Session {
         let drops = self.probes.drops().unwrap_or_default();
         let (mode, command, pattern) = match &self.cfg.target {
             Target::Command(argv) => ("record", Some(argv.clone()), None),
-            Target::Daemon { pattern, .. } => (
-                "daemon",
-                None,
-                pattern.as_ref().map(|r| r.as_str().to_string()),
-            ),
+            Target::Daemon { pattern, .. } => ("daemon", None, pattern.as_ref().map(|r| r.as_str().to_string())),
         };
         let meta = Metadata {
             session_id: self.cfg.session_id.clone(),
@@ -408,7 +347,12 @@ impl Session {
             command,
             target_pattern: pattern,
             start_wall_clock: clock::rfc3339(self.clock.start_wall),
-            start_unix_ns: self.clock.start_wall.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0),
+            start_unix_ns: self
+                .clock
+                .start_wall
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
             start_boot_ns: self.clock.start_boot_ns,
             ts_unit: "milliseconds since start_boot_ns (CLOCK_BOOTTIME); one line per completed call, stamped at entry",
             end_wall_clock: self.finished.then(|| clock::rfc3339(SystemTime::now())),

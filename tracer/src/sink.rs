@@ -17,20 +17,11 @@ use crate::format::LineFormatter;
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error("creating trace file {path}: {source} (is the trace dir writable and not full?)")]
-    Create {
-        path: String,
-        source: std::io::Error,
-    },
+    Create { path: String, source: std::io::Error },
     #[error("writing trace file {path}: {source} (disk full?)")]
-    Write {
-        path: String,
-        source: std::io::Error,
-    },
+    Write { path: String, source: std::io::Error },
     #[error("closing trace file {path}: {source}")]
-    Close {
-        path: String,
-        source: std::io::Error,
-    },
+    Close { path: String, source: std::io::Error },
 }
 
 /// A finished trace file.
@@ -69,36 +60,19 @@ const BUFFER_BYTES: usize = 256 * 1024;
 
 impl JsonlSink {
     pub fn new(dir: &Path, formatter: LineFormatter) -> Self {
-        Self {
-            dir: dir.to_path_buf(),
-            formatter,
-            seq: 0,
-            current: None,
-            line: Vec::with_capacity(512),
-        }
+        Self { dir: dir.to_path_buf(), formatter, seq: 0, current: None, line: Vec::with_capacity(512) }
     }
 
     fn open(&mut self) -> Result<&mut OpenFile, SinkError> {
         if self.current.is_none() {
             self.seq += 1;
-            let name = format!(
-                "trace_{:05}_{}.jsonl",
-                self.seq,
-                crate::clock::compact_utc_now()
-            );
+            let name = format!("trace_{:05}_{}.jsonl", self.seq, crate::clock::compact_utc_now());
             let dest = self.dir.join(&name);
             let tmp = self.dir.join(format!(".{name}.partial"));
-            let file = File::create(&tmp).map_err(|source| SinkError::Create {
-                path: tmp.display().to_string(),
-                source,
-            })?;
-            self.current = Some(OpenFile {
-                tmp,
-                dest,
-                writer: BufWriter::with_capacity(BUFFER_BYTES, file),
-                lines: 0,
-                bytes: 0,
-            });
+            let file =
+                File::create(&tmp).map_err(|source| SinkError::Create { path: tmp.display().to_string(), source })?;
+            self.current =
+                Some(OpenFile { tmp, dest, writer: BufWriter::with_capacity(BUFFER_BYTES, file), lines: 0, bytes: 0 });
         }
         Ok(self.current.as_mut().expect("just opened"))
     }
@@ -112,10 +86,7 @@ impl Sink for JsonlSink {
         let result = self.open().and_then(|f| {
             f.writer
                 .write_all(&line)
-                .map_err(|source| SinkError::Write {
-                    path: f.tmp.display().to_string(),
-                    source,
-                })?;
+                .map_err(|source| SinkError::Write { path: f.tmp.display().to_string(), source })?;
             f.lines += 1;
             f.bytes += line.len() as u64;
             Ok(())
@@ -128,24 +99,13 @@ impl Sink for JsonlSink {
         let Some(mut f) = self.current.take() else {
             return Ok(None);
         };
-        let close = |source| SinkError::Close {
-            path: f.tmp.display().to_string(),
-            source,
-        };
+        let close = |source| SinkError::Close { path: f.tmp.display().to_string(), source };
         f.writer.flush().map_err(close)?;
         f.writer.get_ref().sync_data().map_err(close)?;
         std::fs::rename(&f.tmp, &f.dest).map_err(close)?;
-        let name = f
-            .dest
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = f.dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         tracing::debug!(file = %name, lines = f.lines, "trace file closed");
-        Ok(Some(ClosedFile {
-            name,
-            lines: f.lines,
-            bytes: f.bytes,
-        }))
+        Ok(Some(ClosedFile { name, lines: f.lines, bytes: f.bytes }))
     }
 }
 
@@ -174,10 +134,8 @@ mod tests {
     }
 
     fn names(dir: &Path) -> Vec<String> {
-        let mut v: Vec<_> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
+        let mut v: Vec<_> =
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         v.sort();
         v
     }
@@ -191,10 +149,7 @@ mod tests {
         sink.write_call(&ev(2)).unwrap();
         let open = names(dir.path());
         assert_eq!(open.len(), 1);
-        assert!(
-            open[0].starts_with(".trace_00001_") && open[0].ends_with(".jsonl.partial"),
-            "{open:?}"
-        );
+        assert!(open[0].starts_with(".trace_00001_") && open[0].ends_with(".jsonl.partial"), "{open:?}");
         let closed = sink.rotate().unwrap().unwrap();
         assert_eq!(closed.lines, 2);
         assert!(closed.name.starts_with("trace_00001_") && closed.name.ends_with(".jsonl"));
@@ -222,10 +177,7 @@ mod tests {
 
     #[test]
     fn unwritable_dir_is_a_clear_error() {
-        let mut sink = JsonlSink::new(
-            Path::new("/proc/no-such-dir"),
-            LineFormatter { start_ns: 0 },
-        );
+        let mut sink = JsonlSink::new(Path::new("/proc/no-such-dir"), LineFormatter { start_ns: 0 });
         let err = sink.write_call(&ev(1)).unwrap_err();
         assert!(err.to_string().contains("trace dir writable"), "{err}");
     }

@@ -118,12 +118,7 @@ mod tests {
         let id = funcs::by_name("cudaMalloc").unwrap().0 as u32;
         let mut stats = Stats::default();
         for i in 1..=100u64 {
-            let ev = CallEvent {
-                func_id: id,
-                dur_ns: i * 1000,
-                ret: u64::from(i == 7) * 2,
-                ..Default::default()
-            };
+            let ev = CallEvent { func_id: id, dur_ns: i * 1000, ret: u64::from(i == 7) * 2, ..Default::default() };
             stats.observe(&ev);
         }
         let rows = stats.rows();

@@ -11,10 +11,7 @@ use tracer_common::funcs::{self, FuncSpec, Layer};
 #[derive(Debug, thiserror::Error)]
 pub enum SymbolError {
     #[error("reading {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("{path} is not an ELF shared library: {source}")]
     Parse { path: String, source: object::Error },
     #[error("{path} exports none of the traced CUDA functions (is it really libcuda/libcudart?)")]
@@ -52,20 +49,10 @@ pub fn layer_of(path: &Path) -> Option<Layer> {
 }
 
 /// Resolves every function of `layer` for which `selected` is true.
-pub fn resolve(
-    path: &Path,
-    layer: Layer,
-    selected: impl Fn(&FuncSpec) -> bool,
-) -> Result<LibrarySymbols, SymbolError> {
+pub fn resolve(path: &Path, layer: Layer, selected: impl Fn(&FuncSpec) -> bool) -> Result<LibrarySymbols, SymbolError> {
     let shown = || path.display().to_string();
-    let data = std::fs::read(path).map_err(|source| SymbolError::Read {
-        path: shown(),
-        source,
-    })?;
-    let file = object::File::parse(&*data).map_err(|source| SymbolError::Parse {
-        path: shown(),
-        source,
-    })?;
+    let data = std::fs::read(path).map_err(|source| SymbolError::Read { path: shown(), source })?;
+    let file = object::File::parse(&*data).map_err(|source| SymbolError::Parse { path: shown(), source })?;
 
     let mut offsets: Vec<BTreeSet<u64>> = vec![BTreeSet::new(); funcs::FUNCS.len()];
     let symbols = file.dynamic_symbols().chain(file.symbols());
@@ -95,11 +82,7 @@ pub fn resolve(
         if offs.is_empty() {
             out.missing.push(spec.name);
         } else {
-            out.found.push(Resolved {
-                func_id: id as u16,
-                name: spec.name,
-                offsets: offs.iter().copied().collect(),
-            });
+            out.found.push(Resolved { func_id: id as u16, name: spec.name, offsets: offs.iter().copied().collect() });
         }
     }
     if out.found.is_empty() {

@@ -12,10 +12,7 @@ const NVIDIA_RUNTIME: &str = "nvidia-cuda-runtime-cu12==12.9.79";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
 pub fn run() -> Result<()> {
-    need(
-        "rustup",
-        "install rustup: https://rustup.rs (the toolchain manager)",
-    )?;
+    need("rustup", "install rustup: https://rustup.rs (the toolchain manager)")?;
     need("cc", "apt-get install -y gcc")?;
     need("python3", "apt-get install -y python3 python3-pip")?;
     nightly()?;
@@ -31,11 +28,7 @@ pub fn run() -> Result<()> {
 }
 
 fn need(tool: &str, fix: &str) -> Result<()> {
-    if Command::new("sh")
-        .args(["-c", &format!("command -v {tool} >/dev/null")])
-        .status()?
-        .success()
-    {
+    if Command::new("sh").args(["-c", &format!("command -v {tool} >/dev/null")]).status()?.success() {
         return Ok(());
     }
     bail!("`{tool}` is missing: {fix}")
@@ -43,9 +36,7 @@ fn need(tool: &str, fix: &str) -> Result<()> {
 
 fn output(cmd: &mut Command) -> Result<String> {
     let shown = format!("{cmd:?}");
-    let out = cmd
-        .output()
-        .with_context(|| format!("cannot start {shown}"))?;
+    let out = cmd.output().with_context(|| format!("cannot start {shown}"))?;
     if !out.status.success() {
         bail!("{shown} failed: {}", String::from_utf8_lossy(&out.stderr));
     }
@@ -56,24 +47,12 @@ fn output(cmd: &mut Command) -> Result<String> {
 fn nightly() -> Result<()> {
     let have = output(Command::new("rustup").args(["toolchain", "list"]))?;
     if !have.lines().any(|l| l.starts_with("nightly")) {
-        exec(Command::new("rustup").args([
-            "toolchain",
-            "install",
-            "nightly",
-            "--profile",
-            "minimal",
-        ]))?;
+        exec(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
     }
     let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?;
     let src = std::path::Path::new(sysroot.trim()).join("lib/rustlib/src/rust/library/core");
     if !src.exists() {
-        exec(Command::new("rustup").args([
-            "component",
-            "add",
-            "rust-src",
-            "--toolchain",
-            "nightly",
-        ]))?;
+        exec(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
     }
     Ok(())
 }
@@ -91,10 +70,7 @@ fn llvm_major() -> Result<u32> {
 fn bpf_linker(major: u32) -> Result<()> {
     let prefix = paths::cache_dir().join(format!("llvm-{major}"));
     let stamp = prefix.join("bpf-linker.stamp");
-    let works = Command::new("bpf-linker")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let works = Command::new("bpf-linker").arg("--version").output().is_ok_and(|o| o.status.success());
     if works && stamp.exists() {
         return Ok(());
     }
@@ -108,20 +84,14 @@ fn bpf_linker(major: u32) -> Result<()> {
                 .is_some_and(|n| n.starts_with("libLLVM.so") || n.starts_with("libLLVM-"))
         })
         .with_context(|| {
-            format!(
-                "no libLLVM in {}: reinstall nightly (`rustup toolchain install nightly`)",
-                lib_dir.display()
-            )
+            format!("no libLLVM in {}: reinstall nightly (`rustup toolchain install nightly`)", lib_dir.display())
         })?;
     let link_dir = prefix.join("lib");
     std::fs::create_dir_all(&link_dir)?;
     let link = link_dir.join("libLLVM.so");
     let _ = std::fs::remove_file(&link);
     std::os::unix::fs::symlink(&libllvm, &link)?;
-    println!(
-        "setup: building bpf-linker {BPF_LINKER_VERSION} against {} (about a minute)",
-        libllvm.display()
-    );
+    println!("setup: building bpf-linker {BPF_LINKER_VERSION} against {} (about a minute)", libllvm.display());
     exec(
         Command::new("cargo")
             .args([
@@ -166,9 +136,5 @@ fn nvidia_runtime() -> Result<()> {
 
 /// Builds the fixture CUDA libraries and workloads with the system C compiler.
 fn fixtures() -> Result<()> {
-    exec(
-        Command::new("bash")
-            .arg(paths::root().join("fixtures/build.sh"))
-            .arg(paths::fixtures_dir()),
-    )
+    exec(Command::new("bash").arg(paths::root().join("fixtures/build.sh")).arg(paths::fixtures_dir()))
 }

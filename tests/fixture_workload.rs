@@ -1,0 +1,77 @@
+//! The fixture workload traced by `cuda-tracer record`: the trace equals the
+//! workload's own ground truth, call for call.
+
+use cuda_tracer_tests::*;
+use serde_json::Value;
+
+#[test]
+fn trace_equals_ground_truth() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (out, truth) = (tmp.path().join("trace"), tmp.path().join("truth"));
+
+    // A second, untraced copy of the workload maps the same libraries at the
+    // same time: the in-kernel pid filter must keep its calls out.
+    let other_truth = tmp.path().join("other-truth");
+    std::fs::create_dir_all(&other_truth).unwrap();
+    let mut other = std::process::Command::new(workload())
+        .args(["--iterations", "200", "--step-delay-us", "500"])
+        .env("CUDA_FIXTURE_TRUTH_DIR", &other_truth)
+        .env("LD_LIBRARY_PATH", fixtures())
+        .spawn()
+        .unwrap();
+
+    let output = record(&out, &truth, &[], &[&workload()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(other.wait().unwrap().success());
+
+    let trace = load_trace(&out);
+    let truth = load_truth(&truth);
+    assert!(truth.len() > 1000, "workload made {} calls", truth.len());
+    assert_eq!(trace.lines.len(), truth.len(), "every call is traced once");
+    assert_matches_truth(&trace.lines, &truth, false);
+    for l in &trace.lines {
+        assert_line_schema(l);
+    }
+
+    let other_pids: Vec<Value> = load_truth(&other_truth).iter().map(|l| l["pid"].clone()).collect();
+    assert!(trace.lines.iter().all(|l| !other_pids.contains(&l["pid"])), "an untraced process leaked into the trace");
+
+    // Both processes of the workload: the parent and its forked child.
+    let pids: std::collections::BTreeSet<u64> = truth.iter().map(|l| l["pid"].as_u64().unwrap()).collect();
+    assert_eq!(pids.len(), 2, "parent and child made calls");
+    let m = &trace.metadata;
+    assert_eq!(m["status"], "finished");
+    assert_eq!(m["mode"], "record");
+    assert_eq!(m["dropped_events"], 0);
+    assert_eq!(m["drops"]["ringbuf_full"], 0);
+    assert_eq!(m["drops"]["return_without_entry"], 0);
+    assert_eq!(m["counts"]["calls"], truth.len() as u64);
+    assert_eq!(m["counts"]["decode_errors"], 0);
+    let meta_pids: Vec<u64> = m["processes"].as_array().unwrap().iter().map(|p| p["pid"].as_u64().unwrap()).collect();
+    for pid in &pids {
+        assert!(meta_pids.contains(pid), "metadata lists process {pid}");
+    }
+    let libs: Vec<&str> = m["libraries"].as_array().unwrap().iter().map(|l| l["path"].as_str().unwrap()).collect();
+    assert!(libs.iter().any(|p| p.ends_with("libcuda.so.1")), "{libs:?}");
+    assert!(libs.iter().any(|p| p.ends_with("libcudart.so.12")), "{libs:?}");
+    let files: Vec<&str> = m["files"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
+    assert_eq!(files.len(), trace.files.len());
+    assert!(m["start_boot_ns"].as_u64().unwrap() > 0 && m["start_wall_clock"].is_string());
+
+    // The summary names the functions and says nothing was dropped.
+    assert!(stderr.contains("cudaLaunchKernel") && stderr.contains("dropped: 0"), "{stderr}");
+}
+
+#[test]
+fn function_groups_limit_what_is_traced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (out, truth) = (tmp.path().join("trace"), tmp.path().join("truth"));
+    record(&out, &truth, &["--functions", "launch"], &[&workload(), "--no-child", "--iterations", "3"]);
+    let trace = load_trace(&out);
+    let launches: Vec<Value> =
+        load_truth(&truth).into_iter().filter(|l| l["func"].as_str().unwrap().contains("LaunchKernel")).collect();
+    assert!(!launches.is_empty());
+    assert!(trace.lines.iter().all(|l| l["func"].as_str().unwrap().contains("LaunchKernel")));
+    assert_matches_truth(&trace.lines, &launches, false);
+    assert_eq!(trace.metadata["function_groups"], serde_json::json!(["launch"]));
+}

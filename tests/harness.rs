@@ -1,0 +1,245 @@
+//! Test harness: builds or finds the fixtures and the tracer binary, runs the
+//! tracer, reads trace directories and ground truth, and compares them.
+//!
+//! Every test here loads the real BPF object and attaches real uprobes, so
+//! the tests run as root (CI does). Trace comparison is exact: per thread,
+//! the sequence of calls in the trace files equals the sequence the fixture
+//! libraries recorded (both are in return order).
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output},
+    sync::OnceLock,
+    time::{Duration, Instant},
+};
+
+use serde_json::{Map, Value};
+use tracer_common::funcs::{self, Fmt};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ is in the workspace").to_path_buf()
+}
+
+/// Cargo's target directory for this build (…/target/debug/deps/test → …/target).
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent().and_then(Path::parent).expect("target/<profile>/deps/<test>").to_path_buf()
+}
+
+/// The fixture libraries and workloads, built once per test binary unless
+/// `CUDA_TRACER_FIXTURES` points at a built set (as `cargo xtask test` does).
+pub fn fixtures() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("CUDA_TRACER_FIXTURES") {
+            return PathBuf::from(dir);
+        }
+        let dir = profile_dir().join("fixtures");
+        let status = Command::new("bash").arg(root().join("fixtures/build.sh")).arg(&dir).status().expect("bash");
+        assert!(status.success(), "fixtures/build.sh failed");
+        dir
+    })
+    .clone()
+}
+
+/// The `cuda-tracer` binary of this build.
+pub fn tracer() -> PathBuf {
+    let bin = profile_dir().join("cuda-tracer");
+    assert!(bin.exists(), "{} is missing: run `cargo build -p cuda-tracer` (or `cargo xtask test`)", bin.display());
+    bin
+}
+
+/// NVIDIA's libcudart.so.12 from the PyPI wheel, installed by `cargo xtask setup`.
+pub fn nvidia_cudart() -> PathBuf {
+    let path = std::env::var_os("CUDA_TRACER_NVIDIA_CUDART").map(PathBuf::from).unwrap_or_else(|| {
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| "/root".into());
+        home.join(".cache/cuda-tracer/pypi/nvidia/cuda_runtime/lib/libcudart.so.12")
+    });
+    assert!(path.exists(), "{} is missing: run `cargo xtask setup`", path.display());
+    path
+}
+
+/// A `cuda-tracer` command with quiet logs.
+pub fn tracer_cmd() -> Command {
+    let mut cmd = Command::new(tracer());
+    cmd.env("RUST_LOG", "warn");
+    cmd
+}
+
+/// Runs `cuda-tracer record -o out <extra> -- argv` with the fixture dir on
+/// the loader path and ground truth written to `truth`.
+pub fn record(out: &Path, truth: &Path, extra: &[&str], argv: &[&str]) -> Output {
+    std::fs::create_dir_all(truth).expect("truth dir");
+    let output = tracer_cmd()
+        .arg("record")
+        .arg("-o")
+        .arg(out)
+        .args(extra)
+        .arg("--")
+        .args(argv)
+        .env("CUDA_FIXTURE_TRUTH_DIR", truth)
+        .env("LD_LIBRARY_PATH", fixtures())
+        .output()
+        .expect("start cuda-tracer");
+    assert!(
+        output.status.success(),
+        "cuda-tracer record failed: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// The fixture workload's path.
+pub fn workload() -> String {
+    fixtures().join("cuda-workload").display().to_string()
+}
+
+/// A session directory's parsed contents.
+pub struct Trace {
+    pub files: Vec<PathBuf>,
+    pub lines: Vec<Value>,
+    pub metadata: Value,
+}
+
+/// Reads a session directory, asserting it is complete: no temporary files
+/// left, every line valid JSON, metadata.json present and finished.
+pub fn load_trace(dir: &Path) -> Trace {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("session dir") {
+        let path = entry.expect("dir entry").path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(!name.ends_with(".partial"), "temporary file left behind: {name}");
+        if name.starts_with("trace_") && name.ends_with(".jsonl") {
+            files.push(path);
+        }
+    }
+    files.sort();
+    let mut lines = Vec::new();
+    for f in &files {
+        let text = std::fs::read_to_string(f).expect("trace file");
+        assert!(text.is_empty() || text.ends_with('\n'), "{} ends mid-line", f.display());
+        for (i, l) in text.lines().enumerate() {
+            let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{}:{}: {e}: {l}", f.display(), i + 1));
+            lines.push(v);
+        }
+    }
+    let meta = std::fs::read_to_string(dir.join("metadata.json")).expect("metadata.json");
+    let metadata: Value = serde_json::from_str(&meta).expect("metadata.json is JSON");
+    Trace { files, lines, metadata }
+}
+
+/// Every ground-truth line the fixture libraries wrote into `dir`.
+pub fn load_truth(dir: &Path) -> Vec<Value> {
+    let mut names: Vec<_> = std::fs::read_dir(dir).expect("truth dir").map(|e| e.unwrap().path()).collect();
+    names.sort();
+    names
+        .iter()
+        .flat_map(|p| std::fs::read_to_string(p).expect("truth file").lines().map(String::from).collect::<Vec<_>>())
+        .map(|l| serde_json::from_str(&l).unwrap_or_else(|e| panic!("truth line {l}: {e}")))
+        .collect()
+}
+
+type ThreadKey = (u64, u64);
+
+/// The comparable part of one call: layer, function, return value, and the
+/// arguments the tracer decodes for that function.
+fn comparable(v: &Value, truth_keys: Option<&Map<String, Value>>) -> Value {
+    let func = v["func"].as_str().unwrap_or_default();
+    let spec = funcs::FUNCS.iter().find(|s| s.name == func);
+    let args = v["args"].as_object().cloned().unwrap_or_default();
+    let ret = v["ret"].as_i64().unwrap_or(i64::MIN);
+    let args: Map<String, Value> = match spec {
+        Some(spec) if !spec.args_complete => {
+            // Only arguments both sides carry (strings and structs are not yet read).
+            let decoded: Vec<&str> =
+                spec.args.iter().filter(|a| a.fmt != Fmt::Out || ret == 0).map(|a| a.name).collect();
+            args.into_iter()
+                .filter(|(k, _)| decoded.contains(&k.as_str()) && truth_keys.is_none_or(|t| t.contains_key(k)))
+                .collect()
+        }
+        _ => args,
+    };
+    serde_json::json!({"type": v["type"], "func": func, "ret": ret, "args": args})
+}
+
+fn by_thread(lines: &[Value]) -> BTreeMap<ThreadKey, Vec<&Value>> {
+    let mut map: BTreeMap<ThreadKey, Vec<&Value>> = BTreeMap::new();
+    for l in lines {
+        let key = (l["pid"].as_u64().expect("pid"), l["tid"].as_u64().expect("tid"));
+        map.entry(key).or_default().push(l);
+    }
+    map
+}
+
+/// Per thread, the trace's calls must be the truth's calls in the same order
+/// (`prefix`: the trace may stop early, as after a SIGTERM).
+pub fn assert_matches_truth(trace: &[Value], truth: &[Value], prefix: bool) {
+    let traced = by_thread(trace);
+    let expected = by_thread(truth);
+    for (key, lines) in &traced {
+        let want = expected.get(key).unwrap_or_else(|| panic!("trace has thread {key:?} which made no call"));
+        assert!(lines.len() <= want.len(), "thread {key:?}: {} traced calls, {} made", lines.len(), want.len());
+        for (i, (got, exp)) in lines.iter().zip(want.iter()).enumerate() {
+            let g = comparable(got, exp["args"].as_object());
+            let e = comparable(exp, exp["args"].as_object());
+            assert_eq!(g, e, "thread {key:?} call #{i} differs:\n trace: {got}\n truth: {exp}");
+        }
+    }
+    if !prefix {
+        for (key, want) in &expected {
+            let got = traced.get(key).map_or(0, Vec::len);
+            assert_eq!(got, want.len(), "thread {key:?}: {got} calls traced of {} made", want.len());
+        }
+    }
+}
+
+/// Asserts the seed's fields and ours are present with the right types.
+pub fn assert_line_schema(v: &Value) {
+    assert!(v["ts"].is_f64() || v["ts"].is_u64(), "ts: {v}");
+    assert!(v["pid"].is_u64() && v["tid"].is_u64(), "pid/tid: {v}");
+    assert!(matches!(v["type"].as_str(), Some("cuda_api" | "cuda_runtime")), "type: {v}");
+    assert!(v["func"].is_string(), "func: {v}");
+    assert_eq!(v["phase"], "entry", "phase: {v}");
+    assert!(v["dur_us"].is_number(), "dur_us: {v}");
+    assert!(v["ret"].is_i64(), "ret: {v}");
+    assert!(v["args"].is_object(), "args: {v}");
+}
+
+/// Sends a signal to a child process.
+pub fn signal(child: &Child, sig: i32) {
+    // SAFETY: kill has no memory-safety preconditions.
+    let rc = unsafe { libc::kill(child.id() as i32, sig) };
+    assert_eq!(rc, 0, "kill({}, {sig})", child.id());
+}
+
+/// Waits for a child with a deadline, killing it if the deadline passes.
+pub fn wait_with_deadline(child: &mut Child, deadline: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if start.elapsed() > deadline {
+            let _ = child.kill();
+            panic!("process {} did not exit within {deadline:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Polls until `cond` holds, or panics with `what` after `deadline`.
+pub fn wait_for(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The single session directory a daemon created under its trace dir.
+pub fn session_dir(trace_dir: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(trace_dir).ok()?.filter_map(|e| e.ok().map(|e| e.path())).find(|p| p.is_dir())
+}

@@ -1,0 +1,103 @@
+//! File rotation, SIGTERM in the middle of a run, and the daemon (`run`)
+//! attaching to a process that is already running.
+
+use std::{process::Stdio, time::Duration};
+
+use cuda_tracer_tests::*;
+
+#[test]
+fn files_rotate_and_every_line_survives() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (out, truth) = (tmp.path().join("trace"), tmp.path().join("truth"));
+    // About 2.5 s of steps with a 1 s rotation interval.
+    record(
+        &out,
+        &truth,
+        &["--rotate-secs", "1"],
+        &[&workload(), "--threads", "2", "--iterations", "250", "--step-delay-us", "10000"],
+    );
+    let trace = load_trace(&out);
+    assert!(trace.files.len() >= 2, "expected rotation, got {:?}", trace.files);
+    for (i, f) in trace.files.iter().enumerate() {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with(&format!("trace_{:05}_", i + 1)), "{name}");
+    }
+    assert_matches_truth(&trace.lines, &load_truth(&truth), false);
+}
+
+#[test]
+fn sigterm_drains_and_loses_nothing_captured() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (out, truth) = (tmp.path().join("trace"), tmp.path().join("truth"));
+    std::fs::create_dir_all(&truth).unwrap();
+    let mut tracer = tracer_cmd()
+        .args(["record", "-o"])
+        .arg(&out)
+        .args(["--", &workload(), "--no-child", "--threads", "2", "--iterations", "2000", "--step-delay-us", "2000"])
+        .env("CUDA_FIXTURE_TRUTH_DIR", &truth)
+        .env("LD_LIBRARY_PATH", fixtures())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Stop once the first calls have been made.
+    wait_for("the workload's first calls", Duration::from_secs(20), || {
+        std::fs::read_dir(&truth).unwrap().filter_map(Result::ok).any(|e| e.metadata().unwrap().len() > 10_000)
+    });
+    signal(&tracer, libc::SIGTERM);
+    let status = wait_with_deadline(&mut tracer, Duration::from_secs(20));
+    assert!(status.success(), "tracer exit after SIGTERM: {status}");
+
+    let trace = load_trace(&out);
+    assert_eq!(trace.metadata["status"], "finished");
+    assert_eq!(trace.metadata["counts"]["calls"], trace.lines.len() as u64, "metadata counts what was written");
+    assert_eq!(trace.metadata["dropped_events"], 0);
+    assert!(!trace.lines.is_empty());
+    // The workload runs on; compare what was traced with its truth so far.
+    let pid = trace.lines[0]["pid"].as_u64().unwrap() as i32;
+    wait_for("the workload to finish", Duration::from_secs(60), || {
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    });
+    let truth = load_truth(&truth);
+    assert!(trace.lines.len() < truth.len(), "tracing stopped before the workload did");
+    assert_matches_truth(&trace.lines, &truth, true);
+}
+
+#[test]
+fn daemon_attaches_to_a_running_process_and_its_child() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (traces, truth) = (tmp.path().join("traces"), tmp.path().join("truth"));
+    std::fs::create_dir_all(&truth).unwrap();
+    let mut workload = std::process::Command::new(workload())
+        .args(["--start-delay-ms", "3000", "--iterations", "10"])
+        .env("CUDA_FIXTURE_TRUTH_DIR", &truth)
+        .env("LD_LIBRARY_PATH", fixtures())
+        .spawn()
+        .unwrap();
+    let pid = workload.id().to_string();
+    let fx = fixtures();
+    let mut daemon = tracer_cmd()
+        .args(["run", "--pid", &pid, "--target-process", "^no-such-process-name$", "--scan-interval-ms", "100"])
+        .arg("--trace-dir")
+        .arg(&traces)
+        .arg("--lib")
+        .arg(fx.join("libcuda.so.1"))
+        .spawn()
+        .unwrap();
+    // The daemon is ready once it has attached libcudart (mapped at start).
+    wait_for("the daemon to attach", Duration::from_secs(10), || {
+        let Some(dir) = session_dir(&traces) else { return false };
+        std::fs::read_to_string(dir.join("metadata.json")).is_ok_and(|m| m.contains("libcudart.so.12"))
+    });
+    assert!(workload.try_wait().unwrap().is_none(), "the daemon must be ready before the workload's delay ends");
+    assert!(wait_with_deadline(&mut workload, Duration::from_secs(60)).success());
+    signal(&daemon, libc::SIGTERM);
+    assert!(wait_with_deadline(&mut daemon, Duration::from_secs(20)).success());
+
+    let trace = load_trace(&session_dir(&traces).unwrap());
+    let truth = load_truth(&truth);
+    assert_eq!(trace.metadata["mode"], "daemon");
+    assert_matches_truth(&trace.lines, &truth, false);
+    let sources: Vec<&str> =
+        trace.metadata["processes"].as_array().unwrap().iter().map(|p| p["source"].as_str().unwrap()).collect();
+    assert!(sources.contains(&"pid") && sources.contains(&"fork"), "{sources:?}");
+}
