@@ -44,11 +44,24 @@ pub fn fixtures() -> PathBuf {
     .clone()
 }
 
-/// The `cuda-tracer` binary of this build.
+/// The `cuda-tracer` binary of this build, built on first use if missing
+/// (a plain `cargo test` does not build it for this package).
 pub fn tracer() -> PathBuf {
-    let bin = profile_dir().join("cuda-tracer");
-    assert!(bin.exists(), "{} is missing: run `cargo build -p cuda-tracer` (or `cargo xtask test`)", bin.display());
-    bin
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let bin = profile_dir().join("cuda-tracer");
+        if !bin.exists() {
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let status = Command::new(cargo)
+                .current_dir(root())
+                .args(["build", "-p", "cuda-tracer"])
+                .status()
+                .expect("start cargo");
+            assert!(status.success() && bin.exists(), "building {} failed", bin.display());
+        }
+        bin
+    })
+    .clone()
 }
 
 /// NVIDIA's libcudart.so.12 from the PyPI wheel, installed by `cargo xtask setup`.

@@ -94,12 +94,17 @@ pub struct AttachedLibrary {
 /// Attaches libraries and remembers which files are done.
 pub struct Attacher {
     selection: Selection,
+    /// Return and entry program names.
+    programs: [&'static str; 2],
     attached: HashMap<(u64, u64), AttachedLibrary>,
 }
 
 impl Attacher {
-    pub fn new(selection: Selection) -> Self {
-        Self { selection, attached: HashMap::new() }
+    /// `empty_probes` attaches programs that do nothing, at the same points:
+    /// the benchmark's physical limit of a uprobe + uretprobe pair.
+    pub fn new(selection: Selection, empty_probes: bool) -> Self {
+        let programs = if empty_probes { ["empty_return", "empty_entry"] } else { ["call_return", "call_entry"] };
+        Self { selection, programs, attached: HashMap::new() }
     }
 
     /// Whether this file is attached already.
@@ -133,7 +138,7 @@ impl Attacher {
             for &offset in &func.offsets {
                 // Return probe first: a call entered between the two attaches
                 // is then counted as "return without entry" instead of vanishing.
-                for prog in ["call_return", "call_entry"] {
+                for prog in self.programs {
                     let point = UProbeAttachPoint {
                         location: UProbeAttachLocation::AbsoluteOffset(offset),
                         cookie: Some(cookie),

@@ -54,6 +54,9 @@ pub struct TraceArgs {
     /// Also attach this CUDA library up front (repeatable), e.g. one a program will dlopen.
     #[arg(long = "lib")]
     pub libs: Vec<PathBuf>,
+    /// Benchmarks: attach empty programs at the same points (records nothing).
+    #[arg(long = "empty-probes", hide = true)]
+    pub empty_probes: bool,
 }
 
 #[derive(Debug, Args)]

@@ -66,6 +66,7 @@ fn config(dir: PathBuf, id: String, target: Target, t: &TraceArgs) -> SessionCon
         selection: t.functions.clone(),
         ringbuf_bytes: t.ringbuf_bytes,
         libs: t.libs.clone(),
+        empty_probes: t.empty_probes,
     }
 }
 

@@ -49,6 +49,8 @@ pub struct SessionConfig {
     pub ringbuf_bytes: u32,
     /// Libraries to attach before anything runs (`--lib`).
     pub libs: Vec<PathBuf>,
+    /// Attach do-nothing programs instead (benchmarks only).
+    pub empty_probes: bool,
 }
 
 /// Why a session could not run.
@@ -110,7 +112,7 @@ pub async fn run(cfg: SessionConfig, stop: impl Future<Output = ()>) -> Result<S
     let ring = probes.take_ring_buffer()?;
     let clock = SessionClock::now();
     let mut s = Session {
-        attacher: Attacher::new(cfg.selection.clone()),
+        attacher: Attacher::new(cfg.selection.clone(), cfg.empty_probes),
         cfg,
         probes,
         clock,

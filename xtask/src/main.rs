@@ -103,6 +103,9 @@ fn test(cargo_args: &[String]) -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    // The end-to-end tests run the binary; plain `cargo test` builds it only
+    // for packages with integration tests of their own.
+    exec(Command::new("cargo").current_dir(&root).args(["build", "-p", "cuda-tracer"]))?;
     exec(
         Command::new("cargo")
             .current_dir(&root)
