@@ -6,7 +6,7 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::BPF_ANY,
+    bindings::{BPF_ANY, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns, bpf_probe_read_kernel, bpf_probe_read_user,
         generated::bpf_get_attach_cookie,
@@ -42,6 +42,23 @@ static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(drop_slot::COUNT,
 /// by userspace; 0 disables fork following.
 #[no_mangle]
 static TASK_TGID_OFFSET: u32 = 0;
+
+/// Wake userspace only once this many bytes wait in the ring buffer; below
+/// it the reader's timer collects them. One wakeup per event would cost a
+/// context switch per CUDA call. Set by userspace (a quarter of the ring).
+#[no_mangle]
+static WAKEUP_BYTES: u64 = 0;
+
+#[inline(always)]
+fn submit_flags() -> u64 {
+    // SAFETY: a global written by userspace before load.
+    let threshold = unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) };
+    if threshold != 0 && EVENTS.query(BPF_RB_AVAIL_DATA as u64) < threshold {
+        BPF_RB_NO_WAKEUP as u64
+    } else {
+        BPF_RB_FORCE_WAKEUP as u64
+    }
+}
 
 #[inline(always)]
 fn count_drop(slot: u32) {
@@ -139,7 +156,7 @@ pub fn call_return(ctx: RetProbeContext) -> u32 {
         out,
         args: state.args,
     });
-    entry.submit(0);
+    entry.submit(submit_flags());
     0
 }
 

@@ -44,8 +44,10 @@ pub struct Probes {
 impl Probes {
     pub fn load(opts: &LoadOptions) -> Result<Self, LoadError> {
         let offset = opts.task_tgid_offset.unwrap_or(0);
+        let wakeup_bytes = u64::from(opts.ringbuf_bytes / 4);
         let mut ebpf = EbpfLoader::new()
             .override_global("TASK_TGID_OFFSET", &offset, true)
+            .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
             .map_max_entries("EVENTS", opts.ringbuf_bytes)
             .load(BPF_OBJECT)?;
         for name in ["call_entry", "call_return", "empty_entry", "empty_return"] {

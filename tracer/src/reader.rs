@@ -25,6 +25,9 @@ pub enum ReaderMsg {
 /// cannot starve rotation or shutdown.
 const BATCH: usize = 16 * 1024;
 
+/// Longest a record waits in the ring buffer before it is written.
+const POLL_EVERY: Duration = Duration::from_millis(20);
+
 fn drain(ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline, tx: &mpsc::UnboundedSender<ReaderMsg>) -> bool {
     for _ in 0..BATCH {
         let Some(item) = ring.next() else { return true };
@@ -60,6 +63,10 @@ pub async fn run(
     let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }.map_err(|e| e.into_parts().1)?;
     let mut tick = interval_at(Instant::now() + rotate_every, rotate_every);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // The probes wake us only when the ring is a quarter full; this timer
+    // collects everything else within POLL_EVERY.
+    let mut poll = tokio::time::interval(POLL_EVERY);
+    poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             guard = fd.readable_mut() => {
@@ -67,6 +74,9 @@ pub async fn run(
                 if drain(guard.get_inner_mut(), &mut pipeline, &tx) {
                     guard.clear_ready();
                 }
+            }
+            _ = poll.tick() => {
+                while !drain(fd.get_mut(), &mut pipeline, &tx) {}
             }
             _ = tick.tick() => {
                 while !drain(fd.get_mut(), &mut pipeline, &tx) {}
