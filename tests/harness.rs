@@ -14,8 +14,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::{Map, Value};
-use tracer_common::funcs::{self, Fmt};
+use serde_json::Value;
+use tracer_common::funcs;
 
 /// The workspace root.
 pub fn root() -> PathBuf {
@@ -144,9 +144,22 @@ pub fn load_trace(dir: &Path) -> Trace {
     Trace { files, lines, metadata }
 }
 
-/// Every ground-truth line the fixture libraries wrote into `dir`.
+/// Every ground-truth call the fixture libraries wrote into `dir`.
 pub fn load_truth(dir: &Path) -> Vec<Value> {
-    let mut names: Vec<_> = std::fs::read_dir(dir).expect("truth dir").map(|e| e.unwrap().path()).collect();
+    load_jsonl(dir, "truth.")
+}
+
+/// Every kernel registration and look-up the fixtures recorded in `dir`.
+pub fn load_kernel_truth(dir: &Path) -> Vec<Value> {
+    load_jsonl(dir, "kernels.")
+}
+
+fn load_jsonl(dir: &Path, prefix: &str) -> Vec<Value> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .expect("truth dir")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(prefix)))
+        .collect();
     names.sort();
     names
         .iter()
@@ -158,24 +171,19 @@ pub fn load_truth(dir: &Path) -> Vec<Value> {
 type ThreadKey = (u64, u64);
 
 /// The comparable part of one call: layer, function, return value, and the
-/// arguments the tracer decodes for that function.
-fn comparable(v: &Value, truth_keys: Option<&Map<String, Value>>) -> Value {
+/// arguments the call was made with. What the tracer derives beyond the
+/// call itself (the `kernel` name of a launch, the `bytes` a free released)
+/// is checked by its own tests.
+fn comparable(v: &Value) -> Value {
     let func = v["func"].as_str().unwrap_or_default();
     let spec = funcs::FUNCS.iter().find(|s| s.name == func);
-    let args = v["args"].as_object().cloned().unwrap_or_default();
-    let ret = v["ret"].as_i64().unwrap_or(i64::MIN);
-    let args: Map<String, Value> = match spec {
-        Some(spec) if !spec.args_complete => {
-            // Only arguments both sides carry (strings and structs are not yet read).
-            let decoded: Vec<&str> =
-                spec.args.iter().filter(|a| a.fmt != Fmt::Out || ret == 0).map(|a| a.name).collect();
-            args.into_iter()
-                .filter(|(k, _)| decoded.contains(&k.as_str()) && truth_keys.is_none_or(|t| t.contains_key(k)))
-                .collect()
-        }
-        _ => args,
-    };
-    serde_json::json!({"type": v["type"], "func": func, "ret": ret, "args": args})
+    let is_free = spec.is_some_and(|s| s.group == funcs::Group::Memory && s.out_arg == 0);
+    let mut args = v["args"].as_object().cloned().unwrap_or_default();
+    args.remove("kernel");
+    if is_free {
+        args.remove("bytes");
+    }
+    serde_json::json!({"type": v["type"], "func": func, "ret": v["ret"], "args": args})
 }
 
 fn by_thread(lines: &[Value]) -> BTreeMap<ThreadKey, Vec<&Value>> {
@@ -196,8 +204,8 @@ pub fn assert_matches_truth(trace: &[Value], truth: &[Value], prefix: bool) {
         let want = expected.get(key).unwrap_or_else(|| panic!("trace has thread {key:?} which made no call"));
         assert!(lines.len() <= want.len(), "thread {key:?}: {} traced calls, {} made", lines.len(), want.len());
         for (i, (got, exp)) in lines.iter().zip(want.iter()).enumerate() {
-            let g = comparable(got, exp["args"].as_object());
-            let e = comparable(exp, exp["args"].as_object());
+            let g = comparable(got);
+            let e = comparable(exp);
             assert_eq!(g, e, "thread {key:?} call #{i} differs:\n trace: {got}\n truth: {exp}");
         }
     }

@@ -14,6 +14,36 @@ pub mod kind {
     pub const CALL: u32 = 1;
     /// A traced process forked or exited: [`super::ProcEvent`].
     pub const PROC: u32 = 2;
+    /// A completed call with a string argument read at entry: [`super::CallNameEvent`].
+    pub const CALL_NAME: u32 = 3;
+}
+
+/// Bytes kept of a string argument (kernel or symbol name), NUL included.
+pub const NAME_MAX: usize = 256;
+
+/// A string argument read at entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NameBuf {
+    /// Bytes read, NUL included (0: the read failed).
+    pub len: u32,
+    pub _pad: u32,
+    pub bytes: [u8; NAME_MAX],
+}
+
+impl Default for NameBuf {
+    fn default() -> Self {
+        Self { len: 0, _pad: 0, bytes: [0; NAME_MAX] }
+    }
+}
+
+/// A completed call of a function with a string argument
+/// (`cuModuleGetFunction`'s kernel name, `cuGetProcAddress`'s symbol).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallNameEvent {
+    pub call: CallEvent,
+    pub name: NameBuf,
 }
 
 /// First field of every ring-buffer record.
@@ -127,25 +157,44 @@ pub struct Cookie {
     pub stack_words: u8,
     /// 1-based index of an argument that points to a value to read at return; 0 = none.
     pub out_arg: u8,
+    /// 1-based index of an argument pointing to a struct whose first
+    /// [`STACK_ARGS`] words are copied at entry into the stack-word slots
+    /// (launch-config structs); 0 = none.
+    pub deref_arg: u8,
+    /// 1-based index of a `const char*` argument copied at entry; 0 = none.
+    pub str_arg: u8,
 }
 
 impl Cookie {
     pub const fn encode(self) -> u64 {
-        (self.func_id as u64) | ((self.stack_words as u64) << 16) | ((self.out_arg as u64) << 24)
+        (self.func_id as u64)
+            | ((self.stack_words as u64) << 16)
+            | ((self.out_arg as u64) << 24)
+            | ((self.deref_arg as u64) << 32)
+            | ((self.str_arg as u64) << 40)
     }
 
     pub const fn decode(raw: u64) -> Self {
-        Self { func_id: raw as u16, stack_words: (raw >> 16) as u8, out_arg: (raw >> 24) as u8 }
+        Self {
+            func_id: raw as u16,
+            stack_words: (raw >> 16) as u8,
+            out_arg: (raw >> 24) as u8,
+            deref_arg: (raw >> 32) as u8,
+            str_arg: (raw >> 40) as u8,
+        }
     }
 }
 
 /// Fixed size of each record type, checked by the decoder before any cast.
 pub const CALL_EVENT_SIZE: usize = core::mem::size_of::<CallEvent>();
 pub const PROC_EVENT_SIZE: usize = core::mem::size_of::<ProcEvent>();
+pub const CALL_NAME_EVENT_SIZE: usize = core::mem::size_of::<CallNameEvent>();
 
 // No implicit padding anywhere: the sums of the field sizes equal the sizes.
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 8);
 const _: () = assert!(CALL_EVENT_SIZE == 8 + 8 + 8 + 4 * 4 + 8 + 8 + 8 * MAX_ARGS);
 const _: () = assert!(PROC_EVENT_SIZE == 8 + 8 + 4 * 4);
 const _: () = assert!(core::mem::size_of::<EntryKey>() == 16);
+const _: () = assert!(core::mem::size_of::<NameBuf>() == 8 + NAME_MAX);
+const _: () = assert!(CALL_NAME_EVENT_SIZE == CALL_EVENT_SIZE + 8 + NAME_MAX);
 const _: () = assert!(core::mem::size_of::<EntryState>() == 16 + 8 * MAX_ARGS);

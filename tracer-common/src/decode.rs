@@ -1,7 +1,10 @@
 //! Typed decoding of ring-buffer records: length and kind are checked before
 //! any bytes are reinterpreted.
 
-use crate::abi::{kind, CallEvent, EventHeader, ProcEvent, CALL_EVENT_SIZE, PROC_EVENT_SIZE};
+use crate::abi::{
+    kind, CallEvent, CallNameEvent, EventHeader, NameBuf, ProcEvent, CALL_EVENT_SIZE, CALL_NAME_EVENT_SIZE, NAME_MAX,
+    PROC_EVENT_SIZE,
+};
 
 // SAFETY: all three are #[repr(C)], made only of integers, with no implicit
 // padding (asserted in `abi`), so every bit pattern is a valid value.
@@ -10,12 +13,25 @@ unsafe impl aya::Pod for ProcEvent {}
 unsafe impl aya::Pod for EventHeader {}
 unsafe impl aya::Pod for crate::abi::EntryKey {}
 unsafe impl aya::Pod for crate::abi::EntryState {}
+unsafe impl aya::Pod for NameBuf {}
+unsafe impl aya::Pod for CallNameEvent {}
 
 /// A decoded ring-buffer record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
     Call(CallEvent),
+    /// A call with its string argument (kernel or symbol name).
+    CallName(CallEvent, NameBuf),
     Proc(ProcEvent),
+}
+
+impl NameBuf {
+    /// The bytes read, without the terminating NUL.
+    pub fn as_bytes(&self) -> &[u8] {
+        let len = (self.len as usize).min(NAME_MAX);
+        let bytes = &self.bytes[..len];
+        bytes.split(|b| *b == 0).next().unwrap_or(bytes)
+    }
 }
 
 /// Why a record could not be decoded.
@@ -47,18 +63,28 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     let expected = match header.kind {
         kind::CALL => CALL_EVENT_SIZE,
         kind::PROC => PROC_EVENT_SIZE,
+        kind::CALL_NAME => CALL_NAME_EVENT_SIZE,
         other => return Err(DecodeError::UnknownKind { kind: other }),
     };
     if bytes.len() < expected || header.size as usize != expected {
         return Err(DecodeError::BadLength { kind: header.kind, len: bytes.len(), expected });
     }
+    let known = |call: &CallEvent| {
+        if crate::funcs::by_id(call.func_id).is_none() {
+            return Err(DecodeError::UnknownFunction { func_id: call.func_id, known: crate::funcs::FUNCS.len() });
+        }
+        Ok(())
+    };
     match header.kind {
         kind::CALL => {
             let call: CallEvent = read(bytes);
-            if crate::funcs::by_id(call.func_id).is_none() {
-                return Err(DecodeError::UnknownFunction { func_id: call.func_id, known: crate::funcs::FUNCS.len() });
-            }
+            known(&call)?;
             Ok(Event::Call(call))
+        }
+        kind::CALL_NAME => {
+            let ev: CallNameEvent = read(bytes);
+            known(&ev.call)?;
+            Ok(Event::CallName(ev.call, ev.name))
         }
         _ => Ok(Event::Proc(read(bytes))),
     }
@@ -128,8 +154,22 @@ mod tests {
     }
 
     #[test]
+    fn decodes_a_call_with_name() {
+        let mut ev = CallNameEvent { call: call(), name: NameBuf::default() };
+        ev.call.header = EventHeader { kind: kind::CALL_NAME, size: CALL_NAME_EVENT_SIZE as u32 };
+        ev.name.bytes[..5].copy_from_slice(b"gemm\0");
+        ev.name.len = 5;
+        let decoded = decode(&bytes_of(&ev));
+        let Ok(Event::CallName(c, name)) = decoded else { panic!("not decoded: {decoded:?}") };
+        assert_eq!(c.pid, 7);
+        assert_eq!(name.as_bytes(), b"gemm");
+        // A CALL_NAME record cut to the size of a plain call is rejected.
+        assert!(matches!(decode(&bytes_of(&ev)[..CALL_EVENT_SIZE]), Err(DecodeError::BadLength { .. })));
+    }
+
+    #[test]
     fn cookie_round_trips() {
-        let c = crate::abi::Cookie { func_id: 513, stack_words: 6, out_arg: 2 };
+        let c = crate::abi::Cookie { func_id: 513, stack_words: 6, out_arg: 2, deref_arg: 1, str_arg: 3 };
         assert_eq!(crate::abi::Cookie::decode(c.encode()), c);
     }
 
@@ -139,7 +179,12 @@ mod tests {
         for (i, a) in f.iter().enumerate() {
             assert!(f[i + 1..].iter().all(|b| b.name != a.name), "{} twice", a.name);
             for arg in a.args {
-                assert!((arg.word as usize) < crate::abi::MAX_ARGS);
+                let limit = match arg.fmt {
+                    // Indexes in 32-bit units.
+                    crate::funcs::Fmt::Dim3U32 | crate::funcs::Fmt::U32At => 2 * crate::abi::MAX_ARGS,
+                    _ => crate::abi::MAX_ARGS,
+                };
+                assert!((arg.word as usize) < limit, "{}.{}", a.name, arg.name);
             }
         }
     }

@@ -70,6 +70,13 @@ pub enum Fmt {
     Out,
     /// A fixed string (the copy direction a driver function's name implies).
     Const(&'static str),
+    /// The string argument read at entry (the cookie's `str_arg`).
+    Str,
+    /// Three consecutive `unsigned int`s; `word` is an index in 32-bit units
+    /// (fields of a launch-config struct copied into the stack-word slots).
+    Dim3U32,
+    /// One `unsigned int`; `word` is an index in 32-bit units.
+    U32At,
 }
 
 /// One named argument in a trace line's `args`.
@@ -91,10 +98,11 @@ pub struct FuncSpec {
     pub stack: bool,
     /// 1-based index of the out-pointer argument read at return; 0 = none.
     pub out_arg: u8,
+    /// 1-based index of a struct-pointer argument copied at entry; 0 = none.
+    pub deref_arg: u8,
+    /// 1-based index of a string argument copied at entry; 0 = none.
+    pub str_arg: u8,
     pub args: &'static [ArgSpec],
-    /// False when some arguments need reads the probes do not yet make
-    /// (strings, launch-config structs): only the listed ones are decoded.
-    pub args_complete: bool,
 }
 
 impl FuncSpec {
@@ -104,6 +112,8 @@ impl FuncSpec {
             func_id,
             stack_words: if self.stack { crate::abi::STACK_ARGS as u8 } else { 0 },
             out_arg: self.out_arg,
+            deref_arg: self.deref_arg,
+            str_arg: self.str_arg,
         }
     }
 }
@@ -113,15 +123,21 @@ const fn a(name: &'static str, fmt: Fmt, word: u8) -> ArgSpec {
 }
 
 const fn f(name: &'static str, layer: Layer, group: Group, out_arg: u8, args: &'static [ArgSpec]) -> FuncSpec {
-    FuncSpec { name, layer, group, stack: false, out_arg, args, args_complete: true }
+    FuncSpec { name, layer, group, stack: false, out_arg, deref_arg: 0, str_arg: 0, args }
+}
+
+/// Reads the struct that argument `arg` (1-based) points to at entry.
+const fn deref(arg: u8, spec: FuncSpec) -> FuncSpec {
+    FuncSpec { deref_arg: arg, ..spec }
+}
+
+/// Reads the string argument `arg` (1-based) at entry.
+const fn string(arg: u8, spec: FuncSpec) -> FuncSpec {
+    FuncSpec { str_arg: arg, ..spec }
 }
 
 const fn stack(spec: FuncSpec) -> FuncSpec {
     FuncSpec { stack: true, ..spec }
-}
-
-const fn partial(spec: FuncSpec) -> FuncSpec {
-    FuncSpec { args_complete: false, ..spec }
 }
 
 use Fmt::*;
@@ -130,7 +146,7 @@ use Layer::*;
 
 const NONE: &[ArgSpec] = &[];
 const INIT: &[ArgSpec] = &[a("flags", U32, 0)];
-const PROC_ADDR: &[ArgSpec] = &[a("version", U32, 2), a("flags", U64, 3)];
+const PROC_ADDR: &[ArgSpec] = &[a("symbol", Str, 0), a("version", U32, 2), a("flags", U64, 3)];
 const ALLOC: &[ArgSpec] = &[a("bytes", U64, 1), a("dptr", Out, 0)];
 const ALLOC_MANAGED: &[ArgSpec] = &[a("bytes", U64, 1), a("dptr", Out, 0), a("flags", U32, 2)];
 const ALLOC_ASYNC: &[ArgSpec] = &[a("bytes", U64, 1), a("dptr", Out, 0), a("stream", Hex, 2)];
@@ -146,9 +162,17 @@ const DTOH_ASYNC: &[ArgSpec] =
     &[a("dst", Hex, 0), a("src", Hex, 1), a("bytes", U64, 2), a("kind", Const("DtoH"), 0), a("stream", Hex, 3)];
 const CU_LAUNCH: &[ArgSpec] =
     &[a("f", Hex, 0), a("grid", Dim3Words, 1), a("block", Dim3Words, 4), a("shared_mem", U32, 7), a("stream", Hex, 8)];
-const CU_LAUNCH_EX: &[ArgSpec] = &[a("config", Hex, 0), a("f", Hex, 1)];
-const MODULE_GET_FUNCTION: &[ArgSpec] = &[a("module", Hex, 1), a("f", Out, 0)];
-const LIBRARY_GET_KERNEL: &[ArgSpec] = &[a("library", Hex, 1), a("kernel", Out, 0)];
+// CUlaunchConfig copied into words 6..: gridDimX..Z, blockDimX..Z,
+// sharedMemBytes as 32-bit fields 12..18, hStream at byte 32 (word 10).
+const CU_LAUNCH_EX: &[ArgSpec] = &[
+    a("f", Hex, 1),
+    a("grid", Dim3U32, 12),
+    a("block", Dim3U32, 15),
+    a("shared_mem", U32At, 18),
+    a("stream", Hex, 10),
+];
+const MODULE_GET_FUNCTION: &[ArgSpec] = &[a("module", Hex, 1), a("name", Str, 0), a("f", Out, 0)];
+const LIBRARY_GET_KERNEL: &[ArgSpec] = &[a("library", Hex, 1), a("name", Str, 0), a("kernel", Out, 0)];
 const KERNEL_GET_FUNCTION: &[ArgSpec] = &[a("kernel", Hex, 1), a("f", Out, 0)];
 const STREAM: &[ArgSpec] = &[a("stream", Hex, 0)];
 const EVENT_RECORD: &[ArgSpec] = &[a("event", Hex, 0), a("stream", Hex, 1)];
@@ -162,13 +186,21 @@ const MEMCPY_ASYNC: &[ArgSpec] =
     &[a("dst", Hex, 0), a("src", Hex, 1), a("bytes", U64, 2), a("kind", MemcpyKind, 3), a("stream", Hex, 4)];
 const CUDA_LAUNCH: &[ArgSpec] =
     &[a("func", Hex, 0), a("grid", Dim3Regs, 1), a("block", Dim3Regs, 3), a("shared_mem", U64, 6), a("stream", Hex, 7)];
-const CUDA_LAUNCH_EX: &[ArgSpec] = &[a("config", Hex, 0), a("func", Hex, 1)];
+// cudaLaunchConfig_t copied into words 6..: gridDim, blockDim as 32-bit
+// fields 12..17, dynamicSmemBytes at byte 24 (word 9), stream at byte 32.
+const CUDA_LAUNCH_EX: &[ArgSpec] = &[
+    a("func", Hex, 1),
+    a("grid", Dim3U32, 12),
+    a("block", Dim3U32, 15),
+    a("shared_mem", U64, 9),
+    a("stream", Hex, 10),
+];
 
 /// Every traced entry point; the index is the function id.
 pub const FUNCS: &[FuncSpec] = &[
     // Driver API (libcuda.so.1).
     f("cuInit", Driver, Module, 0, INIT),
-    partial(f("cuGetProcAddress_v2", Driver, Module, 0, PROC_ADDR)),
+    string(1, f("cuGetProcAddress_v2", Driver, Module, 0, PROC_ADDR)),
     f("cuMemAlloc_v2", Driver, Memory, 1, ALLOC),
     f("cuMemAlloc", Driver, Memory, 1, ALLOC),
     f("cuMemAllocManaged", Driver, Memory, 1, ALLOC_MANAGED),
@@ -188,10 +220,10 @@ pub const FUNCS: &[FuncSpec] = &[
     f("cuMemcpyDtoHAsync_v2_ptsz", Driver, Memcpy, 0, DTOH_ASYNC),
     stack(f("cuLaunchKernel", Driver, Launch, 0, CU_LAUNCH)),
     stack(f("cuLaunchKernel_ptsz", Driver, Launch, 0, CU_LAUNCH)),
-    partial(f("cuLaunchKernelEx", Driver, Launch, 0, CU_LAUNCH_EX)),
-    partial(f("cuLaunchKernelEx_ptsz", Driver, Launch, 0, CU_LAUNCH_EX)),
-    partial(f("cuModuleGetFunction", Driver, Module, 1, MODULE_GET_FUNCTION)),
-    partial(f("cuLibraryGetKernel", Driver, Module, 1, LIBRARY_GET_KERNEL)),
+    deref(1, f("cuLaunchKernelEx", Driver, Launch, 0, CU_LAUNCH_EX)),
+    deref(1, f("cuLaunchKernelEx_ptsz", Driver, Launch, 0, CU_LAUNCH_EX)),
+    string(3, f("cuModuleGetFunction", Driver, Module, 1, MODULE_GET_FUNCTION)),
+    string(3, f("cuLibraryGetKernel", Driver, Module, 1, LIBRARY_GET_KERNEL)),
     f("cuKernelGetFunction", Driver, Module, 1, KERNEL_GET_FUNCTION),
     f("cuStreamSynchronize", Driver, Sync, 0, STREAM),
     f("cuStreamSynchronize_ptsz", Driver, Sync, 0, STREAM),
@@ -219,8 +251,8 @@ pub const FUNCS: &[FuncSpec] = &[
     f("cudaMemcpyAsync_ptsz", Runtime, Memcpy, 0, MEMCPY_ASYNC),
     stack(f("cudaLaunchKernel", Runtime, Launch, 0, CUDA_LAUNCH)),
     stack(f("cudaLaunchKernel_ptsz", Runtime, Launch, 0, CUDA_LAUNCH)),
-    partial(f("cudaLaunchKernelExC", Runtime, Launch, 0, CUDA_LAUNCH_EX)),
-    partial(f("cudaLaunchKernelExC_ptsz", Runtime, Launch, 0, CUDA_LAUNCH_EX)),
+    deref(1, f("cudaLaunchKernelExC", Runtime, Launch, 0, CUDA_LAUNCH_EX)),
+    deref(1, f("cudaLaunchKernelExC_ptsz", Runtime, Launch, 0, CUDA_LAUNCH_EX)),
     f("cudaGraphLaunch", Runtime, Graph, 0, GRAPH_LAUNCH),
     f("cudaGraphLaunch_ptsz", Runtime, Graph, 0, GRAPH_LAUNCH),
     f("cudaGraphInstantiate", Runtime, Graph, 1, INSTANTIATE),

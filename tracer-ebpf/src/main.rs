@@ -8,8 +8,8 @@
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
-        bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns, bpf_probe_read_kernel, bpf_probe_read_user,
-        generated::bpf_get_attach_cookie,
+        bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
+        bpf_probe_read_user, bpf_probe_read_user_str_bytes, generated::bpf_get_attach_cookie,
     },
     macros::{map, raw_tracepoint, uprobe, uretprobe},
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -17,8 +17,8 @@ use aya_ebpf::{
     EbpfContext,
 };
 use tracer_common::abi::{
-    call_flags, drop_slot, kind, proc_op, CallEvent, Cookie, EntryKey, EntryState, EventHeader, ProcEvent,
-    CALL_EVENT_SIZE, MAX_ARGS, PROC_EVENT_SIZE, REG_ARGS, STACK_ARGS,
+    call_flags, drop_slot, kind, proc_op, CallEvent, CallNameEvent, Cookie, EntryKey, EntryState, EventHeader, NameBuf,
+    ProcEvent, CALL_EVENT_SIZE, CALL_NAME_EVENT_SIZE, MAX_ARGS, NAME_MAX, PROC_EVENT_SIZE, REG_ARGS, STACK_ARGS,
 };
 
 /// Completed calls and process events for userspace. Userspace may resize it
@@ -29,6 +29,15 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
 /// Calls in flight. LRU so a process that dies mid-call cannot fill it.
 #[map]
 static ENTRIES: LruHashMap<EntryKey, EntryState> = LruHashMap::with_max_entries(65_536, 0);
+
+/// String arguments of calls in flight (kernel and symbol names), keyed like
+/// ENTRIES; only functions with a string argument use it.
+#[map]
+static NAMES: LruHashMap<EntryKey, NameBuf> = LruHashMap::with_max_entries(8_192, 0);
+
+/// Room to build a NameBuf: too large for the 512-byte BPF stack.
+#[map]
+static NAME_SCRATCH: PerCpuArray<NameBuf> = PerCpuArray::with_max_entries(1, 0);
 
 /// Traced thread-group ids: the in-kernel pid filter.
 #[map]
@@ -100,11 +109,40 @@ pub fn call_entry(ctx: ProbeContext) -> u32 {
             Err(_) => state.flags |= call_flags::STACK_UNREAD,
         }
     }
+    if cookie.deref_arg != 0 {
+        // A launch-config struct: its first words go where stack words would.
+        if let Some(ptr) = state.args.get((cookie.deref_arg - 1) as usize) {
+            // SAFETY: bpf_probe_read_user validates the user address.
+            match unsafe { bpf_probe_read_user(*ptr as *const [u64; STACK_ARGS]) } {
+                Ok(words) => state.args[REG_ARGS..].copy_from_slice(&words),
+                Err(_) => state.flags |= call_flags::STACK_UNREAD,
+            }
+        }
+    }
     let key = EntryKey { pid_tgid, func_id: cookie.func_id as u32, _pad: 0 };
+    if cookie.str_arg != 0 {
+        if let Some(ptr) = state.args.get((cookie.str_arg - 1) as usize) {
+            save_name(&key, *ptr);
+        }
+    }
     if ENTRIES.insert(key, state, BPF_ANY as u64).is_err() {
         count_drop(drop_slot::ENTRY_MAP_FULL);
     }
     0
+}
+
+/// Copies the string at user address `ptr` into NAMES under `key`.
+#[inline(always)]
+fn save_name(key: &EntryKey, ptr: u64) {
+    let Some(buf) = NAME_SCRATCH.get_ptr_mut(0) else { return };
+    // SAFETY: a per-CPU scratch slot nobody else uses during this program.
+    let buf = unsafe { &mut *buf };
+    // SAFETY: bpf_probe_read_user_str_bytes validates the user address.
+    buf.len = match unsafe { bpf_probe_read_user_str_bytes(ptr as *const u8, &mut buf.bytes) } {
+        Ok(s) => (s.len() + 1).min(NAME_MAX) as u32,
+        Err(_) => 0,
+    };
+    let _ = NAMES.insert(key, &*buf, BPF_ANY as u64);
 }
 
 #[uretprobe]
@@ -140,11 +178,7 @@ pub fn call_return(ctx: RetProbeContext) -> u32 {
     // SAFETY: ctx.regs points to the probe's pt_regs.
     let ret = unsafe { (*ctx.regs).rax };
 
-    let Some(mut entry) = EVENTS.reserve::<CallEvent>(0) else {
-        count_drop(drop_slot::RINGBUF_FULL);
-        return 0;
-    };
-    entry.write(CallEvent {
+    let call = CallEvent {
         header: EventHeader { kind: kind::CALL, size: CALL_EVENT_SIZE as u32 },
         entry_ns: state.entry_ns,
         dur_ns: now.wrapping_sub(state.entry_ns),
@@ -155,9 +189,46 @@ pub fn call_return(ctx: RetProbeContext) -> u32 {
         ret,
         out,
         args: state.args,
-    });
+    };
+    if cookie.str_arg != 0 {
+        emit_call_with_name(call, &key);
+        return 0;
+    }
+    let Some(mut entry) = EVENTS.reserve::<CallEvent>(0) else {
+        count_drop(drop_slot::RINGBUF_FULL);
+        return 0;
+    };
+    entry.write(call);
     entry.submit(submit_flags());
     0
+}
+
+/// Emits a call whose string argument was saved at entry.
+#[inline(always)]
+fn emit_call_with_name(mut call: CallEvent, key: &EntryKey) {
+    let Some(mut entry) = EVENTS.reserve::<CallNameEvent>(0) else {
+        count_drop(drop_slot::RINGBUF_FULL);
+        let _ = NAMES.remove(key);
+        return;
+    };
+    call.header = EventHeader { kind: kind::CALL_NAME, size: CALL_NAME_EVENT_SIZE as u32 };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` points to the reserved record; every byte is written below.
+    unsafe {
+        (*ev).call = call;
+        (*ev).name.len = 0;
+        (*ev).name._pad = 0;
+        match NAMES.get(key) {
+            Some(saved) => {
+                if bpf_probe_read_kernel_buf(saved.bytes.as_ptr(), &mut (*ev).name.bytes).is_ok() {
+                    (*ev).name.len = saved.len;
+                }
+            }
+            None => (*ev).name.bytes[0] = 0,
+        }
+    }
+    let _ = NAMES.remove(key);
+    entry.submit(submit_flags());
 }
 
 fn emit_proc(pid: u32, ppid: u32, op: u32) {

@@ -8,6 +8,8 @@ use tracer_common::{
     funcs::{self, Fmt},
 };
 
+use crate::annotate::{Annotations, JsonStr};
+
 /// Writes trace lines with `ts` relative to the session start.
 #[derive(Clone, Copy, Debug)]
 pub struct LineFormatter {
@@ -16,9 +18,10 @@ pub struct LineFormatter {
 }
 
 impl LineFormatter {
-    /// Appends one line (with its newline) for `ev` to `out`.
+    /// Appends one line (with its newline) for `ev` to `out`; `name` is the
+    /// string argument read at entry, `ann` what the annotator added.
     /// The caller has checked `ev.func_id` through `decode`.
-    pub fn write_call(&self, out: &mut Vec<u8>, ev: &CallEvent) {
+    pub fn write_call(&self, out: &mut Vec<u8>, ev: &CallEvent, name: Option<&[u8]>, ann: &Annotations) {
         let Some(spec) = funcs::by_id(ev.func_id) else {
             return;
         };
@@ -39,6 +42,10 @@ impl LineFormatter {
         write_padded(out, ev.dur_ns % 1000, 3);
         out.extend_from_slice(b",\"ret\":");
         write_int(out, ret);
+        if let Some(error) = ann.error {
+            out.extend_from_slice(b",\"error\":");
+            write_str(out, error);
+        }
         out.extend_from_slice(b",\"args\":{");
         let mut first = true;
         for arg in spec.args {
@@ -66,9 +73,36 @@ impl LineFormatter {
                     None => write_int(out, word as u32),
                 },
                 Fmt::Const(s) => write_str(out, s),
+                Fmt::Str => {
+                    let text = String::from_utf8_lossy(name.unwrap_or_default());
+                    out.extend_from_slice(JsonStr::new(&text).0.as_bytes());
+                }
+                Fmt::Dim3U32 => {
+                    write_dim3(out, u32_at(ev, arg.word), u32_at(ev, arg.word + 1), u32_at(ev, arg.word + 2))
+                }
+                Fmt::U32At => write_int(out, u32_at(ev, arg.word)),
             }
         }
+        if let Some(bytes) = ann.freed_bytes {
+            out.extend_from_slice(if first { b"\"bytes\":" } else { b",\"bytes\":" });
+            write_int(out, bytes);
+            first = false;
+        }
+        if let Some(kernel) = &ann.kernel {
+            out.extend_from_slice(if first { b"\"kernel\":" } else { b",\"kernel\":" });
+            out.extend_from_slice(kernel.0.as_bytes());
+        }
         out.extend_from_slice(b"}}\n");
+    }
+}
+
+/// The `idx`-th 32-bit half-word of the raw argument words.
+fn u32_at(ev: &CallEvent, idx: u8) -> u32 {
+    let word = ev.args.get(usize::from(idx / 2)).copied().unwrap_or(0);
+    if idx % 2 == 0 {
+        word as u32
+    } else {
+        (word >> 32) as u32
     }
 }
 
@@ -149,7 +183,7 @@ mod tests {
 
     fn line(ev: &CallEvent) -> Value {
         let mut out = Vec::new();
-        LineFormatter { start_ns: 1_000_000_000 }.write_call(&mut out, ev);
+        LineFormatter { start_ns: 1_000_000_000 }.write_call(&mut out, ev, None, &Annotations::default());
         assert_eq!(out.last(), Some(&b'\n'));
         serde_json::from_slice(&out).expect("valid JSON")
     }
@@ -213,6 +247,49 @@ mod tests {
         assert_eq!(v["args"]["kind"], "DtoH");
         assert_eq!(v["ts"], json!(-1.0));
         assert_eq!(line(&event("cudaMemcpy", &[0, 0, 1, 9]))["args"]["kind"], 9);
+    }
+
+    #[test]
+    fn launch_config_struct_names_and_annotations() {
+        // CUlaunchConfig copied into words 6..: grid (32,2,1), block (128,1,1), shmem 4096, stream 0x2100.
+        let mut ev = event("cuLaunchKernelEx", &[0x7ffc0, 0x5020]);
+        ev.args[6] = 32 | (2 << 32);
+        ev.args[7] = 1 | (128 << 32);
+        ev.args[8] = 1 | (1 << 32);
+        ev.args[9] = 4096;
+        ev.args[10] = 0x2100;
+        ev.ret = 400;
+        let ann = Annotations {
+            kernel: Some(JsonStr::new("gemm<128>(float const*)")),
+            error: Some("CUDA_ERROR_INVALID_HANDLE"),
+            freed_bytes: None,
+        };
+        let mut out = Vec::new();
+        LineFormatter { start_ns: 1_000_000_000 }.write_call(&mut out, &ev, None, &ann);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["error"], "CUDA_ERROR_INVALID_HANDLE");
+        assert_eq!(
+            v["args"],
+            json!({"f":"0x5020","grid":[32,2,1],"block":[128,1,1],"shared_mem":4096,"stream":"0x2100",
+                   "kernel":"gemm<128>(float const*)"})
+        );
+    }
+
+    #[test]
+    fn string_arguments_are_escaped_and_frees_get_their_size() {
+        let mut ev = event("cuModuleGetFunction", &[0x10, 0x7000, 0x20]);
+        ev.out = 0x5010;
+        ev.flags = call_flags::OUT_VALID;
+        let mut out = Vec::new();
+        let f = LineFormatter { start_ns: 0 };
+        f.write_call(&mut out, &ev, Some(b"odd\"name"), &Annotations::default());
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["args"], json!({"module":"0x7000","name":"odd\"name","f":"0x5010"}));
+        out.clear();
+        let ann = Annotations { freed_bytes: Some(4096), ..Default::default() };
+        f.write_call(&mut out, &event("cudaFree", &[0xd000]), None, &ann);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["args"], json!({"dptr":"0xd000","bytes":4096}));
     }
 
     #[test]

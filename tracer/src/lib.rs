@@ -5,12 +5,14 @@
 //! drains the ring buffer through [`pipeline`] (decode, [`stats`], [`sink`]
 //! with [`format`]), and [`session`] wires them and keeps [`metadata`].
 
+pub mod annotate;
 pub mod attach;
 pub mod btf;
 pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod discover;
+pub mod errors;
 pub mod exit;
 pub mod format;
 pub mod loader;
@@ -21,4 +23,5 @@ pub mod record;
 pub mod session;
 pub mod sink;
 pub mod stats;
+pub mod stubs;
 pub mod symbols;

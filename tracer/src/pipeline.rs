@@ -5,17 +5,29 @@ use tracer_common::{
     decode::{decode, Event},
 };
 
-use crate::{sink::Sink, stats::Stats};
+use crate::{annotate::Annotator, sink::Sink, stats::Stats};
 
-/// Decoder + statistics + sink, owned by the reader task.
+/// Decoder + annotator + statistics + sink, owned by the reader task.
 pub struct Pipeline {
     sink: Box<dyn Sink>,
+    annotator: Annotator,
     pub stats: Stats,
 }
 
 impl Pipeline {
     pub fn new(sink: Box<dyn Sink>) -> Self {
-        Self { sink, stats: Stats::default() }
+        Self { sink, annotator: Annotator::default(), stats: Stats::default() }
+    }
+
+    fn write(&mut self, ev: &tracer_common::abi::CallEvent, name: Option<&[u8]>) {
+        self.stats.observe(ev);
+        let ann = self.annotator.observe(ev, name);
+        if let Err(e) = self.sink.write_call(ev, name, &ann) {
+            self.stats.write_errors += 1;
+            if self.stats.write_errors.is_power_of_two() {
+                tracing::error!(error = %e, lost_lines = self.stats.write_errors, "trace line not written");
+            }
+        }
     }
 
     /// Handles one ring-buffer record; process events are handed back to
@@ -23,16 +35,21 @@ impl Pipeline {
     pub fn handle(&mut self, bytes: &[u8]) -> Option<ProcEvent> {
         match decode(bytes) {
             Ok(Event::Call(ev)) => {
-                self.stats.observe(&ev);
-                if let Err(e) = self.sink.write_call(&ev) {
-                    self.stats.write_errors += 1;
-                    if self.stats.write_errors.is_power_of_two() {
-                        tracing::error!(error = %e, lost_lines = self.stats.write_errors, "trace line not written");
-                    }
-                }
+                self.write(&ev, None);
                 None
             }
-            Ok(Event::Proc(p)) => Some(p),
+            Ok(Event::CallName(ev, name)) => {
+                self.write(&ev, Some(name.as_bytes()));
+                None
+            }
+            Ok(Event::Proc(p)) => {
+                match p.op {
+                    tracer_common::abi::proc_op::EXIT => self.annotator.forget(p.pid),
+                    tracer_common::abi::proc_op::FORK => self.annotator.fork(p.pid, p.ppid),
+                    _ => {}
+                }
+                Some(p)
+            }
             Err(e) => {
                 self.stats.decode_errors += 1;
                 if self.stats.decode_errors.is_power_of_two() {

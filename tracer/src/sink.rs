@@ -11,7 +11,7 @@ use std::{
 use serde::Serialize;
 use tracer_common::abi::CallEvent;
 
-use crate::format::LineFormatter;
+use crate::{annotate::Annotations, format::LineFormatter};
 
 /// Why the trace could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +34,8 @@ pub struct ClosedFile {
 
 /// Receives decoded calls.
 pub trait Sink: Send {
-    fn write_call(&mut self, ev: &CallEvent) -> Result<(), SinkError>;
+    /// Writes one call; `name` is its string argument, if it has one.
+    fn write_call(&mut self, ev: &CallEvent, name: Option<&[u8]>, ann: &Annotations) -> Result<(), SinkError>;
     /// Closes the current file, if one is open; the next call opens a new one.
     fn rotate(&mut self) -> Result<Option<ClosedFile>, SinkError>;
 }
@@ -79,10 +80,10 @@ impl JsonlSink {
 }
 
 impl Sink for JsonlSink {
-    fn write_call(&mut self, ev: &CallEvent) -> Result<(), SinkError> {
+    fn write_call(&mut self, ev: &CallEvent, name: Option<&[u8]>, ann: &Annotations) -> Result<(), SinkError> {
         let mut line = std::mem::take(&mut self.line);
         line.clear();
-        self.formatter.write_call(&mut line, ev);
+        self.formatter.write_call(&mut line, ev, name, ann);
         let result = self.open().and_then(|f| {
             f.writer
                 .write_all(&line)
@@ -145,8 +146,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut sink = JsonlSink::new(dir.path(), LineFormatter { start_ns: 0 });
         assert_eq!(sink.rotate().unwrap(), None, "no empty files");
-        sink.write_call(&ev(1)).unwrap();
-        sink.write_call(&ev(2)).unwrap();
+        sink.write_call(&ev(1), None, &Annotations::default()).unwrap();
+        sink.write_call(&ev(2), None, &Annotations::default()).unwrap();
         let open = names(dir.path());
         assert_eq!(open.len(), 1);
         assert!(open[0].starts_with(".trace_00001_") && open[0].ends_with(".jsonl.partial"), "{open:?}");
@@ -166,9 +167,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let mut sink = JsonlSink::new(dir.path(), LineFormatter { start_ns: 0 });
-            sink.write_call(&ev(1)).unwrap();
+            sink.write_call(&ev(1), None, &Annotations::default()).unwrap();
             sink.rotate().unwrap();
-            sink.write_call(&ev(2)).unwrap();
+            sink.write_call(&ev(2), None, &Annotations::default()).unwrap();
         }
         let files = names(dir.path());
         assert_eq!(files.len(), 2, "{files:?}");
@@ -178,7 +179,7 @@ mod tests {
     #[test]
     fn unwritable_dir_is_a_clear_error() {
         let mut sink = JsonlSink::new(Path::new("/proc/no-such-dir"), LineFormatter { start_ns: 0 });
-        let err = sink.write_call(&ev(1)).unwrap_err();
+        let err = sink.write_call(&ev(1), None, &Annotations::default()).unwrap_err();
         assert!(err.to_string().contains("trace dir writable"), "{err}");
     }
 }
