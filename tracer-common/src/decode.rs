@@ -1,6 +1,8 @@
 //! Typed decoding of ring-buffer records: length and kind are checked before
 //! any bytes are reinterpreted.
 
+use std::boxed::Box;
+
 use crate::abi::{
     kind, CallEvent, CallNameEvent, EventHeader, NameBuf, ProcEvent, CALL_EVENT_SIZE, CALL_NAME_EVENT_SIZE, NAME_MAX,
     PROC_EVENT_SIZE,
@@ -17,11 +19,11 @@ unsafe impl aya::Pod for NameBuf {}
 unsafe impl aya::Pod for CallNameEvent {}
 
 /// A decoded ring-buffer record.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     Call(CallEvent),
     /// A call with its string argument (kernel or symbol name).
-    CallName(CallEvent, NameBuf),
+    CallName(CallEvent, Box<NameBuf>),
     Proc(ProcEvent),
 }
 
@@ -84,7 +86,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         kind::CALL_NAME => {
             let ev: CallNameEvent = read(bytes);
             known(&ev.call)?;
-            Ok(Event::CallName(ev.call, ev.name))
+            Ok(Event::CallName(ev.call, Box::new(ev.name)))
         }
         _ => Ok(Event::Proc(read(bytes))),
     }

@@ -142,6 +142,8 @@ fn save_name(key: &EntryKey, ptr: u64) {
         Ok(s) => (s.len() + 1).min(NAME_MAX) as u32,
         Err(_) => 0,
     };
+    // By reference: by value would copy 264 bytes onto the 512-byte BPF stack.
+    #[allow(clippy::needless_borrows_for_generic_args)]
     let _ = NAMES.insert(key, &*buf, BPF_ANY as u64);
 }
 

@@ -99,7 +99,7 @@ impl LineFormatter {
 /// The `idx`-th 32-bit half-word of the raw argument words.
 fn u32_at(ev: &CallEvent, idx: u8) -> u32 {
     let word = ev.args.get(usize::from(idx / 2)).copied().unwrap_or(0);
-    if idx % 2 == 0 {
+    if idx.is_multiple_of(2) {
         word as u32
     } else {
         (word >> 32) as u32

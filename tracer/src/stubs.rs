@@ -166,7 +166,7 @@ mod tests {
     #[test]
     fn resolves_a_function_of_this_process() {
         let mut r = StubResolver::default();
-        let addr = cuda_tracer_test_stub_function as usize as u64;
+        let addr = cuda_tracer_test_stub_function as *const () as usize as u64;
         let name = r.resolve(std::process::id(), addr).expect("resolved through /proc/self/maps and .symtab");
         assert_eq!(&*name, "cuda_tracer_test_stub_function");
         assert!(r.resolve(std::process::id(), 8).is_none(), "unmapped address");
