@@ -204,9 +204,15 @@ pub fn assert_matches_truth(trace: &[Value], truth: &[Value], prefix: bool) {
         let want = expected.get(key).unwrap_or_else(|| panic!("trace has thread {key:?} which made no call"));
         assert!(lines.len() <= want.len(), "thread {key:?}: {} traced calls, {} made", lines.len(), want.len());
         for (i, (got, exp)) in lines.iter().zip(want.iter()).enumerate() {
-            let g = comparable(got);
-            let e = comparable(exp);
-            assert_eq!(g, e, "thread {key:?} call #{i} differs:\n trace: {got}\n truth: {exp}");
+            let (g, e) = (comparable(got), comparable(exp));
+            // Stopped mid-run, a thread's last traced call may be an outer
+            // runtime call whose nested driver call began after tracing
+            // stopped: the truth lists that inner call first.
+            let cut_inside_nested =
+                prefix && i + 1 == lines.len() && want.get(i + 1).is_some_and(|n| comparable(n) == g);
+            if !cut_inside_nested {
+                assert_eq!(g, e, "thread {key:?} call #{i} differs:\n trace: {got}\n truth: {exp}");
+            }
         }
     }
     if !prefix {
@@ -227,6 +233,16 @@ pub fn assert_line_schema(v: &Value) {
     assert!(v["dur_us"].is_number(), "dur_us: {v}");
     assert!(v["ret"].is_i64(), "ret: {v}");
     assert!(v["args"].is_object(), "args: {v}");
+}
+
+/// A child process killed when the test ends, also when it fails.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Sends a signal to a child process.

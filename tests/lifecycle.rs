@@ -67,31 +67,37 @@ fn daemon_attaches_to_a_running_process_and_its_child() {
     let tmp = tempfile::tempdir().unwrap();
     let (traces, truth) = (tmp.path().join("traces"), tmp.path().join("truth"));
     std::fs::create_dir_all(&truth).unwrap();
+    let go = tmp.path().join("go");
     let mut workload = std::process::Command::new(workload())
-        .args(["--start-delay-ms", "3000", "--iterations", "10"])
+        .args(["--iterations", "10", "--wait-for-file"])
+        .arg(&go)
         .env("CUDA_FIXTURE_TRUTH_DIR", &truth)
         .env("LD_LIBRARY_PATH", fixtures())
         .spawn()
         .unwrap();
     let pid = workload.id().to_string();
-    let fx = fixtures();
-    let mut daemon = tracer_cmd()
-        .args(["run", "--pid", &pid, "--target-process", "^no-such-process-name$", "--scan-interval-ms", "100"])
-        .arg("--trace-dir")
-        .arg(&traces)
-        .arg("--lib")
-        .arg(fx.join("libcuda.so.1"))
-        .spawn()
-        .unwrap();
+    // No --lib: libcuda.so.1 is dlopened only after the delay; the daemon
+    // must find it on the process's own LD_LIBRARY_PATH and attach it first.
+    let mut daemon = KillOnDrop(
+        tracer_cmd()
+            .args(["run", "--pid", &pid, "--target-process", "^no-such-process-name$", "--scan-interval-ms", "100"])
+            .arg("--trace-dir")
+            .arg(&traces)
+            .spawn()
+            .unwrap(),
+    );
     // The daemon is ready once it has attached libcudart (mapped at start).
-    wait_for("the daemon to attach", Duration::from_secs(10), || {
+    // Attaching can queue behind other tracers' probe removals (the kernel
+    // serialises uprobe changes), hence the generous deadline.
+    wait_for("the daemon to attach", Duration::from_secs(90), || {
         let Some(dir) = session_dir(&traces) else { return false };
-        std::fs::read_to_string(dir.join("metadata.json")).is_ok_and(|m| m.contains("libcudart.so.12"))
+        std::fs::read_to_string(dir.join("metadata.json"))
+            .is_ok_and(|m| m.contains("libcudart.so.12") && m.contains("libcuda.so.1"))
     });
-    assert!(workload.try_wait().unwrap().is_none(), "the daemon must be ready before the workload's delay ends");
+    std::fs::write(&go, b"").unwrap();
     assert!(wait_with_deadline(&mut workload, Duration::from_secs(60)).success());
-    signal(&daemon, libc::SIGTERM);
-    assert!(wait_with_deadline(&mut daemon, Duration::from_secs(20)).success());
+    signal(&daemon.0, libc::SIGTERM);
+    assert!(wait_with_deadline(&mut daemon.0, Duration::from_secs(20)).success());
 
     let trace = load_trace(&session_dir(&traces).unwrap());
     let truth = load_truth(&truth);

@@ -31,6 +31,9 @@ fn real_runtime_calls_are_traced_with_their_error() {
     assert!(truth.iter().all(|l| l["ret"] == 35), "without a driver every call returns 35: {truth:?}");
     let trace = load_trace(&out);
     assert_matches_truth(&trace.lines, &truth, false);
+    for l in &trace.lines {
+        assert_eq!(l["error"], "cudaErrorInsufficientDriver", "{l}");
+    }
     let libs = trace.metadata["libraries"].as_array().unwrap();
     let real = libs.iter().find(|l| l["path"] == lib_arg.as_str()).expect("the real library is attached");
     assert_eq!(real["type"], "cuda_runtime");

@@ -99,10 +99,7 @@ pub fn cuda_libraries(pid: u32) -> Result<Vec<MappedLibrary>, DiscoverError> {
 /// on a file fires in every process that maps it later.
 pub fn search_path_libraries(ld_library_path: Option<&OsStr>) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = ld_library_path.map(|p| std::env::split_paths(p).collect()).unwrap_or_default();
-    dirs.extend(
-        ["/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/cuda/lib64"]
-            .map(PathBuf::from),
-    );
+    dirs.extend(STANDARD_DIRS.map(PathBuf::from));
     let mut found: Vec<PathBuf> = ld_cache_libraries();
     for dir in dirs {
         let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -116,6 +113,44 @@ pub fn search_path_libraries(ld_library_path: Option<&OsStr>) -> Vec<PathBuf> {
         .filter_map(|p| std::fs::canonicalize(p).ok())
         .filter(|p| p.is_file() && layer_of(p).is_some() && unique.insert(p.clone()))
         .collect()
+}
+
+/// Standard library directories, where container runtimes mount libcuda.
+const STANDARD_DIRS: [&str; 5] =
+    ["/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/cuda/lib64"];
+
+/// CUDA libraries process `pid` would find if it `dlopen`ed one now: its own
+/// `LD_LIBRARY_PATH` and the standard directories, seen through its root
+/// (a container's files). Attached when the process is first seen, so a
+/// later `dlopen` is traced from its first call.
+pub fn process_search_path_libraries(pid: u32) -> Vec<MappedLibrary> {
+    let root = Path::new("/proc").join(pid.to_string()).join("root");
+    let environ = std::fs::read(Path::new("/proc").join(pid.to_string()).join("environ")).unwrap_or_default();
+    let ld_path = environ
+        .split(|b| *b == 0)
+        .find_map(|kv| kv.strip_prefix(b"LD_LIBRARY_PATH="))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_default();
+    let dirs =
+        ld_path.split(':').filter(|d| d.starts_with('/')).map(str::to_string).chain(STANDARD_DIRS.map(String::from));
+    let mut seen = BTreeSet::new();
+    let mut libs = Vec::new();
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(root.join(dir.trim_start_matches('/'))) else { continue };
+        // Real files before symlinks: the attacher keeps the first name it
+        // sees for an inode, and `libcuda.so.535.104.05` says more than `libcuda.so`.
+        let mut entries: Vec<_> = entries.filter_map(Result::ok).collect();
+        entries.sort_by_key(|e| (e.file_type().is_ok_and(|t| t.is_symlink()), e.file_name()));
+        for entry in entries {
+            let name = entry.file_name();
+            let shown = Path::new(&dir).join(&name);
+            if layer_of(&shown).is_none() || !entry.path().is_file() || !seen.insert(shown.clone()) {
+                continue;
+            }
+            libs.push(MappedLibrary { shown: shown.display().to_string(), opened: entry.path() });
+        }
+    }
+    libs
 }
 
 /// CUDA entries of the ld.so cache, from `ldconfig -p`.
@@ -154,6 +189,19 @@ mod tests {
         let me = std::process::id();
         let re = Regex::new(&regex::escape(&ProcessInfo::read(me).unwrap().comm)).unwrap();
         assert!(matching_processes(&re, me).iter().all(|p| p.pid != me));
+    }
+
+    #[test]
+    fn a_process_search_path_is_read_from_its_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("libcuda.so.1"), b"x").unwrap();
+        let mut child =
+            std::process::Command::new("sleep").arg("5").env("LD_LIBRARY_PATH", dir.path()).spawn().unwrap();
+        let libs = process_search_path_libraries(child.id());
+        child.kill().unwrap();
+        let _ = child.wait();
+        let want = dir.path().join("libcuda.so.1").display().to_string();
+        assert!(libs.iter().any(|l| l.shown == want), "{libs:?}");
     }
 
     #[test]

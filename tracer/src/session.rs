@@ -93,6 +93,8 @@ struct Session {
     clock: SessionClock,
     processes: BTreeMap<u32, ProcessRecord>,
     failed_libs: BTreeSet<PathBuf>,
+    /// Processes whose search-path libraries were attached.
+    search_path_done: BTreeSet<u32>,
     files: Vec<ClosedFile>,
     counts: Counts,
     finished: bool,
@@ -118,6 +120,7 @@ pub async fn run(cfg: SessionConfig, stop: impl Future<Output = ()>) -> Result<S
         clock,
         processes: BTreeMap::new(),
         failed_libs: BTreeSet::new(),
+        search_path_done: BTreeSet::new(),
         files: Vec::new(),
         counts: Counts::default(),
         finished: false,
@@ -286,6 +289,11 @@ impl Session {
         for pid in &traced {
             if !self.processes.contains_key(pid) {
                 self.add_process(*pid, "fork", 0);
+            }
+            if self.search_path_done.insert(*pid) {
+                for lib in discover::process_search_path_libraries(*pid) {
+                    self.try_attach(&lib.opened, &lib.shown);
+                }
             }
             match discover::cuda_libraries(*pid) {
                 Ok(libs) => {

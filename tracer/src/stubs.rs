@@ -92,6 +92,9 @@ impl StubResolver {
             return hit.clone();
         }
         let name = self.lookup(pid, addr).map(|raw| Arc::from(demangle(&raw)));
+        if name.is_none() {
+            tracing::debug!(pid, addr = format_args!("{addr:#x}"), "no symbol names this launch address");
+        }
         self.names.insert((pid, addr), name.clone());
         name
     }
