@@ -75,3 +75,55 @@ fn function_groups_limit_what_is_traced() {
     assert_matches_truth(&trace.lines, &launches, false);
     assert_eq!(trace.metadata["function_groups"], serde_json::json!(["launch"]));
 }
+
+#[test]
+fn libraries_found_through_run_paths_are_attached_before_the_command_runs() {
+    // No LD_LIBRARY_PATH: the workload finds libcudart through its RUNPATH
+    // ($ORIGIN), and libcudart dlopens the driver next to itself.
+    let tmp = tempfile::tempdir().unwrap();
+    let (out, truth) = (tmp.path().join("trace"), tmp.path().join("truth"));
+    std::fs::create_dir_all(&truth).unwrap();
+    let status = tracer_cmd()
+        .args(["record", "-o"])
+        .arg(&out)
+        .args(["--", &workload(), "--no-child", "--iterations", "3"])
+        .env("CUDA_FIXTURE_TRUTH_DIR", &truth)
+        .env_remove("LD_LIBRARY_PATH")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let trace = load_trace(&out);
+    assert_matches_truth(&trace.lines, &load_truth(&truth), false);
+    assert_eq!(trace.metadata["late_libraries"], serde_json::json!([]));
+}
+
+#[test]
+fn a_library_mapped_before_it_is_attached_is_reported_late() {
+    // A runtime at a path no search could predict, loaded by dlopen: the scan
+    // attaches it after the fact and the metadata says so.
+    let tmp = tempfile::tempdir().unwrap();
+    let (out, truth_dir, late_dir) = (tmp.path().join("trace"), tmp.path().join("truth"), tmp.path().join("late"));
+    std::fs::create_dir_all(&truth_dir).unwrap();
+    std::fs::create_dir_all(&late_dir).unwrap();
+    let lib = late_dir.join("libcudart.so.12");
+    std::fs::copy(fixtures().join("libcudart.so.12"), &lib).unwrap();
+    let status = tracer_cmd()
+        .args(["record", "--scan-interval-ms", "50", "-o"])
+        .arg(&out)
+        .arg("--")
+        .arg(fixtures().join("real-runtime-client"))
+        .arg(&lib)
+        .arg(truth_dir.join("truth.client.jsonl"))
+        .env("REAL_CLIENT_DELAY_MS", "1500")
+        .env_remove("LD_LIBRARY_PATH")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let trace = load_trace(&out);
+    let truth = load_truth(&truth_dir);
+    assert!(truth.iter().all(|l| l["ret"] == 35), "no driver next to the copied runtime");
+    assert_matches_truth(&trace.lines, &truth, false);
+    let late = trace.metadata["late_libraries"].as_array().unwrap();
+    assert_eq!(late.len(), 1, "{late:?}");
+    assert_eq!(late[0]["path"], lib.display().to_string());
+}

@@ -153,6 +153,65 @@ pub fn process_search_path_libraries(pid: u32) -> Vec<MappedLibrary> {
     libs
 }
 
+/// CUDA libraries in the `DT_RUNPATH`/`DT_RPATH` directories of the
+/// executable `program` (found through `PATH` when it has no slash), with
+/// `$ORIGIN` expanded. PyTorch reaches the pip wheel's libcudart this way,
+/// and the loader would find it before any scan could.
+pub fn runpath_libraries(program: &str) -> Vec<PathBuf> {
+    let Some(exe) = find_program(program) else { return Vec::new() };
+    let origin = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    let Ok(data) = std::fs::read(&exe) else { return Vec::new() };
+    let mut libs = Vec::new();
+    for dir in elf_runpaths(&data) {
+        let dir = PathBuf::from(
+            dir.replace("$ORIGIN", &origin.display().to_string()).replace("${ORIGIN}", &origin.display().to_string()),
+        );
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        libs.extend(entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| layer_of(p).is_some() && p.is_file()));
+    }
+    libs
+}
+
+/// The other CUDA libraries in `lib`'s directory: a runtime `dlopen`s the
+/// driver next to itself through its own `$ORIGIN` run path.
+pub fn sibling_libraries(lib: &Path) -> Vec<PathBuf> {
+    let Some(dir) = lib.parent() else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p != lib && layer_of(p).is_some() && p.is_file())
+        .collect()
+}
+
+fn find_program(program: &str) -> Option<PathBuf> {
+    if program.contains('/') {
+        return Some(PathBuf::from(program));
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(program)).find(|p| p.is_file())
+}
+
+/// The run-path directory lists of an ELF file, split at `:`.
+fn elf_runpaths(data: &[u8]) -> Vec<String> {
+    use object::{
+        elf,
+        read::elf::{Dyn as _, ElfFile64},
+        Endianness,
+    };
+    let Ok(file) = ElfFile64::<Endianness>::parse(data) else { return Vec::new() };
+    let endian = file.endian();
+    let sections = file.elf_section_table();
+    let Ok(Some((dyns, link))) = sections.dynamic(endian, data) else { return Vec::new() };
+    let Ok(strings) = sections.strings(endian, data, link) else { return Vec::new() };
+    dyns.iter()
+        .filter(|d| matches!(d.d_tag(endian) as u32, elf::DT_RUNPATH | elf::DT_RPATH))
+        .filter_map(|d| d.string(endian, strings).ok())
+        .flat_map(|s| String::from_utf8_lossy(s).split(':').map(str::to_string).collect::<Vec<_>>())
+        .filter(|d| !d.is_empty())
+        .collect()
+}
+
 /// CUDA entries of the ld.so cache, from `ldconfig -p`.
 fn ld_cache_libraries() -> Vec<PathBuf> {
     let Ok(out) = std::process::Command::new("ldconfig").arg("-p").output() else {
@@ -202,6 +261,14 @@ mod tests {
         let _ = child.wait();
         let want = dir.path().join("libcuda.so.1").display().to_string();
         assert!(libs.iter().any(|l| l.shown == want), "{libs:?}");
+    }
+
+    #[test]
+    fn run_paths_of_an_executable_are_read() {
+        // This test binary has no CUDA run path; the parser must cope with that.
+        let exe = std::env::current_exe().unwrap();
+        assert!(runpath_libraries(&exe.display().to_string()).is_empty());
+        assert!(runpath_libraries("no-such-program-anywhere").is_empty());
     }
 
     #[test]

@@ -32,6 +32,16 @@ pub struct ProcessRecord {
     pub exited_ms: Option<f64>,
 }
 
+/// A library attached only after a traced process had mapped it: the calls
+/// it served before `attached_ms` are not in the trace (and cannot be counted,
+/// since nothing probed them).
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct LateLibrary {
+    pub pid: u32,
+    pub path: String,
+    pub attached_ms: f64,
+}
+
 /// Counts of everything the session saw or lost.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct Counts {
@@ -66,6 +76,8 @@ pub struct Metadata {
     pub ringbuf_bytes: u32,
     pub processes: Vec<ProcessRecord>,
     pub libraries: Vec<AttachedLibrary>,
+    /// Libraries attached after a traced process had mapped them.
+    pub late_libraries: Vec<LateLibrary>,
     pub files: Vec<ClosedFile>,
     pub counts: Counts,
     pub drops: Drops,

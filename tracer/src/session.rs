@@ -5,7 +5,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     future::Future,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::ExitStatus,
     time::{Duration, SystemTime},
 };
@@ -20,7 +20,7 @@ use crate::{
     discover::{self, ProcessInfo},
     format::LineFormatter,
     loader::{Drops, LoadError, LoadOptions, Probes},
-    metadata::{Counts, Metadata, ProcessRecord},
+    metadata::{Counts, LateLibrary, Metadata, ProcessRecord},
     pipeline::Pipeline,
     reader::{self, ReaderMsg},
     sink::{ClosedFile, JsonlSink},
@@ -95,6 +95,7 @@ struct Session {
     failed_libs: BTreeSet<PathBuf>,
     /// Processes whose search-path libraries were attached.
     search_path_done: BTreeSet<u32>,
+    late_libraries: Vec<LateLibrary>,
     files: Vec<ClosedFile>,
     counts: Counts,
     finished: bool,
@@ -121,6 +122,7 @@ pub async fn run(cfg: SessionConfig, stop: impl Future<Output = ()>) -> Result<S
         processes: BTreeMap::new(),
         failed_libs: BTreeSet::new(),
         search_path_done: BTreeSet::new(),
+        late_libraries: Vec::new(),
         files: Vec::new(),
         counts: Counts::default(),
         finished: false,
@@ -252,7 +254,9 @@ impl Session {
                 // A late dlopen of a library on the search path is traced from
                 // its first call: its probes are in place before the command runs.
                 let ld_path = std::env::var_os("LD_LIBRARY_PATH");
-                for lib in discover::search_path_libraries(ld_path.as_deref()) {
+                let mut libs = discover::search_path_libraries(ld_path.as_deref());
+                libs.extend(argv.first().map(|p| discover::runpath_libraries(p)).unwrap_or_default());
+                for lib in libs {
                     self.try_attach(&lib, &lib.display().to_string());
                 }
                 let child = crate::record::spawn_traced(&mut self.probes, &argv)?;
@@ -268,9 +272,25 @@ impl Session {
         if self.failed_libs.contains(opened) || self.attacher.is_attached(opened) {
             return;
         }
-        if let Err(e) = self.attacher.attach(&mut self.probes, opened, shown) {
-            tracing::warn!(library = %shown, error = %e, "library not attached");
-            self.failed_libs.insert(opened.to_path_buf());
+        match self.attacher.attach(&mut self.probes, opened, shown) {
+            Ok(Some(_)) => {
+                for sibling in discover::sibling_libraries(opened) {
+                    let sibling_shown = Path::new(shown).with_file_name(sibling.file_name().unwrap_or_default());
+                    if !self.failed_libs.contains(&sibling) && !self.attacher.is_attached(&sibling) {
+                        if let Err(e) =
+                            self.attacher.attach(&mut self.probes, &sibling, &sibling_shown.display().to_string())
+                        {
+                            tracing::debug!(library = %sibling.display(), error = %e, "sibling not attached");
+                            self.failed_libs.insert(sibling);
+                        }
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(library = %shown, error = %e, "library not attached");
+                self.failed_libs.insert(opened.to_path_buf());
+            }
         }
     }
 
@@ -298,7 +318,16 @@ impl Session {
             match discover::cuda_libraries(*pid) {
                 Ok(libs) => {
                     for lib in libs {
+                        if self.attacher.is_attached(&lib.opened) || self.failed_libs.contains(&lib.opened) {
+                            continue;
+                        }
                         self.try_attach(&lib.opened, &lib.shown);
+                        if self.attacher.is_attached(&lib.opened) {
+                            // Mapped before its probes existed: its earlier calls are not in the trace.
+                            tracing::warn!(pid, library = %lib.shown, "attached a library the process had already mapped; its calls before now are not traced (use --lib or LD_LIBRARY_PATH to attach it up front)");
+                            let attached_ms = self.now_ms();
+                            self.late_libraries.push(LateLibrary { pid: *pid, path: lib.shown, attached_ms });
+                        }
                     }
                 }
                 Err(e) => tracing::debug!(pid, error = %e, "maps not readable"),
@@ -371,6 +400,7 @@ impl Session {
             ringbuf_bytes: self.cfg.ringbuf_bytes,
             processes: self.processes.values().cloned().collect(),
             libraries: self.attacher.libraries(),
+            late_libraries: self.late_libraries.clone(),
             files: self.files.clone(),
             counts: self.counts.clone(),
             drops,

@@ -70,27 +70,40 @@ fn llvm_major() -> Result<u32> {
 fn bpf_linker(major: u32) -> Result<()> {
     let prefix = paths::cache_dir().join(format!("llvm-{major}"));
     let stamp = prefix.join("bpf-linker.stamp");
-    let works = Command::new("bpf-linker").arg("--version").output().is_ok_and(|o| o.status.success());
+    // aya-build runs bpf-linker under `rustup run nightly`, as here; the
+    // prefix below also makes it start on its own.
+    let works = Command::new("rustup")
+        .args(["run", "nightly", "bpf-linker", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
     if works && stamp.exists() {
         return Ok(());
     }
     let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?;
     let lib_dir = std::path::Path::new(sysroot.trim()).join("lib");
-    let libllvm = std::fs::read_dir(&lib_dir)?
+    let mut libllvm: Vec<_> = std::fs::read_dir(&lib_dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("libLLVM.so") || n.starts_with("libLLVM-"))
-        })
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libLLVM")))
+        .collect();
+    libllvm.sort();
+    let first = libllvm
+        .first()
         .with_context(|| {
             format!("no libLLVM in {}: reinstall nightly (`rustup toolchain install nightly`)", lib_dir.display())
-        })?;
+        })?
+        .clone();
     let link_dir = prefix.join("lib");
     std::fs::create_dir_all(&link_dir)?;
-    let link = link_dir.join("libLLVM.so");
-    let _ = std::fs::remove_file(&link);
-    std::os::unix::fs::symlink(&libllvm, &link)?;
+    // `libLLVM.so` for the build, and each file under its own name: one is
+    // the soname the binary asks for at run time.
+    let mut links = vec![(std::ffi::OsString::from("libLLVM.so"), first.clone())];
+    links.extend(libllvm.iter().filter_map(|p| Some((p.file_name()?.to_os_string(), p.clone()))));
+    for (name, target) in links {
+        let link = link_dir.join(name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&target, &link)?;
+    }
+    let libllvm = first;
     println!("setup: building bpf-linker {BPF_LINKER_VERSION} against {} (about a minute)", libllvm.display());
     exec(
         Command::new("cargo")
