@@ -107,3 +107,69 @@ fn daemon_attaches_to_a_running_process_and_its_child() {
         trace.metadata["processes"].as_array().unwrap().iter().map(|p| p["source"].as_str().unwrap()).collect();
     assert!(sources.contains(&"pid") && sources.contains(&"fork"), "{sources:?}");
 }
+
+#[test]
+fn daemon_picks_up_each_restart_of_a_matching_process() {
+    use std::io::{BufRead, BufReader};
+    use std::sync::{Arc, Mutex};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let traces = tmp.path().join("traces");
+    // The pattern matches the go-files in every instance's command line.
+    let marker = tmp.path().join("go-restart");
+    let pattern = regex_escape(&marker.display().to_string());
+    let mut daemon = KillOnDrop(
+        tracer_cmd()
+            .args(["run", "--target-process", &pattern, "--scan-interval-ms", "100", "--trace-dir"])
+            .arg(&traces)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let log = Arc::new(Mutex::new(String::new()));
+    let stderr = daemon.0.stderr.take().unwrap();
+    let sink = Arc::clone(&log);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push_str(&(line + "\n"));
+        }
+    });
+    let truth = tmp.path().join("truth");
+    std::fs::create_dir_all(&truth).unwrap();
+    let mut pids = Vec::new();
+    for i in 0..2 {
+        let go = tmp.path().join(format!("go-restart-{i}"));
+        let mut instance = std::process::Command::new(workload())
+            .args(["--no-child", "--iterations", "2", "--wait-for-file"])
+            .arg(&go)
+            .env("CUDA_FIXTURE_TRUTH_DIR", &truth)
+            .env("LD_LIBRARY_PATH", fixtures())
+            .spawn()
+            .unwrap();
+        let pid = instance.id();
+        pids.push(pid);
+        // Traced, and (first instance) its libraries attached.
+        wait_for("the daemon to trace the new instance", Duration::from_secs(90), || {
+            let log = log.lock().unwrap();
+            log.contains(&format!("pid={pid} ")) && log.matches("attached").count() >= 2
+        });
+        std::fs::write(&go, b"").unwrap();
+        assert!(wait_with_deadline(&mut instance, Duration::from_secs(60)).success());
+    }
+    signal(&daemon.0, libc::SIGTERM);
+    assert!(wait_with_deadline(&mut daemon.0, Duration::from_secs(20)).success());
+
+    let trace = load_trace(&session_dir(&traces).unwrap());
+    assert_matches_truth(&trace.lines, &load_truth(&truth), false);
+    let procs = trace.metadata["processes"].as_array().unwrap();
+    for pid in pids {
+        assert!(procs.iter().any(|p| p["pid"] == pid && p["source"] == "pattern"), "{pid} in {procs:?}");
+    }
+}
+
+fn regex_escape(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '/' || c == '_' { c.to_string() } else { format!("\\{c}") })
+        .collect()
+}

@@ -52,15 +52,18 @@ fn open(pid: u32) -> Result<Process, DiscoverError> {
     })
 }
 
+/// Every process visible in /proc.
+pub fn all_processes() -> Vec<ProcessInfo> {
+    let Ok(all) = procfs::process::all_processes() else { return Vec::new() };
+    all.filter_map(Result::ok).filter_map(|p| ProcessInfo::read(p.pid() as u32).ok()).collect()
+}
+
 /// Processes whose command line or name matches `pattern`, except `exclude`
 /// (the tracer itself).
 pub fn matching_processes(pattern: &Regex, exclude: u32) -> Vec<ProcessInfo> {
-    let Ok(all) = procfs::process::all_processes() else {
-        return Vec::new();
-    };
-    all.filter_map(Result::ok)
-        .filter(|p| p.pid() as u32 != exclude)
-        .filter_map(|p| ProcessInfo::read(p.pid() as u32).ok())
+    all_processes()
+        .into_iter()
+        .filter(|info| info.pid != exclude)
         .filter(|info| pattern.is_match(&info.cmdline) || pattern.is_match(&info.comm))
         .collect()
 }

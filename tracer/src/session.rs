@@ -96,6 +96,8 @@ struct Session {
     /// Processes whose search-path libraries were attached.
     search_path_done: BTreeSet<u32>,
     late_libraries: Vec<LateLibrary>,
+    /// Exited processes whose pid was reused by a later traced process.
+    past_processes: Vec<ProcessRecord>,
     files: Vec<ClosedFile>,
     counts: Counts,
     finished: bool,
@@ -123,6 +125,7 @@ pub async fn run(cfg: SessionConfig, stop: impl Future<Output = ()>) -> Result<S
         failed_libs: BTreeSet::new(),
         search_path_done: BTreeSet::new(),
         late_libraries: Vec::new(),
+        past_processes: Vec::new(),
         files: Vec::new(),
         counts: Counts::default(),
         finished: false,
@@ -187,7 +190,7 @@ pub async fn run(cfg: SessionConfig, stop: impl Future<Output = ()>) -> Result<S
         stats,
         drops,
         files: s.files.clone(),
-        processes: s.processes.len(),
+        processes: s.processes.len() + s.past_processes.len(),
         exit_status: exit_status.and_then(Result::ok),
         probes: s.probes,
     })
@@ -213,9 +216,18 @@ impl Session {
         self.clock.ms_since_start(clock::boot_ns())
     }
 
+    /// Whether `pid` is a traced process that has not exited.
+    fn is_live(&self, pid: u32) -> bool {
+        self.processes.get(&pid).is_some_and(|r| r.exited_ms.is_none())
+    }
+
     fn add_process(&mut self, pid: u32, source: &'static str, fallback_ppid: u32) {
-        if self.processes.contains_key(&pid) {
+        if self.is_live(pid) {
             return;
+        }
+        // A reused pid is a new process: keep the old one's record apart.
+        if let Some(old) = self.processes.remove(&pid) {
+            self.past_processes.push(old);
         }
         let info = ProcessInfo::read(pid).unwrap_or(ProcessInfo {
             pid,
@@ -300,14 +312,23 @@ impl Session {
         let me = std::process::id();
         if let Target::Daemon { pattern: Some(re), .. } = &self.cfg.target {
             for info in discover::matching_processes(re, me) {
-                if !self.processes.contains_key(&info.pid) && self.probes.trace_pid(info.pid).is_ok() {
+                if !self.is_live(info.pid) && self.probes.trace_pid(info.pid).is_ok() {
                     self.add_process(info.pid, "pattern", info.ppid);
+                }
+            }
+        }
+        if !self.probes.follows_forks {
+            // No BTF, so no fork hook: children of traced processes are found
+            // here, and their calls before this scan are not traced.
+            for info in discover::all_processes() {
+                if self.is_live(info.ppid) && !self.is_live(info.pid) && self.probes.trace_pid(info.pid).is_ok() {
+                    self.add_process(info.pid, "scan-child", info.ppid);
                 }
             }
         }
         let traced: BTreeSet<u32> = self.probes.traced_pids().unwrap_or_default().into_iter().collect();
         for pid in &traced {
-            if !self.processes.contains_key(pid) {
+            if !self.is_live(*pid) {
                 self.add_process(*pid, "fork", 0);
             }
             if self.search_path_done.insert(*pid) {
@@ -355,6 +376,7 @@ impl Session {
             ReaderMsg::Proc(ProcEvent { pid, ppid, op, ts_ns, .. }) => {
                 if op == proc_op::FORK && ppid != std::process::id() {
                     self.add_process(pid, "fork", ppid);
+                    self.search_path_done.remove(&pid);
                 } else if op == proc_op::EXIT {
                     let at = self.clock.ms_since_start(ts_ns);
                     if let Some(rec) = self.processes.get_mut(&pid) {
@@ -398,7 +420,7 @@ impl Session {
             function_groups: self.cfg.selection.groups().collect(),
             follows_forks: self.probes.follows_forks,
             ringbuf_bytes: self.cfg.ringbuf_bytes,
-            processes: self.processes.values().cloned().collect(),
+            processes: self.past_processes.iter().chain(self.processes.values()).cloned().collect(),
             libraries: self.attacher.libraries(),
             late_libraries: self.late_libraries.clone(),
             files: self.files.clone(),
