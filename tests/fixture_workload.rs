@@ -107,18 +107,23 @@ fn a_library_mapped_before_it_is_attached_is_reported_late() {
     std::fs::create_dir_all(&late_dir).unwrap();
     let lib = late_dir.join("libcudart.so.12");
     std::fs::copy(fixtures().join("libcudart.so.12"), &lib).unwrap();
-    let status = tracer_cmd()
-        .args(["record", "--scan-interval-ms", "50", "-o"])
+    let go = tmp.path().join("go");
+    let mut cmd = tracer_cmd();
+    cmd.args(["record", "--scan-interval-ms", "50", "-o"])
         .arg(&out)
         .arg("--")
         .arg(fixtures().join("real-runtime-client"))
         .arg(&lib)
         .arg(truth_dir.join("truth.client.jsonl"))
-        .env("REAL_CLIENT_DELAY_MS", "1500")
-        .env_remove("LD_LIBRARY_PATH")
-        .status()
-        .unwrap();
-    assert!(status.success());
+        .env("REAL_CLIENT_WAIT_FILE", &go)
+        .env_remove("LD_LIBRARY_PATH");
+    let (mut tracer, log) = spawn_with_log(cmd);
+    // The client makes its calls once the tracer reports the late attach.
+    wait_for("the late attach", std::time::Duration::from_secs(90), || {
+        log.lock().unwrap().contains("attached a library the process had already mapped")
+    });
+    std::fs::write(&go, b"").unwrap();
+    assert!(wait_with_deadline(&mut tracer.0, std::time::Duration::from_secs(60)).success());
     let trace = load_trace(&out);
     let truth = load_truth(&truth_dir);
     assert!(truth.iter().all(|l| l["ret"] == 35), "no driver next to the copied runtime");

@@ -245,6 +245,22 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// Spawns `cmd` with its stderr collected into a shared log, for tests that
+/// wait on what the tracer says.
+pub fn spawn_with_log(mut cmd: Command) -> (KillOnDrop, std::sync::Arc<std::sync::Mutex<String>>) {
+    use std::io::{BufRead, BufReader};
+    let mut child = cmd.stderr(std::process::Stdio::piped()).spawn().expect("spawn");
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let stderr = child.stderr.take().expect("piped stderr");
+    let sink = std::sync::Arc::clone(&log);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().expect("log lock").push_str(&(line + "\n"));
+        }
+    });
+    (KillOnDrop(child), log)
+}
+
 /// Sends a signal to a child process.
 pub fn signal(child: &Child, sig: i32) {
     // SAFETY: kill has no memory-safety preconditions.

@@ -28,6 +28,8 @@ pub enum AttachError {
     Symbols(#[from] SymbolError),
     #[error(transparent)]
     Load(#[from] LoadError),
+    #[error("attaching {path} interrupted: the tracer is stopping")]
+    Interrupted { path: String },
     #[error("attaching to {function} in {path}: {source} (run `cuda-tracer check`)")]
     Probe { function: &'static str, path: String, source: aya::programs::ProgramError },
 }
@@ -94,6 +96,9 @@ pub struct AttachedLibrary {
 /// Attaches libraries and remembers which files are done.
 pub struct Attacher {
     selection: Selection,
+    /// Set when the tracer is stopping: attaching can take seconds when the
+    /// kernel is busy removing other uprobes, and must not delay shutdown.
+    stopping: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Return and entry program names.
     programs: [&'static str; 2],
     attached: HashMap<(u64, u64), AttachedLibrary>,
@@ -102,9 +107,18 @@ pub struct Attacher {
 impl Attacher {
     /// `empty_probes` attaches programs that do nothing, at the same points:
     /// the benchmark's physical limit of a uprobe + uretprobe pair.
-    pub fn new(selection: Selection, empty_probes: bool) -> Self {
+    pub fn new(
+        selection: Selection,
+        empty_probes: bool,
+        stopping: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> Self {
         let programs = if empty_probes { ["empty_return", "empty_entry"] } else { ["call_return", "call_entry"] };
-        Self { selection, programs, attached: HashMap::new() }
+        Self { selection, stopping, programs, attached: HashMap::new() }
+    }
+
+    /// Whether the tracer is stopping (no point starting new work).
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether this file is attached already.
@@ -133,6 +147,9 @@ impl Attacher {
         let resolved = symbols::resolve(opened, layer, |s| self.selection.contains(s))?;
         let mut count = 0;
         for func in &resolved.found {
+            if self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(AttachError::Interrupted { path: shown.to_string() });
+            }
             let spec = &funcs::FUNCS[func.func_id as usize];
             let cookie = spec.cookie(func.func_id).encode();
             for &offset in &func.offsets {

@@ -7,6 +7,10 @@ use std::{
     future::Future,
     path::{Path, PathBuf},
     process::ExitStatus,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
     time::{Duration, SystemTime},
 };
 
@@ -104,7 +108,20 @@ struct Session {
 }
 
 /// Runs a session until the command exits (record) or `stop` resolves.
-pub async fn run(cfg: SessionConfig, stop: impl Future<Output = ()>) -> Result<SessionResult, SessionError> {
+pub async fn run(
+    cfg: SessionConfig,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<SessionResult, SessionError> {
+    // The stop request is watched by its own task: it raises a flag that
+    // interrupts attaching, which can block for seconds in the kernel.
+    let stopping = Arc::new(AtomicBool::new(false));
+    let (stopped_tx, mut stopped_rx) = watch::channel(false);
+    let flag = Arc::clone(&stopping);
+    tokio::spawn(async move {
+        stop.await;
+        flag.store(true, Ordering::Relaxed);
+        let _ = stopped_tx.send(true);
+    });
     prepare_dir(&cfg.dir)?;
     let tgid_offset = match crate::btf::task_tgid_offset(std::path::Path::new(crate::btf::VMLINUX_BTF)) {
         Ok(off) => Some(off),
@@ -117,7 +134,7 @@ pub async fn run(cfg: SessionConfig, stop: impl Future<Output = ()>) -> Result<S
     let ring = probes.take_ring_buffer()?;
     let clock = SessionClock::now();
     let mut s = Session {
-        attacher: Attacher::new(cfg.selection.clone(), cfg.empty_probes),
+        attacher: Attacher::new(cfg.selection.clone(), cfg.empty_probes, Arc::clone(&stopping)),
         cfg,
         probes,
         clock,
@@ -146,7 +163,6 @@ pub async fn run(cfg: SessionConfig, stop: impl Future<Output = ()>) -> Result<S
 
     let mut scan = tokio::time::interval(s.cfg.scan_every);
     let mut exit_status = None;
-    tokio::pin!(stop);
     let mut reader_failed = None;
     loop {
         tokio::select! {
@@ -156,7 +172,7 @@ pub async fn run(cfg: SessionConfig, stop: impl Future<Output = ()>) -> Result<S
                 None => { reader_failed = Some("reader stopped unexpectedly".to_string()); break }
             },
             status = wait_child(&mut child) => { exit_status = Some(status); break }
-            _ = &mut stop => { tracing::info!("stop requested: draining"); break }
+            _ = stopped_rx.changed() => { tracing::info!("stop requested: draining"); break }
         }
     }
     // Stop recording new calls (the filter empties instantly; removing the
@@ -309,6 +325,9 @@ impl Session {
     /// Picks up new matching processes, children the kernel did not report,
     /// and libraries mapped since the last scan.
     fn scan(&mut self) {
+        if self.attacher.stopping() {
+            return;
+        }
         let me = std::process::id();
         if let Target::Daemon { pattern: Some(re), .. } = &self.cfg.target {
             for info in discover::matching_processes(re, me) {
