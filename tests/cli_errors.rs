@@ -20,12 +20,12 @@ fn missing_command_is_named() {
 fn missing_pid_is_named() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().display().to_string();
-    fails_with(&["run", "--trace-dir", &dir, "--pid", "999999999"], "process 999999999 does not exist");
+    fails_with(&["run", "--no-upload", "--trace-dir", &dir, "--pid", "999999999"], "process 999999999 does not exist");
 }
 
 #[test]
 fn unusable_trace_dir_is_named() {
-    fails_with(&["run", "--trace-dir", "/proc/cuda-tracer-test", "--pid", "1"], "not usable");
+    fails_with(&["run", "--no-upload", "--trace-dir", "/proc/cuda-tracer-test", "--pid", "1"], "not usable");
 }
 
 #[test]
@@ -57,4 +57,13 @@ fn check_passes_here_and_reports_a_missing_pid() {
     let out = tracer_cmd().args(["check", "--pid", "999999999"]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success() && stdout.contains("[FAIL]") && stdout.contains("hostPID"), "{stdout}");
+}
+
+#[test]
+fn upload_without_a_bucket_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().display().to_string();
+    let out = tracer_cmd().args(["run", "--trace-dir", &dir, "--pid", "1"]).env_remove("S3_BUCKET").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("S3_BUCKET") && stderr.contains("--no-upload"), "{stderr}");
 }

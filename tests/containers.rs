@@ -14,7 +14,8 @@ fn same_path_different_files_in_two_mount_namespaces() {
     let traces = tmp.path().join("traces");
     let pattern = mnt.display().to_string().replace('.', "\\.");
     let mut cmd = tracer_cmd();
-    cmd.args(["run", "--target-process", &pattern, "--scan-interval-ms", "100", "--trace-dir"]).arg(&traces);
+    cmd.args(["run", "--no-upload", "--target-process", &pattern, "--scan-interval-ms", "100", "--trace-dir"])
+        .arg(&traces);
     let (mut daemon, log) = spawn_with_log(cmd);
 
     let lib = mnt.join("libcudart.so.12");

@@ -14,6 +14,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod s3;
+
 use serde_json::Value;
 use tracer_common::funcs;
 

@@ -80,7 +80,16 @@ fn daemon_attaches_to_a_running_process_and_its_child() {
     // must find it on the process's own LD_LIBRARY_PATH and attach it first.
     let mut daemon = KillOnDrop(
         tracer_cmd()
-            .args(["run", "--pid", &pid, "--target-process", "^no-such-process-name$", "--scan-interval-ms", "100"])
+            .args([
+                "run",
+                "--no-upload",
+                "--pid",
+                &pid,
+                "--target-process",
+                "^no-such-process-name$",
+                "--scan-interval-ms",
+                "100",
+            ])
             .arg("--trace-dir")
             .arg(&traces)
             .spawn()
@@ -116,7 +125,7 @@ fn daemon_picks_up_each_restart_of_a_matching_process() {
     let marker = tmp.path().join("go-restart");
     let pattern = regex_escape(&marker.display().to_string());
     let mut cmd = tracer_cmd();
-    cmd.args(["run", "--target-process", &pattern, "--scan-interval-ms", "100", "--trace-dir"])
+    cmd.args(["run", "--no-upload", "--target-process", &pattern, "--scan-interval-ms", "100", "--trace-dir"])
         .arg(&traces)
         .env("RUST_LOG", "info");
     let (mut daemon, log) = spawn_with_log(cmd);

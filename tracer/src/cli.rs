@@ -34,6 +34,11 @@ pub enum Command {
     Run(RunArgs),
     /// Preflight: kernel, BTF, uprobes, capabilities, and the target process.
     Check(CheckArgs),
+    /// Upload a trace dir (or one session dir) to S3 once, with the daemon's rules.
+    Upload(UploadArgs),
+    /// Benchmarks: synthetic records through decode, JSONL and rotation, no kernel.
+    #[command(hide = true)]
+    BenchPipeline(BenchPipelineArgs),
 }
 
 /// Options shared by `record` and `run`.
@@ -84,6 +89,68 @@ pub struct RunArgs {
     pub trace_dir: PathBuf,
     #[command(flatten)]
     pub trace: TraceArgs,
+    #[command(flatten)]
+    pub s3: S3Args,
+    /// Seconds between uploads of closed trace files.
+    #[arg(long = "upload-interval-secs", env = "UPLOAD_INTERVAL", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    pub upload_interval_secs: u64,
+    /// Keep traces local (the same as UPLOAD_ENABLED=false).
+    #[arg(long = "no-upload")]
+    pub no_upload: bool,
+    /// The seed's switch: `false` keeps traces local.
+    #[arg(long = "upload-enabled", env = "UPLOAD_ENABLED", default_value_t = true, action = clap::ArgAction::Set, hide = true)]
+    pub upload_enabled: bool,
+}
+
+/// Where traces are uploaded. Credentials come from the standard AWS chain
+/// (env variables, web identity / IRSA, shared config, instance profile).
+#[derive(Clone, Debug, Args)]
+pub struct S3Args {
+    /// Bucket for uploads; required when upload is on.
+    #[arg(long = "s3-bucket", env = "S3_BUCKET")]
+    pub bucket: Option<String>,
+    /// Key prefix; objects go to <prefix><pod-or-node>/<session>/<file>.
+    #[arg(long = "s3-prefix", env = "S3_PREFIX", default_value = "k3s-vllm/")]
+    pub prefix: String,
+    /// Endpoint of an S3-compatible store (MinIO, Ceph, R2, SeaweedFS).
+    #[arg(long = "s3-endpoint", env = "S3_ENDPOINT")]
+    pub endpoint: Option<String>,
+    /// Region (default: from the AWS chain, else us-east-1).
+    #[arg(long = "s3-region", env = "S3_REGION")]
+    pub region: Option<String>,
+    /// Path-style addressing (endpoint/bucket/key), for S3-compatible stores.
+    #[arg(long = "s3-path-style", env = "S3_PATH_STYLE")]
+    pub path_style: bool,
+    /// At shutdown, seconds to keep uploading what is pending.
+    #[arg(long = "upload-deadline-secs", default_value_t = 30)]
+    pub deadline_secs: u64,
+}
+
+impl S3Args {
+    /// The upload target, if a bucket is set. Objects are grouped by the
+    /// downward-API pod name, else the node name, else the host name.
+    pub fn config(&self) -> Option<crate::upload::S3Config> {
+        let source = ["POD_NAME", "NODE_NAME"]
+            .iter()
+            .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+            .unwrap_or_else(crate::metadata::hostname);
+        Some(crate::upload::S3Config {
+            bucket: self.bucket.clone()?,
+            prefix: self.prefix.clone(),
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            path_style: self.path_style,
+            source,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct UploadArgs {
+    /// A trace dir (session dirs inside) or one session dir.
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub s3: S3Args,
 }
 
 #[derive(Debug, Args)]
@@ -91,6 +158,16 @@ pub struct CheckArgs {
     /// Also check that this process maps CUDA libraries the tracer can attach to.
     #[arg(long)]
     pub pid: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchPipelineArgs {
+    /// Synthetic events to send through the pipeline.
+    #[arg(long, default_value_t = 5_000_000)]
+    pub events: u64,
+    /// Directory for the trace files (removed again after the run).
+    #[arg(long)]
+    pub dir: PathBuf,
 }
 
 fn parse_ringbuf(s: &str) -> Result<u32, String> {

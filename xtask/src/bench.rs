@@ -1,0 +1,407 @@
+//! `cargo xtask bench`: overhead and loss, measured against the physical
+//! limit (empty BPF programs at the same attach points) and the seed's
+//! bpftrace approach, all in one run; writes docs/BENCHMARKS.md.
+//!
+//! Every tracer under test gets its own copy of the fixtures (its own
+//! inodes), so all of them stay attached at once and the repetitions
+//! interleave: noise from the rest of the machine spreads over all modes
+//! instead of landing on one. A uprobe binds to an inode, so the probes of
+//! one session never fire on another session's calls.
+
+use std::{
+    ffi::OsString,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+
+use crate::{
+    bench_doc::{self, median, LossRow, PerCallRow, Report},
+    bench_load,
+    bench_proc::{self, Background, Run, Shell},
+    exec, paths, setup,
+};
+
+/// How much to measure.
+#[derive(Clone, Copy, Debug)]
+pub struct Sizes {
+    pub reps: usize,
+    /// Calls per thread in a per-call run under probes.
+    pub per_call: u64,
+    /// Calls per thread where no probe fires (no tracer, unselected function).
+    pub unprobed: u64,
+    /// Calls per thread in the loss runs with 1 and 2 threads (half with 4).
+    pub loss: u64,
+    pub daemon_secs: f64,
+    pub pipeline_events: u64,
+    pub pipeline_reps: usize,
+}
+
+impl Sizes {
+    fn new(quick: bool) -> Self {
+        if quick {
+            Self {
+                reps: 3,
+                per_call: 10_000,
+                unprobed: 1_000_000,
+                loss: 40_000,
+                daemon_secs: 2.0,
+                pipeline_events: 1_000_000,
+                pipeline_reps: 2,
+            }
+        } else {
+            Self {
+                reps: 5,
+                per_call: 40_000,
+                unprobed: 4_000_000,
+                loss: 200_000,
+                daemon_secs: 6.0,
+                pipeline_events: 5_000_000,
+                pipeline_reps: 3,
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Base,
+    Empty,
+    Full,
+    Launch,
+    BtEntry,
+    BtEntryRet,
+    Tiny,
+}
+
+impl Mode {
+    pub fn label(self) -> &'static str {
+        match self {
+            Mode::Base => "no tracer",
+            Mode::Empty => "empty uprobe+uretprobe (the limit)",
+            Mode::Full => "cuda-tracer `--functions all`",
+            Mode::Launch => "cuda-tracer `--functions launch` (function not selected)",
+            Mode::BtEntry => "bpftrace, uprobe only (the seed's script)",
+            Mode::BtEntryRet => "bpftrace, uprobe+uretprobe (with duration)",
+            Mode::Tiny => "cuda-tracer `--ringbuf-bytes 4096`",
+        }
+    }
+
+    fn dir(self) -> &'static str {
+        match self {
+            Mode::Base => "base",
+            Mode::Empty => "empty",
+            Mode::Full => "full",
+            Mode::Launch => "launch",
+            Mode::BtEntry => "bpftrace-entry",
+            Mode::BtEntryRet => "bpftrace-entry-return",
+            Mode::Tiny => "tiny-ring",
+        }
+    }
+
+    fn record_flags(self) -> Option<&'static [&'static str]> {
+        match self {
+            Mode::Empty => Some(&["--functions", "all", "--empty-probes"]),
+            Mode::Full => Some(&["--functions", "all"]),
+            Mode::Launch => Some(&["--functions", "launch"]),
+            Mode::Tiny => Some(&["--functions", "all", "--ringbuf-bytes", "4096"]),
+            _ => None,
+        }
+    }
+
+    fn unprobed(self) -> bool {
+        matches!(self, Mode::Base | Mode::Launch)
+    }
+}
+
+/// One tracer under test with its shell and everything it ran.
+struct Session {
+    mode: Mode,
+    shell: Shell,
+    bpftrace: Option<Background>,
+    root: PathBuf,
+    runs: Vec<(&'static str, Run)>,
+}
+
+/// What a finished session delivered.
+struct Delivered {
+    per_pid: std::collections::HashMap<u32, u64>,
+    /// Session-level loss report: (calls in metadata, dropped_events, detail) or bpftrace's "Lost".
+    reported: String,
+    reported_lost: u64,
+}
+
+/// Copies the fixture files the workload needs into `dir` (new inodes).
+pub fn private_fixtures(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for f in ["cuda-workload", "libcuda.so.1", "libcudart.so.12"] {
+        std::fs::copy(paths::fixtures_dir().join(f), dir.join(f)).with_context(|| format!("copying {f}"))?;
+    }
+    Ok(())
+}
+
+fn bpftrace_script(mode: Mode, lib: &Path) -> String {
+    let lib = lib.display();
+    let fields = r#"\"type\":\"cuda_api\",\"func\":\"cuStreamSynchronize\",\"phase\":\"entry\""#;
+    if mode == Mode::BtEntry {
+        format!(
+            "uprobe:{lib}:cuStreamSynchronize {{ printf(\"{{\\\"ts\\\":%lld,\\\"pid\\\":%d,{fields}}}\\n\", nsecs, pid); }}\n"
+        )
+    } else {
+        format!(
+            "uprobe:{lib}:cuStreamSynchronize {{ @start[tid] = nsecs; }}\n\
+             uretprobe:{lib}:cuStreamSynchronize /@start[tid]/ {{ printf(\"{{\\\"ts\\\":%lld,\\\"pid\\\":%d,\\\"tid\\\":%d,{fields},\\\"dur_us\\\":%lld,\\\"ret\\\":%d}}\\n\", @start[tid], pid, tid, (nsecs - @start[tid]) / 1000, retval); delete(@start[tid]); }}\n"
+        )
+    }
+}
+
+impl Session {
+    fn start(mode: Mode, tracer: &Path, bench_root: &Path) -> Result<Self> {
+        let root = bench_root.join(mode.dir());
+        let lib = root.join("lib");
+        private_fixtures(&lib)?;
+        let err = root.join("tracer.stderr");
+        let (shell, bpftrace) = if let Some(flags) = mode.record_flags() {
+            let mut args: Vec<OsString> = vec!["record".into(), "-o".into(), root.join("trace").into()];
+            args.extend(flags.iter().map(OsString::from));
+            args.extend(["--".into(), "sh".into()]);
+            (Shell::spawn(tracer, &args, &lib, &err)?, None)
+        } else if mode == Mode::Base {
+            (Shell::plain(&lib, &root.join("shell.stderr"))?, None)
+        } else {
+            let script = root.join("trace.bt");
+            std::fs::write(&script, bpftrace_script(mode, &lib.join("libcuda.so.1")))?;
+            let mut cmd = Command::new("bpftrace");
+            cmd.arg("-o").arg(root.join("bpftrace.out")).arg(&script);
+            let bg = Background::spawn(&mut cmd, "bpftrace", &root.join("bpftrace.stdout"), &err)?;
+            (Shell::plain(&lib, &root.join("shell.stderr"))?, Some(bg))
+        };
+        let mut s = Self { mode, shell, bpftrace, root, runs: Vec::new() };
+        let began = Instant::now();
+        if s.bpftrace.is_some() {
+            // bpftrace attaches beside the shell: wait until the calls trap.
+            s.shell.wait_for_probes(Duration::from_secs(120), Duration::from_secs(1))?;
+        } else {
+            // Record attaches before it starts its command.
+            s.bench("warmup", 1, 2000)?;
+        }
+        println!("bench: {} ready ({:.1} s)", mode.dir(), began.elapsed().as_secs_f64());
+        Ok(s)
+    }
+
+    fn bench(&mut self, phase: &'static str, threads: u32, per_thread: u64) -> Result<Run> {
+        let run = self.shell.bench(threads, per_thread)?;
+        self.runs.push((phase, run.clone()));
+        Ok(run)
+    }
+
+    /// Ends the session and counts what reached its output.
+    fn finish(self) -> Result<Finished> {
+        let status = self.shell.finish()?;
+        let delivered = if let Some(bg) = self.bpftrace {
+            bg.stop(libc::SIGINT, Duration::from_secs(120))?;
+            let out = self.root.join("bpftrace.out");
+            let lost = bench_proc::bpftrace_lost(&[out.clone(), self.root.join("tracer.stderr")])?;
+            Delivered {
+                per_pid: bench_proc::lines_per_pid(&[out])?,
+                reported: format!("bpftrace reported `Lost {lost} events`"),
+                reported_lost: lost,
+            }
+        } else if self.mode == Mode::Base {
+            Delivered { per_pid: Default::default(), reported: String::new(), reported_lost: 0 }
+        } else {
+            anyhow::ensure!(status.success(), "{} record exited with {status}", self.mode.dir());
+            let trace = self.root.join("trace");
+            let (calls, dropped, detail) = metadata_counts(&trace)?;
+            Delivered {
+                per_pid: bench_proc::lines_per_pid(&bench_proc::trace_files(&trace)?)?,
+                reported: format!("metadata.json: counts.calls {calls}, dropped_events {dropped} ({detail})"),
+                reported_lost: dropped,
+            }
+        };
+        Ok((self.mode, self.runs, delivered))
+    }
+}
+
+/// `counts.calls`, `dropped_events` and the drop counters of a session.
+pub fn metadata_counts(dir: &Path) -> Result<(u64, u64, String)> {
+    let path = dir.join("metadata.json");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let m: serde_json::Value = serde_json::from_str(&text)?;
+    let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    let d = &m["drops"];
+    Ok((
+        n(&m["counts"]["calls"]),
+        n(&m["dropped_events"]),
+        format!(
+            "ring buffer full {}, entry map full {}, returns without entry {}",
+            n(&d["ringbuf_full"]),
+            n(&d["entry_map_full"]),
+            n(&d["return_without_entry"])
+        ),
+    ))
+}
+
+fn ensure_bpftrace() -> Option<String> {
+    let version = || Command::new("bpftrace").arg("--version").output().ok().filter(|o| o.status.success());
+    if version().is_none() {
+        println!("bench: installing bpftrace (apt-get)");
+        let install = |cmd: &[&str]| Command::new(cmd[0]).args(&cmd[1..]).status().is_ok_and(|s| s.success());
+        if !install(&["apt-get", "install", "-y", "bpftrace"]) {
+            install(&["apt-get", "update"]);
+            install(&["apt-get", "install", "-y", "bpftrace"]);
+        }
+    }
+    version().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+}
+
+pub fn run(quick: bool) -> Result<()> {
+    let began = Instant::now();
+    setup::run()?;
+    crate::require_root("bench")?;
+    let root = paths::root();
+    exec(Command::new("cargo").current_dir(&root).args(["build", "--release", "-p", "cuda-tracer"]))?;
+    let tracer = paths::target_dir().join("release/cuda-tracer");
+    let bpftrace = ensure_bpftrace();
+    bench_proc::become_subreaper()?;
+    let sizes = Sizes::new(quick);
+    let bench_root = paths::target_dir().join("bench");
+    let _ = std::fs::remove_dir_all(&bench_root);
+    std::fs::create_dir_all(&bench_root)?;
+    let mut report = Report::new(quick, sizes, bpftrace.clone());
+
+    println!("bench: userspace pipeline");
+    report.pipeline = bench_load::pipeline(&tracer, &bench_root, &sizes)?;
+
+    let mut modes = vec![Mode::Base, Mode::Empty, Mode::Full, Mode::Launch];
+    if bpftrace.is_some() {
+        modes.extend([Mode::BtEntry, Mode::BtEntryRet]);
+    }
+    let mut sessions = Vec::new();
+    for &m in modes.iter().chain([Mode::Tiny].iter()) {
+        sessions.push(Session::start(m, &tracer, &bench_root)?);
+    }
+    report.foreign_tracers = bench_proc::foreign_tracers();
+    println!("bench: per-call cost, {} repetitions", sizes.reps);
+    for rep in 0..sizes.reps {
+        for threads in [1, 2] {
+            for k in 0..modes.len() {
+                let s = &mut sessions[(k + rep) % modes.len()];
+                let n = if s.mode.unprobed() { sizes.unprobed } else { sizes.per_call };
+                s.bench("per-call", threads, n)?;
+            }
+        }
+    }
+    println!("bench: loss");
+    for s in sessions.iter_mut() {
+        let plan: &[(u32, u64)] = match s.mode {
+            Mode::Full | Mode::BtEntry | Mode::BtEntryRet => &[(1, sizes.loss), (2, sizes.loss), (4, sizes.loss / 2)],
+            Mode::Tiny => &[(1, sizes.loss / 4), (2, sizes.loss / 4)],
+            _ => &[],
+        };
+        for &(t, n) in plan {
+            s.bench("loss", t, n)?;
+        }
+    }
+    let mut finished = Vec::new();
+    for s in sessions {
+        finished.push(s.finish()?);
+    }
+    report.per_call = per_call_rows(&finished);
+    report.loss = loss_rows(&finished);
+    report.loss_checks = finished.iter().filter(|f| !f.2.reported.is_empty()).map(check_line).collect();
+
+    println!("bench: daemon cost");
+    report.daemon = bench_load::daemon(&tracer, &bench_root, &sizes)?;
+    println!("bench: waiting for the tracers' background probe release");
+    let release = Instant::now();
+    bench_proc::reap_all(Duration::from_secs(300))?;
+    report.release_secs = release.elapsed().as_secs_f64();
+    report.elapsed_secs = began.elapsed().as_secs_f64();
+    let doc = bench_doc::render(&report);
+    let out = root.join("docs/BENCHMARKS.md");
+    std::fs::create_dir_all(out.parent().expect("docs/ has a parent"))?;
+    std::fs::write(&out, &doc)?;
+    println!("{doc}\nbench: wrote {} in {:.0} s", out.display(), report.elapsed_secs);
+    Ok(())
+}
+
+type Finished = (Mode, Vec<(&'static str, Run)>, Delivered);
+
+fn per_call_rows(finished: &[Finished]) -> Vec<PerCallRow> {
+    let ns = |mode: Mode, threads: u32| -> Vec<f64> {
+        finished
+            .iter()
+            .filter(|f| f.0 == mode)
+            .flat_map(|f| f.1.iter())
+            .filter(|(phase, r)| *phase == "per-call" && r.threads == threads)
+            .filter_map(|(_, r)| r.ns_per_call)
+            .collect()
+    };
+    let mut rows = Vec::new();
+    for threads in [1, 2] {
+        let limit = median(&ns(Mode::Empty, threads));
+        for f in finished.iter().filter(|f| f.0 != Mode::Tiny) {
+            let mut v = ns(f.0, threads);
+            v.sort_by(f64::total_cmp);
+            let m = median(&v);
+            rows.push(PerCallRow {
+                mode: f.0,
+                threads,
+                reps: v.len(),
+                median: m,
+                min: v.first().copied().unwrap_or(f64::NAN),
+                max: v.last().copied().unwrap_or(f64::NAN),
+                ratio: m / limit,
+            });
+        }
+    }
+    rows
+}
+
+fn loss_rows(finished: &[Finished]) -> Vec<LossRow> {
+    let mut rows = Vec::new();
+    for (mode, runs, delivered) in finished {
+        if !matches!(mode, Mode::Full | Mode::BtEntry | Mode::BtEntryRet | Mode::Tiny) {
+            continue;
+        }
+        let measured: Vec<&Run> = runs.iter().filter(|(phase, _)| *phase != "warmup").map(|(_, r)| r).collect();
+        let mut keys: Vec<(u32, u64)> = measured.iter().map(|r| (r.threads, r.per_thread)).collect();
+        keys.sort();
+        keys.dedup();
+        for (threads, per_thread) in keys {
+            let group: Vec<&Run> =
+                measured.iter().copied().filter(|r| r.threads == threads && r.per_thread == per_thread).collect();
+            let calls: u64 = group.iter().map(|r| r.calls()).sum();
+            let got: u64 = group.iter().map(|r| delivered.per_pid.get(&r.pid).copied().unwrap_or(0)).sum();
+            let rates: Vec<f64> = group.iter().map(|r| r.rate()).collect();
+            rows.push(LossRow {
+                mode: *mode,
+                threads,
+                per_thread,
+                runs: group.len(),
+                calls,
+                delivered: got,
+                rate: median(&rates),
+            });
+        }
+    }
+    rows
+}
+
+/// Session-level check: what the tracer says it lost against what is missing.
+fn check_line((mode, runs, d): &Finished) -> String {
+    let calls: u64 = runs.iter().map(|(_, r)| r.calls()).sum();
+    let got: u64 = runs.iter().map(|(_, r)| d.per_pid.get(&r.pid).copied().unwrap_or(0)).sum();
+    let missing = calls.saturating_sub(got);
+    let verdict = if *mode == Mode::Empty || *mode == Mode::Launch {
+        "records nothing by design".to_string()
+    } else if missing == d.reported_lost {
+        format!("every missing line is counted ({missing} missing = {} reported)", d.reported_lost)
+    } else {
+        format!("MISMATCH: {missing} lines missing, {} reported lost", d.reported_lost)
+    };
+    format!("{}: {} runs, {calls} calls made, {got} lines; {}; {verdict}", mode.label(), runs.len(), d.reported,)
+}

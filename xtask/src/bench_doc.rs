@@ -1,0 +1,350 @@
+//! docs/BENCHMARKS.md: the machine, the five tables, the targets and the method.
+
+use std::{fmt::Write as _, process::Command};
+
+use crate::{
+    bench::{Mode, Sizes},
+    bench_load::{DaemonResult, PipelineResult},
+};
+
+/// One row of table 1.
+#[derive(Debug)]
+pub struct PerCallRow {
+    pub mode: Mode,
+    pub threads: u32,
+    pub reps: usize,
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    /// Median over the limit's median.
+    pub ratio: f64,
+}
+
+/// One row of table 2.
+#[derive(Debug)]
+pub struct LossRow {
+    pub mode: Mode,
+    pub threads: u32,
+    pub per_thread: u64,
+    pub runs: usize,
+    pub calls: u64,
+    pub delivered: u64,
+    pub rate: f64,
+}
+
+/// Everything the benchmark found.
+#[derive(Debug)]
+pub struct Report {
+    pub quick: bool,
+    pub sizes: Sizes,
+    pub bpftrace: Option<String>,
+    pub machine: Vec<(&'static str, String)>,
+    pub pipeline: PipelineResult,
+    pub per_call: Vec<PerCallRow>,
+    pub loss: Vec<LossRow>,
+    pub loss_checks: Vec<String>,
+    pub daemon: DaemonResult,
+    pub foreign_tracers: usize,
+    pub release_secs: f64,
+    pub elapsed_secs: f64,
+}
+
+fn sh(cmd: &str) -> String {
+    Command::new("sh")
+        .args(["-c", cmd])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn proc_field(file: &str, key: &str) -> String {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| Some(l.strip_prefix(key)?.trim_start().strip_prefix(':')?.trim().to_string()))
+        .unwrap_or_default()
+}
+
+impl Report {
+    pub fn new(quick: bool, sizes: Sizes, bpftrace: Option<String>) -> Self {
+        let mem_kib: f64 = proc_field("/proc/meminfo", "MemTotal").trim_end_matches("kB").trim().parse().unwrap_or(0.0);
+        let machine = vec![
+            ("CPUs (`nproc`)", sh("nproc")),
+            ("CPU model", proc_field("/proc/cpuinfo", "model name")),
+            ("memory", format!("{:.1} GiB", mem_kib / 1024.0 / 1024.0)),
+            ("kernel (`uname -r`)", sh("uname -r")),
+            ("date", sh("date -u '+%Y-%m-%d %H:%M UTC'")),
+            ("load average at start", sh("cut -d' ' -f1-3 /proc/loadavg")),
+            ("bpftrace", bpftrace.clone().unwrap_or_else(|| "not available".into())),
+        ];
+        Self {
+            quick,
+            sizes,
+            bpftrace,
+            machine,
+            pipeline: PipelineResult::default(),
+            per_call: Vec::new(),
+            loss: Vec::new(),
+            loss_checks: Vec::new(),
+            daemon: DaemonResult::default(),
+            foreign_tracers: 0,
+            release_secs: 0.0,
+            elapsed_secs: 0.0,
+        }
+    }
+}
+
+/// 1234567 -> "1 234 567".
+pub fn num(v: u64) -> String {
+    let s = v.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(' ');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn ns(v: f64) -> String {
+    if v < 100.0 {
+        format!("{v:.1}")
+    } else {
+        num(v.round() as u64)
+    }
+}
+
+fn ratio(r: f64) -> String {
+    if r < 0.001 {
+        "< 0.001×".into()
+    } else if r < 0.1 {
+        format!("{r:.3}×")
+    } else {
+        format!("{r:.2}×")
+    }
+}
+
+fn yes(ok: bool) -> &'static str {
+    if ok {
+        "**met**"
+    } else {
+        "**missed**"
+    }
+}
+
+fn buffer(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Tiny => "ring buffer 4 KiB",
+        Mode::BtEntry | Mode::BtEntryRet => "perf buffer, 64 pages per CPU (default)",
+        _ => "ring buffer 16 MiB (default)",
+    }
+}
+
+/// The median (NaN for none).
+pub fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let n = v.len();
+    if !n.is_multiple_of(2) {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn targets(r: &Report, out: &mut String) {
+    let row = |m: Mode, t: u32| r.per_call.iter().find(|x| x.mode == m && x.threads == t);
+    let full: Vec<&PerCallRow> = [1, 2].iter().filter_map(|&t| row(Mode::Full, t)).collect();
+    let full_ok = !full.is_empty() && full.iter().all(|x| x.ratio <= 1.10);
+    let ratios = full.iter().map(|x| format!("{} ({} thr)", ratio(x.ratio), x.threads)).collect::<Vec<_>>().join(", ");
+    let mut bt_cmp = Vec::new();
+    let mut bt_ok = r.bpftrace.is_some();
+    for m in [Mode::BtEntry, Mode::BtEntryRet] {
+        for t in [1, 2] {
+            if let (Some(f), Some(b)) = (row(Mode::Full, t), row(m, t)) {
+                bt_ok &= f.median < b.median;
+                bt_cmp.push(format!("{} vs {} ns ({t} thr, {})", ns(f.median), ns(b.median), short(m)));
+            }
+        }
+    }
+    let two: Vec<&LossRow> = r.loss.iter().filter(|l| l.mode == Mode::Full && l.threads >= 2).collect();
+    let loss_ok = !two.is_empty() && two.iter().all(|l| l.delivered == l.calls);
+    let lost: u64 = two.iter().map(|l| l.calls - l.delivered.min(l.calls)).sum();
+    let top = two.iter().map(|l| l.rate).fold(0.0, f64::max);
+    let pipe = median(&r.pipeline.rates);
+    let hwm = r.daemon.rows.iter().map(|d| d.hwm_kib).max().unwrap_or(0) as f64 / 1024.0;
+    let _ = writeln!(out, "| target | measured | |\n|---|---|---|");
+    let _ = writeln!(out, "| cuda-tracer ≤ 1.10× the limit per call | {ratios} | {} |", yes(full_ok));
+    let _ = writeln!(out, "| cheaper per call than bpftrace | {} | {} |", bt_cmp.join("; "), yes(bt_ok));
+    let _ = writeln!(
+        out,
+        "| zero loss at the highest rate, 2+ threads | {lost} lost of {} calls at up to {} calls/s | {} |",
+        num(two.iter().map(|l| l.calls).sum()),
+        num(top as u64),
+        yes(loss_ok)
+    );
+    let _ = writeln!(
+        out,
+        "| pipeline ≥ 2 M events/s on one core | {} events/s (median) | {} |",
+        num(pipe as u64),
+        yes(pipe >= 2e6)
+    );
+    let _ = writeln!(out, "| daemon peak RSS ≤ 64 MiB | {hwm:.1} MiB | {} |", yes(hwm > 0.0 && hwm <= 64.0));
+    let _ =
+        writeln!(out, "| `report` on 1 GB vs jq | not measured: `cuda-tracer report` is not implemented yet | — |\n");
+}
+
+fn short(m: Mode) -> &'static str {
+    match m {
+        Mode::BtEntry => "bpftrace entry",
+        Mode::BtEntryRet => "bpftrace entry+return",
+        _ => m.label(),
+    }
+}
+
+/// The whole document.
+pub fn render(r: &Report) -> String {
+    let s = &r.sizes;
+    let mut o = String::new();
+    let _ = writeln!(o, "# Benchmarks\n");
+    let _ = writeln!(
+        o,
+        "Written by `cargo xtask bench{}` (run as root); rerun it to refresh this file. It took {:.0} s.\n",
+        if r.quick { " --quick" } else { "" },
+        r.elapsed_secs
+    );
+    if r.quick {
+        let _ = writeln!(o, "**`--quick` run: small sizes, for checking the harness, not for quoting.**\n");
+    }
+    let _ = writeln!(o, "## Machine\n\n| | |\n|---|---|");
+    for (k, v) in &r.machine {
+        let _ = writeln!(o, "| {k} | {v} |");
+    }
+    let _ = writeln!(o, "| other `cuda-tracer` processes on the machine during the run | {} |\n", r.foreign_tracers);
+    let _ = writeln!(o, "## Targets\n");
+    targets(r, &mut o);
+
+    let _ = writeln!(o, "## 1. Per-call cost\n");
+    let _ = writeln!(
+        o,
+        "`cuda-workload --bench-loop N --threads T`: each thread calls `cuStreamSynchronize` N times through a \
+         `dlopen`ed `libcuda.so.1`. N = {} per thread where a probe fires, {} where none does. {} repetitions, \
+         interleaved across tracers; the median, with the range. The ratio is against the limit's median with the \
+         same thread count.\n",
+        num(s.per_call),
+        num(s.unprobed),
+        s.reps
+    );
+    let _ =
+        writeln!(o, "| threads | tracer | runs | ns/call (median) | min – max | × limit |\n|---|---|---|---|---|---|");
+    for x in &r.per_call {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} | {} – {} | {} |",
+            x.threads,
+            x.mode.label(),
+            x.reps,
+            ns(x.median),
+            ns(x.min),
+            ns(x.max),
+            ratio(x.ratio)
+        );
+    }
+    let _ = writeln!(o, "\n## 2. Loss\n");
+    let _ = writeln!(
+        o,
+        "Delivered = trace lines of the run's pid (cuda-tracer's JSONL files, bpftrace's output file). \
+         The rate is what the workload achieved while traced (threads × 10⁹ / ns per call). 4 threads on 2 CPUs \
+         oversubscribe the machine.\n"
+    );
+    let _ = writeln!(
+        o,
+        "| tracer | buffer | threads | calls/thread | runs | calls | calls/s | delivered | lost | delivered/calls |\n\
+         |---|---|---|---|---|---|---|---|---|---|"
+    );
+    for l in &r.loss {
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.4} |",
+            l.mode.label(),
+            buffer(l.mode),
+            l.threads,
+            num(l.per_thread),
+            l.runs,
+            num(l.calls),
+            num(l.rate as u64),
+            num(l.delivered),
+            num(l.calls.saturating_sub(l.delivered)),
+            l.delivered as f64 / l.calls.max(1) as f64
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\nWhat each tracer reported against what is missing (all runs of its session, warm-up included):\n"
+    );
+    for c in &r.loss_checks {
+        let _ = writeln!(o, "- {c}");
+    }
+    let _ = writeln!(o, "\n## 3. Userspace pipeline, no kernel\n");
+    let p = &r.pipeline;
+    let _ = writeln!(
+        o,
+        "`cuda-tracer bench-pipeline --events {}`: synthetic records, byte for byte what the probes write to the \
+         ring buffer (a serving step as both layers see it: allocation, 3 launches with grid/block and kernel \
+         names, async copy, event record and sync, free; each as runtime call and driver call), through \
+         `Pipeline::handle` (checked decode, annotation, statistics, JSONL formatting, buffered write), rotating \
+         every 1 000 000 events (flush, fsync, rename). One thread.\n",
+        num(p.events)
+    );
+    let runs = p.rates.iter().map(|v| num(*v as u64)).collect::<Vec<_>>().join(", ");
+    let best = p.rates.iter().copied().fold(0.0, f64::max);
+    let med = median(&p.rates);
+    let _ = writeln!(
+        o,
+        "| runs | events/s (median) | best | each run | bytes/line | MB/s written (median) |\n|---|---|---|---|---|---|\n\
+         | {} | {} | {} | {runs} | {:.0} | {:.0} |\n",
+        p.rates.len(),
+        num(med as u64),
+        num(best as u64),
+        p.bytes_per_event,
+        med * p.bytes_per_event / 1e6
+    );
+    if !p.profile.is_empty() {
+        let _ = writeln!(o, "Where the time goes (`perf record`, self time by object and symbol, one more run):\n");
+        let _ = writeln!(o, "```");
+        for l in &p.profile {
+            let _ = writeln!(o, "{l}");
+        }
+        let _ = writeln!(o, "```\n");
+    }
+    let _ = writeln!(o, "## 4. Daemon cost at fixed loads\n");
+    let _ = writeln!(
+        o,
+        "`cuda-tracer run --pid <shell>` (defaults: 16 MiB ring buffer, rotation every 60 s) traces a shell that \
+         runs the loads one after the other. CPU is utime + stime of the daemon (all threads) from \
+         `/proc/PID/stat` over the window, as % of one core; peak RSS is `VmHWM` from `/proc/PID/status`.\n"
+    );
+    let _ = writeln!(o, "| load | window | calls traced | calls/s | daemon CPU (% of one core) | peak RSS (VmHWM) | RSS at end |\n|---|---|---|---|---|---|---|");
+    for d in &r.daemon.rows {
+        let _ = writeln!(
+            o,
+            "| {} | {:.1} s | {} | {} | {:.1} % | {:.1} MiB | {:.1} MiB |",
+            d.load,
+            d.secs,
+            num(d.calls),
+            num(d.rate as u64),
+            d.cpu_pct,
+            d.hwm_kib as f64 / 1024.0,
+            d.rss_kib as f64 / 1024.0
+        );
+    }
+    let _ = writeln!(o, "\nDaemon session: {}\n", r.daemon.check);
+    let _ = writeln!(o, "## 5. `report` on a 1 GB trace vs the seed's jq recipe\n");
+    let _ = writeln!(o, "Not measured: `cuda-tracer report` is not implemented yet.\n");
+    o.push_str(&crate::bench_method::method(r));
+    o
+}
