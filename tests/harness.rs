@@ -263,6 +263,19 @@ pub fn spawn_with_log(mut cmd: Command) -> (KillOnDrop, std::sync::Arc<std::sync
     (KillOnDrop(child), log)
 }
 
+/// A plain HTTP/1.0 GET on 127.0.0.1: (status code, body).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((status, body))
+}
+
 /// Sends a signal to a child process.
 pub fn signal(child: &Child, sig: i32) {
     // SAFETY: kill has no memory-safety preconditions.

@@ -132,7 +132,9 @@ fn a_store_that_is_down_at_start_gets_everything_once_up() {
     );
     let pid = workload.0.id().to_string();
     let mut cmd = tracer_cmd();
+    let port = 19464;
     cmd.args(["run", "--pid", &pid, "--target-process", "^none$", "--rotate-secs", "1", "--upload-interval-secs", "1"])
+        .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
         .arg("--trace-dir")
         .arg(&traces)
         .env("RUST_LOG", "info");
@@ -155,6 +157,24 @@ fn a_store_that_is_down_at_start_gets_everything_once_up() {
             .filter_map(Result::ok)
             .all(|e| !e.file_name().to_string_lossy().starts_with("trace_"))
     });
+    // The daemon's own view, scraped like Prometheus and the kubelet would.
+    assert_eq!(http_get(port, "/healthz").map(|r| r.0), Some(200));
+    assert_eq!(http_get(port, "/readyz").map(|r| r.0), Some(200));
+    let (status, metrics) = http_get(port, "/metrics").expect("metrics endpoint");
+    assert_eq!(status, 200);
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing in:\n{metrics}"))
+    };
+    assert!(value(r#"cuda_tracer_calls_total{func="cudaMalloc",type="cuda_runtime"}"#) >= 160.0);
+    assert!(value(r#"cuda_tracer_upload_errors{kind="unreachable"}"#) >= 1.0, "the outage is counted");
+    assert!(value("cuda_tracer_files_uploaded") >= 1.0);
+    assert!(value("cuda_tracer_files_written_total") >= 1.0);
+    assert!(value("cuda_tracer_last_upload_timestamp_seconds") > 1.7e9);
+    assert_eq!(value(r#"cuda_tracer_dropped_events{kind="ringbuf_full"}"#), 0.0);
     signal(&daemon.0, libc::SIGTERM);
     assert!(wait_with_deadline(&mut daemon.0, Duration::from_secs(90)).success());
 

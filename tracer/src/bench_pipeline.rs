@@ -145,7 +145,7 @@ fn records() -> Vec<Vec<u8>> {
 pub fn run(events: u64, dir: &Path) -> Result<BenchResult> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let start_ns = 1_000_000_000;
-    let mut pipeline = Pipeline::new(Box::new(JsonlSink::new(dir, LineFormatter { start_ns })));
+    let mut pipeline = Pipeline::new(Box::new(JsonlSink::new(dir, LineFormatter { start_ns })), None);
     let mut records = records();
     // Warm-up outside the clock: the name lookups, and one pass that loads
     // this binary's symbol index for the runtime stubs.
@@ -200,7 +200,7 @@ mod tests {
         assert_eq!((result.events, result.files), (40, 1));
         assert!(result.bytes > 40 * 100, "{result:?}");
         // The files are removed after the run; check a line by hand.
-        let mut pipeline = Pipeline::new(Box::new(JsonlSink::new(dir.path(), LineFormatter { start_ns: 0 })));
+        let mut pipeline = Pipeline::new(Box::new(JsonlSink::new(dir.path(), LineFormatter { start_ns: 0 })), None);
         pipeline.handle(&lookup(GEMM_F, "_Z11gemm_kernelILi128EEvPKfS1_Pfiii"));
         for r in records().iter().take(16) {
             pipeline.handle(r);

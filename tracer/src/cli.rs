@@ -94,6 +94,9 @@ pub struct RunArgs {
     /// Seconds between uploads of closed trace files.
     #[arg(long = "upload-interval-secs", env = "UPLOAD_INTERVAL", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
     pub upload_interval_secs: u64,
+    /// Serve Prometheus /metrics, /healthz and /readyz on this address (e.g. 0.0.0.0:9464).
+    #[arg(long = "metrics-addr", env = "METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// Keep traces local (the same as UPLOAD_ENABLED=false).
     #[arg(long = "no-upload")]
     pub no_upload: bool,

@@ -131,6 +131,7 @@ const CONCURRENCY: usize = 4;
 /// Uploads everything pending under a trace dir.
 pub struct Delivery {
     uploader: S3Uploader,
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
     dir: PathBuf,
     metadata_sent: HashMap<PathBuf, (u64, SystemTime)>,
     last_error_log: HashMap<&'static str, Instant>,
@@ -138,9 +139,10 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    pub fn new(uploader: S3Uploader, dir: &Path) -> Self {
+    pub fn new(uploader: S3Uploader, dir: &Path, metrics: Option<std::sync::Arc<crate::metrics::Metrics>>) -> Self {
         Self {
             uploader,
+            metrics,
             dir: dir.to_path_buf(),
             metadata_sent: HashMap::new(),
             last_error_log: HashMap::new(),
@@ -178,7 +180,20 @@ impl Delivery {
             let Ok((p, result)) = joined else { continue };
             self.settle(p, result, &mut report);
         }
-        self.stats.pending_files = pending(&self.dir).iter().filter(|p| p.name != "metadata.json").count();
+        let waiting: Vec<Pending> = pending(&self.dir).into_iter().filter(|p| p.name != "metadata.json").collect();
+        self.stats.pending_files = waiting.len();
+        if let Some(m) = &self.metrics {
+            m.files_uploaded.set(self.stats.uploaded_files as i64);
+            m.files_pending.set(waiting.len() as i64);
+            for (kind, n) in &self.stats.failures {
+                m.upload_errors.get_or_create(&crate::metrics::KindLabel { kind }).set(*n as i64);
+            }
+            if let Some(t) = self.stats.last_success_unix {
+                m.last_upload_unix.set(t as i64);
+            }
+            let bytes: u64 = waiting.iter().filter_map(|p| std::fs::metadata(&p.path).ok()).map(|md| md.len()).sum();
+            m.local_bytes.set(bytes as i64);
+        }
         report
     }
 

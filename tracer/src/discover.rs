@@ -259,6 +259,13 @@ mod tests {
         std::fs::write(dir.path().join("libcuda.so.1"), b"x").unwrap();
         let mut child =
             std::process::Command::new("sleep").arg("5").env("LD_LIBRARY_PATH", dir.path()).spawn().unwrap();
+        // Until the exec, /proc shows the forked copy of this test's environment.
+        let comm = format!("/proc/{}/comm", child.id());
+        let start = std::time::Instant::now();
+        while std::fs::read_to_string(&comm).map_or(true, |c| c.trim() != "sleep") {
+            assert!(start.elapsed() < std::time::Duration::from_secs(10), "sleep never started");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         let libs = process_search_path_libraries(child.id());
         child.kill().unwrap();
         let _ = child.wait();

@@ -19,6 +19,7 @@ pub mod exit;
 pub mod format;
 pub mod loader;
 pub mod metadata;
+pub mod metrics;
 pub mod pipeline;
 pub mod reader;
 pub mod record;

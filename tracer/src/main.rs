@@ -82,6 +82,7 @@ fn config(dir: PathBuf, id: String, target: Target, t: &TraceArgs) -> SessionCon
         ringbuf_bytes: t.ringbuf_bytes,
         libs: t.libs.clone(),
         empty_probes: t.empty_probes,
+        metrics: None,
     }
 }
 
@@ -108,6 +109,16 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
     let upload = if args.no_upload || !args.upload_enabled { None } else { Some(args.s3.config().context(NO_BUCKET)?) };
     let dir = args.trace_dir.join(&id);
     let target = Target::Daemon { pattern: Some(pattern), pids: args.pids };
+    let metrics = args.metrics_addr.map(|addr| {
+        let m = std::sync::Arc::new(cuda_tracer::metrics::Metrics::new(args.trace_dir.clone()));
+        let served = std::sync::Arc::clone(&m);
+        tokio::spawn(async move {
+            if let Err(e) = cuda_tracer::metrics::serve(addr, served).await {
+                tracing::error!(%addr, error = %e, "metrics endpoint failed");
+            }
+        });
+        m
+    });
     // Files an earlier run left (closed or half-written) go up with this run's.
     let delivery = match upload {
         Some(cfg) => {
@@ -116,6 +127,7 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
             let d = std::sync::Arc::new(tokio::sync::Mutex::new(Delivery::new(
                 cuda_tracer::upload::S3Uploader::new(cfg).await,
                 &args.trace_dir,
+                metrics.clone(),
             )));
             let every = Duration::from_secs(args.upload_interval_secs);
             let looped = std::sync::Arc::clone(&d);
@@ -133,7 +145,9 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
         }
         None => None,
     };
-    let result = session::run(config(dir, id, target, &args.trace), shutdown_signal()).await.context("run failed")?;
+    let mut cfg = config(dir, id, target, &args.trace);
+    cfg.metrics = metrics;
+    let result = session::run(cfg, shutdown_signal()).await.context("run failed")?;
     tracing::info!(
         calls = result.stats.calls(),
         files = result.files.len(),
@@ -164,7 +178,7 @@ async fn upload_dir(args: UploadArgs) -> Result<ExitCode> {
     }
     let bucket = cfg.bucket.clone();
     let repaired = delivery::repair_partials(&args.dir, None);
-    let mut d = Delivery::new(cuda_tracer::upload::S3Uploader::new(cfg).await, &args.dir);
+    let mut d = Delivery::new(cuda_tracer::upload::S3Uploader::new(cfg).await, &args.dir, None);
     let deadline = std::time::Instant::now() + Duration::from_secs(args.s3.deadline_secs);
     let report = d.round(Some(deadline)).await;
     println!(

@@ -11,16 +11,20 @@ use crate::{annotate::Annotator, sink::Sink, stats::Stats};
 pub struct Pipeline {
     sink: Box<dyn Sink>,
     annotator: Annotator,
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
     pub stats: Stats,
 }
 
 impl Pipeline {
-    pub fn new(sink: Box<dyn Sink>) -> Self {
-        Self { sink, annotator: Annotator::default(), stats: Stats::default() }
+    pub fn new(sink: Box<dyn Sink>, metrics: Option<std::sync::Arc<crate::metrics::Metrics>>) -> Self {
+        Self { sink, annotator: Annotator::default(), metrics, stats: Stats::default() }
     }
 
     fn write(&mut self, ev: &tracer_common::abi::CallEvent, name: Option<&[u8]>) {
         self.stats.observe(ev);
+        if let Some(m) = &self.metrics {
+            m.call(ev.func_id);
+        }
         let ann = self.annotator.observe(ev, name);
         if let Err(e) = self.sink.write_call(ev, name, &ann) {
             self.stats.write_errors += 1;

@@ -55,6 +55,8 @@ pub struct SessionConfig {
     pub libs: Vec<PathBuf>,
     /// Attach do-nothing programs instead (benchmarks only).
     pub empty_probes: bool,
+    /// Prometheus metrics to keep current (`run --metrics-addr`).
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// Why a session could not run.
@@ -155,9 +157,18 @@ pub async fn run(
     let (msg_tx, mut msg_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = watch::channel(false);
     let sink = JsonlSink::new(&s.cfg.dir, LineFormatter { start_ns: clock.start_boot_ns });
-    let reader = tokio::spawn(reader::run(ring, Pipeline::new(Box::new(sink)), s.cfg.rotate_every, stop_rx, msg_tx));
+    let reader = tokio::spawn(reader::run(
+        ring,
+        Pipeline::new(Box::new(sink), s.cfg.metrics.clone()),
+        s.cfg.rotate_every,
+        stop_rx,
+        msg_tx,
+    ));
 
     let mut child = s.start_targets()?;
+    if let Some(m) = &s.cfg.metrics {
+        m.set_ready(true);
+    }
     s.scan();
     s.write_metadata(&Stats::default());
 
@@ -374,6 +385,20 @@ impl Session {
             }
         }
         self.scan_exits();
+        self.update_metrics();
+    }
+
+    fn update_metrics(&self) {
+        let Some(m) = &self.cfg.metrics else { return };
+        m.traced_processes.set(self.processes.values().filter(|r| r.exited_ms.is_none()).count() as i64);
+        let drops = self.probes.drops().unwrap_or_default();
+        for (kind, n) in [
+            ("ringbuf_full", drops.ringbuf_full),
+            ("entry_map_full", drops.entry_map_full),
+            ("return_without_entry", drops.return_without_entry),
+        ] {
+            m.dropped.get_or_create(&crate::metrics::KindLabel { kind }).set(n as i64);
+        }
     }
 
     /// Marks processes that are gone, refreshes command lines changed by exec.
@@ -404,6 +429,9 @@ impl Session {
                 }
             }
             ReaderMsg::Closed { file, calls, decode_errors, write_errors } => {
+                if let Some(m) = &self.cfg.metrics {
+                    m.files_written.inc();
+                }
                 self.files.push(file);
                 self.counts = Counts { calls, decode_errors, write_errors };
                 self.write_metadata(&Stats::default());

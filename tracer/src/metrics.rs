@@ -1,0 +1,171 @@
+//! Prometheus metrics and Kubernetes probes for the daemon: `/metrics`
+//! (prometheus-client text format), `/healthz` (the process is alive) and
+//! `/readyz` (probes loaded and the trace dir writable).
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+};
+
+use axum::{extract::State, http::StatusCode, routing::get, Router};
+use prometheus_client::{
+    encoding::{text::encode, EncodeLabelSet},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+use tracer_common::funcs::FUNCS;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FuncLabels {
+    func: &'static str,
+    #[prometheus(flatten)]
+    layer: LayerLabel,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LayerLabel {
+    r#type: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+/// Everything the daemon reports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Per function id, so the hot path increments without hashing labels.
+    calls: Vec<Counter>,
+    pub dropped: Family<KindLabel, Gauge>,
+    pub traced_processes: Gauge,
+    pub files_written: Counter,
+    pub files_uploaded: Gauge,
+    pub files_pending: Gauge,
+    pub upload_errors: Family<KindLabel, Gauge>,
+    pub local_bytes: Gauge,
+    pub last_upload_unix: Gauge,
+    ready: AtomicBool,
+    trace_dir: PathBuf,
+}
+
+impl Metrics {
+    pub fn new(trace_dir: PathBuf) -> Self {
+        let mut registry = Registry::with_prefix("cuda_tracer");
+        let family = Family::<FuncLabels, Counter>::default();
+        // Clones share the counter: the hot path increments these directly.
+        let calls = FUNCS
+            .iter()
+            .map(|f| {
+                family
+                    .get_or_create(&FuncLabels { func: f.name, layer: LayerLabel { r#type: f.layer.type_name() } })
+                    .clone()
+            })
+            .collect();
+        registry.register("calls", "CUDA calls captured, per function", family);
+        let dropped = Family::<KindLabel, Gauge>::default();
+        registry.register("dropped_events", "Calls not recorded, by reason (kernel counters)", dropped.clone());
+        let traced_processes = Gauge::default();
+        registry.register("traced_processes", "Processes traced now", traced_processes.clone());
+        let files_written = Counter::default();
+        registry.register("files_written", "Trace files closed", files_written.clone());
+        let files_uploaded = Gauge::default();
+        registry.register("files_uploaded", "Trace files uploaded and confirmed", files_uploaded.clone());
+        let files_pending = Gauge::default();
+        registry.register("files_pending", "Closed trace files waiting for upload", files_pending.clone());
+        let upload_errors = Family::<KindLabel, Gauge>::default();
+        registry.register("upload_errors", "Failed upload attempts, by kind", upload_errors.clone());
+        let local_bytes = Gauge::default();
+        registry.register("local_bytes", "Bytes of trace files on local disk", local_bytes.clone());
+        let last_upload_unix = Gauge::default();
+        registry.register(
+            "last_upload_timestamp_seconds",
+            "Unix time of the last confirmed upload",
+            last_upload_unix.clone(),
+        );
+        Self {
+            registry,
+            calls,
+            dropped,
+            traced_processes,
+            files_written,
+            files_uploaded,
+            files_pending,
+            upload_errors,
+            local_bytes,
+            last_upload_unix,
+            ready: AtomicBool::new(false),
+            trace_dir,
+        }
+    }
+
+    /// One captured call of function `func_id`.
+    #[inline]
+    pub fn call(&self, func_id: u32) {
+        if let Some(c) = self.calls.get(func_id as usize) {
+            c.inc();
+        }
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+
+    fn is_ready(&self) -> bool {
+        let probe = self.trace_dir.join(".readyz");
+        self.ready.load(Ordering::Relaxed)
+            && std::fs::write(&probe, b"").and_then(|()| std::fs::remove_file(&probe)).is_ok()
+    }
+}
+
+/// Serves the endpoints until the process exits.
+pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(|State(m): State<Arc<Metrics>>| async move { m.render() }))
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(|State(m): State<Arc<Metrics>>| async move {
+                if m.is_ready() {
+                    (StatusCode::OK, "ready")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "not ready: probes not loaded or trace dir not writable")
+                }
+            }),
+        )
+        .with_state(metrics);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    axum::serve(listener, app).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_calls_per_function_and_gauges() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Metrics::new(dir.path().to_path_buf());
+        let (id, _) = tracer_common::funcs::by_name("cudaMalloc").unwrap();
+        m.call(u32::from(id));
+        m.call(u32::from(id));
+        m.upload_errors.get_or_create(&KindLabel { kind: "unreachable" }).set(3);
+        let text = m.render();
+        assert!(text.contains(r#"cuda_tracer_calls_total{func="cudaMalloc",type="cuda_runtime"} 2"#), "{text}");
+        assert!(text.contains(r#"cuda_tracer_upload_errors{kind="unreachable"} 3"#), "{text}");
+        assert!(!m.is_ready());
+        m.set_ready(true);
+        assert!(m.is_ready());
+    }
+}
