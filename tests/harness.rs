@@ -46,21 +46,20 @@ pub fn fixtures() -> PathBuf {
     .clone()
 }
 
-/// The `cuda-tracer` binary of this build, built on first use if missing
-/// (a plain `cargo test` does not build it for this package).
+/// The `cuda-tracer` binary of this build, brought up to date once per test
+/// binary (a plain `cargo test` does not build it for this package, and a
+/// stale binary would test old code).
 pub fn tracer() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let bin = profile_dir().join("cuda-tracer");
-        if !bin.exists() {
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let status = Command::new(cargo)
-                .current_dir(root())
-                .args(["build", "-p", "cuda-tracer"])
-                .status()
-                .expect("start cargo");
-            assert!(status.success() && bin.exists(), "building {} failed", bin.display());
-        }
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = Command::new(cargo)
+            .current_dir(root())
+            .args(["build", "-q", "-p", "cuda-tracer"])
+            .status()
+            .expect("start cargo");
+        assert!(status.success() && bin.exists(), "building {} failed", bin.display());
         bin
     })
     .clone()

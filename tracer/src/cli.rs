@@ -59,6 +59,12 @@ pub struct TraceArgs {
     /// Also attach this CUDA library up front (repeatable), e.g. one a program will dlopen.
     #[arg(long = "lib")]
     pub libs: Vec<PathBuf>,
+    /// Cap on the bytes of trace files kept locally (default: no cap).
+    #[arg(long = "max-local-bytes", env = "MAX_LOCAL_BYTES")]
+    pub max_local_bytes: Option<u64>,
+    /// At the cap: `pause` writing (counted, never deletes) or `delete-oldest` closed files (recorded).
+    #[arg(long = "on-disk-full", env = "ON_DISK_FULL", value_enum, default_value_t = crate::budget::DiskFullPolicy::Pause)]
+    pub on_disk_full: crate::budget::DiskFullPolicy,
     /// Benchmarks: attach empty programs at the same points (records nothing).
     #[arg(long = "empty-probes", hide = true)]
     pub empty_probes: bool,

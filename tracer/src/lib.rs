@@ -9,6 +9,7 @@ pub mod annotate;
 pub mod attach;
 pub mod bench_pipeline;
 pub mod btf;
+pub mod budget;
 pub mod check;
 pub mod cli;
 pub mod clock;

@@ -71,7 +71,7 @@ fn session_id() -> String {
     format!("{}-{}", clock::compact_utc_now(), std::process::id())
 }
 
-fn config(dir: PathBuf, id: String, target: Target, t: &TraceArgs) -> SessionConfig {
+fn config(dir: PathBuf, id: String, target: Target, t: &TraceArgs, budget_root: &std::path::Path) -> SessionConfig {
     SessionConfig {
         dir,
         session_id: id,
@@ -83,6 +83,12 @@ fn config(dir: PathBuf, id: String, target: Target, t: &TraceArgs) -> SessionCon
         libs: t.libs.clone(),
         empty_probes: t.empty_probes,
         metrics: None,
+        budget: t.max_local_bytes.map(|max_bytes| cuda_tracer::budget::DiskBudget {
+            max_bytes,
+            policy: t.on_disk_full,
+            root: budget_root.to_path_buf(),
+            paused: Default::default(),
+        }),
     }
 }
 
@@ -92,7 +98,7 @@ async fn record(args: RecordArgs) -> Result<ExitCode> {
     if dir.join("metadata.json").exists() {
         bail!("{} already holds a trace session; pass an empty or new directory with -o", dir.display());
     }
-    let cfg = config(dir, id, Target::Command(args.command), &args.trace);
+    let cfg = config(dir.clone(), id, Target::Command(args.command), &args.trace, &dir);
     let result = session::run(cfg, shutdown_signal()).await.context("record failed")?;
     print_summary(&result);
     let code = result.exit_status.and_then(|s| s.code()).unwrap_or(0);
@@ -145,7 +151,7 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
         }
         None => None,
     };
-    let mut cfg = config(dir, id, target, &args.trace);
+    let mut cfg = config(dir, id, target, &args.trace, &args.trace_dir);
     cfg.metrics = metrics;
     let result = session::run(cfg, shutdown_signal()).await.context("run failed")?;
     tracing::info!(
@@ -194,16 +200,17 @@ async fn upload_dir(args: UploadArgs) -> Result<ExitCode> {
 fn print_summary(r: &SessionResult) {
     eprintln!("\n{}", r.stats.table());
     eprintln!(
-        "{} calls from {} process(es) in {} file(s); dropped: {} (ring buffer full {}, entry map full {}), returns without entry: {}, decode errors: {}, write errors: {}",
+        "{} calls from {} process(es) in {} file(s); dropped: {} (ring buffer full {}, entry map full {}), returns without entry: {}, decode errors: {}, write errors: {}, paused by the disk budget: {}",
         r.stats.calls(),
         r.processes,
         r.files.len(),
-        r.drops.lost_calls() + r.stats.write_errors,
+        r.drops.lost_calls() + r.stats.write_errors + r.stats.budget_dropped,
         r.drops.ringbuf_full,
         r.drops.entry_map_full,
         r.drops.return_without_entry,
         r.stats.decode_errors,
         r.stats.write_errors,
+        r.stats.budget_dropped,
     );
     eprintln!("trace: {}", r.dir.display());
 }

@@ -51,6 +51,8 @@ pub struct Counts {
     pub decode_errors: u64,
     /// Lines that could not be written (disk full, I/O error).
     pub write_errors: u64,
+    /// Calls not written while the disk budget paused writing.
+    pub dropped_disk_budget: u64,
 }
 
 /// The whole `metadata.json`.
@@ -78,6 +80,8 @@ pub struct Metadata {
     pub libraries: Vec<AttachedLibrary>,
     /// Libraries attached after a traced process had mapped them.
     pub late_libraries: Vec<LateLibrary>,
+    /// Trace files deleted before upload to stay within the disk budget.
+    pub deleted_for_disk_budget: Vec<crate::budget::DeletedFile>,
     pub files: Vec<ClosedFile>,
     pub counts: Counts,
     pub drops: Drops,

@@ -12,12 +12,20 @@ pub struct Pipeline {
     sink: Box<dyn Sink>,
     annotator: Annotator,
     metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+    /// Set while the disk budget pauses writing.
+    paused: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     pub stats: Stats,
 }
 
 impl Pipeline {
     pub fn new(sink: Box<dyn Sink>, metrics: Option<std::sync::Arc<crate::metrics::Metrics>>) -> Self {
-        Self { sink, annotator: Annotator::default(), metrics, stats: Stats::default() }
+        Self { sink, annotator: Annotator::default(), metrics, paused: None, stats: Stats::default() }
+    }
+
+    /// Writes pause while `paused` is set; skipped calls are counted.
+    pub fn with_pause(mut self, paused: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Self {
+        self.paused = Some(paused);
+        self
     }
 
     fn write(&mut self, ev: &tracer_common::abi::CallEvent, name: Option<&[u8]>) {
@@ -26,6 +34,10 @@ impl Pipeline {
             m.call(ev.func_id);
         }
         let ann = self.annotator.observe(ev, name);
+        if self.paused.as_ref().is_some_and(|p| p.load(std::sync::atomic::Ordering::Relaxed)) {
+            self.stats.budget_dropped += 1;
+            return;
+        }
         if let Err(e) = self.sink.write_call(ev, name, &ann) {
             self.stats.write_errors += 1;
             if self.stats.write_errors.is_power_of_two() {

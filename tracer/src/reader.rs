@@ -18,7 +18,7 @@ use crate::{pipeline::Pipeline, sink::ClosedFile};
 #[derive(Debug)]
 pub enum ReaderMsg {
     Proc(ProcEvent),
-    Closed { file: ClosedFile, calls: u64, decode_errors: u64, write_errors: u64 },
+    Closed { file: ClosedFile, calls: u64, decode_errors: u64, write_errors: u64, budget_dropped: u64 },
 }
 
 /// Records handled before yielding to other branches, so a flood of events
@@ -46,6 +46,7 @@ fn rotate(pipeline: &mut Pipeline, tx: &mpsc::UnboundedSender<ReaderMsg>) {
             calls: s.calls(),
             decode_errors: s.decode_errors,
             write_errors: s.write_errors,
+            budget_dropped: s.budget_dropped,
         });
     }
 }

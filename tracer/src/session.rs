@@ -57,6 +57,8 @@ pub struct SessionConfig {
     pub empty_probes: bool,
     /// Prometheus metrics to keep current (`run --metrics-addr`).
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// The local disk budget (`--max-local-bytes`).
+    pub budget: Option<crate::budget::DiskBudget>,
 }
 
 /// Why a session could not run.
@@ -102,6 +104,7 @@ struct Session {
     /// Processes whose search-path libraries were attached.
     search_path_done: BTreeSet<u32>,
     late_libraries: Vec<LateLibrary>,
+    deleted_for_budget: Vec<crate::budget::DeletedFile>,
     /// Exited processes whose pid was reused by a later traced process.
     past_processes: Vec<ProcessRecord>,
     files: Vec<ClosedFile>,
@@ -145,6 +148,7 @@ pub async fn run(
         search_path_done: BTreeSet::new(),
         late_libraries: Vec::new(),
         past_processes: Vec::new(),
+        deleted_for_budget: Vec::new(),
         files: Vec::new(),
         counts: Counts::default(),
         finished: false,
@@ -159,7 +163,13 @@ pub async fn run(
     let sink = JsonlSink::new(&s.cfg.dir, LineFormatter { start_ns: clock.start_boot_ns });
     let reader = tokio::spawn(reader::run(
         ring,
-        Pipeline::new(Box::new(sink), s.cfg.metrics.clone()),
+        {
+            let pipeline = Pipeline::new(Box::new(sink), s.cfg.metrics.clone());
+            match &s.cfg.budget {
+                Some(b) => pipeline.with_pause(Arc::clone(&b.paused)),
+                None => pipeline,
+            }
+        },
         s.cfg.rotate_every,
         stop_rx,
         msg_tx,
@@ -205,7 +215,12 @@ pub async fn run(
         s.on_message(m);
     }
     let stats = pipeline.map(|p| p.stats).unwrap_or_default();
-    s.counts = Counts { calls: stats.calls(), decode_errors: stats.decode_errors, write_errors: stats.write_errors };
+    s.counts = Counts {
+        calls: stats.calls(),
+        decode_errors: stats.decode_errors,
+        write_errors: stats.write_errors,
+        dropped_disk_budget: stats.budget_dropped,
+    };
     s.finished = true;
     s.scan_exits();
     let drops = s.write_metadata(&stats);
@@ -386,6 +401,10 @@ impl Session {
         }
         self.scan_exits();
         self.update_metrics();
+        if let Some(budget) = &self.cfg.budget {
+            let deleted = budget.enforce();
+            self.deleted_for_budget.extend(deleted);
+        }
     }
 
     fn update_metrics(&self) {
@@ -428,12 +447,12 @@ impl Session {
                     }
                 }
             }
-            ReaderMsg::Closed { file, calls, decode_errors, write_errors } => {
+            ReaderMsg::Closed { file, calls, decode_errors, write_errors, budget_dropped } => {
                 if let Some(m) = &self.cfg.metrics {
                     m.files_written.inc();
                 }
                 self.files.push(file);
-                self.counts = Counts { calls, decode_errors, write_errors };
+                self.counts = Counts { calls, decode_errors, write_errors, dropped_disk_budget: budget_dropped };
                 self.write_metadata(&Stats::default());
             }
         }
@@ -470,10 +489,11 @@ impl Session {
             processes: self.past_processes.iter().chain(self.processes.values()).cloned().collect(),
             libraries: self.attacher.libraries(),
             late_libraries: self.late_libraries.clone(),
+            deleted_for_disk_budget: self.deleted_for_budget.clone(),
             files: self.files.clone(),
             counts: self.counts.clone(),
             drops,
-            dropped_events: drops.lost_calls() + self.counts.write_errors,
+            dropped_events: drops.lost_calls() + self.counts.write_errors + self.counts.dropped_disk_budget,
             summary: stats.rows(),
         };
         if let Err(e) = meta.write(&self.cfg.dir) {

@@ -40,6 +40,8 @@ pub struct Stats {
     pub by_func: BTreeMap<u32, FuncStats>,
     pub decode_errors: u64,
     pub write_errors: u64,
+    /// Calls not written because the disk budget paused writing.
+    pub budget_dropped: u64,
 }
 
 /// One row of the summary, as written to metadata.

@@ -1,0 +1,81 @@
+//! The disk budget: at `--max-local-bytes` the default policy pauses writing
+//! and counts what it skips (nothing deleted, nothing silently lost);
+//! `delete-oldest` removes the oldest closed files and records them.
+
+use cuda_tracer_tests::*;
+
+fn trace_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("trace_"))
+        .map(|e| e.metadata().unwrap().len())
+        .sum()
+}
+
+const CAP: u64 = 200_000;
+const SLACK: u64 = 400_000; // what one scan interval of writes can add past the cap
+
+fn busy_workload() -> Vec<String> {
+    [&workload(), "--no-child", "--threads", "2", "--iterations", "400", "--step-delay-us", "2000"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+#[test]
+fn pause_counts_every_call_it_does_not_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (out, truth) = (tmp.path().join("trace"), tmp.path().join("truth"));
+    let argv = busy_workload();
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let cap = CAP.to_string();
+    let output =
+        record(&out, &truth, &["--max-local-bytes", &cap, "--scan-interval-ms", "50", "--rotate-secs", "1"], &argv);
+    let trace = load_trace(&out);
+    let counts = &trace.metadata["counts"];
+    let paused = counts["dropped_disk_budget"].as_u64().unwrap();
+    assert!(paused > 0, "the budget was reached");
+    assert_eq!(trace.lines.len() as u64 + paused, counts["calls"].as_u64().unwrap(), "written + counted = captured");
+    assert_eq!(load_truth(&truth).len() as u64, counts["calls"].as_u64().unwrap(), "every call captured");
+    assert_eq!(trace.metadata["dropped_events"].as_u64().unwrap(), paused);
+    assert!(trace.metadata["deleted_for_disk_budget"].as_array().unwrap().is_empty(), "pause deletes nothing");
+    assert!(trace_bytes(&out) <= CAP + SLACK, "{} bytes", trace_bytes(&out));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&format!("paused by the disk budget: {paused}")), "{stderr}");
+}
+
+#[test]
+fn delete_oldest_records_what_it_deleted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (out, truth) = (tmp.path().join("trace"), tmp.path().join("truth"));
+    let argv = busy_workload();
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let cap = CAP.to_string();
+    record(
+        &out,
+        &truth,
+        &[
+            "--max-local-bytes",
+            &cap,
+            "--on-disk-full",
+            "delete-oldest",
+            "--scan-interval-ms",
+            "50",
+            "--rotate-secs",
+            "1",
+        ],
+        &argv,
+    );
+    let trace = load_trace(&out);
+    let deleted = trace.metadata["deleted_for_disk_budget"].as_array().unwrap();
+    assert!(!deleted.is_empty(), "old files were deleted");
+    assert!(deleted
+        .iter()
+        .all(|d| d["path"].as_str().unwrap().contains("trace_00001_") || d["bytes"].as_u64().unwrap() > 0));
+    assert_eq!(trace.metadata["counts"]["dropped_disk_budget"], 0, "nothing paused");
+    // What is left is the newest part of the run, intact. The open file is
+    // never deleted, so the cap can be exceeded by up to one file.
+    let newest = std::fs::metadata(trace.files.last().unwrap()).unwrap().len();
+    assert!(trace_bytes(&out) <= CAP + SLACK + newest, "{} bytes", trace_bytes(&out));
+}
