@@ -184,3 +184,34 @@ fn a_store_that_is_down_at_start_gets_everything_once_up() {
     let meta: Value = serde_json::from_slice(&objects[&format!("test/node-1/{name}/metadata.json")]).unwrap();
     assert_eq!(meta["status"], "finished", "the final metadata went up at shutdown");
 }
+
+#[test]
+fn large_files_go_up_in_checked_parts() {
+    let _one_server = S3Server::lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let session = tmp.path().join("traces").join("big-session");
+    std::fs::create_dir_all(&session).unwrap();
+    // 12 MiB of distinct lines: three 5 MiB parts, the last one short.
+    let mut text = String::new();
+    let mut i = 0u64;
+    while text.len() < 12 << 20 {
+        text += &format!(
+            "{{\"ts\":{i}.0,\"pid\":1,\"type\":\"cuda_api\",\"func\":\"cuLaunchKernel\",\"phase\":\"entry\"}}\n"
+        );
+        i += 1;
+    }
+    std::fs::write(session.join("trace_00001_20260101T000000Z.jsonl"), &text).unwrap();
+    std::fs::write(session.join("metadata.json"), b"{}").unwrap();
+    let server = S3Server::start();
+    server.create_bucket("traces");
+    let mut cmd = tracer_cmd();
+    cmd.arg("upload").arg(tmp.path().join("traces")).args(["--multipart-bytes", "5242880"]);
+    s3_flags(&mut cmd, "traces", SECRET_KEY);
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let objects = server.objects("traces", "test/node-1/big-session/");
+    let stored = &objects["test/node-1/big-session/trace_00001_20260101T000000Z.jsonl"];
+    assert_eq!(stored.len(), text.len());
+    assert!(stored == text.as_bytes(), "multipart object differs from the local file");
+    assert!(!session.join("trace_00001_20260101T000000Z.jsonl").exists());
+}

@@ -133,6 +133,9 @@ pub struct S3Args {
     /// At shutdown, seconds to keep uploading what is pending.
     #[arg(long = "upload-deadline-secs", default_value_t = 30)]
     pub deadline_secs: u64,
+    /// Files above this size upload in parts of this size (at least 5 MiB per part).
+    #[arg(long = "multipart-bytes", default_value_t = crate::upload::MULTIPART_BYTES, hide = true)]
+    pub multipart_bytes: u64,
 }
 
 impl S3Args {
@@ -150,6 +153,7 @@ impl S3Args {
             region: self.region.clone(),
             path_style: self.path_style,
             source,
+            multipart_bytes: self.multipart_bytes,
         })
     }
 }

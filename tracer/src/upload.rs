@@ -7,7 +7,7 @@ use std::path::Path;
 use aws_sdk_s3::{
     error::{DisplayErrorContext, ProvideErrorMetadata},
     primitives::ByteStream,
-    types::ChecksumAlgorithm,
+    types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart},
 };
 
 /// Where traces go.
@@ -25,7 +25,12 @@ pub struct S3Config {
     pub path_style: bool,
     /// The node or pod this tracer runs for: the second key component.
     pub source: String,
+    /// Files larger than this go up in parts of this size.
+    pub multipart_bytes: u64,
 }
+
+/// Default part size and multipart threshold: 64 MiB.
+pub const MULTIPART_BYTES: u64 = 64 << 20;
 
 /// Why an upload failed, classified so logs and counters can say what to do.
 #[derive(Debug, thiserror::Error)]
@@ -100,23 +105,95 @@ impl S3Uploader {
         let bucket = &self.cfg.bucket;
         let read = |source| UploadError::Read { path: path.display().to_string(), source };
         let len = std::fs::metadata(path).map_err(read)?.len();
-        let body = ByteStream::from_path(path).await.map_err(|e| read(std::io::Error::other(e)))?;
-        self.client
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .body(body)
-            .content_length(len as i64)
-            .checksum_algorithm(ChecksumAlgorithm::Crc32)
-            .send()
-            .await
-            .map_err(|e| self.classify(key, e))?;
+        if len > self.cfg.multipart_bytes {
+            self.put_multipart(path, key, len).await?;
+        } else {
+            let body = ByteStream::from_path(path).await.map_err(|e| read(std::io::Error::other(e)))?;
+            self.client
+                .put_object()
+                .bucket(bucket)
+                .key(key)
+                .body(body)
+                .content_length(len as i64)
+                .checksum_algorithm(ChecksumAlgorithm::Crc32)
+                .send()
+                .await
+                .map_err(|e| self.classify(key, e))?;
+        }
         let head = self.client.head_object().bucket(bucket).key(key).send().await.map_err(|e| self.classify(key, e))?;
         let remote = head.content_length().unwrap_or(-1);
         if remote != len as i64 {
             return Err(UploadError::Mismatch { bucket: bucket.clone(), key: key.to_string(), local: len, remote });
         }
         Ok(len)
+    }
+
+    /// Large files: CRC32-checked parts; an unfinished upload is aborted so
+    /// the store keeps no orphaned parts.
+    async fn put_multipart(&self, path: &Path, key: &str, len: u64) -> Result<(), UploadError> {
+        let bucket = &self.cfg.bucket;
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .checksum_algorithm(ChecksumAlgorithm::Crc32)
+            .send()
+            .await
+            .map_err(|e| self.classify(key, e))?;
+        let upload_id = created.upload_id().unwrap_or_default().to_string();
+        let result = self.put_parts(path, key, len, &upload_id).await;
+        if result.is_err() {
+            let _ = self.client.abort_multipart_upload().bucket(bucket).key(key).upload_id(&upload_id).send().await;
+        }
+        result
+    }
+
+    async fn put_parts(&self, path: &Path, key: &str, len: u64, upload_id: &str) -> Result<(), UploadError> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let bucket = &self.cfg.bucket;
+        let read = |source| UploadError::Read { path: path.display().to_string(), source };
+        let mut file = tokio::fs::File::open(path).await.map_err(read)?;
+        let part_size = self.cfg.multipart_bytes.max(5 << 20);
+        let mut parts = Vec::new();
+        let mut offset = 0u64;
+        while offset < len {
+            let size = part_size.min(len - offset);
+            let mut chunk = vec![0u8; size as usize];
+            file.seek(std::io::SeekFrom::Start(offset)).await.map_err(read)?;
+            file.read_exact(&mut chunk).await.map_err(read)?;
+            let number = parts.len() as i32 + 1;
+            let done = self
+                .client
+                .upload_part()
+                .bucket(bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .part_number(number)
+                .body(ByteStream::from(chunk))
+                .checksum_algorithm(ChecksumAlgorithm::Crc32)
+                .send()
+                .await
+                .map_err(|e| self.classify(key, e))?;
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(done.e_tag().map(str::to_string))
+                    .set_checksum_crc32(done.checksum_crc32().map(str::to_string))
+                    .build(),
+            );
+            offset += size;
+        }
+        self.client
+            .complete_multipart_upload()
+            .bucket(bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+            .send()
+            .await
+            .map_err(|e| self.classify(key, e))?;
+        Ok(())
     }
 
     fn classify<E, R>(&self, key: &str, err: aws_sdk_s3::error::SdkError<E, R>) -> UploadError
