@@ -140,7 +140,10 @@ fn a_store_that_is_down_at_start_gets_everything_once_up() {
         .env("RUST_LOG", "info");
     s3_flags(&mut cmd, "traces", SECRET_KEY);
     let (mut daemon, log) = spawn_with_log(cmd);
-    wait_for("the daemon to attach", Duration::from_secs(90), || log.lock().unwrap().contains("attached"));
+    // Both the runtime and the driver must be attached before the calls start.
+    wait_for("the daemon to attach", Duration::from_secs(90), || {
+        log.lock().unwrap().matches("attached path=").count() >= 2
+    });
     std::fs::write(&go, b"").unwrap();
     assert!(wait_with_deadline(&mut workload.0, Duration::from_secs(60)).success());
     // Uploads have been failing: the store is down.
