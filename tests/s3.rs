@@ -81,6 +81,11 @@ impl S3Server {
         }
     }
 
+    /// Kills the server (SIGKILL), keeping its data for a later `up()`.
+    pub fn down(&mut self) {
+        self.child = None;
+    }
+
     pub fn create_bucket(&self, bucket: &str) {
         self.rt.block_on(self.client.create_bucket().bucket(bucket).send()).expect("create bucket");
     }

@@ -218,3 +218,86 @@ fn large_files_go_up_in_checked_parts() {
     assert!(stored == text.as_bytes(), "multipart object differs from the local file");
     assert!(!session.join("trace_00001_20260101T000000Z.jsonl").exists());
 }
+
+#[test]
+fn a_store_killed_mid_run_and_restarted_loses_nothing() {
+    let _one_server = S3Server::lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let (traces, truth, go) = (tmp.path().join("traces"), tmp.path().join("truth"), tmp.path().join("go"));
+    std::fs::create_dir_all(&truth).unwrap();
+    let mut server = S3Server::start();
+    server.create_bucket("traces");
+    let mut workload = KillOnDrop(
+        std::process::Command::new(workload())
+            .args([
+                "--no-child",
+                "--threads",
+                "2",
+                "--iterations",
+                "300",
+                "--step-delay-us",
+                "20000",
+                "--wait-for-file",
+            ])
+            .arg(&go)
+            .env("CUDA_FIXTURE_TRUTH_DIR", &truth)
+            .env("LD_LIBRARY_PATH", fixtures())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = workload.0.id().to_string();
+    let mut cmd = tracer_cmd();
+    cmd.args(["run", "--pid", &pid, "--target-process", "^none$", "--rotate-secs", "1", "--upload-interval-secs", "1"])
+        .arg("--trace-dir")
+        .arg(&traces)
+        .env("RUST_LOG", "info");
+    s3_flags(&mut cmd, "traces", SECRET_KEY);
+    let (mut daemon, log) = spawn_with_log(cmd);
+    wait_for("the daemon to attach", Duration::from_secs(90), || {
+        log.lock().unwrap().matches("attached path=").count() >= 2
+    });
+    std::fs::write(&go, b"").unwrap();
+    // Some files go up, then the store dies in the middle of the run ...
+    wait_for("a first upload", Duration::from_secs(60), || log.lock().unwrap().contains("upload round"));
+    server.down();
+    wait_for("uploads failing", Duration::from_secs(60), || log.lock().unwrap().contains("upload failed"));
+    // ... and comes back with its data while the workload still runs.
+    server.up();
+    assert!(wait_with_deadline(&mut workload.0, Duration::from_secs(120)).success());
+    let session = session_dir(&traces).unwrap();
+    wait_for("every closed file uploaded", Duration::from_secs(60), || {
+        std::fs::read_dir(&session)
+            .unwrap()
+            .filter_map(Result::ok)
+            .all(|e| !e.file_name().to_string_lossy().starts_with("trace_"))
+    });
+    signal(&daemon.0, libc::SIGTERM);
+    assert!(wait_with_deadline(&mut daemon.0, Duration::from_secs(90)).success());
+    let name = session.file_name().unwrap().to_string_lossy().into_owned();
+    let objects = server.objects("traces", &format!("test/node-1/{name}/"));
+    // Byte-level: every object parses line by line and together they equal the truth.
+    assert_matches_truth(&lines_of(&objects), &load_truth(&truth), false);
+}
+
+#[test]
+fn shutdown_stops_uploading_at_its_deadline_and_keeps_the_rest() {
+    let _one_server = S3Server::lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let (session, _truth) = recorded_session(tmp.path());
+    let before = load_trace(&session).files.len();
+    // No server: every upload fails; the deadline bounds the shutdown.
+    let mut cmd = tracer_cmd();
+    cmd.args(["run", "--pid", "1", "--target-process", "^none$", "--upload-deadline-secs", "2"])
+        .arg("--trace-dir")
+        .arg(tmp.path().join("traces"))
+        .env("RUST_LOG", "info");
+    s3_flags(&mut cmd, "traces", SECRET_KEY);
+    let (mut daemon, log) = spawn_with_log(cmd);
+    wait_for("the daemon to start", Duration::from_secs(90), || log.lock().unwrap().contains("tracing process"));
+    let stopped = std::time::Instant::now();
+    signal(&daemon.0, libc::SIGTERM);
+    assert!(wait_with_deadline(&mut daemon.0, Duration::from_secs(90)).success());
+    assert!(stopped.elapsed() < Duration::from_secs(30), "shutdown took {:?}", stopped.elapsed());
+    assert!(log.lock().unwrap().contains("left_on_disk"), "{}", log.lock().unwrap());
+    assert_eq!(load_trace(&session).files.len(), before, "nothing deleted without a confirmed upload");
+}

@@ -180,9 +180,9 @@ impl Session {
         };
         let mut s = Self { mode, shell, bpftrace, root, runs: Vec::new() };
         let began = Instant::now();
-        if s.bpftrace.is_some() {
+        if let Some(bg) = s.bpftrace.as_mut() {
             // bpftrace attaches beside the shell: wait until the calls trap.
-            s.shell.wait_for_probes(Duration::from_secs(120), Duration::from_secs(1))?;
+            s.shell.wait_for_probes(bg, Duration::from_secs(120), Duration::from_secs(1))?;
         } else {
             // Record attaches before it starts its command.
             s.bench("warmup", 1, 2000)?;

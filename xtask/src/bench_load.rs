@@ -134,13 +134,14 @@ pub fn daemon(tracer: &Path, bench_root: &Path, sizes: &Sizes) -> Result<DaemonR
     let mut shell = Shell::plain(&lib, &root.join("shell.stderr"))?;
     let traces = root.join("traces");
     let mut cmd = Command::new(tracer);
-    cmd.args(["run", "--pid", &shell.pid().to_string(), "--trace-dir"]).arg(&traces);
+    cmd.args(["run", "--no-upload", "--pid", &shell.pid().to_string(), "--trace-dir"]).arg(&traces);
     for var in ["TARGET_PROCESS", "TRACE_DIR", "TRACE_INTERVAL", "TRACE_FUNCTIONS"] {
         cmd.env_remove(var);
     }
-    let bg = Background::spawn(&mut cmd, "cuda-tracer run", &root.join("tracer.stdout"), &root.join("tracer.stderr"))?;
+    let mut bg =
+        Background::spawn(&mut cmd, "cuda-tracer run", &root.join("tracer.stdout"), &root.join("tracer.stderr"))?;
     let pid = bg.pid();
-    shell.wait_for_probes(Duration::from_secs(120), Duration::from_secs(2))?;
+    shell.wait_for_probes(&mut bg, Duration::from_secs(120), Duration::from_secs(2))?;
     let secs = sizes.daemon_secs;
 
     // Each row is closed right after its load; the calls come from the trace.

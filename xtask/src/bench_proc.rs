@@ -116,10 +116,19 @@ impl Shell {
     }
 
     /// Runs short loops until the calls trap (a uprobe is attached to this
-    /// shell's libcuda), then waits `settle` for the other probes.
-    pub fn wait_for_probes(&mut self, timeout: Duration, settle: Duration) -> Result<Duration> {
+    /// shell's libcuda), then waits `settle` for the other probes. Fails
+    /// at once if `tracer`, the process that attaches them, has exited.
+    pub fn wait_for_probes(
+        &mut self,
+        tracer: &mut Background,
+        timeout: Duration,
+        settle: Duration,
+    ) -> Result<Duration> {
         let began = Instant::now();
         loop {
+            if let Some(status) = tracer.child.try_wait()? {
+                bail!("{} exited with {status} before its probes fired", tracer.name);
+            }
             if self.bench(1, 2000)?.ns_per_call.unwrap_or(0.0) > 1000.0 {
                 std::thread::sleep(settle);
                 return Ok(began.elapsed());
@@ -174,6 +183,16 @@ impl Background {
                 return Ok(self.child.wait()?);
             }
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Background {
+    /// On an error path: a tracer left running would keep its probes.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
         }
     }
 }
