@@ -104,7 +104,8 @@ struct Session {
     /// Processes whose search-path libraries were attached.
     search_path_done: BTreeSet<u32>,
     late_libraries: Vec<LateLibrary>,
-    deleted_for_budget: Vec<crate::budget::DeletedFile>,
+    /// Shared with the budget task, which records what it deletes.
+    deleted_for_budget: Arc<std::sync::Mutex<Vec<crate::budget::DeletedFile>>>,
     /// Exited processes whose pid was reused by a later traced process.
     past_processes: Vec<ProcessRecord>,
     files: Vec<ClosedFile>,
@@ -148,7 +149,7 @@ pub async fn run(
         search_path_done: BTreeSet::new(),
         late_libraries: Vec::new(),
         past_processes: Vec::new(),
-        deleted_for_budget: Vec::new(),
+        deleted_for_budget: Arc::default(),
         files: Vec::new(),
         counts: Counts::default(),
         finished: false,
@@ -175,6 +176,24 @@ pub async fn run(
         msg_tx,
     ));
 
+    // The budget runs on its own timer: a scan can block for seconds in the
+    // kernel while attaching, and the budget must not wait for it.
+    let budget_task = s.cfg.budget.clone().map(|budget| {
+        let deleted = Arc::clone(&s.deleted_for_budget);
+        let every = s.cfg.scan_every;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let b = budget.clone();
+                if let Ok(files) = tokio::task::spawn_blocking(move || b.enforce()).await {
+                    if let Ok(mut d) = deleted.lock() {
+                        d.extend(files);
+                    }
+                }
+            }
+        })
+    });
     let mut child = s.start_targets()?;
     if let Some(m) = &s.cfg.metrics {
         m.set_ready(true);
@@ -222,6 +241,16 @@ pub async fn run(
         dropped_disk_budget: stats.budget_dropped,
     };
     s.finished = true;
+    if let Some(task) = budget_task {
+        task.abort();
+    }
+    if let Some(budget) = &s.cfg.budget {
+        // Once more after the last file closed.
+        let files = budget.enforce();
+        if let Ok(mut d) = s.deleted_for_budget.lock() {
+            d.extend(files);
+        }
+    }
     s.scan_exits();
     let drops = s.write_metadata(&stats);
     if let Some(e) = reader_failed {
@@ -401,10 +430,6 @@ impl Session {
         }
         self.scan_exits();
         self.update_metrics();
-        if let Some(budget) = &self.cfg.budget {
-            let deleted = budget.enforce();
-            self.deleted_for_budget.extend(deleted);
-        }
     }
 
     fn update_metrics(&self) {
@@ -489,7 +514,7 @@ impl Session {
             processes: self.past_processes.iter().chain(self.processes.values()).cloned().collect(),
             libraries: self.attacher.libraries(),
             late_libraries: self.late_libraries.clone(),
-            deleted_for_disk_budget: self.deleted_for_budget.clone(),
+            deleted_for_disk_budget: self.deleted_for_budget.lock().map(|d| d.clone()).unwrap_or_default(),
             files: self.files.clone(),
             counts: self.counts.clone(),
             drops,

@@ -18,10 +18,10 @@ use std::{
 use anyhow::{Context as _, Result};
 
 use crate::{
-    bench_doc::{self, median, LossRow, PerCallRow, Report},
+    bench_doc::{self, Report},
     bench_load,
     bench_proc::{self, Background, Run, Shell},
-    exec, paths, setup,
+    bench_tables, exec, paths, setup,
 };
 
 /// How much to measure.
@@ -126,12 +126,15 @@ struct Session {
 }
 
 /// What a finished session delivered.
-struct Delivered {
-    per_pid: std::collections::HashMap<u32, u64>,
-    /// Session-level loss report: (calls in metadata, dropped_events, detail) or bpftrace's "Lost".
-    reported: String,
-    reported_lost: u64,
+pub struct Delivered {
+    pub per_pid: std::collections::HashMap<u32, u64>,
+    /// The tracer's own account: metadata.json's counts, or bpftrace's "Lost" reports.
+    pub reported: String,
+    pub reported_lost: u64,
 }
+
+/// A finished session: its mode, its runs (with their phase) and what it delivered.
+pub type Finished = (Mode, Vec<(&'static str, Run)>, Delivered);
 
 /// Copies the fixture files the workload needs into `dir` (new inodes).
 pub fn private_fixtures(dir: &Path) -> Result<()> {
@@ -309,12 +312,13 @@ pub fn run(quick: bool) -> Result<()> {
     for s in sessions {
         finished.push(s.finish()?);
     }
-    report.per_call = per_call_rows(&finished);
-    report.loss = loss_rows(&finished);
-    report.loss_checks = finished.iter().filter(|f| !f.2.reported.is_empty()).map(check_line).collect();
+    report.per_call = bench_tables::per_call_rows(&finished);
+    report.loss = bench_tables::loss_rows(&finished);
+    report.loss_checks = finished.iter().filter(|f| !f.2.reported.is_empty()).map(bench_tables::check_line).collect();
 
     println!("bench: daemon cost");
-    report.daemon = bench_load::daemon(&tracer, &bench_root, &sizes)?;
+    report.daemon.push(bench_load::daemon(&tracer, &bench_root, &sizes, 16 << 20, true)?);
+    report.daemon.push(bench_load::daemon(&tracer, &bench_root, &sizes, 4 << 20, false)?);
     println!("bench: waiting for the tracers' background probe release");
     let release = Instant::now();
     bench_proc::reap_all(Duration::from_secs(300))?;
@@ -326,82 +330,4 @@ pub fn run(quick: bool) -> Result<()> {
     std::fs::write(&out, &doc)?;
     println!("{doc}\nbench: wrote {} in {:.0} s", out.display(), report.elapsed_secs);
     Ok(())
-}
-
-type Finished = (Mode, Vec<(&'static str, Run)>, Delivered);
-
-fn per_call_rows(finished: &[Finished]) -> Vec<PerCallRow> {
-    let ns = |mode: Mode, threads: u32| -> Vec<f64> {
-        finished
-            .iter()
-            .filter(|f| f.0 == mode)
-            .flat_map(|f| f.1.iter())
-            .filter(|(phase, r)| *phase == "per-call" && r.threads == threads)
-            .filter_map(|(_, r)| r.ns_per_call)
-            .collect()
-    };
-    let mut rows = Vec::new();
-    for threads in [1, 2] {
-        let limit = median(&ns(Mode::Empty, threads));
-        for f in finished.iter().filter(|f| f.0 != Mode::Tiny) {
-            let mut v = ns(f.0, threads);
-            v.sort_by(f64::total_cmp);
-            let m = median(&v);
-            rows.push(PerCallRow {
-                mode: f.0,
-                threads,
-                reps: v.len(),
-                median: m,
-                min: v.first().copied().unwrap_or(f64::NAN),
-                max: v.last().copied().unwrap_or(f64::NAN),
-                ratio: m / limit,
-            });
-        }
-    }
-    rows
-}
-
-fn loss_rows(finished: &[Finished]) -> Vec<LossRow> {
-    let mut rows = Vec::new();
-    for (mode, runs, delivered) in finished {
-        if !matches!(mode, Mode::Full | Mode::BtEntry | Mode::BtEntryRet | Mode::Tiny) {
-            continue;
-        }
-        let measured: Vec<&Run> = runs.iter().filter(|(phase, _)| *phase != "warmup").map(|(_, r)| r).collect();
-        let mut keys: Vec<(u32, u64)> = measured.iter().map(|r| (r.threads, r.per_thread)).collect();
-        keys.sort();
-        keys.dedup();
-        for (threads, per_thread) in keys {
-            let group: Vec<&Run> =
-                measured.iter().copied().filter(|r| r.threads == threads && r.per_thread == per_thread).collect();
-            let calls: u64 = group.iter().map(|r| r.calls()).sum();
-            let got: u64 = group.iter().map(|r| delivered.per_pid.get(&r.pid).copied().unwrap_or(0)).sum();
-            let rates: Vec<f64> = group.iter().map(|r| r.rate()).collect();
-            rows.push(LossRow {
-                mode: *mode,
-                threads,
-                per_thread,
-                runs: group.len(),
-                calls,
-                delivered: got,
-                rate: median(&rates),
-            });
-        }
-    }
-    rows
-}
-
-/// Session-level check: what the tracer says it lost against what is missing.
-fn check_line((mode, runs, d): &Finished) -> String {
-    let calls: u64 = runs.iter().map(|(_, r)| r.calls()).sum();
-    let got: u64 = runs.iter().map(|(_, r)| d.per_pid.get(&r.pid).copied().unwrap_or(0)).sum();
-    let missing = calls.saturating_sub(got);
-    let verdict = if *mode == Mode::Empty || *mode == Mode::Launch {
-        "records nothing by design".to_string()
-    } else if missing == d.reported_lost {
-        format!("every missing line is counted ({missing} missing = {} reported)", d.reported_lost)
-    } else {
-        format!("MISMATCH: {missing} lines missing, {} reported lost", d.reported_lost)
-    };
-    format!("{}: {} runs, {calls} calls made, {got} lines; {}; {verdict}", mode.label(), runs.len(), d.reported,)
 }

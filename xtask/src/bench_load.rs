@@ -37,11 +37,16 @@ pub struct DaemonRow {
     pub rss_kib: u64,
 }
 
-/// Table 4 and what the daemon's metadata said.
+/// One daemon session of table 4.
 #[derive(Debug, Default)]
 pub struct DaemonResult {
+    /// Ring buffer size in bytes.
+    pub ring: u32,
     pub rows: Vec<DaemonRow>,
+    /// What its metadata.json said.
     pub check: String,
+    /// Resident memory by mapping after the last load, KiB.
+    pub rss_by_mapping: Vec<(String, u64)>,
 }
 
 fn pipeline_once(tracer: &Path, events: u64, dir: &Path) -> Result<(f64, u64)> {
@@ -126,15 +131,17 @@ fn row(pid: u32, load: String, start: Window) -> Result<DaemonRow> {
     })
 }
 
-/// Table 4: `cuda-tracer run --pid` on a shell that runs the loads one after another.
-pub fn daemon(tracer: &Path, bench_root: &Path, sizes: &Sizes) -> Result<DaemonResult> {
-    let root = bench_root.join("daemon");
+/// Table 4: `cuda-tracer run --pid` on a shell that runs the loads one after
+/// another; with `all_loads` false only the fastest one.
+pub fn daemon(tracer: &Path, bench_root: &Path, sizes: &Sizes, ring: u32, all_loads: bool) -> Result<DaemonResult> {
+    let root = bench_root.join(format!("daemon-ring-{}k", ring / 1024));
     let lib = root.join("lib");
     private_fixtures(&lib)?;
     let mut shell = Shell::plain(&lib, &root.join("shell.stderr"))?;
     let traces = root.join("traces");
     let mut cmd = Command::new(tracer);
-    cmd.args(["run", "--no-upload", "--pid", &shell.pid().to_string(), "--trace-dir"]).arg(&traces);
+    cmd.args(["run", "--no-upload", "--pid", &shell.pid().to_string(), "--ringbuf-bytes", &ring.to_string()]);
+    cmd.arg("--trace-dir").arg(&traces);
     for var in ["TARGET_PROCESS", "TRACE_DIR", "TRACE_INTERVAL", "TRACE_FUNCTIONS"] {
         cmd.env_remove(var);
     }
@@ -146,27 +153,31 @@ pub fn daemon(tracer: &Path, bench_root: &Path, sizes: &Sizes) -> Result<DaemonR
 
     // Each row is closed right after its load; the calls come from the trace.
     let mut rows: Vec<(DaemonRow, Option<Run>)> = Vec::new();
-    let start = window(pid)?;
-    std::thread::sleep(Duration::from_secs_f64(secs / 2.0));
-    rows.push((row(pid, "idle (traced shell, no calls)".into(), start)?, None));
+    if all_loads {
+        let start = window(pid)?;
+        std::thread::sleep(Duration::from_secs_f64(secs / 2.0));
+        rows.push((row(pid, "idle (traced shell, no calls)".into(), start)?, None));
 
-    // The serving loop (realistic mix: launches with kernel names, allocations,
-    // copies, events), paced by its step delay to about 10 k calls/s.
-    let iterations = (secs / 0.0016) as u64;
-    let start = window(pid)?;
-    let (spid, _, wall) =
-        shell.exec(&format!("--threads 1 --iterations {iterations} --step-delay-us 1250 --no-child"))?;
-    let serving = Run { pid: spid, threads: 1, per_thread: 0, ns_per_call: None, wall };
-    rows.push((row(pid, "serving loop, 1 thread, 1.25 ms pause per step".into(), start)?, Some(serving)));
-
-    for (threads, per_thread) in [(1u32, (secs * 55_000.0) as u64), (2, (secs * 30_000.0) as u64)] {
+        // The serving loop (realistic mix: launches with kernel names, allocations,
+        // copies, events), paced by its step delay to about 10 k calls/s.
+        let iterations = (secs / 0.0016) as u64;
+        let start = window(pid)?;
+        let (spid, _, wall) =
+            shell.exec(&format!("--threads 1 --iterations {iterations} --step-delay-us 1250 --no-child"))?;
+        let serving = Run { pid: spid, threads: 1, per_thread: 0, ns_per_call: None, wall };
+        rows.push((row(pid, "serving loop, 1 thread, 1.25 ms pause per step".into(), start)?, Some(serving)));
+    }
+    let fast: &[(u32, u64)] = if all_loads {
+        &[(1, (secs * 55_000.0) as u64), (2, (secs * 30_000.0) as u64)]
+    } else {
+        &[(2, (secs * 30_000.0) as u64)]
+    };
+    for &(threads, per_thread) in fast {
         let start = window(pid)?;
         let run = shell.bench(threads, per_thread)?;
         rows.push((row(pid, format!("bench loop, {threads} thread(s), no pause (machine max)"), start)?, Some(run)));
     }
-    if !Path::new(&format!("/proc/{pid}")).exists() {
-        bail!("the daemon (pid {pid}) exited during the benchmark");
-    }
+    let rss_by_mapping = bench_proc::rss_by_mapping(pid).context("the daemon exited during the benchmark")?;
     let status = bg.stop(libc::SIGTERM, Duration::from_secs(120))?;
     shell.finish()?;
     if !status.success() {
@@ -179,8 +190,10 @@ pub fn daemon(tracer: &Path, bench_root: &Path, sizes: &Sizes) -> Result<DaemonR
     let per_pid = bench_proc::lines_per_pid(&bench_proc::trace_files(&session)?)?;
     let (calls, dropped, detail) = metadata_counts(&session)?;
     let mut result = DaemonResult {
+        ring,
         check: format!("metadata.json: counts.calls {calls}, dropped_events {dropped} ({detail})"),
         rows: Vec::new(),
+        rss_by_mapping,
     };
     for (mut r, run) in rows {
         if let Some(run) = run {

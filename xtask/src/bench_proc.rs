@@ -310,3 +310,36 @@ pub fn bpftrace_lost(files: &[PathBuf]) -> Result<u64> {
     }
     Ok(lost)
 }
+
+/// Resident memory of a process by kind of mapping, in KiB, largest first.
+pub fn rss_by_mapping(pid: u32) -> Result<Vec<(String, u64)>> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps"))?;
+    let mut by: HashMap<String, u64> = HashMap::new();
+    let mut kind = String::new();
+    for line in smaps.lines() {
+        if let Some(kib) = line.strip_prefix("Rss:") {
+            *by.entry(kind.clone()).or_insert(0) +=
+                kib.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap_or(0);
+            continue;
+        }
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        // A mapping header: "start-end perms offset dev inode [path]".
+        if fields.len() >= 5 && fields[0].contains('-') && fields[0].bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+        {
+            let path = fields.get(5..).map(|p| p.join(" ")).unwrap_or_default();
+            kind = match path.as_str() {
+                "anon_inode:bpf-map" => {
+                    "BPF maps mapped into the process (the ring buffer's data pages appear twice)".into()
+                }
+                "[heap]" => "heap".into(),
+                "" => "other anonymous memory (thread stacks, large allocations)".into(),
+                p if p.ends_with("/cuda-tracer") => "the cuda-tracer executable".into(),
+                p if p.contains(".so") => "shared libraries".into(),
+                p => p.to_string(),
+            };
+        }
+    }
+    let mut v: Vec<(String, u64)> = by.into_iter().filter(|(_, kib)| *kib > 0).collect();
+    v.sort_by_key(|e| std::cmp::Reverse(e.1));
+    Ok(v)
+}

@@ -7,6 +7,7 @@ mod bench_doc;
 mod bench_load;
 mod bench_method;
 mod bench_proc;
+mod bench_tables;
 mod paths;
 mod setup;
 
