@@ -132,3 +132,20 @@ fn a_library_mapped_before_it_is_attached_is_reported_late() {
     assert_eq!(late.len(), 1, "{late:?}");
     assert_eq!(late[0]["path"], lib.display().to_string());
 }
+
+#[test]
+fn a_tiny_ring_buffer_loses_calls_but_counts_every_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (out, truth) = (tmp.path().join("trace"), tmp.path().join("truth"));
+    // One page of ring for four busy threads: it overflows.
+    record(&out, &truth, &["--ringbuf-bytes", "4096"], &[&workload(), "--no-child", "--iterations", "200"]);
+    let trace = load_trace(&out);
+    let made = load_truth(&truth).len() as u64;
+    let m = &trace.metadata;
+    let lost = m["drops"]["ringbuf_full"].as_u64().unwrap();
+    assert!(lost > 0, "the ring overflowed");
+    assert_eq!(trace.lines.len() as u64 + lost, made, "written + counted as lost = calls made");
+    let by_function: u64 = m["dropped_by_function"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(by_function, lost, "per-function counts add up");
+    assert_eq!(m["dropped_events"].as_u64().unwrap(), lost);
+}

@@ -144,8 +144,12 @@ pub mod drop_slot {
     /// A return probe fired with no stored entry (call began before attach,
     /// or its entry was evicted).
     pub const RETURN_WITHOUT_ENTRY: u32 = 2;
+    /// A process event (fork/exit) was lost because the ring buffer was full.
+    pub const PROC_RINGBUF_FULL: u32 = 3;
     /// Number of slots.
-    pub const COUNT: u32 = 3;
+    pub const COUNT: u32 = 4;
+    /// Slots of the per-function drop map (at least the number of functions).
+    pub const FUNC_SLOTS: u32 = 128;
 }
 
 /// The BPF attach cookie: which function a probe serves and how to read its

@@ -281,3 +281,4 @@ pub fn by_id(id: u32) -> Option<&'static FuncSpec> {
 
 // Ids must fit the cookie's 16 bits and argument words the record.
 const _: () = assert!(FUNCS.len() < u16::MAX as usize);
+const _: () = assert!(FUNCS.len() <= crate::abi::drop_slot::FUNC_SLOTS as usize);

@@ -47,6 +47,10 @@ static TRACED: HashMap<u32, u32> = HashMap::with_max_entries(16_384, 0);
 #[map]
 static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(drop_slot::COUNT, 0);
 
+/// Per-CPU counts of calls lost to a full ring buffer, by function id.
+#[map]
+static DROPS_BY_FUNC: PerCpuArray<u64> = PerCpuArray::with_max_entries(drop_slot::FUNC_SLOTS, 0);
+
 /// Byte offset of `tgid` in `struct task_struct`, read from the kernel's BTF
 /// by userspace; 0 disables fork following.
 #[no_mangle]
@@ -72,6 +76,15 @@ fn submit_flags() -> u64 {
 #[inline(always)]
 fn count_drop(slot: u32) {
     if let Some(p) = DROPS.get_ptr_mut(slot) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *p += 1 };
+    }
+}
+
+#[inline(always)]
+fn count_call_drop(func_id: u32) {
+    count_drop(drop_slot::RINGBUF_FULL);
+    if let Some(p) = DROPS_BY_FUNC.get_ptr_mut(func_id) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU.
         unsafe { *p += 1 };
     }
@@ -197,7 +210,7 @@ pub fn call_return(ctx: RetProbeContext) -> u32 {
         return 0;
     }
     let Some(mut entry) = EVENTS.reserve::<CallEvent>(0) else {
-        count_drop(drop_slot::RINGBUF_FULL);
+        count_call_drop(cookie.func_id as u32);
         return 0;
     };
     entry.write(call);
@@ -209,7 +222,7 @@ pub fn call_return(ctx: RetProbeContext) -> u32 {
 #[inline(always)]
 fn emit_call_with_name(mut call: CallEvent, key: &EntryKey) {
     let Some(mut entry) = EVENTS.reserve::<CallNameEvent>(0) else {
-        count_drop(drop_slot::RINGBUF_FULL);
+        count_call_drop(call.func_id);
         let _ = NAMES.remove(key);
         return;
     };
@@ -235,7 +248,7 @@ fn emit_call_with_name(mut call: CallEvent, key: &EntryKey) {
 
 fn emit_proc(pid: u32, ppid: u32, op: u32) {
     let Some(mut entry) = EVENTS.reserve::<ProcEvent>(0) else {
-        count_drop(drop_slot::RINGBUF_FULL);
+        count_drop(drop_slot::PROC_RINGBUF_FULL);
         return;
     };
     entry.write(ProcEvent {

@@ -125,10 +125,15 @@ const STANDARD_DIRS: [&str; 5] =
 /// CUDA libraries process `pid` would find if it `dlopen`ed one now: its own
 /// `LD_LIBRARY_PATH` and the standard directories, seen through its root
 /// (a container's files). Attached when the process is first seen, so a
-/// later `dlopen` is traced from its first call.
-pub fn process_search_path_libraries(pid: u32) -> Vec<MappedLibrary> {
+/// later `dlopen` is traced from its first call. `None` while the
+/// environment cannot be read yet (a process in the middle of `exec` shows
+/// an empty one): ask again later.
+pub fn process_search_path_libraries(pid: u32) -> Option<Vec<MappedLibrary>> {
     let root = Path::new("/proc").join(pid.to_string()).join("root");
-    let environ = std::fs::read(Path::new("/proc").join(pid.to_string()).join("environ")).unwrap_or_default();
+    let environ = std::fs::read(Path::new("/proc").join(pid.to_string()).join("environ")).ok()?;
+    if environ.is_empty() {
+        return None;
+    }
     let ld_path = environ
         .split(|b| *b == 0)
         .find_map(|kv| kv.strip_prefix(b"LD_LIBRARY_PATH="))
@@ -153,7 +158,7 @@ pub fn process_search_path_libraries(pid: u32) -> Vec<MappedLibrary> {
             libs.push(MappedLibrary { shown: shown.display().to_string(), opened: entry.path() });
         }
     }
-    libs
+    Some(libs)
 }
 
 /// CUDA libraries in the `DT_RUNPATH`/`DT_RPATH` directories of the
@@ -259,14 +264,16 @@ mod tests {
         std::fs::write(dir.path().join("libcuda.so.1"), b"x").unwrap();
         let mut child =
             std::process::Command::new("sleep").arg("5").env("LD_LIBRARY_PATH", dir.path()).spawn().unwrap();
-        // Until the exec, /proc shows the forked copy of this test's environment.
-        let comm = format!("/proc/{}/comm", child.id());
+        // Until the exec completes, /proc shows the forked copy of this
+        // test's environment, or an empty one.
+        let environ = format!("/proc/{}/environ", child.id());
         let start = std::time::Instant::now();
-        while std::fs::read_to_string(&comm).map_or(true, |c| c.trim() != "sleep") {
+        let needle = b"LD_LIBRARY_PATH=".as_slice();
+        while !std::fs::read(&environ).is_ok_and(|e| e.windows(needle.len()).any(|w| w == needle)) {
             assert!(start.elapsed() < std::time::Duration::from_secs(10), "sleep never started");
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        let libs = process_search_path_libraries(child.id());
+        let libs = process_search_path_libraries(child.id()).expect("environment readable");
         child.kill().unwrap();
         let _ = child.wait();
         let want = dir.path().join("libcuda.so.1").display().to_string();

@@ -123,7 +123,25 @@ impl Probes {
             ringbuf_full: sum(drop_slot::RINGBUF_FULL)?,
             entry_map_full: sum(drop_slot::ENTRY_MAP_FULL)?,
             return_without_entry: sum(drop_slot::RETURN_WITHOUT_ENTRY)?,
+            proc_events_lost: sum(drop_slot::PROC_RINGBUF_FULL)?,
         })
+    }
+
+    /// Calls lost to a full ring buffer, per function name (non-zero only).
+    pub fn drops_by_function(&self) -> Result<std::collections::BTreeMap<&'static str, u64>, LoadError> {
+        let map = self.ebpf.map("DROPS_BY_FUNC").ok_or(LoadError::MissingProgram { name: "DROPS_BY_FUNC" })?;
+        let array = PerCpuArray::<&MapData, u64>::try_from(map)
+            .map_err(|source| LoadError::Map { name: "DROPS_BY_FUNC", source })?;
+        let mut out = std::collections::BTreeMap::new();
+        for (id, spec) in tracer_common::funcs::FUNCS.iter().enumerate() {
+            let values =
+                array.get(&(id as u32), 0).map_err(|source| LoadError::Map { name: "DROPS_BY_FUNC", source })?;
+            let n: u64 = values.iter().sum();
+            if n > 0 {
+                out.insert(spec.name, n);
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -143,6 +161,8 @@ pub struct Drops {
     pub entry_map_full: u64,
     /// Returns seen without an entry: calls already running when the probes attached.
     pub return_without_entry: u64,
+    /// Fork/exit notices lost to a full ring buffer (the kernel still follows the tree).
+    pub proc_events_lost: u64,
 }
 
 impl Drops {

@@ -85,6 +85,8 @@ pub struct Metadata {
     pub files: Vec<ClosedFile>,
     pub counts: Counts,
     pub drops: Drops,
+    /// Calls lost to a full ring buffer, per function.
+    pub dropped_by_function: std::collections::BTreeMap<&'static str, u64>,
     /// Calls that happened in traced processes but are not in the files:
     /// kernel-side drops plus write errors.
     pub dropped_events: u64,

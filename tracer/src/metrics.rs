@@ -42,6 +42,7 @@ pub struct Metrics {
     registry: Registry,
     /// Per function id, so the hot path increments without hashing labels.
     calls: Vec<Counter>,
+    dropped_calls: Family<FuncLabels, Gauge>,
     pub dropped: Family<KindLabel, Gauge>,
     pub traced_processes: Gauge,
     pub files_written: Counter,
@@ -68,6 +69,8 @@ impl Metrics {
             })
             .collect();
         registry.register("calls", "CUDA calls captured, per function", family);
+        let dropped_calls = Family::<FuncLabels, Gauge>::default();
+        registry.register("dropped_calls", "Calls lost to a full ring buffer, per function", dropped_calls.clone());
         let dropped = Family::<KindLabel, Gauge>::default();
         registry.register("dropped_events", "Calls not recorded, by reason (kernel counters)", dropped.clone());
         let traced_processes = Gauge::default();
@@ -91,6 +94,7 @@ impl Metrics {
         Self {
             registry,
             calls,
+            dropped_calls,
             dropped,
             traced_processes,
             files_written,
@@ -109,6 +113,15 @@ impl Metrics {
     pub fn call(&self, func_id: u32) {
         if let Some(c) = self.calls.get(func_id as usize) {
             c.inc();
+        }
+    }
+
+    /// Calls of `func` lost so far (kernel counter).
+    pub fn set_dropped_calls(&self, func: &'static str, n: u64) {
+        if let Some(spec) = FUNCS.iter().find(|f| f.name == func) {
+            self.dropped_calls
+                .get_or_create(&FuncLabels { func: spec.name, layer: LayerLabel { r#type: spec.layer.type_name() } })
+                .set(n as i64);
         }
     }
 

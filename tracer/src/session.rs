@@ -405,9 +405,13 @@ impl Session {
             if !self.is_live(*pid) {
                 self.add_process(*pid, "fork", 0);
             }
-            if self.search_path_done.insert(*pid) {
-                for lib in discover::process_search_path_libraries(*pid) {
-                    self.try_attach(&lib.opened, &lib.shown);
+            if !self.search_path_done.contains(pid) {
+                // Not readable yet (mid-exec): the next scan asks again.
+                if let Some(libs) = discover::process_search_path_libraries(*pid) {
+                    self.search_path_done.insert(*pid);
+                    for lib in libs {
+                        self.try_attach(&lib.opened, &lib.shown);
+                    }
                 }
             }
             match discover::cuda_libraries(*pid) {
@@ -442,6 +446,9 @@ impl Session {
             ("return_without_entry", drops.return_without_entry),
         ] {
             m.dropped.get_or_create(&crate::metrics::KindLabel { kind }).set(n as i64);
+        }
+        for (func, n) in self.probes.drops_by_function().unwrap_or_default() {
+            m.set_dropped_calls(func, n);
         }
     }
 
@@ -518,6 +525,7 @@ impl Session {
             files: self.files.clone(),
             counts: self.counts.clone(),
             drops,
+            dropped_by_function: self.probes.drops_by_function().unwrap_or_default(),
             dropped_events: drops.lost_calls() + self.counts.write_errors + self.counts.dropped_disk_budget,
             summary: stats.rows(),
         };

@@ -194,6 +194,15 @@ impl Session {
         Ok(s)
     }
 
+    /// The process that holds this session's probes.
+    fn tracer_pid(&self) -> Option<u32> {
+        match (&self.bpftrace, self.mode) {
+            (Some(bg), _) => Some(bg.pid()),
+            (None, Mode::Base) => None,
+            (None, _) => Some(self.shell.pid()),
+        }
+    }
+
     fn bench(&mut self, phase: &'static str, threads: u32, per_thread: u64) -> Result<Run> {
         let run = self.shell.bench(threads, per_thread)?;
         self.runs.push((phase, run.clone()));
@@ -287,6 +296,9 @@ pub fn run(quick: bool) -> Result<()> {
         sessions.push(Session::start(m, &tracer, &bench_root)?);
     }
     report.foreign_tracers = bench_proc::foreign_tracers();
+    let stats = bench_proc::BpfStats::enable();
+    let cpu_before: Vec<Option<f64>> =
+        sessions.iter().map(|s| s.tracer_pid().and_then(|p| bench_proc::cpu_secs(p).ok())).collect();
     println!("bench: per-call cost, {} repetitions", sizes.reps);
     for rep in 0..sizes.reps {
         for threads in [1, 2] {
@@ -297,6 +309,19 @@ pub fn run(quick: bool) -> Result<()> {
             }
         }
     }
+    for (s, before) in sessions.iter().zip(cpu_before) {
+        let (Some(pid), Some(before)) = (s.tracer_pid(), before) else { continue };
+        let calls: u64 = s.runs.iter().filter(|(p, _)| *p == "per-call").map(|(_, r)| r.calls()).sum();
+        let cpu = bench_proc::cpu_secs(pid)? - before;
+        let (bpf_calls, bpf_ns) = bench_proc::uprobe_prog_stats(pid);
+        report.where_time.push(bench_doc::WhereTime {
+            mode: s.mode,
+            calls,
+            tracer_cpu_ns: cpu * 1e9 / calls.max(1) as f64,
+            bpf_ns: (stats.on() && bpf_calls > 0).then(|| bpf_ns as f64 / bpf_calls as f64),
+        });
+    }
+    drop(stats);
     println!("bench: loss");
     for s in sessions.iter_mut() {
         let plan: &[(u32, u64)] = match s.mode {

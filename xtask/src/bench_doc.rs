@@ -32,6 +32,17 @@ pub struct LossRow {
     pub rate: f64,
 }
 
+/// Where a traced call's extra time goes (per-call phase of one session).
+#[derive(Debug)]
+pub struct WhereTime {
+    pub mode: Mode,
+    pub calls: u64,
+    /// CPU of the tracer process (all threads) per call.
+    pub tracer_cpu_ns: f64,
+    /// Time inside the uprobe BPF programs per call, from bpf_stats.
+    pub bpf_ns: Option<f64>,
+}
+
 /// Everything the benchmark found.
 #[derive(Debug)]
 pub struct Report {
@@ -41,6 +52,7 @@ pub struct Report {
     pub machine: Vec<(&'static str, String)>,
     pub pipeline: PipelineResult,
     pub per_call: Vec<PerCallRow>,
+    pub where_time: Vec<WhereTime>,
     pub loss: Vec<LossRow>,
     pub loss_checks: Vec<String>,
     pub daemon: Vec<DaemonResult>,
@@ -84,6 +96,7 @@ impl Report {
             machine,
             pipeline: PipelineResult::default(),
             per_call: Vec::new(),
+            where_time: Vec::new(),
             loss: Vec::new(),
             loss_checks: Vec::new(),
             daemon: Vec::new(),
@@ -107,7 +120,7 @@ pub fn num(v: u64) -> String {
     out
 }
 
-fn ns(v: f64) -> String {
+pub fn ns(v: f64) -> String {
     if v < 100.0 {
         format!("{v:.1}")
     } else {
@@ -115,7 +128,7 @@ fn ns(v: f64) -> String {
     }
 }
 
-fn ratio(r: f64) -> String {
+pub fn ratio(r: f64) -> String {
     if r < 0.001 {
         "< 0.001×".into()
     } else if r < 0.1 {
@@ -125,7 +138,7 @@ fn ratio(r: f64) -> String {
     }
 }
 
-fn yes(ok: bool) -> &'static str {
+pub fn yes(ok: bool) -> &'static str {
     if ok {
         "**met**"
     } else {
@@ -156,61 +169,7 @@ pub fn median(v: &[f64]) -> f64 {
     }
 }
 
-fn targets(r: &Report, out: &mut String) {
-    let row = |m: Mode, t: u32| r.per_call.iter().find(|x| x.mode == m && x.threads == t);
-    let full: Vec<&PerCallRow> = [1, 2].iter().filter_map(|&t| row(Mode::Full, t)).collect();
-    let full_ok = !full.is_empty() && full.iter().all(|x| x.ratio <= 1.10);
-    let ratios = full.iter().map(|x| format!("{} ({} thr)", ratio(x.ratio), x.threads)).collect::<Vec<_>>().join(", ");
-    let mut bt_cmp = Vec::new();
-    let mut bt_ok = r.bpftrace.is_some();
-    for m in [Mode::BtEntry, Mode::BtEntryRet] {
-        for t in [1, 2] {
-            if let (Some(f), Some(b)) = (row(Mode::Full, t), row(m, t)) {
-                bt_ok &= f.median < b.median;
-                bt_cmp.push(format!("{} vs {} ns ({t} thr, {})", ns(f.median), ns(b.median), short(m)));
-            }
-        }
-    }
-    let two: Vec<&LossRow> = r.loss.iter().filter(|l| l.mode == Mode::Full && l.threads >= 2).collect();
-    let loss_ok = !two.is_empty() && two.iter().all(|l| l.delivered == l.calls);
-    let lost: u64 = two.iter().map(|l| l.calls - l.delivered.min(l.calls)).sum();
-    let top = two.iter().map(|l| l.rate).fold(0.0, f64::max);
-    let pipe = median(&r.pipeline.rates);
-    let hwm =
-        |d: Option<&DaemonResult>| d.and_then(|d| d.rows.iter().map(|x| x.hwm_kib).max()).unwrap_or(0) as f64 / 1024.0;
-    let (default_hwm, small) = (hwm(r.daemon.first()), r.daemon.get(1));
-    let mut rss = format!("{default_hwm:.1} MiB with the default 16 MiB ring");
-    if let Some(d) = small {
-        let _ = write!(rss, "; {:.1} MiB with `--ringbuf-bytes {}`", hwm(Some(d)), d.ring);
-    }
-    let rss_ok = default_hwm > 0.0 && default_hwm <= 64.0;
-    let small_ok = small.is_some_and(|d| hwm(Some(d)) > 0.0 && hwm(Some(d)) <= 64.0);
-    let _ = writeln!(out, "| target | measured | |\n|---|---|---|");
-    let _ = writeln!(out, "| cuda-tracer ≤ 1.10× the limit per call | {ratios} | {} |", yes(full_ok));
-    let _ = writeln!(out, "| cheaper per call than bpftrace | {} | {} |", bt_cmp.join("; "), yes(bt_ok));
-    let _ = writeln!(
-        out,
-        "| zero loss at the highest rate, 2+ threads | {lost} lost of {} calls at up to {} calls/s | {} |",
-        num(two.iter().map(|l| l.calls).sum()),
-        num(top as u64),
-        yes(loss_ok)
-    );
-    let _ = writeln!(
-        out,
-        "| pipeline ≥ 2 M events/s on one core | {} events/s (median) | {} |",
-        num(pipe as u64),
-        yes(pipe >= 2e6)
-    );
-    let verdict = match (rss_ok, small_ok) {
-        (false, true) => "**missed** with the default ring, met with the smaller one",
-        (ok, _) => yes(ok),
-    };
-    let _ = writeln!(out, "| daemon peak RSS ≤ 64 MiB | {rss} | {verdict} |");
-    let _ =
-        writeln!(out, "| `report` on 1 GB vs jq | not measured: `cuda-tracer report` is not implemented yet | — |\n");
-}
-
-fn short(m: Mode) -> &'static str {
+pub fn short(m: Mode) -> &'static str {
     match m {
         Mode::BtEntry => "bpftrace entry",
         Mode::BtEntryRet => "bpftrace entry+return",
@@ -239,7 +198,7 @@ pub fn render(r: &Report) -> String {
     let _ = writeln!(o, "| load average at end | {} |", sh("cut -d' ' -f1-3 /proc/loadavg"));
     let _ = writeln!(o, "| other `cuda-tracer` processes on the machine during the run | {} |\n", r.foreign_tracers);
     let _ = writeln!(o, "## Targets\n");
-    targets(r, &mut o);
+    crate::bench_method::targets(r, &mut o);
 
     let _ = writeln!(o, "## 1. Per-call cost\n");
     let _ = writeln!(
@@ -267,6 +226,7 @@ pub fn render(r: &Report) -> String {
             ratio(x.ratio)
         );
     }
+    where_section(r, &mut o);
     let _ = writeln!(o, "\n## 2. Loss\n");
     let _ = writeln!(
         o,
@@ -379,5 +339,22 @@ fn daemon_section(r: &Report, o: &mut String) {
             let _ = writeln!(o, "- {:.1} MiB: {kind}", *kib as f64 / 1024.0);
         }
         let _ = writeln!(o);
+    }
+}
+
+fn where_section(r: &Report, o: &mut String) {
+    let _ = writeln!(
+        o,
+        "\nWhere the time goes, over the same runs. BPF time is measured by the kernel \
+         (`kernel.bpf_stats_enabled=1` during these runs; `run_time_ns` / `run_cnt` of the tracer's uprobe \
+         programs, from `/proc/PID/fdinfo`); it is spent on the calling thread, inside the trap. Tracer CPU is \
+         utime + stime of the tracer's process (reader, decoding, formatting, writing) over the runs, divided by \
+         the calls; it runs on any core, so with 2 busy threads on 2 CPUs it takes time from them.\n"
+    );
+    let _ =
+        writeln!(o, "| tracer | calls | in BPF programs, ns/call | tracer process CPU, ns/call |\n|---|---|---|---|");
+    for w in &r.where_time {
+        let bpf = w.bpf_ns.map(|v| format!("{v:.0}")).unwrap_or_else(|| "—".into());
+        let _ = writeln!(o, "| {} | {} | {bpf} | {:.0} |", w.mode.label(), num(w.calls), w.tracer_cpu_ns);
     }
 }

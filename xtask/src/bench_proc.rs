@@ -343,3 +343,45 @@ pub fn rss_by_mapping(pid: u32) -> Result<Vec<(String, u64)>> {
     v.sort_by_key(|e| std::cmp::Reverse(e.1));
     Ok(v)
 }
+
+/// `kernel.bpf_stats_enabled` on for the guard's lifetime (then the old value again).
+pub struct BpfStats(Option<String>);
+
+const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+impl BpfStats {
+    pub fn enable() -> Self {
+        let old = std::fs::read_to_string(BPF_STATS).ok();
+        let on = old.is_some() && std::fs::write(BPF_STATS, "1").is_ok();
+        Self(if on { old } else { None })
+    }
+
+    pub fn on(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        if let Some(old) = &self.0 {
+            let _ = std::fs::write(BPF_STATS, old.trim());
+        }
+    }
+}
+
+/// Uprobe programs (type kprobe) a process holds: (run_cnt, run_time_ns) summed,
+/// with the largest single run_cnt (one program runs once per call).
+pub fn uprobe_prog_stats(pid: u32) -> (u64, u64) {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return (0, 0) };
+    let (mut calls, mut ns) = (0, 0);
+    for e in dir.filter_map(|e| e.ok()) {
+        let Ok(info) = std::fs::read_to_string(e.path()) else { continue };
+        let field = |k: &str| info.lines().find_map(|l| l.strip_prefix(k)?.trim().parse::<u64>().ok());
+        // BPF_PROG_TYPE_KPROBE = 2 (uprobes and uretprobes).
+        if field("prog_type:") == Some(2) {
+            calls = calls.max(field("run_cnt:").unwrap_or(0));
+            ns += field("run_time_ns:").unwrap_or(0);
+        }
+    }
+    (calls, ns)
+}
