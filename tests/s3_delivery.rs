@@ -186,6 +186,7 @@ fn a_store_that_is_down_at_start_gets_everything_once_up() {
     assert_matches_truth(&lines_of(&objects), &load_truth(&truth), false);
     let meta: Value = serde_json::from_slice(&objects[&format!("test/node-1/{name}/metadata.json")]).unwrap();
     assert_eq!(meta["status"], "finished", "the final metadata went up at shutdown");
+    assert_eq!(meta["kubernetes"]["node"], "node-1", "downward-API values recorded");
 }
 
 #[test]

@@ -61,6 +61,8 @@ pub struct Metadata {
     pub session_id: String,
     pub tracer_version: &'static str,
     pub hostname: String,
+    /// Kubernetes downward-API values (`POD_NAME`, `POD_NAMESPACE`, `NODE_NAME`), when set.
+    pub kubernetes: Kubernetes,
     /// `running` while tracing, `finished` after a clean stop.
     pub status: &'static str,
     pub mode: &'static str,
@@ -102,6 +104,21 @@ impl Metadata {
         let json = serde_json::to_vec_pretty(self).map_err(|e| err(std::io::Error::other(e)))?;
         std::fs::write(&tmp, json).map_err(err)?;
         std::fs::rename(&tmp, &dest).map_err(err)
+    }
+}
+
+/// Where the tracer runs in Kubernetes, from the downward-API environment.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Kubernetes {
+    pub pod: Option<String>,
+    pub namespace: Option<String>,
+    pub node: Option<String>,
+}
+
+impl Kubernetes {
+    pub fn from_env() -> Self {
+        let var = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
+        Self { pod: var("POD_NAME"), namespace: var("POD_NAMESPACE"), node: var("NODE_NAME") }
     }
 }
 

@@ -501,6 +501,7 @@ impl Session {
             session_id: self.cfg.session_id.clone(),
             tracer_version: env!("CARGO_PKG_VERSION"),
             hostname: crate::metadata::hostname(),
+            kubernetes: crate::metadata::Kubernetes::from_env(),
             status: if self.finished { "finished" } else { "running" },
             mode,
             command,
