@@ -87,7 +87,13 @@ impl S3Server {
     }
 
     pub fn create_bucket(&self, bucket: &str) {
-        self.rt.block_on(self.client.create_bucket().bucket(bucket).send()).expect("create bucket");
+        use aws_sdk_s3::error::ProvideErrorMetadata;
+        match self.rt.block_on(self.client.create_bucket().bucket(bucket).send()) {
+            Ok(_) => {}
+            // The SDK retried a create whose first attempt succeeded while the server warmed up.
+            Err(e) if e.code() == Some("BucketAlreadyOwnedByYou") => {}
+            Err(e) => panic!("create bucket {bucket}: {e:?}"),
+        }
     }
 
     /// Every object under `prefix`, with its bytes.

@@ -91,6 +91,8 @@ impl DiskBudget {
                     .filter(|(p, _)| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("trace_")))
                     .collect();
                 closed.sort();
+                // The newest closed file holds the latest data: it is never deleted.
+                closed.pop();
                 let mut over = usage - self.max_bytes;
                 for (path, bytes) in closed {
                     if over == 0 {
@@ -141,6 +143,9 @@ mod tests {
         let deleted = budget(dir.path(), 900, DiskFullPolicy::DeleteOldest).enforce();
         assert_eq!(deleted.len(), 1);
         assert!(deleted[0].path.ends_with("trace_00001_a.jsonl"));
+        // Far over the cap, the newest closed file still stays.
+        assert!(budget(dir.path(), 1, DiskFullPolicy::DeleteOldest).enforce().is_empty());
+        assert!(s.join("trace_00002_b.jsonl").exists());
         assert!(s.join(".trace_00003_c.jsonl.partial").exists(), "the open file is never deleted");
     }
 }

@@ -349,11 +349,15 @@ fn where_section(r: &Report, o: &mut String) {
          (`kernel.bpf_stats_enabled=1` during these runs; `run_time_ns` / `run_cnt` of the tracer's uprobe \
          programs, from `/proc/PID/fdinfo`); it is spent on the calling thread, inside the trap. Tracer CPU is \
          utime + stime of the tracer's process (reader, decoding, formatting, writing) over the runs, divided by \
-         the calls; it runs on any core, so with 2 busy threads on 2 CPUs it takes time from them.\n"
+         the calls; it runs on any core, so with 2 busy threads on 2 CPUs it takes time from them. The \
+         empty-probe tracer does nothing per call in userspace, so its row is the idle cost (poll timer, \
+         `/proc` scans) spread over the same calls; subtract it from cuda-tracer's. For the entry-only bpftrace \
+         script, the BPF time is almost all `printf`'s output to the perf buffer. Enabling `bpf_stats` adds \
+         two clock reads to every program run, for every tracer alike.\n"
     );
     let _ =
         writeln!(o, "| tracer | calls | in BPF programs, ns/call | tracer process CPU, ns/call |\n|---|---|---|---|");
-    for w in &r.where_time {
+    for w in r.where_time.iter().filter(|w| w.calls > 0) {
         let bpf = w.bpf_ns.map(|v| format!("{v:.0}")).unwrap_or_else(|| "—".into());
         let _ = writeln!(o, "| {} | {} | {bpf} | {:.0} |", w.mode.label(), num(w.calls), w.tracer_cpu_ns);
     }

@@ -100,7 +100,7 @@ pub fn pipeline(tracer: &Path, bench_root: &Path, sizes: &Sizes) -> Result<Pipel
             .map(str::trim)
             .filter(|l| !l.starts_with('#') && l.contains('%'))
             .take(12)
-            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .map(|l| l.split_whitespace().filter(|w| *w != "-").collect::<Vec<_>>().join(" "))
             .collect();
     }
     Ok(r)

@@ -138,7 +138,7 @@ pub fn targets(r: &Report, out: &mut String) {
     let _ = writeln!(out, "| cuda-tracer ≤ 1.10× the limit per call | {ratios} | {} |", yes(full_ok));
     let where_ = |m: Mode| r.where_time.iter().find(|w| w.mode == m);
     let own = match (where_(Mode::Full), where_(Mode::Empty)) {
-        (Some(f), Some(e)) => f.bpf_ns.zip(e.bpf_ns).map(|(fb, eb)| (fb - eb, f.tracer_cpu_ns)),
+        (Some(f), Some(e)) => f.bpf_ns.zip(e.bpf_ns).map(|(fb, eb)| (fb - eb, f.tracer_cpu_ns - e.tracer_cpu_ns)),
         _ => None,
     };
     let _ = writeln!(out, "| cheaper per call than bpftrace | {} | {} |", bt_cmp.join("; "), yes(bt_ok));
@@ -177,7 +177,7 @@ pub fn targets(r: &Report, out: &mut String) {
             out,
             "What stands in the way of ≤ 1.10×: the gap to the limit's median is {gaps}. The tracer's own work, \
              measured directly, is {bpf:.0} ns per call more in BPF than the empty programs plus {cpu:.0} ns of CPU \
-             in its process, {:.1} % of the limit. The rest of the gap is not work the tracer does, so it \
+             in its process beyond the empty-probe tracer's, {:.1} % of the limit. The rest of the gap is not work the tracer does, so it \
              is most likely time the workload threads spent waiting for a CPU. With 2 busy threads on 2 CPUs \
              and other load, each wake-up of the reader preempts a workload thread, and that thread then queues \
              behind the other runnable tasks. Compare the min–max ranges, and the load average below.\n",
