@@ -16,6 +16,18 @@ pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 /// Byte offset of `tgid` in `struct task_struct`.
 pub fn task_tgid_offset(path: &Path) -> Result<u32, BtfError> {
+    let offset = find_tgid(path);
+    // Parsing vmlinux BTF allocates ~26 MiB that glibc keeps after it is
+    // freed; give it back, or it stays in the daemon's RSS for good.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free heap pages to the OS.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    offset
+}
+
+fn find_tgid(path: &Path) -> Result<u32, BtfError> {
     let btf =
         btf_rs::Btf::from_file(path).map_err(|source| BtfError::Read { path: path.display().to_string(), source })?;
     let types = btf.resolve_types_by_name("task_struct").map_err(|_| BtfError::NoTgid)?;

@@ -205,6 +205,13 @@ impl Delivery {
                 self.stats.uploaded_bytes += bytes;
                 self.stats.last_success_unix =
                     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).ok().map(|d| d.as_secs());
+                // Per file, not per round: a scrape never lags what is on disk.
+                if let Some(m) = &self.metrics {
+                    m.files_uploaded.set(self.stats.uploaded_files as i64);
+                    if let Some(t) = self.stats.last_success_unix {
+                        m.last_upload_unix.set(t as i64);
+                    }
+                }
                 if p.name == "metadata.json" {
                     if let Ok(meta) = std::fs::metadata(&p.path) {
                         let stamp = (meta.len(), meta.modified().unwrap_or(SystemTime::UNIX_EPOCH));
