@@ -13,8 +13,7 @@ fn demangle(raw: &str) -> String {
 
 #[test]
 fn every_function_process_tree_restarts_and_kernel_names() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (out, truth_dir) = (tmp.path().join("trace"), tmp.path().join("truth"));
+    let (_tmp, out, truth_dir) = scratch();
     // --linger-ms: runtime-path names are read from the live process's maps,
     // like a serving process's; a toy process could exit before that.
     record(
@@ -96,8 +95,7 @@ fn every_function_process_tree_restarts_and_kernel_names() {
 
 #[test]
 fn a_stripped_runtime_library_is_traced() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (out, truth_dir) = (tmp.path().join("trace"), tmp.path().join("truth"));
+    let (_tmp, out, truth_dir) = scratch();
     std::fs::create_dir_all(&truth_dir).unwrap();
     let stripped = fixtures().join("stripped");
     let status = tracer_cmd()

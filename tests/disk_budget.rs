@@ -25,8 +25,7 @@ fn busy_workload() -> Vec<String> {
 
 #[test]
 fn pause_counts_every_call_it_does_not_write() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (out, truth) = (tmp.path().join("trace"), tmp.path().join("truth"));
+    let (_tmp, out, truth) = scratch();
     let argv = busy_workload();
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     let cap = CAP.to_string();
@@ -47,8 +46,7 @@ fn pause_counts_every_call_it_does_not_write() {
 
 #[test]
 fn delete_oldest_records_what_it_deleted() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (out, truth) = (tmp.path().join("trace"), tmp.path().join("truth"));
+    let (_tmp, out, truth) = scratch();
     let argv = busy_workload();
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
     let cap = CAP.to_string();

@@ -6,8 +6,7 @@ use serde_json::Value;
 
 #[test]
 fn trace_equals_ground_truth() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (out, truth) = (tmp.path().join("trace"), tmp.path().join("truth"));
+    let (tmp, out, truth) = scratch();
 
     // A second, untraced copy of the workload maps the same libraries at the
     // same time: the in-kernel pid filter must keep its calls out.
@@ -64,8 +63,7 @@ fn trace_equals_ground_truth() {
 
 #[test]
 fn function_groups_limit_what_is_traced() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (out, truth) = (tmp.path().join("trace"), tmp.path().join("truth"));
+    let (_tmp, out, truth) = scratch();
     record(&out, &truth, &["--functions", "launch"], &[&workload(), "--no-child", "--iterations", "3"]);
     let trace = load_trace(&out);
     let launches: Vec<Value> =
@@ -80,8 +78,7 @@ fn function_groups_limit_what_is_traced() {
 fn libraries_found_through_run_paths_are_attached_before_the_command_runs() {
     // No LD_LIBRARY_PATH: the workload finds libcudart through its RUNPATH
     // ($ORIGIN), and libcudart dlopens the driver next to itself.
-    let tmp = tempfile::tempdir().unwrap();
-    let (out, truth) = (tmp.path().join("trace"), tmp.path().join("truth"));
+    let (_tmp, out, truth) = scratch();
     std::fs::create_dir_all(&truth).unwrap();
     let status = tracer_cmd()
         .args(["record", "-o"])
@@ -135,8 +132,7 @@ fn a_library_mapped_before_it_is_attached_is_reported_late() {
 
 #[test]
 fn a_tiny_ring_buffer_loses_calls_but_counts_every_one() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (out, truth) = (tmp.path().join("trace"), tmp.path().join("truth"));
+    let (_tmp, out, truth) = scratch();
     // One page of ring for four busy threads: it overflows.
     record(&out, &truth, &["--ringbuf-bytes", "4096"], &[&workload(), "--no-child", "--iterations", "200"]);
     let trace = load_trace(&out);

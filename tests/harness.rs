@@ -106,6 +106,13 @@ pub fn record(out: &Path, truth: &Path, extra: &[&str], argv: &[&str]) -> Output
     output
 }
 
+/// A scratch dir with the paths tests record into: `(dir, trace, truth)`.
+pub fn scratch() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (out, truth) = (tmp.path().join("trace"), tmp.path().join("truth"));
+    (tmp, out, truth)
+}
+
 /// The fixture workload's path.
 pub fn workload() -> String {
     fixtures().join("cuda-workload").display().to_string()

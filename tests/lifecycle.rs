@@ -7,8 +7,7 @@ use cuda_tracer_tests::*;
 
 #[test]
 fn files_rotate_and_every_line_survives() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (out, truth) = (tmp.path().join("trace"), tmp.path().join("truth"));
+    let (_tmp, out, truth) = scratch();
     // About 2.5 s of steps with a 1 s rotation interval.
     record(
         &out,
@@ -27,8 +26,7 @@ fn files_rotate_and_every_line_survives() {
 
 #[test]
 fn sigterm_drains_and_loses_nothing_captured() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (out, truth) = (tmp.path().join("trace"), tmp.path().join("truth"));
+    let (_tmp, out, truth) = scratch();
     std::fs::create_dir_all(&truth).unwrap();
     let mut tracer = tracer_cmd()
         .args(["record", "-o"])

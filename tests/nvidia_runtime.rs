@@ -6,8 +6,7 @@ use cuda_tracer_tests::*;
 
 #[test]
 fn real_runtime_calls_are_traced_with_their_error() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (out, truth_dir) = (tmp.path().join("trace"), tmp.path().join("truth"));
+    let (_tmp, out, truth_dir) = scratch();
     let lib = nvidia_cudart();
     std::fs::create_dir_all(&truth_dir).unwrap();
     let truth_file = truth_dir.join("truth.jsonl");
