@@ -36,6 +36,14 @@ pub enum Command {
     Check(CheckArgs),
     /// Upload a trace dir (or one session dir) to S3 once, with the daemon's rules.
     Upload(UploadArgs),
+    /// Answers from trace files: functions, kernels, memory, CUDA graphs, steps, KV cache, plots.
+    Report(crate::report::ReportArgs),
+    /// Convert trace files for other tools (Chrome/Perfetto trace JSON).
+    Export(crate::export::ExportArgs),
+    /// Mutating admission webhook that injects the tracer sidecar into labelled pods.
+    Webhook(crate::webhook::WebhookArgs),
+    /// Send prompts to an OpenAI-compatible server (vLLM) and save the results as JSON.
+    Prompt(crate::prompt::PromptArgs),
     /// Benchmarks: synthetic records through decode, JSONL and rotation, no kernel.
     #[command(hide = true)]
     BenchPipeline(BenchPipelineArgs),
@@ -103,6 +111,12 @@ pub struct RunArgs {
     /// Serve Prometheus /metrics, /healthz and /readyz on this address (e.g. 0.0.0.0:9464).
     #[arg(long = "metrics-addr", env = "METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Scrape vLLM's Prometheus endpoint (e.g. http://127.0.0.1:8000/metrics) into kv_cache_usage.csv.
+    #[arg(long = "vllm-metrics-url", env = "VLLM_METRICS_URL")]
+    pub vllm_metrics_url: Option<String>,
+    /// Seconds between scrapes of --vllm-metrics-url.
+    #[arg(long = "metrics-interval", env = "VLLM_METRICS_INTERVAL", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    pub metrics_interval: u64,
     /// Keep traces local (the same as UPLOAD_ENABLED=false).
     #[arg(long = "no-upload")]
     pub no_upload: bool,

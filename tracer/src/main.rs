@@ -52,6 +52,22 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Record(args) => runtime.block_on(record(args)),
         Command::Run(args) => runtime.block_on(run(args)),
         Command::Upload(args) => runtime.block_on(upload_dir(args)),
+        Command::Report(args) => {
+            cuda_tracer::report::run(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Export(args) => {
+            cuda_tracer::export::run(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Webhook(args) => {
+            runtime.block_on(cuda_tracer::webhook::serve(&args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Prompt(args) => {
+            runtime.block_on(cuda_tracer::prompt::run(&args))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::BenchPipeline(args) => {
             let r = bench_pipeline::run(args.events, &args.dir)?;
             println!(

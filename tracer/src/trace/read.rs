@@ -1,0 +1,215 @@
+//! Finding trace files and parsing them in parallel (rayon over chunks of
+//! memory-mapped files); bad lines are skipped and counted with file and
+//! line number, never fatal.
+
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use super::{parse_line, Call, LineError};
+
+/// Chunk size for parallel parsing; chunks end at a newline.
+const CHUNK_BYTES: usize = 4 << 20;
+/// Skipped lines kept with their reason; the rest are only counted.
+const SKIPPED_KEPT: usize = 100;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{0}: no trace files (trace_*.jsonl) here; pass a trace dir, a session dir or .jsonl files")]
+    NoTraceFiles(PathBuf),
+    #[error("{0}: not a trace file (expected trace_*.jsonl or .jsonl lines from cuda-tracer)")]
+    NotTrace(PathBuf),
+}
+
+/// One skipped line.
+#[derive(Clone, Debug)]
+pub struct Skipped {
+    pub file: PathBuf,
+    /// 1-based.
+    pub line: u64,
+    pub reason: LineError,
+}
+
+/// Every call of the inputs, sorted by time, with what could not be read.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub files: Vec<PathBuf>,
+    pub calls: Vec<Call>,
+    pub bytes: u64,
+    pub lines: u64,
+    /// The first [`SKIPPED_KEPT`] skipped lines.
+    pub skipped: Vec<Skipped>,
+    pub skipped_total: u64,
+}
+
+/// Expands the inputs to trace files: a `.jsonl` file as is, a session dir to
+/// its `trace_*.jsonl`, a trace dir to those of every session inside.
+pub fn discover(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, ReadError> {
+    let mut files = Vec::new();
+    for input in inputs {
+        let meta = std::fs::metadata(input).map_err(|source| ReadError::Io { path: input.clone(), source })?;
+        if meta.is_file() {
+            if input.extension().is_none_or(|e| e != "jsonl") {
+                return Err(ReadError::NotTrace(input.clone()));
+            }
+            files.push(input.clone());
+            continue;
+        }
+        let before = files.len();
+        collect_dir(input, 2, &mut files)?;
+        if files.len() == before {
+            return Err(ReadError::NoTraceFiles(input.clone()));
+        }
+    }
+    Ok(files)
+}
+
+fn collect_dir(dir: &Path, depth: u32, out: &mut Vec<PathBuf>) -> Result<(), ReadError> {
+    let io = |source| ReadError::Io { path: dir.to_path_buf(), source };
+    let mut entries: Vec<_> = std::fs::read_dir(dir).map_err(io)?.filter_map(Result::ok).map(|e| e.path()).collect();
+    entries.sort();
+    for path in entries {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if path.is_dir() && depth > 1 {
+            collect_dir(&path, depth - 1, out)?;
+        } else if name.starts_with("trace_") && name.ends_with(".jsonl") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// `start_boot_ns` of the session holding `file`, from its metadata.json.
+fn session_start_ns(file: &Path) -> Option<u64> {
+    let meta = std::fs::read(file.parent()?.join("metadata.json")).ok()?;
+    serde_json::from_slice::<serde_json::Value>(&meta).ok()?.get("start_boot_ns")?.as_u64()
+}
+
+/// Parses every file. Sessions started at different instants are put on one
+/// time axis: `ts` is shifted by the session's start relative to the earliest.
+pub fn read(files: &[PathBuf]) -> Result<Loaded, ReadError> {
+    let starts: Vec<Option<u64>> = files.iter().map(|f| session_start_ns(f)).collect();
+    let origin = starts.iter().flatten().min().copied();
+    let mut loaded = Loaded { files: files.to_vec(), ..Loaded::default() };
+    for (file, start) in files.iter().zip(&starts) {
+        let shift_ms = match (start, origin) {
+            (Some(s), Some(o)) => (s - o) as f64 / 1e6,
+            _ => 0.0,
+        };
+        read_file(file, shift_ms, &mut loaded)?;
+    }
+    loaded.calls.par_sort_by(|a, b| a.ts_ms.total_cmp(&b.ts_ms));
+    Ok(loaded)
+}
+
+struct ChunkOut {
+    calls: Vec<Call>,
+    lines: u64,
+    /// (line index within the chunk, reason)
+    bad: Vec<(u64, LineError)>,
+    bad_total: u64,
+}
+
+fn read_file(path: &Path, shift_ms: f64, loaded: &mut Loaded) -> Result<(), ReadError> {
+    let io = |source| ReadError::Io { path: path.to_path_buf(), source };
+    let file = std::fs::File::open(path).map_err(io)?;
+    if file.metadata().map_err(io)?.len() == 0 {
+        return Ok(());
+    }
+    // SAFETY: trace files are closed (renamed from .partial) before anyone
+    // reads them; a file truncated underneath would only yield bad lines.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+    let outs: Vec<ChunkOut> = chunks(&map).par_iter().map(|c| parse_chunk(c, shift_ms)).collect();
+    loaded.bytes += map.len() as u64;
+    let mut file_lines = 0;
+    for out in outs {
+        for (i, reason) in out.bad {
+            if loaded.skipped.len() < SKIPPED_KEPT {
+                loaded.skipped.push(Skipped { file: path.to_path_buf(), line: file_lines + i + 1, reason });
+            }
+        }
+        file_lines += out.lines;
+        loaded.skipped_total += out.bad_total;
+        loaded.lines += out.lines;
+        loaded.calls.extend(out.calls);
+    }
+    Ok(())
+}
+
+fn chunks(data: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut rest = data;
+    while rest.len() > CHUNK_BYTES {
+        let cut = memchr::memchr(b'\n', &rest[CHUNK_BYTES..]).map_or(rest.len(), |i| CHUNK_BYTES + i + 1);
+        let (head, tail) = rest.split_at(cut);
+        out.push(head);
+        rest = tail;
+    }
+    if !rest.is_empty() {
+        out.push(rest);
+    }
+    out
+}
+
+fn parse_chunk(chunk: &[u8], shift_ms: f64) -> ChunkOut {
+    let mut out = ChunkOut { calls: Vec::with_capacity(chunk.len() / 200), lines: 0, bad: Vec::new(), bad_total: 0 };
+    let body = chunk.strip_suffix(b"\n").unwrap_or(chunk);
+    for line in body.split(|&b| b == b'\n') {
+        out.lines += 1;
+        if line.is_empty() {
+            continue;
+        }
+        match parse_line(line) {
+            Ok(mut call) => {
+                call.ts_ms += shift_ms;
+                out.calls.push(call);
+            }
+            Err(reason) => {
+                if out.bad.len() < SKIPPED_KEPT {
+                    out.bad.push((out.lines - 1, reason));
+                }
+                out.bad_total += 1;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skips_and_counts_bad_lines_with_their_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("trace_00001_x.jsonl");
+        let good = r#"{"ts":1.5,"pid":1,"tid":1,"type":"cuda_api","func":"cuInit","phase":"entry","dur_us":1,"ret":0,"args":{"flags":0}}"#;
+        std::fs::write(&f, format!("{good}\nnot json\n{good}\n{{\"ts\":2,\"pid\"")).unwrap();
+        let loaded = read(&discover(&[dir.path().to_path_buf()]).unwrap()).unwrap();
+        assert_eq!(loaded.calls.len(), 2);
+        assert_eq!(loaded.skipped_total, 2);
+        assert_eq!(loaded.skipped.iter().map(|s| s.line).collect::<Vec<_>>(), [2, 4]);
+    }
+
+    #[test]
+    fn empty_dir_and_non_trace_file_are_clear_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = discover(&[dir.path().to_path_buf()]).unwrap_err().to_string();
+        assert!(e.contains("no trace files"), "{e}");
+        let f = dir.path().join("notes.txt");
+        std::fs::write(&f, "hi").unwrap();
+        let e = discover(&[f]).unwrap_err().to_string();
+        assert!(e.contains("not a trace file"), "{e}");
+    }
+
+    #[test]
+    fn chunks_end_at_newlines() {
+        let data = "a\n".repeat(CHUNK_BYTES);
+        let parts = chunks(data.as_bytes());
+        assert!(parts.len() > 1);
+        assert!(parts.iter().all(|p| p.ends_with(b"\n")));
+        assert_eq!(parts.iter().map(|p| p.len()).sum::<usize>(), data.len());
+    }
+}
