@@ -1,6 +1,10 @@
 //! `cuda-tracer report`: per-function, kernel, memory, CUDA-graph, step and
 //! KV-cache answers from trace files, as text/JSON/CSV plus plots.
 
+pub mod graphs;
+pub mod layer;
+pub mod steps;
+
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
@@ -31,10 +35,24 @@ pub enum ReportError {
     Read(#[from] crate::trace::ReadError),
     #[error("report is not implemented yet")]
     Unimplemented,
+    #[error("writing the report into {path}: {source} (is the --out directory writable?)")]
+    Write { path: PathBuf, source: std::io::Error },
 }
 
 /// Reads the inputs and writes the report.
 pub fn run(args: &ReportArgs) -> Result<(), ReportError> {
-    let _ = args;
-    Err(ReportError::Unimplemented)
+    let loaded = crate::trace::read(&crate::trace::discover(&args.inputs)?)?;
+    let write_err = |source| ReportError::Write { path: args.out.clone(), source };
+    std::fs::create_dir_all(&args.out).map_err(write_err)?;
+    let steps = steps::write(&loaded.calls, &args.out).map_err(write_err)?;
+    let graphs = graphs::write(&loaded.calls, &args.out).map_err(write_err)?;
+    match args.format {
+        ReportFormat::Json => {
+            println!("{}", serde_json::json!({"steps": steps, "graphs": graphs, "skipped_lines": loaded.skipped_total}))
+        }
+        ReportFormat::Text | ReportFormat::Csv => {
+            println!("steps: {} ({} unsynced); graphs: {:?}", steps.steps, steps.unsynced, graphs);
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,84 @@
+//! Which calls count: the outermost call of each thread, so a runtime call
+//! and the driver call it makes while it runs count once.
+//!
+//! A runtime call such as `cudaGraphLaunch` reaches `cuGraphLaunch` inside
+//! it, on the same thread, within the runtime call's time span. Counting
+//! only the outermost call keeps the runtime form when both are traced,
+//! keeps direct driver use (Triton, cuBLAS, NCCL) that no runtime call
+//! wraps, and still works when only one library was traced.
+
+use std::collections::HashMap;
+
+use tracer_common::funcs::Layer;
+
+use crate::trace::Call;
+
+/// `keep[i]` is false for a driver call nested in a runtime call of the
+/// same thread. `calls` must be sorted by entry time (as `trace::read` gives).
+pub fn outermost(calls: &[Call]) -> Vec<bool> {
+    // Per (pid, tid): when the runtime call running on that thread ends.
+    let mut runtime_until: HashMap<(u32, u32), f64> = HashMap::new();
+    calls
+        .iter()
+        .map(|c| {
+            let until = runtime_until.entry((c.pid, c.tid)).or_insert(f64::NEG_INFINITY);
+            match c.layer() {
+                Layer::Runtime => {
+                    *until = until.max(c.end_ms());
+                    true
+                }
+                // Entry inside the runtime call's span: the runtime made it.
+                Layer::Driver => c.ts_ms > *until,
+            }
+        })
+        .collect()
+}
+
+/// The p-th percentile (0..=100) of sorted values, interpolated linearly
+/// between the closest ranks (numpy's default); `None` when empty.
+pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    let last = sorted.len().checked_sub(1)?;
+    let rank = p / 100.0 * last as f64;
+    let (lo, hi) = (rank.floor() as usize, rank.ceil() as usize);
+    Some(sorted[lo] + (sorted[hi] - sorted[lo]) * (rank - lo as f64))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::trace::{Args, Hex};
+    use tracer_common::funcs;
+
+    /// A successful call of `func` at `ts_ms` lasting `dur_us` on thread 1 of pid 1.
+    pub(crate) fn call(ts_ms: f64, func: &str, dur_us: f64) -> Call {
+        let (id, _) = funcs::by_name(func).unwrap_or_else(|| panic!("unknown function {func}"));
+        Call { ts_ms, pid: 1, tid: 1, func: id, dur_us, ret: 0, error: None, args: Args::default() }
+    }
+
+    pub(crate) fn hex(v: u64) -> Option<Hex> {
+        Some(Hex(v))
+    }
+
+    #[test]
+    fn a_driver_call_inside_a_runtime_call_is_not_counted_again() {
+        let calls = [
+            call(1.0, "cudaGraphLaunch", 10.0),
+            call(1.002, "cuGraphLaunch", 2.0),
+            // Direct driver use after the runtime call returned.
+            call(1.02, "cuLaunchKernel", 2.0),
+            // Another thread's driver call during the runtime call.
+            Call { tid: 2, ..call(1.003, "cuLaunchKernel", 2.0) },
+        ];
+        assert_eq!(outermost(&calls), [true, false, true, true]);
+    }
+
+    #[test]
+    fn percentiles_interpolate_like_numpy() {
+        let v = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!(percentile(&v, 50.0), Some(2.5));
+        assert_eq!(percentile(&v, 0.0), Some(1.0));
+        assert_eq!(percentile(&v, 100.0), Some(4.0));
+        assert!((percentile(&v, 95.0).unwrap() - 3.85).abs() < 1e-9);
+        assert_eq!(percentile(&[], 50.0), None);
+    }
+}
