@@ -45,7 +45,7 @@ pub struct Step {
     pub pid: u32,
     /// 0-based, per process, in order of `start_ms`.
     pub index: u64,
-    /// Entry of the step's first launch, graph replay, copy or allocation.
+    /// Entry of the step's first launch, graph replay or copy.
     pub start_ms: f64,
     /// Return of the `cudaEventSynchronize` that waited for the step's event.
     pub end_ms: f64,
@@ -170,7 +170,8 @@ pub(crate) fn segment_calls(calls: &[Call], outer: &[bool]) -> Segmentation {
             Group::Memcpy if is_small_dtoh(c) => p.small_dtoh = true,
             _ => {}
         }
-        if matches!(group, Group::Launch | Group::Graph | Group::Memcpy | Group::Memory) {
+        // Allocations and frees are the caching allocator's, not the step's.
+        if matches!(group, Group::Launch | Group::Memcpy) || is_graph_launch(name) {
             p.start_ms.get_or_insert(c.ts_ms);
         }
     }

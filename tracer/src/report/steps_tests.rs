@@ -105,6 +105,15 @@ fn async_scheduling_next_steps_launches_before_this_steps_sync() {
 }
 
 #[test]
+fn a_free_between_steps_does_not_start_the_next_one() {
+    let mut calls = decode(1.0);
+    calls.push(call(1.5, "cudaFree", 1.0));
+    calls.extend(decode(2.0));
+    let steps = segment(&calls);
+    assert_eq!(steps[1].start_ms, 2.0);
+}
+
+#[test]
 fn a_step_never_synchronized_is_counted_not_reported() {
     let mut calls = decode(1.0);
     calls.pop();
