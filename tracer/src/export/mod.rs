@@ -159,3 +159,44 @@ fn sources_and_names(files: &[PathBuf]) -> (Vec<chrome::Source>, HashMap<u32, St
 fn session_metadata(file: &Path) -> Option<serde_json::Value> {
     serde_json::from_slice(&std::fs::read(file.parent()?.join("metadata.json")).ok()?).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Renders docs/img/{memory,step_latency,launch_rate}.svg from a recorded
+    /// trace: `CUDA_TRACER_PLOT_TRACE=<trace dir> CUDA_TRACER_PLOT_OUT=docs/img
+    /// cargo test -p cuda-tracer --lib render_doc_plots -- --ignored`.
+    #[test]
+    #[ignore = "renders the documentation's example plots from a trace named by env vars"]
+    fn render_doc_plots() {
+        use crate::report::plots;
+        let input = PathBuf::from(std::env::var("CUDA_TRACER_PLOT_TRACE").expect("CUDA_TRACER_PLOT_TRACE"));
+        let out = PathBuf::from(std::env::var("CUDA_TRACER_PLOT_OUT").expect("CUDA_TRACER_PLOT_OUT"));
+        let loaded = trace::read(&trace::discover(&[input]).unwrap()).unwrap();
+        let calls = &loaded.calls;
+        let memory = memory::series_by_pid(&memory::device_memory(calls));
+        plots::memory_over_time(&out.join("memory.svg"), &memory).unwrap();
+        let points: Vec<(f64, f64, bool)> = steps::segment(calls)
+            .iter()
+            .map(|s| (s.start_ms / 1000.0, s.end_ms - s.start_ms, s.phase == steps::Phase::Decode))
+            .collect();
+        plots::step_latency(&out.join("step_latency.svg"), &points).unwrap();
+        // Launches per second in 50 buckets over the trace, per process.
+        let (t0, t1) = (calls[0].ts_ms, calls[calls.len() - 1].ts_ms);
+        let bucket_ms = ((t1 - t0) / 50.0).max(1.0);
+        let mut counts: std::collections::BTreeMap<u32, Vec<f64>> = Default::default();
+        for c in calls.iter().filter(|c| c.group() == tracer_common::funcs::Group::Launch) {
+            let i = (((c.ts_ms - t0) / bucket_ms) as usize).min(50);
+            counts.entry(c.pid).or_insert_with(|| vec![0.0; 51])[i] += 1.0;
+        }
+        let rate: Vec<(u32, Vec<(f64, f64)>)> = counts
+            .into_iter()
+            .map(|(pid, n)| {
+                let pts = n.iter().enumerate().map(|(i, n)| ((t0 + i as f64 * bucket_ms) / 1000.0, n * 1000.0 / bucket_ms));
+                (pid, pts.collect())
+            })
+            .collect();
+        plots::launch_rate(&out.join("launch_rate.svg"), &rate).unwrap();
+    }
+}

@@ -1,6 +1,8 @@
 //! `cuda-tracer report`: per-function, kernel, memory, CUDA-graph, step and
 //! KV-cache answers from trace files, as text/JSON/CSV plus plots.
 
+pub mod plots;
+
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
