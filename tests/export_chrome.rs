@@ -68,7 +68,7 @@ fn steps(events: &[Value]) -> Vec<&Value> {
 fn chrome_export_of_the_fixture_workload() {
     let (tmp, out, truth_dir) = scratch();
     record(&out, &truth_dir, &[], &[&workload(), "--iterations", "40"]);
-    let trace = load_trace(&session_dir(&out).expect("session dir"));
+    let trace = load_trace(&out);
     let truth = load_truth(&truth_dir);
     let json = tmp.path().join("trace.json");
 
