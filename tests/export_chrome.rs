@@ -76,18 +76,22 @@ fn chrome_export_of_the_fixture_workload() {
     let events = export_ok(&out, &json, &[]);
     let got = calls(&events);
     assert_eq!(got.len(), truth.len(), "one event per call");
-    let count = |names: Vec<&str>| names.into_iter().fold(BTreeMap::new(), |mut m, n| {
-        *m.entry(n.to_string()).or_insert(0) += 1;
-        m
-    });
+    let count = |names: Vec<&str>| {
+        names.into_iter().fold(BTreeMap::new(), |mut m, n| {
+            *m.entry(n.to_string()).or_insert(0) += 1;
+            m
+        })
+    };
     assert_eq!(
         count(got.iter().map(|e| e["args"]["call"].as_str().unwrap()).collect()),
         count(truth.iter().map(|l| l["func"].as_str().unwrap()).collect())
     );
     // Launches carry the kernel name as the event name; failed calls their error.
-    let want_names = trace.lines.iter().filter(|l| l["func"].as_str().unwrap().contains("LaunchKernel")).map(|l| {
-        l["args"]["kernel"].as_str().unwrap_or(l["func"].as_str().unwrap())
-    });
+    let want_names = trace
+        .lines
+        .iter()
+        .filter(|l| l["func"].as_str().unwrap().contains("LaunchKernel"))
+        .map(|l| l["args"]["kernel"].as_str().unwrap_or(l["func"].as_str().unwrap()));
     let got_names = got.iter().filter(|e| e["cat"] == "launch").map(|e| e["name"].as_str().unwrap());
     assert_eq!(count(got_names.collect()), count(want_names.collect()));
     assert!(got.iter().any(|e| e["name"] == "gemm_kernel" || e["name"].as_str().unwrap().contains("gemm")));
@@ -116,8 +120,10 @@ fn chrome_export_of_the_fixture_workload() {
     // Steps: one per event synchronize of the serving loop at least.
     let all_steps = steps(&events);
     assert!(all_steps.len() >= 40, "{} steps", all_steps.len());
-    assert!(all_steps.iter().all(|s| s["name"].as_str().unwrap().starts_with("prefill #")
-        || s["name"].as_str().unwrap().starts_with("decode #")));
+    assert!(all_steps
+        .iter()
+        .all(|s| s["name"].as_str().unwrap().starts_with("prefill #")
+            || s["name"].as_str().unwrap().starts_with("decode #")));
 
     // --steps 10..20: the steps 10-19 and exactly the calls that start between
     // the first one's start and the last one's end.

@@ -63,7 +63,8 @@ pub fn write<W: Write>(
     let io = |source| ExportError::Io { path: output_path.to_path_buf(), source };
     let mut out = std::io::BufWriter::with_capacity(1 << 20, out);
     let mut written = Written::default();
-    out.write_all(b"{\"displayTimeUnit\":\"ms\",\"otherData\":{\"producer\":\"cuda-tracer\"},\"traceEvents\":[\n").map_err(io)?;
+    out.write_all(b"{\"displayTimeUnit\":\"ms\",\"otherData\":{\"producer\":\"cuda-tracer\"},\"traceEvents\":[\n")
+        .map_err(io)?;
     let mut buf = Vec::with_capacity(1 << 16);
     metadata_events(&mut buf, threads, process_names, window, &mut written);
     step_events(&mut buf, window, threads, &mut written);
@@ -87,7 +88,10 @@ fn metadata_events(
     written: &mut Written,
 ) {
     let mut meta = |buf: &mut Vec<u8>, kind: &str, pid: u32, tid: u32, key: &str, value: &str| {
-        let _ = write!(buf, ",\n{{\"name\":\"{kind}\",\"ph\":\"M\",\"ts\":0,\"pid\":{pid},\"tid\":{tid},\"args\":{{\"{key}\":");
+        let _ = write!(
+            buf,
+            ",\n{{\"name\":\"{kind}\",\"ph\":\"M\",\"ts\":0,\"pid\":{pid},\"tid\":{tid},\"args\":{{\"{key}\":"
+        );
         json_str(buf, value);
         buf.extend_from_slice(b"}}");
         written.metadata += 1;
@@ -185,7 +189,8 @@ fn call_events<W: Write>(out: &mut W, source: &Source, window: &Window, output: 
     let mut calls = 0;
     // Batches of a few chunks per thread keep memory bounded on big files.
     for batch in chunks.chunks(rayon::current_num_threads() * 2) {
-        let rendered: Vec<(Vec<u8>, u64)> = batch.par_iter().map(|c| render_chunk(c, source.shift_ms, window)).collect();
+        let rendered: Vec<(Vec<u8>, u64)> =
+            batch.par_iter().map(|c| render_chunk(c, source.shift_ms, window)).collect();
         for (bytes, n) in rendered {
             out.write_all(&bytes).map_err(|e| ExportError::Io { path: output.to_path_buf(), source: e })?;
             calls += n;
@@ -305,6 +310,9 @@ mod tests {
         let mut buf = Vec::new();
         call_event(&mut buf, &call, None);
         let v: serde_json::Value = serde_json::from_slice(&buf[2..]).unwrap();
-        assert_eq!((v["name"].as_str(), v["args"]["error"].as_str()), (Some("cudaMalloc"), Some("cudaErrorMemoryAllocation")));
+        assert_eq!(
+            (v["name"].as_str(), v["args"]["error"].as_str()),
+            (Some("cudaMalloc"), Some("cudaErrorMemoryAllocation"))
+        );
     }
 }

@@ -146,7 +146,8 @@ fn sources_and_names(files: &[PathBuf]) -> (Vec<chrome::Source>, HashMap<u32, St
         sources.push(chrome::Source { path: path.clone(), shift_ms });
         let processes = meta.as_ref().and_then(|m| m.get("processes")?.as_array().cloned()).unwrap_or_default();
         for p in processes {
-            let (Some(pid), Some(comm)) = (p.get("pid").and_then(|v| v.as_u64()), p.get("comm").and_then(|v| v.as_str()))
+            let (Some(pid), Some(comm)) =
+                (p.get("pid").and_then(|v| v.as_u64()), p.get("comm").and_then(|v| v.as_str()))
             else {
                 continue;
             };
@@ -186,14 +187,22 @@ mod tests {
         let (t0, t1) = (calls[0].ts_ms, calls[calls.len() - 1].ts_ms);
         let bucket_ms = ((t1 - t0) / 50.0).max(1.0);
         let mut counts: std::collections::BTreeMap<u32, Vec<f64>> = Default::default();
-        for c in calls.iter().filter(|c| c.group() == tracer_common::funcs::Group::Launch) {
+        // One layer per process, as for memory: the driver when it is traced.
+        let driver: std::collections::HashSet<u32> =
+            calls.iter().filter(|c| c.layer() == tracer_common::funcs::Layer::Driver).map(|c| c.pid).collect();
+        let counted = |c: &&trace::Call| {
+            c.group() == tracer_common::funcs::Group::Launch
+                && (c.layer() == tracer_common::funcs::Layer::Driver) == driver.contains(&c.pid)
+        };
+        for c in calls.iter().filter(counted) {
             let i = (((c.ts_ms - t0) / bucket_ms) as usize).min(50);
             counts.entry(c.pid).or_insert_with(|| vec![0.0; 51])[i] += 1.0;
         }
         let rate: Vec<(u32, Vec<(f64, f64)>)> = counts
             .into_iter()
             .map(|(pid, n)| {
-                let pts = n.iter().enumerate().map(|(i, n)| ((t0 + i as f64 * bucket_ms) / 1000.0, n * 1000.0 / bucket_ms));
+                let pts =
+                    n.iter().enumerate().map(|(i, n)| ((t0 + i as f64 * bucket_ms) / 1000.0, n * 1000.0 / bucket_ms));
                 (pid, pts.collect())
             })
             .collect();

@@ -28,8 +28,7 @@ pub struct Range {
 
 impl Range {
     pub fn contains(&self, x: f64) -> bool {
-        self.start.is_none_or(|s| x >= s)
-            && self.end.is_none_or(|e| if self.end_included { x <= e } else { x < e })
+        self.start.is_none_or(|s| x >= s) && self.end.is_none_or(|e| if self.end_included { x <= e } else { x < e })
     }
 }
 
@@ -131,7 +130,15 @@ mod tests {
     use crate::export::steps::Phase;
 
     fn step(index: u64, start_ms: f64) -> Step {
-        Step { pid: 1, index, start_ms, end_ms: start_ms + 5.0, phase: Phase::Decode, num_launches: 3, graph_replays: 1 }
+        Step {
+            pid: 1,
+            index,
+            start_ms,
+            end_ms: start_ms + 5.0,
+            phase: Phase::Decode,
+            num_launches: 3,
+            graph_replays: 1,
+        }
     }
 
     #[test]

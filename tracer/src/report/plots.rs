@@ -58,7 +58,13 @@ pub fn step_latency(path: &Path, points: &[(f64, f64, bool)]) -> Result<(), Plot
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let mut chart = chart(&root, "Step latency", x, y).map_err(err)?;
-    chart.configure_mesh().x_desc("session time (s)").y_desc("step duration (ms)").draw().map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("session time (s)")
+        .y_desc("step duration (ms)")
+        .y_label_formatter(&short)
+        .draw()
+        .map_err(err)?;
     for (decode, label, color) in [(false, "prefill", PREFILL_COLOR), (true, "decode", DECODE_COLOR)] {
         let phase: Vec<(f64, f64)> = points.iter().filter(|p| p.2 == decode).map(|p| (p.0, p.1)).collect();
         if phase.is_empty() {
@@ -74,7 +80,11 @@ pub fn step_latency(path: &Path, points: &[(f64, f64, bool)]) -> Result<(), Plot
     root.present().map_err(err)
 }
 
-type Chart<'a> = ChartContext<'a, SVGBackend<'a>, Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>>;
+type Chart<'a> = ChartContext<
+    'a,
+    SVGBackend<'a>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
 
 /// One line per named series, a legend, axis labels.
 fn lines(
@@ -92,7 +102,7 @@ fn lines(
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
     let mut chart = chart(&root, title, x, y).map_err(err)?;
-    chart.configure_mesh().x_desc("session time (s)").y_desc(y_desc).draw().map_err(err)?;
+    chart.configure_mesh().x_desc("session time (s)").y_desc(y_desc).y_label_formatter(&short).draw().map_err(err)?;
     for (i, (name, points)) in series.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
         chart
@@ -131,6 +141,11 @@ fn legend(chart: &mut Chart<'_>) -> Result<(), DrawingAreaErrorKind<std::io::Err
 
 fn draw_error<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> PlotError + Copy + '_ {
     move |e| PlotError::Draw { path: path.to_path_buf(), message: e.to_string() }
+}
+
+/// An axis label without a trailing `.0`.
+fn short(v: &f64) -> String {
+    format!("{v}")
 }
 
 /// Axis ranges around the points, from 0 on the value axis, never empty.
