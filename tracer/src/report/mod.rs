@@ -3,6 +3,7 @@
 
 pub mod graphs;
 pub mod layer;
+pub mod plots;
 pub mod steps;
 
 use std::path::PathBuf;
