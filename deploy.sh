@@ -44,6 +44,7 @@ Commands:
   test      one prompt, then a batch sequential and in parallel, through
             `cuda-tracer prompt` against the NodePort; JSON in RESULTS_DIR
   verify    the sidecar found vLLM, trace files are written, uploads succeed
+  render    print the manifests deploy would apply (no cluster needed)
   status    pods, services, volumes, GPUs
   logs      recent logs of both containers (FOLLOW=1 to follow the tracer)
   destroy   delete everything in k8s/ (the namespace, its volumes and secrets)
@@ -206,6 +207,18 @@ cmd_build() {
     else
         log "k3s not found on this host: push the image (PUSH=1 IMAGE=registry/cuda-tracer:tag) or load it into your cluster's runtime yourself"
     fi
+}
+
+cmd_render() {
+    need "$KUBECTL" "install kubectl (https://kubernetes.io/docs/tasks/tools/)"
+    need realpath "apt-get install -y coreutils"
+    local overlay
+    overlay="$(render_overlay)"
+    k kustomize "$overlay" || {
+        rm -rf "$overlay"
+        die "kubectl kustomize failed on the generated overlay" "check the settings above (IMAGE, VLLM_IMAGE)"
+    }
+    rm -rf "$overlay"
 }
 
 cmd_deploy() {
@@ -378,6 +391,7 @@ main() {
     deploy) cmd_deploy ;;
     test) cmd_test ;;
     verify) cmd_verify ;;
+    render) cmd_render ;;
     status) cmd_status ;;
     logs) cmd_logs ;;
     destroy) cmd_destroy ;;

@@ -73,8 +73,8 @@ install_k3s() {
 
 wait_for_node() {
     log "waiting for the node to be Ready"
-    local i
-    for i in $(seq 1 60); do
+    local _
+    for _ in $(seq 1 60); do
         if k3s kubectl get nodes 2>/dev/null | grep -q ' Ready '; then
             return
         fi
