@@ -237,32 +237,44 @@ cmd_deploy() {
         die "the vLLM pod is not ready" "./deploy.sh status; ./deploy.sh logs; kubectl -n $NAMESPACE describe pod -l $APP_LABEL"
 }
 
-find_cuda_tracer() {
+# The prompt client: a local cuda-tracer binary, else the one in the sidecar
+# image (run with the host's network, results written to a bind mount).
+PROMPT_CLIENT=()
+find_prompt_client() {
     local c
     for c in "$CUDA_TRACER" "$(command -v cuda-tracer || true)" "$ROOT/target/release/cuda-tracer" \
-        "${CARGO_TARGET_DIR:-$ROOT/target}/release/cuda-tracer" "${CARGO_TARGET_DIR:-$ROOT/target}/debug/cuda-tracer"; do
+        "${CARGO_TARGET_DIR:-$ROOT/target}/release/cuda-tracer"; do
         if [[ -n "$c" && -x "$c" ]]; then
-            printf '%s\n' "$c"
+            PROMPT_CLIENT=("$c")
             return
         fi
     done
-    die "no cuda-tracer binary for the prompt client" "cargo build --release -p cuda-tracer (or set CUDA_TRACER=/path/to/cuda-tracer)"
+    if command -v "$CONTAINER_RUNTIME" >/dev/null 2>&1 && "$CONTAINER_RUNTIME" image inspect "$IMAGE" >/dev/null 2>&1; then
+        PROMPT_CLIENT=("$CONTAINER_RUNTIME" run --rm --network host -v "$RESULTS_DIR:$RESULTS_DIR"
+            --entrypoint cuda-tracer "$IMAGE")
+        return
+    fi
+    die "no cuda-tracer binary for the prompt client and no $IMAGE image" \
+        "./deploy.sh build (the client runs from the image), or set CUDA_TRACER=/path/to/cuda-tracer"
 }
 
 cmd_test() {
-    local tracer stamp out
-    tracer="$(find_cuda_tracer)"
+    local stamp out
+    find_prompt_client
     stamp="$(date -u +%Y%m%dT%H%M%SZ)"
+    mkdir -p "$RESULTS_DIR"
+    RESULTS_DIR="$(cd "$RESULTS_DIR" && pwd)"
     out="$RESULTS_DIR/$stamp"
     mkdir -p "$out"
     log "single prompt -> $API_URL (results in $out)"
-    "$tracer" prompt --url "$API_URL" --model "$MODEL" --out "$out/single" ||
+    "${PROMPT_CLIENT[@]}" prompt --url "$API_URL" --model "$MODEL" --out "$out/single" ||
         die "the single prompt failed" "is vLLM ready? ./deploy.sh status; curl $API_URL/health"
     log "batch of $BATCH_COUNT prompts, one after another"
-    "$tracer" prompt --url "$API_URL" --model "$MODEL" --batch "$BATCH_COUNT" --parallel 1 --out "$out/batch-sequential"
+    "${PROMPT_CLIENT[@]}" prompt --url "$API_URL" --model "$MODEL" --batch "$BATCH_COUNT" --parallel 1 \
+        --out "$out/batch-sequential"
     log "batch of $PARALLEL_COUNT prompts, $PARALLEL_WORKERS at a time"
-    "$tracer" prompt --url "$API_URL" --model "$MODEL" --batch "$PARALLEL_COUNT" --parallel "$PARALLEL_WORKERS" \
-        --out "$out/batch-parallel"
+    "${PROMPT_CLIENT[@]}" prompt --url "$API_URL" --model "$MODEL" --batch "$PARALLEL_COUNT" \
+        --parallel "$PARALLEL_WORKERS" --out "$out/batch-parallel"
     log "results: $out"
 }
 

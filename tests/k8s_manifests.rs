@@ -20,9 +20,9 @@ const TRACER: &str = "cuda-tracer";
 const CAPS: [&str; 3] = ["BPF", "PERFMON", "SYS_PTRACE"];
 
 fn doc<'a>(docs: &'a [Doc], kind: &str, name: &str) -> &'a Doc {
-    docs.iter()
-        .find(|d| d.kind == kind && d.name == name)
-        .unwrap_or_else(|| panic!("no {kind}/{name} in {:?}", docs.iter().map(|d| (&d.kind, &d.name)).collect::<Vec<_>>()))
+    docs.iter().find(|d| d.kind == kind && d.name == name).unwrap_or_else(|| {
+        panic!("no {kind}/{name} in {:?}", docs.iter().map(|d| (&d.kind, &d.name)).collect::<Vec<_>>())
+    })
 }
 
 fn sidecar_docs() -> Vec<Doc> {
@@ -135,7 +135,15 @@ fn assert_least_privilege_tracer(spec: &PodSpec, what: &str) {
 }
 
 fn env_field(c: &Container, name: &str) -> Option<String> {
-    c.env.as_ref()?.iter().find(|e| e.name == name)?.value_from.as_ref()?.field_ref.as_ref().map(|f| f.field_path.clone())
+    c.env
+        .as_ref()?
+        .iter()
+        .find(|e| e.name == name)?
+        .value_from
+        .as_ref()?
+        .field_ref
+        .as_ref()
+        .map(|f| f.field_path.clone())
 }
 
 fn mount_at<'a>(c: &'a Container, path: &str) -> Option<&'a k8s_openapi::api::core::v1::VolumeMount> {
@@ -185,7 +193,8 @@ fn sidecar_pod_shares_traces_and_asks_only_for_what_the_tracer_needs() {
     let claim = &volume.persistent_volume_claim.as_ref().expect("a PVC").claim_name;
     doc(&docs, "PersistentVolumeClaim", claim).typed::<PersistentVolumeClaim>();
 
-    for (var, path) in [("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace"), ("NODE_NAME", "spec.nodeName")]
+    for (var, path) in
+        [("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace"), ("NODE_NAME", "spec.nodeName")]
     {
         assert_eq!(env_field(tracer, var).as_deref(), Some(path), "downward-API {var}");
     }

@@ -62,12 +62,16 @@ fn dockerfile_builds_with_the_commands_ci_runs() {
 
     // CI's build of the binary (`cargo build -p cuda-tracer`), in release.
     assert!(test_fn.contains(r#".args(["build", "-p", "cuda-tracer"])"#), "CI's build command changed");
-    assert!(has(&["cargo", "build", "--release", "-p", "cuda-tracer"]), "the image's build differs from CI's: {runs:?}");
+    assert!(
+        has(&["cargo", "build", "--release", "-p", "cuda-tracer"]),
+        "the image's build differs from CI's: {runs:?}"
+    );
 
     // Stages: a Rust toolchain on the same Debian release as the runtime (glibc).
     let froms: Vec<&String> = steps.iter().filter(|(k, _)| k == "FROM").map(|(_, a)| a).collect();
     assert_eq!(froms.len(), 2, "toolchain and runtime stages: {froms:?}");
-    let release = |from: &str| from.split([':', '-', ' ']).find(|w| ["bookworm", "trixie"].contains(w)).map(str::to_string);
+    let release =
+        |from: &str| from.split([':', '-', ' ']).find(|w| ["bookworm", "trixie"].contains(w)).map(str::to_string);
     assert!(froms[0].starts_with("rust:"), "{}", froms[0]);
     assert_eq!(release(froms[0]), release(froms[1]), "build and runtime on one Debian release");
     assert!(release(froms[0]).is_some(), "{froms:?}");
