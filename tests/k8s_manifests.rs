@@ -4,6 +4,7 @@
 //! exactly what the tracer needs: hostPID, a shared /traces volume, the
 //! downward-API env, and capabilities instead of privileged mode.
 
+mod k8s_capabilities;
 mod k8s_scripts;
 mod k8s_support;
 
@@ -17,7 +18,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_support::*;
 
 const TRACER: &str = "cuda-tracer";
-const CAPS: [&str; 3] = ["BPF", "PERFMON", "SYS_PTRACE"];
+const CAPS: [&str; 4] = ["BPF", "PERFMON", "SYS_PTRACE", "SYS_ADMIN"];
 
 fn doc<'a>(docs: &'a [Doc], kind: &str, name: &str) -> &'a Doc {
     docs.iter().find(|d| d.kind == kind && d.name == name).unwrap_or_else(|| {
