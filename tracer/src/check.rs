@@ -79,13 +79,19 @@ pub fn run(pid: Option<u32>) -> Vec<Item> {
     const CAP_SYS_ADMIN: u32 = 21;
     const CAP_PERFMON: u32 = 38;
     const CAP_BPF: u32 = 39;
-    items.push(if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
-        ok(format!("capabilities: CapEff={caps:#x} has CAP_BPF+CAP_PERFMON or CAP_SYS_ADMIN"))
+    // Linux 6.17 ("perf: Require CAP_SYS_ADMIN for uprobes", also backported
+    // to stable kernels) refuses uprobe perf events to CAP_PERFMON alone.
+    let uprobes_need_admin = kernel_version().is_none_or(|(maj, min, _)| (maj, min) >= (6, 17));
+    const CAPS_FIX: &str =
+        "run as root, or add BPF, PERFMON, SYS_PTRACE and SYS_ADMIN to the container's securityContext.capabilities";
+    items.push(if has(CAP_SYS_ADMIN) {
+        ok(format!("capabilities: CapEff={caps:#x} has CAP_SYS_ADMIN"))
+    } else if has(CAP_BPF) && has(CAP_PERFMON) && !uprobes_need_admin {
+        ok(format!("capabilities: CapEff={caps:#x} has CAP_BPF+CAP_PERFMON (kernels >= 6.17 also need CAP_SYS_ADMIN)"))
+    } else if has(CAP_BPF) && has(CAP_PERFMON) {
+        fail(format!("capabilities: CapEff={caps:#x} has CAP_BPF+CAP_PERFMON; kernels >= 6.17 need CAP_SYS_ADMIN for uprobes"), CAPS_FIX)
     } else {
-        fail(
-            format!("capabilities: CapEff={caps:#x} lacks CAP_BPF/CAP_PERFMON"),
-            "run as root, or add BPF, PERFMON and SYS_PTRACE to the container's securityContext.capabilities",
-        )
+        fail(format!("capabilities: CapEff={caps:#x} lacks CAP_BPF/CAP_PERFMON/CAP_SYS_ADMIN"), CAPS_FIX)
     });
     items.push(match kernel_version() {
         Some((maj, min, _)) if (maj, min) >= (5, 11) => {
@@ -109,7 +115,7 @@ pub fn run(pid: Option<u32>) -> Vec<Item> {
         Ok(_) => ok("BPF programs load and pass the verifier"),
         Err(e) => fail(
             format!("BPF programs do not load: {e}"),
-            "see the lines above; tracing needs root or CAP_BPF+CAP_PERFMON",
+            "see the lines above; tracing needs root or CAP_BPF+CAP_PERFMON+CAP_SYS_ADMIN",
         ),
     });
     if let Some(pid) = pid {
@@ -132,7 +138,7 @@ fn target(pid: u32) -> Vec<Item> {
     let libs = match discover::cuda_libraries(pid) {
         Ok(l) => l,
         Err(e) => {
-            return vec![fail(e.to_string(), "run as root (reading another process's maps needs CAP_SYS_PTRACE)")]
+            return vec![fail(e.to_string(), "run as root, or add SYS_PTRACE to the container's capabilities (reading another process's maps and /proc/PID/root needs it)")]
         }
     };
     if libs.is_empty() {

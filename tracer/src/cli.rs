@@ -163,7 +163,8 @@ impl S3Args {
             .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
             .unwrap_or_else(crate::metadata::hostname);
         Some(crate::upload::S3Config {
-            bucket: self.bucket.clone()?,
+            // An empty S3_BUCKET (a blank ConfigMap value) means no bucket.
+            bucket: self.bucket.clone().filter(|b| !b.trim().is_empty())?,
             prefix: self.prefix.clone(),
             endpoint: self.endpoint.clone(),
             region: self.region.clone(),
