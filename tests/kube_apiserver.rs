@@ -222,6 +222,10 @@ fn apiserver_calls_the_webhook_and_stores_the_injected_pod() {
         .arg(&key)
         .env("TRACER_IMAGE", TRACER_IMAGE)
         .env("RUST_LOG", "info");
+    // The defaults are what this test checks (downstream-llm-d, llm-d.ai/inferenceServing=true).
+    for var in ["TARGET_NAMESPACE", "TARGET_LABEL_KEY", "TARGET_LABEL_VALUE", "SIDECAR_ENV"] {
+        cmd.env_remove(var);
+    }
     let (mut webhook, log) = spawn_with_log(cmd);
     wait_listening(port, &mut webhook, &log);
 
