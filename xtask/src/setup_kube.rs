@@ -26,9 +26,8 @@ const DEB_SRC_FILE: &str = "/etc/apt/sources.list.d/cuda-tracer-src.sources";
 
 /// etcd, then kube-apiserver (cached), each skipped when already there.
 pub fn run() -> Result<()> {
-    if !paths::etcd().exists() {
-        apt_install(&["etcd-server"]).context("kube step 1/5 (etcd): installing Debian's etcd-server failed")?;
-    }
+    // etcd runs next to the apiserver; the tests make certificates with openssl.
+    apt_install(&["etcd-server", "openssl"]).context("installing Debian's etcd-server and openssl failed")?;
     if apiserver_works(&paths::kube_apiserver()) {
         return Ok(());
     }
@@ -48,19 +47,19 @@ fn build_apiserver() -> Result<()> {
     let kube_dir = paths::cache_dir().join("kube");
     println!("setup: building kube-apiserver {KUBE_VERSION} for the admission tests (once per machine, 5-10 minutes)");
 
-    println!("setup: kube step 2/5: installing build packages: {}", BUILD_PACKAGES.join(" "));
-    apt_install(BUILD_PACKAGES).context("kube step 2/5 (build packages) failed")?;
+    println!("setup: kube step 1/4: installing build packages: {}", BUILD_PACKAGES.join(" "));
+    apt_install(BUILD_PACKAGES).context("kube step 1/4 (build packages) failed")?;
 
-    println!("setup: kube step 3/5: fetching Debian's `kubernetes` source package");
+    println!("setup: kube step 2/4: fetching Debian's `kubernetes` source package");
     let src = fetch_source(&kube_dir.join("src")).context(
-        "kube step 3/5 (source) failed: needs Debian's archive (deb.debian.org) and a `deb-src` entry for bookworm",
+        "kube step 2/4 (source) failed: needs Debian's archive (deb.debian.org) and a `deb-src` entry for bookworm",
     )?;
 
-    println!("setup: kube step 4/5: replacing vendored reflect2 1.0.1 (crashes under Go >= 1.18) with Debian's 1.0.2");
+    println!("setup: kube step 3/4: replacing vendored reflect2 1.0.1 (crashes under Go >= 1.18) with Debian's 1.0.2");
     replace_reflect2(&src)
-        .context("kube step 4/5 (reflect2) failed: `apt-get install golang-github-modern-go-reflect2-dev`")?;
+        .context("kube step 3/4 (reflect2) failed: `apt-get install golang-github-modern-go-reflect2-dev`")?;
 
-    println!("setup: kube step 5/5: make WHAT=cmd/kube-apiserver (nice'd; the long part)");
+    println!("setup: kube step 4/4: make WHAT=cmd/kube-apiserver (nice'd; the long part)");
     // Kubernetes' scripts keep the Go build cache under _output, inside the
     // source tree, so deleting the tree afterwards frees it too.
     let status = Command::new("nice")
@@ -68,15 +67,15 @@ fn build_apiserver() -> Result<()> {
         .current_dir(&src)
         .env("KUBE_GIT_VERSION", KUBE_VERSION)
         .status()
-        .context("kube step 5/5: cannot start `make`: `apt-get install make`")?;
+        .context("kube step 4/4: cannot start `make`: `apt-get install make`")?;
     if !status.success() {
-        bail!("kube step 5/5 (make WHAT=cmd/kube-apiserver in {}) failed with {status}", src.display());
+        bail!("kube step 4/4 (make WHAT=cmd/kube-apiserver in {}) failed with {status}", src.display());
     }
     let built = src.join("_output/local/bin/linux/amd64/kube-apiserver");
     let bin = paths::kube_apiserver();
     std::fs::copy(&built, &bin).with_context(|| format!("copy {} to {}", built.display(), bin.display()))?;
     if !apiserver_works(&bin) {
-        bail!("kube step 5/5: {} does not print {KUBE_VERSION} for --version", bin.display());
+        bail!("kube step 4/4: {} does not print {KUBE_VERSION} for --version", bin.display());
     }
     std::fs::remove_dir_all(kube_dir.join("src")).context("removing the kube source tree")?;
     println!("setup: kube-apiserver ready at {} ({:.0?})", bin.display(), started.elapsed());
