@@ -14,6 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod kube;
 pub mod s3;
 
 use serde_json::Value;

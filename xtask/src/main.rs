@@ -10,6 +10,7 @@ mod bench_proc;
 mod bench_tables;
 mod paths;
 mod setup;
+mod setup_kube;
 
 use std::process::Command;
 
@@ -128,6 +129,9 @@ fn test(cargo_args: &[String]) -> Result<()> {
             .env("CUDA_TRACER_FIXTURES", paths::fixtures_dir())
             .env("CUDA_TRACER_NVIDIA_CUDART", paths::nvidia_cudart())
             .env("CUDA_TRACER_WEED", paths::weed())
-            .env("CUDA_TRACER_K8S_TOOLS", paths::k8s_tools()),
+            .env("CUDA_TRACER_K8S_TOOLS", paths::k8s_tools())
+            .env("CUDA_TRACER_KUBE_APISERVER", paths::kube_apiserver())
+            .env("CUDA_TRACER_ETCD", paths::etcd())
+            .env("CUDA_TRACER_KUBECTL", paths::kubectl()),
     )
 }

