@@ -6,12 +6,12 @@
 //! inside a runtime call on the same thread, so readers can count one layer
 //! or subtract the nested calls instead of counting twice.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 use tracer_common::funcs::{self, Layer};
 
-use super::table::{self, fixed, Csv};
+use super::table::{self, fixed, Csv, FastMap};
 use crate::trace::Call;
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -92,9 +92,9 @@ impl Acc {
 pub fn analyze(calls: &[Call]) -> Functions {
     let mut by_func: Vec<(Acc, Vec<f64>, BTreeMap<String, u64>)> =
         (0..funcs::FUNCS.len()).map(|_| Default::default()).collect();
-    let mut by_thread: HashMap<(u32, u32, bool), Acc> = HashMap::new();
+    let mut by_thread: FastMap<(u32, u32, bool), Acc> = FastMap::default();
     // The runtime call each thread is in (entry, end), to spot nested driver calls.
-    let mut open_runtime: HashMap<(u32, u32), (f64, f64)> = HashMap::new();
+    let mut open_runtime: FastMap<(u32, u32), (f64, f64)> = FastMap::default();
     for c in calls {
         let runtime = c.layer() == Layer::Runtime;
         let nested = if runtime {
@@ -259,7 +259,7 @@ pub(crate) mod tests {
     pub fn call(ts_ms: f64, tid: u32, func: &str, dur_us: f64, ret: i64, args: Args) -> Call {
         let (func, _) = funcs::by_name(func).expect("known function");
         let error = (ret != 0).then(|| format!("E{ret}").into());
-        Call { ts_ms, pid: 1, tid, func, dur_us, ret, error, args }
+        Call { ts_ms, pid: 1, tid, func, dur_us, ret, error, args: Box::new(args) }
     }
 
     #[test]

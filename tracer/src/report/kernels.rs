@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 use tracer_common::funcs::{Group, Layer};
 
-use super::table::{self, fixed, Csv};
+use super::table::{self, fixed, Csv, FastMap};
 use crate::trace::Call;
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -76,9 +76,9 @@ struct Acc {
 pub fn analyze(calls: &[Call]) -> Kernels {
     // Keyed by the name's allocation first (names are shared per chunk),
     // merged by text at the end: hashing long template names per launch is slow.
-    let mut by_kernel: HashMap<KernelKey, (String, Acc)> = HashMap::new();
-    let mut shapes: HashMap<(KernelKey, [u32; 3], [u32; 3], u64), u64> = HashMap::new();
-    let mut rate: BTreeMap<(u64, u32, bool), u64> = BTreeMap::new();
+    let mut by_kernel: FastMap<KernelKey, (String, Acc)> = FastMap::default();
+    let mut shapes: FastMap<(KernelKey, [u32; 3], [u32; 3], u64), u64> = FastMap::default();
+    let mut rate: FastMap<(u64, u32, bool), u64> = FastMap::default();
     for c in calls.iter().filter(|c| c.group() == Group::Launch) {
         let runtime = c.layer() == Layer::Runtime;
         let key = (c.args.kernel.as_ref().map_or(0, |k| k.as_ptr() as usize), c.args.f.map_or(0, |f| f.0), runtime);
@@ -140,6 +140,7 @@ pub fn analyze(calls: &[Call]) -> Kernels {
         .into_iter()
         .map(|((second, pid, runtime), launches)| RateRow { second, pid, layer: layer(runtime), launches })
         .collect();
+    out.launch_rate.sort_by_key(|r| (r.second, r.pid, r.layer));
     out
 }
 

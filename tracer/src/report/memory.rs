@@ -7,12 +7,12 @@
 //! once, however many layers saw it, and released when every layer that
 //! allocated it has freed it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use serde::Serialize;
 use tracer_common::funcs::{Group, Layer};
 
-use super::table::{self, fixed, Csv};
+use super::table::{self, fixed, Csv, FastMap};
 use crate::trace::{Call, CopyKind};
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -107,7 +107,7 @@ impl Process {
 
 /// `calls` must be sorted by entry time.
 pub fn analyze(calls: &[Call]) -> Memory {
-    let mut live: HashMap<(u32, u64), Live> = HashMap::new();
+    let mut live: FastMap<(u32, u64), Live> = FastMap::default();
     let mut procs: BTreeMap<u32, Process> = BTreeMap::new();
     let mut copies: BTreeMap<(bool, &'static str), (u64, u64, f64)> = BTreeMap::new();
     for c in calls {

@@ -4,6 +4,8 @@
 
 use std::fmt::Write as _;
 
+pub use crate::trace::fast::FastMap;
+
 /// Builds one CSV document in memory.
 pub struct Csv {
     buf: String,

@@ -4,16 +4,54 @@
 //! and the caller falls back to serde_json, which also explains errors.
 //! It exists because `report` must read a 1 GB trace far faster than jq.
 
-use std::{collections::HashMap, sync::Arc, sync::OnceLock};
+use std::{
+    collections::HashMap,
+    hash::{BuildHasherDefault, Hasher},
+    sync::{Arc, OnceLock},
+};
 
 use tracer_common::funcs;
 
 use super::{Args, Call, CopyKind, Hex};
 
+/// A hash map for small integer keys (pids, tids, pointers, short names), hashed per
+/// call: SipHash costs more than the rest of the per-call work.
+pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
+/// The multiply-rotate hash of rustc's FxHash: not DoS-resistant, which
+/// does not matter for keys read from one's own trace.
+#[derive(Default)]
+pub struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+    fn write_u8(&mut self, v: u8) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// Kernel names seen in one chunk: each distinct name is allocated once.
 #[derive(Default)]
 pub struct Interner<'a> {
-    names: HashMap<&'a [u8], Arc<str>>,
+    names: FastMap<&'a [u8], Arc<str>>,
 }
 
 impl<'a> Interner<'a> {
@@ -27,8 +65,8 @@ impl<'a> Interner<'a> {
     }
 }
 
-fn func_ids() -> &'static HashMap<&'static [u8], u16> {
-    static IDS: OnceLock<HashMap<&'static [u8], u16>> = OnceLock::new();
+fn func_ids() -> &'static FastMap<&'static [u8], u16> {
+    static IDS: OnceLock<FastMap<&'static [u8], u16>> = OnceLock::new();
     IDS.get_or_init(|| funcs::FUNCS.iter().enumerate().map(|(i, s)| (s.name.as_bytes(), i as u16)).collect())
 }
 
@@ -166,8 +204,8 @@ fn copy_kind(s: &[u8]) -> CopyKind {
     }
 }
 
-fn args<'a>(c: &mut Cursor<'a>, names: &mut Interner<'a>) -> Option<Args> {
-    let mut a = Args::default();
+fn args<'a>(c: &mut Cursor<'a>, names: &mut Interner<'a>) -> Option<Box<Args>> {
+    let mut a = Box::<Args>::default();
     c.object(|c, key| {
         match key {
             b"bytes" => a.bytes = Some(c.u64()?),
@@ -197,7 +235,7 @@ fn args<'a>(c: &mut Cursor<'a>, names: &mut Interner<'a>) -> Option<Args> {
 pub fn parse<'a>(line: &'a [u8], names: &mut Interner<'a>) -> Option<Call> {
     let mut c = Cursor { b: line, i: 0 };
     let (mut ts, mut pid, mut tid, mut func) = (None, None, None, None);
-    let mut call = Call { ts_ms: 0.0, pid: 0, tid: 0, func: 0, dur_us: 0.0, ret: 0, error: None, args: Args::default() };
+    let mut call = Call { ts_ms: 0.0, pid: 0, tid: 0, func: 0, dur_us: 0.0, ret: 0, error: None, args: Box::default() };
     c.object(|c, key| {
         match key {
             b"ts" => ts = Some(c.f64()?),

@@ -98,7 +98,8 @@ pub struct Call {
     pub ret: i64,
     /// The error's name when `ret != 0`.
     pub error: Option<Box<str>>,
-    pub args: Args,
+    /// Boxed: keeps `Call` small, so millions of them sort and move fast.
+    pub args: Box<Args>,
 }
 
 impl Call {
@@ -162,7 +163,7 @@ pub fn parse_line(line: &[u8]) -> Result<Call, LineError> {
         dur_us: raw.dur_us,
         ret: raw.ret,
         error: raw.error,
-        args: raw.args,
+        args: Box::new(raw.args),
     })
 }
 

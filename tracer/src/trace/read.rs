@@ -122,7 +122,7 @@ pub fn read_with_progress(files: &[PathBuf], progress: &(dyn Fn(u64) + Sync)) ->
         .collect();
     let mut loaded = Loaded { files: files.to_vec(), ..Loaded::default() };
     loaded.bytes = maps.iter().flatten().map(|m| m.len() as u64).sum();
-    loaded.calls.reserve_exact(outs.iter().map(|(_, o)| o.calls.len()).sum());
+    let mut parts = Vec::with_capacity(outs.len());
     let mut file_lines = vec![0u64; files.len()];
     for (index, out) in outs {
         for (i, reason) in out.bad {
@@ -133,12 +133,28 @@ pub fn read_with_progress(files: &[PathBuf], progress: &(dyn Fn(u64) + Sync)) ->
         file_lines[index] += out.lines;
         loaded.skipped_total += out.bad_total;
         loaded.lines += out.lines;
-        loaded.calls.extend(out.calls);
+        parts.push(out.calls);
     }
     drop(maps);
-    // Files are in return order per thread; entry order differs a little.
-    loaded.calls.par_sort_by(|a, b| a.ts_ms.total_cmp(&b.ts_ms));
+    loaded.calls = sorted_by_time(parts);
     Ok(loaded)
+}
+
+/// The chunks' calls in one vector sorted by entry time (stable: ties keep
+/// file order). Sorts small (time, index) keys and moves each call once.
+fn sorted_by_time(parts: Vec<Vec<Call>>) -> Vec<Call> {
+    let total = parts.iter().map(Vec::len).sum();
+    let mut calls = Vec::with_capacity(total);
+    for part in parts {
+        calls.extend(part);
+    }
+    if calls.windows(2).all(|w| w[0].ts_ms <= w[1].ts_ms) {
+        return calls;
+    }
+    let mut keys: Vec<(f64, u32)> = calls.iter().enumerate().map(|(i, c)| (c.ts_ms, i as u32)).collect();
+    keys.par_sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let mut slots: Vec<Option<Call>> = calls.into_iter().map(Some).collect();
+    keys.iter().map(|&(_, i)| slots[i as usize].take().expect("each index once")).collect()
 }
 
 struct ChunkOut {
