@@ -205,10 +205,14 @@ pub fn read_inputs(inputs: &[PathBuf]) -> Result<Loaded, ReportError> {
 
 /// Reads the inputs and writes the report.
 pub fn run(args: &ReportArgs) -> Result<(), ReportError> {
+    let started = std::time::Instant::now();
     let loaded = read_inputs(&args.inputs)?;
+    tracing::debug!(secs = started.elapsed().as_secs_f64(), calls = loaded.calls.len(), "read");
     let report = Report::build(&loaded);
+    tracing::debug!(secs = started.elapsed().as_secs_f64(), "analysed");
     // Further sections (CUDA graphs, steps, KV cache, plots) are added here.
     let written = report.write(&args.out)?;
+    tracing::debug!(secs = started.elapsed().as_secs_f64(), "written");
     tracing::info!(files = written.len(), dir = %args.out.display(), "report written");
     let stdout = match args.format {
         ReportFormat::Text => report.text(),

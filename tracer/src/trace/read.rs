@@ -136,6 +136,7 @@ pub fn read_with_progress(files: &[PathBuf], progress: &(dyn Fn(u64) + Sync)) ->
         parts.push(out.calls);
     }
     drop(maps);
+    tracing::debug!(chunks = file_lines.len(), "parsed");
     loaded.calls = sorted_by_time(parts);
     Ok(loaded)
 }
