@@ -103,8 +103,7 @@ pub fn analyze(calls: &[Call]) -> Kernels {
         m.errors += acc.errors;
         m.total_us += acc.total_us;
     }
-    let mut out = Kernels::default();
-    out.kernels = merged
+    let mut kernels: Vec<KernelRow> = merged
         .into_iter()
         .map(|((kernel, runtime), acc)| KernelRow {
             kernel,
@@ -115,8 +114,8 @@ pub fn analyze(calls: &[Call]) -> Kernels {
             mean_call_us: acc.total_us / acc.launches as f64,
         })
         .collect();
-    out.kernels.sort_by(|a, b| b.launches.cmp(&a.launches).then_with(|| (a.layer, &a.kernel).cmp(&(b.layer, &b.kernel))));
-    out.shapes = merged_shapes
+    kernels.sort_by(|a, b| b.launches.cmp(&a.launches).then_with(|| (a.layer, &a.kernel).cmp(&(b.layer, &b.kernel))));
+    let mut shapes: Vec<ShapeRow> = merged_shapes
         .into_iter()
         .map(|((kernel, runtime, grid, block, shared_mem), launches)| ShapeRow {
             kernel,
@@ -127,7 +126,7 @@ pub fn analyze(calls: &[Call]) -> Kernels {
             launches,
         })
         .collect();
-    out.shapes.sort_by(|a, b| {
+    shapes.sort_by(|a, b| {
         (&a.kernel, a.layer, std::cmp::Reverse(a.launches), a.grid, a.block).cmp(&(
             &b.kernel,
             b.layer,
@@ -136,12 +135,12 @@ pub fn analyze(calls: &[Call]) -> Kernels {
             b.block,
         ))
     });
-    out.launch_rate = rate
+    let mut launch_rate: Vec<RateRow> = rate
         .into_iter()
         .map(|((second, pid, runtime), launches)| RateRow { second, pid, layer: layer(runtime), launches })
         .collect();
-    out.launch_rate.sort_by_key(|r| (r.second, r.pid, r.layer));
-    out
+    launch_rate.sort_by_key(|r| (r.second, r.pid, r.layer));
+    Kernels { kernels, shapes, launch_rate }
 }
 
 fn dim(d: [u32; 3]) -> String {
@@ -215,5 +214,59 @@ impl Kernels {
             out += "\n";
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        report::functions::tests::call,
+        trace::{Args, Hex},
+    };
+
+    fn launch(kernel: Option<&str>, f: u64, grid: u32) -> Args {
+        Args {
+            kernel: kernel.map(Into::into),
+            f: Some(Hex(f)),
+            grid: Some([grid, 1, 1]),
+            block: Some([256, 1, 1]),
+            shared_mem: Some(0),
+            ..Args::default()
+        }
+    }
+
+    #[test]
+    fn groups_launches_by_kernel_shape_and_second() {
+        let gemm = "void gemm<128, float>(float const*, int)";
+        let calls = vec![
+            call(100.0, 1, "cudaLaunchKernel", 10.0, 0, launch(Some(gemm), 0x10, 64)),
+            call(100.001, 1, "cuLaunchKernel", 1.0, 0, launch(Some(gemm), 0x50, 64)),
+            call(900.0, 1, "cudaLaunchKernel", 30.0, 0, launch(Some(gemm), 0x10, 128)),
+            call(1200.0, 1, "cuLaunchKernel", 2.0, 0, launch(None, 0x77, 8)),
+            call(1300.0, 1, "cuLaunchKernel", 2.0, 1, launch(None, 0x77, 8)),
+            call(1400.0, 1, "cudaMalloc", 2.0, 0, Args::default()),
+        ];
+        let k = analyze(&calls);
+        let rows: Vec<(&str, &str, u64, u64)> =
+            k.kernels.iter().map(|r| (r.kernel.as_str(), r.layer, r.launches, r.errors)).collect();
+        assert_eq!(rows, [("0x77", "cuda_api", 2, 1), (gemm, "cuda_runtime", 2, 0), (gemm, "cuda_api", 1, 0)]);
+        let rt = &k.kernels[1];
+        assert!((rt.total_call_ms - 0.04).abs() < 1e-12 && (rt.mean_call_us - 20.0).abs() < 1e-12);
+        let shapes: Vec<(&str, &str, [u32; 3], u64)> =
+            k.shapes.iter().map(|s| (s.kernel.as_str(), s.layer, s.grid, s.launches)).collect();
+        assert_eq!(
+            shapes,
+            [
+                ("0x77", "cuda_api", [8, 1, 1], 2),
+                (gemm, "cuda_api", [64, 1, 1], 1),
+                (gemm, "cuda_runtime", [64, 1, 1], 1),
+                (gemm, "cuda_runtime", [128, 1, 1], 1),
+            ]
+        );
+        let rate: Vec<(u64, &str, u64)> = k.launch_rate.iter().map(|r| (r.second, r.layer, r.launches)).collect();
+        assert_eq!(rate, [(0, "cuda_api", 1), (0, "cuda_runtime", 2), (1, "cuda_api", 2)]);
+        assert!(k.kernels_csv().contains("\n\"void gemm<128, float>(float const*, int)\",cuda_runtime,2,0,0.040,20.000\n"));
+        assert!(k.shapes_csv().contains(",cuda_api,8x1x1,256x1x1,0,2\n"));
     }
 }

@@ -177,8 +177,7 @@ pub fn analyze(calls: &[Call]) -> Memory {
             }
         }
     }
-    let mut out = Memory::default();
-    out.leaks = live
+    let mut leaks: Vec<Leak> = live
         .into_iter()
         .map(|((pid, dptr), l)| Leak {
             pid,
@@ -188,15 +187,15 @@ pub fn analyze(calls: &[Call]) -> Memory {
             func: l.func,
         })
         .collect();
-    out.leaks.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.first_seen_sec.total_cmp(&b.first_seen_sec)));
-    out.processes = procs
+    leaks.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.first_seen_sec.total_cmp(&b.first_seen_sec)));
+    let processes = procs
         .into_values()
         .map(|mut p| {
             p.out.final_bytes = p.in_use;
             p.out
         })
         .collect();
-    out.copies = copies
+    let copies = copies
         .into_iter()
         .map(|((runtime, direction), (calls, bytes, us))| CopyRow {
             layer: if runtime { Layer::Runtime } else { Layer::Driver }.type_name(),
@@ -207,7 +206,7 @@ pub fn analyze(calls: &[Call]) -> Memory {
             call_bandwidth_gbps: if us > 0.0 { bytes as f64 / (us * 1000.0) } else { 0.0 },
         })
         .collect();
-    out
+    Memory { processes, leaks, copies }
 }
 
 impl Memory {

@@ -110,6 +110,24 @@ impl<'a> Cursor<'a> {
 
     fn f64(&mut self) -> Option<f64> {
         let s = self.scalar()?;
+        // Plain decimals of up to 15 digits (what the tracer writes): the
+        // digits as an exact integer over an exact power of ten; one IEEE
+        // division rounds correctly, so this equals `str::parse`.
+        const POW10: [f64; 16] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15];
+        let (int, frac) = match memchr::memchr(b'.', s) {
+            Some(dot) => (&s[..dot], &s[dot + 1..]),
+            None => (s, &b""[..]),
+        };
+        if !int.is_empty() && int.len() + frac.len() <= 15 {
+            let mut m = 0u64;
+            for &d in int.iter().chain(frac) {
+                if !d.is_ascii_digit() {
+                    return std::str::from_utf8(s).ok()?.parse().ok();
+                }
+                m = m * 10 + u64::from(d - b'0');
+            }
+            return Some(m as f64 / POW10[frac.len()]);
+        }
         std::str::from_utf8(s).ok()?.parse().ok()
     }
 
@@ -285,6 +303,14 @@ mod tests {
         same(
             r#"{"ts":1,"pid":1,"tid":2,"type":"cuda_runtime","func":"cudaMemcpyAsync","phase":"entry","dur_us":3,"ret":-1,"args":{"dst":"0x10","src":"0x20","bytes":64,"kind":"DtoH","stream":"0x1001"}}"#,
         );
+    }
+
+    #[test]
+    fn decimals_parse_exactly_as_std_does() {
+        for text in ["29.463897", "0.1", "17.760", "123456789.123456", "5", "1e3", "-2.5", "0.000001", "1234567890123456.7"] {
+            let mut c = Cursor { b: text.as_bytes(), i: 0 };
+            assert_eq!(c.f64(), Some(text.parse::<f64>().unwrap()), "{text}");
+        }
     }
 
     #[test]
