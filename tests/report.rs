@@ -8,7 +8,14 @@ use cuda_tracer_tests::*;
 use serde_json::Value;
 
 fn report(inputs: &[&Path], out: &Path, format: &str) -> Output {
-    tracer_cmd().arg("report").args(inputs).arg("--out").arg(out).args(["--format", format]).output().expect("run report")
+    tracer_cmd()
+        .arg("report")
+        .args(inputs)
+        .arg("--out")
+        .arg(out)
+        .args(["--format", format])
+        .output()
+        .expect("run report")
 }
 
 fn json_stdout(output: &Output) -> Value {
@@ -32,7 +39,10 @@ fn report_counts(report: &Value) -> BTreeMap<(String, String), u64> {
         .unwrap()
         .iter()
         .map(|r| {
-            ((r["type"].as_str().unwrap().to_string(), r["func"].as_str().unwrap().to_string()), r["calls"].as_u64().unwrap())
+            (
+                (r["type"].as_str().unwrap().to_string(), r["func"].as_str().unwrap().to_string()),
+                r["calls"].as_u64().unwrap(),
+            )
         })
         .collect()
 }
@@ -83,7 +93,12 @@ fn report_equals_the_ground_truth_and_names_bad_lines() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| ((r["type"].as_str().unwrap().into(), r["direction"].as_str().unwrap().into()), r["bytes"].as_u64().unwrap()))
+        .map(|r| {
+            (
+                (r["type"].as_str().unwrap().into(), r["direction"].as_str().unwrap().into()),
+                r["bytes"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert!(!copies.is_empty());
     assert_eq!(copies, truth_copies(&truth), "copy volume by layer and direction");
@@ -119,7 +134,8 @@ fn report_equals_the_ground_truth_and_names_bad_lines() {
         assert!(out.join(name).is_file(), "{name} written");
     }
     let launches = truth.iter().filter(|l| l["func"].as_str().unwrap().contains("LaunchKernel")).count() as u64;
-    let kernel_launches: u64 = json["kernels"]["kernels"].as_array().unwrap().iter().map(|k| k["launches"].as_u64().unwrap()).sum();
+    let kernel_launches: u64 =
+        json["kernels"]["kernels"].as_array().unwrap().iter().map(|k| k["launches"].as_u64().unwrap()).sum();
     assert_eq!(kernel_launches, launches);
     let text = String::from_utf8(report(&[&trace], &out, "text").stdout).unwrap();
     assert!(text.contains("cudaLaunchKernel") && text.contains("== Device memory"), "{text}");
@@ -132,7 +148,7 @@ fn report_equals_the_ground_truth_and_names_bad_lines() {
     for f in &files {
         std::fs::copy(f, copy.join(f.file_name().unwrap())).unwrap();
     }
-    let last = files.iter().filter(|f| f.extension().is_some_and(|e| e == "jsonl")).next_back().unwrap();
+    let last = files.iter().rfind(|f| f.extension().is_some_and(|e| e == "jsonl")).unwrap();
     let last_copy = copy.join(last.file_name().unwrap());
     let text = std::fs::read_to_string(&last_copy).unwrap();
     let n = text.lines().count();

@@ -61,7 +61,13 @@ fn step(out: &mut String, pid: u32, tid: u32, ts: &mut f64, n: u64) {
             1024 * i
         );
         line(out, api, "cuLaunchKernel", 0.6, &format!("\"f\":\"{:#x}\",{launch}", 0x5000 + i * 16));
-        line(out, rt, "cudaLaunchKernel", 17.4, &format!("\"func\":\"{:#x}\",{launch}", 0x55d1_c2a0_1230usize + i * 16));
+        line(
+            out,
+            rt,
+            "cudaLaunchKernel",
+            17.4,
+            &format!("\"func\":\"{:#x}\",{launch}", 0x55d1_c2a0_1230usize + i * 16),
+        );
     }
     line(
         out,
@@ -70,7 +76,9 @@ fn step(out: &mut String, pid: u32, tid: u32, ts: &mut f64, n: u64) {
         0.9,
         &format!("\"f\":\"0x6000\",\"grid\":[1024,1,1],\"block\":[128,1,1],\"shared_mem\":0,\"stream\":\"0x1001\",\"kernel\":\"{}\"", KERNELS[3]),
     );
-    let copy = format!("\"dst\":\"0x7f2f0f631e60\",\"src\":\"{dptr:#x}\",\"bytes\":64,\"kind\":\"DtoH\",\"stream\":\"0x1001\"");
+    let copy = format!(
+        "\"dst\":\"0x7f2f0f631e60\",\"src\":\"{dptr:#x}\",\"bytes\":64,\"kind\":\"DtoH\",\"stream\":\"0x1001\""
+    );
     line(out, api, "cuMemcpyDtoHAsync_v2", 15.1, &copy);
     line(out, rt, "cudaMemcpyAsync", 31.0, &copy);
     line(out, api, "cuEventRecord", 15.4, "\"event\":\"0x2001\",\"stream\":\"0x1001\"");
@@ -201,6 +209,8 @@ pub fn section(r: Option<&ReportBench>) -> String {
         r.jq_secs / median,
         r.report_max_rss_kib as f64 / 1024.0
     );
+    let met = r.jq_secs / median >= 20.0;
+    let _ = writeln!(o, "Target (issue #6): at least 20× faster: {}.\n", if met { "met" } else { "**not met**" });
     o
 }
 

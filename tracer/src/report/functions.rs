@@ -161,8 +161,19 @@ fn errors_text(errors: &BTreeMap<String, u64>) -> String {
 impl Functions {
     pub fn functions_csv(&self) -> String {
         let mut csv = Csv::new(&[
-            "func", "type", "group", "calls", "nested", "errors", "errors_by_name", "total_ms", "mean_us", "p50_us",
-            "p95_us", "p99_us", "max_us",
+            "func",
+            "type",
+            "group",
+            "calls",
+            "nested",
+            "errors",
+            "errors_by_name",
+            "total_ms",
+            "mean_us",
+            "p50_us",
+            "p95_us",
+            "p99_us",
+            "max_us",
         ]);
         for r in &self.functions {
             csv.row(&[
@@ -228,7 +239,10 @@ impl Functions {
             self.distinct_calls
         );
         out += &table::text(
-            &["func", "type", "calls", "nested", "errors", "total_ms", "mean_us", "p50_us", "p95_us", "p99_us", "max_us"],
+            &[
+                "func", "type", "calls", "nested", "errors", "total_ms", "mean_us", "p50_us", "p95_us", "p99_us",
+                "max_us",
+            ],
             &rows,
         );
         let errors: Vec<String> = self
@@ -243,7 +257,9 @@ impl Functions {
         let rows: Vec<Vec<String>> = self
             .processes
             .iter()
-            .map(|r| vec![r.pid.to_string(), r.layer.into(), r.calls.to_string(), r.nested.to_string(), fixed(r.total_ms, 3)])
+            .map(|r| {
+                vec![r.pid.to_string(), r.layer.into(), r.calls.to_string(), r.nested.to_string(), fixed(r.total_ms, 3)]
+            })
             .collect();
         out += "\n== Processes\n";
         out += &table::text(&["pid", "type", "calls", "nested", "total_ms"], &rows);

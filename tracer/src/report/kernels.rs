@@ -65,6 +65,8 @@ pub fn kernel_name(c: &Call) -> String {
 
 /// (address of the shared name, launch handle, runtime layer)
 type KernelKey = (usize, u64, bool);
+/// (kernel name, runtime layer, grid, block, shared memory)
+type ShapeKey = (String, bool, [u32; 3], [u32; 3], u64);
 
 #[derive(Default)]
 struct Acc {
@@ -92,7 +94,7 @@ pub fn analyze(calls: &[Call]) -> Kernels {
         }
     }
     let layer = |runtime: bool| if runtime { Layer::Runtime } else { Layer::Driver }.type_name();
-    let mut merged_shapes: HashMap<(String, bool, [u32; 3], [u32; 3], u64), u64> = HashMap::new();
+    let mut merged_shapes: HashMap<ShapeKey, u64> = HashMap::new();
     for ((key, grid, block, shared_mem), n) in shapes {
         *merged_shapes.entry((by_kernel[&key].0.clone(), key.2, grid, block, shared_mem)).or_default() += n;
     }
@@ -210,7 +212,8 @@ impl Kernels {
         }
         if !peak.is_empty() {
             out += "\npeak launches per second: ";
-            out += &peak.iter().map(|((pid, layer), n)| format!("pid {pid} {layer} {n}")).collect::<Vec<_>>().join(", ");
+            out +=
+                &peak.iter().map(|((pid, layer), n)| format!("pid {pid} {layer} {n}")).collect::<Vec<_>>().join(", ");
             out += "\n";
         }
         out
@@ -266,7 +269,9 @@ mod tests {
         );
         let rate: Vec<(u64, &str, u64)> = k.launch_rate.iter().map(|r| (r.second, r.layer, r.launches)).collect();
         assert_eq!(rate, [(0, "cuda_api", 1), (0, "cuda_runtime", 2), (1, "cuda_api", 2)]);
-        assert!(k.kernels_csv().contains("\n\"void gemm<128, float>(float const*, int)\",cuda_runtime,2,0,0.040,20.000\n"));
+        assert!(k
+            .kernels_csv()
+            .contains("\n\"void gemm<128, float>(float const*, int)\",cuda_runtime,2,0,0.040,20.000\n"));
         assert!(k.shapes_csv().contains(",cuda_api,8x1x1,256x1x1,0,2\n"));
     }
 }

@@ -223,7 +223,13 @@ impl Memory {
     pub fn leaks_csv(&self) -> String {
         let mut csv = Csv::new(&["pid", "dptr", "bytes", "first_seen_sec", "func"]);
         for l in &self.leaks {
-            csv.row(&[l.pid.to_string(), l.dptr.clone(), l.bytes.to_string(), fixed(l.first_seen_sec, 6), l.func.into()]);
+            csv.row(&[
+                l.pid.to_string(),
+                l.dptr.clone(),
+                l.bytes.to_string(),
+                fixed(l.first_seen_sec, 6),
+                l.func.into(),
+            ]);
         }
         csv.finish()
     }
@@ -267,7 +273,9 @@ impl Memory {
             .leaks
             .iter()
             .take(top)
-            .map(|l| vec![l.pid.to_string(), l.dptr.clone(), l.bytes.to_string(), fixed(l.first_seen_sec, 6), l.func.into()])
+            .map(|l| {
+                vec![l.pid.to_string(), l.dptr.clone(), l.bytes.to_string(), fixed(l.first_seen_sec, 6), l.func.into()]
+            })
             .collect();
         out += &table::text(&["pid", "dptr", "bytes", "first_seen_s", "func"], &rows);
         out += "\n== Copies (a runtime copy reaches the driver too: read one type; bandwidth from call time)\n";
@@ -335,8 +343,12 @@ mod tests {
             m.leaks,
             [Leak { pid: 1, dptr: "0xb0".into(), bytes: 50, first_seen_sec: 1.5, func: "cuMemAlloc_v2" }]
         );
-        let c: Vec<(&str, &str, u64, u64)> = m.copies.iter().map(|r| (r.layer, r.direction, r.calls, r.bytes)).collect();
-        assert_eq!(c, [("cuda_api", "HtoD", 1, 4000), ("cuda_runtime", "DtoH", 1, 64), ("cuda_runtime", "HtoD", 1, 4000)]);
+        let c: Vec<(&str, &str, u64, u64)> =
+            m.copies.iter().map(|r| (r.layer, r.direction, r.calls, r.bytes)).collect();
+        assert_eq!(
+            c,
+            [("cuda_api", "HtoD", 1, 4000), ("cuda_runtime", "DtoH", 1, 64), ("cuda_runtime", "HtoD", 1, 4000)]
+        );
         // 4000 bytes in 2 us = 2 GB/s.
         assert_eq!(m.copies[2].call_bandwidth_gbps, 2.0);
         assert!(m.leaks_csv().contains("\n1,0xb0,50,1.500000,cuMemAlloc_v2\n"));

@@ -307,7 +307,9 @@ mod tests {
 
     #[test]
     fn decimals_parse_exactly_as_std_does() {
-        for text in ["29.463897", "0.1", "17.760", "123456789.123456", "5", "1e3", "-2.5", "0.000001", "1234567890123456.7"] {
+        for text in
+            ["29.463897", "0.1", "17.760", "123456789.123456", "5", "1e3", "-2.5", "0.000001", "1234567890123456.7"]
+        {
             let mut c = Cursor { b: text.as_bytes(), i: 0 };
             assert_eq!(c.f64(), Some(text.parse::<f64>().unwrap()), "{text}");
         }
