@@ -59,6 +59,8 @@ pub struct Report {
     pub foreign_tracers: usize,
     pub release_secs: f64,
     pub elapsed_secs: f64,
+    /// Table 5.
+    pub report: Option<crate::bench_report::ReportBench>,
 }
 
 fn sh(cmd: &str) -> String {
@@ -103,6 +105,7 @@ impl Report {
             foreign_tracers: 0,
             release_secs: 0.0,
             elapsed_secs: 0.0,
+            report: None,
         }
     }
 }
@@ -295,8 +298,7 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(o, "```\n");
     }
     daemon_section(r, &mut o);
-    let _ = writeln!(o, "## 5. `report` on a 1 GB trace vs the seed's jq recipe\n");
-    let _ = writeln!(o, "Not measured: `cuda-tracer report` is not implemented yet.\n");
+    o.push_str(&crate::bench_report::section(r.report.as_ref()));
     o.push_str(&crate::bench_method::method(r));
     o
 }

@@ -1,12 +1,13 @@
 //! Developer tasks: `setup` (toolchain, bpf-linker, test prerequisites),
 //! `demo` (trace the bundled workload), `test` (fmt, clippy, all tests),
-//! `bench` (overhead and loss, written to docs/BENCHMARKS.md).
+//! `bench` (overhead, loss and `report` speed, written to docs/BENCHMARKS.md).
 
 mod bench;
 mod bench_doc;
 mod bench_load;
 mod bench_method;
 mod bench_proc;
+mod bench_report;
 mod bench_tables;
 mod paths;
 mod setup;
@@ -41,6 +42,9 @@ enum Task {
         /// Small sizes (about a minute), to check the harness, not to quote.
         #[arg(long)]
         quick: bool,
+        /// Run one table alone: `report` (table 5, `report` vs jq; no BPF, no root).
+        #[arg(long, value_parser = ["report"])]
+        only: Option<String>,
     },
 }
 
@@ -49,7 +53,8 @@ fn main() -> Result<()> {
         Task::Setup => setup::run(),
         Task::Demo => demo(),
         Task::Test { cargo_args } => test(&cargo_args),
-        Task::Bench { quick } => bench::run(quick),
+        Task::Bench { quick, only: Some(_) } => bench_report::run_only(quick),
+        Task::Bench { quick, only: None } => bench::run(quick),
     }
 }
 

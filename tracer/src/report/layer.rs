@@ -46,13 +46,13 @@ pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::trace::{Args, Hex};
+    use crate::trace::Hex;
     use tracer_common::funcs;
 
     /// A successful call of `func` at `ts_ms` lasting `dur_us` on thread 1 of pid 1.
     pub(crate) fn call(ts_ms: f64, func: &str, dur_us: f64) -> Call {
         let (id, _) = funcs::by_name(func).unwrap_or_else(|| panic!("unknown function {func}"));
-        Call { ts_ms, pid: 1, tid: 1, func: id, dur_us, ret: 0, error: None, args: Args::default() }
+        Call { ts_ms, pid: 1, tid: 1, func: id, dur_us, ret: 0, error: None, args: Box::default() }
     }
 
     pub(crate) fn hex(v: u64) -> Option<Hex> {

@@ -1,12 +1,15 @@
 //! Reading trace files back: one JSONL line → one typed [`Call`]; the
 //! analyses (`report`, `export`) work on these, never on raw JSON.
 
+pub mod fast;
 pub mod read;
+
+use std::sync::Arc;
 
 use serde::{de, Deserialize, Deserializer};
 use tracer_common::funcs::{self, FuncSpec, Group, Layer};
 
-pub use read::{discover, read, Loaded, ReadError, Skipped};
+pub use read::{discover, read, read_with_progress, Loaded, ReadError, Skipped};
 
 /// A device pointer or handle: the trace writes them as `"0x…"` strings.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -65,7 +68,9 @@ pub struct Args {
     pub event: Option<Hex>,
     pub graph: Option<Hex>,
     pub exec: Option<Hex>,
-    pub kernel: Option<Box<str>>,
+    /// Shared: a trace names the same few kernels millions of times.
+    #[serde(deserialize_with = "shared_str")]
+    pub kernel: Option<Arc<str>>,
     pub name: Option<Box<str>>,
     pub grid: Option<[u32; 3]>,
     pub block: Option<[u32; 3]>,
@@ -74,6 +79,10 @@ pub struct Args {
     #[serde(alias = "func")]
     pub f: Option<Hex>,
     pub mode: Option<u32>,
+}
+
+fn shared_str<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Arc<str>>, D::Error> {
+    Ok(Option::<Box<str>>::deserialize(d)?.map(Arc::from))
 }
 
 /// One completed CUDA call: one trace line.
@@ -89,7 +98,8 @@ pub struct Call {
     pub ret: i64,
     /// The error's name when `ret != 0`.
     pub error: Option<Box<str>>,
-    pub args: Args,
+    /// Boxed: keeps `Call` small, so millions of them sort and move fast.
+    pub args: Box<Args>,
 }
 
 impl Call {
@@ -153,7 +163,7 @@ pub fn parse_line(line: &[u8]) -> Result<Call, LineError> {
         dur_us: raw.dur_us,
         ret: raw.ret,
         error: raw.error,
-        args: raw.args,
+        args: Box::new(raw.args),
     })
 }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use super::{parse_line, Call, LineError};
+use super::{fast, parse_line, Call, LineError};
 
 /// Chunk size for parallel parsing; chunks end at a newline.
 const CHUNK_BYTES: usize = 4 << 20;
@@ -90,18 +90,72 @@ fn session_start_ns(file: &Path) -> Option<u64> {
 /// Parses every file. Sessions started at different instants are put on one
 /// time axis: `ts` is shifted by the session's start relative to the earliest.
 pub fn read(files: &[PathBuf]) -> Result<Loaded, ReadError> {
+    read_with_progress(files, &|_| ())
+}
+
+/// [`read`], calling `progress` with the bytes of each chunk parsed (from
+/// rayon's threads), for a progress bar.
+pub fn read_with_progress(files: &[PathBuf], progress: &(dyn Fn(u64) + Sync)) -> Result<Loaded, ReadError> {
     let starts: Vec<Option<u64>> = files.iter().map(|f| session_start_ns(f)).collect();
     let origin = starts.iter().flatten().min().copied();
-    let mut loaded = Loaded { files: files.to_vec(), ..Loaded::default() };
-    for (file, start) in files.iter().zip(&starts) {
+    let mut maps = Vec::with_capacity(files.len());
+    for file in files {
+        maps.push(map_file(file)?);
+    }
+    // Chunks of every file in one parallel pass: many small files parse as
+    // fast as one big one.
+    let mut work = Vec::new();
+    for (index, (map, start)) in maps.iter().zip(&starts).enumerate() {
         let shift_ms = match (start, origin) {
             (Some(s), Some(o)) => (s - o) as f64 / 1e6,
             _ => 0.0,
         };
-        read_file(file, shift_ms, &mut loaded)?;
+        work.extend(chunks(map.as_deref().unwrap_or_default()).into_iter().map(|c| (index, c, shift_ms)));
     }
-    loaded.calls.par_sort_by(|a, b| a.ts_ms.total_cmp(&b.ts_ms));
+    let outs: Vec<(usize, ChunkOut)> = work
+        .par_iter()
+        .map(|&(index, chunk, shift_ms)| {
+            let out = parse_chunk(chunk, shift_ms);
+            progress(chunk.len() as u64);
+            (index, out)
+        })
+        .collect();
+    let mut loaded = Loaded { files: files.to_vec(), ..Loaded::default() };
+    loaded.bytes = maps.iter().flatten().map(|m| m.len() as u64).sum();
+    let mut parts = Vec::with_capacity(outs.len());
+    let mut file_lines = vec![0u64; files.len()];
+    for (index, out) in outs {
+        for (i, reason) in out.bad {
+            if loaded.skipped.len() < SKIPPED_KEPT {
+                loaded.skipped.push(Skipped { file: files[index].clone(), line: file_lines[index] + i + 1, reason });
+            }
+        }
+        file_lines[index] += out.lines;
+        loaded.skipped_total += out.bad_total;
+        loaded.lines += out.lines;
+        parts.push(out.calls);
+    }
+    drop(maps);
+    tracing::debug!(chunks = file_lines.len(), "parsed");
+    loaded.calls = sorted_by_time(parts);
     Ok(loaded)
+}
+
+/// The chunks' calls in one vector sorted by entry time (stable: ties keep
+/// file order). Sorts small (time, index) keys and moves each call once.
+fn sorted_by_time(parts: Vec<Vec<Call>>) -> Vec<Call> {
+    let total = parts.iter().map(Vec::len).sum();
+    let mut calls = Vec::with_capacity(total);
+    for part in parts {
+        calls.extend(part);
+    }
+    if calls.windows(2).all(|w| w[0].ts_ms <= w[1].ts_ms) {
+        return calls;
+    }
+    let mut keys: Vec<(f64, u32)> = calls.iter().enumerate().map(|(i, c)| (c.ts_ms, i as u32)).collect();
+    keys.par_sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let mut slots: Vec<Option<Call>> = calls.into_iter().map(Some).collect();
+    keys.iter().map(|&(_, i)| slots[i as usize].take().expect("each index once")).collect()
 }
 
 struct ChunkOut {
@@ -112,30 +166,17 @@ struct ChunkOut {
     bad_total: u64,
 }
 
-fn read_file(path: &Path, shift_ms: f64, loaded: &mut Loaded) -> Result<(), ReadError> {
+/// The file's bytes, or `None` for an empty file (which cannot be mapped).
+fn map_file(path: &Path) -> Result<Option<memmap2::Mmap>, ReadError> {
     let io = |source| ReadError::Io { path: path.to_path_buf(), source };
     let file = std::fs::File::open(path).map_err(io)?;
     if file.metadata().map_err(io)?.len() == 0 {
-        return Ok(());
+        return Ok(None);
     }
     // SAFETY: trace files are closed (renamed from .partial) before anyone
     // reads them; a file truncated underneath would only yield bad lines.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-    let outs: Vec<ChunkOut> = chunks(&map).par_iter().map(|c| parse_chunk(c, shift_ms)).collect();
-    loaded.bytes += map.len() as u64;
-    let mut file_lines = 0;
-    for out in outs {
-        for (i, reason) in out.bad {
-            if loaded.skipped.len() < SKIPPED_KEPT {
-                loaded.skipped.push(Skipped { file: path.to_path_buf(), line: file_lines + i + 1, reason });
-            }
-        }
-        file_lines += out.lines;
-        loaded.skipped_total += out.bad_total;
-        loaded.lines += out.lines;
-        loaded.calls.extend(out.calls);
-    }
-    Ok(())
+    let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }.map_err(io)?;
+    Ok(Some(map))
 }
 
 fn chunks(data: &[u8]) -> Vec<&[u8]> {
@@ -155,13 +196,21 @@ fn chunks(data: &[u8]) -> Vec<&[u8]> {
 
 fn parse_chunk(chunk: &[u8], shift_ms: f64) -> ChunkOut {
     let mut out = ChunkOut { calls: Vec::with_capacity(chunk.len() / 200), lines: 0, bad: Vec::new(), bad_total: 0 };
+    let mut names = fast::Interner::default();
     let body = chunk.strip_suffix(b"\n").unwrap_or(chunk);
-    for line in body.split(|&b| b == b'\n') {
+    // memchr finds the newlines with SIMD; a byte-by-byte split is slower
+    // than parsing the line.
+    let ends = memchr::memchr_iter(b'\n', body).chain(std::iter::once(body.len()));
+    let mut start = 0;
+    for end in ends {
+        let line = &body[start..end];
+        start = end + 1;
         out.lines += 1;
         if line.is_empty() {
             continue;
         }
-        match parse_line(line) {
+        let parsed = fast::parse(line, &mut names).map_or_else(|| parse_line(line), Ok);
+        match parsed {
             Ok(mut call) => {
                 call.ts_ms += shift_ms;
                 out.calls.push(call);

@@ -1,0 +1,96 @@
+//! The report's sections beyond the per-call tables: CUDA graphs, model
+//! steps, the KV cache and the plots, added to a built [`Report`].
+
+use std::path::{Path, PathBuf};
+
+use super::{graphs, layer, plots, steps, Report, ReportArgs, ReportError};
+use crate::trace::Loaded;
+
+/// Adds every section to `report`, writing their files into `args.out`.
+pub fn add(report: &mut Report, loaded: &Loaded, args: &ReportArgs) -> Result<Vec<PathBuf>, ReportError> {
+    let out = &args.out;
+    let calls = &loaded.calls;
+    let write_err = |name: &str| {
+        let path = out.join(name);
+        move |source| ReportError::Write { path, source }
+    };
+    // One layer filter and one segmentation, shared by graphs and steps.
+    let outer = layer::outermost(calls);
+    let seg = steps::segment_calls(calls, &outer);
+    let step_summary = steps::write_steps(&seg.steps, seg.unsynced, out).map_err(write_err("summary.json"))?;
+    let graph_summary = graphs::write_graphs(calls, &graphs::collect(calls, &outer), &seg, out)
+        .map_err(write_err("cuda_graph_captures.csv"))?;
+    report.extra_text.push(steps_text(&step_summary, &graph_summary));
+    report.steps = serde_json::to_value(&step_summary).ok();
+    report.graphs = serde_json::to_value(&graph_summary).ok();
+    let mut written: Vec<PathBuf> = [
+        "forward_pass_timing.csv",
+        "summary.json",
+        "cuda_graph_captures.csv",
+        "cuda_graph_usage.csv",
+        "cuda_graph_timeline.csv",
+    ]
+    .iter()
+    .map(|n| out.join(n))
+    .collect();
+    written.extend(draw_plots(report, &seg.steps, out));
+    Ok(written)
+}
+
+fn steps_text(s: &steps::StepsSummary, g: &graphs::GraphsSummary) -> String {
+    let mut out = format!("Model steps: {} ({} never synchronized, not counted)\n", s.steps, s.unsynced);
+    for (phase, stats) in &s.phases {
+        let v = serde_json::to_value(stats).unwrap_or_default();
+        out += &format!(
+            "  {:<8} count {:>8}  mean {:>9.3} ms  p50 {:>9.3}  p95 {:>9.3}  p99 {:>9.3}  max {:>9.3}\n",
+            serde_json::to_value(phase).ok().and_then(|p| p.as_str().map(str::to_string)).unwrap_or_default(),
+            v["count"],
+            v["mean_ms"].as_f64().unwrap_or(0.0),
+            v["p50_ms"].as_f64().unwrap_or(0.0),
+            v["p95_ms"].as_f64().unwrap_or(0.0),
+            v["p99_ms"].as_f64().unwrap_or(0.0),
+            v["max_ms"].as_f64().unwrap_or(0.0),
+        );
+    }
+    out += &format!(
+        "CUDA graphs: {} captures, {} execs, {} replays ({} execs replayed without a traced instantiation)\n",
+        g.captures, g.execs, g.replays, g.execs_without_instantiation
+    );
+    out
+}
+
+/// Draws the three plots; a plot without data is skipped with a note (a
+/// trace without steps has no step-latency plot), never an error.
+fn draw_plots(report: &mut Report, steps: &[steps::Step], out: &Path) -> Vec<PathBuf> {
+    let memory: Vec<(u32, Vec<(f64, f64)>)> = report
+        .memory
+        .processes
+        .iter()
+        .map(|p| (p.pid, p.timeline.iter().map(|&(t, b)| (t, b as f64)).collect()))
+        .collect();
+    let mut rate: std::collections::BTreeMap<u32, Vec<(f64, f64)>> = Default::default();
+    for r in &report.kernels.launch_rate {
+        let series = rate.entry(r.pid).or_default();
+        match series.last_mut() {
+            // Runtime and driver rows of one second: plot the busier layer.
+            Some(last) if last.0 == r.second as f64 => last.1 = last.1.max(r.launches as f64),
+            _ => series.push((r.second as f64, r.launches as f64)),
+        }
+    }
+    let rate: Vec<_> = rate.into_iter().collect();
+    let latency: Vec<(f64, f64, bool)> =
+        steps.iter().map(|s| (s.end_ms / 1000.0, s.duration_ms(), s.phase == steps::Phase::Decode)).collect();
+    let mut written = Vec::new();
+    let results = [
+        ("memory.svg", plots::memory_over_time(&out.join("memory.svg"), &memory)),
+        ("launch_rate.svg", plots::launch_rate(&out.join("launch_rate.svg"), &rate)),
+        ("step_latency.svg", plots::step_latency(&out.join("step_latency.svg"), &latency)),
+    ];
+    for (name, result) in results {
+        match result {
+            Ok(()) => written.push(out.join(name)),
+            Err(e) => report.extra_text.push(format!("plot {name} not drawn: {e}\n")),
+        }
+    }
+    written
+}

@@ -1,0 +1,116 @@
+//! Small writers for the report's tables: RFC 4180 CSV (kernel names are C++
+//! templates full of commas, so fields are quoted when needed) and aligned
+//! plain-text tables.
+
+use std::fmt::Write as _;
+
+pub use crate::trace::fast::FastMap;
+
+/// Builds one CSV document in memory.
+pub struct Csv {
+    buf: String,
+}
+
+impl Csv {
+    pub fn new(header: &[&str]) -> Self {
+        let mut csv = Self { buf: String::new() };
+        csv.push(header.iter().copied());
+        csv
+    }
+
+    fn push<'a>(&mut self, fields: impl IntoIterator<Item = &'a str>) {
+        for (i, field) in fields.into_iter().enumerate() {
+            if i > 0 {
+                self.buf.push(',');
+            }
+            if field.contains([',', '"', '\n', '\r']) {
+                self.buf.push('"');
+                self.buf.push_str(&field.replace('"', "\"\""));
+                self.buf.push('"');
+            } else {
+                self.buf.push_str(field);
+            }
+        }
+        self.buf.push('\n');
+    }
+
+    pub fn row(&mut self, fields: &[String]) {
+        self.push(fields.iter().map(String::as_str));
+    }
+
+    pub fn finish(self) -> String {
+        self.buf
+    }
+}
+
+/// Formats a float with a fixed number of decimals (CSV and text).
+pub fn fixed(v: f64, decimals: usize) -> String {
+    format!("{v:.decimals$}")
+}
+
+/// An aligned text table: the first column left-aligned, the others right.
+pub fn text(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut text = String::new();
+        for (i, (cell, w)) in cells.zip(&widths).enumerate() {
+            if i == 0 {
+                let _ = write!(text, "{cell:<w$}");
+            } else {
+                let _ = write!(text, "  {cell:>w$}");
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(&mut header.iter().copied());
+    for row in rows {
+        line(&mut row.iter().map(String::as_str));
+    }
+    out
+}
+
+/// Nearest-rank percentile of `values` (reordered in place); 0 when empty.
+pub fn percentile(values: &mut [f64], q: f64) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
+    *values.select_nth_unstable_by(rank - 1, f64::total_cmp).1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotes_fields_with_commas_and_quotes() {
+        let mut csv = Csv::new(&["kernel", "n"]);
+        csv.row(&["void f<128, float>(int)".into(), "3".into()]);
+        csv.row(&["say \"hi\"".into(), "1".into()]);
+        assert_eq!(csv.finish(), "kernel,n\n\"void f<128, float>(int)\",3\n\"say \"\"hi\"\"\",1\n");
+    }
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let mut v: Vec<f64> = (1..=100).rev().map(f64::from).collect();
+        assert_eq!(percentile(&mut v, 0.5), 50.0);
+        assert_eq!(percentile(&mut v, 0.95), 95.0);
+        assert_eq!(percentile(&mut v, 0.99), 99.0);
+        assert_eq!(percentile(&mut v, 1.0), 100.0);
+        assert_eq!(percentile(&mut [7.0], 0.5), 7.0);
+        assert_eq!(percentile(&mut [], 0.5), 0.0);
+    }
+
+    #[test]
+    fn text_tables_align() {
+        let t = text(&["name", "n"], &[vec!["a".into(), "10".into()], vec!["long".into(), "2".into()]]);
+        assert_eq!(t, "name   n\na     10\nlong   2\n");
+    }
+}

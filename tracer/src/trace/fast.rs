@@ -1,0 +1,327 @@
+//! A fast path for the lines the tracer itself writes: one scan over the
+//! bytes, no whitespace, no escapes. Anything it does not recognise (other
+//! spacing, escaped strings, nested values in unknown keys) returns `None`
+//! and the caller falls back to serde_json, which also explains errors.
+//! It exists because `report` must read a 1 GB trace far faster than jq.
+
+use std::{
+    collections::HashMap,
+    hash::{BuildHasherDefault, Hasher},
+    sync::{Arc, OnceLock},
+};
+
+use tracer_common::funcs;
+
+use super::{Args, Call, CopyKind, Hex};
+
+/// A hash map for small integer keys (pids, tids, pointers, short names), hashed per
+/// call: SipHash costs more than the rest of the per-call work.
+pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
+/// The multiply-rotate hash of rustc's FxHash: not DoS-resistant, which
+/// does not matter for keys read from one's own trace.
+#[derive(Default)]
+pub struct FxHasher(u64);
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+    fn write_u8(&mut self, v: u8) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.write_u64(v as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Kernel names seen in one chunk: each distinct name is allocated once.
+#[derive(Default)]
+pub struct Interner<'a> {
+    names: FastMap<&'a [u8], Arc<str>>,
+}
+
+impl<'a> Interner<'a> {
+    fn get(&mut self, bytes: &'a [u8]) -> Option<Arc<str>> {
+        if let Some(name) = self.names.get(bytes) {
+            return Some(Arc::clone(name));
+        }
+        let name: Arc<str> = Arc::from(std::str::from_utf8(bytes).ok()?);
+        self.names.insert(bytes, Arc::clone(&name));
+        Some(name)
+    }
+}
+
+fn func_ids() -> &'static FastMap<&'static [u8], u16> {
+    static IDS: OnceLock<FastMap<&'static [u8], u16>> = OnceLock::new();
+    IDS.get_or_init(|| funcs::FUNCS.iter().enumerate().map(|(i, s)| (s.name.as_bytes(), i as u16)).collect())
+}
+
+struct Cursor<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn eat(&mut self, c: u8) -> Option<()> {
+        (self.peek()? == c).then(|| self.i += 1)
+    }
+
+    /// A string without escapes; the cursor is on its opening quote.
+    fn string(&mut self) -> Option<&'a [u8]> {
+        self.eat(b'"')?;
+        let rest = &self.b[self.i..];
+        let end = memchr::memchr2(b'"', b'\\', rest)?;
+        if rest[end] == b'\\' {
+            return None;
+        }
+        self.i += end + 1;
+        Some(&rest[..end])
+    }
+
+    /// The bytes of a number (or literal) up to the next delimiter.
+    fn scalar(&mut self) -> Option<&'a [u8]> {
+        let start = self.i;
+        while let Some(c) = self.peek() {
+            if matches!(c, b',' | b'}' | b']') {
+                break;
+            }
+            self.i += 1;
+        }
+        (self.i > start).then(|| &self.b[start..self.i])
+    }
+
+    fn f64(&mut self) -> Option<f64> {
+        let s = self.scalar()?;
+        // Plain decimals of up to 15 digits (what the tracer writes): the
+        // digits as an exact integer over an exact power of ten; one IEEE
+        // division rounds correctly, so this equals `str::parse`.
+        const POW10: [f64; 16] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15];
+        let (int, frac) = match memchr::memchr(b'.', s) {
+            Some(dot) => (&s[..dot], &s[dot + 1..]),
+            None => (s, &b""[..]),
+        };
+        if !int.is_empty() && int.len() + frac.len() <= 15 {
+            let mut m = 0u64;
+            for &d in int.iter().chain(frac) {
+                if !d.is_ascii_digit() {
+                    return std::str::from_utf8(s).ok()?.parse().ok();
+                }
+                m = m * 10 + u64::from(d - b'0');
+            }
+            return Some(m as f64 / POW10[frac.len()]);
+        }
+        std::str::from_utf8(s).ok()?.parse().ok()
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        let s = self.scalar()?;
+        if s.is_empty() || s.len() > 19 || !s.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        Some(s.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')))
+    }
+
+    fn i64(&mut self) -> Option<i64> {
+        if self.peek()? == b'-' {
+            self.i += 1;
+            return i64::try_from(self.u64()?).ok().map(|v| -v);
+        }
+        i64::try_from(self.u64()?).ok()
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        u32::try_from(self.u64()?).ok()
+    }
+
+    fn hex(&mut self) -> Option<Hex> {
+        if self.peek()? != b'"' {
+            return self.u64().map(Hex);
+        }
+        let s = self.string()?;
+        let digits = s.strip_prefix(b"0x").unwrap_or(s);
+        u64::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok().map(Hex)
+    }
+
+    fn dim3(&mut self) -> Option<[u32; 3]> {
+        self.eat(b'[')?;
+        let x = self.u32()?;
+        self.eat(b',')?;
+        let y = self.u32()?;
+        self.eat(b',')?;
+        let z = self.u32()?;
+        self.eat(b']')?;
+        Some([x, y, z])
+    }
+
+    /// Skips a value of a key we do not use: a string, scalar or flat array.
+    fn skip(&mut self) -> Option<()> {
+        match self.peek()? {
+            b'"' => self.string().map(drop),
+            b'{' => None,
+            b'[' => {
+                let end = memchr::memchr(b']', &self.b[self.i..])?;
+                let inner = &self.b[self.i..self.i + end];
+                if inner.contains(&b'[') || inner.contains(&b'{') || inner.contains(&b'"') {
+                    return None;
+                }
+                self.i += end + 1;
+                Some(())
+            }
+            _ => self.scalar().map(drop),
+        }
+    }
+
+    /// Iterates `"key":value,` pairs of an object until its `}`.
+    fn object(&mut self, mut field: impl FnMut(&mut Self, &'a [u8]) -> Option<()>) -> Option<()> {
+        self.eat(b'{')?;
+        if self.eat(b'}').is_some() {
+            return Some(());
+        }
+        loop {
+            let key = self.string()?;
+            self.eat(b':')?;
+            field(self, key)?;
+            match self.peek()? {
+                b',' => self.i += 1,
+                b'}' => {
+                    self.i += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+}
+
+fn copy_kind(s: &[u8]) -> CopyKind {
+    match s {
+        b"HtoD" => CopyKind::HtoD,
+        b"DtoH" => CopyKind::DtoH,
+        b"DtoD" => CopyKind::DtoD,
+        b"HtoH" => CopyKind::HtoH,
+        b"Default" => CopyKind::Default,
+        _ => CopyKind::Other,
+    }
+}
+
+fn args<'a>(c: &mut Cursor<'a>, names: &mut Interner<'a>) -> Option<Box<Args>> {
+    let mut a = Box::<Args>::default();
+    c.object(|c, key| {
+        match key {
+            b"bytes" => a.bytes = Some(c.u64()?),
+            b"dptr" => a.dptr = Some(c.hex()?),
+            b"dst" => a.dst = Some(c.hex()?),
+            b"src" => a.src = Some(c.hex()?),
+            b"kind" => a.kind = Some(copy_kind(c.string()?)),
+            b"stream" => a.stream = Some(c.hex()?),
+            b"event" => a.event = Some(c.hex()?),
+            b"graph" => a.graph = Some(c.hex()?),
+            b"exec" => a.exec = Some(c.hex()?),
+            b"kernel" => a.kernel = Some(names.get(c.string()?)?),
+            b"name" => a.name = Some(std::str::from_utf8(c.string()?).ok()?.into()),
+            b"grid" => a.grid = Some(c.dim3()?),
+            b"block" => a.block = Some(c.dim3()?),
+            b"shared_mem" => a.shared_mem = Some(c.u64()?),
+            b"f" | b"func" => a.f = Some(c.hex()?),
+            b"mode" => a.mode = Some(c.u32()?),
+            _ => c.skip()?,
+        }
+        Some(())
+    })?;
+    Some(a)
+}
+
+/// Parses one line the tracer wrote, or `None` to let serde_json decide.
+pub fn parse<'a>(line: &'a [u8], names: &mut Interner<'a>) -> Option<Call> {
+    let mut c = Cursor { b: line, i: 0 };
+    let (mut ts, mut pid, mut tid, mut func) = (None, None, None, None);
+    let mut call = Call { ts_ms: 0.0, pid: 0, tid: 0, func: 0, dur_us: 0.0, ret: 0, error: None, args: Box::default() };
+    c.object(|c, key| {
+        match key {
+            b"ts" => ts = Some(c.f64()?),
+            b"pid" => pid = Some(c.u32()?),
+            b"tid" => tid = Some(c.u32()?),
+            b"func" => func = Some(*func_ids().get(c.string()?)?),
+            b"dur_us" => call.dur_us = c.f64()?,
+            b"ret" => call.ret = c.i64()?,
+            b"error" => call.error = Some(std::str::from_utf8(c.string()?).ok()?.into()),
+            b"args" => call.args = args(c, names)?,
+            _ => c.skip()?,
+        }
+        Some(())
+    })?;
+    if c.i != line.len() {
+        return None;
+    }
+    call.ts_ms = ts?;
+    call.pid = pid?;
+    call.tid = tid.unwrap_or(call.pid);
+    call.func = func?;
+    Some(call)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn same(line: &str) {
+        let mut names = Interner::default();
+        let fast = parse(line.as_bytes(), &mut names).expect("fast path takes the tracer's own lines");
+        let slow = super::super::parse_line(line.as_bytes()).unwrap();
+        assert_eq!(format!("{fast:?}"), format!("{slow:?}"));
+    }
+
+    #[test]
+    fn agrees_with_serde_on_the_tracers_lines() {
+        same(
+            r#"{"ts":31.2,"pid":7,"tid":8,"type":"cuda_runtime","func":"cudaLaunchKernel","phase":"entry","dur_us":18.2,"ret":0,"args":{"func":"0x55d1","grid":[128,4,1],"block":[256,1,1],"shared_mem":1024,"stream":"0x1000","kernel":"void gemm<128, float>(float const*, int)"}}"#,
+        );
+        same(
+            r#"{"ts":47.577394,"pid":28331,"tid":28331,"type":"cuda_api","func":"cuMemAlloc_v2","phase":"entry","dur_us":17.760,"ret":2,"error":"CUDA_ERROR_OUT_OF_MEMORY","args":{"bytes":2199023255552}}"#,
+        );
+        same(
+            r#"{"ts":29.46,"pid":1,"tid":1,"type":"cuda_api","func":"cuGetProcAddress_v2","phase":"entry","dur_us":32.850,"ret":0,"args":{"symbol":"cuInit","version":12000,"flags":0}}"#,
+        );
+        same(
+            r#"{"ts":1,"pid":1,"tid":2,"type":"cuda_runtime","func":"cudaMemcpyAsync","phase":"entry","dur_us":3,"ret":-1,"args":{"dst":"0x10","src":"0x20","bytes":64,"kind":"DtoH","stream":"0x1001"}}"#,
+        );
+    }
+
+    #[test]
+    fn decimals_parse_exactly_as_std_does() {
+        for text in
+            ["29.463897", "0.1", "17.760", "123456789.123456", "5", "1e3", "-2.5", "0.000001", "1234567890123456.7"]
+        {
+            let mut c = Cursor { b: text.as_bytes(), i: 0 };
+            assert_eq!(c.f64(), Some(text.parse::<f64>().unwrap()), "{text}");
+        }
+    }
+
+    #[test]
+    fn declines_what_it_does_not_know() {
+        let mut names = Interner::default();
+        assert!(parse(br#"{"ts": 1,"pid":1,"func":"cuInit"}"#, &mut names).is_none());
+        assert!(parse(br#"{"ts":1,"pid":1,"func":"cuInit","args":{"kernel":"a\"b"}}"#, &mut names).is_none());
+        assert!(parse(br#"{"ts":1,"pid":1,"func":"cuNope"}"#, &mut names).is_none());
+        assert!(parse(br#"{"ts":1,"pid":1,"func":"cuInit"}x"#, &mut names).is_none());
+        assert!(parse(br#"{"ts":1,"pid":1"#, &mut names).is_none());
+    }
+}
