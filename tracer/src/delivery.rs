@@ -22,8 +22,9 @@ pub struct Pending {
     pub name: String,
 }
 
+/// Closed data files: trace files and the KV-cache CSV chunks written beside them.
 fn is_trace(name: &str) -> bool {
-    name.starts_with("trace_") && name.ends_with(".jsonl")
+    (name.starts_with("trace_") && name.ends_with(".jsonl")) || crate::kvcache::is_chunk_name(name)
 }
 
 /// Session directories under `dir`: `dir` itself when it holds a session
