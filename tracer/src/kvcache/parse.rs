@@ -143,6 +143,25 @@ vllm:num_preemptions_created{engine="0",model_name="org/m:v1"} 1.7e+09
     }
 
     #[test]
+    fn recorded_vllm_pages_parse() {
+        let new = parse_page(include_str!("../../../tests/data/vllm_metrics.txt")).unwrap();
+        assert_eq!(
+            new,
+            KvSample {
+                usage_pct: 4.21875,
+                usage_metric: "vllm:kv_cache_usage_perc",
+                engines: 1,
+                num_requests_running: Some(3.0),
+                num_requests_waiting: Some(1.0),
+                num_preemptions: Some(2.0),
+            }
+        );
+        let old = parse_page(include_str!("../../../tests/data/vllm_metrics_v0.6.txt")).unwrap();
+        assert_eq!((old.usage_pct, old.usage_metric), (37.5, "vllm:gpu_cache_usage_perc"));
+        assert_eq!((old.num_requests_running, old.num_preemptions), (Some(5.0), Some(7.0)));
+    }
+
+    #[test]
     fn other_pages_are_named() {
         let err = parse_page("<html>hello</html>").unwrap_err();
         assert!(matches!(err, PageError::NotVllm), "{err}");

@@ -29,8 +29,8 @@ pub struct KvCacheConfig {
 /// Why one scrape gave no row.
 #[derive(Debug, thiserror::Error)]
 pub enum ScrapeError {
-    #[error("{url} is unreachable: {source} (is vLLM up and listening there? check --vllm-metrics-url)")]
-    Connect { url: String, source: reqwest::Error },
+    #[error("{url} is unreachable: {reason} (is vLLM up and listening there? check --vllm-metrics-url)")]
+    Connect { url: String, reason: String },
     #[error("{url} did not answer within {secs} s")]
     Timeout { url: String, secs: u64 },
     #[error("{url} answered HTTP {status} (is the path vLLM's /metrics?)")]
@@ -215,7 +215,7 @@ async fn fetch(client: &reqwest::Client, url: &str, timeout: Duration) -> Result
         if source.is_timeout() {
             ScrapeError::Timeout { url: url.to_string(), secs: timeout.as_secs().max(1) }
         } else if source.is_connect() || source.is_request() || source.is_builder() {
-            ScrapeError::Connect { url: url.to_string(), source }
+            ScrapeError::Connect { url: url.to_string(), reason: root_cause(&source) }
         } else {
             ScrapeError::Body { url: url.to_string(), source }
         }
@@ -226,6 +226,16 @@ async fn fetch(client: &reqwest::Client, url: &str, timeout: Duration) -> Result
         return Err(ScrapeError::Status { url: url.to_string(), status: status.as_u16() });
     }
     response.text().await.map_err(classify)
+}
+
+/// The innermost error (e.g. `Connection refused`), which reqwest's own
+/// message leaves out.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut inner = e;
+    while let Some(next) = inner.source() {
+        inner = next;
+    }
+    inner.to_string()
 }
 
 fn cell(v: Option<f64>) -> String {
