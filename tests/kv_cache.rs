@@ -19,7 +19,7 @@ use serde_json::Value;
 const HEADER: &str = "timestamp_sec,usage_pct,num_requests_running,num_requests_waiting,num_preemptions";
 
 fn fixture(name: &str) -> String {
-    std::fs::read_to_string(root().join("tests/data").join(name)).expect("fixture page")
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(name)).expect("fixture page")
 }
 
 /// The page with each listed metric's samples set to a new value.
