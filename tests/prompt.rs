@@ -72,7 +72,10 @@ fn handle(stream: TcpStream, seen: &(Mutex<Seen>, Condvar), held_after: usize, h
     let (status, answer) = match path.as_str() {
         "/v1/models" => {
             lock.lock().unwrap().requests.push((method, path, body));
-            (200, json!({"object": "list", "data": [{"id": "stub/model-a", "object": "model"}, {"id": "stub/model-b"}]}))
+            (
+                200,
+                json!({"object": "list", "data": [{"id": "stub/model-a", "object": "model"}, {"id": "stub/model-b"}]}),
+            )
         }
         "/v1/completions" | "/v1/chat/completions" => {
             let mut s = lock.lock().unwrap();
@@ -93,9 +96,10 @@ fn handle(stream: TcpStream, seen: &(Mutex<Seen>, Condvar), held_after: usize, h
             if fail {
                 (404, json!({"object": "error", "message": "The model `nope` does not exist.", "code": 404}))
             } else {
-                let prompt = body["prompt"].as_str().map(String::from).unwrap_or_else(|| {
-                    body["messages"][0]["content"].as_str().unwrap_or_default().to_string()
-                });
+                let prompt = body["prompt"]
+                    .as_str()
+                    .map(String::from)
+                    .unwrap_or_else(|| body["messages"][0]["content"].as_str().unwrap_or_default().to_string());
                 let text = format!("echo: {prompt}");
                 let choice = if path == "/v1/completions" {
                     json!({"index": 0, "text": text, "finish_reason": "length"})
@@ -103,7 +107,10 @@ fn handle(stream: TcpStream, seen: &(Mutex<Seen>, Condvar), held_after: usize, h
                     json!({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "length"})
                 };
                 let usage = json!({"prompt_tokens": prompt.split_whitespace().count(), "completion_tokens": body["max_tokens"], "total_tokens": 0});
-                (200, json!({"id": "cmpl-1", "object": "text_completion", "model": body["model"], "choices": [choice], "usage": usage}))
+                (
+                    200,
+                    json!({"id": "cmpl-1", "object": "text_completion", "model": body["model"], "choices": [choice], "usage": usage}),
+                )
             }
         }
         _ => (404, json!({"detail": "Not Found"})),
@@ -150,7 +157,8 @@ fn single_then_sequential_then_parallel_requests_are_sent_and_saved() {
     assert!(stdout.contains("model stub/model-a") && stdout.contains("parallel"), "{stdout}");
 
     let seen = stub.seen.0.lock().unwrap();
-    let paths: Vec<&str> = seen.requests.iter().map(|(m, p, _)| if m == "GET" { "GET models" } else { p.as_str() }).collect();
+    let paths: Vec<&str> =
+        seen.requests.iter().map(|(m, p, _)| if m == "GET" { "GET models" } else { p.as_str() }).collect();
     assert_eq!(paths[0], "GET models", "the model comes from /v1/models");
     assert_eq!(paths[1..], vec!["/v1/completions"; 1 + 2 * batch]);
     for (_, _, body) in &seen.requests[1..] {
@@ -173,7 +181,10 @@ fn single_then_sequential_then_parallel_requests_are_sent_and_saved() {
     assert_eq!(single["model"], "stub/model-a");
     assert_eq!(single["endpoint"], "/v1/completions");
     let r = &single["result"];
-    assert_eq!((r["ok"].as_bool(), r["status"].as_u64(), r["completion_tokens"].as_u64()), (Some(true), Some(200), Some(16)));
+    assert_eq!(
+        (r["ok"].as_bool(), r["status"].as_u64(), r["completion_tokens"].as_u64()),
+        (Some(true), Some(200), Some(16))
+    );
     assert_eq!(r["text"], format!("echo: {}", r["prompt"].as_str().unwrap()));
     assert!(r["latency_ms"].as_f64().unwrap() > 0.0);
 
@@ -183,7 +194,10 @@ fn single_then_sequential_then_parallel_requests_are_sent_and_saved() {
         let s = &run["summary"];
         assert_eq!(s["mode"], mode);
         assert_eq!(s["concurrency"], concurrency);
-        assert_eq!((s["requests"].as_u64(), s["succeeded"].as_u64(), s["failed"].as_u64()), (Some(8), Some(8), Some(0)));
+        assert_eq!(
+            (s["requests"].as_u64(), s["succeeded"].as_u64(), s["failed"].as_u64()),
+            (Some(8), Some(8), Some(0))
+        );
         assert_eq!(s["completion_tokens"], 8 * 16);
         assert!(s["wall_ms"].as_f64().unwrap() > 0.0 && s["completion_tokens_per_sec"].as_f64().unwrap() > 0.0);
         let requests = run["requests"].as_array().unwrap();
@@ -206,12 +220,26 @@ fn chat_endpoint_with_a_named_model_skips_model_discovery() {
     let output = prompt_cmd(
         stub.port,
         &out,
-        &["--chat", "--model", "my-model", "--batch", "3", "--parallel", "1", "--prompts-file", prompts.to_str().unwrap()],
+        &[
+            "--chat",
+            "--model",
+            "my-model",
+            "--batch",
+            "3",
+            "--parallel",
+            "1",
+            "--prompts-file",
+            prompts.to_str().unwrap(),
+        ],
     );
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let seen = stub.seen.0.lock().unwrap();
-    assert!(seen.requests.iter().all(|(m, p, b)| m == "POST" && p == "/v1/chat/completions" && b["model"] == "my-model"));
-    let contents: Vec<&str> = seen.requests.iter().map(|(_, _, b)| b["messages"][0]["content"].as_str().unwrap()).collect();
+    assert!(seen
+        .requests
+        .iter()
+        .all(|(m, p, b)| m == "POST" && p == "/v1/chat/completions" && b["model"] == "my-model"));
+    let contents: Vec<&str> =
+        seen.requests.iter().map(|(_, _, b)| b["messages"][0]["content"].as_str().unwrap()).collect();
     assert_eq!(contents[1..], ["first question", "second question", "first question"]);
     let b = result_file(&out, "batch_prompts_result_");
     assert!(b["parallel"].is_null(), "--parallel 1: sequential only");
@@ -225,7 +253,9 @@ fn refused_connection_and_http_errors_say_what_to_check() {
     let output = prompt_cmd(port, &tmp.path().join("r1"), &[]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
-    for want in [format!("cannot reach http://127.0.0.1:{port}/v1/models"), "refused".into(), "./deploy.sh status".into()] {
+    for want in
+        [format!("cannot reach http://127.0.0.1:{port}/v1/models"), "refused".into(), "./deploy.sh status".into()]
+    {
         assert!(stderr.contains(&want), "{want:?} not in {stderr}");
     }
 

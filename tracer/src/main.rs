@@ -170,10 +170,9 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
     };
     let mut cfg = config(dir, id, target, &args.trace, &args.trace_dir);
     cfg.metrics = metrics;
-    cfg.kv_cache = args.vllm_metrics_url.map(|url| cuda_tracer::kvcache::KvCacheConfig {
-        url,
-        interval: Duration::from_secs(args.metrics_interval),
-    });
+    cfg.kv_cache = args
+        .vllm_metrics_url
+        .map(|url| cuda_tracer::kvcache::KvCacheConfig { url, interval: Duration::from_secs(args.metrics_interval) });
     let result = session::run(cfg, shutdown_signal()).await.context("run failed")?;
     tracing::info!(
         calls = result.stats.calls(),

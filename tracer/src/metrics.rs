@@ -98,7 +98,11 @@ impl Metrics {
         let vllm_scrapes = Counter::default();
         registry.register("vllm_scrapes", "Scrapes of vLLM's /metrics that gave a KV-cache row", vllm_scrapes.clone());
         let vllm_scrape_errors = Family::<KindLabel, Counter>::default();
-        registry.register("vllm_scrape_errors", "Failed scrapes of vLLM's /metrics, by kind", vllm_scrape_errors.clone());
+        registry.register(
+            "vllm_scrape_errors",
+            "Failed scrapes of vLLM's /metrics, by kind",
+            vllm_scrape_errors.clone(),
+        );
         Self {
             registry,
             calls,

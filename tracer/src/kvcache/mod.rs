@@ -15,8 +15,8 @@ mod summary;
 pub use parse::{parse_page, KvSample, PageError};
 pub use scrape::{spawn, KvCacheConfig, KvScraper, KvStatus, ScrapeError};
 pub use summary::{
-    align_with_steps, load, summarize, summary_of, write_kv_vs_latency_csv, KvReportError, KvRow, KvSeries,
-    KvSummary, StepKv,
+    align_with_steps, load, summarize, summary_of, write_kv_vs_latency_csv, KvReportError, KvRow, KvSeries, KvSummary,
+    StepKv,
 };
 
 /// The header of every `kv_cache_usage*.csv`.

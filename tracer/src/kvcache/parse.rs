@@ -30,7 +30,9 @@ pub struct KvSample {
 pub enum PageError {
     #[error("the page is not in the Prometheus text format: {0}")]
     Parse(std::io::Error),
-    #[error("the page has no vllm:* metrics: is the URL vLLM's /metrics endpoint (e.g. http://127.0.0.1:8000/metrics)?")]
+    #[error(
+        "the page has no vllm:* metrics: is the URL vLLM's /metrics endpoint (e.g. http://127.0.0.1:8000/metrics)?"
+    )]
     NotVllm,
     #[error("the page has vllm:* metrics but neither vllm:kv_cache_usage_perc nor vllm:gpu_cache_usage_perc")]
     NoKvMetric,
@@ -83,9 +85,7 @@ pub fn parse_page(text: &str) -> Result<KvSample, PageError> {
         let v = values(name);
         (!v.is_empty()).then(|| v.iter().sum::<f64>())
     };
-    let Some((usage_metric, usage)) =
-        USAGE_METRICS.iter().map(|m| (*m, values(m))).find(|(_, v)| !v.is_empty())
-    else {
+    let Some((usage_metric, usage)) = USAGE_METRICS.iter().map(|m| (*m, values(m))).find(|(_, v)| !v.is_empty()) else {
         let prefix = escaped("vllm:");
         return Err(if scrape.samples.iter().any(|s| s.metric.starts_with(&prefix)) {
             PageError::NoKvMetric

@@ -285,7 +285,9 @@ impl Chunks {
             self.open = Some(OpenChunk { dest: self.dir.join(name), tmp, file, opened: Instant::now() });
         }
         let Some(f) = self.open.as_mut() else { return Ok(()) };
-        f.file.write_all(line.as_bytes()).map_err(|source| ScrapeError::Write { path: f.tmp.display().to_string(), source })
+        f.file
+            .write_all(line.as_bytes())
+            .map_err(|source| ScrapeError::Write { path: f.tmp.display().to_string(), source })
     }
 
     /// Closes the open chunk if it is due (or `now`); returns its name.
@@ -366,7 +368,8 @@ mod tests {
     #[test]
     fn chunks_are_hidden_while_open_and_closed_on_time_or_stop() {
         let dir = tempfile::tempdir().unwrap();
-        let mut c = Chunks { dir: dir.path().to_path_buf(), seq: 0, open: None, rotate_every: Duration::from_secs(3600) };
+        let mut c =
+            Chunks { dir: dir.path().to_path_buf(), seq: 0, open: None, rotate_every: Duration::from_secs(3600) };
         assert_eq!(c.close(true).unwrap(), None, "no empty chunk");
         c.write_row("1.000,2.0000,1,0,0\n").unwrap();
         assert!(dir.path().join(".kv_cache_usage_00001.csv.partial").exists());

@@ -12,7 +12,9 @@ use serde_json::json;
 pub enum ClientError {
     #[error("cannot reach {url}: {reason}. Is the vLLM service up? Check `./deploy.sh status` (the pod must be Ready; the first start downloads the model and takes minutes) and the URL (NodePort 30800 by default)")]
     Unreachable { url: String, reason: String },
-    #[error("{url} did not answer within {secs} s (raise --timeout-secs for long generations; check `./deploy.sh logs`)")]
+    #[error(
+        "{url} did not answer within {secs} s (raise --timeout-secs for long generations; check `./deploy.sh logs`)"
+    )]
     Timeout { url: String, secs: u64 },
     #[error("{url} answered HTTP {status}: {body} (check --model against GET /v1/models, and `./deploy.sh logs`)")]
     Http { url: String, status: u16, body: String },
@@ -120,7 +122,11 @@ impl Client {
         }
     }
 
-    async fn checked(&self, url: &str, r: Result<reqwest::Response, reqwest::Error>) -> Result<reqwest::Response, ClientError> {
+    async fn checked(
+        &self,
+        url: &str,
+        r: Result<reqwest::Response, reqwest::Error>,
+    ) -> Result<reqwest::Response, ClientError> {
         let response = r.map_err(|e| self.classify(url, e))?;
         let status = response.status();
         if status.is_success() {
@@ -142,7 +148,13 @@ impl Client {
         models.data.into_iter().next().map(|m| m.id).ok_or(ClientError::NoModels { url })
     }
 
-    async fn complete(&self, model: &str, prompt: &str, max_tokens: u32, chat: bool) -> Result<(u16, Completion), ClientError> {
+    async fn complete(
+        &self,
+        model: &str,
+        prompt: &str,
+        max_tokens: u32,
+        chat: bool,
+    ) -> Result<(u16, Completion), ClientError> {
         let (url, body) = if chat {
             (
                 self.url("/v1/chat/completions"),
@@ -164,7 +176,14 @@ impl Client {
     }
 
     /// Sends one prompt and times it; failures are recorded, not returned.
-    pub async fn send(&self, index: usize, model: &str, prompt: &str, max_tokens: u32, chat: bool) -> (RequestResult, Option<ClientError>) {
+    pub async fn send(
+        &self,
+        index: usize,
+        model: &str,
+        prompt: &str,
+        max_tokens: u32,
+        chat: bool,
+    ) -> (RequestResult, Option<ClientError>) {
         let start = Instant::now();
         let outcome = self.complete(model, prompt, max_tokens, chat).await;
         let latency_ms = start.elapsed().as_secs_f64() * 1000.0;

@@ -266,7 +266,8 @@ pub async fn run(args: &PromptArgs) -> Result<(), PromptError> {
     if let Some(p) = &parallel {
         print_run(&p.summary);
     }
-    let speedup = parallel.as_ref().filter(|p| p.summary.wall_ms > 0.0).map(|p| sequential.summary.wall_ms / p.summary.wall_ms);
+    let speedup =
+        parallel.as_ref().filter(|p| p.summary.wall_ms > 0.0).map(|p| sequential.summary.wall_ms / p.summary.wall_ms);
     let file = BatchFile {
         url: &args.url,
         model: &model,
@@ -315,7 +316,10 @@ mod tests {
         let r = [result(0, true, 100.0, 10), result(1, true, 300.0, 30), result(2, false, 5.0, 0)];
         let s = summarize("parallel", 4, &r, 2000.0);
         assert_eq!((s.requests, s.succeeded, s.failed), (3, 2, 1));
-        assert_eq!((s.mean_latency_ms, s.p50_latency_ms, s.p95_latency_ms, s.max_latency_ms), (200.0, 100.0, 300.0, 300.0));
+        assert_eq!(
+            (s.mean_latency_ms, s.p50_latency_ms, s.p95_latency_ms, s.max_latency_ms),
+            (200.0, 100.0, 300.0, 300.0)
+        );
         assert_eq!((s.completion_tokens, s.completion_tokens_per_sec, s.requests_per_sec), (40, 20.0, 1.0));
     }
 
