@@ -93,8 +93,14 @@ fn kv_rows(session: &Path) -> (Vec<String>, Vec<Vec<String>>) {
 }
 
 fn daemon(traces: &Path, extra: &[&str]) -> Command {
+    let mut cmd = uploading_daemon(traces, extra);
+    cmd.arg("--no-upload");
+    cmd
+}
+
+fn uploading_daemon(traces: &Path, extra: &[&str]) -> Command {
     let mut cmd = tracer_cmd();
-    cmd.args(["run", "--no-upload", "--scan-interval-ms", "100", "--metrics-interval", "1"])
+    cmd.args(["run", "--scan-interval-ms", "100", "--metrics-interval", "1"])
         .args(extra)
         .arg("--trace-dir")
         .arg(traces);
@@ -247,4 +253,40 @@ fn an_unreachable_endpoint_is_counted_and_tracing_goes_on() {
     assert_eq!(kv["scrapes"], 0);
     let last_error = kv["last_error"].as_str().unwrap();
     assert!(last_error.contains("is unreachable") && last_error.contains("refused"), "{kv}");
+}
+
+#[test]
+fn kv_chunks_reach_s3_with_the_traces_and_leave_the_disk() {
+    use cuda_tracer_tests::s3::{s3_flags, S3Server, SECRET_KEY};
+    let _one_server = S3Server::lock();
+    let server = S3Server::start();
+    server.create_bucket("traces");
+    let tmp = tempfile::tempdir().unwrap();
+    let traces = tmp.path().join("traces");
+    let page = fixture("vllm_metrics.txt");
+    let (port, served) = serve(move |n| (200, with_values(&page, &[("vllm:num_requests_running", n as f64)])));
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let mut cmd = uploading_daemon(&traces, &["--target-process", "^no-such-process$", "--vllm-metrics-url", &url]);
+    cmd.args(["--rotate-secs", "1", "--upload-interval-secs", "1"]);
+    s3_flags(&mut cmd, "traces", SECRET_KEY);
+    let mut tracer = KillOnDrop(cmd.spawn().unwrap());
+    wait_for("four scrapes", Duration::from_secs(90), || served.load(Ordering::SeqCst) >= 4);
+    signal(&tracer.0, libc::SIGTERM);
+    assert!(wait_with_deadline(&mut tracer.0, Duration::from_secs(90)).success());
+
+    let session = session_dir(&traces).unwrap();
+    let (left, _) = kv_rows(&session);
+    assert!(left.is_empty(), "uploaded chunks are deleted locally: {left:?}");
+    let name = session.file_name().unwrap().to_string_lossy().into_owned();
+    let objects = server.objects("traces", &format!("test/node-1/{name}/"));
+    let mut running = Vec::new();
+    for (key, bytes) in objects.iter().filter(|(k, _)| k.contains("/kv_cache_usage_")) {
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(text.starts_with(HEADER) && text.ends_with('\n'), "{key}: {text}");
+        running.extend(text.lines().skip(1).map(|l| l.split(',').nth(2).unwrap().parse::<u64>().unwrap()));
+    }
+    assert!(running.len() >= 4, "{objects:?}");
+    assert_eq!(running, (0..running.len() as u64).collect::<Vec<_>>(), "every row, in order, once");
+    let meta: Value = serde_json::from_slice(&objects[&format!("test/node-1/{name}/metadata.json")]).unwrap();
+    assert_eq!(meta["kv_cache"]["scrapes"], running.len() as u64);
 }
