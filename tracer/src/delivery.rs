@@ -22,8 +22,9 @@ pub struct Pending {
     pub name: String,
 }
 
+/// Closed data files: trace files and the KV-cache CSV chunks written beside them.
 fn is_trace(name: &str) -> bool {
-    name.starts_with("trace_") && name.ends_with(".jsonl")
+    (name.starts_with("trace_") && name.ends_with(".jsonl")) || crate::kvcache::is_chunk_name(name)
 }
 
 /// Session directories under `dir`: `dir` itself when it holds a session
@@ -290,11 +291,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = dir.path().join("s1");
         std::fs::create_dir_all(&s).unwrap();
-        for f in ["metadata.json", "trace_00002_b.jsonl", "trace_00001_a.jsonl", ".trace_00003_c.jsonl.partial"] {
+        for f in [
+            "metadata.json",
+            "trace_00002_b.jsonl",
+            "trace_00001_a.jsonl",
+            ".trace_00003_c.jsonl.partial",
+            "kv_cache_usage_00001.csv",
+            ".kv_cache_usage_00002.csv.partial",
+        ] {
             std::fs::write(s.join(f), b"x\n").unwrap();
         }
         let names: Vec<String> = pending(dir.path()).into_iter().map(|p| p.name).collect();
-        assert_eq!(names, ["trace_00001_a.jsonl", "trace_00002_b.jsonl", "metadata.json"]);
+        assert_eq!(names, ["kv_cache_usage_00001.csv", "trace_00001_a.jsonl", "trace_00002_b.jsonl", "metadata.json"]);
+        // A crash's open KV chunk is repaired like a trace file.
+        let mut fixed = repair_partials(dir.path(), None);
+        fixed.sort();
+        assert_eq!(fixed, [s.join("kv_cache_usage_00002.csv"), s.join("trace_00003_c.jsonl")]);
         // A session dir given directly is its own session.
         assert_eq!(pending(&s)[0].session, "s1");
     }

@@ -99,6 +99,7 @@ fn config(dir: PathBuf, id: String, target: Target, t: &TraceArgs, budget_root: 
         libs: t.libs.clone(),
         empty_probes: t.empty_probes,
         metrics: None,
+        kv_cache: None,
         budget: t.max_local_bytes.map(|max_bytes| cuda_tracer::budget::DiskBudget {
             max_bytes,
             policy: t.on_disk_full,
@@ -169,6 +170,9 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
     };
     let mut cfg = config(dir, id, target, &args.trace, &args.trace_dir);
     cfg.metrics = metrics;
+    cfg.kv_cache = args
+        .vllm_metrics_url
+        .map(|url| cuda_tracer::kvcache::KvCacheConfig { url, interval: Duration::from_secs(args.metrics_interval) });
     let result = session::run(cfg, shutdown_signal()).await.context("run failed")?;
     tracing::info!(
         calls = result.stats.calls(),

@@ -93,6 +93,9 @@ pub struct Metadata {
     /// kernel-side drops plus write errors.
     pub dropped_events: u64,
     pub summary: Vec<SummaryRow>,
+    /// The vLLM metrics scraper (`run --vllm-metrics-url`), when on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kv_cache: Option<crate::kvcache::KvStatus>,
 }
 
 impl Metadata {

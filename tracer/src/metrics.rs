@@ -51,6 +51,10 @@ pub struct Metrics {
     pub upload_errors: Family<KindLabel, Gauge>,
     pub local_bytes: Gauge,
     pub last_upload_unix: Gauge,
+    /// Scrapes of vLLM's /metrics that gave a KV-cache row (`--vllm-metrics-url`).
+    pub vllm_scrapes: Counter,
+    /// Failed scrapes of vLLM's /metrics, by kind.
+    pub vllm_scrape_errors: Family<KindLabel, Counter>,
     ready: AtomicBool,
     trace_dir: PathBuf,
 }
@@ -91,6 +95,14 @@ impl Metrics {
             "Unix time of the last confirmed upload",
             last_upload_unix.clone(),
         );
+        let vllm_scrapes = Counter::default();
+        registry.register("vllm_scrapes", "Scrapes of vLLM's /metrics that gave a KV-cache row", vllm_scrapes.clone());
+        let vllm_scrape_errors = Family::<KindLabel, Counter>::default();
+        registry.register(
+            "vllm_scrape_errors",
+            "Failed scrapes of vLLM's /metrics, by kind",
+            vllm_scrape_errors.clone(),
+        );
         Self {
             registry,
             calls,
@@ -103,6 +115,8 @@ impl Metrics {
             upload_errors,
             local_bytes,
             last_upload_unix,
+            vllm_scrapes,
+            vllm_scrape_errors,
             ready: AtomicBool::new(false),
             trace_dir,
         }

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{graphs, layer, plots, steps, Report, ReportArgs, ReportError};
-use crate::trace::Loaded;
+use crate::{kvcache, trace::Loaded};
 
 /// Adds every section to `report`, writing their files into `args.out`.
 pub fn add(report: &mut Report, loaded: &Loaded, args: &ReportArgs) -> Result<Vec<PathBuf>, ReportError> {
@@ -34,7 +34,39 @@ pub fn add(report: &mut Report, loaded: &Loaded, args: &ReportArgs) -> Result<Ve
     .map(|n| out.join(n))
     .collect();
     written.extend(draw_plots(report, &seg.steps, out));
+    written.extend(kv_cache(report, &seg.steps, args));
     Ok(written)
+}
+
+/// KV-cache usage from the sessions' kv_cache_usage_*.csv (written by `run
+/// --vllm-metrics-url`): the summary, and usage beside each step's latency.
+/// A bad KV file is a note in the report, not a failed report.
+fn kv_cache(report: &mut Report, steps: &[steps::Step], args: &ReportArgs) -> Vec<PathBuf> {
+    let out = &args.out;
+    let summary = match kvcache::summarize(&args.inputs, out) {
+        Ok(Some(summary)) => summary,
+        Ok(None) => return Vec::new(),
+        Err(e) => {
+            report.extra_text.push(format!("KV cache: not summarized: {e}\n"));
+            return Vec::new();
+        }
+    };
+    report.kv_cache = serde_json::to_value(&summary).ok();
+    let mut written = vec![out.join("kv_cache_summary.txt"), out.join("kv_cache_usage.csv")];
+    if let Ok(text) = std::fs::read_to_string(out.join("kv_cache_summary.txt")) {
+        report.extra_text.push(text);
+    }
+    // Step times are on the first session's clock, as are that session's
+    // KV samples; several sessions are summarized but not aligned.
+    if let Ok([series]) = kvcache::load(&args.inputs).as_deref() {
+        let spans: Vec<(f64, f64, f64)> = steps.iter().map(|s| (s.start_ms, s.end_ms, s.duration_ms())).collect();
+        let aligned = kvcache::align_with_steps(&series.rows, &spans);
+        let path = out.join("kv_vs_step_latency.csv");
+        if !aligned.is_empty() && kvcache::write_kv_vs_latency_csv(&path, &aligned).is_ok() {
+            written.push(path);
+        }
+    }
+    written
 }
 
 fn steps_text(s: &steps::StepsSummary, g: &graphs::GraphsSummary) -> String {

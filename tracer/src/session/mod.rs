@@ -61,6 +61,8 @@ pub struct SessionConfig {
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
     /// The local disk budget (`--max-local-bytes`).
     pub budget: Option<crate::budget::DiskBudget>,
+    /// Scrape vLLM's KV-cache usage into the session (`run --vllm-metrics-url`).
+    pub kv_cache: Option<crate::kvcache::KvCacheConfig>,
 }
 
 /// Why a session could not run.
@@ -113,6 +115,9 @@ struct Session {
     files: Vec<ClosedFile>,
     counts: Counts,
     finished: bool,
+    kv: Option<crate::kvcache::KvScraper>,
+    /// The scraper's record once it has stopped.
+    kv_final: Option<crate::kvcache::KvStatus>,
 }
 
 /// Runs a session until the command exits (record) or `stop` resolves.
@@ -155,6 +160,8 @@ pub async fn run(
         files: Vec::new(),
         counts: Counts::default(),
         finished: false,
+        kv: None,
+        kv_final: None,
     };
     for lib in s.cfg.libs.clone() {
         let shown = lib.display().to_string();
@@ -196,6 +203,10 @@ pub async fn run(
             }
         })
     });
+    // On the session's clock, so its rows line up with the trace's `ts`.
+    s.kv = s.cfg.kv_cache.clone().map(|kv| {
+        crate::kvcache::spawn(kv, &s.cfg.dir, clock.start_boot_ns, s.cfg.rotate_every, s.cfg.metrics.clone())
+    });
     let mut child = s.start_targets()?;
     if let Some(m) = &s.cfg.metrics {
         m.set_ready(true);
@@ -234,6 +245,9 @@ pub async fn run(
     };
     while let Ok(m) = msg_rx.try_recv() {
         s.on_message(m);
+    }
+    if let Some(kv) = s.kv.take() {
+        s.kv_final = Some(kv.stop().await);
     }
     let stats = pipeline.map(|p| p.stats).unwrap_or_default();
     s.counts = Counts {
@@ -381,6 +395,7 @@ impl Session {
             dropped_by_function: self.probes.drops_by_function().unwrap_or_default(),
             dropped_events: drops.lost_calls() + self.counts.write_errors + self.counts.dropped_disk_budget,
             summary: stats.rows(),
+            kv_cache: self.kv.as_ref().map(|k| k.status()).or_else(|| self.kv_final.clone()),
         };
         if let Err(e) = meta.write(&self.cfg.dir) {
             tracing::error!(error = %e, "metadata not written");

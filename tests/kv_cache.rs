@@ -1,0 +1,292 @@
+//! `run --vllm-metrics-url`: the daemon scrapes a local HTTP server serving
+//! recorded vLLM `/metrics` pages into `kv_cache_usage_<seq>.csv` chunks,
+//! survives bad pages and an unreachable endpoint, and keeps tracing.
+
+use std::{
+    net::TcpListener,
+    path::Path,
+    process::Command,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use cuda_tracer_tests::*;
+use serde_json::Value;
+
+const HEADER: &str = "timestamp_sec,usage_pct,num_requests_running,num_requests_waiting,num_preemptions";
+
+fn fixture(name: &str) -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(name)).expect("fixture page")
+}
+
+/// The page with each listed metric's samples set to a new value.
+fn with_values(page: &str, values: &[(&str, f64)]) -> String {
+    page.lines()
+        .map(|line| {
+            let name = line.split(['{', ' ']).next().unwrap_or_default();
+            match values.iter().find(|(n, _)| *n == name) {
+                Some((_, v)) if !line.starts_with('#') => {
+                    let (sample, _) = line.rsplit_once(' ').expect("sample line");
+                    format!("{sample} {v}\n")
+                }
+                _ => format!("{line}\n"),
+            }
+        })
+        .collect()
+}
+
+/// An HTTP server on 127.0.0.1 answering request `n` (from 0) with
+/// `respond(n)` = (status, body); returns its port and the request count.
+fn serve(respond: impl Fn(usize) -> (u16, String) + Send + 'static) -> (u16, Arc<AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().unwrap().port();
+    let served = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&served);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                line.clear();
+            }
+            let (status, body) = respond(count.load(Ordering::SeqCst));
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.flush();
+            count.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    (port, served)
+}
+
+/// A port nothing listens on.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Every row of the session's closed KV chunks, in order, after asserting
+/// the chunks are numbered from 1, each with the header, none left open.
+fn kv_rows(session: &Path) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut names: Vec<String> = std::fs::read_dir(session)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("kv_cache_usage"))
+        .collect();
+    names.sort();
+    let mut rows = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        assert_eq!(name, &format!("kv_cache_usage_{:05}.csv", i + 1), "{names:?}");
+        let text = std::fs::read_to_string(session.join(name)).unwrap();
+        let mut lines = text.lines();
+        assert_eq!(lines.next(), Some(HEADER));
+        rows.extend(lines.map(|l| l.split(',').map(String::from).collect::<Vec<_>>()));
+    }
+    (names, rows)
+}
+
+fn daemon(traces: &Path, extra: &[&str]) -> Command {
+    let mut cmd = uploading_daemon(traces, extra);
+    cmd.arg("--no-upload");
+    cmd
+}
+
+fn uploading_daemon(traces: &Path, extra: &[&str]) -> Command {
+    let mut cmd = tracer_cmd();
+    cmd.args(["run", "--scan-interval-ms", "100", "--metrics-interval", "1"])
+        .args(extra)
+        .arg("--trace-dir")
+        .arg(traces);
+    cmd
+}
+
+/// The fixture workload, held at its start until `go` exists.
+fn held_workload(tmp: &Path) -> (std::process::Child, std::path::PathBuf, std::path::PathBuf) {
+    let (truth, go) = (tmp.join("truth"), tmp.join("go"));
+    std::fs::create_dir_all(&truth).unwrap();
+    let child = Command::new(workload())
+        .args(["--iterations", "10", "--wait-for-file"])
+        .arg(&go)
+        .env("CUDA_FIXTURE_TRUTH_DIR", &truth)
+        .env("LD_LIBRARY_PATH", fixtures())
+        .spawn()
+        .unwrap();
+    (child, truth, go)
+}
+
+fn wait_attached(traces: &Path) {
+    wait_for("the daemon to attach", Duration::from_secs(90), || {
+        let Some(dir) = session_dir(traces) else { return false };
+        std::fs::read_to_string(dir.join("metadata.json")).is_ok_and(|m| m.contains("libcuda.so.1"))
+    });
+}
+
+#[test]
+fn vllm_metrics_become_csv_rows_on_the_trace_clock_beside_the_trace() {
+    let tmp = tempfile::tempdir().unwrap();
+    let traces = tmp.path().join("traces");
+    let page = fixture("vllm_metrics.txt");
+    // Each scrape sees new values; after the fifth they stay.
+    let usage = [0.0, 0.125, 0.5, 0.9375, 1.0];
+    let (port, served) = serve(move |n| {
+        let i = n.min(4);
+        let body = with_values(
+            &page,
+            &[
+                ("vllm:kv_cache_usage_perc", usage[i]),
+                ("vllm:num_requests_running", i as f64),
+                ("vllm:num_requests_waiting", (2 * i) as f64),
+                ("vllm:num_preemptions_total", (10 + i) as f64),
+            ],
+        );
+        (200, body)
+    });
+    let (mut workload, truth, go) = held_workload(tmp.path());
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let pid = workload.id().to_string();
+    let mut tracer = KillOnDrop(
+        daemon(&traces, &["--pid", &pid, "--target-process", "^no-such-process$", "--rotate-secs", "2"])
+            .args(["--vllm-metrics-url", &url])
+            .spawn()
+            .unwrap(),
+    );
+    wait_attached(&traces);
+    std::fs::write(&go, b"").unwrap();
+    assert!(wait_with_deadline(&mut workload, Duration::from_secs(60)).success());
+    wait_for("six scrapes", Duration::from_secs(60), || served.load(Ordering::SeqCst) >= 6);
+    signal(&tracer.0, libc::SIGTERM);
+    assert!(wait_with_deadline(&mut tracer.0, Duration::from_secs(90)).success());
+
+    let session = session_dir(&traces).unwrap();
+    let trace = load_trace(&session);
+    assert_matches_truth(&trace.lines, &load_truth(&truth), false);
+    let (files, rows) = kv_rows(&session);
+    assert!(files.len() >= 2, "chunks rotate with --rotate-secs 2: {files:?}");
+    // A scrape in flight at the stop is served but not written.
+    let n = served.load(Ordering::SeqCst);
+    assert!(rows.len() >= 6 && rows.len() <= n, "{} rows, {n} pages served", rows.len());
+    let expected = ["0.0000,0,0,10", "12.5000,1,2,11", "50.0000,2,4,12", "93.7500,3,6,13", "100.0000,4,8,14"];
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row[1..].join(","), expected[i.min(4)], "row {i}: {row:?}");
+    }
+    let ts: Vec<f64> = rows.iter().map(|r| r[0].parse().unwrap()).collect();
+    assert!(ts[0] >= 0.0 && ts.windows(2).all(|w| w[1] > w[0]), "seconds since the session start, rising: {ts:?}");
+    let kv = &trace.metadata["kv_cache"];
+    assert_eq!(kv["url"], url.as_str());
+    assert_eq!(kv["scrapes"], rows.len() as u64);
+    assert_eq!(kv["usage_metric"], "vllm:kv_cache_usage_perc");
+    assert_eq!(kv["scrape_errors"], serde_json::json!({}));
+    assert_eq!(kv["files"], Value::from(files));
+}
+
+#[test]
+fn bad_answers_are_counted_and_the_old_metric_name_is_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let traces = tmp.path().join("traces");
+    let old = fixture("vllm_metrics_v0.6.txt");
+    let (port, served) = serve(move |n| match n {
+        0 => (503, "starting".to_string()),
+        1 => (200, "<html>not metrics</html>".to_string()),
+        _ => (200, old.clone()),
+    });
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let mut tracer = KillOnDrop(
+        daemon(&traces, &["--target-process", "^no-such-process$", "--vllm-metrics-url", &url]).spawn().unwrap(),
+    );
+    wait_for("four scrapes", Duration::from_secs(60), || served.load(Ordering::SeqCst) >= 4);
+    signal(&tracer.0, libc::SIGTERM);
+    assert!(wait_with_deadline(&mut tracer.0, Duration::from_secs(90)).success());
+
+    let session = session_dir(&traces).unwrap();
+    let (_, rows) = kv_rows(&session);
+    assert!(rows.len() >= 2, "{rows:?}");
+    assert!(rows.iter().all(|r| r[1..].join(",") == "37.5000,5,2,7"), "{rows:?}");
+    let meta: Value = serde_json::from_str(&std::fs::read_to_string(session.join("metadata.json")).unwrap()).unwrap();
+    let kv = &meta["kv_cache"];
+    assert_eq!(kv["scrape_errors"], serde_json::json!({"http_status": 1, "bad_page": 1}));
+    assert_eq!(kv["usage_metric"], "vllm:gpu_cache_usage_perc");
+    assert_eq!(kv["scrapes"], rows.len() as u64);
+}
+
+#[test]
+fn an_unreachable_endpoint_is_counted_and_tracing_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let traces = tmp.path().join("traces");
+    let url = format!("http://127.0.0.1:{}/metrics", free_port());
+    let metrics_port = free_port();
+    let (mut workload, truth, go) = held_workload(tmp.path());
+    let pid = workload.id().to_string();
+    let mut tracer = KillOnDrop(
+        daemon(&traces, &["--pid", &pid, "--target-process", "^no-such-process$", "--vllm-metrics-url", &url])
+            .arg("--metrics-addr")
+            .arg(format!("127.0.0.1:{metrics_port}"))
+            .spawn()
+            .unwrap(),
+    );
+    wait_attached(&traces);
+    std::fs::write(&go, b"").unwrap();
+    assert!(wait_with_deadline(&mut workload, Duration::from_secs(60)).success());
+    wait_for("two failed scrapes on /metrics", Duration::from_secs(60), || {
+        http_get(metrics_port, "/metrics").is_some_and(|(_, body)| {
+            body.lines()
+                .find_map(|l| l.strip_prefix(r#"cuda_tracer_vllm_scrape_errors_total{kind="connect"} "#))
+                .is_some_and(|n| n.trim().parse::<u64>().is_ok_and(|n| n >= 2))
+        })
+    });
+    signal(&tracer.0, libc::SIGTERM);
+    assert!(wait_with_deadline(&mut tracer.0, Duration::from_secs(90)).success(), "never fatal");
+
+    let session = session_dir(&traces).unwrap();
+    let trace = load_trace(&session);
+    assert_matches_truth(&trace.lines, &load_truth(&truth), false);
+    let (files, _) = kv_rows(&session);
+    assert!(files.is_empty(), "no rows, no empty chunk: {files:?}");
+    let kv = &trace.metadata["kv_cache"];
+    assert!(kv["scrape_errors"]["connect"].as_u64().unwrap() >= 2, "{kv}");
+    assert_eq!(kv["scrapes"], 0);
+    let last_error = kv["last_error"].as_str().unwrap();
+    assert!(last_error.contains("is unreachable") && last_error.contains("refused"), "{kv}");
+}
+
+#[test]
+fn kv_chunks_reach_s3_with_the_traces_and_leave_the_disk() {
+    use cuda_tracer_tests::s3::{s3_flags, S3Server, SECRET_KEY};
+    let _one_server = S3Server::lock();
+    let server = S3Server::start();
+    server.create_bucket("traces");
+    let tmp = tempfile::tempdir().unwrap();
+    let traces = tmp.path().join("traces");
+    let page = fixture("vllm_metrics.txt");
+    let (port, served) = serve(move |n| (200, with_values(&page, &[("vllm:num_requests_running", n as f64)])));
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let mut cmd = uploading_daemon(&traces, &["--target-process", "^no-such-process$", "--vllm-metrics-url", &url]);
+    cmd.args(["--rotate-secs", "1", "--upload-interval-secs", "1"]);
+    s3_flags(&mut cmd, "traces", SECRET_KEY);
+    let mut tracer = KillOnDrop(cmd.spawn().unwrap());
+    wait_for("four scrapes", Duration::from_secs(90), || served.load(Ordering::SeqCst) >= 4);
+    signal(&tracer.0, libc::SIGTERM);
+    assert!(wait_with_deadline(&mut tracer.0, Duration::from_secs(90)).success());
+
+    let session = session_dir(&traces).unwrap();
+    let (left, _) = kv_rows(&session);
+    assert!(left.is_empty(), "uploaded chunks are deleted locally: {left:?}");
+    let name = session.file_name().unwrap().to_string_lossy().into_owned();
+    let objects = server.objects("traces", &format!("test/node-1/{name}/"));
+    let mut running = Vec::new();
+    for (key, bytes) in objects.iter().filter(|(k, _)| k.contains("/kv_cache_usage_")) {
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(text.starts_with(HEADER) && text.ends_with('\n'), "{key}: {text}");
+        running.extend(text.lines().skip(1).map(|l| l.split(',').nth(2).unwrap().parse::<u64>().unwrap()));
+    }
+    assert!(running.len() >= 4, "{objects:?}");
+    assert_eq!(running, (0..running.len() as u64).collect::<Vec<_>>(), "every row, in order, once");
+    let meta: Value = serde_json::from_slice(&objects[&format!("test/node-1/{name}/metadata.json")]).unwrap();
+    assert_eq!(meta["kv_cache"]["scrapes"], running.len() as u64);
+}
