@@ -1,0 +1,171 @@
+//! The tracer sidecar container and its traces volume, built as k8s-openapi
+//! types from the webhook's settings.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::core::v1::{
+        Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource,
+        HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaimVolumeSource, Probe, ResourceRequirements,
+        SecretEnvSource, SecurityContext, Volume, VolumeMount,
+    },
+    apimachinery::pkg::{api::resource::Quantity, util::intstr::IntOrString},
+};
+
+use super::settings::{non_empty, InjectArgs};
+
+/// Name of the injected container; a pod that has it is not injected again.
+pub const SIDECAR_NAME: &str = "cuda-tracer";
+/// Name of the pod volume that holds trace files.
+pub const TRACES_VOLUME: &str = "cuda-tracer-traces";
+/// Where the sidecar writes traces (its TRACE_DIR).
+pub const TRACES_MOUNT: &str = "/traces";
+/// Annotation the webhook sets on the pods it injects.
+pub const INJECTED_ANNOTATION: &str = "cuda-tracer/injected";
+
+/// Capabilities the tracer needs instead of `privileged: true`: BPF and
+/// PERFMON load programs and attach uprobes, SYS_PTRACE reads other
+/// processes' /proc/PID/maps and /proc/PID/root, SYS_RESOURCE raises the
+/// memlock limit on kernels older than 5.11.
+pub const CAPABILITIES: [&str; 4] = ["BPF", "PERFMON", "SYS_PTRACE", "SYS_RESOURCE"];
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar { name: name.to_string(), value: Some(value.into()), value_from: None }
+}
+
+fn field_env(name: &str, field_path: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector { api_version: Some("v1".into()), field_path: field_path.into() }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// The sidecar's environment: what `cuda-tracer run` reads.
+fn sidecar_env(args: &InjectArgs) -> Vec<EnvVar> {
+    let mut vars = vec![env("TARGET_PROCESS", &args.target_process), env("TRACE_DIR", TRACES_MOUNT)];
+    match non_empty(&args.s3_bucket) {
+        Some(bucket) => {
+            vars.push(env("S3_BUCKET", bucket));
+            vars.push(env("S3_PREFIX", &args.s3_prefix));
+        }
+        // `run` refuses to start uploading without a bucket: keep traces local.
+        None => vars.push(env("UPLOAD_ENABLED", "false")),
+    }
+    if let Some(endpoint) = non_empty(&args.s3_endpoint) {
+        vars.push(env("S3_ENDPOINT", endpoint));
+    }
+    if let Some(region) = non_empty(&args.s3_region) {
+        vars.push(env("S3_REGION", region));
+    }
+    if args.s3_path_style {
+        vars.push(env("S3_PATH_STYLE", "true"));
+    }
+    if !args.vllm_metrics_url.trim().is_empty() {
+        vars.push(env("VLLM_METRICS_URL", args.vllm_metrics_url.trim()));
+    }
+    if args.metrics_port != 0 {
+        vars.push(env("METRICS_ADDR", format!("0.0.0.0:{}", args.metrics_port)));
+    }
+    // The downward API: metadata.json records them and uploads are grouped by pod.
+    vars.push(field_env("POD_NAME", "metadata.name"));
+    vars.push(field_env("POD_NAMESPACE", "metadata.namespace"));
+    vars.push(field_env("NODE_NAME", "spec.nodeName"));
+    for (name, value) in &args.extra_env {
+        vars.retain(|v| &v.name != name);
+        vars.push(env(name, value));
+    }
+    vars
+}
+
+fn security_context(args: &InjectArgs) -> SecurityContext {
+    // Root in the container: Kubernetes gives added capabilities to uid 0
+    // only (no ambient capabilities for other users).
+    let mut sc = SecurityContext { run_as_user: Some(0), run_as_non_root: Some(false), ..Default::default() };
+    if args.privileged {
+        sc.privileged = Some(true);
+    } else {
+        sc.allow_privilege_escalation = Some(false);
+        sc.capabilities =
+            Some(Capabilities { add: Some(CAPABILITIES.iter().map(|c| c.to_string()).collect()), drop: None });
+    }
+    sc
+}
+
+fn quantities(pairs: &[(&str, &str)]) -> BTreeMap<String, Quantity> {
+    pairs.iter().map(|(k, v)| (k.to_string(), Quantity(v.to_string()))).collect()
+}
+
+/// The tracer sidecar: `cuda-tracer run` with the settings' env.
+pub fn container(args: &InjectArgs) -> Container {
+    let mut c = Container {
+        name: SIDECAR_NAME.into(),
+        image: Some(args.image.clone()),
+        image_pull_policy: Some(args.image_pull_policy.clone()),
+        command: Some(vec!["cuda-tracer".into(), "run".into()]),
+        env: Some(sidecar_env(args)),
+        env_from: non_empty(&args.aws_secret).map(|name| {
+            vec![EnvFromSource {
+                secret_ref: Some(SecretEnvSource { name: name.into(), optional: Some(true) }),
+                ..Default::default()
+            }]
+        }),
+        // The seed's requests for the tracer: 0.5 CPU, 512Mi.
+        resources: Some(ResourceRequirements {
+            requests: Some(quantities(&[("cpu", "500m"), ("memory", "512Mi")])),
+            limits: Some(quantities(&[("memory", "1Gi")])),
+            ..Default::default()
+        }),
+        security_context: Some(security_context(args)),
+        volume_mounts: Some(vec![VolumeMount {
+            name: TRACES_VOLUME.into(),
+            mount_path: TRACES_MOUNT.into(),
+            ..Default::default()
+        }]),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ..Default::default()
+    };
+    if args.metrics_port != 0 {
+        c.ports = Some(vec![ContainerPort {
+            name: Some("tracer-metrics".into()),
+            container_port: i32::from(args.metrics_port),
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]);
+        // Liveness only: a readiness probe on the sidecar would take the
+        // vLLM pod out of its Service whenever tracing is not ready.
+        c.liveness_probe = Some(Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some("/healthz".into()),
+                port: IntOrString::Int(i32::from(args.metrics_port)),
+                ..Default::default()
+            }),
+            period_seconds: Some(20),
+            failure_threshold: Some(3),
+            ..Default::default()
+        });
+    }
+    c
+}
+
+/// The traces volume: the configured PVC, else an emptyDir.
+pub fn traces_volume(args: &InjectArgs) -> Volume {
+    match non_empty(&args.traces_pvc) {
+        Some(claim) => Volume {
+            name: TRACES_VOLUME.into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim.into(),
+                read_only: Some(false),
+            }),
+            ..Default::default()
+        },
+        None => Volume {
+            name: TRACES_VOLUME.into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        },
+    }
+}
