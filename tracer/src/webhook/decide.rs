@@ -121,3 +121,119 @@ pub fn patch(args: &InjectArgs, pod: &Pod) -> Patch {
     }
     Patch(ops)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use serde_json::json;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        inject: InjectArgs,
+    }
+
+    fn args(extra: &[&str]) -> InjectArgs {
+        let argv = ["webhook", "--target-namespace", "llm", "--tracer-image", "reg/cuda-tracer:1"];
+        Cli::parse_from(argv.iter().chain(extra)).inject
+    }
+
+    fn pod(v: Value) -> Pod {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn vllm_pod() -> Value {
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"generateName": "vllm-", "labels": {"llm-d.ai/inferenceServing": "true"}},
+            "spec": {"containers": [{"name": "vllm", "image": "vllm/vllm-openai"}]}
+        })
+    }
+
+    fn applied(args: &InjectArgs, original: Value) -> (Value, Decision) {
+        let d = decide(args, &Operation::Create, "llm", &pod(original.clone()));
+        let Verdict::Inject(patch) = &d.verdict else { panic!("not injected: {}", d.reason) };
+        let mut doc = original;
+        json_patch::patch(&mut doc, patch).unwrap();
+        (doc, d)
+    }
+
+    #[test]
+    fn labelled_pod_in_target_namespace_is_injected() {
+        let (doc, d) = applied(&args(&[]), vllm_pod());
+        assert_eq!(d.name(), "inject");
+        let injected = pod(doc);
+        let spec = injected.spec.unwrap();
+        assert_eq!(spec.containers.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["vllm", SIDECAR_NAME]);
+        assert_eq!(spec.host_pid, Some(true));
+        let volumes = spec.volumes.unwrap();
+        assert_eq!(volumes.len(), 1);
+        assert!(volumes[0].empty_dir.is_some());
+        let annotations = injected.metadata.annotations.unwrap();
+        assert_eq!(annotations[INJECTED_ANNOTATION], "reg/cuda-tracer:1");
+    }
+
+    #[test]
+    fn other_pods_are_skipped_with_the_reason() {
+        let a = args(&[]);
+        let p = pod(vllm_pod());
+        let d = decide(&a, &Operation::Create, "default", &p);
+        assert_eq!((d.verdict, d.reason.as_str()), (Verdict::Skip, r#"namespace "default" is not the target "llm""#));
+        let d = decide(&a, &Operation::Update, "llm", &p);
+        assert!(d.verdict == Verdict::Skip && d.reason.contains("not CREATE"), "{}", d.reason);
+        let mut v = vllm_pod();
+        v["metadata"]["labels"] = json!({"llm-d.ai/inferenceServing": "false"});
+        let d = decide(&a, &Operation::Create, "llm", &pod(v.clone()));
+        assert_eq!(d.reason, r#"label llm-d.ai/inferenceServing="false", not "true""#);
+        v["metadata"]["labels"] = json!({"app": "vllm"});
+        let d = decide(&a, &Operation::Create, "llm", &pod(v));
+        assert_eq!(d.reason, "no label llm-d.ai/inferenceServing");
+        let any = InjectArgs { target_namespace: "*".into(), ..a };
+        assert_eq!(decide(&any, &Operation::Create, "default", &p).name(), "inject");
+    }
+
+    #[test]
+    fn a_pod_with_the_tracer_is_not_injected_twice() {
+        let a = args(&[]);
+        let (doc, _) = applied(&a, vllm_pod());
+        let d = decide(&a, &Operation::Create, "llm", &pod(doc));
+        assert!(d.verdict == Verdict::Skip && d.reason.contains("already traced"), "{}", d.reason);
+        // A hand-written sidecar running the tracer under another name.
+        let mut v = vllm_pod();
+        v["spec"]["containers"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "ebpf-tracer", "image": "x", "command": ["/usr/local/bin/cuda-tracer", "run"]}));
+        let d = decide(&a, &Operation::Create, "llm", &pod(v));
+        assert_eq!(d.reason, r#"already traced: container "ebpf-tracer" runs the tracer"#);
+    }
+
+    #[test]
+    fn patch_appends_to_existing_arrays_and_escapes_keys() {
+        let mut v = vllm_pod();
+        v["metadata"]["annotations"] = json!({"a": "b"});
+        v["spec"]["volumes"] = json!([{"name": "shm", "emptyDir": {"medium": "Memory"}}]);
+        v["spec"]["hostPID"] = json!(true);
+        let d = decide(&args(&[]), &Operation::Create, "llm", &pod(v.clone()));
+        let Verdict::Inject(patch) = &d.verdict else { panic!() };
+        let paths: Vec<String> = serde_json::to_value(patch).unwrap().as_array().unwrap()
+            .iter().map(|op| op["path"].as_str().unwrap().to_string()).collect();
+        // hostPID is already true: no op for it.
+        assert_eq!(paths, ["/spec/containers/-", "/spec/volumes/-", "/metadata/annotations/cuda-tracer~1injected"]);
+        let (doc, _) = applied(&args(&[]), v);
+        assert_eq!(doc["spec"]["volumes"][0]["name"], "shm");
+        assert_eq!(doc["spec"]["volumes"][1]["name"], TRACES_VOLUME);
+        assert_eq!(doc["metadata"]["annotations"]["a"], "b");
+        assert_eq!(doc["metadata"]["annotations"][INJECTED_ANNOTATION], "reg/cuda-tracer:1");
+    }
+
+    #[test]
+    fn a_pod_that_brings_the_traces_volume_keeps_it() {
+        let mut v = vllm_pod();
+        v["spec"]["volumes"] = json!([{"name": TRACES_VOLUME, "persistentVolumeClaim": {"claimName": "mine"}}]);
+        let (doc, _) = applied(&args(&[]), v);
+        assert_eq!(doc["spec"]["volumes"].as_array().unwrap().len(), 1);
+        assert_eq!(doc["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"], "mine");
+    }
+}

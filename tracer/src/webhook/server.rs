@@ -124,7 +124,7 @@ fn parse_review(body: &[u8]) -> Result<(AdmissionRequest<DynamicObject>, Pod), R
     if !(kind.group.is_empty() && kind.version == "v1" && kind.kind == "Pod") {
         let group = if kind.group.is_empty() { String::new() } else { format!("{}/", kind.group) };
         return Err(bad(format!(
-            "this webhook mutates Pods only, got a {group}{}/{} (request {}): limit the webhook's rules \
+            "this webhook mutates Pods only, got {group}{} {} (request {}): limit the webhook's rules \
              to apiGroups [\"\"], resources [\"pods\"]",
             kind.version, kind.kind, request.uid
         )));
@@ -160,4 +160,56 @@ async fn mutate(State(app): State<Arc<App>>, body: Body) -> Result<Response, Rej
         })?,
     };
     Ok(json(StatusCode::OK, &response.into_review()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn review(kind: Value, object: Value) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "u-1", "kind": kind, "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "namespace": "llm", "operation": "CREATE", "userInfo": {}, "object": object
+            }
+        }))
+        .unwrap()
+    }
+
+    fn rejected(body: &[u8]) -> String {
+        let r = parse_review(body).unwrap_err();
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        r.message
+    }
+
+    #[test]
+    fn reviews_of_pods_parse_and_everything_else_is_named() {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": []}});
+        let (req, parsed) = parse_review(&review(json!({"group": "", "version": "v1", "kind": "Pod"}), pod)).unwrap();
+        assert_eq!((req.uid.as_str(), parsed.metadata.name.as_deref()), ("u-1", Some("p")));
+
+        assert!(rejected(b"").contains("empty body"));
+        assert!(rejected(b"{not json").contains("not an AdmissionReview in JSON"));
+        let v1beta1 = br#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":null}"#;
+        assert!(rejected(v1beta1).contains("admissionReviewVersions: [v1]"));
+        let no_request = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#;
+        assert!(rejected(no_request).contains("no `request`"));
+        let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}});
+        let m = rejected(&review(json!({"group": "apps", "version": "v1", "kind": "Deployment"}), deployment));
+        assert!(m.contains("Pods only, got apps/v1 Deployment"), "{m}");
+        let bad_pod = json!({"apiVersion": "v1", "kind": "Pod", "spec": {"containers": "vllm"}});
+        let m = rejected(&review(json!({"group": "", "version": "v1", "kind": "Pod"}), bad_pod));
+        assert!(m.contains("not a valid Pod"), "{m}");
+    }
+
+    #[tokio::test]
+    async fn bodies_over_the_limit_are_413_after_being_read() {
+        let body = Body::from(vec![b'x'; 5000]);
+        let r = read_body(body, 1000).await.unwrap_err();
+        assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(r.message.contains("5000+ bytes is over the 1000-byte limit"), "{}", r.message);
+        assert_eq!(read_body(Body::from("abc"), 3).await.unwrap(), Bytes::from("abc"));
+    }
 }

@@ -169,3 +169,87 @@ pub fn traces_volume(args: &InjectArgs) -> Volume {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        inject: InjectArgs,
+    }
+
+    fn args(extra: &[&str]) -> InjectArgs {
+        Cli::parse_from(std::iter::once(&"webhook").chain(extra)).inject
+    }
+
+    fn env_of(c: &Container) -> Vec<(String, String)> {
+        c.env.iter().flatten().map(|e| {
+            let value = match &e.value_from {
+                Some(from) => format!("fieldRef:{}", from.field_ref.as_ref().unwrap().field_path),
+                None => e.value.clone().unwrap_or_default(),
+            };
+            (e.name.clone(), value)
+        }).collect()
+    }
+
+    fn get<'a>(env: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        env.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn sidecar_runs_the_tracer_with_capabilities_and_downward_api() {
+        let c = container(&args(&[
+            "--s3-bucket", "traces", "--s3-endpoint", "http://minio:9000", "--s3-path-style",
+            "--sidecar-env", "TRACE_INTERVAL=30,TARGET_PROCESS=python",
+        ]));
+        assert_eq!(c.command.as_deref(), Some(&["cuda-tracer".to_string(), "run".to_string()][..]));
+        let env = env_of(&c);
+        assert_eq!(get(&env, "TRACE_DIR"), Some("/traces"));
+        assert_eq!(get(&env, "S3_BUCKET"), Some("traces"));
+        assert_eq!(get(&env, "S3_PREFIX"), Some("k3s-vllm/"));
+        assert_eq!(get(&env, "S3_ENDPOINT"), Some("http://minio:9000"));
+        assert_eq!(get(&env, "S3_PATH_STYLE"), Some("true"));
+        assert_eq!(get(&env, "UPLOAD_ENABLED"), None);
+        assert_eq!(get(&env, "VLLM_METRICS_URL"), Some("http://127.0.0.1:8000/metrics"));
+        assert_eq!(get(&env, "POD_NAME"), Some("fieldRef:metadata.name"));
+        assert_eq!(get(&env, "POD_NAMESPACE"), Some("fieldRef:metadata.namespace"));
+        assert_eq!(get(&env, "NODE_NAME"), Some("fieldRef:spec.nodeName"));
+        assert_eq!(get(&env, "TRACE_INTERVAL"), Some("30"));
+        // --sidecar-env overrides, once.
+        assert_eq!(get(&env, "TARGET_PROCESS"), Some("python"));
+        assert_eq!(env.iter().filter(|(n, _)| n == "TARGET_PROCESS").count(), 1);
+        let sc = c.security_context.unwrap();
+        assert_eq!(sc.privileged, None);
+        assert_eq!(sc.run_as_user, Some(0));
+        assert_eq!(sc.capabilities.unwrap().add.unwrap(), CAPABILITIES.map(String::from));
+        assert_eq!(c.volume_mounts.unwrap()[0].mount_path, TRACES_MOUNT);
+        assert_eq!(c.liveness_probe.unwrap().http_get.unwrap().port, IntOrString::Int(9464));
+        assert!(c.readiness_probe.is_none());
+    }
+
+    #[test]
+    fn without_a_bucket_traces_stay_local_and_privileged_is_a_switch() {
+        let c = container(&args(&["--sidecar-privileged", "--sidecar-metrics-port", "0", "--vllm-metrics-url", ""]));
+        let env = env_of(&c);
+        assert_eq!(get(&env, "UPLOAD_ENABLED"), Some("false"));
+        assert_eq!(get(&env, "S3_BUCKET"), None);
+        assert_eq!(get(&env, "METRICS_ADDR"), None);
+        assert_eq!(get(&env, "VLLM_METRICS_URL"), None);
+        assert!(c.liveness_probe.is_none() && c.ports.is_none());
+        let sc = c.security_context.unwrap();
+        assert_eq!((sc.privileged, sc.capabilities), (Some(true), None));
+    }
+
+    #[test]
+    fn traces_volume_is_the_pvc_when_set() {
+        assert!(traces_volume(&args(&[])).empty_dir.is_some());
+        let v = traces_volume(&args(&["--traces-pvc", "vllm-traces"]));
+        assert_eq!(v.persistent_volume_claim.unwrap().claim_name, "vllm-traces");
+        let c = container(&args(&["--aws-secret", "aws-creds"]));
+        let from = &c.env_from.unwrap()[0];
+        assert_eq!(from.secret_ref.as_ref().unwrap().name, "aws-creds");
+    }
+}

@@ -199,3 +199,20 @@ impl axum::serve::Listener for TlsListener {
         Ok(self.local)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unusable_files_name_the_file_and_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        let e = CertStore::load(&cert, &key).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("cannot read {}", cert.display())), "{e}");
+        std::fs::write(&cert, "not pem").unwrap();
+        std::fs::write(&key, "not pem").unwrap();
+        let e = CertStore::load(&cert, &key).unwrap_err().to_string();
+        assert!(e.contains("holds no PEM certificate"), "{e}");
+    }
+}
