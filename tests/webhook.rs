@@ -110,7 +110,9 @@ fn labelled_vllm_pod_gets_the_sidecar_host_pid_and_volume() {
     assert_eq!(value("S3_ENDPOINT"), Some("http://minio.storage:9000"));
     assert_eq!(value("S3_PATH_STYLE"), Some("true"));
     assert_eq!(value("VLLM_METRICS_URL"), Some("http://127.0.0.1:8000/metrics"));
-    for (name, field) in [("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace"), ("NODE_NAME", "spec.nodeName")] {
+    for (name, field) in
+        [("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace"), ("NODE_NAME", "spec.nodeName")]
+    {
         let var = env_value(&pod, "cuda-tracer", name).unwrap_or_else(|| panic!("{name} missing"));
         let field_ref = var.value_from.as_ref().and_then(|f| f.field_ref.as_ref()).expect("fieldRef");
         assert_eq!(field_ref.field_path, field, "{name}");
@@ -208,7 +210,8 @@ fn bad_requests_get_a_clear_4xx_and_the_server_keeps_serving() {
     let m = rejected(&webhook, "POST", "/mutate", &serde_json::to_vec(&vllm_pod()).expect("json"), 400);
     assert!(m.contains("expected apiVersion admission.k8s.io/v1 kind AdmissionReview"), "{m}");
 
-    let mut deployment = review("uid-deploy", NAMESPACE, "CREATE", &json!({"apiVersion": "apps/v1", "kind": "Deployment"}));
+    let mut deployment =
+        review("uid-deploy", NAMESPACE, "CREATE", &json!({"apiVersion": "apps/v1", "kind": "Deployment"}));
     let mut v: Value = serde_json::from_slice(&deployment).expect("json");
     v["request"]["kind"] = json!({"group": "apps", "version": "v1", "kind": "Deployment"});
     deployment = serde_json::to_vec(&v).expect("json");

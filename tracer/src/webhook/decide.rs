@@ -74,8 +74,7 @@ fn existing_tracer(pod: &Pod) -> Option<String> {
     all.into_iter()
         .find(|c| {
             let program = c.command.as_ref().and_then(|cmd| cmd.first());
-            c.name == SIDECAR_NAME
-                || program.is_some_and(|p| p.rsplit('/').next() == Some("cuda-tracer"))
+            c.name == SIDECAR_NAME || program.is_some_and(|p| p.rsplit('/').next() == Some("cuda-tracer"))
         })
         .map(|c| c.name.clone())
 }
@@ -217,8 +216,13 @@ mod tests {
         v["spec"]["hostPID"] = json!(true);
         let d = decide(&args(&[]), &Operation::Create, "llm", &pod(v.clone()));
         let Verdict::Inject(patch) = &d.verdict else { panic!() };
-        let paths: Vec<String> = serde_json::to_value(patch).unwrap().as_array().unwrap()
-            .iter().map(|op| op["path"].as_str().unwrap().to_string()).collect();
+        let paths: Vec<String> = serde_json::to_value(patch)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|op| op["path"].as_str().unwrap().to_string())
+            .collect();
         // hostPID is already true: no op for it.
         assert_eq!(paths, ["/spec/containers/-", "/spec/volumes/-", "/metadata/annotations/cuda-tracer~1injected"]);
         let (doc, _) = applied(&args(&[]), v);

@@ -71,8 +71,8 @@ pub async fn serve(args: &WebhookArgs) -> Result<(), WebhookError> {
     let tcp = tokio::net::TcpListener::bind(args.addr)
         .await
         .map_err(|source| WebhookError::Bind { addr: args.addr, source })?;
-    let listener = tls::TlsListener::new(tcp, tokio_rustls::TlsAcceptor::from(Arc::new(config)))
-        .map_err(WebhookError::Serve)?;
+    let listener =
+        tls::TlsListener::new(tcp, tokio_rustls::TlsAcceptor::from(Arc::new(config))).map_err(WebhookError::Serve)?;
     let local = axum::serve::Listener::local_addr(&listener).map_err(WebhookError::Serve)?;
     let inject = &args.inject;
     tracing::info!(

@@ -69,7 +69,9 @@ impl IntoResponse for Rejection {
 fn json(status: StatusCode, review: &AdmissionReview<DynamicObject>) -> Response {
     match serde_json::to_vec(review) {
         Ok(body) => (status, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("serializing the AdmissionReview: {e}\n")).into_response(),
+        Err(e) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("serializing the AdmissionReview: {e}\n")).into_response()
+        }
     }
 }
 
@@ -109,8 +111,8 @@ fn parse_review(body: &[u8]) -> Result<(AdmissionRequest<DynamicObject>, Pod), R
     if body.is_empty() {
         return Err(bad("empty body: POST an AdmissionReview (admission.k8s.io/v1) as JSON".into()));
     }
-    let review: AdmissionReview<DynamicObject> = serde_json::from_slice(body)
-        .map_err(|e| bad(format!("body is not an AdmissionReview in JSON: {e}")))?;
+    let review: AdmissionReview<DynamicObject> =
+        serde_json::from_slice(body).map_err(|e| bad(format!("body is not an AdmissionReview in JSON: {e}")))?;
     if review.types.kind != META_KIND || review.types.api_version != META_API_VERSION_V1 {
         return Err(bad(format!(
             "expected apiVersion {META_API_VERSION_V1} kind {META_KIND}, got apiVersion {:?} kind {:?} \
@@ -129,8 +131,7 @@ fn parse_review(body: &[u8]) -> Result<(AdmissionRequest<DynamicObject>, Pod), R
             kind.version, kind.kind, request.uid
         )));
     }
-    let object =
-        request.object.as_ref().ok_or_else(|| bad(format!("request {} carries no object", request.uid)))?;
+    let object = request.object.as_ref().ok_or_else(|| bad(format!("request {} carries no object", request.uid)))?;
     let pod = serde_json::to_value(object)
         .and_then(serde_json::from_value::<Pod>)
         .map_err(|e| bad(format!("request {}: the object is not a valid Pod: {e}", request.uid)))?;
@@ -155,9 +156,9 @@ async fn mutate(State(app): State<Arc<App>>, body: Body) -> Result<Response, Rej
     let response = AdmissionResponse::from(&request);
     let response = match decision.verdict {
         Verdict::Skip => response,
-        Verdict::Inject(patch) => response.with_patch(patch).map_err(|e| {
-            Rejection::new(StatusCode::INTERNAL_SERVER_ERROR, format!("request {}: {e}", request.uid))
-        })?,
+        Verdict::Inject(patch) => response
+            .with_patch(patch)
+            .map_err(|e| Rejection::new(StatusCode::INTERNAL_SERVER_ERROR, format!("request {}: {e}", request.uid)))?,
     };
     Ok(json(StatusCode::OK, &response.into_review()))
 }

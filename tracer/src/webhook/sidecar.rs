@@ -186,13 +186,17 @@ mod tests {
     }
 
     fn env_of(c: &Container) -> Vec<(String, String)> {
-        c.env.iter().flatten().map(|e| {
-            let value = match &e.value_from {
-                Some(from) => format!("fieldRef:{}", from.field_ref.as_ref().unwrap().field_path),
-                None => e.value.clone().unwrap_or_default(),
-            };
-            (e.name.clone(), value)
-        }).collect()
+        c.env
+            .iter()
+            .flatten()
+            .map(|e| {
+                let value = match &e.value_from {
+                    Some(from) => format!("fieldRef:{}", from.field_ref.as_ref().unwrap().field_path),
+                    None => e.value.clone().unwrap_or_default(),
+                };
+                (e.name.clone(), value)
+            })
+            .collect()
     }
 
     fn get<'a>(env: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -202,8 +206,13 @@ mod tests {
     #[test]
     fn sidecar_runs_the_tracer_with_capabilities_and_downward_api() {
         let c = container(&args(&[
-            "--s3-bucket", "traces", "--s3-endpoint", "http://minio:9000", "--s3-path-style",
-            "--sidecar-env", "TRACE_INTERVAL=30,TARGET_PROCESS=python",
+            "--s3-bucket",
+            "traces",
+            "--s3-endpoint",
+            "http://minio:9000",
+            "--s3-path-style",
+            "--sidecar-env",
+            "TRACE_INTERVAL=30,TARGET_PROCESS=python",
         ]));
         assert_eq!(c.command.as_deref(), Some(&["cuda-tracer".to_string(), "run".to_string()][..]));
         let env = env_of(&c);

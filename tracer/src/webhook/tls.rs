@@ -54,8 +54,11 @@ fn certified_key(cert_pem: &[u8], key_pem: &[u8], cert: &Path, key: &Path) -> Re
     let private: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut &key_pem[..])
         .map_err(|source| TlsError::Pem { path: key.into(), source })?
         .ok_or_else(|| TlsError::NoKey { path: key.into() })?;
-    CertifiedKey::from_der(chain, private, &provider())
-        .map_err(|source| TlsError::Mismatch { cert: cert.into(), key: key.into(), source })
+    CertifiedKey::from_der(chain, private, &provider()).map_err(|source| TlsError::Mismatch {
+        cert: cert.into(),
+        key: key.into(),
+        source,
+    })
 }
 
 /// The process-wide crypto provider (aws-lc-rs, which the S3 client also
@@ -66,7 +69,9 @@ pub fn provider() -> Arc<CryptoProvider> {
     }
     // Losing a race with another installer is fine: either one is aws-lc-rs.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    CryptoProvider::get_default().map(Arc::clone).unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+    CryptoProvider::get_default()
+        .map(Arc::clone)
+        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
 }
 
 /// The serving certificate, swapped in place when its files change.
