@@ -285,3 +285,48 @@ fn unusable_certificate_files_stop_startup_with_the_file_named() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("cannot serve together"), "{stderr}");
 }
+
+#[test]
+fn scripts_pass_shellcheck_and_fail_clearly_without_a_cluster() {
+    let dir = cuda_tracer_tests::root().join("k8s/webhook");
+    let scripts = ["gen-certs.sh", "patch-ca-bundle.sh", "install.sh", "uninstall.sh"].map(|s| dir.join(s));
+    for script in &scripts {
+        let out = std::process::Command::new("bash").arg("-n").arg(script).output().expect("bash -n");
+        assert!(out.status.success(), "bash -n {}: {}", script.display(), String::from_utf8_lossy(&out.stderr));
+    }
+    let out = std::process::Command::new("shellcheck")
+        .args(&scripts)
+        .output()
+        .expect("shellcheck is not installed: apt-get install shellcheck");
+    assert!(out.status.success(), "shellcheck:\n{}", String::from_utf8_lossy(&out.stdout));
+
+    // No cluster: a kubeconfig that points nowhere (or no kubectl at all).
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = tmp.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:1'}}]\n\
+         contexts: [{name: c, context: {cluster: c, user: u}}]\ncurrent-context: c\nusers: [{name: u, user: {}}]\n",
+    )
+    .expect("kubeconfig");
+    for script in ["install.sh", "uninstall.sh"] {
+        let out = std::process::Command::new("bash")
+            .arg(dir.join(script))
+            .env("KUBECONFIG", &kubeconfig)
+            .env("CERT_DIR", tmp.path().join("certs"))
+            .output()
+            .expect("run script");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{script} succeeded without a cluster");
+        assert!(
+            stderr.contains(&format!("{script}: no cluster answers")) || stderr.contains("kubectl is not installed"),
+            "{script}: {stderr}"
+        );
+    }
+    let out = std::process::Command::new("bash")
+        .arg(dir.join("patch-ca-bundle.sh"))
+        .args(["--ca", "/nonexistent/ca.crt"])
+        .output()
+        .expect("run patch-ca-bundle.sh");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("run k8s/webhook/gen-certs.sh first"));
+}
