@@ -83,6 +83,20 @@ impl Webhook {
     pub fn log(&self) -> String {
         self.log.lock().expect("log lock").clone()
     }
+
+    /// The log once a line holds every one of `parts`. The webhook writes
+    /// before it answers, but the thread that collects its stderr may lag.
+    pub fn log_line(&self, parts: &[&str]) -> String {
+        let start = std::time::Instant::now();
+        loop {
+            let log = self.log();
+            if let Some(line) = log.lines().find(|l| parts.iter().all(|p| l.contains(p))) {
+                return line.to_string();
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "no log line with {parts:?} in:\n{log}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 fn https(port: u16, ca: &Path, method: &str, path: &str, body: &[u8]) -> Result<(u16, String), String> {
