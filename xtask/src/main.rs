@@ -84,8 +84,11 @@ fn demo() -> Result<()> {
     let tracer = paths::target_dir().join("release/cuda-tracer");
     let out = paths::target_dir().join("demo").join(format!("session-{}", std::process::id()));
     let workload = paths::fixtures_dir().join("cuda-workload");
-    println!("== tracing {} with {}", workload.display(), tracer.display());
-    exec(Command::new(&tracer).args(["record", "-o"]).arg(&out).arg("--").arg(&workload))?;
+    // The fixture's vLLM-like engine loop: graph capture at warm-up, then
+    // prefill and decode steps, so the report has steps and graphs to show.
+    let loop_args = ["--vllm-loop", "--vllm-steps", "300"];
+    println!("== tracing {} {} with {}", workload.display(), loop_args.join(" "), tracer.display());
+    exec(Command::new(&tracer).args(["record", "-o"]).arg(&out).arg("--").arg(&workload).args(loop_args))?;
     let mut files: Vec<_> = std::fs::read_dir(&out)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
@@ -98,7 +101,14 @@ fn demo() -> Result<()> {
             println!("{line}");
         }
     }
-    println!("\n== try: jq -r .func {}/trace_*.jsonl | sort | uniq -c | sort -rn", out.display());
+    let report = out.with_extension("report");
+    println!("\n== cuda-tracer report {} --out {}", out.display(), report.display());
+    exec(Command::new(&tracer).arg("report").arg(&out).arg("--out").arg(&report))?;
+    let chrome = report.join("trace.json");
+    exec(Command::new(&tracer).args(["export", "chrome"]).arg(&out).arg("-o").arg(&chrome))?;
+    println!("\n== plots: {}/{{memory,launch_rate,step_latency}}.svg", report.display());
+    println!("== open {} in https://ui.perfetto.dev", chrome.display());
+    println!("== try: jq -r .func {}/trace_*.jsonl | sort | uniq -c | sort -rn", out.display());
     Ok(())
 }
 
