@@ -222,10 +222,11 @@ pub fn run(args: &ReportArgs) -> Result<(), ReportError> {
     let started = std::time::Instant::now();
     let loaded = read_inputs(&args.inputs)?;
     tracing::debug!(secs = started.elapsed().as_secs_f64(), calls = loaded.calls.len(), "read");
-    let mut report = Report::build(&loaded);
+    // The per-call tables and the sections' passes read the same calls.
+    let (mut report, passes) = rayon::join(|| Report::build(&loaded), || sections::passes(&loaded.calls));
     tracing::debug!(secs = started.elapsed().as_secs_f64(), "analysed");
     let mut written = report.write_csvs(&args.out)?;
-    written.extend(sections::add(&mut report, &loaded, args)?);
+    written.extend(sections::add(&mut report, &loaded, &passes, args)?);
     written.extend(report.write_summaries(&args.out)?);
     tracing::debug!(secs = started.elapsed().as_secs_f64(), "written");
     tracing::info!(files = written.len(), dir = %args.out.display(), "report written");

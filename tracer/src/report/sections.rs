@@ -4,22 +4,43 @@
 use std::path::{Path, PathBuf};
 
 use super::{graphs, layer, plots, steps, Report, ReportArgs, ReportError};
-use crate::{kvcache, trace::Loaded};
+use crate::{
+    kvcache,
+    trace::{Call, Loaded},
+};
+
+/// The sections' passes over the calls: independent of [`Report::build`],
+/// so `run` computes both at once.
+pub struct Passes {
+    seg: steps::Segmentation,
+    graphs: graphs::Graphs,
+}
+
+/// One layer filter, shared by the step segmentation and the CUDA-graph
+/// pass, which run in parallel.
+pub fn passes(calls: &[Call]) -> Passes {
+    let outer = layer::outermost(calls);
+    let (seg, graphs) = rayon::join(|| steps::segment_calls(calls, &outer), || graphs::collect(calls, &outer));
+    Passes { seg, graphs }
+}
 
 /// Adds every section to `report`, writing their files into `args.out`.
-pub fn add(report: &mut Report, loaded: &Loaded, args: &ReportArgs) -> Result<Vec<PathBuf>, ReportError> {
+pub fn add(
+    report: &mut Report,
+    loaded: &Loaded,
+    passes: &Passes,
+    args: &ReportArgs,
+) -> Result<Vec<PathBuf>, ReportError> {
     let out = &args.out;
     let calls = &loaded.calls;
     let write_err = |name: &str| {
         let path = out.join(name);
         move |source| ReportError::Write { path, source }
     };
-    // One layer filter and one segmentation, shared by graphs and steps.
-    let outer = layer::outermost(calls);
-    let seg = steps::segment_calls(calls, &outer);
+    let seg = &passes.seg;
     let step_summary = steps::write_steps(&seg.steps, seg.unsynced, out).map_err(write_err("summary.json"))?;
-    let graph_summary = graphs::write_graphs(calls, &graphs::collect(calls, &outer), &seg, out)
-        .map_err(write_err("cuda_graph_captures.csv"))?;
+    let graph_summary =
+        graphs::write_graphs(calls, &passes.graphs, seg, out).map_err(write_err("cuda_graph_captures.csv"))?;
     report.extra_text.push(steps_text(&step_summary, &graph_summary));
     report.steps = serde_json::to_value(&step_summary).ok();
     report.graphs = serde_json::to_value(&graph_summary).ok();

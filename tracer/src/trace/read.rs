@@ -96,6 +96,7 @@ pub fn read(files: &[PathBuf]) -> Result<Loaded, ReadError> {
 /// [`read`], calling `progress` with the bytes of each chunk parsed (from
 /// rayon's threads), for a progress bar.
 pub fn read_with_progress(files: &[PathBuf], progress: &(dyn Fn(u64) + Sync)) -> Result<Loaded, ReadError> {
+    let started = std::time::Instant::now();
     let starts: Vec<Option<u64>> = files.iter().map(|f| session_start_ns(f)).collect();
     let origin = starts.iter().flatten().min().copied();
     let mut maps = Vec::with_capacity(files.len());
@@ -136,13 +137,15 @@ pub fn read_with_progress(files: &[PathBuf], progress: &(dyn Fn(u64) + Sync)) ->
         parts.push(out.calls);
     }
     drop(maps);
-    tracing::debug!(chunks = file_lines.len(), "parsed");
+    tracing::debug!(secs = started.elapsed().as_secs_f64(), calls = loaded.lines, "parsed");
     loaded.calls = sorted_by_time(parts);
+    tracing::debug!(secs = started.elapsed().as_secs_f64(), "sorted");
     Ok(loaded)
 }
 
 /// The chunks' calls in one vector sorted by entry time (stable: ties keep
-/// file order). Sorts small (time, index) keys and moves each call once.
+/// file order). Sorts small (time, index) keys in parallel, then moves the
+/// calls into place in one in-place pass (no second vector of calls).
 fn sorted_by_time(parts: Vec<Vec<Call>>) -> Vec<Call> {
     let total = parts.iter().map(Vec::len).sum();
     let mut calls = Vec::with_capacity(total);
@@ -154,8 +157,30 @@ fn sorted_by_time(parts: Vec<Vec<Call>>) -> Vec<Call> {
     }
     let mut keys: Vec<(f64, u32)> = calls.iter().enumerate().map(|(i, c)| (c.ts_ms, i as u32)).collect();
     keys.par_sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    let mut slots: Vec<Option<Call>> = calls.into_iter().map(Some).collect();
-    keys.iter().map(|&(_, i)| slots[i as usize].take().expect("each index once")).collect()
+    let mut source: Vec<u32> = keys.into_iter().map(|(_, i)| i).collect();
+    permute(&mut calls, &mut source);
+    calls
+}
+
+/// Reorders `items` so that position `i` holds what was at `source[i]`,
+/// following each cycle of the permutation with swaps; `source` is used up.
+fn permute<T>(items: &mut [T], source: &mut [u32]) {
+    const DONE: u32 = u32::MAX;
+    for start in 0..items.len() {
+        if source[start] == DONE {
+            continue;
+        }
+        let mut at = start;
+        loop {
+            let from = source[at] as usize;
+            source[at] = DONE;
+            if from == start {
+                break;
+            }
+            items.swap(at, from);
+            at = from;
+        }
+    }
 }
 
 struct ChunkOut {
@@ -251,6 +276,29 @@ mod tests {
         std::fs::write(&f, "hi").unwrap();
         let e = discover(&[f]).unwrap_err().to_string();
         assert!(e.contains("not a trace file"), "{e}");
+    }
+
+    #[test]
+    fn permute_moves_each_item_to_its_sorted_place() {
+        let mut items = vec!['c', 'a', 'd', 'b', 'e'];
+        let mut source = vec![1, 3, 0, 2, 4];
+        permute(&mut items, &mut source);
+        assert_eq!(items, ['a', 'b', 'c', 'd', 'e']);
+    }
+
+    #[test]
+    fn calls_come_back_sorted_by_time_with_ties_in_file_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("trace_00001_x.jsonl");
+        let line = |ts: f64, tid: u32| {
+            format!(
+                r#"{{"ts":{ts},"pid":1,"tid":{tid},"type":"cuda_api","func":"cuInit","phase":"entry","dur_us":1,"ret":0,"args":{{}}}}"#
+            )
+        };
+        let body = [line(3.0, 1), line(1.0, 2), line(2.0, 3), line(1.0, 4), line(0.5, 5)].join("\n");
+        std::fs::write(&f, body).unwrap();
+        let loaded = read(&[f]).unwrap();
+        assert_eq!(loaded.calls.iter().map(|c| c.tid).collect::<Vec<_>>(), [5, 2, 4, 3, 1]);
     }
 
     #[test]
