@@ -144,8 +144,16 @@ fn draw_error<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> PlotError + Co
 }
 
 /// An axis label without a trailing `.0`.
+/// Tick labels: at most 6 significant digits, without float noise such as
+/// `0.30000000000000004`.
 fn short(v: &f64) -> String {
-    format!("{v}")
+    let s = format!("{v:.6}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" {
+        "0".to_string()
+    } else {
+        s.to_string()
+    }
 }
 
 /// Axis ranges around the points, from 0 on the value axis, never empty.
@@ -173,6 +181,14 @@ fn byte_unit(max_bytes: f64) -> (&'static str, f64) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn tick_labels_have_no_float_noise() {
+        assert_eq!(short(&0.30000000000000004), "0.3");
+        assert_eq!(short(&7000.0), "7000");
+        assert_eq!(short(&0.0), "0");
+    }
+
     use super::*;
 
     fn svg(path: &Path) -> String {
