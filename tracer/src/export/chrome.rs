@@ -17,8 +17,6 @@ use super::window::Window;
 use super::ExportError;
 use crate::trace::{parse_line, Call};
 
-/// Chunk of a trace file parsed by one task; chunks end at a newline.
-const CHUNK_BYTES: usize = 4 << 20;
 /// The steps track's tid is this plus the pid (pids stay below 2^22), so it
 /// never collides with a real thread.
 pub const STEPS_TID_BASE: u32 = 1_000_000_000;
@@ -185,7 +183,7 @@ fn call_events<W: Write>(out: &mut W, source: &Source, window: &Window, output: 
     // SAFETY: trace files are closed (renamed from .partial) before they are
     // read; a file truncated underneath would only yield bad lines.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(input_err)?;
-    let chunks = split_chunks(&map);
+    let chunks = crate::trace::read::chunks(&map);
     let mut calls = 0;
     // Batches of a few chunks per thread keep memory bounded on big files.
     for batch in chunks.chunks(rayon::current_num_threads() * 2) {
@@ -197,21 +195,6 @@ fn call_events<W: Write>(out: &mut W, source: &Source, window: &Window, output: 
         }
     }
     Ok(calls)
-}
-
-fn split_chunks(data: &[u8]) -> Vec<&[u8]> {
-    let mut out = Vec::new();
-    let mut rest = data;
-    while rest.len() > CHUNK_BYTES {
-        let cut = memchr::memchr(b'\n', &rest[CHUNK_BYTES..]).map_or(rest.len(), |i| CHUNK_BYTES + i + 1);
-        let (head, tail) = rest.split_at(cut);
-        out.push(head);
-        rest = tail;
-    }
-    if !rest.is_empty() {
-        out.push(rest);
-    }
-    out
 }
 
 /// The events of one chunk's lines in the window; bad lines are skipped here

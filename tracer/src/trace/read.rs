@@ -204,7 +204,9 @@ fn map_file(path: &Path) -> Result<Option<memmap2::Mmap>, ReadError> {
     Ok(Some(map))
 }
 
-fn chunks(data: &[u8]) -> Vec<&[u8]> {
+/// Splits a file into chunks of about [`CHUNK_BYTES`] that end at a newline,
+/// for parallel parsing (also used by the Chrome export).
+pub fn chunks(data: &[u8]) -> Vec<&[u8]> {
     let mut out = Vec::new();
     let mut rest = data;
     while rest.len() > CHUNK_BYTES {
