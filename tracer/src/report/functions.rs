@@ -93,17 +93,10 @@ pub fn analyze(calls: &[Call]) -> Functions {
     let mut by_func: Vec<(Acc, Vec<f64>, BTreeMap<String, u64>)> =
         (0..funcs::FUNCS.len()).map(|_| Default::default()).collect();
     let mut by_thread: FastMap<(u32, u32, bool), Acc> = FastMap::default();
-    // The runtime call each thread is in (entry, end), to spot nested driver calls.
-    let mut open_runtime: FastMap<(u32, u32), (f64, f64)> = FastMap::default();
+    let mut nesting = super::layer::Nesting::default();
     for c in calls {
         let runtime = c.layer() == Layer::Runtime;
-        let nested = if runtime {
-            open_runtime.insert((c.pid, c.tid), (c.ts_ms, c.end_ms()));
-            false
-        } else {
-            // 1 ns of slack: ts and dur_us are rounded to the nanosecond.
-            open_runtime.get(&(c.pid, c.tid)).is_some_and(|&(start, end)| c.ts_ms >= start && c.end_ms() <= end + 1e-6)
-        };
+        let nested = nesting.is_nested(c);
         let (acc, durations, errors) = &mut by_func[usize::from(c.func)];
         acc.add(c, nested);
         durations.push(c.dur_us);

@@ -7,31 +7,38 @@
 //! keeps direct driver use (Triton, cuBLAS, NCCL) that no runtime call
 //! wraps, and still works when only one library was traced.
 
-use std::collections::HashMap;
-
 use tracer_common::funcs::Layer;
 
+use super::table::FastMap;
 use crate::trace::Call;
+
+/// Tells, call by call in entry-time order, whether a driver call was made
+/// by a runtime call running on the same thread (its entry lies inside that
+/// runtime call's span). The one rule for "nested" in every report table.
+#[derive(Default)]
+pub struct Nesting {
+    /// Per (pid, tid): when the runtime calls seen on that thread end.
+    runtime_until: FastMap<(u32, u32), f64>,
+}
+
+impl Nesting {
+    pub fn is_nested(&mut self, c: &Call) -> bool {
+        let until = self.runtime_until.entry((c.pid, c.tid)).or_insert(f64::NEG_INFINITY);
+        match c.layer() {
+            Layer::Runtime => {
+                *until = until.max(c.end_ms());
+                false
+            }
+            Layer::Driver => c.ts_ms <= *until,
+        }
+    }
+}
 
 /// `keep[i]` is false for a driver call nested in a runtime call of the
 /// same thread. `calls` must be sorted by entry time (as `trace::read` gives).
 pub fn outermost(calls: &[Call]) -> Vec<bool> {
-    // Per (pid, tid): when the runtime call running on that thread ends.
-    let mut runtime_until: HashMap<(u32, u32), f64> = HashMap::new();
-    calls
-        .iter()
-        .map(|c| {
-            let until = runtime_until.entry((c.pid, c.tid)).or_insert(f64::NEG_INFINITY);
-            match c.layer() {
-                Layer::Runtime => {
-                    *until = until.max(c.end_ms());
-                    true
-                }
-                // Entry inside the runtime call's span: the runtime made it.
-                Layer::Driver => c.ts_ms > *until,
-            }
-        })
-        .collect()
+    let mut nesting = Nesting::default();
+    calls.iter().map(|c| !nesting.is_nested(c)).collect()
 }
 
 /// The p-th percentile (0..=100) of sorted values, interpolated linearly
