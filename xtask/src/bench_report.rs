@@ -173,7 +173,10 @@ pub fn run(tracer: &Path, bench_root: &Path, quick: bool) -> Result<ReportBench>
     if jq_total != lines || report_total != lines {
         bail!("counts differ: {lines} lines written, jq counted {jq_total}, report {report_total}");
     }
-    let _ = std::fs::remove_dir_all(dir.join("trace"));
+    // CUDA_TRACER_KEEP_BENCH=1 keeps the generated trace for profiling.
+    if std::env::var_os("CUDA_TRACER_KEEP_BENCH").is_none() {
+        let _ = std::fs::remove_dir_all(dir.join("trace"));
+    }
     Ok(ReportBench { bytes, files: files.len(), lines, jq_secs, report_secs, report_max_rss_kib: rss })
 }
 

@@ -220,7 +220,7 @@ fn render_chunk(chunk: &[u8], shift_ms: f64, window: &Window) -> (Vec<u8>, u64) 
 /// `ret` and `error`.
 pub fn call_event(buf: &mut Vec<u8>, call: &Call, raw_args: Option<&RawValue>) {
     let spec = call.spec();
-    let name = match (&call.args.kernel, spec.group) {
+    let name = match (&call.args.kernel(), spec.group) {
         (Some(kernel), Group::Launch) => kernel,
         _ => spec.name,
     };

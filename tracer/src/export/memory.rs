@@ -33,13 +33,13 @@ pub fn device_memory(calls: &[Call]) -> Vec<MemorySample> {
             continue;
         }
         let total = in_use.entry(call.pid).or_default();
-        let ptr = call.args.dptr.map(|p| p.0);
+        let ptr = call.args.dptr().map(|p| p.0);
         if call.name().contains("Free") {
             let known = ptr.and_then(|p| sizes.remove(&(call.pid, p)));
-            let Some(bytes) = call.args.bytes.or(known) else { continue };
+            let Some(bytes) = call.args.bytes().or(known) else { continue };
             *total = total.saturating_sub(bytes);
         } else {
-            let Some(bytes) = call.args.bytes else { continue };
+            let Some(bytes) = call.args.bytes() else { continue };
             if let Some(p) = ptr {
                 sizes.insert((call.pid, p), bytes);
             }

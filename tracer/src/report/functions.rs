@@ -268,7 +268,7 @@ pub(crate) mod tests {
     pub fn call(ts_ms: f64, tid: u32, func: &str, dur_us: f64, ret: i64, args: Args) -> Call {
         let (func, _) = funcs::by_name(func).expect("known function");
         let error = (ret != 0).then(|| format!("E{ret}").into());
-        Call { ts_ms, pid: 1, tid, func, dur_us, ret, error, args: Box::new(args) }
+        Call { ts_ms, pid: 1, tid, func, dur_us, ret, error, args }
     }
 
     #[test]

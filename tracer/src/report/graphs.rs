@@ -81,7 +81,7 @@ pub fn collect(calls: &[Call], outer: &[bool]) -> Graphs {
             continue;
         }
         let name = c.name();
-        let stream = c.args.stream.unwrap_or_default();
+        let stream = c.args.stream().unwrap_or_default();
         match c.group() {
             Group::Launch => {
                 if let Some(o) = open.get_mut(&(c.pid, stream)) {
@@ -93,14 +93,14 @@ pub fn collect(calls: &[Call], outer: &[bool]) -> Graphs {
                 g.unclosed_captures += u64::from(before.is_some());
             }
             Group::Graph if name.contains("EndCapture") => {
-                let (Some(o), Some(graph)) = (open.remove(&(c.pid, stream)), c.args.graph) else { continue };
+                let (Some(o), Some(graph)) = (open.remove(&(c.pid, stream)), c.args.graph()) else { continue };
                 let capture = Capture { stream, start_ms: o.start_ms, end_ms: c.end_ms(), kernels: o.kernels };
                 captured.insert((c.pid, graph), capture);
                 g.captures += 1;
             }
             Group::Graph if name.contains("GraphInstantiate") => {
-                let Some(exec) = c.args.exec else { continue };
-                let graph = c.args.graph;
+                let Some(exec) = c.args.exec() else { continue };
+                let graph = c.args.graph();
                 let capture = graph.and_then(|gr| captured.get(&(c.pid, gr)).cloned());
                 exec_at.insert((c.pid, exec), g.execs.len());
                 g.execs.push(GraphExec {
@@ -113,7 +113,7 @@ pub fn collect(calls: &[Call], outer: &[bool]) -> Graphs {
                 });
             }
             Group::Graph if name.contains("GraphLaunch") => {
-                let exec = c.args.exec.unwrap_or_default();
+                let exec = c.args.exec().unwrap_or_default();
                 let at = *exec_at.entry((c.pid, exec)).or_insert_with(|| {
                     g.execs.push(GraphExec {
                         pid: c.pid,
@@ -237,7 +237,7 @@ pub(crate) fn write_graphs(
             c.tid,
             e.exec,
             opt(e.graph),
-            opt(c.args.stream),
+            opt(c.args.stream()),
             opt(seg.call_step[i].map(|s| seg.steps[s].index)),
             c.dur_us,
             modes[x]

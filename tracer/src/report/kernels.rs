@@ -56,7 +56,7 @@ pub struct Kernels {
 
 /// A launch's kernel: its name, else the launch handle.
 pub fn kernel_name(c: &Call) -> String {
-    match (&c.args.kernel, c.args.f) {
+    match (c.args.kernel(), c.args.f()) {
         (Some(name), _) => name.to_string(),
         (None, Some(handle)) => handle.to_string(),
         (None, None) => "?".to_string(),
@@ -83,14 +83,14 @@ pub fn analyze(calls: &[Call]) -> Kernels {
     let mut rate: FastMap<(u64, u32, bool), u64> = FastMap::default();
     for c in calls.iter().filter(|c| c.group() == Group::Launch) {
         let runtime = c.layer() == Layer::Runtime;
-        let key = (c.args.kernel.as_ref().map_or(0, |k| k.as_ptr() as usize), c.args.f.map_or(0, |f| f.0), runtime);
+        let key = (c.args.kernel().map_or(0, |k| k.as_ptr() as usize), c.args.f().map_or(0, |f| f.0), runtime);
         let (_, acc) = by_kernel.entry(key).or_insert_with(|| (kernel_name(c), Acc::default()));
         acc.launches += 1;
         acc.errors += u64::from(!c.ok());
         acc.total_us += c.dur_us;
         *rate.entry(((c.ts_ms / 1000.0).max(0.0) as u64, c.pid, runtime)).or_default() += 1;
-        if let (Some(grid), Some(block)) = (c.args.grid, c.args.block) {
-            *shapes.entry((key, grid, block, c.args.shared_mem.unwrap_or(0))).or_default() += 1;
+        if let (Some(grid), Some(block)) = (c.args.grid(), c.args.block()) {
+            *shapes.entry((key, grid, block, c.args.shared_mem().unwrap_or(0))).or_default() += 1;
         }
     }
     let layer = |runtime: bool| if runtime { Layer::Runtime } else { Layer::Driver }.type_name();
@@ -229,14 +229,13 @@ mod tests {
     };
 
     fn launch(kernel: Option<&str>, f: u64, grid: u32) -> Args {
-        Args {
-            kernel: kernel.map(Into::into),
-            f: Some(Hex(f)),
-            grid: Some([grid, 1, 1]),
-            block: Some([256, 1, 1]),
-            shared_mem: Some(0),
-            ..Args::default()
-        }
+        let mut a = Args::default();
+        a.set_kernel(kernel.map(Into::into));
+        a.set_f(Some(Hex(f)));
+        a.set_grid(Some([grid, 1, 1]));
+        a.set_block(Some([256, 1, 1]));
+        a.set_shared_mem(Some(0));
+        a
     }
 
     #[test]

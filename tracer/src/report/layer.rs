@@ -59,7 +59,7 @@ pub(crate) mod tests {
     /// A successful call of `func` at `ts_ms` lasting `dur_us` on thread 1 of pid 1.
     pub(crate) fn call(ts_ms: f64, func: &str, dur_us: f64) -> Call {
         let (id, _) = funcs::by_name(func).unwrap_or_else(|| panic!("unknown function {func}"));
-        Call { ts_ms, pid: 1, tid: 1, func: id, dur_us, ret: 0, error: None, args: Box::default() }
+        Call { ts_ms, pid: 1, tid: 1, func: id, dur_us, ret: 0, error: None, args: Default::default() }
     }
 
     pub(crate) fn hex(v: u64) -> Option<Hex> {

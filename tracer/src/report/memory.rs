@@ -27,6 +27,9 @@ pub struct ProcessMemory {
     pub peak_at_sec: f64,
     pub final_bytes: u64,
     /// (seconds since the trace started, bytes in use after the change).
+    /// Not in report.json (one pair per allocation and free is megabytes of
+    /// JSON): memory_timeline.csv has it.
+    #[serde(skip)]
     pub timeline: Vec<(f64, u64)>,
 }
 
@@ -115,9 +118,9 @@ pub fn analyze(calls: &[Call]) -> Memory {
             Group::Memory => {}
             Group::Memcpy => {
                 if c.ok() {
-                    let row = copies.entry((c.layer() == Layer::Runtime, direction(c.args.kind))).or_default();
+                    let row = copies.entry((c.layer() == Layer::Runtime, direction(c.args.kind()))).or_default();
                     row.0 += 1;
-                    row.1 += c.args.bytes.unwrap_or(0);
+                    row.1 += c.args.bytes().unwrap_or(0);
                     row.2 += c.dur_us;
                 }
                 continue;
@@ -143,10 +146,10 @@ pub fn analyze(calls: &[Call]) -> Memory {
             p.out.failed_allocations += 1;
             continue;
         }
-        let Some(dptr) = c.args.dptr.filter(|d| d.0 != 0 && c.ok()) else { continue };
+        let Some(dptr) = c.args.dptr().filter(|d| d.0 != 0 && c.ok()) else { continue };
         let bit = layer_bit(c);
         if is_alloc {
-            let bytes = c.args.bytes.unwrap_or(0);
+            let bytes = c.args.bytes().unwrap_or(0);
             match live.get_mut(&(c.pid, dptr.0)) {
                 // The same allocation seen by the other layer.
                 Some(l) if l.layers & bit == 0 => l.layers |= bit,
@@ -307,15 +310,23 @@ mod tests {
     };
 
     fn alloc(bytes: u64, dptr: u64) -> Args {
-        Args { bytes: Some(bytes), dptr: Some(Hex(dptr)), ..Args::default() }
+        let mut a = Args::default();
+        a.set_bytes(Some(bytes));
+        a.set_dptr(Some(Hex(dptr)));
+        a
     }
 
     fn free(dptr: u64) -> Args {
-        Args { dptr: Some(Hex(dptr)), ..Args::default() }
+        let mut a = Args::default();
+        a.set_dptr(Some(Hex(dptr)));
+        a
     }
 
     fn copy(bytes: u64, kind: CopyKind) -> Args {
-        Args { bytes: Some(bytes), kind: Some(kind), ..Args::default() }
+        let mut a = Args::default();
+        a.set_bytes(Some(bytes));
+        a.set_kind(Some(kind));
+        a
     }
 
     #[test]
@@ -324,7 +335,11 @@ mod tests {
             call(1000.0, 1, "cudaMalloc", 10.0, 0, alloc(100, 0xa0)),
             call(1000.001, 1, "cuMemAlloc_v2", 5.0, 0, alloc(100, 0xa0)),
             call(1500.0, 1, "cuMemAlloc_v2", 5.0, 0, alloc(50, 0xb0)),
-            call(1600.0, 1, "cudaMalloc", 5.0, 2, Args { bytes: Some(1 << 40), ..Args::default() }),
+            call(1600.0, 1, "cudaMalloc", 5.0, 2, {
+                let mut a = Args::default();
+                a.set_bytes(Some(1 << 40));
+                a
+            }),
             call(2000.0, 1, "cudaFree", 5.0, 0, free(0xa0)),
             call(2000.001, 1, "cuMemFree_v2", 5.0, 0, free(0xa0)),
             call(2100.0, 1, "cudaFree", 5.0, 0, free(0)),

@@ -4,6 +4,7 @@
 //! [`run`] is one straight sequence: find and read the inputs, run each
 //! analysis on the time-sorted calls, write the files, print the summary.
 
+pub mod decimate;
 pub mod functions;
 pub mod graphs;
 pub mod kernels;

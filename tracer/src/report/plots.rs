@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
+use super::decimate;
+
 const SIZE: (u32, u32) = (960, 540);
 const DECODE_COLOR: RGBColor = RGBColor(31, 119, 180);
 const PREFILL_COLOR: RGBColor = RGBColor(255, 127, 14);
@@ -70,8 +72,10 @@ pub fn step_latency(path: &Path, points: &[(f64, f64, bool)]) -> Result<(), Plot
         if phase.is_empty() {
             continue;
         }
+        // Dots are 6 px wide: one per 2 px cell looks the same.
+        let drawn = decimate::scatter(&phase, x, y, (SIZE.0 / 2, SIZE.1 / 2));
         chart
-            .draw_series(phase.iter().map(|&p| Circle::new(p, 3, color.filled())))
+            .draw_series(drawn.into_iter().map(|p| Circle::new(p, 3, color.filled())))
             .map_err(err)?
             .label(format!("{label} ({} steps)", phase.len()))
             .legend(move |(x, y)| Circle::new((x + 10, y), 4, color.filled()));
@@ -105,8 +109,9 @@ fn lines(
     chart.configure_mesh().x_desc("session time (s)").y_desc(y_desc).y_label_formatter(&short).draw().map_err(err)?;
     for (i, (name, points)) in series.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
+        let drawn = decimate::m4(points, x, SIZE.0 as usize);
         chart
-            .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))
+            .draw_series(LineSeries::new(drawn, color.stroke_width(2)))
             .map_err(err)?
             .label(name.as_str())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
@@ -234,6 +239,22 @@ mod tests {
         let e = launch_rate(&path, &[]).unwrap_err().to_string();
         assert!(e.contains("nothing to plot"), "{e}");
         assert!(step_latency(&path, &[]).is_err());
+    }
+
+    #[test]
+    fn a_long_series_is_drawn_thinned() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("memory.svg");
+        let series = vec![(1, (0..200_000).map(|i| (f64::from(i) / 1000.0, f64::from(i % 97) * 1e6)).collect())];
+        memory_over_time(&path, &series).unwrap();
+        let bytes = std::fs::metadata(&path).unwrap().len();
+        assert!(bytes < 200_000, "{bytes} bytes for 400000 drawn points");
+        let points: Vec<(f64, f64, bool)> = (0..100_000).map(|i| (f64::from(i), f64::from(i % 50), i % 2 == 0)).collect();
+        step_latency(&path, &points).unwrap();
+        let text = svg(&path);
+        assert!(text.contains("decode (50000 steps)"), "the legend counts every step");
+        // 50 distinct durations × 480 columns of 2 px, plus the legend.
+        assert!(text.matches("<circle").count() <= 480 * 50 + 2, "{}", text.matches("<circle").count());
     }
 
     #[test]

@@ -91,8 +91,8 @@ struct Recorded {
 }
 
 fn is_small_dtoh(c: &Call) -> bool {
-    let dtoh = c.args.kind == Some(CopyKind::DtoH) || c.name().starts_with("cuMemcpyDtoH");
-    dtoh && c.args.bytes.is_none_or(|b| b <= SMALL_COPY_BYTES)
+    let dtoh = c.args.kind() == Some(CopyKind::DtoH) || c.name().starts_with("cuMemcpyDtoH");
+    dtoh && c.args.bytes().is_none_or(|b| b <= SMALL_COPY_BYTES)
 }
 
 /// Calls that end whatever was pending: warm-up capture and device-wide
@@ -138,7 +138,7 @@ pub(crate) fn segment_calls(calls: &[Call], outer: &[bool]) -> Segmentation {
             continue;
         }
         if is_event_sync(name) {
-            if let Some(ids) = c.args.event.and_then(|e| waiting.remove(&(c.pid, e))) {
+            if let Some(ids) = c.args.event().and_then(|e| waiting.remove(&(c.pid, e))) {
                 for id in ids {
                     recorded[id].end_ms = Some(c.end_ms());
                 }
@@ -150,7 +150,7 @@ pub(crate) fn segment_calls(calls: &[Call], outer: &[bool]) -> Segmentation {
         if is_event_record(name) {
             if p.small_dtoh {
                 let done = std::mem::take(p);
-                let event = c.args.event.unwrap_or_default();
+                let event = c.args.event().unwrap_or_default();
                 waiting.entry((c.pid, event)).or_default().push(recorded.len());
                 recorded.push(Recorded {
                     pid: c.pid,

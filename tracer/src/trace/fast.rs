@@ -222,38 +222,32 @@ fn copy_kind(s: &[u8]) -> CopyKind {
     }
 }
 
-fn args<'a>(c: &mut Cursor<'a>, names: &mut Interner<'a>) -> Option<Box<Args>> {
-    let mut a = Box::<Args>::default();
+fn args<'a>(c: &mut Cursor<'a>, names: &mut Interner<'a>, a: &mut Args) -> Option<()> {
     c.object(|c, key| {
         match key {
-            b"bytes" => a.bytes = Some(c.u64()?),
-            b"dptr" => a.dptr = Some(c.hex()?),
-            b"dst" => a.dst = Some(c.hex()?),
-            b"src" => a.src = Some(c.hex()?),
-            b"kind" => a.kind = Some(copy_kind(c.string()?)),
-            b"stream" => a.stream = Some(c.hex()?),
-            b"event" => a.event = Some(c.hex()?),
-            b"graph" => a.graph = Some(c.hex()?),
-            b"exec" => a.exec = Some(c.hex()?),
-            b"kernel" => a.kernel = Some(names.get(c.string()?)?),
-            b"name" => a.name = Some(std::str::from_utf8(c.string()?).ok()?.into()),
-            b"grid" => a.grid = Some(c.dim3()?),
-            b"block" => a.block = Some(c.dim3()?),
-            b"shared_mem" => a.shared_mem = Some(c.u64()?),
-            b"f" | b"func" => a.f = Some(c.hex()?),
-            b"mode" => a.mode = Some(c.u32()?),
+            b"bytes" => a.set_bytes(Some(c.u64()?)),
+            b"dptr" => a.set_dptr(Some(c.hex()?)),
+            b"kind" => a.set_kind(Some(copy_kind(c.string()?))),
+            b"stream" => a.set_stream(Some(c.hex()?)),
+            b"event" => a.set_event(Some(c.hex()?)),
+            b"graph" => a.set_graph(Some(c.hex()?)),
+            b"exec" => a.set_exec(Some(c.hex()?)),
+            b"kernel" => a.set_kernel(Some(names.get(c.string()?)?)),
+            b"grid" => a.set_grid(Some(c.dim3()?)),
+            b"block" => a.set_block(Some(c.dim3()?)),
+            b"shared_mem" => a.set_shared_mem(Some(c.u64()?)),
+            b"f" | b"func" => a.set_f(Some(c.hex()?)),
             _ => c.skip()?,
         }
         Some(())
-    })?;
-    Some(a)
+    })
 }
 
 /// Parses one line the tracer wrote, or `None` to let serde_json decide.
 pub fn parse<'a>(line: &'a [u8], names: &mut Interner<'a>) -> Option<Call> {
     let mut c = Cursor { b: line, i: 0 };
     let (mut ts, mut pid, mut tid, mut func) = (None, None, None, None);
-    let mut call = Call { ts_ms: 0.0, pid: 0, tid: 0, func: 0, dur_us: 0.0, ret: 0, error: None, args: Box::default() };
+    let mut call = Call { ts_ms: 0.0, pid: 0, tid: 0, func: 0, dur_us: 0.0, ret: 0, error: None, args: Args::default() };
     c.object(|c, key| {
         match key {
             b"ts" => ts = Some(c.f64()?),
@@ -263,7 +257,7 @@ pub fn parse<'a>(line: &'a [u8], names: &mut Interner<'a>) -> Option<Call> {
             b"dur_us" => call.dur_us = c.f64()?,
             b"ret" => call.ret = c.i64()?,
             b"error" => call.error = Some(std::str::from_utf8(c.string()?).ok()?.into()),
-            b"args" => call.args = args(c, names)?,
+            b"args" => args(c, names, &mut call.args)?,
             _ => c.skip()?,
         }
         Some(())
@@ -271,7 +265,8 @@ pub fn parse<'a>(line: &'a [u8], names: &mut Interner<'a>) -> Option<Call> {
     if c.i != line.len() {
         return None;
     }
-    call.ts_ms = ts?;
+    // A time too large for f64 would sort among the holes of bad lines.
+    call.ts_ms = ts.filter(|t| t.is_finite())?;
     call.pid = pid?;
     call.tid = tid.unwrap_or(call.pid);
     call.func = func?;

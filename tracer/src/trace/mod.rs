@@ -1,14 +1,14 @@
 //! Reading trace files back: one JSONL line → one typed [`Call`]; the
 //! analyses (`report`, `export`) work on these, never on raw JSON.
 
+mod args;
 pub mod fast;
 pub mod read;
-
-use std::sync::Arc;
 
 use serde::{de, Deserialize, Deserializer};
 use tracer_common::funcs::{self, FuncSpec, Group, Layer};
 
+pub use args::Args;
 pub use read::{discover, read, read_with_progress, Loaded, ReadError, Skipped};
 
 /// A device pointer or handle: the trace writes them as `"0x…"` strings.
@@ -42,7 +42,7 @@ impl std::fmt::Display for Hex {
 }
 
 /// Direction of a copy, as the trace's `kind` argument names it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
 pub enum CopyKind {
     HtoD,
     DtoH,
@@ -50,39 +50,8 @@ pub enum CopyKind {
     HtoH,
     Default,
     #[serde(other)]
+    #[default]
     Other,
-}
-
-/// The decoded arguments the analyses use; other keys are ignored.
-/// `kernel` is the demangled name on launches and a handle on
-/// `cuLibraryGetKernel` (both are strings in the trace).
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct Args {
-    pub bytes: Option<u64>,
-    pub dptr: Option<Hex>,
-    pub dst: Option<Hex>,
-    pub src: Option<Hex>,
-    pub kind: Option<CopyKind>,
-    pub stream: Option<Hex>,
-    pub event: Option<Hex>,
-    pub graph: Option<Hex>,
-    pub exec: Option<Hex>,
-    /// Shared: a trace names the same few kernels millions of times.
-    #[serde(deserialize_with = "shared_str")]
-    pub kernel: Option<Arc<str>>,
-    pub name: Option<Box<str>>,
-    pub grid: Option<[u32; 3]>,
-    pub block: Option<[u32; 3]>,
-    pub shared_mem: Option<u64>,
-    /// Launch handle: `f` (driver) or `func` (runtime).
-    #[serde(alias = "func")]
-    pub f: Option<Hex>,
-    pub mode: Option<u32>,
-}
-
-fn shared_str<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Arc<str>>, D::Error> {
-    Ok(Option::<Box<str>>::deserialize(d)?.map(Arc::from))
 }
 
 /// One completed CUDA call: one trace line.
@@ -98,8 +67,8 @@ pub struct Call {
     pub ret: i64,
     /// The error's name when `ret != 0`.
     pub error: Option<Box<str>>,
-    /// Boxed: keeps `Call` small, so millions of them sort and move fast.
-    pub args: Box<Args>,
+    /// Inline and packed: no allocation per call.
+    pub args: Args,
 }
 
 impl Call {
@@ -122,7 +91,18 @@ impl Call {
     pub fn ok(&self) -> bool {
         self.ret == 0
     }
+    /// The placeholder of a line that could not be read, while reading:
+    /// it sorts last (its time is infinite) and is cut off.
+    pub(crate) fn hole() -> Self {
+        Call { ts_ms: f64::INFINITY, pid: 0, tid: 0, func: HOLE, dur_us: 0.0, ret: 0, error: None, args: Args::default() }
+    }
+    pub(crate) fn is_hole(&self) -> bool {
+        self.func == HOLE
+    }
 }
+
+/// [`Call::func`] of a hole: no index of [`funcs::FUNCS`].
+const HOLE: u16 = u16::MAX;
 
 /// Why one line was skipped.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
@@ -154,6 +134,9 @@ struct RawLine<'a> {
 /// Parses one trace line (without its newline).
 pub fn parse_line(line: &[u8]) -> Result<Call, LineError> {
     let raw: RawLine = serde_json::from_slice(line).map_err(|e| LineError::Json(e.to_string()))?;
+    if !raw.ts.is_finite() {
+        return Err(LineError::Json(format!("ts {} is not a finite number", raw.ts)));
+    }
     let (func, _) = funcs::by_name(&raw.func).ok_or_else(|| LineError::UnknownFunction(raw.func.to_string()))?;
     Ok(Call {
         ts_ms: raw.ts,
@@ -163,7 +146,7 @@ pub fn parse_line(line: &[u8]) -> Result<Call, LineError> {
         dur_us: raw.dur_us,
         ret: raw.ret,
         error: raw.error,
-        args: Box::new(raw.args),
+        args: raw.args,
     })
 }
 
@@ -176,10 +159,10 @@ mod tests {
         let line = br#"{"ts":31.2,"pid":7,"tid":8,"type":"cuda_runtime","func":"cudaLaunchKernel","phase":"entry","dur_us":18.2,"ret":0,"args":{"func":"0x55d1","grid":[128,4,1],"block":[256,1,1],"shared_mem":1024,"stream":"0x1000","kernel":"gemm<float>"}}"#;
         let c = parse_line(line).unwrap();
         assert_eq!(c.name(), "cudaLaunchKernel");
-        assert_eq!(c.args.f, Some(Hex(0x55d1)));
-        assert_eq!(c.args.grid, Some([128, 4, 1]));
-        assert_eq!(c.args.stream, Some(Hex(0x1000)));
-        assert_eq!(c.args.kernel.as_deref(), Some("gemm<float>"));
+        assert_eq!(c.args.f(), Some(Hex(0x55d1)));
+        assert_eq!(c.args.grid(), Some([128, 4, 1]));
+        assert_eq!(c.args.stream(), Some(Hex(0x1000)));
+        assert_eq!(c.args.kernel().map(|k| &**k), Some("gemm<float>"));
         assert_eq!(c.group(), Group::Launch);
     }
 

@@ -2,7 +2,10 @@
 //! memory-mapped files); bad lines are skipped and counted with file and
 //! line number, never fatal.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU64, Ordering},
+};
 
 use rayon::prelude::*;
 
@@ -93,8 +96,15 @@ pub fn read(files: &[PathBuf]) -> Result<Loaded, ReadError> {
     read_with_progress(files, &|_| ())
 }
 
-/// [`read`], calling `progress` with the bytes of each chunk parsed (from
-/// rayon's threads), for a progress bar.
+/// Lines parsed per parallel pass: a progress step of about 16 MB.
+const BLOCK_LINES: usize = 1 << 16;
+
+/// [`read`], calling `progress` with the bytes parsed so far in each step,
+/// for a progress bar.
+///
+/// Every line gets one slot of one vector, filled in parallel in place (no
+/// per-chunk vectors to concatenate): a line that cannot be read leaves a
+/// hole, re-parsed afterwards for its reason and removed after sorting.
 pub fn read_with_progress(files: &[PathBuf], progress: &(dyn Fn(u64) + Sync)) -> Result<Loaded, ReadError> {
     let started = std::time::Instant::now();
     let starts: Vec<Option<u64>> = files.iter().map(|f| session_start_ns(f)).collect();
@@ -103,63 +113,108 @@ pub fn read_with_progress(files: &[PathBuf], progress: &(dyn Fn(u64) + Sync)) ->
     for file in files {
         maps.push(map_file(file)?);
     }
-    // Chunks of every file in one parallel pass: many small files parse as
-    // fast as one big one.
-    let mut work = Vec::new();
-    for (index, (map, start)) in maps.iter().zip(&starts).enumerate() {
+    let lines: Vec<Vec<&[u8]>> = maps.iter().map(|m| split_lines(m.as_deref().unwrap_or_default())).collect();
+    let mut loaded = Loaded { files: files.to_vec(), ..Loaded::default() };
+    loaded.bytes = maps.iter().flatten().map(|m| m.len() as u64).sum();
+    loaded.lines = lines.iter().map(|l| l.len() as u64).sum();
+    let mut calls = Vec::with_capacity(lines.iter().map(Vec::len).sum());
+    let mut holes = 0;
+    for (index, (file_lines, start)) in lines.iter().zip(&starts).enumerate() {
         let shift_ms = match (start, origin) {
             (Some(s), Some(o)) => (s - o) as f64 / 1e6,
             _ => 0.0,
         };
-        work.extend(chunks(map.as_deref().unwrap_or_default()).into_iter().map(|c| (index, c, shift_ms)));
-    }
-    let outs: Vec<(usize, ChunkOut)> = work
-        .par_iter()
-        .map(|&(index, chunk, shift_ms)| {
-            let out = parse_chunk(chunk, shift_ms);
-            progress(chunk.len() as u64);
-            (index, out)
-        })
-        .collect();
-    let mut loaded = Loaded { files: files.to_vec(), ..Loaded::default() };
-    loaded.bytes = maps.iter().flatten().map(|m| m.len() as u64).sum();
-    let mut parts = Vec::with_capacity(outs.len());
-    let mut file_lines = vec![0u64; files.len()];
-    for (index, out) in outs {
-        for (i, reason) in out.bad {
-            if loaded.skipped.len() < SKIPPED_KEPT {
-                loaded.skipped.push(Skipped { file: files[index].clone(), line: file_lines[index] + i + 1, reason });
+        let first = calls.len();
+        for block in file_lines.chunks(BLOCK_LINES) {
+            let bad = AtomicU64::new(0);
+            let at = calls.len();
+            calls.par_extend(block.par_iter().with_min_len(1024).map_init(fast::Interner::default, |names, line| {
+                fast::parse(line, names).map_or_else(|| parse_line(line), Ok).map_or_else(
+                    |_| {
+                        bad.fetch_add(1, Ordering::Relaxed);
+                        Call::hole()
+                    },
+                    |mut call| {
+                        call.ts_ms += shift_ms;
+                        call
+                    },
+                )
+            }));
+            progress(block.iter().map(|l| l.len() as u64 + 1).sum());
+            if bad.into_inner() > 0 {
+                holes += count_skipped(&calls[at..], block, at - first, &files[index], &mut loaded);
             }
         }
-        file_lines[index] += out.lines;
-        loaded.skipped_total += out.bad_total;
-        loaded.lines += out.lines;
-        parts.push(out.calls);
     }
+    drop(lines);
     drop(maps);
-    tracing::debug!(secs = started.elapsed().as_secs_f64(), calls = loaded.lines, "parsed");
-    loaded.calls = sorted_by_time(parts);
+    tracing::debug!(secs = started.elapsed().as_secs_f64(), calls = calls.len() - holes, "parsed");
+    sort_by_time(&mut calls);
+    calls.truncate(calls.len() - holes);
+    debug_assert!(calls.last().is_none_or(|c| !c.is_hole()));
+    loaded.calls = calls;
     tracing::debug!(secs = started.elapsed().as_secs_f64(), "sorted");
     Ok(loaded)
 }
 
-/// The chunks' calls in one vector sorted by entry time (stable: ties keep
-/// file order). Sorts small (time, index) keys in parallel, then moves the
-/// calls into place in one in-place pass (no second vector of calls).
-fn sorted_by_time(parts: Vec<Vec<Call>>) -> Vec<Call> {
-    let total = parts.iter().map(Vec::len).sum();
-    let mut calls = Vec::with_capacity(total);
-    for part in parts {
-        calls.extend(part);
+/// Counts the holes of one block and keeps the first reasons (re-parsing
+/// the line: holes are rare). Empty lines are holes but not errors.
+fn count_skipped(calls: &[Call], lines: &[&[u8]], line_offset: usize, file: &Path, loaded: &mut Loaded) -> usize {
+    let mut holes = 0;
+    for (i, (call, line)) in calls.iter().zip(lines).enumerate() {
+        if !call.is_hole() {
+            continue;
+        }
+        holes += 1;
+        if line.is_empty() {
+            continue;
+        }
+        loaded.skipped_total += 1;
+        if loaded.skipped.len() < SKIPPED_KEPT {
+            if let Err(reason) = parse_line(line) {
+                let line = (line_offset + i + 1) as u64;
+                loaded.skipped.push(Skipped { file: file.to_path_buf(), line, reason });
+            }
+        }
     }
+    holes
+}
+
+/// The lines of a file (without newlines; a last line without one counts),
+/// found in parallel: memchr finds newlines with SIMD, a byte-by-byte split
+/// is slower than parsing the line.
+fn split_lines(data: &[u8]) -> Vec<&[u8]> {
+    let body = data.strip_suffix(b"\n").unwrap_or(data);
+    if body.is_empty() && data.is_empty() {
+        return Vec::new();
+    }
+    let parts: Vec<Vec<&[u8]>> = chunks(body)
+        .par_iter()
+        .map(|chunk| {
+            let body = chunk.strip_suffix(b"\n").unwrap_or(chunk);
+            let mut out = Vec::with_capacity(chunk.len() / 128);
+            let mut start = 0;
+            for end in memchr::memchr_iter(b'\n', body).chain(std::iter::once(body.len())) {
+                out.push(&body[start..end]);
+                start = end + 1;
+            }
+            out
+        })
+        .collect();
+    parts.concat()
+}
+
+/// Sorts by entry time, stable (ties keep file order): sorts small
+/// (time, index) keys in parallel, then moves the calls into place in one
+/// in-place pass. Holes (infinite time) end up last.
+fn sort_by_time(calls: &mut [Call]) {
     if calls.windows(2).all(|w| w[0].ts_ms <= w[1].ts_ms) {
-        return calls;
+        return;
     }
-    let mut keys: Vec<(f64, u32)> = calls.iter().enumerate().map(|(i, c)| (c.ts_ms, i as u32)).collect();
+    let mut keys: Vec<(f64, u32)> = calls.par_iter().enumerate().map(|(i, c)| (c.ts_ms, i as u32)).collect();
     keys.par_sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    let mut source: Vec<u32> = keys.into_iter().map(|(_, i)| i).collect();
-    permute(&mut calls, &mut source);
-    calls
+    let mut source: Vec<u32> = keys.into_par_iter().map(|(_, i)| i).collect();
+    permute(calls, &mut source);
 }
 
 /// Reorders `items` so that position `i` holds what was at `source[i]`,
@@ -181,14 +236,6 @@ fn permute<T>(items: &mut [T], source: &mut [u32]) {
             at = from;
         }
     }
-}
-
-struct ChunkOut {
-    calls: Vec<Call>,
-    lines: u64,
-    /// (line index within the chunk, reason)
-    bad: Vec<(u64, LineError)>,
-    bad_total: u64,
 }
 
 /// The file's bytes, or `None` for an empty file (which cannot be mapped).
@@ -217,38 +264,6 @@ pub fn chunks(data: &[u8]) -> Vec<&[u8]> {
     }
     if !rest.is_empty() {
         out.push(rest);
-    }
-    out
-}
-
-fn parse_chunk(chunk: &[u8], shift_ms: f64) -> ChunkOut {
-    let mut out = ChunkOut { calls: Vec::with_capacity(chunk.len() / 200), lines: 0, bad: Vec::new(), bad_total: 0 };
-    let mut names = fast::Interner::default();
-    let body = chunk.strip_suffix(b"\n").unwrap_or(chunk);
-    // memchr finds the newlines with SIMD; a byte-by-byte split is slower
-    // than parsing the line.
-    let ends = memchr::memchr_iter(b'\n', body).chain(std::iter::once(body.len()));
-    let mut start = 0;
-    for end in ends {
-        let line = &body[start..end];
-        start = end + 1;
-        out.lines += 1;
-        if line.is_empty() {
-            continue;
-        }
-        let parsed = fast::parse(line, &mut names).map_or_else(|| parse_line(line), Ok);
-        match parsed {
-            Ok(mut call) => {
-                call.ts_ms += shift_ms;
-                out.calls.push(call);
-            }
-            Err(reason) => {
-                if out.bad.len() < SKIPPED_KEPT {
-                    out.bad.push((out.lines - 1, reason));
-                }
-                out.bad_total += 1;
-            }
-        }
     }
     out
 }
