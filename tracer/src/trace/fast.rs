@@ -48,26 +48,51 @@ impl Hasher for FxHasher {
     }
 }
 
+/// A name hashed by its length and three 8-byte windows, not every byte:
+/// kernel names are C++ templates of 100+ bytes, hashed once per launch.
+/// Equal hashes are still compared in full by the map.
+#[derive(PartialEq, Eq)]
+struct NameKey<'a>(&'a [u8]);
+
+impl std::hash::Hash for NameKey<'_> {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        let b = self.0;
+        let word = |at: usize| {
+            let mut w = [0u8; 8];
+            let part = &b[at.min(b.len())..(at + 8).min(b.len())];
+            w[..part.len()].copy_from_slice(part);
+            u64::from_le_bytes(w)
+        };
+        h.write_u64(b.len() as u64);
+        h.write_u64(word(0));
+        h.write_u64(word(b.len() / 2));
+        h.write_u64(word(b.len().saturating_sub(8)));
+    }
+}
+
 /// Kernel names seen in one chunk: each distinct name is allocated once.
 #[derive(Default)]
 pub struct Interner<'a> {
-    names: FastMap<&'a [u8], Arc<str>>,
+    names: FastMap<NameKey<'a>, Arc<str>>,
 }
 
 impl<'a> Interner<'a> {
     fn get(&mut self, bytes: &'a [u8]) -> Option<Arc<str>> {
-        if let Some(name) = self.names.get(bytes) {
+        if let Some(name) = self.names.get(&NameKey(bytes)) {
             return Some(Arc::clone(name));
         }
         let name: Arc<str> = Arc::from(std::str::from_utf8(bytes).ok()?);
-        self.names.insert(bytes, Arc::clone(&name));
+        self.names.insert(NameKey(bytes), Arc::clone(&name));
         Some(name)
     }
 }
 
-fn func_ids() -> &'static FastMap<&'static [u8], u16> {
-    static IDS: OnceLock<FastMap<&'static [u8], u16>> = OnceLock::new();
-    IDS.get_or_init(|| funcs::FUNCS.iter().enumerate().map(|(i, s)| (s.name.as_bytes(), i as u16)).collect())
+fn func_id(name: &[u8]) -> Option<u16> {
+    static IDS: OnceLock<FastMap<NameKey<'static>, u16>> = OnceLock::new();
+    let ids = IDS.get_or_init(|| {
+        funcs::FUNCS.iter().enumerate().map(|(i, s)| (NameKey(s.name.as_bytes()), i as u16)).collect()
+    });
+    ids.get(&NameKey(name)).copied()
 }
 
 struct Cursor<'a> {
@@ -87,56 +112,77 @@ impl<'a> Cursor<'a> {
     /// A string without escapes; the cursor is on its opening quote.
     fn string(&mut self) -> Option<&'a [u8]> {
         self.eat(b'"')?;
-        let rest = &self.b[self.i..];
-        let end = memchr::memchr2(b'"', b'\\', rest)?;
-        if rest[end] == b'\\' {
+        let (b, start) = (self.b, self.i);
+        // Most strings are short words, where a plain loop beats the setup
+        // of a SIMD search; long ones (kernel names) get the SIMD search.
+        let short = b.len().min(start + 24);
+        let mut end = start;
+        while end < short && b[end] != b'"' && b[end] != b'\\' {
+            end += 1;
+        }
+        if end == short {
+            end += memchr::memchr2(b'"', b'\\', &b[end..])?;
+        }
+        if b[end] == b'\\' {
             return None;
         }
-        self.i += end + 1;
-        Some(&rest[..end])
+        self.i = end + 1;
+        Some(&b[start..end])
+    }
+
+    /// Whether the cursor is at the end of a value.
+    fn at_delimiter(&self) -> bool {
+        matches!(self.peek(), None | Some(b',' | b'}' | b']'))
     }
 
     /// The bytes of a number (or literal) up to the next delimiter.
     fn scalar(&mut self) -> Option<&'a [u8]> {
         let start = self.i;
-        while let Some(c) = self.peek() {
-            if matches!(c, b',' | b'}' | b']') {
-                break;
-            }
+        while !self.at_delimiter() {
             self.i += 1;
         }
         (self.i > start).then(|| &self.b[start..self.i])
     }
 
     fn f64(&mut self) -> Option<f64> {
-        let s = self.scalar()?;
-        // Plain decimals of up to 15 digits (what the tracer writes): the
-        // digits as an exact integer over an exact power of ten; one IEEE
-        // division rounds correctly, so this equals `str::parse`.
+        // Plain decimals of up to 15 digits (what the tracer writes), in one
+        // pass: the digits as an exact integer over an exact power of ten;
+        // one IEEE division rounds correctly, so this equals `str::parse`.
         const POW10: [f64; 16] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15];
-        let (int, frac) = match memchr::memchr(b'.', s) {
-            Some(dot) => (&s[..dot], &s[dot + 1..]),
-            None => (s, &b""[..]),
-        };
-        if !int.is_empty() && int.len() + frac.len() <= 15 {
-            let mut m = 0u64;
-            for &d in int.iter().chain(frac) {
-                if !d.is_ascii_digit() {
-                    return std::str::from_utf8(s).ok()?.parse().ok();
-                }
-                m = m * 10 + u64::from(d - b'0');
+        let (b, start) = (self.b, self.i);
+        let (mut m, mut digits, mut frac, mut dot) = (0u64, 0usize, 0usize, false);
+        let mut j = start;
+        while let Some(&c) = b.get(j) {
+            if c.is_ascii_digit() {
+                m = m.wrapping_mul(10).wrapping_add(u64::from(c - b'0'));
+                digits += 1;
+                frac += usize::from(dot);
+            } else if c == b'.' && !dot && digits > 0 {
+                dot = true;
+            } else {
+                break;
             }
-            return Some(m as f64 / POW10[frac.len()]);
+            j += 1;
         }
-        std::str::from_utf8(s).ok()?.parse().ok()
+        self.i = j;
+        if digits > 0 && digits <= 15 && self.at_delimiter() {
+            return Some(m as f64 / POW10[frac]);
+        }
+        // Exponents, signs, long mantissas: the standard parser.
+        self.i = start;
+        std::str::from_utf8(self.scalar()?).ok()?.parse().ok()
     }
 
     fn u64(&mut self) -> Option<u64> {
-        let s = self.scalar()?;
-        if s.is_empty() || s.len() > 19 || !s.iter().all(u8::is_ascii_digit) {
-            return None;
+        let (b, start) = (self.b, self.i);
+        let mut n = 0u64;
+        let mut j = start;
+        while let Some(&c) = b.get(j).filter(|c| c.is_ascii_digit()) {
+            n = n.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+            j += 1;
         }
-        Some(s.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')))
+        self.i = j;
+        (j > start && self.at_delimiter()).then_some(n)
     }
 
     fn i64(&mut self) -> Option<i64> {
@@ -155,9 +201,32 @@ impl<'a> Cursor<'a> {
         if self.peek()? != b'"' {
             return self.u64().map(Hex);
         }
-        let s = self.string()?;
-        let digits = s.strip_prefix(b"0x").unwrap_or(s);
-        u64::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok().map(Hex)
+        let b = self.b;
+        let mut j = self.i + 1;
+        if b.get(j..j + 2) == Some(b"0x") {
+            j += 2;
+        }
+        let start = j;
+        let mut v = 0u64;
+        loop {
+            let d = match *b.get(j)? {
+                c @ b'0'..=b'9' => c - b'0',
+                c @ b'a'..=b'f' => c - b'a' + 10,
+                c @ b'A'..=b'F' => c - b'A' + 10,
+                b'"' => break,
+                _ => return None,
+            };
+            if j - start == 16 {
+                return None;
+            }
+            v = (v << 4) | u64::from(d);
+            j += 1;
+        }
+        if j == start {
+            return None;
+        }
+        self.i = j + 1;
+        Some(Hex(v))
     }
 
     fn dim3(&mut self) -> Option<[u32; 3]> {
@@ -253,7 +322,7 @@ pub fn parse<'a>(line: &'a [u8], names: &mut Interner<'a>) -> Option<Call> {
             b"ts" => ts = Some(c.f64()?),
             b"pid" => pid = Some(c.u32()?),
             b"tid" => tid = Some(c.u32()?),
-            b"func" => func = Some(*func_ids().get(c.string()?)?),
+            b"func" => func = Some(func_id(c.string()?)?),
             b"dur_us" => call.dur_us = c.f64()?,
             b"ret" => call.ret = c.i64()?,
             b"error" => call.error = Some(std::str::from_utf8(c.string()?).ok()?.into()),
@@ -308,6 +377,28 @@ mod tests {
             let mut c = Cursor { b: text.as_bytes(), i: 0 };
             assert_eq!(c.f64(), Some(text.parse::<f64>().unwrap()), "{text}");
         }
+    }
+
+    #[test]
+    fn numbers_handles_and_strings_at_their_edges() {
+        let cur = |t: &'static str| Cursor { b: t.as_bytes(), i: 0 };
+        assert_eq!(cur("18446744073709551615").u64(), Some(u64::MAX));
+        assert_eq!(cur("18446744073709551616").u64(), None, "overflow goes to serde");
+        assert_eq!(cur("12x").u64(), None);
+        assert_eq!(cur("\"0xFFFFffffFFFFffff\"").hex(), Some(Hex(u64::MAX)));
+        assert_eq!(cur("\"0x1ffffffffffffffff\"").hex(), None);
+        assert_eq!(cur("\"0x\"").hex(), None);
+        assert_eq!(cur("\"0xg1\"").hex(), None);
+        assert_eq!(cur("4096").hex(), Some(Hex(4096)));
+        for len in [0, 1, 23, 24, 25, 200] {
+            let text = format!("\"{}\",", "k".repeat(len));
+            let mut c = Cursor { b: text.as_bytes(), i: 0 };
+            assert_eq!(c.string().map(<[u8]>::len), Some(len));
+            assert_eq!(c.peek(), Some(b','));
+            let escaped = format!("\"{}\\n\"", "k".repeat(len));
+            assert_eq!(Cursor { b: escaped.as_bytes(), i: 0 }.string(), None);
+        }
+        assert_eq!(cur("\"unterminated").string(), None);
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //! line number, never fatal.
 
 use std::{
+    mem::MaybeUninit,
     path::{Path, PathBuf},
-    sync::atomic::{AtomicU64, Ordering},
 };
 
 use rayon::prelude::*;
@@ -96,15 +96,14 @@ pub fn read(files: &[PathBuf]) -> Result<Loaded, ReadError> {
     read_with_progress(files, &|_| ())
 }
 
-/// Lines parsed per parallel pass: a progress step of about 16 MB.
-const BLOCK_LINES: usize = 1 << 16;
-
-/// [`read`], calling `progress` with the bytes parsed so far in each step,
-/// for a progress bar.
+/// [`read`], calling `progress` with the bytes of each chunk parsed (from
+/// rayon's threads), for a progress bar.
 ///
-/// Every line gets one slot of one vector, filled in parallel in place (no
-/// per-chunk vectors to concatenate): a line that cannot be read leaves a
-/// hole, re-parsed afterwards for its reason and removed after sorting.
+/// Every line gets one slot of one vector: the newlines of each chunk are
+/// counted first, then the chunks are parsed in parallel straight into their
+/// own part of the vector (no per-chunk vectors to concatenate: at 1 GB,
+/// copying and faulting in that memory costs as much as parsing). A line
+/// that cannot be read leaves a hole, which sorts last and is cut off.
 pub fn read_with_progress(files: &[PathBuf], progress: &(dyn Fn(u64) + Sync)) -> Result<Loaded, ReadError> {
     let started = std::time::Instant::now();
     let starts: Vec<Option<u64>> = files.iter().map(|f| session_start_ns(f)).collect();
@@ -113,95 +112,111 @@ pub fn read_with_progress(files: &[PathBuf], progress: &(dyn Fn(u64) + Sync)) ->
     for file in files {
         maps.push(map_file(file)?);
     }
-    let lines: Vec<Vec<&[u8]>> = maps.iter().map(|m| split_lines(m.as_deref().unwrap_or_default())).collect();
-    let mut loaded = Loaded { files: files.to_vec(), ..Loaded::default() };
-    loaded.bytes = maps.iter().flatten().map(|m| m.len() as u64).sum();
-    loaded.lines = lines.iter().map(|l| l.len() as u64).sum();
-    let mut calls = Vec::with_capacity(lines.iter().map(Vec::len).sum());
-    let mut holes = 0;
-    for (index, (file_lines, start)) in lines.iter().zip(&starts).enumerate() {
+    let mut work = Vec::new();
+    for (index, (map, start)) in maps.iter().zip(&starts).enumerate() {
         let shift_ms = match (start, origin) {
             (Some(s), Some(o)) => (s - o) as f64 / 1e6,
             _ => 0.0,
         };
-        let first = calls.len();
-        for block in file_lines.chunks(BLOCK_LINES) {
-            let bad = AtomicU64::new(0);
-            let at = calls.len();
-            calls.par_extend(block.par_iter().with_min_len(1024).map_init(fast::Interner::default, |names, line| {
-                fast::parse(line, names).map_or_else(|| parse_line(line), Ok).map_or_else(
-                    |_| {
-                        bad.fetch_add(1, Ordering::Relaxed);
-                        Call::hole()
-                    },
-                    |mut call| {
-                        call.ts_ms += shift_ms;
-                        call
-                    },
-                )
-            }));
-            progress(block.iter().map(|l| l.len() as u64 + 1).sum());
-            if bad.into_inner() > 0 {
-                holes += count_skipped(&calls[at..], block, at - first, &files[index], &mut loaded);
+        work.extend(chunks(map.as_deref().unwrap_or_default()).into_iter().map(|c| (index, c, shift_ms)));
+    }
+    let counts: Vec<usize> = work.par_iter().map(|&(_, chunk, _)| line_count(chunk)).collect();
+    let total: usize = counts.iter().sum();
+    let mut calls: Vec<Call> = Vec::with_capacity(total);
+    let mut slots = Vec::with_capacity(work.len());
+    let mut rest = &mut calls.spare_capacity_mut()[..total];
+    for &n in &counts {
+        let (head, tail) = std::mem::take(&mut rest).split_at_mut(n);
+        slots.push(head);
+        rest = tail;
+    }
+    let outs: Vec<ChunkOut> = work
+        .par_iter()
+        .zip(slots)
+        .map(|(&(_, chunk, shift_ms), slots)| {
+            let out = parse_chunk(chunk, shift_ms, slots);
+            progress(chunk.len() as u64);
+            out
+        })
+        .collect();
+    // SAFETY: the slots are `total` disjoint parts of the spare capacity, in
+    // order, and `parse_chunk` initialized every slot of its part (it asserts
+    // so before returning; a panic there never reaches this line).
+    unsafe { calls.set_len(total) };
+    let mut loaded = Loaded { files: files.to_vec(), lines: total as u64, ..Loaded::default() };
+    loaded.bytes = work.iter().map(|w| w.1.len() as u64).sum();
+    let mut file_lines = vec![0u64; files.len()];
+    let mut holes = 0;
+    for (&(index, _, _), out) in work.iter().zip(outs) {
+        for (i, reason) in out.bad {
+            if loaded.skipped.len() < SKIPPED_KEPT {
+                loaded.skipped.push(Skipped { file: files[index].clone(), line: file_lines[index] + i + 1, reason });
             }
         }
+        file_lines[index] += out.lines;
+        loaded.skipped_total += out.bad_total;
+        holes += out.holes;
     }
-    drop(lines);
+    drop(work);
     drop(maps);
-    tracing::debug!(secs = started.elapsed().as_secs_f64(), calls = calls.len() - holes, "parsed");
+    tracing::debug!(secs = started.elapsed().as_secs_f64(), calls = total - holes, "parsed");
     sort_by_time(&mut calls);
-    calls.truncate(calls.len() - holes);
+    calls.truncate(total - holes);
     debug_assert!(calls.last().is_none_or(|c| !c.is_hole()));
     loaded.calls = calls;
     tracing::debug!(secs = started.elapsed().as_secs_f64(), "sorted");
     Ok(loaded)
 }
 
-/// Counts the holes of one block and keeps the first reasons (re-parsing
-/// the line: holes are rare). Empty lines are holes but not errors.
-fn count_skipped(calls: &[Call], lines: &[&[u8]], line_offset: usize, file: &Path, loaded: &mut Loaded) -> usize {
-    let mut holes = 0;
-    for (i, (call, line)) in calls.iter().zip(lines).enumerate() {
-        if !call.is_hole() {
-            continue;
-        }
-        holes += 1;
-        if line.is_empty() {
-            continue;
-        }
-        loaded.skipped_total += 1;
-        if loaded.skipped.len() < SKIPPED_KEPT {
-            if let Err(reason) = parse_line(line) {
-                let line = (line_offset + i + 1) as u64;
-                loaded.skipped.push(Skipped { file: file.to_path_buf(), line, reason });
-            }
-        }
-    }
-    holes
+/// The lines of a chunk: its newlines, plus a last line without one.
+fn line_count(chunk: &[u8]) -> usize {
+    let body = chunk.strip_suffix(b"\n").unwrap_or(chunk);
+    memchr::memchr_iter(b'\n', body).count() + 1
 }
 
-/// The lines of a file (without newlines; a last line without one counts),
-/// found in parallel: memchr finds newlines with SIMD, a byte-by-byte split
-/// is slower than parsing the line.
-fn split_lines(data: &[u8]) -> Vec<&[u8]> {
-    let body = data.strip_suffix(b"\n").unwrap_or(data);
-    if body.is_empty() && data.is_empty() {
-        return Vec::new();
-    }
-    let parts: Vec<Vec<&[u8]>> = chunks(body)
-        .par_iter()
-        .map(|chunk| {
-            let body = chunk.strip_suffix(b"\n").unwrap_or(chunk);
-            let mut out = Vec::with_capacity(chunk.len() / 128);
-            let mut start = 0;
-            for end in memchr::memchr_iter(b'\n', body).chain(std::iter::once(body.len())) {
-                out.push(&body[start..end]);
-                start = end + 1;
+struct ChunkOut {
+    lines: u64,
+    /// (line index within the chunk, reason), the first [`SKIPPED_KEPT`].
+    bad: Vec<(u64, LineError)>,
+    bad_total: u64,
+    /// Bad and empty lines.
+    holes: usize,
+}
+
+/// Parses each line of `chunk` into its slot (a hole for an empty or bad
+/// line), so that every slot is initialized.
+fn parse_chunk(chunk: &[u8], shift_ms: f64, slots: &mut [MaybeUninit<Call>]) -> ChunkOut {
+    let mut out = ChunkOut { lines: 0, bad: Vec::new(), bad_total: 0, holes: 0 };
+    let mut names = fast::Interner::default();
+    let body = chunk.strip_suffix(b"\n").unwrap_or(chunk);
+    // memchr finds the newlines with SIMD; a byte-by-byte split is slower
+    // than parsing the line.
+    let ends = memchr::memchr_iter(b'\n', body).chain(std::iter::once(body.len()));
+    let mut start = 0;
+    for (end, slot) in ends.zip(slots.iter_mut()) {
+        let line = &body[start..end];
+        start = end + 1;
+        out.lines += 1;
+        let call = match fast::parse(line, &mut names).map_or_else(|| parse_line(line), Ok) {
+            Ok(mut call) => {
+                call.ts_ms += shift_ms;
+                call
             }
-            out
-        })
-        .collect();
-    parts.concat()
+            Err(reason) => {
+                out.holes += 1;
+                if !line.is_empty() {
+                    if out.bad.len() < SKIPPED_KEPT {
+                        out.bad.push((out.lines - 1, reason));
+                    }
+                    out.bad_total += 1;
+                }
+                Call::hole()
+            }
+        };
+        slot.write(call);
+    }
+    assert_eq!(out.lines as usize, slots.len(), "a chunk's lines were counted before it was parsed");
+    out
 }
 
 /// Sorts by entry time, stable (ties keep file order): sorts small
