@@ -113,16 +113,7 @@ impl<'a> Cursor<'a> {
     fn string(&mut self) -> Option<&'a [u8]> {
         self.eat(b'"')?;
         let (b, start) = (self.b, self.i);
-        // Most strings are short words, where a plain loop beats the setup
-        // of a SIMD search; long ones (kernel names) get the SIMD search.
-        let short = b.len().min(start + 24);
-        let mut end = start;
-        while end < short && b[end] != b'"' && b[end] != b'\\' {
-            end += 1;
-        }
-        if end == short {
-            end += memchr::memchr2(b'"', b'\\', &b[end..])?;
-        }
+        let end = quote_or_backslash(&b[start..])? + start;
         if b[end] == b'\\' {
             return None;
         }
@@ -280,6 +271,29 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// The first `"` or `\\` in `b`, eight bytes at a time (most strings are
+/// short words, where this beats the setup of a SIMD search).
+fn quote_or_backslash(b: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // High bit set in each byte of `w` equal to `c` (and possibly in bytes
+    // after the first such byte, which `trailing_zeros` never reaches).
+    let equal = |w: u64, c: u8| {
+        let x = w ^ (ONES * u64::from(c));
+        x.wrapping_sub(ONES) & !x & HIGHS
+    };
+    let mut words = b.chunks_exact(8);
+    for (n, word) in words.by_ref().enumerate() {
+        let w = u64::from_le_bytes(word.try_into().ok()?);
+        let hits = equal(w, b'"') | equal(w, b'\\');
+        if hits != 0 {
+            return Some(n * 8 + (hits.trailing_zeros() / 8) as usize);
+        }
+    }
+    let tail = b.len() - words.remainder().len();
+    words.remainder().iter().position(|&c| c == b'"' || c == b'\\').map(|i| tail + i)
+}
+
 fn copy_kind(s: &[u8]) -> CopyKind {
     match s {
         b"HtoD" => CopyKind::HtoD,
@@ -399,6 +413,16 @@ mod tests {
             assert_eq!(Cursor { b: escaped.as_bytes(), i: 0 }.string(), None);
         }
         assert_eq!(cur("\"unterminated").string(), None);
+        // Every position within and after the 8-byte words, both stoppers.
+        for len in 0..40 {
+            for stop in [b'"', b'\\'] {
+                let mut text = vec![b'\xe2'; len];
+                text.push(stop);
+                text.extend_from_slice(b"\"x\\");
+                assert_eq!(quote_or_backslash(&text), Some(len), "{len}");
+            }
+            assert_eq!(quote_or_backslash(&vec![b'a'; len]), None);
+        }
     }
 
     #[test]
