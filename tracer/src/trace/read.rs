@@ -223,13 +223,39 @@ fn parse_chunk(chunk: &[u8], shift_ms: f64, slots: &mut [MaybeUninit<Call>]) -> 
 /// (time, index) keys in parallel, then moves the calls into place in one
 /// in-place pass. Holes (infinite time) end up last.
 fn sort_by_time(calls: &mut [Call]) {
-    if calls.windows(2).all(|w| w[0].ts_ms <= w[1].ts_ms) {
-        return;
-    }
     let mut keys: Vec<(f64, u32)> = calls.par_iter().enumerate().map(|(i, c)| (c.ts_ms, i as u32)).collect();
     keys.par_sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     let mut source: Vec<u32> = keys.into_par_iter().map(|(_, i)| i).collect();
-    permute(calls, &mut source);
+    permute_in_parts(calls, &mut source);
+}
+
+/// [`permute`] in parallel: cuts where the items before the cut all come
+/// from before it (the prefix is a permutation of itself). A trace is nearly
+/// sorted, so there are many such cuts and the parts are independent.
+fn permute_in_parts<T: Send>(items: &mut [T], source: &mut [u32]) {
+    let target = items.len() / (4 * rayon::current_num_threads()) + 1;
+    let mut cuts = vec![0];
+    let mut max = 0;
+    for (i, &from) in source.iter().enumerate() {
+        max = max.max(from as usize);
+        // `i + 1` distinct sources whose largest is `i`: exactly 0..=i.
+        if max == i && i + 1 - cuts[cuts.len() - 1] >= target {
+            cuts.push(i + 1);
+        }
+    }
+    let mut parts = Vec::with_capacity(cuts.len());
+    let (mut items, mut source) = (items, source);
+    let ends = cuts.iter().skip(1).copied().chain(std::iter::once(items.len()));
+    for (start, end) in cuts.iter().copied().zip(ends).filter(|(s, e)| e > s) {
+        let (part_items, rest_items) = std::mem::take(&mut items).split_at_mut(end - start);
+        let (part_source, rest_source) = std::mem::take(&mut source).split_at_mut(end - start);
+        parts.push((part_items, part_source, start as u32));
+        (items, source) = (rest_items, rest_source);
+    }
+    parts.into_par_iter().for_each(|(items, source, base)| {
+        source.iter_mut().for_each(|s| *s -= base);
+        permute(items, source);
+    });
 }
 
 /// Reorders `items` so that position `i` holds what was at `source[i]`,
@@ -316,6 +342,19 @@ mod tests {
         let mut source = vec![1, 3, 0, 2, 4];
         permute(&mut items, &mut source);
         assert_eq!(items, ['a', 'b', 'c', 'd', 'e']);
+    }
+
+    #[test]
+    fn permutes_in_independent_parts() {
+        // Pairs swapped everywhere (cuts between pairs), one long cycle in
+        // the middle (no cut inside it).
+        let n = 10_000u32;
+        let mut source: Vec<u32> = (0..n).map(|i| i ^ 1).collect();
+        source[4000..6000].rotate_left(1);
+        let expected: Vec<u32> = source.clone();
+        let mut items: Vec<u32> = (0..n).collect();
+        permute_in_parts(&mut items, &mut source);
+        assert_eq!(items, expected);
     }
 
     #[test]
