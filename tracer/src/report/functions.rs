@@ -124,9 +124,9 @@ pub fn analyze(calls: &[Call]) -> Functions {
             errors_by_name,
             total_ms: acc.total_us / 1000.0,
             mean_us: acc.total_us / acc.calls as f64,
-            p50_us: table::percentile(&mut durations, 0.50),
-            p95_us: table::percentile(&mut durations, 0.95),
-            p99_us: table::percentile(&mut durations, 0.99),
+            p50_us: table::percentile(&mut durations, 50.0).unwrap_or(0.0),
+            p95_us: table::percentile(&mut durations, 95.0).unwrap_or(0.0),
+            p99_us: table::percentile(&mut durations, 99.0).unwrap_or(0.0),
             max_us: max,
         });
         out.distinct_calls += acc.calls - acc.nested;
@@ -287,7 +287,10 @@ pub(crate) mod tests {
         let f = analyze(&calls);
         let rt = f.functions.iter().find(|r| r.func == "cudaLaunchKernel").unwrap();
         assert_eq!((rt.calls, rt.nested, rt.errors), (10, 0, 0));
-        assert_eq!((rt.p50_us, rt.p95_us, rt.p99_us, rt.max_us), (5.0, 10.0, 10.0, 10.0));
+        // numpy.percentile(range(1, 11), [50, 95, 99])
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        assert!(close(rt.p50_us, 5.5) && close(rt.p95_us, 9.55) && close(rt.p99_us, 9.91), "{rt:?}");
+        assert_eq!(rt.max_us, 10.0);
         assert!((rt.mean_us - 5.5).abs() < 1e-9 && (rt.total_ms - 0.055).abs() < 1e-12);
         let drv = f.functions.iter().find(|r| r.func == "cuLaunchKernel").unwrap();
         assert_eq!((drv.calls, drv.nested, drv.layer), (11, 10, "cuda_api"));

@@ -16,6 +16,7 @@ use tracer_common::funcs::Group;
 use super::{
     layer,
     steps::{self, Phase, Segmentation},
+    table,
 };
 use crate::trace::{Call, Hex};
 
@@ -203,7 +204,6 @@ pub(crate) fn write_graphs(
     writeln!(w, "{USAGE_COLUMNS}")?;
     for (e, mode) in g.execs.iter().zip(&modes) {
         let mut durs: Vec<f64> = e.replays.iter().map(|&i| calls[i].dur_us).collect();
-        durs.sort_by(f64::total_cmp);
         let mean = (!durs.is_empty()).then(|| durs.iter().sum::<f64>() / durs.len() as f64);
         let first = e.replays.first().map(|&i| sec(calls[i].ts_ms));
         let last = e.replays.last().map(|&i| sec(calls[i].ts_ms));
@@ -215,7 +215,7 @@ pub(crate) fn write_graphs(
             e.exec,
             opt(e.graph),
             opt(mean.map(|m| format!("{m:.3}"))),
-            opt(layer::percentile(&durs, 99.0).map(|p| format!("{p:.3}"))),
+            opt(table::percentile(&mut durs, 99.0).map(|p| format!("{p:.3}"))),
             opt(first),
             opt(last)
         )?;

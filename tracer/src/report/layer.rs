@@ -41,15 +41,6 @@ pub fn outermost(calls: &[Call]) -> Vec<bool> {
     calls.iter().map(|c| !nesting.is_nested(c)).collect()
 }
 
-/// The p-th percentile (0..=100) of sorted values, interpolated linearly
-/// between the closest ranks (numpy's default); `None` when empty.
-pub fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
-    let last = sorted.len().checked_sub(1)?;
-    let rank = p / 100.0 * last as f64;
-    let (lo, hi) = (rank.floor() as usize, rank.ceil() as usize);
-    Some(sorted[lo] + (sorted[hi] - sorted[lo]) * (rank - lo as f64))
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -77,15 +68,5 @@ pub(crate) mod tests {
             Call { tid: 2, ..call(1.003, "cuLaunchKernel", 2.0) },
         ];
         assert_eq!(outermost(&calls), [true, false, true, true]);
-    }
-
-    #[test]
-    fn percentiles_interpolate_like_numpy() {
-        let v = [1.0, 2.0, 3.0, 4.0];
-        assert_eq!(percentile(&v, 50.0), Some(2.5));
-        assert_eq!(percentile(&v, 0.0), Some(1.0));
-        assert_eq!(percentile(&v, 100.0), Some(4.0));
-        assert!((percentile(&v, 95.0).unwrap() - 3.85).abs() < 1e-9);
-        assert_eq!(percentile(&[], 50.0), None);
     }
 }

@@ -13,7 +13,7 @@ use std::{
 use serde::Serialize;
 use tracer_common::funcs::Group;
 
-use super::layer;
+use super::{layer, table};
 use crate::trace::{Call, CopyKind, Hex};
 
 /// Device→host copies up to this size can end a step (sampled token ids are
@@ -219,13 +219,16 @@ pub struct PhaseStats {
 
 impl PhaseStats {
     fn of(mut durations: Vec<f64>) -> Option<PhaseStats> {
-        durations.sort_by(f64::total_cmp);
-        let pct = |p| layer::percentile(&durations, p);
+        let count = durations.len();
+        let min_ms = durations.iter().copied().min_by(f64::total_cmp)?;
+        let max_ms = durations.iter().copied().max_by(f64::total_cmp)?;
+        let mean_ms = durations.iter().sum::<f64>() / count as f64;
+        let mut pct = |p| table::percentile(&mut durations, p);
         Some(PhaseStats {
-            count: durations.len() as u64,
-            mean_ms: durations.iter().sum::<f64>() / durations.len() as f64,
-            min_ms: *durations.first()?,
-            max_ms: *durations.last()?,
+            count: count as u64,
+            mean_ms,
+            min_ms,
+            max_ms,
             p50_ms: pct(50.0)?,
             p95_ms: pct(95.0)?,
             p99_ms: pct(99.0)?,

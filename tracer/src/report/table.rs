@@ -76,13 +76,21 @@ pub fn text(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// Nearest-rank percentile of `values` (reordered in place); 0 when empty.
-pub fn percentile(values: &mut [f64], q: f64) -> f64 {
-    if values.is_empty() {
-        return 0.0;
+/// The p-th percentile (0..=100) of `values`, interpolated linearly between
+/// the closest ranks (numpy's and pandas' default, so the seed's users get
+/// the numbers they would compute), `None` when empty. The one definition
+/// of every table; `values` is reordered in place: two O(n) selections, no
+/// sort.
+pub fn percentile(values: &mut [f64], p: f64) -> Option<f64> {
+    let last = values.len().checked_sub(1)?;
+    let rank = p.clamp(0.0, 100.0) / 100.0 * last as f64;
+    let lo = rank.floor() as usize;
+    let (_, &mut low, above) = values.select_nth_unstable_by(lo, f64::total_cmp);
+    let fraction = rank - lo as f64;
+    match above.iter().copied().min_by(f64::total_cmp) {
+        Some(high) if fraction > 0.0 => Some(low + (high - low) * fraction),
+        _ => Some(low),
     }
-    let rank = ((q * values.len() as f64).ceil() as usize).clamp(1, values.len());
-    *values.select_nth_unstable_by(rank - 1, f64::total_cmp).1
 }
 
 #[cfg(test)]
@@ -98,14 +106,20 @@ mod tests {
     }
 
     #[test]
-    fn nearest_rank_percentiles() {
+    fn percentiles_interpolate_like_numpy() {
         let mut v: Vec<f64> = (1..=100).rev().map(f64::from).collect();
-        assert_eq!(percentile(&mut v, 0.5), 50.0);
-        assert_eq!(percentile(&mut v, 0.95), 95.0);
-        assert_eq!(percentile(&mut v, 0.99), 99.0);
-        assert_eq!(percentile(&mut v, 1.0), 100.0);
-        assert_eq!(percentile(&mut [7.0], 0.5), 7.0);
-        assert_eq!(percentile(&mut [], 0.5), 0.0);
+        let close = |a: Option<f64>, b: f64| (a.unwrap() - b).abs() < 1e-9;
+        // numpy.percentile(range(1, 101), [50, 95, 99, 100])
+        assert!(close(percentile(&mut v, 50.0), 50.5));
+        assert!(close(percentile(&mut v, 95.0), 95.05));
+        assert!(close(percentile(&mut v, 99.0), 99.01));
+        assert!(close(percentile(&mut v, 100.0), 100.0));
+        assert!(close(percentile(&mut v, 0.0), 1.0));
+        let mut four = [4.0, 1.0, 3.0, 2.0];
+        assert!(close(percentile(&mut four, 50.0), 2.5));
+        assert!(close(percentile(&mut four, 95.0), 3.85));
+        assert_eq!(percentile(&mut [7.0], 50.0), Some(7.0));
+        assert_eq!(percentile(&mut [], 50.0), None);
     }
 
     #[test]
