@@ -1,12 +1,8 @@
-//! Device memory in use per process over time, from the allocation and free
-//! calls (one layer per process, so a `cudaMalloc` and the `cuMemAlloc` it
-//! makes count once).
+//! Device memory in use per process over time, for the Chrome counter: the
+//! report's memory timeline ([`crate::report::memory`]), so `export chrome`
+//! and `report` (memory_timeline.csv, memory.svg) agree sample for sample.
 
-use std::collections::{HashMap, HashSet};
-
-use tracer_common::funcs::{Group, Layer};
-
-use crate::trace::Call;
+use crate::{report, trace::Call};
 
 /// Bytes in use in `pid` just after the call at `ts_ms` (its entry time, so
 /// samples are in the calls' time order).
@@ -17,36 +13,20 @@ pub struct MemorySample {
     pub bytes_in_use: u64,
 }
 
-/// One sample per successful allocation or free, in time order (`calls`
-/// sorted by time). A process whose driver calls are traced is counted at the
-/// driver layer, otherwise at the runtime layer.
+/// One sample per change of a process's device memory, in time order
+/// (`calls` sorted by time). Each allocation counts once, whichever layers
+/// saw it (a `cudaMalloc` and the `cuMemAlloc` it makes are one allocation).
 pub fn device_memory(calls: &[Call]) -> Vec<MemorySample> {
-    let driver_pids: HashSet<u32> =
-        calls.iter().filter(|c| c.group() == Group::Memory && c.layer() == Layer::Driver).map(|c| c.pid).collect();
-    let mut in_use: HashMap<u32, u64> = HashMap::new();
-    // Sizes by pointer, for a free that does not carry its bytes.
-    let mut sizes: HashMap<(u32, u64), u64> = HashMap::new();
-    let mut samples = Vec::new();
-    for call in calls.iter().filter(|c| c.group() == Group::Memory && c.ok()) {
-        let counted_layer = if driver_pids.contains(&call.pid) { Layer::Driver } else { Layer::Runtime };
-        if call.layer() != counted_layer {
-            continue;
-        }
-        let total = in_use.entry(call.pid).or_default();
-        let ptr = call.args.dptr().map(|p| p.0);
-        if call.name().contains("Free") {
-            let known = ptr.and_then(|p| sizes.remove(&(call.pid, p)));
-            let Some(bytes) = call.args.bytes().or(known) else { continue };
-            *total = total.saturating_sub(bytes);
-        } else {
-            let Some(bytes) = call.args.bytes() else { continue };
-            if let Some(p) = ptr {
-                sizes.insert((call.pid, p), bytes);
-            }
-            *total += bytes;
-        }
-        samples.push(MemorySample { pid: call.pid, ts_ms: call.ts_ms, bytes_in_use: *total });
-    }
+    let memory = report::memory::analyze(calls);
+    let mut samples: Vec<MemorySample> = memory
+        .processes
+        .iter()
+        .flat_map(|p| {
+            p.timeline.iter().map(|&(sec, bytes)| MemorySample { pid: p.pid, ts_ms: sec * 1000.0, bytes_in_use: bytes })
+        })
+        .collect();
+    // Stable: each process's samples keep their order.
+    samples.sort_by(|a, b| a.ts_ms.total_cmp(&b.ts_ms));
     samples
 }
 
@@ -70,20 +50,25 @@ mod tests {
     }
 
     #[test]
-    fn counts_one_layer_per_process_and_frees_by_pointer() {
+    fn counts_each_allocation_once_and_matches_the_report() {
         let calls = [
-            // pid 1: runtime call wrapping a driver call: counted once (driver).
+            // pid 1: a runtime call wrapping a driver call: one allocation,
+            // at the runtime call's entry; freed when both layers freed it.
             call(1.0, 1, "cudaMalloc", r#"{"bytes":100,"dptr":"0x10"}"#),
             call(1.1, 1, "cuMemAlloc_v2", r#"{"bytes":100,"dptr":"0x10"}"#),
             // pid 2: runtime only; the free has no bytes, found by pointer.
             call(2.0, 2, "cudaMalloc", r#"{"bytes":50,"dptr":"0x20"}"#),
-            call(3.0, 1, "cuMemFree_v2", r#"{"bytes":100,"dptr":"0x10"}"#),
+            call(3.0, 1, "cudaFree", r#"{"dptr":"0x10"}"#),
+            call(3.1, 1, "cuMemFree_v2", r#"{"dptr":"0x10"}"#),
             call(4.0, 2, "cudaFree", r#"{"dptr":"0x20"}"#),
         ];
         let s = device_memory(&calls);
         let got: Vec<(u32, u64)> = s.iter().map(|s| (s.pid, s.bytes_in_use)).collect();
         assert_eq!(got, [(1, 100), (2, 50), (1, 0), (2, 0)]);
         let series = series_by_pid(&s);
-        assert_eq!(series[0], (1, vec![(0.0011, 100.0), (0.003, 0.0)]));
+        assert_eq!(series[0], (1, vec![(0.001, 100.0), (0.0031, 0.0)]));
+        let report = report::memory::analyze(&calls);
+        let timeline: Vec<(f64, f64)> = report.processes[0].timeline.iter().map(|&(t, b)| (t, b as f64)).collect();
+        assert_eq!(series[0].1, timeline, "the Chrome counter is the report's timeline");
     }
 }
