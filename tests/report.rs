@@ -137,8 +137,10 @@ fn report_equals_the_ground_truth_and_names_bad_lines() {
     let kernel_launches: u64 =
         json["kernels"]["kernels"].as_array().unwrap().iter().map(|k| k["launches"].as_u64().unwrap()).sum();
     assert_eq!(kernel_launches, launches);
+    let first_json = std::fs::read(out.join("report.json")).unwrap();
     let text = String::from_utf8(report(&[&trace], &out, "text").stdout).unwrap();
     assert!(text.contains("cudaLaunchKernel") && text.contains("== Device memory"), "{text}");
+    assert!(std::fs::read(out.join("report.json")).unwrap() == first_json, "report.json is the same bytes run to run");
 
     // A copy of the trace with a corrupt line and a truncated last line.
     let copy = tmp.path().join("corrupt");

@@ -98,8 +98,13 @@ pub fn analyze(calls: &[Call]) -> Kernels {
     for ((key, grid, block, shared_mem), n) in shapes {
         *merged_shapes.entry((by_kernel[&key].0.clone(), key.2, grid, block, shared_mem)).or_default() += n;
     }
-    let mut merged: HashMap<(String, bool), Acc> = HashMap::new();
-    for ((_, _, runtime), (name, acc)) in by_kernel {
+    // Merged in name order (the map's order follows allocation addresses,
+    // which differ run to run): float sums then add up the same way, and
+    // report.json is the same bytes for the same trace.
+    let mut by_name: Vec<(KernelKey, (String, Acc))> = by_kernel.into_iter().collect();
+    by_name.sort_by(|a, b| (&a.1 .0, a.0 .1, a.0 .2).cmp(&(&b.1 .0, b.0 .1, b.0 .2)));
+    let mut merged: BTreeMap<(String, bool), Acc> = BTreeMap::new();
+    for ((_, _, runtime), (name, acc)) in by_name {
         let m = merged.entry((name, runtime)).or_default();
         m.launches += acc.launches;
         m.errors += acc.errors;
@@ -129,12 +134,13 @@ pub fn analyze(calls: &[Call]) -> Kernels {
         })
         .collect();
     shapes.sort_by(|a, b| {
-        (&a.kernel, a.layer, std::cmp::Reverse(a.launches), a.grid, a.block).cmp(&(
+        (&a.kernel, a.layer, std::cmp::Reverse(a.launches), a.grid, a.block, a.shared_mem).cmp(&(
             &b.kernel,
             b.layer,
             std::cmp::Reverse(b.launches),
             b.grid,
             b.block,
+            b.shared_mem,
         ))
     });
     let mut launch_rate: Vec<RateRow> = rate

@@ -190,7 +190,9 @@ pub fn analyze(calls: &[Call]) -> Memory {
             func: l.func,
         })
         .collect();
-    leaks.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.first_seen_sec.total_cmp(&b.first_seen_sec)));
+    leaks.sort_by(|a, b| {
+        b.bytes.cmp(&a.bytes).then(a.first_seen_sec.total_cmp(&b.first_seen_sec)).then((a.pid, &a.dptr).cmp(&(b.pid, &b.dptr)))
+    });
     let processes = procs
         .into_values()
         .map(|mut p| {
