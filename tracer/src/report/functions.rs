@@ -88,63 +88,90 @@ impl Acc {
     }
 }
 
+/// The per-function analysis as a pass that takes the calls block by block.
+pub struct FunctionsPass {
+    by_func: Vec<(Acc, Vec<f64>, BTreeMap<String, u64>)>,
+    by_thread: FastMap<(u32, u32, bool), Acc>,
+    nesting: super::layer::Nesting,
+}
+
+impl Default for FunctionsPass {
+    fn default() -> Self {
+        FunctionsPass {
+            by_func: (0..funcs::FUNCS.len()).map(|_| Default::default()).collect(),
+            by_thread: FastMap::default(),
+            nesting: super::layer::Nesting::default(),
+        }
+    }
+}
+
+impl FunctionsPass {
+    /// Adds the next calls (in entry-time order).
+    pub fn add(&mut self, calls: &[Call]) {
+        let Self { by_func, by_thread, nesting } = self;
+        for c in calls {
+            let runtime = c.layer() == Layer::Runtime;
+            let nested = nesting.is_nested(c);
+            let (acc, durations, errors) = &mut by_func[usize::from(c.func)];
+            acc.add(c, nested);
+            durations.push(c.dur_us);
+            if let Some(name) = c.error.as_deref().filter(|_| !c.ok()) {
+                *errors.entry(name.to_string()).or_default() += 1;
+            } else if !c.ok() {
+                *errors.entry(format!("ret {}", c.ret)).or_default() += 1;
+            }
+            by_thread.entry((c.pid, c.tid, runtime)).or_default().add(c, nested);
+        }
+    }
+
+    pub fn finish(self) -> Functions {
+        let Self { by_func, by_thread, .. } = self;
+        let mut out = Functions::default();
+        for (id, (acc, mut durations, errors_by_name)) in by_func.into_iter().enumerate() {
+            if acc.calls == 0 {
+                continue;
+            }
+            let spec = &funcs::FUNCS[id];
+            let max = durations.iter().copied().fold(0.0, f64::max);
+            out.functions.push(FunctionRow {
+                func: spec.name,
+                layer: spec.layer.type_name(),
+                group: spec.group.name(),
+                calls: acc.calls,
+                nested: acc.nested,
+                errors: acc.errors,
+                errors_by_name,
+                total_ms: acc.total_us / 1000.0,
+                mean_us: acc.total_us / acc.calls as f64,
+                p50_us: table::percentile(&mut durations, 50.0).unwrap_or(0.0),
+                p95_us: table::percentile(&mut durations, 95.0).unwrap_or(0.0),
+                p99_us: table::percentile(&mut durations, 99.0).unwrap_or(0.0),
+                max_us: max,
+            });
+            out.distinct_calls += acc.calls - acc.nested;
+        }
+        out.functions.sort_by(|a, b| b.calls.cmp(&a.calls).then(a.func.cmp(b.func)));
+        let layer = |runtime: bool| if runtime { Layer::Runtime } else { Layer::Driver };
+        let mut by_process: BTreeMap<(u32, bool), Acc> = BTreeMap::new();
+        for (&(pid, tid, runtime), acc) in &by_thread {
+            out.threads.push(acc.row(pid, Some(tid), layer(runtime)));
+            let p = by_process.entry((pid, runtime)).or_default();
+            p.calls += acc.calls;
+            p.nested += acc.nested;
+            p.errors += acc.errors;
+            p.total_us += acc.total_us;
+        }
+        out.threads.sort_by_key(|r| (r.pid, r.tid, r.layer));
+        out.processes = by_process.iter().map(|(&(pid, runtime), acc)| acc.row(pid, None, layer(runtime))).collect();
+        out
+    }
+}
+
 /// `calls` must be sorted by entry time (as [`crate::trace::read`] gives them).
 pub fn analyze(calls: &[Call]) -> Functions {
-    let mut by_func: Vec<(Acc, Vec<f64>, BTreeMap<String, u64>)> =
-        (0..funcs::FUNCS.len()).map(|_| Default::default()).collect();
-    let mut by_thread: FastMap<(u32, u32, bool), Acc> = FastMap::default();
-    let mut nesting = super::layer::Nesting::default();
-    for c in calls {
-        let runtime = c.layer() == Layer::Runtime;
-        let nested = nesting.is_nested(c);
-        let (acc, durations, errors) = &mut by_func[usize::from(c.func)];
-        acc.add(c, nested);
-        durations.push(c.dur_us);
-        if let Some(name) = c.error.as_deref().filter(|_| !c.ok()) {
-            *errors.entry(name.to_string()).or_default() += 1;
-        } else if !c.ok() {
-            *errors.entry(format!("ret {}", c.ret)).or_default() += 1;
-        }
-        by_thread.entry((c.pid, c.tid, runtime)).or_default().add(c, nested);
-    }
-    let mut out = Functions::default();
-    for (id, (acc, mut durations, errors_by_name)) in by_func.into_iter().enumerate() {
-        if acc.calls == 0 {
-            continue;
-        }
-        let spec = &funcs::FUNCS[id];
-        let max = durations.iter().copied().fold(0.0, f64::max);
-        out.functions.push(FunctionRow {
-            func: spec.name,
-            layer: spec.layer.type_name(),
-            group: spec.group.name(),
-            calls: acc.calls,
-            nested: acc.nested,
-            errors: acc.errors,
-            errors_by_name,
-            total_ms: acc.total_us / 1000.0,
-            mean_us: acc.total_us / acc.calls as f64,
-            p50_us: table::percentile(&mut durations, 50.0).unwrap_or(0.0),
-            p95_us: table::percentile(&mut durations, 95.0).unwrap_or(0.0),
-            p99_us: table::percentile(&mut durations, 99.0).unwrap_or(0.0),
-            max_us: max,
-        });
-        out.distinct_calls += acc.calls - acc.nested;
-    }
-    out.functions.sort_by(|a, b| b.calls.cmp(&a.calls).then(a.func.cmp(b.func)));
-    let layer = |runtime: bool| if runtime { Layer::Runtime } else { Layer::Driver };
-    let mut by_process: BTreeMap<(u32, bool), Acc> = BTreeMap::new();
-    for (&(pid, tid, runtime), acc) in &by_thread {
-        out.threads.push(acc.row(pid, Some(tid), layer(runtime)));
-        let p = by_process.entry((pid, runtime)).or_default();
-        p.calls += acc.calls;
-        p.nested += acc.nested;
-        p.errors += acc.errors;
-        p.total_us += acc.total_us;
-    }
-    out.threads.sort_by_key(|r| (r.pid, r.tid, r.layer));
-    out.processes = by_process.iter().map(|(&(pid, runtime), acc)| acc.row(pid, None, layer(runtime))).collect();
-    out
+    let mut pass = FunctionsPass::default();
+    pass.add(calls);
+    pass.finish()
 }
 
 fn errors_text(errors: &BTreeMap<String, u64>) -> String {

@@ -75,80 +75,101 @@ struct Acc {
     total_us: f64,
 }
 
-pub fn analyze(calls: &[Call]) -> Kernels {
-    // Keyed by the name's allocation first (names are shared per chunk),
-    // merged by text at the end: hashing long template names per launch is slow.
-    let mut by_kernel: FastMap<KernelKey, (String, Acc)> = FastMap::default();
-    let mut shapes: FastMap<(KernelKey, [u32; 3], [u32; 3], u64), u64> = FastMap::default();
-    let mut rate: FastMap<(u64, u32, bool), u64> = FastMap::default();
-    for c in calls.iter().filter(|c| c.group() == Group::Launch) {
-        let runtime = c.layer() == Layer::Runtime;
-        let key = (c.args.kernel().map_or(0, |k| k.as_ptr() as usize), c.args.f().map_or(0, |f| f.0), runtime);
-        let (_, acc) = by_kernel.entry(key).or_insert_with(|| (kernel_name(c), Acc::default()));
-        acc.launches += 1;
-        acc.errors += u64::from(!c.ok());
-        acc.total_us += c.dur_us;
-        *rate.entry(((c.ts_ms / 1000.0).max(0.0) as u64, c.pid, runtime)).or_default() += 1;
-        if let (Some(grid), Some(block)) = (c.args.grid(), c.args.block()) {
-            *shapes.entry((key, grid, block, c.args.shared_mem().unwrap_or(0))).or_default() += 1;
+/// The kernel analysis as a pass that takes the calls block by block.
+/// Launches are keyed by the name's allocation first (names are shared per
+/// chunk) and merged by text at the end: hashing long template names per
+/// launch is slow.
+#[derive(Default)]
+pub struct KernelsPass {
+    by_kernel: FastMap<KernelKey, (String, Acc)>,
+    shapes: FastMap<(KernelKey, [u32; 3], [u32; 3], u64), u64>,
+    rate: FastMap<(u64, u32, bool), u64>,
+}
+
+impl KernelsPass {
+    /// Adds the next calls (in entry-time order).
+    pub fn add(&mut self, calls: &[Call]) {
+        let Self { by_kernel, shapes, rate } = self;
+        for c in calls.iter().filter(|c| c.group() == Group::Launch) {
+            let runtime = c.layer() == Layer::Runtime;
+            let key = (c.args.kernel().map_or(0, |k| k.as_ptr() as usize), c.args.f().map_or(0, |f| f.0), runtime);
+            let (_, acc) = by_kernel.entry(key).or_insert_with(|| (kernel_name(c), Acc::default()));
+            acc.launches += 1;
+            acc.errors += u64::from(!c.ok());
+            acc.total_us += c.dur_us;
+            *rate.entry(((c.ts_ms / 1000.0).max(0.0) as u64, c.pid, runtime)).or_default() += 1;
+            if let (Some(grid), Some(block)) = (c.args.grid(), c.args.block()) {
+                *shapes.entry((key, grid, block, c.args.shared_mem().unwrap_or(0))).or_default() += 1;
+            }
         }
     }
-    let layer = |runtime: bool| if runtime { Layer::Runtime } else { Layer::Driver }.type_name();
-    let mut merged_shapes: HashMap<ShapeKey, u64> = HashMap::new();
-    for ((key, grid, block, shared_mem), n) in shapes {
-        *merged_shapes.entry((by_kernel[&key].0.clone(), key.2, grid, block, shared_mem)).or_default() += n;
+
+    pub fn finish(self) -> Kernels {
+        let Self { by_kernel, shapes, rate } = self;
+        let layer = |runtime: bool| if runtime { Layer::Runtime } else { Layer::Driver }.type_name();
+        let mut merged_shapes: HashMap<ShapeKey, u64> = HashMap::new();
+        for ((key, grid, block, shared_mem), n) in shapes {
+            *merged_shapes.entry((by_kernel[&key].0.clone(), key.2, grid, block, shared_mem)).or_default() += n;
+        }
+        // Merged in name order (the map's order follows allocation addresses,
+        // which differ run to run): float sums then add up the same way, and
+        // report.json is the same bytes for the same trace.
+        let mut by_name: Vec<(KernelKey, (String, Acc))> = by_kernel.into_iter().collect();
+        by_name.sort_by(|a, b| (&a.1 .0, a.0 .1, a.0 .2).cmp(&(&b.1 .0, b.0 .1, b.0 .2)));
+        let mut merged: BTreeMap<(String, bool), Acc> = BTreeMap::new();
+        for ((_, _, runtime), (name, acc)) in by_name {
+            let m = merged.entry((name, runtime)).or_default();
+            m.launches += acc.launches;
+            m.errors += acc.errors;
+            m.total_us += acc.total_us;
+        }
+        let mut kernels: Vec<KernelRow> = merged
+            .into_iter()
+            .map(|((kernel, runtime), acc)| KernelRow {
+                kernel,
+                layer: layer(runtime),
+                launches: acc.launches,
+                errors: acc.errors,
+                total_call_ms: acc.total_us / 1000.0,
+                mean_call_us: acc.total_us / acc.launches as f64,
+            })
+            .collect();
+        kernels
+            .sort_by(|a, b| b.launches.cmp(&a.launches).then_with(|| (a.layer, &a.kernel).cmp(&(b.layer, &b.kernel))));
+        let mut shapes: Vec<ShapeRow> = merged_shapes
+            .into_iter()
+            .map(|((kernel, runtime, grid, block, shared_mem), launches)| ShapeRow {
+                kernel,
+                layer: layer(runtime),
+                grid,
+                block,
+                shared_mem,
+                launches,
+            })
+            .collect();
+        shapes.sort_by(|a, b| {
+            (&a.kernel, a.layer, std::cmp::Reverse(a.launches), a.grid, a.block, a.shared_mem).cmp(&(
+                &b.kernel,
+                b.layer,
+                std::cmp::Reverse(b.launches),
+                b.grid,
+                b.block,
+                b.shared_mem,
+            ))
+        });
+        let mut launch_rate: Vec<RateRow> = rate
+            .into_iter()
+            .map(|((second, pid, runtime), launches)| RateRow { second, pid, layer: layer(runtime), launches })
+            .collect();
+        launch_rate.sort_by_key(|r| (r.second, r.pid, r.layer));
+        Kernels { kernels, shapes, launch_rate }
     }
-    // Merged in name order (the map's order follows allocation addresses,
-    // which differ run to run): float sums then add up the same way, and
-    // report.json is the same bytes for the same trace.
-    let mut by_name: Vec<(KernelKey, (String, Acc))> = by_kernel.into_iter().collect();
-    by_name.sort_by(|a, b| (&a.1 .0, a.0 .1, a.0 .2).cmp(&(&b.1 .0, b.0 .1, b.0 .2)));
-    let mut merged: BTreeMap<(String, bool), Acc> = BTreeMap::new();
-    for ((_, _, runtime), (name, acc)) in by_name {
-        let m = merged.entry((name, runtime)).or_default();
-        m.launches += acc.launches;
-        m.errors += acc.errors;
-        m.total_us += acc.total_us;
-    }
-    let mut kernels: Vec<KernelRow> = merged
-        .into_iter()
-        .map(|((kernel, runtime), acc)| KernelRow {
-            kernel,
-            layer: layer(runtime),
-            launches: acc.launches,
-            errors: acc.errors,
-            total_call_ms: acc.total_us / 1000.0,
-            mean_call_us: acc.total_us / acc.launches as f64,
-        })
-        .collect();
-    kernels.sort_by(|a, b| b.launches.cmp(&a.launches).then_with(|| (a.layer, &a.kernel).cmp(&(b.layer, &b.kernel))));
-    let mut shapes: Vec<ShapeRow> = merged_shapes
-        .into_iter()
-        .map(|((kernel, runtime, grid, block, shared_mem), launches)| ShapeRow {
-            kernel,
-            layer: layer(runtime),
-            grid,
-            block,
-            shared_mem,
-            launches,
-        })
-        .collect();
-    shapes.sort_by(|a, b| {
-        (&a.kernel, a.layer, std::cmp::Reverse(a.launches), a.grid, a.block, a.shared_mem).cmp(&(
-            &b.kernel,
-            b.layer,
-            std::cmp::Reverse(b.launches),
-            b.grid,
-            b.block,
-            b.shared_mem,
-        ))
-    });
-    let mut launch_rate: Vec<RateRow> = rate
-        .into_iter()
-        .map(|((second, pid, runtime), launches)| RateRow { second, pid, layer: layer(runtime), launches })
-        .collect();
-    launch_rate.sort_by_key(|r| (r.second, r.pid, r.layer));
-    Kernels { kernels, shapes, launch_rate }
+}
+
+pub fn analyze(calls: &[Call]) -> Kernels {
+    let mut pass = KernelsPass::default();
+    pass.add(calls);
+    pass.finish()
 }
 
 fn dim(d: [u32; 3]) -> String {

@@ -108,110 +108,133 @@ impl Process {
     }
 }
 
-/// `calls` must be sorted by entry time.
-pub fn analyze(calls: &[Call]) -> Memory {
-    let mut live: FastMap<(u32, u64), Live> = FastMap::default();
-    let mut procs: BTreeMap<u32, Process> = BTreeMap::new();
-    let mut copies: BTreeMap<(bool, &'static str), (u64, u64, f64)> = BTreeMap::new();
-    for c in calls {
-        match c.group() {
-            Group::Memory => {}
-            Group::Memcpy => {
-                if c.ok() {
-                    let row = copies.entry((c.layer() == Layer::Runtime, direction(c.args.kind()))).or_default();
-                    row.0 += 1;
-                    row.1 += c.args.bytes().unwrap_or(0);
-                    row.2 += c.dur_us;
+/// The memory analysis as a pass that takes the calls block by block, so
+/// that `report` runs three analyses in one pass over the calls.
+#[derive(Default)]
+pub struct MemoryPass {
+    live: FastMap<(u32, u64), Live>,
+    procs: BTreeMap<u32, Process>,
+    copies: BTreeMap<(bool, &'static str), (u64, u64, f64)>,
+}
+
+impl MemoryPass {
+    /// Adds the next calls (in entry-time order).
+    pub fn add(&mut self, calls: &[Call]) {
+        let Self { live, procs, copies } = self;
+        for c in calls {
+            match c.group() {
+                Group::Memory => {}
+                Group::Memcpy => {
+                    if c.ok() {
+                        let row = copies.entry((c.layer() == Layer::Runtime, direction(c.args.kind()))).or_default();
+                        row.0 += 1;
+                        row.1 += c.args.bytes().unwrap_or(0);
+                        row.2 += c.dur_us;
+                    }
+                    continue;
                 }
+                _ => continue,
+            }
+            let p = procs.entry(c.pid).or_insert_with(|| Process {
+                out: ProcessMemory {
+                    pid: c.pid,
+                    allocations: 0,
+                    frees: 0,
+                    unmatched_frees: 0,
+                    failed_allocations: 0,
+                    peak_bytes: 0,
+                    peak_at_sec: 0.0,
+                    final_bytes: 0,
+                    timeline: Vec::new(),
+                },
+                in_use: 0,
+            });
+            let is_alloc = c.spec().out_arg != 0;
+            if is_alloc && !c.ok() {
+                p.out.failed_allocations += 1;
                 continue;
             }
-            _ => continue,
-        }
-        let p = procs.entry(c.pid).or_insert_with(|| Process {
-            out: ProcessMemory {
-                pid: c.pid,
-                allocations: 0,
-                frees: 0,
-                unmatched_frees: 0,
-                failed_allocations: 0,
-                peak_bytes: 0,
-                peak_at_sec: 0.0,
-                final_bytes: 0,
-                timeline: Vec::new(),
-            },
-            in_use: 0,
-        });
-        let is_alloc = c.spec().out_arg != 0;
-        if is_alloc && !c.ok() {
-            p.out.failed_allocations += 1;
-            continue;
-        }
-        let Some(dptr) = c.args.dptr().filter(|d| d.0 != 0 && c.ok()) else { continue };
-        let bit = layer_bit(c);
-        if is_alloc {
-            let bytes = c.args.bytes().unwrap_or(0);
-            match live.get_mut(&(c.pid, dptr.0)) {
-                // The same allocation seen by the other layer.
-                Some(l) if l.layers & bit == 0 => l.layers |= bit,
-                // Allocated again without a free we saw: the old one is gone.
-                Some(l) => {
-                    let old = std::mem::replace(l, Live { bytes, first_ms: c.ts_ms, func: c.name(), layers: bit });
-                    p.out.allocations += 1;
-                    p.change(c.ts_ms, bytes, old.bytes);
-                }
-                None => {
-                    live.insert((c.pid, dptr.0), Live { bytes, first_ms: c.ts_ms, func: c.name(), layers: bit });
-                    p.out.allocations += 1;
-                    p.change(c.ts_ms, bytes, 0);
-                }
-            }
-        } else {
-            match live.get_mut(&(c.pid, dptr.0)) {
-                Some(l) => {
-                    l.layers &= !bit;
-                    if l.layers == 0 {
-                        let bytes = l.bytes;
-                        live.remove(&(c.pid, dptr.0));
-                        p.out.frees += 1;
-                        p.change(c.ts_ms, 0, bytes);
+            let Some(dptr) = c.args.dptr().filter(|d| d.0 != 0 && c.ok()) else { continue };
+            let bit = layer_bit(c);
+            if is_alloc {
+                let bytes = c.args.bytes().unwrap_or(0);
+                match live.get_mut(&(c.pid, dptr.0)) {
+                    // The same allocation seen by the other layer.
+                    Some(l) if l.layers & bit == 0 => l.layers |= bit,
+                    // Allocated again without a free we saw: the old one is gone.
+                    Some(l) => {
+                        let old = std::mem::replace(l, Live { bytes, first_ms: c.ts_ms, func: c.name(), layers: bit });
+                        p.out.allocations += 1;
+                        p.change(c.ts_ms, bytes, old.bytes);
+                    }
+                    None => {
+                        live.insert((c.pid, dptr.0), Live { bytes, first_ms: c.ts_ms, func: c.name(), layers: bit });
+                        p.out.allocations += 1;
+                        p.change(c.ts_ms, bytes, 0);
                     }
                 }
-                None => p.out.unmatched_frees += 1,
+            } else {
+                match live.get_mut(&(c.pid, dptr.0)) {
+                    Some(l) => {
+                        l.layers &= !bit;
+                        if l.layers == 0 {
+                            let bytes = l.bytes;
+                            live.remove(&(c.pid, dptr.0));
+                            p.out.frees += 1;
+                            p.change(c.ts_ms, 0, bytes);
+                        }
+                    }
+                    None => p.out.unmatched_frees += 1,
+                }
             }
         }
     }
-    let mut leaks: Vec<Leak> = live
-        .into_iter()
-        .map(|((pid, dptr), l)| Leak {
-            pid,
-            dptr: format!("{dptr:#x}"),
-            bytes: l.bytes,
-            first_seen_sec: l.first_ms / 1000.0,
-            func: l.func,
-        })
-        .collect();
-    leaks.sort_by(|a, b| {
-        b.bytes.cmp(&a.bytes).then(a.first_seen_sec.total_cmp(&b.first_seen_sec)).then((a.pid, &a.dptr).cmp(&(b.pid, &b.dptr)))
-    });
-    let processes = procs
-        .into_values()
-        .map(|mut p| {
-            p.out.final_bytes = p.in_use;
-            p.out
-        })
-        .collect();
-    let copies = copies
-        .into_iter()
-        .map(|((runtime, direction), (calls, bytes, us))| CopyRow {
-            layer: if runtime { Layer::Runtime } else { Layer::Driver }.type_name(),
-            direction,
-            calls,
-            bytes,
-            total_call_ms: us / 1000.0,
-            call_bandwidth_gbps: if us > 0.0 { bytes as f64 / (us * 1000.0) } else { 0.0 },
-        })
-        .collect();
-    Memory { processes, leaks, copies }
+
+    pub fn finish(self) -> Memory {
+        let Self { live, procs, copies } = self;
+        let mut leaks: Vec<Leak> = live
+            .into_iter()
+            .map(|((pid, dptr), l)| Leak {
+                pid,
+                dptr: format!("{dptr:#x}"),
+                bytes: l.bytes,
+                first_seen_sec: l.first_ms / 1000.0,
+                func: l.func,
+            })
+            .collect();
+        leaks.sort_by(|a, b| {
+            b.bytes
+                .cmp(&a.bytes)
+                .then(a.first_seen_sec.total_cmp(&b.first_seen_sec))
+                .then((a.pid, &a.dptr).cmp(&(b.pid, &b.dptr)))
+        });
+        let processes = procs
+            .into_values()
+            .map(|mut p| {
+                p.out.final_bytes = p.in_use;
+                p.out
+            })
+            .collect();
+        let copies = copies
+            .into_iter()
+            .map(|((runtime, direction), (calls, bytes, us))| CopyRow {
+                layer: if runtime { Layer::Runtime } else { Layer::Driver }.type_name(),
+                direction,
+                calls,
+                bytes,
+                total_call_ms: us / 1000.0,
+                call_bandwidth_gbps: if us > 0.0 { bytes as f64 / (us * 1000.0) } else { 0.0 },
+            })
+            .collect();
+        Memory { processes, leaks, copies }
+    }
+}
+
+/// `calls` must be sorted by entry time.
+pub fn analyze(calls: &[Call]) -> Memory {
+    let mut pass = MemoryPass::default();
+    pass.add(calls);
+    pass.finish()
 }
 
 impl Memory {

@@ -96,13 +96,24 @@ pub struct Report {
 }
 
 impl Report {
-    /// Runs the per-call analyses (in parallel: each is one pass over the calls).
+    /// Runs the per-call analyses in one pass over the calls, block by
+    /// block: each block is read from memory once and stays in cache for the
+    /// three analyses (at a gigabyte of calls, reading them is the cost).
     pub fn build(loaded: &Loaded) -> Self {
+        /// About 700 KB of calls: fits a core's L2 cache.
+        const BLOCK: usize = 4096;
         let calls = &loaded.calls;
-        let (functions, (kernels, memory)) = rayon::join(
-            || functions::analyze(calls),
-            || rayon::join(|| kernels::analyze(calls), || memory::analyze(calls)),
-        );
+        let mut f = functions::FunctionsPass::default();
+        let mut k = kernels::KernelsPass::default();
+        let mut m = memory::MemoryPass::default();
+        let mut last_end_ms = 0.0_f64;
+        for block in calls.chunks(BLOCK) {
+            f.add(block);
+            k.add(block);
+            m.add(block);
+            last_end_ms = block.iter().map(|c| c.end_ms()).fold(last_end_ms, f64::max);
+        }
+        let (functions, (kernels, memory)) = rayon::join(|| f.finish(), || rayon::join(|| k.finish(), || m.finish()));
         let inputs = Inputs {
             files: loaded.files.clone(),
             bytes: loaded.bytes,
@@ -111,7 +122,7 @@ impl Report {
             skipped_lines: loaded.skipped_total,
             skipped: loaded.skipped.iter().take(SKIPPED_SHOWN).map(skipped_text).collect(),
             first_ts_sec: calls.first().map_or(0.0, |c| c.ts_ms / 1000.0),
-            last_ts_sec: calls.iter().map(|c| c.end_ms()).fold(0.0, f64::max) / 1000.0,
+            last_ts_sec: last_end_ms / 1000.0,
         };
         Report { inputs, functions, kernels, memory, graphs: None, steps: None, kv_cache: None, extra_text: Vec::new() }
     }

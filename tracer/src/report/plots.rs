@@ -249,7 +249,8 @@ mod tests {
         memory_over_time(&path, &series).unwrap();
         let bytes = std::fs::metadata(&path).unwrap().len();
         assert!(bytes < 200_000, "{bytes} bytes for 400000 drawn points");
-        let points: Vec<(f64, f64, bool)> = (0..100_000).map(|i| (f64::from(i), f64::from(i % 50), i % 2 == 0)).collect();
+        let points: Vec<(f64, f64, bool)> =
+            (0..100_000).map(|i| (f64::from(i), f64::from(i % 50), i % 2 == 0)).collect();
         step_latency(&path, &points).unwrap();
         let text = svg(&path);
         assert!(text.contains("decode (50000 steps)"), "the legend counts every step");

@@ -89,9 +89,8 @@ impl<'a> Interner<'a> {
 
 fn func_id(name: &[u8]) -> Option<u16> {
     static IDS: OnceLock<FastMap<NameKey<'static>, u16>> = OnceLock::new();
-    let ids = IDS.get_or_init(|| {
-        funcs::FUNCS.iter().enumerate().map(|(i, s)| (NameKey(s.name.as_bytes()), i as u16)).collect()
-    });
+    let ids = IDS
+        .get_or_init(|| funcs::FUNCS.iter().enumerate().map(|(i, s)| (NameKey(s.name.as_bytes()), i as u16)).collect());
     ids.get(&NameKey(name)).copied()
 }
 
@@ -330,7 +329,8 @@ fn args<'a>(c: &mut Cursor<'a>, names: &mut Interner<'a>, a: &mut Args) -> Optio
 pub fn parse<'a>(line: &'a [u8], names: &mut Interner<'a>) -> Option<Call> {
     let mut c = Cursor { b: line, i: 0 };
     let (mut ts, mut pid, mut tid, mut func) = (None, None, None, None);
-    let mut call = Call { ts_ms: 0.0, pid: 0, tid: 0, func: 0, dur_us: 0.0, ret: 0, error: None, args: Args::default() };
+    let mut call =
+        Call { ts_ms: 0.0, pid: 0, tid: 0, func: 0, dur_us: 0.0, ret: 0, error: None, args: Args::default() };
     c.object(|c, key| {
         match key {
             b"ts" => ts = Some(c.f64()?),

@@ -94,7 +94,16 @@ impl Call {
     /// The placeholder of a line that could not be read, while reading:
     /// it sorts last (its time is infinite) and is cut off.
     pub(crate) fn hole() -> Self {
-        Call { ts_ms: f64::INFINITY, pid: 0, tid: 0, func: HOLE, dur_us: 0.0, ret: 0, error: None, args: Args::default() }
+        Call {
+            ts_ms: f64::INFINITY,
+            pid: 0,
+            tid: 0,
+            func: HOLE,
+            dur_us: 0.0,
+            ret: 0,
+            error: None,
+            args: Args::default(),
+        }
     }
     pub(crate) fn is_hole(&self) -> bool {
         self.func == HOLE
