@@ -138,7 +138,7 @@ pub fn collect(calls: &[Call], outer: &[bool]) -> Graphs {
 /// vLLM's CUDAGraphMode of an exec, inferred from the steps that replayed
 /// it: only decode steps → FULL; any prefill step → PIECEWISE; none → empty.
 fn runtime_mode(e: &GraphExec, seg: &Segmentation) -> &'static str {
-    let mut phases = e.replays.iter().filter_map(|&i| seg.call_step[i]).map(|s| seg.steps[s].phase);
+    let mut phases = e.replays.iter().filter_map(|&i| seg.step_of(i)).map(|s| seg.steps[s].phase);
     match phases.next() {
         None => "",
         Some(first) => {
@@ -238,7 +238,7 @@ pub(crate) fn write_graphs(
             e.exec,
             opt(e.graph),
             opt(c.args.stream()),
-            opt(seg.call_step[i].map(|s| seg.steps[s].index)),
+            opt(seg.step_of(i).map(|s| seg.steps[s].index)),
             c.dur_us,
             modes[x]
         )?;

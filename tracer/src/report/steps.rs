@@ -5,15 +5,16 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
+    sync::OnceLock,
     fs::File,
     io::{BufWriter, Write},
     path::Path,
 };
 
 use serde::Serialize;
-use tracer_common::funcs::Group;
+use tracer_common::funcs::{self, Group};
 
-use super::{layer, table};
+use super::{layer, table, table::FastMap};
 use crate::trace::{Call, CopyKind, Hex};
 
 /// Device→host copies up to this size can end a step (sampled token ids are
@@ -64,10 +65,20 @@ impl Step {
 /// Steps with, for every call, the step it belongs to.
 pub(crate) struct Segmentation {
     pub steps: Vec<Step>,
-    /// `call_step[i]`: index into `steps` of the step holding `calls[i]`.
-    pub call_step: Vec<Option<usize>>,
+    /// Per call, the index into `steps` of the step holding it, or
+    /// [`NO_STEP`] (u32: four bytes per call, not sixteen).
+    call_step: Vec<u32>,
     /// Steps whose event was recorded but never synchronized in the trace.
     pub unsynced: u64,
+}
+
+const NO_STEP: u32 = u32::MAX;
+
+impl Segmentation {
+    /// Index into `steps` of the step holding `calls[i]`.
+    pub fn step_of(&self, i: usize) -> Option<usize> {
+        self.call_step.get(i).filter(|&&s| s != NO_STEP).map(|&s| s as usize)
+    }
 }
 
 /// A thread's calls since its last step boundary.
@@ -117,61 +128,93 @@ fn is_graph_launch(name: &str) -> bool {
     name.starts_with("cudaGraphLaunch") || name.starts_with("cuGraphLaunch")
 }
 
+/// What a function is to the segmentation, decided once per function (not
+/// by comparing names at every call).
+#[derive(Clone, Copy, PartialEq)]
+enum Role {
+    Reset,
+    EventSync,
+    EventRecord,
+    GraphLaunch,
+    Other,
+}
+
+fn role(c: &Call) -> Role {
+    static ROLES: OnceLock<Vec<Role>> = OnceLock::new();
+    let roles = ROLES.get_or_init(|| {
+        funcs::FUNCS
+            .iter()
+            .map(|f| match f.name {
+                n if resets(n) => Role::Reset,
+                n if is_event_sync(n) => Role::EventSync,
+                n if is_event_record(n) => Role::EventRecord,
+                n if is_graph_launch(n) => Role::GraphLaunch,
+                _ => Role::Other,
+            })
+            .collect()
+    });
+    roles[usize::from(c.func)]
+}
+
 /// Segments every process's calls into steps (sorted by pid, then index).
 pub fn segment(calls: &[Call]) -> Vec<Step> {
     segment_calls(calls, &layer::outermost(calls)).steps
 }
 
 pub(crate) fn segment_calls(calls: &[Call], outer: &[bool]) -> Segmentation {
-    let mut pending: HashMap<(u32, u32), Pending> = HashMap::new();
+    let mut pending: FastMap<(u32, u32), Pending> = FastMap::default();
     let mut recorded: Vec<Recorded> = Vec::new();
     // (pid, event) -> recorded steps waiting for a sync of that event.
-    let mut waiting: HashMap<(u32, Hex), Vec<usize>> = HashMap::new();
+    let mut waiting: FastMap<(u32, Hex), Vec<usize>> = FastMap::default();
     for (i, c) in calls.iter().enumerate() {
         if !outer[i] || !c.ok() {
             continue;
         }
-        let name = c.name();
+        let role = role(c);
         let p = pending.entry((c.pid, c.tid)).or_default();
-        if resets(name) {
-            *p = Pending::default();
-            continue;
-        }
-        if is_event_sync(name) {
-            if let Some(ids) = c.args.event().and_then(|e| waiting.remove(&(c.pid, e))) {
-                for id in ids {
-                    recorded[id].end_ms = Some(c.end_ms());
+        match role {
+            Role::Reset => {
+                *p = Pending::default();
+                continue;
+            }
+            Role::EventSync => {
+                if let Some(ids) = c.args.event().and_then(|e| waiting.remove(&(c.pid, e))) {
+                    for id in ids {
+                        recorded[id].end_ms = Some(c.end_ms());
+                    }
                 }
+                p.members.push(i);
+                continue;
             }
-            p.members.push(i);
-            continue;
-        }
-        p.members.push(i);
-        if is_event_record(name) {
-            if p.small_dtoh {
-                let done = std::mem::take(p);
-                let event = c.args.event().unwrap_or_default();
-                waiting.entry((c.pid, event)).or_default().push(recorded.len());
-                recorded.push(Recorded {
-                    pid: c.pid,
-                    start_ms: done.start_ms.unwrap_or(c.ts_ms),
-                    end_ms: None,
-                    launches: done.launches,
-                    replays: done.replays,
-                    members: done.members,
-                });
+            Role::EventRecord => {
+                p.members.push(i);
+                if p.small_dtoh {
+                    let done = std::mem::take(p);
+                    let event = c.args.event().unwrap_or_default();
+                    waiting.entry((c.pid, event)).or_default().push(recorded.len());
+                    recorded.push(Recorded {
+                        pid: c.pid,
+                        start_ms: done.start_ms.unwrap_or(c.ts_ms),
+                        end_ms: None,
+                        launches: done.launches,
+                        replays: done.replays,
+                        members: done.members,
+                    });
+                }
+                continue;
             }
-            continue;
+            Role::GraphLaunch | Role::Other => p.members.push(i),
         }
         let group = c.group();
+        let graph_launch = role == Role::GraphLaunch;
         match group {
             Group::Launch => p.launches += 1,
-            Group::Graph if is_graph_launch(name) => p.replays += 1,
+            Group::Graph if graph_launch => p.replays += 1,
             Group::Memcpy if is_small_dtoh(c) => p.small_dtoh = true,
             _ => {}
         }
         // Allocations and frees are the caching allocator's, not the step's.
-        if matches!(group, Group::Launch | Group::Memcpy) || is_graph_launch(name) {
+        if matches!(group, Group::Launch | Group::Memcpy) || graph_launch {
             p.start_ms.get_or_insert(c.ts_ms);
         }
     }
@@ -183,13 +226,13 @@ fn finish(n_calls: usize, recorded: Vec<Recorded>) -> Segmentation {
     let unsynced = recorded.iter().filter(|r| r.end_ms.is_none()).count() as u64;
     let mut done: Vec<Recorded> = recorded.into_iter().filter(|r| r.end_ms.is_some()).collect();
     done.sort_by(|a, b| a.pid.cmp(&b.pid).then(a.start_ms.total_cmp(&b.start_ms)));
-    let mut call_step = vec![None; n_calls];
+    let mut call_step = vec![NO_STEP; n_calls];
     let mut steps = Vec::with_capacity(done.len());
     let mut next_index: HashMap<u32, u64> = HashMap::new();
     for r in done {
         let index = next_index.entry(r.pid).or_insert(0);
         for &m in &r.members {
-            call_step[m] = Some(steps.len());
+            call_step[m] = steps.len() as u32;
         }
         steps.push(Step {
             pid: r.pid,
