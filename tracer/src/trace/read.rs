@@ -22,6 +22,8 @@ pub enum ReadError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{0}: no trace files (trace_*.jsonl) here; pass a trace dir, a session dir or .jsonl files")]
     NoTraceFiles(PathBuf),
+    #[error("{0} lines in one report: at most 4 294 967 295 fit; report fewer files or sessions at a time")]
+    TooManyLines(usize),
     #[error("{0}: not a trace file (expected trace_*.jsonl or .jsonl lines from cuda-tracer)")]
     NotTrace(PathBuf),
 }
@@ -122,19 +124,28 @@ pub fn read_with_progress(files: &[PathBuf], progress: &(dyn Fn(u64) + Sync)) ->
     }
     let counts: Vec<usize> = work.par_iter().map(|&(_, chunk, _)| line_count(chunk)).collect();
     let total: usize = counts.iter().sum();
+    if u32::try_from(total).is_err() {
+        return Err(ReadError::TooManyLines(total));
+    }
     let mut calls: Vec<Call> = Vec::with_capacity(total);
-    let mut slots = Vec::with_capacity(work.len());
-    let mut rest = &mut calls.spare_capacity_mut()[..total];
+    // The sort keys (entry time, line index) are written while parsing:
+    // reading them back from the calls would be one more pass over them.
+    let mut keys: Vec<(f64, u32)> = vec![(0.0, 0); total];
+    let mut parts = Vec::with_capacity(work.len());
+    let (mut rest, mut rest_keys) = (&mut calls.spare_capacity_mut()[..total], &mut keys[..]);
+    let mut first = 0;
     for &n in &counts {
         let (head, tail) = std::mem::take(&mut rest).split_at_mut(n);
-        slots.push(head);
-        rest = tail;
+        let (head_keys, tail_keys) = std::mem::take(&mut rest_keys).split_at_mut(n);
+        parts.push((head, head_keys, first));
+        (rest, rest_keys) = (tail, tail_keys);
+        first += n;
     }
     let outs: Vec<ChunkOut> = work
         .par_iter()
-        .zip(slots)
-        .map(|(&(_, chunk, shift_ms), slots)| {
-            let out = parse_chunk(chunk, shift_ms, slots);
+        .zip(parts)
+        .map(|(&(_, chunk, shift_ms), (slots, keys, first))| {
+            let out = parse_chunk(chunk, shift_ms, slots, keys, first);
             progress(chunk.len() as u64);
             out
         })
@@ -160,7 +171,7 @@ pub fn read_with_progress(files: &[PathBuf], progress: &(dyn Fn(u64) + Sync)) ->
     drop(work);
     drop(maps);
     tracing::debug!(secs = started.elapsed().as_secs_f64(), calls = total - holes, "parsed");
-    sort_by_time(&mut calls);
+    sort_by_time(&mut calls, keys);
     calls.truncate(total - holes);
     debug_assert!(calls.last().is_none_or(|c| !c.is_hole()));
     loaded.calls = calls;
@@ -185,7 +196,14 @@ struct ChunkOut {
 
 /// Parses each line of `chunk` into its slot (a hole for an empty or bad
 /// line), so that every slot is initialized.
-fn parse_chunk(chunk: &[u8], shift_ms: f64, slots: &mut [MaybeUninit<Call>]) -> ChunkOut {
+/// Also writes each line's sort key: (entry time, `first` + its index).
+fn parse_chunk(
+    chunk: &[u8],
+    shift_ms: f64,
+    slots: &mut [MaybeUninit<Call>],
+    keys: &mut [(f64, u32)],
+    first: usize,
+) -> ChunkOut {
     let mut out = ChunkOut { lines: 0, bad: Vec::new(), bad_total: 0, holes: 0 };
     let mut names = fast::Interner::default();
     let body = chunk.strip_suffix(b"\n").unwrap_or(chunk);
@@ -193,7 +211,9 @@ fn parse_chunk(chunk: &[u8], shift_ms: f64, slots: &mut [MaybeUninit<Call>]) -> 
     // than parsing the line.
     let ends = memchr::memchr_iter(b'\n', body).chain(std::iter::once(body.len()));
     let mut start = 0;
-    for (end, slot) in ends.zip(slots.iter_mut()) {
+    // Below 2^32: the caller checked the total.
+    let index = first as u32;
+    for ((end, slot), key) in ends.zip(slots.iter_mut()).zip(keys.iter_mut()) {
         let line = &body[start..end];
         start = end + 1;
         out.lines += 1;
@@ -213,6 +233,7 @@ fn parse_chunk(chunk: &[u8], shift_ms: f64, slots: &mut [MaybeUninit<Call>]) -> 
                 Call::hole()
             }
         };
+        *key = (call.ts_ms, index + out.lines as u32 - 1);
         slot.write(call);
     }
     assert_eq!(out.lines as usize, slots.len(), "a chunk's lines were counted before it was parsed");
@@ -222,8 +243,7 @@ fn parse_chunk(chunk: &[u8], shift_ms: f64, slots: &mut [MaybeUninit<Call>]) -> 
 /// Sorts by entry time, stable (ties keep file order): sorts small
 /// (time, index) keys in parallel, then moves the calls into place in one
 /// in-place pass. Holes (infinite time) end up last.
-fn sort_by_time(calls: &mut [Call]) {
-    let mut keys: Vec<(f64, u32)> = calls.par_iter().enumerate().map(|(i, c)| (c.ts_ms, i as u32)).collect();
+fn sort_by_time(calls: &mut [Call], mut keys: Vec<(f64, u32)>) {
     keys.par_sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     let mut source: Vec<u32> = keys.into_par_iter().map(|(_, i)| i).collect();
     permute_in_parts(calls, &mut source);
