@@ -242,8 +242,8 @@ pub fn run(args: &ReportArgs) -> Result<(), ReportError> {
     // The per-call tables and the sections' passes read the same calls.
     let (mut report, passes) = rayon::join(|| Report::build(&loaded), || sections::passes(&loaded.calls));
     tracing::debug!(secs = started.elapsed().as_secs_f64(), "analysed");
-    let mut written = report.write_csvs(&args.out)?;
-    written.extend(sections::add(&mut report, &loaded, &passes, args)?);
+    std::fs::create_dir_all(&args.out).map_err(|source| ReportError::Write { path: args.out.clone(), source })?;
+    let mut written = sections::add(&mut report, &loaded, &passes, args)?;
     written.extend(report.write_summaries(&args.out)?);
     tracing::debug!(secs = started.elapsed().as_secs_f64(), "written");
     tracing::info!(files = written.len(), dir = %args.out.display(), "report written");

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{graphs, layer, plots, steps, Report, ReportArgs, ReportError};
+use super::{graphs, layer, plots, plots::PlotError, steps, Report, ReportArgs, ReportError};
 use crate::{
     kvcache,
     trace::{Call, Loaded},
@@ -24,7 +24,8 @@ pub fn passes(calls: &[Call]) -> Passes {
     Passes { seg, graphs }
 }
 
-/// Adds every section to `report`, writing their files into `args.out`.
+/// Adds every section to `report`, writing their files and the per-call
+/// CSVs into `args.out`.
 pub fn add(
     report: &mut Report,
     loaded: &Loaded,
@@ -38,23 +39,40 @@ pub fn add(
         move |source| ReportError::Write { path, source }
     };
     let seg = &passes.seg;
-    let step_summary = steps::write_steps(&seg.steps, seg.unsynced, out).map_err(write_err("summary.json"))?;
-    let graph_summary =
-        graphs::write_graphs(calls, &passes.graphs, seg, out).map_err(write_err("cuda_graph_captures.csv"))?;
+    // The files do not depend on each other: the steps and graph tables, the
+    // plots and the per-call CSVs are written at once.
+    let shared: &Report = report;
+    let (tables, (plotted, csvs)) = rayon::join(
+        || -> Result<_, ReportError> {
+            let steps = steps::write_steps(&seg.steps, seg.unsynced, out).map_err(write_err("summary.json"))?;
+            let graphs =
+                graphs::write_graphs(calls, &passes.graphs, seg, out).map_err(write_err("cuda_graph_captures.csv"))?;
+            Ok((steps, graphs))
+        },
+        || rayon::join(|| draw_plots(shared, &seg.steps, out), || shared.write_csvs(out)),
+    );
+    let (step_summary, graph_summary) = tables?;
+    let mut written = csvs?;
     report.extra_text.push(steps_text(&step_summary, &graph_summary));
     report.steps = serde_json::to_value(&step_summary).ok();
     report.graphs = serde_json::to_value(&graph_summary).ok();
-    let mut written: Vec<PathBuf> = [
-        "forward_pass_timing.csv",
-        "summary.json",
-        "cuda_graph_captures.csv",
-        "cuda_graph_usage.csv",
-        "cuda_graph_timeline.csv",
-    ]
-    .iter()
-    .map(|n| out.join(n))
-    .collect();
-    written.extend(draw_plots(report, &seg.steps, out));
+    written.extend(
+        [
+            "forward_pass_timing.csv",
+            "summary.json",
+            "cuda_graph_captures.csv",
+            "cuda_graph_usage.csv",
+            "cuda_graph_timeline.csv",
+        ]
+        .iter()
+        .map(|n| out.join(n)),
+    );
+    for (name, result) in plotted {
+        match result {
+            Ok(()) => written.push(out.join(name)),
+            Err(e) => report.extra_text.push(format!("plot {name} not drawn: {e}\n")),
+        }
+    }
     written.extend(kv_cache(report, &seg.steps, args));
     Ok(written)
 }
@@ -112,9 +130,9 @@ fn steps_text(s: &steps::StepsSummary, g: &graphs::GraphsSummary) -> String {
     out
 }
 
-/// Draws the three plots; a plot without data is skipped with a note (a
-/// trace without steps has no step-latency plot), never an error.
-fn draw_plots(report: &mut Report, steps: &[steps::Step], out: &Path) -> Vec<PathBuf> {
+/// Draws the three plots, in parallel; a plot without data is skipped with
+/// a note (a trace without steps has no step-latency plot), never an error.
+fn draw_plots(report: &Report, steps: &[steps::Step], out: &Path) -> Vec<(&'static str, Result<(), PlotError>)> {
     let memory: Vec<(u32, Vec<(f64, f64)>)> = report
         .memory
         .processes
@@ -133,17 +151,14 @@ fn draw_plots(report: &mut Report, steps: &[steps::Step], out: &Path) -> Vec<Pat
     let rate: Vec<_> = rate.into_iter().collect();
     let latency: Vec<(f64, f64, bool)> =
         steps.iter().map(|s| (s.end_ms / 1000.0, s.duration_ms(), s.phase == steps::Phase::Decode)).collect();
-    let mut written = Vec::new();
-    let results = [
-        ("memory.svg", plots::memory_over_time(&out.join("memory.svg"), &memory)),
-        ("launch_rate.svg", plots::launch_rate(&out.join("launch_rate.svg"), &rate)),
-        ("step_latency.svg", plots::step_latency(&out.join("step_latency.svg"), &latency)),
-    ];
-    for (name, result) in results {
-        match result {
-            Ok(()) => written.push(out.join(name)),
-            Err(e) => report.extra_text.push(format!("plot {name} not drawn: {e}\n")),
-        }
-    }
-    written
+    let (memory_svg, (rate_svg, latency_svg)) = rayon::join(
+        || plots::memory_over_time(&out.join("memory.svg"), &memory),
+        || {
+            rayon::join(
+                || plots::launch_rate(&out.join("launch_rate.svg"), &rate),
+                || plots::step_latency(&out.join("step_latency.svg"), &latency),
+            )
+        },
+    );
+    vec![("memory.svg", memory_svg), ("launch_rate.svg", rate_svg), ("step_latency.svg", latency_svg)]
 }
