@@ -22,9 +22,37 @@ pub struct Pending {
     pub name: String,
 }
 
-/// Closed data files: trace files and the KV-cache CSV chunks written beside them.
-fn is_trace(name: &str) -> bool {
-    (name.starts_with("trace_") && name.ends_with(".jsonl")) || crate::kvcache::is_chunk_name(name)
+/// What a file in a session dir is to delivery: one table, so a new kind of
+/// file is one new row, not a widened special case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FileKind {
+    /// `trace_*.jsonl`.
+    Trace,
+    /// `kv_cache_usage_*.csv`, written by the KV-cache scraper.
+    KvChunk,
+    /// `metadata.json`: uploaded whenever it changed, kept locally.
+    Metadata,
+    Other,
+}
+
+impl FileKind {
+    fn of(name: &str) -> Self {
+        if name.starts_with("trace_") && name.ends_with(".jsonl") {
+            FileKind::Trace
+        } else if crate::kvcache::is_chunk_name(name) {
+            FileKind::KvChunk
+        } else if name == "metadata.json" {
+            FileKind::Metadata
+        } else {
+            FileKind::Other
+        }
+    }
+
+    /// Closed line-oriented data files: repaired after a crash, uploaded,
+    /// deleted once the store confirmed them.
+    fn is_data(self) -> bool {
+        matches!(self, FileKind::Trace | FileKind::KvChunk)
+    }
 }
 
 /// Session directories under `dir`: `dir` itself when it holds a session
@@ -56,10 +84,10 @@ pub fn pending(dir: &Path) -> Vec<Pending> {
         names.sort();
         for name in names {
             let item = Pending { session: session.clone(), path: session_dir.join(&name), name: name.clone() };
-            if is_trace(&name) {
-                traces.push(item);
-            } else if name == "metadata.json" {
-                metas.push(item);
+            match FileKind::of(&name) {
+                kind if kind.is_data() => traces.push(item),
+                FileKind::Metadata => metas.push(item),
+                _ => {}
             }
         }
     }
@@ -80,7 +108,7 @@ pub fn repair_partials(dir: &Path, live_session: Option<&str>) -> Vec<PathBuf> {
         for entry in entries.filter_map(Result::ok) {
             let name = entry.file_name().to_string_lossy().into_owned();
             let Some(closed) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".partial")) else { continue };
-            if !is_trace(closed) {
+            if !FileKind::of(closed).is_data() {
                 continue;
             }
             match repair_one(&entry.path(), &session_dir.join(closed)) {
@@ -270,6 +298,15 @@ fn backoff(attempt: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_file_has_one_kind() {
+        let kinds =
+            ["trace_00001_20260101T000000Z.jsonl", "kv_cache_usage_00002.csv", "metadata.json", "kv_cache_usage.csv"]
+                .map(FileKind::of);
+        assert_eq!(kinds, [FileKind::Trace, FileKind::KvChunk, FileKind::Metadata, FileKind::Other]);
+        assert_eq!(kinds.map(FileKind::is_data), [true, true, false, false]);
+    }
 
     #[test]
     fn partial_files_of_other_sessions_are_repaired_to_their_last_full_line() {

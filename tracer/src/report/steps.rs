@@ -5,10 +5,10 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    sync::OnceLock,
     fs::File,
     io::{BufWriter, Write},
     path::Path,
+    sync::OnceLock,
 };
 
 use serde::Serialize;
