@@ -29,6 +29,9 @@ pub struct ReportBench {
     pub jq_secs: f64,
     pub report_secs: Vec<f64>,
     pub report_max_rss_kib: u64,
+    /// One run on one thread (`RAYON_NUM_THREADS=1`): how the time scales
+    /// with cores.
+    pub one_thread_secs: f64,
 }
 
 /// Kernel names as PyTorch/cuBLAS/Triton write them: templates with commas.
@@ -163,6 +166,14 @@ pub fn run(tracer: &Path, bench_root: &Path, quick: bool) -> Result<ReportBench>
         report_secs.push(secs);
         rss = rss.max(kib);
     }
+    let (one_thread_secs, _) = timed(
+        Command::new(tracer)
+            .args(["report", "--format", "csv", "--out"])
+            .arg(dir.join("out"))
+            .arg(dir.join("trace"))
+            .env("RUST_LOG", "warn")
+            .env("RAYON_NUM_THREADS", "1"),
+    )?;
     // Both counted the same lines.
     let jq_total: u64 = std::fs::read_to_string(dir.join("jq.out"))?
         .lines()
@@ -177,7 +188,15 @@ pub fn run(tracer: &Path, bench_root: &Path, quick: bool) -> Result<ReportBench>
     if std::env::var_os("CUDA_TRACER_KEEP_BENCH").is_none() {
         let _ = std::fs::remove_dir_all(dir.join("trace"));
     }
-    Ok(ReportBench { bytes, files: files.len(), lines, jq_secs, report_secs, report_max_rss_kib: rss })
+    Ok(ReportBench {
+        bytes,
+        files: files.len(),
+        lines,
+        jq_secs,
+        report_secs,
+        report_max_rss_kib: rss,
+        one_thread_secs,
+    })
 }
 
 /// The markdown of table 5.
@@ -211,6 +230,16 @@ pub fn section(r: Option<&ReportBench>) -> String {
         r.report_secs.iter().map(|s| format!("{s:.2}")).collect::<Vec<_>>().join(", "),
         r.jq_secs / median,
         r.report_max_rss_kib as f64 / 1024.0
+    );
+    let _ = writeln!(
+        o,
+        "On one thread (`RAYON_NUM_THREADS=1`) the same report takes {:.2} s: {:.2}× slower than on this machine's \
+         {} threads, {:.1}× faster than jq. Parsing, sorting, the analyses and the writing run in parallel \
+         and jq runs on one core, so the ratio grows with cores; the target is judged on this machine.\n",
+        r.one_thread_secs,
+        r.one_thread_secs / median,
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        r.jq_secs / r.one_thread_secs
     );
     let met = r.jq_secs / median >= 20.0;
     let _ = writeln!(o, "Target (issue #6): at least 20× faster: {}.\n", if met { "met" } else { "**not met**" });
