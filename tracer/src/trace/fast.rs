@@ -332,46 +332,55 @@ fn args<'a>(c: &mut Cursor<'a>, names: &mut Interner<'a>, a: &mut Args) -> Optio
 
 /// Parses one line the tracer wrote, or `None` to let serde_json decide.
 pub fn parse<'a>(line: &'a [u8], names: &mut Interner<'a>) -> Option<Call> {
-    in_writing_order(line, names).or_else(|| any_order(line, names))
+    let mut call = Call::hole();
+    parse_into(line, names, &mut call).then_some(call)
+}
+
+/// [`parse`] into a call in place (a call is 150+ bytes: moving it through
+/// `Option`s costs as much as parsing its numbers). `out` must be a
+/// [`Call::hole`]; on `false` it holds garbage.
+pub fn parse_into<'a>(line: &'a [u8], names: &mut Interner<'a>, out: &mut Call) -> bool {
+    if in_writing_order(line, names, out).is_some() {
+        return true;
+    }
+    *out = Call::hole();
+    any_order(line, names, out).is_some()
 }
 
 /// The keys in the order the tracer writes them (see `format.rs`), matched
 /// as literals: no key is scanned or looked up.
-fn in_writing_order<'a>(line: &'a [u8], names: &mut Interner<'a>) -> Option<Call> {
+fn in_writing_order<'a>(line: &'a [u8], names: &mut Interner<'a>, out: &mut Call) -> Option<()> {
     let mut c = Cursor { b: line, i: 0 };
     c.lit(b"{\"ts\":")?;
-    let ts_ms = c.f64().filter(|t| t.is_finite())?;
+    out.ts_ms = c.f64().filter(|t| t.is_finite())?;
     c.lit(b",\"pid\":")?;
-    let pid = c.u32()?;
+    out.pid = c.u32()?;
     c.lit(b",\"tid\":")?;
-    let tid = c.u32()?;
+    out.tid = c.u32()?;
     c.lit(b",\"type\":")?;
     c.string()?;
     c.lit(b",\"func\":")?;
-    let func = func_id(c.string()?)?;
+    out.func = func_id(c.string()?)?;
     c.lit(b",\"phase\":")?;
     c.string()?;
     c.lit(b",\"dur_us\":")?;
-    let dur_us = c.f64()?;
+    out.dur_us = c.f64()?;
     c.lit(b",\"ret\":")?;
-    let ret = c.i64()?;
-    let error = match c.lit(b",\"error\":") {
-        Some(()) => Some(std::str::from_utf8(c.string()?).ok()?.into()),
-        None => None,
-    };
-    let mut call = Call { ts_ms, pid, tid, func, dur_us, ret, error, args: Args::default() };
+    out.ret = c.i64()?;
+    if c.lit(b",\"error\":").is_some() {
+        out.error = Some(std::str::from_utf8(c.string()?).ok()?.into());
+    }
     c.lit(b",\"args\":")?;
-    args(&mut c, names, &mut call.args)?;
+    args(&mut c, names, &mut out.args)?;
     c.lit(b"}")?;
-    (c.i == line.len()).then_some(call)
+    (c.i == line.len()).then_some(())
 }
 
 /// Any key order (and keys the tracer does not write, which are skipped).
-fn any_order<'a>(line: &'a [u8], names: &mut Interner<'a>) -> Option<Call> {
+fn any_order<'a>(line: &'a [u8], names: &mut Interner<'a>, call: &mut Call) -> Option<()> {
     let mut c = Cursor { b: line, i: 0 };
     let (mut ts, mut pid, mut tid, mut func) = (None, None, None, None);
-    let mut call =
-        Call { ts_ms: 0.0, pid: 0, tid: 0, func: 0, dur_us: 0.0, ret: 0, error: None, args: Args::default() };
+    (call.dur_us, call.ret) = (0.0, 0);
     c.object(|c, key| {
         match key {
             b"ts" => ts = Some(c.f64()?),
@@ -394,7 +403,7 @@ fn any_order<'a>(line: &'a [u8], names: &mut Interner<'a>) -> Option<Call> {
     call.pid = pid?;
     call.tid = tid.unwrap_or(call.pid);
     call.func = func?;
-    Some(call)
+    Some(())
 }
 
 #[cfg(test)]
@@ -404,8 +413,9 @@ mod tests {
     fn same(line: &str) {
         let mut names = Interner::default();
         let fast = parse(line.as_bytes(), &mut names).expect("fast path takes the tracer's own lines");
-        let ordered = in_writing_order(line.as_bytes(), &mut names).expect("the tracer's own key order");
-        let any = any_order(line.as_bytes(), &mut names).unwrap();
+        let (mut ordered, mut any) = (Call::hole(), Call::hole());
+        in_writing_order(line.as_bytes(), &mut names, &mut ordered).expect("the tracer's own key order");
+        any_order(line.as_bytes(), &mut names, &mut any).unwrap();
         assert_eq!(format!("{ordered:?}"), format!("{any:?}"));
         let slow = super::super::parse_line(line.as_bytes()).unwrap();
         assert_eq!(format!("{fast:?}"), format!("{slow:?}"));

@@ -130,7 +130,7 @@ pub fn read_with_progress(files: &[PathBuf], progress: &(dyn Fn(u64) + Sync)) ->
     let mut calls: Vec<Call> = Vec::with_capacity(total);
     // The sort keys (entry time, line index) are written while parsing:
     // reading them back from the calls would be one more pass over them.
-    let mut keys: Vec<(f64, u32)> = vec![(0.0, 0); total];
+    let mut keys: Vec<(u64, u32)> = vec![(0, 0); total];
     let mut parts = Vec::with_capacity(work.len());
     let (mut rest, mut rest_keys) = (&mut calls.spare_capacity_mut()[..total], &mut keys[..]);
     let mut first = 0;
@@ -201,7 +201,7 @@ fn parse_chunk(
     chunk: &[u8],
     shift_ms: f64,
     slots: &mut [MaybeUninit<Call>],
-    keys: &mut [(f64, u32)],
+    keys: &mut [(u64, u32)],
     first: usize,
 ) -> ChunkOut {
     let mut out = ChunkOut { lines: 0, bad: Vec::new(), bad_total: 0, holes: 0 };
@@ -217,34 +217,47 @@ fn parse_chunk(
         let line = &body[start..end];
         start = end + 1;
         out.lines += 1;
-        let call = match fast::parse(line, &mut names).map_or_else(|| parse_line(line), Ok) {
-            Ok(mut call) => {
-                call.ts_ms += shift_ms;
-                call
-            }
-            Err(reason) => {
-                out.holes += 1;
-                if !line.is_empty() {
-                    if out.bad.len() < SKIPPED_KEPT {
-                        out.bad.push((out.lines - 1, reason));
+        // Parsed in place: the slot is the call's only home.
+        let call = slot.write(Call::hole());
+        if fast::parse_into(line, &mut names, call) {
+            call.ts_ms += shift_ms;
+        } else {
+            match parse_line(line) {
+                Ok(parsed) => *call = Call { ts_ms: parsed.ts_ms + shift_ms, ..parsed },
+                Err(reason) => {
+                    *call = Call::hole();
+                    out.holes += 1;
+                    if !line.is_empty() {
+                        if out.bad.len() < SKIPPED_KEPT {
+                            out.bad.push((out.lines - 1, reason));
+                        }
+                        out.bad_total += 1;
                     }
-                    out.bad_total += 1;
                 }
-                Call::hole()
             }
-        };
-        *key = (call.ts_ms, index + out.lines as u32 - 1);
-        slot.write(call);
+        }
+        *key = (time_order(call.ts_ms), index + out.lines as u32 - 1);
     }
     assert_eq!(out.lines as usize, slots.len(), "a chunk's lines were counted before it was parsed");
     out
 }
 
+/// An integer that orders as the time does (`f64::total_cmp`'s order), so
+/// the sort compares integers.
+fn time_order(ts_ms: f64) -> u64 {
+    let bits = ts_ms.to_bits();
+    if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | 1 << 63
+    }
+}
+
 /// Sorts by entry time, stable (ties keep file order): sorts small
 /// (time, index) keys in parallel, then moves the calls into place in one
 /// in-place pass. Holes (infinite time) end up last.
-fn sort_by_time(calls: &mut [Call], mut keys: Vec<(f64, u32)>) {
-    keys.par_sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+fn sort_by_time(calls: &mut [Call], mut keys: Vec<(u64, u32)>) {
+    keys.par_sort_unstable();
     let mut source: Vec<u32> = keys.into_par_iter().map(|(_, i)| i).collect();
     permute_in_parts(calls, &mut source);
 }
@@ -362,6 +375,13 @@ mod tests {
         let mut source = vec![1, 3, 0, 2, 4];
         permute(&mut items, &mut source);
         assert_eq!(items, ['a', 'b', 'c', 'd', 'e']);
+    }
+
+    #[test]
+    fn time_order_orders_as_the_times_do() {
+        let times = [f64::NEG_INFINITY, -2.5, -0.0, 0.0, 1e-300, 0.5, 31.2, 1e300, f64::INFINITY];
+        let keys: Vec<u64> = times.iter().map(|&t| time_order(t)).collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]), "{keys:?}");
     }
 
     #[test]
