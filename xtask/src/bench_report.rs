@@ -188,15 +188,7 @@ pub fn run(tracer: &Path, bench_root: &Path, quick: bool) -> Result<ReportBench>
     if std::env::var_os("CUDA_TRACER_KEEP_BENCH").is_none() {
         let _ = std::fs::remove_dir_all(dir.join("trace"));
     }
-    Ok(ReportBench {
-        bytes,
-        files: files.len(),
-        lines,
-        jq_secs,
-        report_secs,
-        report_max_rss_kib: rss,
-        one_thread_secs,
-    })
+    Ok(ReportBench { bytes, files: files.len(), lines, jq_secs, report_secs, report_max_rss_kib: rss, one_thread_secs })
 }
 
 /// The markdown of table 5.

@@ -5,7 +5,7 @@ use crate::report::layer::tests::{call, hex};
 use crate::trace::CopyKind;
 
 fn on_stream(mut c: Call, stream: u64) -> Call {
-    c.args.set_stream(hex(stream));
+    c.args.set_stream(hex(stream)).unwrap();
     c
 }
 
@@ -16,18 +16,18 @@ fn capture(ts: f64, stream: u64, kernels: usize, graph: u64, exec: u64) -> Vec<C
         v.push(on_stream(call(ts + 0.01 * (k + 1) as f64, "cudaLaunchKernel", 1.0), stream));
     }
     let mut end = on_stream(call(ts + 0.5, "cudaStreamEndCapture", 1000.0), stream);
-    end.args.set_graph(hex(graph));
+    end.args.set_graph(hex(graph)).unwrap();
     v.push(end);
     let mut inst = call(ts + 2.0, "cudaGraphInstantiateWithFlags", 1.0);
-    inst.args.set_graph(hex(graph));
-    inst.args.set_exec(hex(exec));
+    inst.args.set_graph(hex(graph)).unwrap();
+    inst.args.set_exec(hex(exec)).unwrap();
     v.push(inst);
     v
 }
 
 fn replay(ts: f64, exec: u64, dur_us: f64) -> Call {
     let mut c = on_stream(call(ts, "cudaGraphLaunch", dur_us), 0x1);
-    c.args.set_exec(hex(exec));
+    c.args.set_exec(hex(exec)).unwrap();
     c
 }
 
@@ -35,9 +35,9 @@ fn step_end(ts: f64) -> Vec<Call> {
     let mut copy = call(ts, "cudaMemcpyAsync", 1.0);
     copy.args.set_kind(Some(CopyKind::DtoH));
     let mut record = call(ts + 0.01, "cudaEventRecord", 1.0);
-    record.args.set_event(hex(0xe));
+    record.args.set_event(hex(0xe)).unwrap();
     let mut sync = call(ts + 0.02, "cudaEventSynchronize", 1.0);
-    sync.args.set_event(hex(0xe));
+    sync.args.set_event(hex(0xe)).unwrap();
     vec![copy, record, sync]
 }
 
@@ -48,7 +48,7 @@ fn captures_instantiations_and_replays_per_exec() {
     calls.insert(2, on_stream(call(1.015, "cudaLaunchKernel", 1.0), 0x6));
     calls.extend(capture(4.0, 0x5, 1, 0x101, 0x201));
     let mut nested = call(10.001, "cuGraphLaunch", 1.0);
-    nested.args.set_exec(hex(0x200));
+    nested.args.set_exec(hex(0x200)).unwrap();
     calls.extend([replay(10.0, 0x200, 20.0), nested, replay(11.0, 0x200, 40.0), replay(12.0, 0x999, 5.0)]);
     let g = collect(&calls, &layer::outermost(&calls));
     assert_eq!(g.captures, 2);

@@ -336,20 +336,20 @@ mod tests {
 
     fn alloc(bytes: u64, dptr: u64) -> Args {
         let mut a = Args::default();
-        a.set_bytes(Some(bytes));
-        a.set_dptr(Some(Hex(dptr)));
+        a.set_bytes(Some(bytes)).unwrap();
+        a.set_dptr(Some(Hex(dptr))).unwrap();
         a
     }
 
     fn free(dptr: u64) -> Args {
         let mut a = Args::default();
-        a.set_dptr(Some(Hex(dptr)));
+        a.set_dptr(Some(Hex(dptr))).unwrap();
         a
     }
 
     fn copy(bytes: u64, kind: CopyKind) -> Args {
         let mut a = Args::default();
-        a.set_bytes(Some(bytes));
+        a.set_bytes(Some(bytes)).unwrap();
         a.set_kind(Some(kind));
         a
     }
@@ -362,7 +362,7 @@ mod tests {
             call(1500.0, 1, "cuMemAlloc_v2", 5.0, 0, alloc(50, 0xb0)),
             call(1600.0, 1, "cudaMalloc", 5.0, 2, {
                 let mut a = Args::default();
-                a.set_bytes(Some(1 << 40));
+                a.set_bytes(Some(1 << 40)).unwrap();
                 a
             }),
             call(2000.0, 1, "cudaFree", 5.0, 0, free(0xa0)),

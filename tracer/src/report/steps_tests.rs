@@ -7,17 +7,17 @@ use crate::report::layer::tests::{call, hex};
 fn step_end(ts: f64, event: u64) -> Vec<Call> {
     let mut copy = call(ts, "cudaMemcpyAsync", 5.0);
     copy.args.set_kind(Some(CopyKind::DtoH));
-    copy.args.set_bytes(Some(64));
+    copy.args.set_bytes(Some(64)).unwrap();
     let mut record = call(ts + 0.01, "cudaEventRecord", 2.0);
-    record.args.set_event(hex(event));
+    record.args.set_event(hex(event)).unwrap();
     let mut sync = call(ts + 0.02, "cudaEventSynchronize", 1000.0);
-    sync.args.set_event(hex(event));
+    sync.args.set_event(hex(event)).unwrap();
     vec![copy, record, sync]
 }
 
 fn replay(ts: f64, exec: u64) -> Call {
     let mut c = call(ts, "cudaGraphLaunch", 10.0);
-    c.args.set_exec(hex(exec));
+    c.args.set_exec(hex(exec)).unwrap();
     c
 }
 
@@ -57,7 +57,7 @@ fn decode_and_prefill_steps_with_their_counts_and_times() {
 fn nested_driver_calls_are_not_counted_twice() {
     let mut calls = decode(5.0);
     let mut nested = call(5.001, "cuGraphLaunch", 2.0);
-    nested.args.set_exec(hex(0x10));
+    nested.args.set_exec(hex(0x10)).unwrap();
     calls.insert(1, nested);
     calls.insert(3, call(5.101, "cuLaunchKernel", 1.0));
     let steps = segment(&calls);
@@ -127,10 +127,10 @@ fn a_large_copy_or_a_record_without_copy_does_not_end_a_step() {
     let mut calls = vec![replay(1.0, 0x10)];
     let mut big = call(1.1, "cudaMemcpyAsync", 1.0);
     big.args.set_kind(Some(CopyKind::DtoH));
-    big.args.set_bytes(Some(SMALL_COPY_BYTES + 1));
+    big.args.set_bytes(Some(SMALL_COPY_BYTES + 1)).unwrap();
     calls.push(big);
     let mut record = call(1.2, "cudaEventRecord", 1.0);
-    record.args.set_event(hex(0xc));
+    record.args.set_event(hex(0xc)).unwrap();
     calls.push(record);
     calls.push(replay(1.3, 0x11));
     calls.extend(step_end(1.4, 0xe));

@@ -1,41 +1,84 @@
-//! The decoded arguments the analyses use, packed: a presence mask and plain
-//! values instead of a dozen `Option`s, so a call needs no heap allocation and
-//! millions of them fit in cache-friendly memory. Other keys are ignored (the
-//! Chrome export copies a line's raw args instead).
+//! The decoded arguments the analyses use, packed: the eight handle and size
+//! fields share three 64-bit slots (no CUDA call has two fields of one slot,
+//! a test checks every traced function), so a call needs no heap allocation
+//! and millions of them stay small. Other keys are ignored (the Chrome
+//! export copies a line's raw args instead).
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Deserializer};
+use serde::{de, Deserialize, Deserializer};
 
 use super::{CopyKind, Hex};
 
-/// Bits of [`Args::present`].
-mod bit {
-    pub const BYTES: u16 = 1 << 0;
-    pub const DPTR: u16 = 1 << 1;
-    pub const STREAM: u16 = 1 << 2;
-    pub const EVENT: u16 = 1 << 3;
-    pub const GRAPH: u16 = 1 << 4;
-    pub const EXEC: u16 = 1 << 5;
-    pub const F: u16 = 1 << 6;
-    pub const SHARED_MEM: u16 = 1 << 7;
-    pub const KIND: u16 = 1 << 8;
-    pub const GRID: u16 = 1 << 9;
-    pub const BLOCK: u16 = 1 << 10;
+/// The packed fields: (presence bit, slot).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Field {
+    Stream,
+    Bytes,
+    Graph,
+    F,
+    Dptr,
+    Event,
+    Exec,
+    SharedMem,
 }
+
+impl Field {
+    const ALL: [Field; 8] =
+        [Field::Stream, Field::Bytes, Field::Graph, Field::F, Field::Dptr, Field::Event, Field::Exec, Field::SharedMem];
+
+    const fn bit(self) -> u16 {
+        1 << self as u16
+    }
+
+    /// Fields that share a slot never meet in one call: a stream is slot 0;
+    /// sizes, graphs and launch handles slot 1; pointers, events, execs and
+    /// shared memory slot 2.
+    const fn slot(self) -> usize {
+        match self {
+            Field::Stream => 0,
+            Field::Bytes | Field::Graph | Field::F => 1,
+            Field::Dptr | Field::Event | Field::Exec | Field::SharedMem => 2,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Field::Stream => "stream",
+            Field::Bytes => "bytes",
+            Field::Graph => "graph",
+            Field::F => "f",
+            Field::Dptr => "dptr",
+            Field::Event => "event",
+            Field::Exec => "exec",
+            Field::SharedMem => "shared_mem",
+        }
+    }
+}
+
+/// Presence bits of the fields of each slot.
+const SLOT_BITS: [u16; 3] = [slot_bits(0), slot_bits(1), slot_bits(2)];
+
+const fn slot_bits(slot: usize) -> u16 {
+    let (mut bits, mut i) = (0, 0);
+    while i < Field::ALL.len() {
+        if Field::ALL[i].slot() == slot {
+            bits |= Field::ALL[i].bit();
+        }
+        i += 1;
+    }
+    bits
+}
+
+const KIND: u16 = 1 << 8;
+const GRID: u16 = 1 << 9;
+const BLOCK: u16 = 1 << 10;
 
 /// `kernel` is the demangled name on launches and a handle on
 /// `cuLibraryGetKernel` (both are strings in the trace).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Args {
-    bytes: u64,
-    dptr: u64,
-    stream: u64,
-    event: u64,
-    graph: u64,
-    exec: u64,
-    f: u64,
-    shared_mem: u64,
+    slots: [u64; 3],
     /// Shared: a trace names the same few kernels millions of times.
     kernel: Option<Arc<str>>,
     grid: [u32; 3],
@@ -44,47 +87,83 @@ pub struct Args {
     kind: CopyKind,
 }
 
-/// A getter and a setter (`None` clears) per packed field.
+/// Two args of one call that share a slot: no traced CUDA function has them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("args {0:?} and {1:?} together: no traced CUDA call has both (is this line from a newer tracer?)")]
+pub struct SlotTaken(&'static str, &'static str);
+
+impl Args {
+    fn get(&self, field: Field) -> Option<u64> {
+        (self.present & field.bit() != 0).then(|| self.slots[field.slot()])
+    }
+
+    /// Stores (or with `None` clears) a field; refuses one whose slot holds
+    /// another field.
+    fn set(&mut self, field: Field, value: Option<u64>) -> Result<(), SlotTaken> {
+        let Some(v) = value else {
+            self.present &= !field.bit();
+            return Ok(());
+        };
+        let others = SLOT_BITS[field.slot()] & !field.bit() & self.present;
+        if others != 0 {
+            // `ALL` is in declaration order: index = bit position.
+            return Err(SlotTaken(Field::ALL[others.trailing_zeros() as usize].name(), field.name()));
+        }
+        self.slots[field.slot()] = v;
+        self.present |= field.bit();
+        Ok(())
+    }
+}
+
+/// A getter and a setter per packed field.
 macro_rules! packed {
-    ($($get:ident, $set:ident, $bit:ident, $ty:ty, $to:expr, $from:expr;)*) => {
+    ($($get:ident, $set:ident, $field:ident, $ty:ty, $to:expr, $from:expr;)*) => {
         impl Args {
             $(
                 pub fn $get(&self) -> Option<$ty> {
-                    (self.present & bit::$bit != 0).then(|| $to(self.$get))
+                    self.get(Field::$field).map($to)
                 }
-                pub fn $set(&mut self, value: Option<$ty>) {
-                    match value {
-                        Some(v) => {
-                            self.$get = $from(v);
-                            self.present |= bit::$bit;
-                        }
-                        None => self.present &= !bit::$bit,
-                    }
+                pub fn $set(&mut self, value: Option<$ty>) -> Result<(), SlotTaken> {
+                    self.set(Field::$field, value.map($from))
                 }
             )*
         }
     };
 }
 
-fn same<T>(v: T) -> T {
-    v
-}
-
 packed! {
-    bytes, set_bytes, BYTES, u64, same, same;
-    dptr, set_dptr, DPTR, Hex, Hex, |h: Hex| h.0;
-    stream, set_stream, STREAM, Hex, Hex, |h: Hex| h.0;
-    event, set_event, EVENT, Hex, Hex, |h: Hex| h.0;
-    graph, set_graph, GRAPH, Hex, Hex, |h: Hex| h.0;
-    exec, set_exec, EXEC, Hex, Hex, |h: Hex| h.0;
+    bytes, set_bytes, Bytes, u64, |v| v, |v| v;
+    dptr, set_dptr, Dptr, Hex, Hex, |h: Hex| h.0;
+    stream, set_stream, Stream, Hex, Hex, |h: Hex| h.0;
+    event, set_event, Event, Hex, Hex, |h: Hex| h.0;
+    graph, set_graph, Graph, Hex, Hex, |h: Hex| h.0;
+    exec, set_exec, Exec, Hex, Hex, |h: Hex| h.0;
     f, set_f, F, Hex, Hex, |h: Hex| h.0;
-    shared_mem, set_shared_mem, SHARED_MEM, u64, same, same;
-    kind, set_kind, KIND, CopyKind, same, same;
-    grid, set_grid, GRID, [u32; 3], same, same;
-    block, set_block, BLOCK, [u32; 3], same, same;
+    shared_mem, set_shared_mem, SharedMem, u64, |v| v, |v| v;
 }
 
 impl Args {
+    pub fn kind(&self) -> Option<CopyKind> {
+        (self.present & KIND != 0).then_some(self.kind)
+    }
+    pub fn set_kind(&mut self, kind: Option<CopyKind>) {
+        self.kind = kind.unwrap_or_default();
+        self.present = if kind.is_some() { self.present | KIND } else { self.present & !KIND };
+    }
+    pub fn grid(&self) -> Option<[u32; 3]> {
+        (self.present & GRID != 0).then_some(self.grid)
+    }
+    pub fn set_grid(&mut self, grid: Option<[u32; 3]>) {
+        self.grid = grid.unwrap_or_default();
+        self.present = if grid.is_some() { self.present | GRID } else { self.present & !GRID };
+    }
+    pub fn block(&self) -> Option<[u32; 3]> {
+        (self.present & BLOCK != 0).then_some(self.block)
+    }
+    pub fn set_block(&mut self, block: Option<[u32; 3]>) {
+        self.block = block.unwrap_or_default();
+        self.present = if block.is_some() { self.present | BLOCK } else { self.present & !BLOCK };
+    }
     pub fn kernel(&self) -> Option<&Arc<str>> {
         self.kernel.as_ref()
     }
@@ -117,41 +196,63 @@ impl<'de> Deserialize<'de> for Args {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let r = Raw::deserialize(d)?;
         let mut a = Args::default();
-        a.set_bytes(r.bytes);
-        a.set_dptr(r.dptr);
+        let taken = |e: SlotTaken| de::Error::custom(e);
+        a.set_stream(r.stream).map_err(taken)?;
+        a.set_bytes(r.bytes).map_err(taken)?;
+        a.set_graph(r.graph).map_err(taken)?;
+        a.set_f(r.f).map_err(taken)?;
+        a.set_dptr(r.dptr).map_err(taken)?;
+        a.set_event(r.event).map_err(taken)?;
+        a.set_exec(r.exec).map_err(taken)?;
+        a.set_shared_mem(r.shared_mem).map_err(taken)?;
         a.set_kind(r.kind);
-        a.set_stream(r.stream);
-        a.set_event(r.event);
-        a.set_graph(r.graph);
-        a.set_exec(r.exec);
         a.set_kernel(r.kernel.map(Arc::from));
         a.set_grid(r.grid);
         a.set_block(r.block);
-        a.set_shared_mem(r.shared_mem);
-        a.set_f(r.f);
         Ok(a)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use tracer_common::funcs::FUNCS;
+
     use super::*;
 
     #[test]
     fn set_get_and_clear() {
         let mut a = Args::default();
         assert_eq!(a.stream(), None);
-        a.set_stream(Some(Hex(0)));
+        a.set_stream(Some(Hex(0))).unwrap();
         assert_eq!(a.stream(), Some(Hex(0)), "the default stream 0x0 is a value, not absence");
-        a.set_stream(None);
+        a.set_stream(None).unwrap();
         assert_eq!(a.stream(), None);
         a.set_kind(Some(CopyKind::DtoH));
         a.set_grid(Some([1, 2, 3]));
         assert_eq!((a.kind(), a.grid(), a.block()), (Some(CopyKind::DtoH), Some([1, 2, 3]), None));
+        a.set_bytes(Some(64)).unwrap();
+        assert_eq!(a.set_f(Some(Hex(1))), Err(SlotTaken("bytes", "f")), "one slot, two fields");
+        assert_eq!((a.bytes(), a.f()), (Some(64), None));
+        a.set_bytes(Some(65)).unwrap();
+        assert_eq!(a.bytes(), Some(65), "a field replaces itself");
+    }
+
+    #[test]
+    fn no_traced_function_has_two_fields_of_one_slot() {
+        for spec in FUNCS {
+            let mut a = Args::default();
+            for arg in spec.args {
+                let field =
+                    Field::ALL.into_iter().find(|f| f.name() == arg.name || (arg.name == "func" && *f == Field::F));
+                if let Some(field) = field {
+                    a.set(field, Some(1)).unwrap_or_else(|e| panic!("{}: {e}", spec.name));
+                }
+            }
+        }
     }
 
     #[test]
     fn small_enough_to_move_millions() {
-        assert!(std::mem::size_of::<Args>() <= 112, "{}", std::mem::size_of::<Args>());
+        assert!(std::mem::size_of::<Args>() <= 72, "{}", std::mem::size_of::<Args>());
     }
 }

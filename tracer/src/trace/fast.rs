@@ -312,18 +312,18 @@ fn copy_kind(s: &[u8]) -> CopyKind {
 fn args<'a>(c: &mut Cursor<'a>, names: &mut Interner<'a>, a: &mut Args) -> Option<()> {
     c.object(|c, key| {
         match key {
-            b"bytes" => a.set_bytes(Some(c.u64()?)),
-            b"dptr" => a.set_dptr(Some(c.hex()?)),
+            b"bytes" => a.set_bytes(Some(c.u64()?)).ok()?,
+            b"dptr" => a.set_dptr(Some(c.hex()?)).ok()?,
             b"kind" => a.set_kind(Some(copy_kind(c.string()?))),
-            b"stream" => a.set_stream(Some(c.hex()?)),
-            b"event" => a.set_event(Some(c.hex()?)),
-            b"graph" => a.set_graph(Some(c.hex()?)),
-            b"exec" => a.set_exec(Some(c.hex()?)),
+            b"stream" => a.set_stream(Some(c.hex()?)).ok()?,
+            b"event" => a.set_event(Some(c.hex()?)).ok()?,
+            b"graph" => a.set_graph(Some(c.hex()?)).ok()?,
+            b"exec" => a.set_exec(Some(c.hex()?)).ok()?,
             b"kernel" => a.set_kernel(Some(names.get(c.string()?)?)),
             b"grid" => a.set_grid(Some(c.dim3()?)),
             b"block" => a.set_block(Some(c.dim3()?)),
-            b"shared_mem" => a.set_shared_mem(Some(c.u64()?)),
-            b"f" | b"func" => a.set_f(Some(c.hex()?)),
+            b"shared_mem" => a.set_shared_mem(Some(c.u64()?)).ok()?,
+            b"f" | b"func" => a.set_f(Some(c.hex()?)).ok()?,
             _ => c.skip()?,
         }
         Some(())
