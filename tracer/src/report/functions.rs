@@ -92,7 +92,6 @@ impl Acc {
 pub struct FunctionsPass {
     by_func: Vec<(Acc, Vec<f64>, BTreeMap<String, u64>)>,
     by_thread: FastMap<(u32, u32, bool), Acc>,
-    nesting: super::layer::Nesting,
 }
 
 impl Default for FunctionsPass {
@@ -100,18 +99,18 @@ impl Default for FunctionsPass {
         FunctionsPass {
             by_func: (0..funcs::FUNCS.len()).map(|_| Default::default()).collect(),
             by_thread: FastMap::default(),
-            nesting: super::layer::Nesting::default(),
         }
     }
 }
 
 impl FunctionsPass {
-    /// Adds the next calls (in entry-time order).
-    pub fn add(&mut self, calls: &[Call]) {
-        let Self { by_func, by_thread, nesting } = self;
-        for c in calls {
+    /// Adds the next calls (in entry-time order) with their `outer` flags
+    /// (false: a driver call nested in a runtime call, see `layer`).
+    pub fn add(&mut self, calls: &[Call], outer: &[bool]) {
+        let Self { by_func, by_thread } = self;
+        for (c, &outer) in calls.iter().zip(outer) {
             let runtime = c.layer() == Layer::Runtime;
-            let nested = nesting.is_nested(c);
+            let nested = !outer;
             let (acc, durations, errors) = &mut by_func[usize::from(c.func)];
             acc.add(c, nested);
             durations.push(c.dur_us);
@@ -125,7 +124,7 @@ impl FunctionsPass {
     }
 
     pub fn finish(self) -> Functions {
-        let Self { by_func, by_thread, .. } = self;
+        let Self { by_func, by_thread } = self;
         let mut out = Functions::default();
         for (id, (acc, mut durations, errors_by_name)) in by_func.into_iter().enumerate() {
             if acc.calls == 0 {
@@ -169,8 +168,13 @@ impl FunctionsPass {
 
 /// `calls` must be sorted by entry time (as [`crate::trace::read`] gives them).
 pub fn analyze(calls: &[Call]) -> Functions {
+    analyze_outer(calls, &super::layer::outermost(calls))
+}
+
+/// [`analyze`] with the calls' [`super::layer::outermost`] flags.
+pub fn analyze_outer(calls: &[Call], outer: &[bool]) -> Functions {
     let mut pass = FunctionsPass::default();
-    pass.add(calls);
+    pass.add(calls, outer);
     pass.finish()
 }
 

@@ -96,24 +96,19 @@ pub struct Report {
 }
 
 impl Report {
-    /// Runs the per-call analyses in one pass over the calls, block by
-    /// block: each block is read from memory once and stays in cache for the
-    /// three analyses (at a gigabyte of calls, reading them is the cost).
-    pub fn build(loaded: &Loaded) -> Self {
-        /// About 700 KB of calls: fits a core's L2 cache.
-        const BLOCK: usize = 4096;
+    /// Runs every analysis of the calls, with the sections' passes (steps,
+    /// CUDA graphs) for [`sections::add`]. Which calls are nested is needed
+    /// by the function table, the steps and the graphs; the kernel and
+    /// memory analyses run meanwhile, in one cache-blocked pass.
+    pub fn build(loaded: &Loaded) -> (Self, sections::Passes) {
         let calls = &loaded.calls;
-        let mut f = functions::FunctionsPass::default();
-        let mut k = kernels::KernelsPass::default();
-        let mut m = memory::MemoryPass::default();
-        let mut last_end_ms = 0.0_f64;
-        for block in calls.chunks(BLOCK) {
-            f.add(block);
-            k.add(block);
-            m.add(block);
-            last_end_ms = block.iter().map(|c| c.end_ms()).fold(last_end_ms, f64::max);
-        }
-        let (functions, (kernels, memory)) = rayon::join(|| f.finish(), || rayon::join(|| k.finish(), || m.finish()));
+        let ((functions, passes), (kernels, memory, last_end_ms)) = rayon::join(
+            || {
+                let outer = layer::outermost(calls);
+                rayon::join(|| functions::analyze_outer(calls, &outer), || sections::passes(calls, &outer))
+            },
+            || kernels_and_memory(calls),
+        );
         let inputs = Inputs {
             files: loaded.files.clone(),
             bytes: loaded.bytes,
@@ -124,7 +119,9 @@ impl Report {
             first_ts_sec: calls.first().map_or(0.0, |c| c.ts_ms / 1000.0),
             last_ts_sec: last_end_ms / 1000.0,
         };
-        Report { inputs, functions, kernels, memory, graphs: None, steps: None, kv_cache: None, extra_text: Vec::new() }
+        let report =
+            Report { inputs, functions, kernels, memory, graphs: None, steps: None, kv_cache: None, extra_text: Vec::new() };
+        (report, passes)
     }
 
     pub fn text(&self) -> String {
@@ -183,6 +180,24 @@ impl Report {
     }
 }
 
+/// The kernel and memory analyses and the trace's end, in one pass over the
+/// calls, block by block: each block is read from memory once and stays in
+/// cache for both (at a gigabyte of calls, reading them is the cost).
+fn kernels_and_memory(calls: &[crate::trace::Call]) -> (kernels::Kernels, memory::Memory, f64) {
+    /// About 500 KB of calls: fits a core's L2 cache.
+    const BLOCK: usize = 4096;
+    let mut k = kernels::KernelsPass::default();
+    let mut m = memory::MemoryPass::default();
+    let mut last_end_ms = 0.0_f64;
+    for block in calls.chunks(BLOCK) {
+        k.add(block);
+        m.add(block);
+        last_end_ms = block.iter().map(|c| c.end_ms()).fold(last_end_ms, f64::max);
+    }
+    let (kernels, memory) = rayon::join(|| k.finish(), || m.finish());
+    (kernels, memory, last_end_ms)
+}
+
 fn write_files<const N: usize>(dir: &Path, files: [(&str, String); N]) -> Result<Vec<PathBuf>, ReportError> {
     let mut written = Vec::new();
     for (name, body) in files {
@@ -239,8 +254,7 @@ pub fn run(args: &ReportArgs) -> Result<(), ReportError> {
     let started = std::time::Instant::now();
     let loaded = read_inputs(&args.inputs)?;
     tracing::debug!(secs = started.elapsed().as_secs_f64(), calls = loaded.calls.len(), "read");
-    // The per-call tables and the sections' passes read the same calls.
-    let (mut report, passes) = rayon::join(|| Report::build(&loaded), || sections::passes(&loaded.calls));
+    let (mut report, passes) = Report::build(&loaded);
     tracing::debug!(secs = started.elapsed().as_secs_f64(), "analysed");
     std::fs::create_dir_all(&args.out).map_err(|source| ReportError::Write { path: args.out.clone(), source })?;
     let mut written = sections::add(&mut report, &loaded, &passes, args)?;

@@ -3,24 +3,22 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{graphs, layer, plots, plots::PlotError, steps, Report, ReportArgs, ReportError};
+use super::{graphs, plots, plots::PlotError, steps, Report, ReportArgs, ReportError};
 use crate::{
     kvcache,
     trace::{Call, Loaded},
 };
 
-/// The sections' passes over the calls: independent of [`Report::build`],
-/// so `run` computes both at once.
+/// The sections' passes over the calls, run by [`Report::build`].
 pub struct Passes {
     seg: steps::Segmentation,
     graphs: graphs::Graphs,
 }
 
-/// One layer filter, shared by the step segmentation and the CUDA-graph
-/// pass, which run in parallel.
-pub fn passes(calls: &[Call]) -> Passes {
-    let outer = layer::outermost(calls);
-    let (seg, graphs) = rayon::join(|| steps::segment_calls(calls, &outer), || graphs::collect(calls, &outer));
+/// The step segmentation and the CUDA-graph pass, in parallel, over the
+/// outermost calls (`outer`, from [`super::layer::outermost`]).
+pub fn passes(calls: &[Call], outer: &[bool]) -> Passes {
+    let (seg, graphs) = rayon::join(|| steps::segment_calls(calls, outer), || graphs::collect(calls, outer));
     Passes { seg, graphs }
 }
 
