@@ -357,13 +357,11 @@ fn in_writing_order<'a>(line: &'a [u8], names: &mut Interner<'a>, out: &mut Call
     out.pid = c.u32()?;
     c.lit(b",\"tid\":")?;
     out.tid = c.u32()?;
-    c.lit(b",\"type\":")?;
-    c.string()?;
-    c.lit(b",\"func\":")?;
+    // `type` is one of two words and `phase` is always "entry": matched
+    // with the keys around them rather than scanned.
+    c.lit(b",\"type\":\"cuda_runtime\",\"func\":").or_else(|| c.lit(b",\"type\":\"cuda_api\",\"func\":"))?;
     out.func = func_id(c.string()?)?;
-    c.lit(b",\"phase\":")?;
-    c.string()?;
-    c.lit(b",\"dur_us\":")?;
+    c.lit(b",\"phase\":\"entry\",\"dur_us\":")?;
     out.dur_us = c.f64()?;
     c.lit(b",\"ret\":")?;
     out.ret = c.i64()?;
