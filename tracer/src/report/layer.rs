@@ -36,9 +36,45 @@ impl Nesting {
 
 /// `keep[i]` is false for a driver call nested in a runtime call of the
 /// same thread. `calls` must be sorted by entry time (as `trace::read` gives).
+///
+/// In parallel: each part of the calls is judged on its own, then the few
+/// driver calls at a part's start that a runtime call of an earlier part
+/// still covers are corrected (a part's state is only, per thread, when its
+/// runtime calls end).
 pub fn outermost(calls: &[Call]) -> Vec<bool> {
-    let mut nesting = Nesting::default();
-    calls.iter().map(|c| !nesting.is_nested(c)).collect()
+    use rayon::prelude::*;
+    let part = calls.len() / (2 * rayon::current_num_threads()) + 1;
+    let mut keep = vec![true; calls.len()];
+    let states: Vec<FastMap<(u32, u32), f64>> = keep
+        .par_chunks_mut(part)
+        .zip(calls.par_chunks(part))
+        .map(|(keep, calls)| {
+            let mut nesting = Nesting::default();
+            for (k, c) in keep.iter_mut().zip(calls) {
+                *k = !nesting.is_nested(c);
+            }
+            nesting.runtime_until
+        })
+        .collect();
+    // What the parts before each part leave running, per thread.
+    let mut before: Vec<FastMap<(u32, u32), f64>> = Vec::with_capacity(states.len());
+    let mut running: FastMap<(u32, u32), f64> = FastMap::default();
+    for state in states {
+        before.push(running.clone());
+        for (thread, until) in state {
+            let r = running.entry(thread).or_insert(f64::NEG_INFINITY);
+            *r = r.max(until);
+        }
+    }
+    keep.par_chunks_mut(part).zip(calls.par_chunks(part)).zip(before).for_each(|((keep, calls), before)| {
+        let latest = before.values().copied().fold(f64::NEG_INFINITY, f64::max);
+        for (k, c) in keep.iter_mut().zip(calls).take_while(|(_, c)| c.ts_ms <= latest) {
+            if c.layer() == Layer::Driver && before.get(&(c.pid, c.tid)).is_some_and(|&until| c.ts_ms <= until) {
+                *k = false;
+            }
+        }
+    });
+    keep
 }
 
 #[cfg(test)]
@@ -68,5 +104,22 @@ pub(crate) mod tests {
             Call { tid: 2, ..call(1.003, "cuLaunchKernel", 2.0) },
         ];
         assert_eq!(outermost(&calls), [true, false, true, true]);
+    }
+
+    #[test]
+    fn parts_judged_apart_agree_with_one_pass() {
+        // Three threads; every 7th call a long runtime call whose span covers
+        // many later calls, across the parts' boundaries.
+        let calls: Vec<Call> = (0..5000u32)
+            .map(|i| {
+                let (ts, tid) = (f64::from(i) * 0.001, 1 + i % 3);
+                let c = if i % 7 == 0 { call(ts, "cudaGraphLaunch", 400.0) } else { call(ts, "cuLaunchKernel", 0.5) };
+                Call { tid, ..c }
+            })
+            .collect();
+        let mut nesting = Nesting::default();
+        let one_pass: Vec<bool> = calls.iter().map(|c| !nesting.is_nested(c)).collect();
+        assert_eq!(outermost(&calls), one_pass);
+        assert!(one_pass.iter().filter(|k| !**k).count() > 4000, "most driver calls are nested");
     }
 }
