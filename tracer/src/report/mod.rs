@@ -119,8 +119,16 @@ impl Report {
             first_ts_sec: calls.first().map_or(0.0, |c| c.ts_ms / 1000.0),
             last_ts_sec: last_end_ms / 1000.0,
         };
-        let report =
-            Report { inputs, functions, kernels, memory, graphs: None, steps: None, kv_cache: None, extra_text: Vec::new() };
+        let report = Report {
+            inputs,
+            functions,
+            kernels,
+            memory,
+            graphs: None,
+            steps: None,
+            kv_cache: None,
+            extra_text: Vec::new(),
+        };
         (report, passes)
     }
 
