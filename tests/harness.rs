@@ -33,6 +33,25 @@ fn profile_dir() -> PathBuf {
 
 /// The fixture libraries and workloads, built once per test binary unless
 /// `CUDA_TRACER_FIXTURES` points at a built set (as `cargo xtask test` does).
+/// Every `*.yaml`/`*.yml` under `dir`, recursively, sorted (the
+/// Kubernetes manifests the k8s and apiserver tests read).
+pub fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 pub fn fixtures() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {

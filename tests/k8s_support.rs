@@ -16,7 +16,7 @@ use k8s_openapi::api::{
 use serde::{de::DeserializeOwned, Deserialize};
 use serde_json::Value;
 
-pub use cuda_tracer_tests::root;
+pub use cuda_tracer_tests::{root, yaml_files};
 
 /// Kubernetes version the schemas come from (kubernetes-validate ships 1.25 and later).
 pub const SCHEMA_VERSION: &str = "1.30.0";
@@ -106,24 +106,6 @@ pub fn parse_docs(file: &str, text: &str) -> Vec<Doc> {
             Some(Doc { file: file.to_string(), kind: field("/kind"), name: field("/metadata/name"), value })
         })
         .collect()
-}
-
-/// YAML files under `dir`, recursively, sorted.
-pub fn yaml_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
-            let path = entry.expect("dir entry").path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-                out.push(path);
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 /// Documents of every YAML file under `k8s/` (sidecar, DaemonSet, webhook).

@@ -10,31 +10,13 @@ use std::{
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use cuda_tracer_tests::{
     kube::{free_port, webhook_certs, KubeCluster},
-    root, spawn_with_log, tracer_cmd,
+    root, spawn_with_log, tracer_cmd, yaml_files,
 };
 use serde_json::{json, Value};
 
 /// The manifests to apply: `k8s/`, or `CUDA_TRACER_K8S_DIR` while developing.
 fn manifest_root() -> PathBuf {
     std::env::var_os("CUDA_TRACER_K8S_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("k8s"))
-}
-
-/// Every `*.yaml`/`*.yml` under `dir`, recursively, sorted.
-fn yaml_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
-        for path in entries.filter_map(|e| e.ok().map(|e| e.path())) {
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-                out.push(path);
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 fn is_kustomization(path: &Path) -> bool {

@@ -124,18 +124,11 @@ pub fn patch(args: &InjectArgs, pod: &Pod) -> Patch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
     use serde_json::json;
 
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        inject: InjectArgs,
-    }
-
     fn args(extra: &[&str]) -> InjectArgs {
-        let argv = ["webhook", "--target-namespace", "llm", "--tracer-image", "reg/cuda-tracer:1"];
-        Cli::parse_from(argv.iter().chain(extra)).inject
+        let argv = ["--target-namespace", "llm", "--tracer-image", "reg/cuda-tracer:1"];
+        super::super::settings::parse_for_test(&[&argv[..], extra].concat())
     }
 
     fn pod(v: Value) -> Pod {

@@ -82,6 +82,18 @@ pub(crate) fn non_empty(v: &Option<String>) -> Option<&str> {
     v.as_deref().map(str::trim).filter(|v| !v.is_empty())
 }
 
+/// Parses `cuda-tracer webhook ARGS` into [`InjectArgs`], for tests.
+#[cfg(test)]
+pub(crate) fn parse_for_test(args: &[&str]) -> InjectArgs {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        inject: InjectArgs,
+    }
+    Cli::parse_from(std::iter::once(&"webhook").chain(args)).inject
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

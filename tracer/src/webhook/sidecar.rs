@@ -175,16 +175,8 @@ pub fn traces_volume(args: &InjectArgs) -> Volume {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        inject: InjectArgs,
-    }
-
     fn args(extra: &[&str]) -> InjectArgs {
-        Cli::parse_from(std::iter::once(&"webhook").chain(extra)).inject
+        super::super::settings::parse_for_test(extra)
     }
 
     fn env_of(c: &Container) -> Vec<(String, String)> {
