@@ -238,7 +238,7 @@ pub fn call_event(buf: &mut Vec<u8>, call: &Call, raw_args: Option<&RawValue>) {
         spec.layer.type_name(),
         call.ret
     );
-    if let Some(error) = &call.error {
+    if let Some(error) = call.error_name() {
         buf.extend_from_slice(b",\"error\":");
         json_str(buf, error);
     }

@@ -114,7 +114,7 @@ impl FunctionsPass {
             let (acc, durations, errors) = &mut by_func[usize::from(c.func)];
             acc.add(c, nested);
             durations.push(c.dur_us);
-            if let Some(name) = c.error.as_deref().filter(|_| !c.ok()) {
+            if let Some(name) = c.error_name().filter(|_| !c.ok()) {
                 *errors.entry(name.to_string()).or_default() += 1;
             } else if !c.ok() {
                 *errors.entry(format!("ret {}", c.ret)).or_default() += 1;
@@ -296,9 +296,9 @@ pub(crate) mod tests {
     use super::*;
     use crate::trace::Args;
 
-    pub fn call(ts_ms: f64, tid: u32, func: &str, dur_us: f64, ret: i64, args: Args) -> Call {
+    pub fn call(ts_ms: f64, tid: u32, func: &str, dur_us: f64, ret: i32, args: Args) -> Call {
         let (func, _) = funcs::by_name(func).expect("known function");
-        let error = (ret != 0).then(|| format!("E{ret}").into());
+        let error = (ret != 0).then(|| crate::trace::ErrorName::new(&format!("E{ret}")).expect("few error names"));
         Call { ts_ms, pid: 1, tid, func, dur_us, ret, error, args }
     }
 

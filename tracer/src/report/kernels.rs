@@ -257,7 +257,7 @@ mod tests {
 
     fn launch(kernel: Option<&str>, f: u64, grid: u32) -> Args {
         let mut a = Args::default();
-        a.set_kernel(kernel.map(Into::into));
+        a.set_kernel(kernel);
         a.set_f(Some(Hex(f))).unwrap();
         a.set_grid(Some([grid, 1, 1]));
         a.set_block(Some([256, 1, 1]));

@@ -4,11 +4,12 @@
 //! and millions of them stay small. Other keys are ignored (the Chrome
 //! export copies a line's raw args instead).
 
-use std::sync::Arc;
-
 use serde::{de, Deserialize, Deserializer};
 
-use super::{CopyKind, Hex};
+use super::{
+    intern::{self, Launch},
+    CopyKind, Hex,
+};
 
 /// The packed fields: (presence bit, slot).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,18 +72,15 @@ const fn slot_bits(slot: usize) -> u16 {
 }
 
 const KIND: u16 = 1 << 8;
-const GRID: u16 = 1 << 9;
-const BLOCK: u16 = 1 << 10;
 
 /// `kernel` is the demangled name on launches and a handle on
-/// `cuLibraryGetKernel` (both are strings in the trace).
+/// `cuLibraryGetKernel` (both are strings in the trace); it is interned with
+/// the launch's grid and block (see [`intern`]).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Args {
     slots: [u64; 3],
-    /// Shared: a trace names the same few kernels millions of times.
-    kernel: Option<Arc<str>>,
-    grid: [u32; 3],
-    block: [u32; 3],
+    /// A [`Launch`] id: 0 for none.
+    launch: u32,
     present: u16,
     kind: CopyKind,
 }
@@ -150,25 +148,33 @@ impl Args {
         self.kind = kind.unwrap_or_default();
         self.present = if kind.is_some() { self.present | KIND } else { self.present & !KIND };
     }
-    pub fn grid(&self) -> Option<[u32; 3]> {
-        (self.present & GRID != 0).then_some(self.grid)
+    pub fn launch(&self) -> Launch {
+        Launch::by_id(self.launch)
     }
-    pub fn set_grid(&mut self, grid: Option<[u32; 3]>) {
-        self.grid = grid.unwrap_or_default();
-        self.present = if grid.is_some() { self.present | GRID } else { self.present & !GRID };
+    pub fn set_launch(&mut self, launch: Launch) {
+        self.launch = launch.id();
+    }
+    /// [`Args::set_launch`] with the id of an interned launch.
+    pub(super) fn set_launch_id(&mut self, id: u32) {
+        self.launch = id;
+    }
+    pub fn kernel(&self) -> Option<&'static str> {
+        self.launch().kernel
+    }
+    pub fn grid(&self) -> Option<[u32; 3]> {
+        self.launch().grid
     }
     pub fn block(&self) -> Option<[u32; 3]> {
-        (self.present & BLOCK != 0).then_some(self.block)
+        self.launch().block
+    }
+    pub fn set_kernel(&mut self, kernel: Option<&str>) {
+        self.set_launch(Launch { kernel: kernel.map(intern::name), ..self.launch() });
+    }
+    pub fn set_grid(&mut self, grid: Option<[u32; 3]>) {
+        self.set_launch(Launch { grid, ..self.launch() });
     }
     pub fn set_block(&mut self, block: Option<[u32; 3]>) {
-        self.block = block.unwrap_or_default();
-        self.present = if block.is_some() { self.present | BLOCK } else { self.present & !BLOCK };
-    }
-    pub fn kernel(&self) -> Option<&Arc<str>> {
-        self.kernel.as_ref()
-    }
-    pub fn set_kernel(&mut self, kernel: Option<Arc<str>>) {
-        self.kernel = kernel;
+        self.set_launch(Launch { block, ..self.launch() });
     }
 }
 
@@ -206,9 +212,7 @@ impl<'de> Deserialize<'de> for Args {
         a.set_exec(r.exec).map_err(taken)?;
         a.set_shared_mem(r.shared_mem).map_err(taken)?;
         a.set_kind(r.kind);
-        a.set_kernel(r.kernel.map(Arc::from));
-        a.set_grid(r.grid);
-        a.set_block(r.block);
+        a.set_launch(Launch { kernel: r.kernel.as_deref().map(intern::name), grid: r.grid, block: r.block });
         Ok(a)
     }
 }
@@ -253,6 +257,6 @@ mod tests {
 
     #[test]
     fn small_enough_to_move_millions() {
-        assert!(std::mem::size_of::<Args>() <= 72, "{}", std::mem::size_of::<Args>());
+        assert_eq!(std::mem::size_of::<Args>(), 32);
     }
 }

@@ -7,12 +7,12 @@
 use std::{
     collections::HashMap,
     hash::{BuildHasherDefault, Hasher},
-    sync::{Arc, OnceLock},
+    sync::OnceLock,
 };
 
 use tracer_common::funcs;
 
-use super::{Args, Call, CopyKind, Hex};
+use super::{intern, Args, Call, CopyKind, ErrorName, Hex, Launch};
 
 /// A hash map for small integer keys (pids, tids, pointers, short names), hashed per
 /// call: SipHash costs more than the rest of the per-call work.
@@ -70,19 +70,38 @@ impl std::hash::Hash for NameKey<'_> {
     }
 }
 
-/// Kernel names seen in one chunk: each distinct name is allocated once.
+/// A launch's kernel name, grid and block, as bytes.
+type LaunchKey<'a> = (Option<NameKey<'a>>, Option<[u32; 3]>, Option<[u32; 3]>);
+
+/// The launches and error names seen in one chunk, with their global ids:
+/// the global tables are locked once per distinct value per chunk.
 #[derive(Default)]
 pub struct Interner<'a> {
-    names: FastMap<NameKey<'a>, Arc<str>>,
+    launches: FastMap<LaunchKey<'a>, u32>,
+    errors: FastMap<&'a [u8], ErrorName>,
 }
 
 impl<'a> Interner<'a> {
-    fn get(&mut self, bytes: &'a [u8]) -> Option<Arc<str>> {
-        if let Some(name) = self.names.get(&NameKey(bytes)) {
-            return Some(Arc::clone(name));
+    fn launch(&mut self, kernel: Option<&'a [u8]>, grid: Option<[u32; 3]>, block: Option<[u32; 3]>) -> Option<u32> {
+        let key = (kernel.map(NameKey), grid, block);
+        if let Some(&id) = self.launches.get(&key) {
+            return Some(id);
         }
-        let name: Arc<str> = Arc::from(std::str::from_utf8(bytes).ok()?);
-        self.names.insert(NameKey(bytes), Arc::clone(&name));
+        let kernel = match kernel {
+            Some(bytes) => Some(intern::name(std::str::from_utf8(bytes).ok()?)),
+            None => None,
+        };
+        let id = Launch { kernel, grid, block }.id();
+        self.launches.insert(key, id);
+        Some(id)
+    }
+
+    fn error(&mut self, bytes: &'a [u8]) -> Option<ErrorName> {
+        if let Some(&name) = self.errors.get(bytes) {
+            return Some(name);
+        }
+        let name = ErrorName::new(std::str::from_utf8(bytes).ok()?)?;
+        self.errors.insert(bytes, name);
         Some(name)
     }
 }
@@ -180,12 +199,12 @@ impl<'a> Cursor<'a> {
         (j > start && self.at_delimiter()).then_some(n)
     }
 
-    fn i64(&mut self) -> Option<i64> {
+    fn i32(&mut self) -> Option<i32> {
         if self.peek()? == b'-' {
             self.i += 1;
-            return i64::try_from(self.u64()?).ok().map(|v| -v);
+            return i32::try_from(-i64::try_from(self.u64()?).ok()?).ok();
         }
-        i64::try_from(self.u64()?).ok()
+        i32::try_from(self.u64()?).ok()
     }
 
     fn u32(&mut self) -> Option<u32> {
@@ -287,16 +306,21 @@ fn quote_or_backslash(b: &[u8]) -> Option<usize> {
         x.wrapping_sub(ONES) & !x & HIGHS
     };
     let mut words = b.chunks_exact(8);
-    for (n, word) in words.by_ref().enumerate() {
+    for (n, word) in words.by_ref().take(SWAR_WORDS).enumerate() {
         let w = u64::from_le_bytes(word.try_into().ok()?);
         let hits = equal(w, b'"') | equal(w, b'\\');
         if hits != 0 {
             return Some(n * 8 + (hits.trailing_zeros() / 8) as usize);
         }
     }
-    let tail = b.len() - words.remainder().len();
-    words.remainder().iter().position(|&c| c == b'"' || c == b'\\').map(|i| tail + i)
+    // A long string (a kernel name): SIMD pays off now.
+    let seen = (b.len() / 8).min(SWAR_WORDS) * 8;
+    memchr::memchr2(b'"', b'\\', &b[seen..]).map(|i| seen + i)
 }
+
+/// Words searched eight bytes at a time before [`quote_or_backslash`]
+/// switches to SIMD.
+const SWAR_WORDS: usize = 3;
 
 fn copy_kind(s: &[u8]) -> CopyKind {
     match s {
@@ -310,6 +334,7 @@ fn copy_kind(s: &[u8]) -> CopyKind {
 }
 
 fn args<'a>(c: &mut Cursor<'a>, names: &mut Interner<'a>, a: &mut Args) -> Option<()> {
+    let (mut kernel, mut grid, mut block) = (None, None, None);
     c.object(|c, key| {
         match key {
             b"bytes" => a.set_bytes(Some(c.u64()?)).ok()?,
@@ -319,15 +344,19 @@ fn args<'a>(c: &mut Cursor<'a>, names: &mut Interner<'a>, a: &mut Args) -> Optio
             b"event" => a.set_event(Some(c.hex()?)).ok()?,
             b"graph" => a.set_graph(Some(c.hex()?)).ok()?,
             b"exec" => a.set_exec(Some(c.hex()?)).ok()?,
-            b"kernel" => a.set_kernel(Some(names.get(c.string()?)?)),
-            b"grid" => a.set_grid(Some(c.dim3()?)),
-            b"block" => a.set_block(Some(c.dim3()?)),
+            b"kernel" => kernel = Some(c.string()?),
+            b"grid" => grid = Some(c.dim3()?),
+            b"block" => block = Some(c.dim3()?),
             b"shared_mem" => a.set_shared_mem(Some(c.u64()?)).ok()?,
             b"f" | b"func" => a.set_f(Some(c.hex()?)).ok()?,
             _ => c.skip()?,
         }
         Some(())
-    })
+    })?;
+    if kernel.is_some() || grid.is_some() || block.is_some() {
+        a.set_launch_id(names.launch(kernel, grid, block)?);
+    }
+    Some(())
 }
 
 /// Parses one line the tracer wrote, or `None` to let serde_json decide.
@@ -364,9 +393,9 @@ fn in_writing_order<'a>(line: &'a [u8], names: &mut Interner<'a>, out: &mut Call
     c.lit(b",\"phase\":\"entry\",\"dur_us\":")?;
     out.dur_us = c.f64()?;
     c.lit(b",\"ret\":")?;
-    out.ret = c.i64()?;
+    out.ret = c.i32()?;
     if c.lit(b",\"error\":").is_some() {
-        out.error = Some(std::str::from_utf8(c.string()?).ok()?.into());
+        out.error = Some(names.error(c.string()?)?);
     }
     c.lit(b",\"args\":")?;
     args(&mut c, names, &mut out.args)?;
@@ -386,8 +415,8 @@ fn any_order<'a>(line: &'a [u8], names: &mut Interner<'a>, call: &mut Call) -> O
             b"tid" => tid = Some(c.u32()?),
             b"func" => func = Some(func_id(c.string()?)?),
             b"dur_us" => call.dur_us = c.f64()?,
-            b"ret" => call.ret = c.i64()?,
-            b"error" => call.error = Some(std::str::from_utf8(c.string()?).ok()?.into()),
+            b"ret" => call.ret = c.i32()?,
+            b"error" => call.error = Some(names.error(c.string()?)?),
             b"args" => args(c, names, &mut call.args)?,
             _ => c.skip()?,
         }

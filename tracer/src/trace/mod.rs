@@ -3,12 +3,14 @@
 
 mod args;
 pub mod fast;
+pub mod intern;
 pub mod read;
 
 use serde::{de, Deserialize, Deserializer};
 use tracer_common::funcs::{self, FuncSpec, Group, Layer};
 
 pub use args::Args;
+pub use intern::{ErrorName, Launch};
 pub use read::{discover, read, read_with_progress, Loaded, ReadError, Skipped};
 
 /// A device pointer or handle: the trace writes them as `"0x…"` strings.
@@ -54,7 +56,9 @@ pub enum CopyKind {
     Other,
 }
 
-/// One completed CUDA call: one trace line.
+/// One completed CUDA call: one trace line. 64 bytes, one cache line: a
+/// gigabyte of trace is millions of calls, and the report's time goes into
+/// writing and reading them (`size_is_one_cache_line` checks).
 #[derive(Clone, Debug)]
 pub struct Call {
     /// Milliseconds since the session started, at entry.
@@ -64,9 +68,10 @@ pub struct Call {
     /// Index into [`funcs::FUNCS`].
     pub func: u16,
     pub dur_us: f64,
-    pub ret: i64,
+    /// `CUresult` / `cudaError_t`: 32 bits, as the tracer writes it.
+    pub ret: i32,
     /// The error's name when `ret != 0`.
-    pub error: Option<Box<str>>,
+    pub error: Option<ErrorName>,
     /// Inline and packed: no allocation per call.
     pub args: Args,
 }
@@ -90,6 +95,9 @@ impl Call {
     }
     pub fn ok(&self) -> bool {
         self.ret == 0
+    }
+    pub fn error_name(&self) -> Option<&'static str> {
+        self.error.map(ErrorName::as_str)
     }
     /// The placeholder of a line that could not be read, while reading:
     /// it sorts last (its time is infinite) and is cut off.
@@ -120,6 +128,10 @@ pub enum LineError {
     Json(String),
     #[error("unknown function {0:?} (a trace from a newer tracer?)")]
     UnknownFunction(String),
+    #[error("ret {0} is not a 32-bit CUDA result (the tracer writes CUresult/cudaError_t values)")]
+    Ret(i64),
+    #[error("more than 65 534 distinct error names (this is not a CUDA trace)")]
+    TooManyErrorNames,
 }
 
 #[derive(Deserialize)]
@@ -147,14 +159,18 @@ pub fn parse_line(line: &[u8]) -> Result<Call, LineError> {
         return Err(LineError::Json(format!("ts {} is not a finite number", raw.ts)));
     }
     let (func, _) = funcs::by_name(&raw.func).ok_or_else(|| LineError::UnknownFunction(raw.func.to_string()))?;
+    let error = match raw.error {
+        Some(name) => Some(ErrorName::new(&name).ok_or(LineError::TooManyErrorNames)?),
+        None => None,
+    };
     Ok(Call {
         ts_ms: raw.ts,
         pid: raw.pid,
         tid: raw.tid.unwrap_or(raw.pid),
         func,
         dur_us: raw.dur_us,
-        ret: raw.ret,
-        error: raw.error,
+        ret: i32::try_from(raw.ret).map_err(|_| LineError::Ret(raw.ret))?,
+        error,
         args: raw.args,
     })
 }
@@ -171,8 +187,13 @@ mod tests {
         assert_eq!(c.args.f(), Some(Hex(0x55d1)));
         assert_eq!(c.args.grid(), Some([128, 4, 1]));
         assert_eq!(c.args.stream(), Some(Hex(0x1000)));
-        assert_eq!(c.args.kernel().map(|k| &**k), Some("gemm<float>"));
+        assert_eq!(c.args.kernel(), Some("gemm<float>"));
         assert_eq!(c.group(), Group::Launch);
+    }
+
+    #[test]
+    fn size_is_one_cache_line() {
+        assert_eq!(std::mem::size_of::<Call>(), 64);
     }
 
     #[test]
@@ -180,5 +201,8 @@ mod tests {
         assert!(matches!(parse_line(b"{\"ts\":1"), Err(LineError::Json(_))));
         let e = parse_line(br#"{"ts":1,"pid":1,"func":"cuNope"}"#).unwrap_err();
         assert_eq!(e, LineError::UnknownFunction("cuNope".into()));
+        let e = parse_line(br#"{"ts":1,"pid":1,"func":"cuInit","ret":4294967296}"#).unwrap_err();
+        assert_eq!(e, LineError::Ret(1 << 32));
+        assert!(e.to_string().contains("32-bit"), "{e}");
     }
 }
