@@ -3,8 +3,10 @@
 
 mod args;
 pub mod fast;
+mod hash;
 pub mod intern;
 pub mod read;
+mod sort;
 
 use serde::{de, Deserialize, Deserializer};
 use tracer_common::funcs::{self, FuncSpec, Group, Layer};

@@ -9,7 +9,11 @@ use std::{
 
 use rayon::prelude::*;
 
-use super::{fast, parse_line, Call, LineError};
+use super::{
+    fast, parse_line,
+    sort::{sort_by_time, sort_chunk, time_order},
+    Call, LineError,
+};
 
 /// Chunk size for parallel parsing; chunks end at a newline.
 const CHUNK_BYTES: usize = 4 << 20;
@@ -134,7 +138,9 @@ pub fn read_with_progress(files: &[PathBuf], progress: &(dyn Fn(u64) + Sync)) ->
     let mut parts = Vec::with_capacity(work.len());
     let (mut rest, mut rest_keys) = (&mut calls.spare_capacity_mut()[..total], &mut keys[..]);
     let mut first = 0;
+    let mut chunk_starts = Vec::with_capacity(counts.len());
     for &n in &counts {
+        chunk_starts.push(first);
         let (head, tail) = std::mem::take(&mut rest).split_at_mut(n);
         let (head_keys, tail_keys) = std::mem::take(&mut rest_keys).split_at_mut(n);
         parts.push((head, head_keys, first));
@@ -171,11 +177,11 @@ pub fn read_with_progress(files: &[PathBuf], progress: &(dyn Fn(u64) + Sync)) ->
     drop(work);
     drop(maps);
     tracing::debug!(secs = started.elapsed().as_secs_f64(), calls = total - holes, "parsed");
-    sort_by_time(&mut calls, keys);
+    let seams_sufficed = sort_by_time(&mut calls, keys, &chunk_starts);
     calls.truncate(total - holes);
     debug_assert!(calls.last().is_none_or(|c| !c.is_hole()));
     loaded.calls = calls;
-    tracing::debug!(secs = started.elapsed().as_secs_f64(), "sorted");
+    tracing::debug!(secs = started.elapsed().as_secs_f64(), seams_sufficed, "sorted");
     Ok(loaded)
 }
 
@@ -243,93 +249,6 @@ fn parse_chunk(
     out
 }
 
-/// Sorts a chunk's calls by time while they are still in cache. Lines are
-/// written in return order, so most of a chunk is out of entry-time order
-/// (a runtime call returns after the driver call it made); sorted here, the
-/// whole trace is left with disorder only across chunk boundaries, and the
-/// global sort moves almost nothing.
-fn sort_chunk(slots: &mut [MaybeUninit<Call>], keys: &mut [(u64, u32)], first: u32) {
-    if keys.windows(2).all(|w| w[0] <= w[1]) {
-        return;
-    }
-    keys.sort_unstable();
-    let mut source: Vec<u32> = keys.iter().map(|k| k.1 - first).collect();
-    permute(slots, &mut source);
-    for (i, key) in keys.iter_mut().enumerate() {
-        key.1 = first + i as u32;
-    }
-}
-
-/// An integer that orders as the time does (`f64::total_cmp`'s order), so
-/// the sort compares integers.
-fn time_order(ts_ms: f64) -> u64 {
-    let bits = ts_ms.to_bits();
-    if bits >> 63 == 1 {
-        !bits
-    } else {
-        bits | 1 << 63
-    }
-}
-
-/// Sorts by entry time, stable (ties keep file order): sorts small
-/// (time, index) keys in parallel, then moves the calls into place in one
-/// in-place pass. Holes (infinite time) end up last.
-fn sort_by_time(calls: &mut [Call], mut keys: Vec<(u64, u32)>) {
-    keys.par_sort_unstable();
-    let mut source: Vec<u32> = keys.into_par_iter().map(|(_, i)| i).collect();
-    permute_in_parts(calls, &mut source);
-}
-
-/// [`permute`] in parallel: cuts where the items before the cut all come
-/// from before it (the prefix is a permutation of itself). A trace is nearly
-/// sorted, so there are many such cuts and the parts are independent.
-fn permute_in_parts<T: Send>(items: &mut [T], source: &mut [u32]) {
-    let target = items.len() / (4 * rayon::current_num_threads()) + 1;
-    let mut cuts = vec![0];
-    let mut max = 0;
-    for (i, &from) in source.iter().enumerate() {
-        max = max.max(from as usize);
-        // `i + 1` distinct sources whose largest is `i`: exactly 0..=i.
-        if max == i && i + 1 - cuts[cuts.len() - 1] >= target {
-            cuts.push(i + 1);
-        }
-    }
-    let mut parts = Vec::with_capacity(cuts.len());
-    let (mut items, mut source) = (items, source);
-    let ends = cuts.iter().skip(1).copied().chain(std::iter::once(items.len()));
-    for (start, end) in cuts.iter().copied().zip(ends).filter(|(s, e)| e > s) {
-        let (part_items, rest_items) = std::mem::take(&mut items).split_at_mut(end - start);
-        let (part_source, rest_source) = std::mem::take(&mut source).split_at_mut(end - start);
-        parts.push((part_items, part_source, start as u32));
-        (items, source) = (rest_items, rest_source);
-    }
-    parts.into_par_iter().for_each(|(items, source, base)| {
-        source.iter_mut().for_each(|s| *s -= base);
-        permute(items, source);
-    });
-}
-
-/// Reorders `items` so that position `i` holds what was at `source[i]`,
-/// following each cycle of the permutation with swaps; `source` is used up.
-fn permute<T>(items: &mut [T], source: &mut [u32]) {
-    const DONE: u32 = u32::MAX;
-    for start in 0..items.len() {
-        if source[start] == DONE {
-            continue;
-        }
-        let mut at = start;
-        loop {
-            let from = source[at] as usize;
-            source[at] = DONE;
-            if from == start {
-                break;
-            }
-            items.swap(at, from);
-            at = from;
-        }
-    }
-}
-
 /// The file's bytes, or `None` for an empty file (which cannot be mapped).
 fn map_file(path: &Path) -> Result<Option<memmap2::Mmap>, ReadError> {
     let io = |source| ReadError::Io { path: path.to_path_buf(), source };
@@ -385,34 +304,6 @@ mod tests {
         std::fs::write(&f, "hi").unwrap();
         let e = discover(&[f]).unwrap_err().to_string();
         assert!(e.contains("not a trace file"), "{e}");
-    }
-
-    #[test]
-    fn permute_moves_each_item_to_its_sorted_place() {
-        let mut items = vec!['c', 'a', 'd', 'b', 'e'];
-        let mut source = vec![1, 3, 0, 2, 4];
-        permute(&mut items, &mut source);
-        assert_eq!(items, ['a', 'b', 'c', 'd', 'e']);
-    }
-
-    #[test]
-    fn time_order_orders_as_the_times_do() {
-        let times = [f64::NEG_INFINITY, -2.5, -0.0, 0.0, 1e-300, 0.5, 31.2, 1e300, f64::INFINITY];
-        let keys: Vec<u64> = times.iter().map(|&t| time_order(t)).collect();
-        assert!(keys.windows(2).all(|w| w[0] < w[1]), "{keys:?}");
-    }
-
-    #[test]
-    fn permutes_in_independent_parts() {
-        // Pairs swapped everywhere (cuts between pairs), one long cycle in
-        // the middle (no cut inside it).
-        let n = 10_000u32;
-        let mut source: Vec<u32> = (0..n).map(|i| i ^ 1).collect();
-        source[4000..6000].rotate_left(1);
-        let expected: Vec<u32> = source.clone();
-        let mut items: Vec<u32> = (0..n).collect();
-        permute_in_parts(&mut items, &mut source);
-        assert_eq!(items, expected);
     }
 
     #[test]
