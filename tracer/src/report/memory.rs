@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use tracer_common::funcs::{Group, Layer};
 
-use super::table::{self, fixed, Csv, FastMap};
+use super::table::{self, fixed, Csv, FastMap, Fixed};
 use crate::trace::{Call, CopyKind};
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -242,7 +242,7 @@ impl Memory {
         let mut csv = Csv::new(&["timestamp_sec", "pid", "bytes_in_use"]);
         for p in &self.processes {
             for &(t, bytes) in &p.timeline {
-                csv.row(&[fixed(t, 6), p.pid.to_string(), bytes.to_string()]);
+                csv.numbers(format_args!("{},{},{bytes}", Fixed(t, 6), p.pid));
             }
         }
         csv.finish()
