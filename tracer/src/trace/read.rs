@@ -132,26 +132,23 @@ pub fn read_with_progress(files: &[PathBuf], progress: &(dyn Fn(u64) + Sync)) ->
         return Err(ReadError::TooManyLines(total));
     }
     let mut calls: Vec<Call> = Vec::with_capacity(total);
-    // The sort keys (entry time, line index) are written while parsing:
-    // reading them back from the calls would be one more pass over them.
-    let mut keys: Vec<(u64, u32)> = vec![(0, 0); total];
     let mut parts = Vec::with_capacity(work.len());
-    let (mut rest, mut rest_keys) = (&mut calls.spare_capacity_mut()[..total], &mut keys[..]);
+    let mut rest = &mut calls.spare_capacity_mut()[..total];
     let mut first = 0;
     let mut chunk_starts = Vec::with_capacity(counts.len());
     for &n in &counts {
         chunk_starts.push(first);
         let (head, tail) = std::mem::take(&mut rest).split_at_mut(n);
-        let (head_keys, tail_keys) = std::mem::take(&mut rest_keys).split_at_mut(n);
-        parts.push((head, head_keys, first));
-        (rest, rest_keys) = (tail, tail_keys);
+        parts.push(head);
+        rest = tail;
         first += n;
     }
     let outs: Vec<ChunkOut> = work
         .par_iter()
         .zip(parts)
-        .map(|(&(_, chunk, shift_ms), (slots, keys, first))| {
-            let out = parse_chunk(chunk, shift_ms, slots, keys, first);
+        // One buffer of sort keys per thread, reused chunk after chunk.
+        .map_init(Vec::new, |keys, (&(_, chunk, shift_ms), slots)| {
+            let out = parse_chunk(chunk, shift_ms, slots, keys);
             progress(chunk.len() as u64);
             out
         })
@@ -177,7 +174,7 @@ pub fn read_with_progress(files: &[PathBuf], progress: &(dyn Fn(u64) + Sync)) ->
     drop(work);
     drop(maps);
     tracing::debug!(secs = started.elapsed().as_secs_f64(), calls = total - holes, "parsed");
-    let seams_sufficed = sort_by_time(&mut calls, keys, &chunk_starts);
+    let seams_sufficed = sort_by_time(&mut calls, &chunk_starts, |c| time_order(c.ts_ms));
     calls.truncate(total - holes);
     debug_assert!(calls.last().is_none_or(|c| !c.is_hole()));
     loaded.calls = calls;
@@ -201,15 +198,9 @@ struct ChunkOut {
 }
 
 /// Parses each line of `chunk` into its slot (a hole for an empty or bad
-/// line), so that every slot is initialized.
-/// Also writes each line's sort key: (entry time, `first` + its index).
-fn parse_chunk(
-    chunk: &[u8],
-    shift_ms: f64,
-    slots: &mut [MaybeUninit<Call>],
-    keys: &mut [(u64, u32)],
-    first: usize,
-) -> ChunkOut {
+/// line), so that every slot is initialized, and sorts them by time (with
+/// `keys` as scratch).
+fn parse_chunk(chunk: &[u8], shift_ms: f64, slots: &mut [MaybeUninit<Call>], keys: &mut Vec<(u64, u32)>) -> ChunkOut {
     let mut out = ChunkOut { lines: 0, bad: Vec::new(), bad_total: 0, holes: 0 };
     let mut names = fast::Interner::default();
     let body = chunk.strip_suffix(b"\n").unwrap_or(chunk);
@@ -217,9 +208,8 @@ fn parse_chunk(
     // than parsing the line.
     let ends = memchr::memchr_iter(b'\n', body).chain(std::iter::once(body.len()));
     let mut start = 0;
-    // Below 2^32: the caller checked the total.
-    let index = first as u32;
-    for ((end, slot), key) in ends.zip(slots.iter_mut()).zip(keys.iter_mut()) {
+    keys.clear();
+    for (end, slot) in ends.zip(slots.iter_mut()) {
         let line = &body[start..end];
         start = end + 1;
         out.lines += 1;
@@ -242,10 +232,11 @@ fn parse_chunk(
                 }
             }
         }
-        *key = (time_order(call.ts_ms), index + out.lines as u32 - 1);
+        // Below 2^32: the caller checked the total.
+        keys.push((time_order(call.ts_ms), out.lines as u32 - 1));
     }
     assert_eq!(out.lines as usize, slots.len(), "a chunk's lines were counted before it was parsed");
-    sort_chunk(slots, keys, index);
+    sort_chunk(slots, keys);
     out
 }
 

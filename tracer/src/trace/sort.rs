@@ -9,18 +9,16 @@ use rayon::prelude::*;
 /// Sorts a chunk's calls by time while they are still in cache. Lines are
 /// written in return order, so most of a chunk is out of entry-time order
 /// (a runtime call returns after the driver call it made); sorted here, the
-/// whole trace is left with disorder only across chunk boundaries, and the
-/// global sort moves almost nothing.
-pub(super) fn sort_chunk<T>(slots: &mut [MaybeUninit<T>], keys: &mut [(u64, u32)], first: u32) {
+/// whole trace is left with disorder only across chunk boundaries.
+/// `keys` holds each slot's (time, index in the chunk); ties stay in line
+/// order.
+pub(super) fn sort_chunk<T>(slots: &mut [MaybeUninit<T>], keys: &mut [(u64, u32)]) {
     if keys.windows(2).all(|w| w[0] <= w[1]) {
         return;
     }
     keys.sort_unstable();
-    let mut source: Vec<u32> = keys.iter().map(|k| k.1 - first).collect();
+    let mut source: Vec<u32> = keys.iter().map(|k| k.1).collect();
     permute(slots, &mut source);
-    for (i, key) in keys.iter_mut().enumerate() {
-        key.1 = first + i as u32;
-    }
 }
 
 /// An integer that orders as the time does (`f64::total_cmp`'s order), so
@@ -34,67 +32,75 @@ pub(super) fn time_order(ts_ms: f64) -> u64 {
     }
 }
 
-/// Sorts by entry time, stable (ties keep file order). `keys` are each
-/// position's (time, position), and each chunk (starting at `chunk_starts`)
-/// is sorted already by [`sort_chunk`]. A trace is nearly in order, so
-/// first only the seams between chunks are sorted; when calls are displaced
-/// further (sessions or files that overlap in time, bad lines), every key
+/// Sorts by entry time, stable (ties keep file order), where `time` gives
+/// an item's [`time_order`] and each chunk (starting at `chunk_starts`) is
+/// sorted already by [`sort_chunk`]. A trace is nearly in order, so first
+/// only the seams between chunks are sorted; when calls are displaced
+/// further (sessions or files that overlap in time, bad lines), everything
 /// is sorted. Holes (infinite time) end up last. Returns whether sorting
 /// the seams sufficed.
-pub(super) fn sort_by_time<T: Send>(items: &mut [T], mut keys: Vec<(u64, u32)>, chunk_starts: &[usize]) -> bool {
-    if sort_seams(items, &mut keys, chunk_starts) {
+pub(super) fn sort_by_time<T: Send + Sync>(
+    items: &mut [T],
+    chunk_starts: &[usize],
+    time: impl Fn(&T) -> u64 + Sync,
+) -> bool {
+    if sort_seams(items, chunk_starts, &time) {
+        debug_assert!(items.windows(2).all(|w| time(&w[0]) <= time(&w[1])));
         return true;
     }
-    // Seams sorted so far kept equal times in file order, so ordering by
-    // (time, current position) is still stable.
-    for (i, key) in keys.iter_mut().enumerate() {
-        key.1 = i as u32;
-    }
+    // Equal times are in file order within each chunk, and chunks are in
+    // file order: ordering by (time, position) is stable.
+    let mut keys: Vec<(u64, u32)> = items.par_iter().enumerate().map(|(i, item)| (time(item), i as u32)).collect();
     keys.par_sort_unstable();
     let mut source: Vec<u32> = keys.into_par_iter().map(|(_, i)| i).collect();
     permute_in_parts(items, &mut source);
     false
 }
 
-/// Sorts each seam: the end of a chunk later than the next chunk's first key
-/// with the start of the next chunk earlier than this chunk's last key.
-/// Whether that sorted everything; `false` without touching anything when a
-/// seam reaches across a whole chunk or into another seam.
-fn sort_seams<T: Send>(items: &mut [T], keys: &mut [(u64, u32)], chunk_starts: &[usize]) -> bool {
+/// Sorts each seam: the end of a chunk A later than the next chunk B's first
+/// item, with the start of B earlier than A's last. `false`, touching
+/// nothing, when a seam spans a whole chunk or meets another seam.
+///
+/// Otherwise everything is sorted after: the seams are apart, each chunk's
+/// parts outside them are sorted and unmoved, and at each seam's edges the
+/// item before it is no later than B's first (the seam's least) and the
+/// item after it no earlier than A's last (the seam's greatest).
+fn sort_seams<T: Send>(items: &mut [T], chunk_starts: &[usize], time: &(impl Fn(&T) -> u64 + Sync)) -> bool {
     let mut seams = Vec::new();
-    let ends = chunk_starts.iter().skip(1).copied().chain(std::iter::once(keys.len()));
+    let ends = chunk_starts.iter().skip(1).copied().chain(std::iter::once(items.len()));
     let chunks: Vec<(usize, usize)> = chunk_starts.iter().copied().zip(ends).filter(|(s, e)| e > s).collect();
     for pair in chunks.windows(2) {
         let ((a_start, seam), (_, b_end)) = (pair[0], pair[1]);
-        let (a, b) = (&keys[a_start..seam], &keys[seam..b_end]);
-        let (a_last, b_first) = (a[a.len() - 1], b[0]);
+        let (a, b) = (&items[a_start..seam], &items[seam..b_end]);
+        let (a_last, b_first) = (time(&a[a.len() - 1]), time(&b[0]));
         if a_last <= b_first {
             continue;
         }
-        let lo = a_start + a.partition_point(|k| *k <= b_first);
-        let hi = seam + b.partition_point(|k| *k < a_last);
-        let after_last_seam = seams.last().is_none_or(|&(_, end)| end <= lo);
+        // Ties: A's items come first in file order.
+        let lo = a_start + a.partition_point(|x| time(x) <= b_first);
+        let hi = seam + b.partition_point(|x| time(x) < a_last);
+        // Apart by at least one item: that item keeps the seams' edges in order.
+        let after_last_seam = seams.last().is_none_or(|&(_, end)| end < lo);
         if lo == a_start || hi == b_end || !after_last_seam {
             return false;
         }
         seams.push((lo, hi));
     }
     let mut parts = Vec::with_capacity(seams.len());
-    let (mut rest_items, mut rest_keys, mut at) = (items, &mut keys[..], 0);
+    let (mut rest, mut at) = (items, 0);
     for (lo, hi) in seams {
-        let (_, tail_items) = std::mem::take(&mut rest_items).split_at_mut(lo - at);
-        let (_, tail_keys) = std::mem::take(&mut rest_keys).split_at_mut(lo - at);
-        let (seam_items, tail_items) = tail_items.split_at_mut(hi - lo);
-        let (seam_keys, tail_keys) = tail_keys.split_at_mut(hi - lo);
-        parts.push((seam_items, seam_keys, lo as u32));
-        (rest_items, rest_keys, at) = (tail_items, tail_keys, hi);
+        let (_, tail) = std::mem::take(&mut rest).split_at_mut(lo - at);
+        let (seam, tail) = tail.split_at_mut(hi - lo);
+        parts.push(seam);
+        (rest, at) = (tail, hi);
     }
-    parts.into_par_iter().for_each(|(items, keys, lo)| {
+    parts.into_par_iter().for_each(|seam| {
+        let mut keys: Vec<(u64, u32)> = seam.iter().enumerate().map(|(i, x)| (time(x), i as u32)).collect();
         keys.sort_unstable();
-        let mut source: Vec<u32> = keys.iter().map(|k| k.1 - lo).collect();
-        permute(items, &mut source);
+        let mut source: Vec<u32> = keys.iter().map(|k| k.1).collect();
+        permute(seam, &mut source);
     });
-    keys.par_windows(2).all(|w| w[0] <= w[1])
+    true
 }
 
 /// [`permute`] in parallel: cuts where the items before the cut all come
@@ -166,21 +172,21 @@ mod tests {
         assert!(keys.windows(2).all(|w| w[0] < w[1]), "{keys:?}");
     }
 
-    /// Sorts `times` in chunks of `chunk` as the reader does, then whole.
-    /// Also says whether sorting the seams sufficed.
+    /// Sorts `times` in chunks of `chunk` as the reader does, then whole;
+    /// also says whether sorting the seams sufficed.
     fn sorted(times: &[u64], chunk: usize) -> (Vec<(u64, u32)>, bool) {
         let mut items: Vec<(u64, u32)> = times.iter().enumerate().map(|(i, &t)| (t, i as u32)).collect();
-        let mut keys = items.clone();
         let starts: Vec<usize> = (0..times.len()).step_by(chunk).collect();
         for &start in &starts {
             let end = (start + chunk).min(times.len());
             let mut slots: Vec<MaybeUninit<(u64, u32)>> =
                 items[start..end].iter().map(|&i| MaybeUninit::new(i)).collect();
-            sort_chunk(&mut slots, &mut keys[start..end], start as u32);
+            let mut keys: Vec<(u64, u32)> = (0..).zip(&items[start..end]).map(|(i, item)| (item.0, i)).collect();
+            sort_chunk(&mut slots, &mut keys);
             // SAFETY: every slot was initialized above.
             items[start..end].copy_from_slice(&slots.iter().map(|s| unsafe { s.assume_init() }).collect::<Vec<_>>());
         }
-        let seams_sufficed = sort_by_time(&mut items, keys, &starts);
+        let seams_sufficed = sort_by_time(&mut items, &starts, |item| item.0);
         (items, seams_sufficed)
     }
 
@@ -201,6 +207,19 @@ mod tests {
         // Holes (bad lines) at a chunk's end.
         let holes: Vec<u64> = (0..1000u64).map(|i| if i % 250 == 249 { u64::MAX } else { i }).collect();
         assert_eq!(sorted(&holes, 250), (expected(&holes), false));
+        // Random displacements and chunk sizes, seams or not: always sorted.
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        for round in 0..300u64 {
+            let times: Vec<u64> = (0..400u64)
+                .map(|i| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    i + x % (1 + round % 40)
+                })
+                .collect();
+            assert_eq!(sorted(&times, 5 + (round % 60) as usize).0, expected(&times), "round {round}");
+        }
         // One call displaced by most of a chunk: a long seam.
         let late: Vec<u64> = (0..300u64).map(|i| if i == 150 { 20 } else { i }).collect();
         assert_eq!(sorted(&late, 100), (expected(&late), true));
