@@ -92,13 +92,15 @@ impl KernelsPass {
         let Self { by_kernel, shapes, rate } = self;
         for c in calls.iter().filter(|c| c.group() == Group::Launch) {
             let runtime = c.layer() == Layer::Runtime;
-            let key = (c.args.kernel().map_or(0, |k| k.as_ptr() as usize), c.args.f().map_or(0, |f| f.0), runtime);
+            // One table lookup for the kernel, grid and block.
+            let launch = c.args.launch();
+            let key = (launch.kernel.map_or(0, |k| k.as_ptr() as usize), c.args.f().map_or(0, |f| f.0), runtime);
             let (_, acc) = by_kernel.entry(key).or_insert_with(|| (kernel_name(c), Acc::default()));
             acc.launches += 1;
             acc.errors += u64::from(!c.ok());
             acc.total_us += c.dur_us;
             *rate.entry(((c.ts_ms / 1000.0).max(0.0) as u64, c.pid, runtime)).or_default() += 1;
-            if let (Some(grid), Some(block)) = (c.args.grid(), c.args.block()) {
+            if let (Some(grid), Some(block)) = (launch.grid, launch.block) {
                 *shapes.entry((key, grid, block, c.args.shared_mem().unwrap_or(0))).or_default() += 1;
             }
         }

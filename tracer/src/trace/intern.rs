@@ -7,6 +7,7 @@
 //! trace names a few thousand kernels at most.
 
 use std::{
+    borrow::Borrow,
     collections::HashMap,
     hash::Hash,
     num::NonZeroU16,
@@ -25,18 +26,24 @@ impl<T: Clone + Eq + Hash> Table<T> {
         Table { values: boxcar::Vec::new(), ids: Mutex::new(HashMap::new()) }
     }
 
-    /// The id of `value`, adding it if new; `None` past `limit` entries.
-    fn intern(&'static self, value: T, limit: usize) -> Option<u32> {
+    /// The id of `value`, adding `own(value)` if new; `None` past `limit`
+    /// entries.
+    fn intern<Q>(&'static self, value: &Q, own: impl FnOnce(&Q) -> T, limit: usize) -> Option<u32>
+    where
+        T: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         // A panic elsewhere while holding the lock leaves the map whole.
         let mut ids = self.ids.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(&id) = ids.get(&value) {
+        if let Some(&id) = ids.get(value) {
             return Some(id);
         }
         if ids.len() >= limit {
             return None;
         }
-        let id = u32::try_from(self.values.push(value.clone())).ok()?;
-        ids.insert(value, id);
+        let owned = own(value);
+        let id = u32::try_from(self.values.push(owned.clone())).ok()?;
+        ids.insert(owned, id);
         Some(id)
     }
 
@@ -53,15 +60,10 @@ static ERRORS: LazyLock<Table<&'static str>> = LazyLock::new(Table::new);
 /// A kernel name (or `cuLibraryGetKernel` handle), interned: equal names are
 /// the same `&'static str`, so its address identifies the kernel.
 pub fn name(text: &str) -> &'static str {
-    let mut ids = NAMES.ids.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(&id) = ids.get(text) {
-        return NAMES.get(id);
-    }
     // Leaked on purpose: the table keeps every name for the process's life.
-    let leaked: &'static str = Box::leak(text.into());
-    let id = u32::try_from(NAMES.values.push(leaked)).expect("fewer than 2^32 kernel names");
-    ids.insert(leaked, id);
-    leaked
+    let leaked = |text: &str| -> &'static str { Box::leak(text.into()) };
+    // At most one new name per line, and a read has < 2^32 lines.
+    NAMES.get(NAMES.intern(text, leaked, u32::MAX as usize).expect("fewer names than lines"))
 }
 
 /// The launch-only arguments of a call, interned together.
@@ -79,7 +81,7 @@ impl Launch {
             return 0;
         }
         // Each line adds at most one launch, and a read has < 2^32 lines.
-        LAUNCHES.intern(self, u32::MAX as usize - 1).expect("fewer launch shapes than lines") + 1
+        LAUNCHES.intern(&self, |launch| *launch, u32::MAX as usize - 1).expect("fewer launch shapes than lines") + 1
     }
 
     pub(super) fn by_id(id: u32) -> Launch {
@@ -100,7 +102,7 @@ impl ErrorName {
     /// that many: such a line is skipped and counted).
     pub fn new(text: &str) -> Option<Self> {
         // Error names share the name table's storage.
-        let id = ERRORS.intern(name(text), usize::from(u16::MAX - 1))?;
+        let id = ERRORS.intern(text, name, usize::from(u16::MAX - 1))?;
         NonZeroU16::new(u16::try_from(id + 1).ok()?).map(ErrorName)
     }
 
