@@ -169,6 +169,7 @@ fn single_then_sequential_then_parallel_requests_are_sent_and_saved() {
     assert_eq!(seen.max_in_flight_late, parallel, "the parallel run keeps --parallel requests in flight");
     // The batch is the built-in prompts, the same in both runs.
     let prompts: Vec<&str> = seen.requests[2..].iter().map(|(_, _, b)| b["prompt"].as_str().unwrap()).collect();
+    let sent_in_order: Vec<String> = prompts[..batch].iter().map(|p| p.to_string()).collect();
     let (mut sequential, mut parallel_sent) = (prompts[..batch].to_vec(), prompts[batch..].to_vec());
     sequential.sort_unstable();
     parallel_sent.sort_unstable();
@@ -203,6 +204,10 @@ fn single_then_sequential_then_parallel_requests_are_sent_and_saved() {
         let requests = run["requests"].as_array().unwrap();
         let indexes: Vec<u64> = requests.iter().map(|r| r["index"].as_u64().unwrap()).collect();
         assert_eq!(indexes, (0..8).collect::<Vec<_>>());
+        if mode == "sequential" {
+            let saved: Vec<&str> = requests.iter().map(|r| r["prompt"].as_str().unwrap()).collect();
+            assert_eq!(saved, sent_in_order, "a sequential run sends the prompts in order");
+        }
         for r in requests {
             assert_eq!(r["text"], format!("echo: {}", r["prompt"].as_str().unwrap()));
         }

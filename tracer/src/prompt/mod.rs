@@ -166,15 +166,20 @@ struct Job {
 }
 
 impl Job {
-    /// Sends `prompts` with at most `concurrency` in flight; results in prompt order.
+    /// Sends `prompts` with at most `concurrency` in flight, in prompt order;
+    /// results in prompt order.
     async fn batch(self: &Arc<Self>, mode: &'static str, prompts: &[String], concurrency: u32) -> BatchRun {
         let gate = Arc::new(tokio::sync::Semaphore::new(concurrency as usize));
         let start = Instant::now();
         let mut running = tokio::task::JoinSet::new();
         for (index, prompt) in prompts.iter().cloned().enumerate() {
-            let (job, gate) = (Arc::clone(self), Arc::clone(&gate));
+            // The permit is taken here, not in the task: spawned tasks start in
+            // whatever order the workers poll them, and a sequential run must
+            // send prompt 1 before prompt 2.
+            let Ok(permit) = Arc::clone(&gate).acquire_owned().await else { break };
+            let job = Arc::clone(self);
             running.spawn(async move {
-                let _permit = gate.acquire_owned().await;
+                let _permit = permit;
                 job.client.send(index, &job.model, &prompt, job.max_tokens, job.chat).await.0
             });
         }
