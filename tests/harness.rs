@@ -74,11 +74,22 @@ pub fn tracer() -> PathBuf {
     BIN.get_or_init(|| {
         let bin = profile_dir().join("cuda-tracer");
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .current_dir(root())
-            .args(["build", "-q", "-p", "cuda-tracer"])
-            .status()
-            .expect("start cargo");
+        let mut build = Command::new(cargo);
+        // The variables cargo sets for a running test are not the nested
+        // build's: ring's build script tracks CARGO_MANIFEST_DIR, so passing
+        // them on rebuilt ring, rustls and everything above, twice per run.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            let for_this_test = name.starts_with("CARGO_PKG_")
+                || name.starts_with("CARGO_BIN_")
+                || ["CARGO_MANIFEST_DIR", "CARGO_MANIFEST_PATH", "CARGO_CRATE_NAME", "CARGO_PRIMARY_PACKAGE"]
+                    .contains(&name.as_ref());
+            if for_this_test {
+                build.env_remove(name.as_ref());
+            }
+        }
+        let status =
+            build.current_dir(root()).args(["build", "-q", "-p", "cuda-tracer"]).status().expect("start cargo");
         assert!(status.success() && bin.exists(), "building {} failed", bin.display());
         bin
     })

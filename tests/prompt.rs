@@ -23,6 +23,10 @@ struct Seen {
     max_in_flight_early: usize,
     max_in_flight_late: usize,
     completions: usize,
+    /// Set once `hold` completions were in flight together: from then on no
+    /// completion waits (a woken waiter re-checks after another has already
+    /// left, so the count alone would strand the rest until the timeout).
+    released: bool,
 }
 
 struct Stub {
@@ -86,7 +90,11 @@ fn handle(stream: TcpStream, seen: &(Mutex<Seen>, Condvar), held_after: usize, h
             if late {
                 s.max_in_flight_late = s.max_in_flight_late.max(s.in_flight);
                 wake.notify_all();
-                s = wake.wait_timeout_while(s, Duration::from_secs(10), |s| s.in_flight < hold).unwrap().0;
+                s = wake
+                    .wait_timeout_while(s, Duration::from_secs(10), |s| !s.released && s.in_flight < hold)
+                    .unwrap()
+                    .0;
+                s.released |= s.in_flight >= hold;
                 wake.notify_all();
             } else {
                 s.max_in_flight_early = s.max_in_flight_early.max(s.in_flight);
