@@ -49,6 +49,23 @@ pub struct RequestResult {
     pub error: Option<String>,
 }
 
+impl RequestResult {
+    /// A request that got no usable answer; `send` fills in the rest on success.
+    pub fn failed(index: usize, prompt: &str, latency_ms: f64, error: Option<String>) -> Self {
+        RequestResult {
+            index,
+            prompt: prompt.to_string(),
+            ok: false,
+            status: None,
+            latency_ms,
+            prompt_tokens: None,
+            completion_tokens: None,
+            text: None,
+            error,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct Models {
     data: Vec<Model>,
@@ -187,17 +204,7 @@ impl Client {
         let start = Instant::now();
         let outcome = self.complete(model, prompt, max_tokens, chat).await;
         let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
-        let mut result = RequestResult {
-            index,
-            prompt: prompt.to_string(),
-            ok: false,
-            status: None,
-            latency_ms,
-            prompt_tokens: None,
-            completion_tokens: None,
-            text: None,
-            error: None,
-        };
+        let mut result = RequestResult::failed(index, prompt, latency_ms, None);
         match outcome {
             Ok((status, c)) => {
                 let choice = &c.choices[0];

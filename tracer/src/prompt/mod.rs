@@ -189,9 +189,20 @@ impl Job {
                 requests.push(r);
             }
         }
+        count_lost(&mut requests, prompts);
         let wall_ms = start.elapsed().as_secs_f64() * 1000.0;
         requests.sort_by_key(|r| r.index);
         BatchRun { summary: summarize(mode, concurrency, &requests, wall_ms), requests }
+    }
+}
+
+/// A task that died took its result with it; it still counts as a failed request.
+fn count_lost(requests: &mut Vec<RequestResult>, prompts: &[String]) {
+    let mut answered = vec![false; prompts.len()];
+    requests.iter().for_each(|r| answered[r.index] = true);
+    for (index, prompt) in prompts.iter().enumerate().filter(|&(i, _)| !answered[i]) {
+        let lost = "no result: the request task failed before answering".to_string();
+        requests.push(RequestResult::failed(index, prompt, 0.0, Some(lost)));
     }
 }
 
@@ -326,6 +337,19 @@ mod tests {
             (200.0, 100.0, 300.0, 300.0)
         );
         assert_eq!((s.completion_tokens, s.completion_tokens_per_sec, s.requests_per_sec), (40, 20.0, 1.0));
+    }
+
+    #[test]
+    fn a_lost_request_is_counted_as_failed() {
+        let prompts: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let mut requests = vec![RequestResult::failed(2, "c", 1.0, None)];
+        requests[0].ok = true;
+        count_lost(&mut requests, &prompts);
+        requests.sort_by_key(|r| r.index);
+        let s = summarize("sequential", 1, &requests, 10.0);
+        assert_eq!((s.requests, s.succeeded, s.failed), (3, 1, 2));
+        assert_eq!(requests[1].prompt, "b");
+        assert!(requests[1].error.as_deref().unwrap().contains("task failed"));
     }
 
     #[test]
