@@ -49,12 +49,32 @@ enum Task {
 }
 
 fn main() -> Result<()> {
+    forget_cargo_run_env();
     match Cli::parse().task {
         Task::Setup => setup::run(),
         Task::Demo => demo(),
         Task::Test { cargo_args } => test(&cargo_args),
         Task::Bench { quick, only: Some(_) } => bench_report::run_only(quick),
         Task::Bench { quick, only: None } => bench::run(quick),
+    }
+}
+
+/// Drops the variables `cargo xtask` (a `cargo run`) set for this process,
+/// before any nested cargo inherits them: ring's build script tracks
+/// CARGO_MANIFEST_DIR, so a nested build that sees xtask's would rebuild
+/// ring, rustls and everything above them, and so would the next plain build.
+fn forget_cargo_run_env() {
+    let set_for_the_run = |name: &str| {
+        name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_BIN_")
+            || ["CARGO_MANIFEST_DIR", "CARGO_MANIFEST_PATH", "CARGO_CRATE_NAME", "CARGO_PRIMARY_PACKAGE"]
+                .contains(&name)
+    };
+    for (name, _) in std::env::vars_os() {
+        if set_for_the_run(&name.to_string_lossy()) {
+            // Still one thread: nothing else reads the environment yet.
+            std::env::remove_var(&name);
+        }
     }
 }
 
