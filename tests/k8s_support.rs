@@ -180,7 +180,7 @@ pub fn container<'a>(
 /// cli.rs and the downward-API names metadata.rs reads.
 pub fn tracer_env_names() -> Vec<String> {
     let mut names = Vec::new();
-    for (file, marker) in [("tracer/src/cli.rs", "env = \""), ("tracer/src/metadata.rs", "var(\"")] {
+    for (file, marker) in [("tracer/src/cli.rs", "env = \""), ("tracer/src/format/metadata.rs", "var(\"")] {
         let text = std::fs::read_to_string(root().join(file)).expect("tracer source");
         for part in text.split(marker).skip(1) {
             if let Some(name) = part.split('"').next() {

@@ -18,7 +18,7 @@ use tracer_common::{
     funcs,
 };
 
-use crate::{format::LineFormatter, pipeline::Pipeline, sink::JsonlSink};
+use crate::{daemon::ingest::pipeline::Pipeline, daemon::output::sink::JsonlSink, format::line::LineFormatter};
 
 /// Events between rotations, as a busy daemon with `--rotate-secs` would see.
 const ROTATE_EVERY: u64 = 1_000_000;

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::{discover, loader, symbols};
+use crate::{daemon::probes::discover, daemon::probes::loader, daemon::probes::symbols};
 
 /// One preflight result.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,8 +58,8 @@ pub fn run(pid: Option<u32>) -> Vec<Item> {
         Some((_, _, rel)) => fail(format!("kernel {rel} is older than 5.15"), "run on a node with Linux >= 5.15"),
         None => fail("kernel version unreadable", "is /proc mounted?"),
     });
-    let btf = Path::new(crate::btf::VMLINUX_BTF);
-    items.push(match crate::btf::task_tgid_offset(btf) {
+    let btf = Path::new(crate::daemon::probes::btf::VMLINUX_BTF);
+    items.push(match crate::daemon::probes::btf::task_tgid_offset(btf) {
         Ok(off) => ok(format!("kernel BTF: task_struct.tgid at byte {off} (children followed from their first call)")),
         Err(e) => fail(
             format!("kernel BTF: {e}"),

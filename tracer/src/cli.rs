@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::attach::Selection;
+use crate::daemon::probes::attach::Selection;
 
 #[derive(Debug, Parser)]
 #[command(name = "cuda-tracer", version, about = "eBPF tracer of CUDA driver and runtime calls")]
@@ -39,13 +39,13 @@ pub enum Command {
     /// Upload a trace dir (or one session dir) to S3 once, with the daemon's rules.
     Upload(UploadArgs),
     /// Answers from trace files: functions, kernels, memory, CUDA graphs, steps, KV cache, plots.
-    Report(crate::report::ReportArgs),
+    Report(crate::analysis::report::ReportArgs),
     /// Convert trace files for other tools (Chrome/Perfetto trace JSON).
-    Export(crate::export::ExportArgs),
+    Export(crate::analysis::export::ExportArgs),
     /// Mutating admission webhook that injects the tracer sidecar into labelled pods.
-    Webhook(crate::webhook::WebhookArgs),
+    Webhook(crate::kube::webhook::WebhookArgs),
     /// Send prompts to an OpenAI-compatible server (vLLM) and save the results as JSON.
-    Prompt(crate::prompt::PromptArgs),
+    Prompt(crate::kube::prompt::PromptArgs),
     /// Benchmarks: synthetic records through decode, JSONL and rotation, no kernel.
     #[command(hide = true)]
     BenchPipeline(BenchPipelineArgs),
@@ -73,8 +73,8 @@ pub struct TraceArgs {
     #[arg(long = "max-local-bytes", env = "MAX_LOCAL_BYTES")]
     pub max_local_bytes: Option<u64>,
     /// At the cap: `pause` writing (counted, never deletes) or `delete-oldest` closed files (recorded).
-    #[arg(long = "on-disk-full", env = "ON_DISK_FULL", value_enum, default_value_t = crate::budget::DiskFullPolicy::Pause)]
-    pub on_disk_full: crate::budget::DiskFullPolicy,
+    #[arg(long = "on-disk-full", env = "ON_DISK_FULL", value_enum, default_value_t = crate::daemon::output::budget::DiskFullPolicy::Pause)]
+    pub on_disk_full: crate::daemon::output::budget::DiskFullPolicy,
     /// Benchmarks: attach empty programs at the same points (records nothing).
     #[arg(long = "empty-probes", hide = true)]
     pub empty_probes: bool,
@@ -150,19 +150,19 @@ pub struct S3Args {
     #[arg(long = "upload-deadline-secs", default_value_t = 30)]
     pub deadline_secs: u64,
     /// Files above this size upload in parts of this size (at least 5 MiB per part).
-    #[arg(long = "multipart-bytes", default_value_t = crate::upload::MULTIPART_BYTES, hide = true)]
+    #[arg(long = "multipart-bytes", default_value_t = crate::daemon::output::upload::MULTIPART_BYTES, hide = true)]
     pub multipart_bytes: u64,
 }
 
 impl S3Args {
     /// The upload target, if a bucket is set. Objects are grouped by the
     /// downward-API pod name, else the node name, else the host name.
-    pub fn config(&self) -> Option<crate::upload::S3Config> {
+    pub fn config(&self) -> Option<crate::daemon::output::upload::S3Config> {
         let source = ["POD_NAME", "NODE_NAME"]
             .iter()
             .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
-            .unwrap_or_else(crate::metadata::hostname);
-        Some(crate::upload::S3Config {
+            .unwrap_or_else(crate::format::metadata::hostname);
+        Some(crate::daemon::output::upload::S3Config {
             // An empty S3_BUCKET (a blank ConfigMap value) means no bucket.
             bucket: self.bucket.clone().filter(|b| !b.trim().is_empty())?,
             prefix: self.prefix.clone(),

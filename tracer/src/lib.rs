@@ -1,38 +1,24 @@
 //! cuda-tracer: eBPF tracing of CUDA driver and runtime calls.
 //!
-//! Pipeline: [`loader`] loads the BPF object, [`discover`] finds processes and
-//! libraries, [`attach`] (with [`symbols`]) places the probes, [`reader`]
-//! drains the ring buffer through [`pipeline`] (decode, [`stats`], [`sink`]
-//! with [`format`]), and [`session`] wires them and keeps [`metadata`].
+//! The crate is split the way data flows:
+//! - [`daemon`]: the tracer itself. [`daemon::probes`] loads the BPF object,
+//!   finds processes and libraries and places the uprobes;
+//!   [`daemon::ingest`] drains the ring buffer, decodes and annotates each
+//!   record; [`daemon::output`] writes trace files, counts, keeps the disk
+//!   budget, uploads and serves `/metrics`; [`daemon::session`] wires them.
+//! - [`format`]: the on-disk contract between the daemon and every reader:
+//!   file names, the JSONL line, the KV-cache CSV and `metadata.json`.
+//! - [`analysis`]: reading traces back ([`analysis::trace`]) and answering
+//!   from them ([`analysis::report`], [`analysis::export`],
+//!   [`analysis::kvcache`]).
+//! - [`kube`]: the Kubernetes-side tools: the admission webhook and the
+//!   OpenAI-compatible prompt client of `deploy.sh test`.
 
-pub mod annotate;
-pub mod attach;
+pub mod analysis;
 pub mod bench_pipeline;
-pub mod btf;
-pub mod budget;
 pub mod check;
 pub mod cli;
 pub mod clock;
-pub mod delivery;
-pub mod discover;
-pub mod errors;
-pub mod exit;
-pub mod export;
+pub mod daemon;
 pub mod format;
-pub mod kvcache;
-pub mod loader;
-pub mod metadata;
-pub mod metrics;
-pub mod pipeline;
-pub mod prompt;
-pub mod reader;
-pub mod record;
-pub mod report;
-pub mod session;
-pub mod sink;
-pub mod stats;
-pub mod stubs;
-pub mod symbols;
-pub mod trace;
-pub mod upload;
-pub mod webhook;
+pub mod kube;

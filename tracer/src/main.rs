@@ -9,9 +9,9 @@ use cuda_tracer::{
     bench_pipeline, check,
     cli::{Cli, Command, LogFormat, RecordArgs, RunArgs, TraceArgs, UploadArgs},
     clock,
-    delivery::{self, Delivery},
-    exit,
-    session::{self, SessionConfig, SessionResult, Target},
+    daemon::output::delivery::{self, Delivery},
+    daemon::probes::exit,
+    daemon::session::{self, SessionConfig, SessionResult, Target},
 };
 
 fn main() -> ExitCode {
@@ -53,19 +53,19 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Run(args) => runtime.block_on(run(args)),
         Command::Upload(args) => runtime.block_on(upload_dir(args)),
         Command::Report(args) => {
-            cuda_tracer::report::run(&args)?;
+            cuda_tracer::analysis::report::run(&args)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Export(args) => {
-            cuda_tracer::export::run(&args)?;
+            cuda_tracer::analysis::export::run(&args)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Webhook(args) => {
-            runtime.block_on(cuda_tracer::webhook::serve(&args))?;
+            runtime.block_on(cuda_tracer::kube::webhook::serve(&args))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Prompt(args) => {
-            runtime.block_on(cuda_tracer::prompt::run(&args))?;
+            runtime.block_on(cuda_tracer::kube::prompt::run(&args))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::BenchPipeline(args) => {
@@ -100,7 +100,7 @@ fn config(dir: PathBuf, id: String, target: Target, t: &TraceArgs, budget_root: 
         empty_probes: t.empty_probes,
         metrics: None,
         kv_cache: None,
-        budget: t.max_local_bytes.map(|max_bytes| cuda_tracer::budget::DiskBudget {
+        budget: t.max_local_bytes.map(|max_bytes| cuda_tracer::daemon::output::budget::DiskBudget {
             max_bytes,
             policy: t.on_disk_full,
             root: budget_root.to_path_buf(),
@@ -133,10 +133,10 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
     let dir = args.trace_dir.join(&id);
     let target = Target::Daemon { pattern: Some(pattern), pids: args.pids };
     let metrics = args.metrics_addr.map(|addr| {
-        let m = std::sync::Arc::new(cuda_tracer::metrics::Metrics::new(args.trace_dir.clone()));
+        let m = std::sync::Arc::new(cuda_tracer::daemon::output::metrics::Metrics::new(args.trace_dir.clone()));
         let served = std::sync::Arc::clone(&m);
         tokio::spawn(async move {
-            if let Err(e) = cuda_tracer::metrics::serve(addr, served).await {
+            if let Err(e) = cuda_tracer::daemon::output::metrics::serve(addr, served).await {
                 tracing::error!(%addr, error = %e, "metrics endpoint failed");
             }
         });
@@ -148,7 +148,7 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
             std::fs::create_dir_all(&args.trace_dir).ok();
             delivery::repair_partials(&args.trace_dir, Some(&id));
             let d = std::sync::Arc::new(tokio::sync::Mutex::new(Delivery::new(
-                cuda_tracer::upload::S3Uploader::new(cfg).await,
+                cuda_tracer::daemon::output::upload::S3Uploader::new(cfg).await,
                 &args.trace_dir,
                 metrics.clone(),
             )));
@@ -170,9 +170,10 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
     };
     let mut cfg = config(dir, id, target, &args.trace, &args.trace_dir);
     cfg.metrics = metrics;
-    cfg.kv_cache = args
-        .vllm_metrics_url
-        .map(|url| cuda_tracer::kvcache::KvCacheConfig { url, interval: Duration::from_secs(args.metrics_interval) });
+    cfg.kv_cache = args.vllm_metrics_url.map(|url| cuda_tracer::daemon::output::kv_scrape::KvCacheConfig {
+        url,
+        interval: Duration::from_secs(args.metrics_interval),
+    });
     let result = session::run(cfg, shutdown_signal()).await.context("run failed")?;
     tracing::info!(
         calls = result.stats.calls(),
@@ -204,7 +205,7 @@ async fn upload_dir(args: UploadArgs) -> Result<ExitCode> {
     }
     let bucket = cfg.bucket.clone();
     let repaired = delivery::repair_partials(&args.dir, None);
-    let mut d = Delivery::new(cuda_tracer::upload::S3Uploader::new(cfg).await, &args.dir, None);
+    let mut d = Delivery::new(cuda_tracer::daemon::output::upload::S3Uploader::new(cfg).await, &args.dir, None);
     let deadline = std::time::Instant::now() + Duration::from_secs(args.s3.deadline_secs);
     let report = d.round(Some(deadline)).await;
     println!(

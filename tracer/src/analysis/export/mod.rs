@@ -1,0 +1,208 @@
+//! `cuda-tracer export`: trace files to other tools' formats (Chrome Trace
+//! Event JSON for Perfetto UI and chrome://tracing).
+
+pub mod chrome;
+pub mod memory;
+pub mod window;
+
+pub use crate::analysis::report::steps;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+
+use crate::analysis::trace;
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(subcommand)]
+    pub format: ExportFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportFormat {
+    /// Chrome Trace Event JSON (opens in ui.perfetto.dev and chrome://tracing).
+    Chrome(ChromeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ChromeArgs {
+    /// Trace dirs, session dirs or trace_*.jsonl files.
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Output file.
+    #[arg(short = 'o', long = "output", default_value = "trace.json")]
+    pub output: PathBuf,
+    /// Window of model steps, e.g. `100..150`.
+    #[arg(long, conflicts_with = "time")]
+    pub steps: Option<String>,
+    /// Window of session time in milliseconds, e.g. `2000..4500`.
+    #[arg(long)]
+    pub time: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error(transparent)]
+    Read(#[from] trace::ReadError),
+    #[error(transparent)]
+    Window(#[from] window::WindowError),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("no calls could be read from the inputs ({skipped} bad lines); pass trace files written by cuda-tracer")]
+    NoCalls { skipped: u64 },
+    #[error("no calls start in the window {start_ms:.3}..{end_ms:.3} ms; the trace spans {first_ms:.3}..{last_ms:.3} ms, pick a window inside it")]
+    EmptyWindow { start_ms: f64, end_ms: f64, first_ms: f64, last_ms: f64 },
+}
+
+/// Writes the export the arguments ask for.
+pub fn run(args: &ExportArgs) -> Result<(), ExportError> {
+    let ExportFormat::Chrome(chrome_args) = &args.format;
+    let summary = export_chrome(chrome_args)?;
+    eprintln!("{summary}");
+    Ok(())
+}
+
+/// What [`export_chrome`] wrote, for the closing message.
+#[derive(Debug)]
+pub struct Summary {
+    pub output: PathBuf,
+    pub window: (f64, f64),
+    pub written: chrome::Written,
+    pub skipped_lines: u64,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let w = &self.written;
+        write!(
+            f,
+            "wrote {}: {} calls, {} steps, {} memory counter samples, window {:.3}..{:.3} ms; \
+             open it in https://ui.perfetto.dev or chrome://tracing",
+            self.output.display(),
+            w.calls,
+            w.steps,
+            w.counters,
+            self.window.0,
+            self.window.1
+        )?;
+        if self.skipped_lines > 0 {
+            write!(f, "\n{} bad lines skipped (run `cuda-tracer report` to list them)", self.skipped_lines)?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads the inputs, picks the window and writes the Chrome trace.
+pub fn export_chrome(args: &ChromeArgs) -> Result<Summary, ExportError> {
+    let files = trace::discover(&args.inputs)?;
+    let loaded = trace::read(&files)?;
+    let calls = &loaded.calls;
+    let (Some(first), Some(_)) = (calls.first(), calls.last()) else {
+        return Err(ExportError::NoCalls { skipped: loaded.skipped_total });
+    };
+    let span = (first.ts_ms, calls.iter().map(trace::Call::end_ms).fold(first.ts_ms, f64::max));
+    let window = window::resolve(args.steps.as_deref(), args.time.as_deref(), steps::segment(calls), span)?;
+    let threads = chrome::threads_in(calls, &window);
+    if threads.is_empty() {
+        return Err(ExportError::EmptyWindow {
+            start_ms: window.start_ms,
+            end_ms: window.end_ms,
+            first_ms: span.0,
+            last_ms: span.1,
+        });
+    }
+    let memory = memory::device_memory(calls);
+    let (sources, names) = sources_and_names(&files);
+    let io = |source| ExportError::Io { path: args.output.clone(), source };
+    let out = std::fs::File::create(&args.output).map_err(io)?;
+    let written = chrome::write(out, &args.output, &sources, &window, &threads, &names, &memory)?;
+    Ok(Summary {
+        output: args.output.clone(),
+        window: (window.start_ms, window.end_ms),
+        written,
+        skipped_lines: loaded.skipped_total,
+    })
+}
+
+/// Each file's time shift (the same rule as [`trace::read`]: sessions are
+/// aligned on the earliest `start_boot_ns`) and the process names the
+/// sessions' metadata.json record.
+fn sources_and_names(files: &[PathBuf]) -> (Vec<chrome::Source>, HashMap<u32, String>) {
+    let mut names = HashMap::new();
+    let metas: Vec<Option<serde_json::Value>> = files.iter().map(|f| session_metadata(f)).collect();
+    let start = |m: &Option<serde_json::Value>| m.as_ref().and_then(|m| m.get("start_boot_ns")?.as_u64());
+    let origin = metas.iter().filter_map(start).min();
+    let mut sources = Vec::new();
+    for (path, meta) in files.iter().zip(&metas) {
+        let shift_ms = match (start(meta), origin) {
+            (Some(s), Some(o)) => (s - o) as f64 / 1e6,
+            _ => 0.0,
+        };
+        sources.push(chrome::Source { path: path.clone(), shift_ms });
+        let processes = meta.as_ref().and_then(|m| m.get("processes")?.as_array().cloned()).unwrap_or_default();
+        for p in processes {
+            let (Some(pid), Some(comm)) =
+                (p.get("pid").and_then(|v| v.as_u64()), p.get("comm").and_then(|v| v.as_str()))
+            else {
+                continue;
+            };
+            names.insert(pid as u32, comm.to_string());
+        }
+    }
+    (sources, names)
+}
+
+fn session_metadata(file: &Path) -> Option<serde_json::Value> {
+    serde_json::from_slice(&std::fs::read(file.parent()?.join("metadata.json")).ok()?).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Renders docs/img/{memory,step_latency,launch_rate}.svg from a recorded
+    /// trace: `CUDA_TRACER_PLOT_TRACE=<trace dir> CUDA_TRACER_PLOT_OUT=docs/img
+    /// cargo test -p cuda-tracer --lib render_doc_plots -- --ignored`.
+    #[test]
+    #[ignore = "renders the documentation's example plots from a trace named by env vars"]
+    fn render_doc_plots() {
+        use crate::analysis::report::plots;
+        let input = PathBuf::from(std::env::var("CUDA_TRACER_PLOT_TRACE").expect("CUDA_TRACER_PLOT_TRACE"));
+        let out = PathBuf::from(std::env::var("CUDA_TRACER_PLOT_OUT").expect("CUDA_TRACER_PLOT_OUT"));
+        let loaded = trace::read(&trace::discover(&[input]).unwrap()).unwrap();
+        let calls = &loaded.calls;
+        let memory = memory::series_by_pid(&memory::device_memory(calls));
+        plots::memory_over_time(&out.join("memory.svg"), &memory).unwrap();
+        let points: Vec<(f64, f64, bool)> = steps::segment(calls)
+            .iter()
+            .map(|s| (s.start_ms / 1000.0, s.end_ms - s.start_ms, s.phase == steps::Phase::Decode))
+            .collect();
+        plots::step_latency(&out.join("step_latency.svg"), &points).unwrap();
+        // Launches per second in 50 buckets over the trace, per process.
+        let (t0, t1) = (calls[0].ts_ms, calls[calls.len() - 1].ts_ms);
+        let bucket_ms = ((t1 - t0) / 50.0).max(1.0);
+        let mut counts: std::collections::BTreeMap<u32, Vec<f64>> = Default::default();
+        // One layer per process, as for memory: the driver when it is traced.
+        let driver: std::collections::HashSet<u32> =
+            calls.iter().filter(|c| c.layer() == tracer_common::funcs::Layer::Driver).map(|c| c.pid).collect();
+        let counted = |c: &&trace::Call| {
+            c.group() == tracer_common::funcs::Group::Launch
+                && (c.layer() == tracer_common::funcs::Layer::Driver) == driver.contains(&c.pid)
+        };
+        for c in calls.iter().filter(counted) {
+            let i = (((c.ts_ms - t0) / bucket_ms) as usize).min(50);
+            counts.entry(c.pid).or_insert_with(|| vec![0.0; 51])[i] += 1.0;
+        }
+        let rate: Vec<(u32, Vec<(f64, f64)>)> = counts
+            .into_iter()
+            .map(|(pid, n)| {
+                let pts =
+                    n.iter().enumerate().map(|(i, n)| ((t0 + i as f64 * bucket_ms) / 1000.0, n * 1000.0 / bucket_ms));
+                (pid, pts.collect())
+            })
+            .collect();
+        plots::launch_rate(&out.join("launch_rate.svg"), &rate).unwrap();
+    }
+}

@@ -1,0 +1,340 @@
+//! The report's KV-cache answers: reads the sessions' `kv_cache_usage*.csv`,
+//! computes mean, p95, peak, time above 90 % and preemptions into
+//! `kv_cache_summary.txt`, merges the rows into one `kv_cache_usage.csv`, and
+//! gives each model step the KV usage nearest to it.
+
+use std::{
+    fmt::Write as _,
+    path::{Path, PathBuf},
+};
+
+use serde::Serialize;
+
+use crate::format::kv::{is_chunk_name, CSV_HEADER};
+
+/// One row of `kv_cache_usage.csv`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct KvRow {
+    pub timestamp_sec: f64,
+    pub usage_pct: f64,
+    pub num_requests_running: Option<f64>,
+    pub num_requests_waiting: Option<f64>,
+    /// vLLM's cumulative counter.
+    pub num_preemptions: Option<f64>,
+}
+
+/// The rows of one session dir, in time order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KvSeries {
+    pub dir: PathBuf,
+    pub rows: Vec<KvRow>,
+    /// `file:line` of each row that could not be read (a crash-cut last line).
+    pub skipped: Vec<String>,
+}
+
+/// Why the KV-cache CSVs could not be read or the summary written.
+#[derive(Debug, thiserror::Error)]
+pub enum KvReportError {
+    #[error("reading {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path} is not a KV-cache CSV: its header is `{found}`, expected `{CSV_HEADER}`")]
+    Header { path: String, found: String },
+    #[error("writing {path}: {source}")]
+    Write { path: String, source: std::io::Error },
+}
+
+/// The CSVs in one dir: the daemon's chunks and a merged or seed-style
+/// `kv_cache_usage.csv`.
+fn csvs_in(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n == "kv_cache_usage.csv" || is_chunk_name(n))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Groups the KV CSVs the inputs name, one group per session dir: a dir
+/// (its own CSVs and those of its session subdirs), a CSV file, or a trace
+/// file (the CSVs beside it).
+fn groups(inputs: &[PathBuf]) -> Vec<(PathBuf, Vec<PathBuf>)> {
+    let mut groups: std::collections::BTreeMap<PathBuf, Vec<PathBuf>> = Default::default();
+    let add_dir = |dir: &Path, groups: &mut std::collections::BTreeMap<PathBuf, Vec<PathBuf>>| {
+        let files = csvs_in(dir);
+        if !files.is_empty() {
+            groups.entry(dir.to_path_buf()).or_default().extend(files);
+        }
+    };
+    for input in inputs {
+        if input.is_dir() {
+            add_dir(input, &mut groups);
+            let Ok(entries) = std::fs::read_dir(input) else { continue };
+            for sub in entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_dir()) {
+                add_dir(&sub, &mut groups);
+            }
+        } else if input.extension().is_some_and(|e| e == "csv") {
+            let dir = input.parent().unwrap_or(Path::new(".")).to_path_buf();
+            groups.entry(dir).or_default().push(input.clone());
+        } else if let Some(dir) = input.parent() {
+            add_dir(if dir.as_os_str().is_empty() { Path::new(".") } else { dir }, &mut groups);
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(dir, mut files)| {
+            files.sort();
+            files.dedup();
+            (dir, files)
+        })
+        .collect()
+}
+
+fn optional(field: &str) -> Result<Option<f64>, ()> {
+    if field.is_empty() {
+        return Ok(None);
+    }
+    field.parse().map(Some).map_err(|_| ())
+}
+
+fn parse_row(line: &str) -> Option<KvRow> {
+    let f: Vec<&str> = line.trim_end_matches('\r').split(',').collect();
+    // A merged file has a trailing `session` column.
+    if f.len() < 5 {
+        return None;
+    }
+    Some(KvRow {
+        timestamp_sec: f[0].parse().ok()?,
+        usage_pct: f[1].parse().ok()?,
+        num_requests_running: optional(f[2]).ok()?,
+        num_requests_waiting: optional(f[3]).ok()?,
+        num_preemptions: optional(f[4]).ok()?,
+    })
+}
+
+fn read_csv(path: &Path, series: &mut KvSeries) -> Result<(), KvReportError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| KvReportError::Read { path: path.display().to_string(), source })?;
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default();
+    if !header.starts_with(CSV_HEADER) {
+        return Err(KvReportError::Header { path: path.display().to_string(), found: header.to_string() });
+    }
+    for (i, line) in lines.enumerate() {
+        match parse_row(line) {
+            Some(row) => series.rows.push(row),
+            None => series.skipped.push(format!("{}:{}", path.display(), i + 2)),
+        }
+    }
+    Ok(())
+}
+
+/// Reads the KV CSVs of the sessions the inputs name.
+pub fn load(inputs: &[PathBuf]) -> Result<Vec<KvSeries>, KvReportError> {
+    let mut all = Vec::new();
+    for (dir, files) in groups(inputs) {
+        let mut series = KvSeries { dir, rows: Vec::new(), skipped: Vec::new() };
+        for f in &files {
+            read_csv(f, &mut series)?;
+        }
+        series.rows.sort_by(|a, b| a.timestamp_sec.total_cmp(&b.timestamp_sec));
+        series.rows.dedup_by(|a, b| a.timestamp_sec == b.timestamp_sec);
+        all.push(series);
+    }
+    Ok(all)
+}
+
+/// `kv_cache_summary.txt` in numbers.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct KvSummary {
+    pub sessions: usize,
+    pub samples: usize,
+    /// Sum over sessions of last minus first sample time.
+    pub covered_sec: f64,
+    /// Mean of the samples (as the seed's awk recipe computes it).
+    pub mean_pct: f64,
+    /// Nearest-rank 95th percentile of the samples.
+    pub p95_pct: f64,
+    pub peak_pct: f64,
+    pub peak_at_sec: f64,
+    /// Each sample's value held until the next sample; strictly above 90 %.
+    pub above_90_sec: f64,
+    /// Increase of vLLM's preemption counter over each session (resets counted as restarts from 0).
+    pub preemptions: f64,
+    pub skipped_lines: usize,
+}
+
+/// Summarises the series; `None` when there is no row.
+pub fn summary_of(series: &[KvSeries]) -> Option<KvSummary> {
+    let mut usage: Vec<f64> = series.iter().flat_map(|s| s.rows.iter().map(|r| r.usage_pct)).collect();
+    if usage.is_empty() {
+        return None;
+    }
+    let peak = series.iter().flat_map(|s| &s.rows).max_by(|a, b| a.usage_pct.total_cmp(&b.usage_pct))?;
+    let (mut covered_sec, mut above_90_sec, mut preemptions) = (0.0, 0.0, 0.0);
+    for s in series {
+        if let (Some(first), Some(last)) = (s.rows.first(), s.rows.last()) {
+            covered_sec += last.timestamp_sec - first.timestamp_sec;
+        }
+        for pair in s.rows.windows(2) {
+            if pair[0].usage_pct > 90.0 {
+                above_90_sec += pair[1].timestamp_sec - pair[0].timestamp_sec;
+            }
+        }
+        let counts: Vec<f64> = s.rows.iter().filter_map(|r| r.num_preemptions).collect();
+        for pair in counts.windows(2) {
+            preemptions += if pair[1] >= pair[0] { pair[1] - pair[0] } else { pair[1] };
+        }
+    }
+    let n = usage.len();
+    usage.sort_by(f64::total_cmp);
+    let rank = ((0.95 * n as f64).ceil() as usize).clamp(1, n);
+    Some(KvSummary {
+        sessions: series.iter().filter(|s| !s.rows.is_empty()).count(),
+        samples: n,
+        covered_sec,
+        mean_pct: usage.iter().sum::<f64>() / n as f64,
+        p95_pct: usage[rank - 1],
+        peak_pct: peak.usage_pct,
+        peak_at_sec: peak.timestamp_sec,
+        above_90_sec,
+        preemptions,
+        skipped_lines: series.iter().map(|s| s.skipped.len()).sum(),
+    })
+}
+
+impl KvSummary {
+    /// The text of `kv_cache_summary.txt`.
+    pub fn to_text(&self) -> String {
+        let share = if self.covered_sec > 0.0 { self.above_90_sec / self.covered_sec * 100.0 } else { 0.0 };
+        let mut t = String::new();
+        let _ = writeln!(
+            t,
+            "KV cache usage (vLLM /metrics): {} samples over {:.1} s in {} session(s)",
+            self.samples, self.covered_sec, self.sessions
+        );
+        let _ = writeln!(t, "mean usage:     {:.2} %", self.mean_pct);
+        let _ = writeln!(t, "p95 usage:      {:.2} %", self.p95_pct);
+        let _ = writeln!(t, "peak usage:     {:.2} % at {:.3} s", self.peak_pct, self.peak_at_sec);
+        let _ = writeln!(t, "time above 90%: {:.1} s ({share:.1} % of the time)", self.above_90_sec);
+        let _ = writeln!(t, "preemptions:    {}", self.preemptions);
+        if self.skipped_lines > 0 {
+            let _ = writeln!(t, "skipped lines:  {} (unreadable rows, e.g. cut by a crash)", self.skipped_lines);
+        }
+        let advice = match self.peak_pct {
+            p if p > 90.0 => "peak above 90 %: the cache is tight; raise gpu_memory_utilization or lower max_num_seqs",
+            p if p < 40.0 => "peak below 40 %: the cache is larger than this load needs",
+            _ => "peak between 40 and 90 %: the cache fits this load",
+        };
+        let _ = writeln!(t, "{advice}");
+        t
+    }
+}
+
+fn write(path: &Path, text: &str) -> Result<(), KvReportError> {
+    std::fs::write(path, text).map_err(|source| KvReportError::Write { path: path.display().to_string(), source })
+}
+
+fn cell(v: Option<f64>) -> String {
+    v.map(|x| x.to_string()).unwrap_or_default()
+}
+
+/// Reads the sessions' KV CSVs and writes `kv_cache_summary.txt` and a
+/// merged `kv_cache_usage.csv` (the five columns plus `session`) into
+/// `out_dir`. `Ok(None)`: the inputs hold no KV data (scraping was off).
+pub fn summarize(inputs: &[PathBuf], out_dir: &Path) -> Result<Option<KvSummary>, KvReportError> {
+    let series = load(inputs)?;
+    let Some(summary) = summary_of(&series) else { return Ok(None) };
+    std::fs::create_dir_all(out_dir)
+        .map_err(|source| KvReportError::Write { path: out_dir.display().to_string(), source })?;
+    write(&out_dir.join("kv_cache_summary.txt"), &summary.to_text())?;
+    let mut csv = format!("{CSV_HEADER},session\n");
+    for s in &series {
+        let session = s.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        for r in &s.rows {
+            let _ = writeln!(
+                csv,
+                "{},{},{},{},{},{session}",
+                r.timestamp_sec,
+                r.usage_pct,
+                cell(r.num_requests_running),
+                cell(r.num_requests_waiting),
+                cell(r.num_preemptions)
+            );
+        }
+    }
+    write(&out_dir.join("kv_cache_usage.csv"), &csv)?;
+    Ok(Some(summary))
+}
+
+/// One step with the KV usage nearest to it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StepKv {
+    pub start_ms: f64,
+    pub end_ms: f64,
+    pub duration_ms: f64,
+    /// `None` when no sample is within two scrape intervals of the step.
+    pub usage_pct: Option<f64>,
+    pub num_requests_running: Option<f64>,
+    pub num_requests_waiting: Option<f64>,
+    /// When that sample was taken (seconds, trace axis).
+    pub kv_timestamp_sec: Option<f64>,
+}
+
+/// For each step `(start_ms, end_ms, duration_ms)` (trace `ts` axis), the
+/// sample nearest its midpoint, if it is within two median scrape
+/// intervals: a step in a gap of failed scrapes gets none rather than a
+/// stale value. `rows` are one session's, sorted by time.
+pub fn align_with_steps(rows: &[KvRow], steps: &[(f64, f64, f64)]) -> Vec<StepKv> {
+    let mut gaps: Vec<f64> = rows.windows(2).map(|p| p[1].timestamp_sec - p[0].timestamp_sec).collect();
+    gaps.sort_by(f64::total_cmp);
+    let max_distance_sec = gaps.get(gaps.len() / 2).map_or(f64::INFINITY, |median| 2.0 * median);
+    steps
+        .iter()
+        .map(|&(start_ms, end_ms, duration_ms)| {
+            let mid_sec = (start_ms + end_ms) / 2000.0;
+            let i = rows.partition_point(|r| r.timestamp_sec < mid_sec);
+            let nearest = [i.checked_sub(1), Some(i)]
+                .into_iter()
+                .flatten()
+                .filter_map(|j| rows.get(j))
+                .min_by(|a, b| (a.timestamp_sec - mid_sec).abs().total_cmp(&(b.timestamp_sec - mid_sec).abs()))
+                .filter(|r| (r.timestamp_sec - mid_sec).abs() <= max_distance_sec);
+            StepKv {
+                start_ms,
+                end_ms,
+                duration_ms,
+                usage_pct: nearest.map(|r| r.usage_pct),
+                num_requests_running: nearest.and_then(|r| r.num_requests_running),
+                num_requests_waiting: nearest.and_then(|r| r.num_requests_waiting),
+                kv_timestamp_sec: nearest.map(|r| r.timestamp_sec),
+            }
+        })
+        .collect()
+}
+
+/// Writes the steps with their KV usage as CSV (`kv_vs_step_latency.csv`).
+pub fn write_kv_vs_latency_csv(path: &Path, steps: &[StepKv]) -> Result<(), KvReportError> {
+    let mut csv = String::from(
+        "timestamp_sec,duration_ms,usage_pct,num_requests_running,num_requests_waiting,kv_timestamp_sec\n",
+    );
+    for s in steps {
+        let _ = writeln!(
+            csv,
+            "{:.6},{},{},{},{},{}",
+            s.start_ms / 1000.0,
+            s.duration_ms,
+            cell(s.usage_pct),
+            cell(s.num_requests_running),
+            cell(s.num_requests_waiting),
+            cell(s.kv_timestamp_sec)
+        );
+    }
+    write(path, &csv)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,7 @@
+//! Reading sessions back and answering from them: the trace reader, the
+//! report, the exports and the KV-cache summary.
+
+pub mod export;
+pub mod kvcache;
+pub mod report;
+pub mod trace;

@@ -1,0 +1,168 @@
+//! What one record does not carry by itself: the kernel name behind a launch
+//! handle or stub, the size a free released, and the error's name. Kept per
+//! process for the whole session, so a name looked up long before a launch
+//! (or in an earlier file) still names it.
+
+use std::{collections::HashMap, sync::Arc};
+
+use tracer_common::{
+    abi::{call_flags, CallEvent},
+    funcs::{self, FuncSpec, Group, Layer},
+};
+
+use crate::daemon::ingest::kernel_names::{demangle, StubResolver};
+
+/// A string already escaped and quoted as JSON, ready to write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JsonStr(pub Arc<str>);
+
+impl JsonStr {
+    pub fn new(s: &str) -> Self {
+        Self(Arc::from(serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())))
+    }
+}
+
+/// Extra facts for one trace line.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Annotations {
+    /// Demangled kernel name of a launch.
+    pub kernel: Option<JsonStr>,
+    /// Bytes released by a free (from the matching allocation).
+    pub freed_bytes: Option<u64>,
+    /// Name of a non-zero return code.
+    pub error: Option<&'static str>,
+}
+
+#[derive(Default)]
+struct ProcState {
+    /// CUfunction / CUkernel handle -> demangled name.
+    handles: HashMap<u64, JsonStr>,
+    /// Live allocations per layer: device pointer -> bytes.
+    allocs: [HashMap<u64, u64>; 2],
+}
+
+/// Per-session annotation state.
+#[derive(Default)]
+pub struct Annotator {
+    procs: HashMap<u32, ProcState>,
+    stubs: StubResolver,
+    stub_names: HashMap<Arc<str>, JsonStr>,
+}
+
+fn layer_index(layer: Layer) -> usize {
+    match layer {
+        Layer::Driver => 0,
+        Layer::Runtime => 1,
+    }
+}
+
+fn is_launch_ex(spec: &FuncSpec) -> bool {
+    spec.name.contains("LaunchKernelEx")
+}
+
+impl Annotator {
+    /// Updates the tables with `ev` and returns what its line should add.
+    pub fn observe(&mut self, ev: &CallEvent, name: Option<&[u8]>) -> Annotations {
+        let Some(spec) = funcs::by_id(ev.func_id) else { return Annotations::default() };
+        let ret = ev.ret as u32 as i32;
+        let ok = ret == 0;
+        let out = (ev.flags & call_flags::OUT_VALID != 0).then_some(ev.out);
+        let mut ann = Annotations {
+            error: if ok { None } else { crate::daemon::ingest::error_names::name(spec.layer, ret) },
+            ..Default::default()
+        };
+        let proc = self.procs.entry(ev.pid).or_default();
+        match (spec.group, spec.name) {
+            (Group::Module, "cuModuleGetFunction" | "cuLibraryGetKernel") => {
+                if let (true, Some(handle), Some(name)) = (ok, out, name) {
+                    let raw = String::from_utf8_lossy(name);
+                    proc.handles.insert(handle, JsonStr::new(&demangle(&raw)));
+                }
+            }
+            (Group::Module, "cuKernelGetFunction") => {
+                if let (true, Some(f)) = (ok, out) {
+                    if let Some(n) = proc.handles.get(&ev.args[1]).cloned() {
+                        proc.handles.insert(f, n);
+                    }
+                }
+            }
+            (Group::Launch, _) => {
+                let handle = ev.args[usize::from(is_launch_ex(spec))];
+                ann.kernel = proc.handles.get(&handle).cloned();
+                if ann.kernel.is_none() && spec.layer == Layer::Runtime {
+                    ann.kernel = self
+                        .stubs
+                        .resolve(ev.pid, handle)
+                        .map(|raw| self.stub_names.entry(raw.clone()).or_insert_with(|| JsonStr::new(&raw)).clone());
+                }
+            }
+            (Group::Memory, _) if spec.out_arg == 1 => {
+                if let (true, Some(ptr)) = (ok, out) {
+                    proc.allocs[layer_index(spec.layer)].insert(ptr, ev.args[1]);
+                }
+            }
+            (Group::Memory, _) => {
+                let allocs = &mut proc.allocs[layer_index(spec.layer)];
+                ann.freed_bytes = if ok { allocs.remove(&ev.args[0]) } else { allocs.get(&ev.args[0]).copied() };
+            }
+            _ => {}
+        }
+        ann
+    }
+
+    /// A traced process forked `child`.
+    pub fn fork(&mut self, child: u32, parent: u32) {
+        self.stubs.fork(child, parent);
+    }
+
+    /// Forgets an exited process (its handles and pointers may be reused).
+    pub fn forget(&mut self, pid: u32) {
+        self.procs.remove(&pid);
+        self.stubs.forget(pid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(name: &str, args: &[u64], out: Option<u64>, ret: u64) -> CallEvent {
+        let mut e = CallEvent { func_id: funcs::by_name(name).unwrap().0 as u32, pid: 9, ret, ..Default::default() };
+        e.args[..args.len()].copy_from_slice(args);
+        if let Some(o) = out {
+            e.out = o;
+            e.flags = call_flags::OUT_VALID;
+        }
+        e
+    }
+
+    #[test]
+    fn driver_handles_name_later_launches() {
+        let mut a = Annotator::default();
+        a.observe(&ev("cuModuleGetFunction", &[0x10, 0x7000, 0x20], Some(0x5010), 0), Some(b"_Z11gemm_kernelv"));
+        let ann = a.observe(&ev("cuLaunchKernel", &[0x5010, 1, 1, 1, 1, 1, 1, 0, 0], None, 0), None);
+        assert_eq!(ann.kernel, Some(JsonStr::new("gemm_kernel()")));
+        // The library path: kernel handle -> function handle -> launch (Ex: handle in word 1).
+        a.observe(&ev("cuLibraryGetKernel", &[0x10, 0x8000, 0x20], Some(0x6000), 0), Some(b"lib_kernel"));
+        a.observe(&ev("cuKernelGetFunction", &[0x10, 0x6000], Some(0x6010), 0), None);
+        let ann = a.observe(&ev("cuLaunchKernelEx", &[0x30, 0x6010], None, 0), None);
+        assert_eq!(ann.kernel, Some(JsonStr::new("lib_kernel")));
+    }
+
+    #[test]
+    fn frees_report_the_allocated_size_per_layer() {
+        let mut a = Annotator::default();
+        a.observe(&ev("cudaMalloc", &[0x10, 4096], Some(0xd000), 0), None);
+        a.observe(&ev("cuMemAlloc_v2", &[0x10, 4096], Some(0xd000), 0), None);
+        let rt = a.observe(&ev("cudaFree", &[0xd000], None, 0), None);
+        assert_eq!(rt.freed_bytes, Some(4096));
+        let again = a.observe(&ev("cudaFree", &[0xd000], None, 1), None);
+        assert_eq!((again.freed_bytes, again.error), (None, Some("cudaErrorInvalidValue")));
+        assert_eq!(a.observe(&ev("cuMemFree_v2", &[0xd000], None, 0), None).freed_bytes, Some(4096));
+    }
+
+    #[test]
+    fn json_names_are_escaped() {
+        assert_eq!(&*JsonStr::new("a\"b\\c").0, r#""a\"b\\c""#);
+    }
+}

@@ -1,0 +1,9 @@
+//! From ring-buffer bytes to trace lines: the reader task, the checked
+//! decode pipeline, and the annotations one record cannot carry itself
+//! (kernel names, freed sizes, error names).
+
+pub mod annotate;
+pub mod error_names;
+pub mod kernel_names;
+pub mod pipeline;
+pub mod reader;

@@ -1,0 +1,88 @@
+//! One record's way through userspace: decode (checked), count, write.
+
+use tracer_common::{
+    abi::ProcEvent,
+    decode::{decode, Event},
+};
+
+use crate::{daemon::ingest::annotate::Annotator, daemon::output::sink::Sink, daemon::output::stats::Stats};
+
+/// Decoder + annotator + statistics + sink, owned by the reader task.
+pub struct Pipeline {
+    sink: Box<dyn Sink>,
+    annotator: Annotator,
+    metrics: Option<std::sync::Arc<crate::daemon::output::metrics::Metrics>>,
+    /// Set while the disk budget pauses writing.
+    paused: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    pub stats: Stats,
+}
+
+impl Pipeline {
+    pub fn new(sink: Box<dyn Sink>, metrics: Option<std::sync::Arc<crate::daemon::output::metrics::Metrics>>) -> Self {
+        Self { sink, annotator: Annotator::default(), metrics, paused: None, stats: Stats::default() }
+    }
+
+    /// Writes pause while `paused` is set; skipped calls are counted.
+    pub fn with_pause(mut self, paused: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Self {
+        self.paused = Some(paused);
+        self
+    }
+
+    fn write(&mut self, ev: &tracer_common::abi::CallEvent, name: Option<&[u8]>) {
+        self.stats.observe(ev);
+        if let Some(m) = &self.metrics {
+            m.call(ev.func_id);
+        }
+        let ann = self.annotator.observe(ev, name);
+        if self.paused.as_ref().is_some_and(|p| p.load(std::sync::atomic::Ordering::Relaxed)) {
+            self.stats.budget_dropped += 1;
+            return;
+        }
+        if let Err(e) = self.sink.write_call(ev, name, &ann) {
+            self.stats.write_errors += 1;
+            if self.stats.write_errors.is_power_of_two() {
+                tracing::error!(error = %e, lost_lines = self.stats.write_errors, "trace line not written");
+            }
+        }
+    }
+
+    /// Handles one ring-buffer record; process events are handed back to
+    /// the caller, which owns the process table.
+    pub fn handle(&mut self, bytes: &[u8]) -> Option<ProcEvent> {
+        match decode(bytes) {
+            Ok(Event::Call(ev)) => {
+                self.write(&ev, None);
+                None
+            }
+            Ok(Event::CallName(ev, name)) => {
+                self.write(&ev, Some(name.as_bytes()));
+                None
+            }
+            Ok(Event::Proc(p)) => {
+                match p.op {
+                    tracer_common::abi::proc_op::EXIT => self.annotator.forget(p.pid),
+                    tracer_common::abi::proc_op::FORK => self.annotator.fork(p.pid, p.ppid),
+                    _ => {}
+                }
+                Some(p)
+            }
+            Err(e) => {
+                self.stats.decode_errors += 1;
+                if self.stats.decode_errors.is_power_of_two() {
+                    tracing::error!(error = %e, total = self.stats.decode_errors, "ring buffer record rejected");
+                }
+                None
+            }
+        }
+    }
+
+    pub fn rotate(&mut self) -> Option<crate::daemon::output::sink::ClosedFile> {
+        match self.sink.rotate() {
+            Ok(closed) => closed,
+            Err(e) => {
+                tracing::error!(error = %e, "closing trace file failed; its lines stay in the .partial file");
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,360 @@
+//! Ships closed trace files: finds them under the trace dir (this session's
+//! and those an earlier run left), repairs half-written files a crash left
+//! behind, uploads with retries and backoff, and deletes a trace file only
+//! once the store has confirmed it. `metadata.json` is uploaded whenever it
+//! changed and kept locally.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::{Path, PathBuf},
+    time::{Duration, Instant, SystemTime},
+};
+
+use serde::Serialize;
+
+use crate::daemon::output::upload::{S3Uploader, UploadError};
+
+/// A closed file waiting for the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pending {
+    pub session: String,
+    pub path: PathBuf,
+    pub name: String,
+}
+
+/// What a file in a session dir is to delivery: one table, so a new kind of
+/// file is one new row, not a widened special case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FileKind {
+    /// `trace_*.jsonl`.
+    Trace,
+    /// `kv_cache_usage_*.csv`, written by the KV-cache scraper.
+    KvChunk,
+    /// `metadata.json`: uploaded whenever it changed, kept locally.
+    Metadata,
+    Other,
+}
+
+impl FileKind {
+    fn of(name: &str) -> Self {
+        if name.starts_with("trace_") && name.ends_with(".jsonl") {
+            FileKind::Trace
+        } else if crate::format::kv::is_chunk_name(name) {
+            FileKind::KvChunk
+        } else if name == "metadata.json" {
+            FileKind::Metadata
+        } else {
+            FileKind::Other
+        }
+    }
+
+    /// Closed line-oriented data files: repaired after a crash, uploaded,
+    /// deleted once the store confirmed them.
+    fn is_data(self) -> bool {
+        matches!(self, FileKind::Trace | FileKind::KvChunk)
+    }
+}
+
+/// Session directories under `dir`: `dir` itself when it holds a session
+/// (`cuda-tracer upload SESSION_DIR`), else its subdirectories.
+fn sessions(dir: &Path) -> Vec<PathBuf> {
+    if dir.join("metadata.json").exists() {
+        return vec![dir.to_path_buf()];
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut dirs: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    dirs.sort();
+    dirs
+}
+
+fn session_name(dir: &Path) -> String {
+    dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// Closed trace files and metadata under `dir`, traces first (so uploaded
+/// metadata never names a file the store lacks).
+pub fn pending(dir: &Path) -> Vec<Pending> {
+    let mut traces = Vec::new();
+    let mut metas = Vec::new();
+    for session_dir in sessions(dir) {
+        let session = session_name(&session_dir);
+        let Ok(entries) = std::fs::read_dir(&session_dir) else { continue };
+        let mut names: Vec<String> =
+            entries.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        for name in names {
+            let item = Pending { session: session.clone(), path: session_dir.join(&name), name: name.clone() };
+            match FileKind::of(&name) {
+                kind if kind.is_data() => traces.push(item),
+                FileKind::Metadata => metas.push(item),
+                _ => {}
+            }
+        }
+    }
+    traces.extend(metas);
+    traces
+}
+
+/// Turns the `.partial` files a killed tracer left into closed files: the
+/// incomplete last line is cut, every complete line is kept. Files of
+/// `live_session` (still being written) are left alone.
+pub fn repair_partials(dir: &Path, live_session: Option<&str>) -> Vec<PathBuf> {
+    let mut repaired = Vec::new();
+    for session_dir in sessions(dir) {
+        if live_session == Some(session_name(&session_dir).as_str()) {
+            continue;
+        }
+        let Ok(entries) = std::fs::read_dir(&session_dir) else { continue };
+        for entry in entries.filter_map(Result::ok) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(closed) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".partial")) else { continue };
+            if !FileKind::of(closed).is_data() {
+                continue;
+            }
+            match repair_one(&entry.path(), &session_dir.join(closed)) {
+                Ok(()) => repaired.push(session_dir.join(closed)),
+                Err(e) => {
+                    tracing::error!(file = %entry.path().display(), error = %e, "cannot repair a half-written trace file")
+                }
+            }
+        }
+    }
+    repaired
+}
+
+fn repair_one(partial: &Path, closed: &Path) -> std::io::Result<()> {
+    let data = std::fs::read(partial)?;
+    let keep = data.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let file = std::fs::OpenOptions::new().write(true).open(partial)?;
+    file.set_len(keep as u64)?;
+    file.sync_all()?;
+    std::fs::rename(partial, closed)?;
+    tracing::warn!(file = %closed.display(), kept_bytes = keep, cut_bytes = data.len() - keep, "repaired a trace file left half-written by an earlier run");
+    Ok(())
+}
+
+/// Running totals, for logs, metrics and the exit report.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct DeliveryStats {
+    pub uploaded_files: u64,
+    pub uploaded_bytes: u64,
+    pub failures: BTreeMap<&'static str, u64>,
+    pub pending_files: usize,
+    pub last_success_unix: Option<u64>,
+}
+
+/// The outcome of one upload round.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RoundReport {
+    pub uploaded: usize,
+    pub failed: usize,
+    /// Files still only on local disk.
+    pub remaining: Vec<PathBuf>,
+}
+
+/// Attempts per file in one round; later rounds try again.
+const ATTEMPTS: u32 = 3;
+/// Files uploaded at once.
+const CONCURRENCY: usize = 4;
+
+/// Uploads everything pending under a trace dir.
+pub struct Delivery {
+    uploader: S3Uploader,
+    metrics: Option<std::sync::Arc<crate::daemon::output::metrics::Metrics>>,
+    dir: PathBuf,
+    metadata_sent: HashMap<PathBuf, (u64, SystemTime)>,
+    last_error_log: HashMap<&'static str, Instant>,
+    pub stats: DeliveryStats,
+}
+
+impl Delivery {
+    pub fn new(
+        uploader: S3Uploader,
+        dir: &Path,
+        metrics: Option<std::sync::Arc<crate::daemon::output::metrics::Metrics>>,
+    ) -> Self {
+        Self {
+            uploader,
+            metrics,
+            dir: dir.to_path_buf(),
+            metadata_sent: HashMap::new(),
+            last_error_log: HashMap::new(),
+            stats: DeliveryStats::default(),
+        }
+    }
+
+    fn unchanged_metadata(&self, p: &Pending) -> bool {
+        let Ok(meta) = std::fs::metadata(&p.path) else { return true };
+        let stamp = (meta.len(), meta.modified().unwrap_or(SystemTime::UNIX_EPOCH));
+        p.name == "metadata.json" && self.metadata_sent.get(&p.path) == Some(&stamp)
+    }
+
+    /// Uploads every pending file once (with retries), stopping new work at
+    /// `deadline`.
+    pub async fn round(&mut self, deadline: Option<Instant>) -> RoundReport {
+        let work: Vec<Pending> = pending(&self.dir).into_iter().filter(|p| !self.unchanged_metadata(p)).collect();
+        let mut report = RoundReport::default();
+        let mut queue = work.into_iter();
+        let mut running = tokio::task::JoinSet::new();
+        loop {
+            while running.len() < CONCURRENCY {
+                let Some(p) = queue.next() else { break };
+                if deadline.is_some_and(|d| Instant::now() >= d) {
+                    report.remaining.push(p.path);
+                    continue;
+                }
+                let uploader = self.uploader.clone();
+                running.spawn(async move {
+                    let result = put_with_retries(&uploader, &p).await;
+                    (p, result)
+                });
+            }
+            let Some(joined) = running.join_next().await else { break };
+            let Ok((p, result)) = joined else { continue };
+            self.settle(p, result, &mut report);
+        }
+        let waiting: Vec<Pending> = pending(&self.dir).into_iter().filter(|p| p.name != "metadata.json").collect();
+        self.stats.pending_files = waiting.len();
+        if let Some(m) = &self.metrics {
+            m.files_uploaded.set(self.stats.uploaded_files as i64);
+            m.files_pending.set(waiting.len() as i64);
+            for (kind, n) in &self.stats.failures {
+                m.upload_errors.get_or_create(&crate::daemon::output::metrics::KindLabel { kind }).set(*n as i64);
+            }
+            if let Some(t) = self.stats.last_success_unix {
+                m.last_upload_unix.set(t as i64);
+            }
+            let bytes: u64 = waiting.iter().filter_map(|p| std::fs::metadata(&p.path).ok()).map(|md| md.len()).sum();
+            m.local_bytes.set(bytes as i64);
+        }
+        report
+    }
+
+    fn settle(&mut self, p: Pending, result: Result<u64, UploadError>, report: &mut RoundReport) {
+        match result {
+            Ok(bytes) => {
+                report.uploaded += 1;
+                self.stats.uploaded_files += 1;
+                self.stats.uploaded_bytes += bytes;
+                self.stats.last_success_unix =
+                    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).ok().map(|d| d.as_secs());
+                // Per file, not per round: a scrape never lags what is on disk.
+                if let Some(m) = &self.metrics {
+                    m.files_uploaded.set(self.stats.uploaded_files as i64);
+                    if let Some(t) = self.stats.last_success_unix {
+                        m.last_upload_unix.set(t as i64);
+                    }
+                }
+                if p.name == "metadata.json" {
+                    if let Ok(meta) = std::fs::metadata(&p.path) {
+                        let stamp = (meta.len(), meta.modified().unwrap_or(SystemTime::UNIX_EPOCH));
+                        self.metadata_sent.insert(p.path, stamp);
+                    }
+                } else if let Err(e) = std::fs::remove_file(&p.path) {
+                    tracing::warn!(file = %p.path.display(), error = %e, "uploaded, but the local file could not be removed");
+                } else {
+                    tracing::debug!(file = %p.name, session = %p.session, bytes, "uploaded and removed");
+                }
+            }
+            Err(e) => {
+                report.failed += 1;
+                report.remaining.push(p.path.clone());
+                *self.stats.failures.entry(e.kind()).or_default() += 1;
+                // One line per kind of failure per minute: no log flood while the store is down.
+                let now = Instant::now();
+                let due =
+                    self.last_error_log.get(e.kind()).is_none_or(|t| now.duration_since(*t) >= Duration::from_secs(60));
+                if due {
+                    self.last_error_log.insert(e.kind(), now);
+                    tracing::error!(error = %e, kind = e.kind(), "upload failed; the file stays on disk and is retried");
+                }
+            }
+        }
+    }
+}
+
+async fn put_with_retries(uploader: &S3Uploader, p: &Pending) -> Result<u64, UploadError> {
+    let key = uploader.key(&p.session, &p.name);
+    let mut attempt = 0;
+    loop {
+        match uploader.put(&p.path, &key).await {
+            Ok(n) => return Ok(n),
+            // Waiting does not fix credentials, a missing bucket or a vanished file.
+            Err(e @ (UploadError::Credentials { .. } | UploadError::NoBucket { .. } | UploadError::Read { .. })) => {
+                return Err(e)
+            }
+            Err(e) if attempt + 1 >= ATTEMPTS => return Err(e),
+            Err(_) => {
+                attempt += 1;
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+        }
+    }
+}
+
+/// Exponential backoff with jitter: 0.5 s, 1 s, 2 s … plus up to 50 %.
+fn backoff(attempt: u32) -> Duration {
+    let base = Duration::from_millis(500) * 2u32.saturating_pow(attempt.saturating_sub(1));
+    let jitter = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos()) % 1000;
+    base + base * jitter / 2000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_file_has_one_kind() {
+        let kinds =
+            ["trace_00001_20260101T000000Z.jsonl", "kv_cache_usage_00002.csv", "metadata.json", "kv_cache_usage.csv"]
+                .map(FileKind::of);
+        assert_eq!(kinds, [FileKind::Trace, FileKind::KvChunk, FileKind::Metadata, FileKind::Other]);
+        assert_eq!(kinds.map(FileKind::is_data), [true, true, false, false]);
+    }
+
+    #[test]
+    fn partial_files_of_other_sessions_are_repaired_to_their_last_full_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old-session");
+        let live = dir.path().join("live-session");
+        std::fs::create_dir_all(&old).unwrap();
+        std::fs::create_dir_all(&live).unwrap();
+        std::fs::write(old.join(".trace_00003_x.jsonl.partial"), b"{\"a\":1}\n{\"a\":2}\n{\"a\":").unwrap();
+        std::fs::write(live.join(".trace_00001_x.jsonl.partial"), b"{\"a\":1}\n{\"b\"").unwrap();
+        let fixed = repair_partials(dir.path(), Some("live-session"));
+        assert_eq!(fixed, vec![old.join("trace_00003_x.jsonl")]);
+        assert_eq!(std::fs::read(&fixed[0]).unwrap(), b"{\"a\":1}\n{\"a\":2}\n");
+        assert!(live.join(".trace_00001_x.jsonl.partial").exists(), "the live session is untouched");
+    }
+
+    #[test]
+    fn pending_lists_closed_traces_before_metadata() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = dir.path().join("s1");
+        std::fs::create_dir_all(&s).unwrap();
+        for f in [
+            "metadata.json",
+            "trace_00002_b.jsonl",
+            "trace_00001_a.jsonl",
+            ".trace_00003_c.jsonl.partial",
+            "kv_cache_usage_00001.csv",
+            ".kv_cache_usage_00002.csv.partial",
+        ] {
+            std::fs::write(s.join(f), b"x\n").unwrap();
+        }
+        let names: Vec<String> = pending(dir.path()).into_iter().map(|p| p.name).collect();
+        assert_eq!(names, ["kv_cache_usage_00001.csv", "trace_00001_a.jsonl", "trace_00002_b.jsonl", "metadata.json"]);
+        // A crash's open KV chunk is repaired like a trace file.
+        let mut fixed = repair_partials(dir.path(), None);
+        fixed.sort();
+        assert_eq!(fixed, [s.join("kv_cache_usage_00002.csv"), s.join("trace_00003_c.jsonl")]);
+        // A session dir given directly is its own session.
+        assert_eq!(pending(&s)[0].session, "s1");
+    }
+
+    #[test]
+    fn backoff_grows() {
+        assert!(backoff(1) >= Duration::from_millis(500) && backoff(1) < Duration::from_millis(751));
+        assert!(backoff(3) >= Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,398 @@
+//! The daemon's scraper: every `--metrics-interval` it GETs vLLM's
+//! `/metrics`, appends one row to the open `kv_cache_usage_<seq>.csv` chunk
+//! and, like the trace sink, closes chunks on the rotation interval (hidden
+//! `.partial` name while open, renamed on close) so delivery uploads them.
+//! A failed scrape is counted and retried next interval, never fatal.
+
+use std::{
+    collections::BTreeMap,
+    fs::File,
+    io::Write as _,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use serde::Serialize;
+use tokio::{sync::watch, task::JoinHandle};
+
+mod parse;
+
+pub use parse::{parse_page, KvSample, PageError};
+
+use crate::daemon::output::metrics::{KindLabel, Metrics};
+use crate::format::kv::{chunk_name, CSV_HEADER};
+
+/// What to scrape (`--vllm-metrics-url`, `--metrics-interval`).
+#[derive(Clone, Debug)]
+pub struct KvCacheConfig {
+    pub url: String,
+    pub interval: Duration,
+}
+
+/// Why one scrape gave no row.
+#[derive(Debug, thiserror::Error)]
+pub enum ScrapeError {
+    #[error("{url} is unreachable: {reason} (is vLLM up and listening there? check --vllm-metrics-url)")]
+    Connect { url: String, reason: String },
+    #[error("{url} did not answer within {secs} s")]
+    Timeout { url: String, secs: u64 },
+    #[error("{url} answered HTTP {status} (is the path vLLM's /metrics?)")]
+    Status { url: String, status: u16 },
+    #[error("reading {url}: {source}")]
+    Body { url: String, source: reqwest::Error },
+    #[error("{url}: {source}")]
+    Page { url: String, source: PageError },
+    #[error("writing {path}: {source} (is the trace dir writable and not full?)")]
+    Write { path: String, source: std::io::Error },
+}
+
+impl ScrapeError {
+    /// A short label for counting (metrics label, metadata key).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Connect { .. } => "connect",
+            Self::Timeout { .. } => "timeout",
+            Self::Status { .. } => "http_status",
+            Self::Body { .. } => "body",
+            Self::Page { .. } => "bad_page",
+            Self::Write { .. } => "write",
+        }
+    }
+}
+
+/// The scraper's record, kept in `metadata.json` under `kv_cache`.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct KvStatus {
+    pub url: String,
+    pub interval_secs: f64,
+    /// Scrapes that gave a row.
+    pub scrapes: u64,
+    /// Failed scrapes by kind (`connect`, `timeout`, `http_status`, `body`, `bad_page`, `write`).
+    pub scrape_errors: BTreeMap<&'static str, u64>,
+    pub last_error: Option<String>,
+    /// The usage gauge the endpoint serves (new or old name).
+    pub usage_metric: Option<&'static str>,
+    /// Closed CSV chunks, in order.
+    pub files: Vec<String>,
+}
+
+/// A running scraper.
+pub struct KvScraper {
+    status: Arc<Mutex<KvStatus>>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl KvScraper {
+    pub fn status(&self) -> KvStatus {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Stops scraping and closes the open chunk.
+    pub async fn stop(self) -> KvStatus {
+        let Self { status, stop, task } = self;
+        let _ = stop.send(true);
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "the vLLM metrics scraper failed");
+        }
+        let last = status.lock().map(|s| s.clone()).unwrap_or_default();
+        last
+    }
+}
+
+/// Starts scraping into `dir`; `start_boot_ns` is the session's `ts` origin.
+pub fn spawn(
+    cfg: KvCacheConfig,
+    dir: &Path,
+    start_boot_ns: u64,
+    rotate_every: Duration,
+    metrics: Option<Arc<Metrics>>,
+) -> KvScraper {
+    let status = Arc::new(Mutex::new(KvStatus {
+        url: cfg.url.clone(),
+        interval_secs: cfg.interval.as_secs_f64(),
+        ..Default::default()
+    }));
+    let (stop, stop_rx) = watch::channel(false);
+    let ctx = Context {
+        cfg,
+        chunks: Chunks { dir: dir.to_path_buf(), seq: 0, open: None, rotate_every },
+        start_boot_ns,
+        status: Arc::clone(&status),
+        metrics,
+        log: ErrorLog::default(),
+    };
+    KvScraper { status, stop, task: tokio::spawn(ctx.run(stop_rx)) }
+}
+
+struct Context {
+    cfg: KvCacheConfig,
+    chunks: Chunks,
+    start_boot_ns: u64,
+    status: Arc<Mutex<KvStatus>>,
+    metrics: Option<Arc<Metrics>>,
+    log: ErrorLog,
+}
+
+impl Context {
+    async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        // Shorter than the interval, so a hung server never stacks requests.
+        let timeout = self.cfg.interval.clamp(Duration::from_millis(500), Duration::from_secs(10));
+        let client = match reqwest::Client::builder().timeout(timeout).build() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot build the HTTP client: KV-cache usage is not recorded");
+                return;
+            }
+        };
+        tracing::info!(url = %self.cfg.url, every_secs = self.cfg.interval.as_secs_f64(), "scraping vLLM metrics");
+        let mut tick = tokio::time::interval(self.cfg.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => break,
+            }
+            let sent = crate::clock::boot_ns();
+            let page = tokio::select! {
+                r = fetch(&client, &self.cfg.url, timeout) => r,
+                _ = stop.changed() => break,
+            };
+            // The page describes the moment vLLM rendered it: between send and receipt.
+            let at_ns = sent / 2 + crate::clock::boot_ns() / 2;
+            let ts_sec = (at_ns as f64 - self.start_boot_ns as f64) / 1e9;
+            let outcome = page.and_then(|text| {
+                parse_page(&text).map_err(|source| ScrapeError::Page { url: self.cfg.url.clone(), source })
+            });
+            match outcome.and_then(|sample| self.chunks.write_row(&row(ts_sec, &sample)).map(|()| sample)) {
+                Ok(sample) => self.on_row(sample.usage_metric),
+                Err(e) => self.on_error(e),
+            }
+            self.close_chunk(false);
+        }
+        self.close_chunk(true);
+    }
+
+    fn on_row(&mut self, metric: &'static str) {
+        if let Ok(mut s) = self.status.lock() {
+            s.scrapes += 1;
+            s.usage_metric = Some(metric);
+        }
+        if let Some(m) = &self.metrics {
+            m.vllm_scrapes.inc();
+        }
+        if self.log.recovered() {
+            tracing::info!(url = %self.cfg.url, "vLLM metrics scraping works again");
+        }
+    }
+
+    fn on_error(&mut self, e: ScrapeError) {
+        let kind = e.kind();
+        if let Ok(mut s) = self.status.lock() {
+            *s.scrape_errors.entry(kind).or_default() += 1;
+            s.last_error = Some(e.to_string());
+        }
+        if let Some(m) = &self.metrics {
+            m.vllm_scrape_errors.get_or_create(&KindLabel { kind }).inc();
+        }
+        if let Some(since_last) = self.log.due(kind) {
+            tracing::warn!(error = %e, kind, failed_since_last_log = since_last, "vLLM metrics scrape failed; retrying next interval (tracing goes on)");
+        }
+    }
+
+    fn close_chunk(&mut self, now: bool) {
+        match self.chunks.close(now) {
+            Ok(Some(name)) => {
+                if let Ok(mut s) = self.status.lock() {
+                    s.files.push(name);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => self.on_error(e),
+        }
+    }
+}
+
+async fn fetch(client: &reqwest::Client, url: &str, timeout: Duration) -> Result<String, ScrapeError> {
+    let classify = |source: reqwest::Error| {
+        if source.is_timeout() {
+            ScrapeError::Timeout { url: url.to_string(), secs: timeout.as_secs().max(1) }
+        } else if source.is_connect() || source.is_request() || source.is_builder() {
+            ScrapeError::Connect { url: url.to_string(), reason: root_cause(&source) }
+        } else {
+            ScrapeError::Body { url: url.to_string(), source }
+        }
+    };
+    let response = client.get(url).send().await.map_err(classify)?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(ScrapeError::Status { url: url.to_string(), status: status.as_u16() });
+    }
+    response.text().await.map_err(classify)
+}
+
+/// The innermost error (e.g. `Connection refused`), which reqwest's own
+/// message leaves out.
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut inner = e;
+    while let Some(next) = inner.source() {
+        inner = next;
+    }
+    inner.to_string()
+}
+
+fn cell(v: Option<f64>) -> String {
+    match v {
+        Some(x) if x.fract() == 0.0 && x.abs() < 1e15 => format!("{}", x as i64),
+        Some(x) => format!("{x}"),
+        None => String::new(),
+    }
+}
+
+fn row(ts_sec: f64, s: &KvSample) -> String {
+    format!(
+        "{ts_sec:.3},{:.4},{},{},{}\n",
+        s.usage_pct,
+        cell(s.num_requests_running),
+        cell(s.num_requests_waiting),
+        cell(s.num_preemptions)
+    )
+}
+
+struct OpenChunk {
+    tmp: PathBuf,
+    dest: PathBuf,
+    file: File,
+    opened: Instant,
+}
+
+/// The CSV chunks of one session.
+struct Chunks {
+    dir: PathBuf,
+    seq: u32,
+    open: Option<OpenChunk>,
+    rotate_every: Duration,
+}
+
+impl Chunks {
+    /// Appends a row with one write, unbuffered: after a crash the repair
+    /// at the next start keeps every complete row.
+    fn write_row(&mut self, line: &str) -> Result<(), ScrapeError> {
+        if self.open.is_none() {
+            let name = chunk_name(self.seq + 1);
+            let tmp = self.dir.join(format!(".{name}.partial"));
+            let err = |source| ScrapeError::Write { path: tmp.display().to_string(), source };
+            let mut file = File::create(&tmp).map_err(err)?;
+            file.write_all(format!("{CSV_HEADER}\n").as_bytes()).map_err(err)?;
+            self.seq += 1;
+            self.open = Some(OpenChunk { dest: self.dir.join(name), tmp, file, opened: Instant::now() });
+        }
+        let Some(f) = self.open.as_mut() else { return Ok(()) };
+        f.file
+            .write_all(line.as_bytes())
+            .map_err(|source| ScrapeError::Write { path: f.tmp.display().to_string(), source })
+    }
+
+    /// Closes the open chunk if it is due (or `now`); returns its name.
+    fn close(&mut self, now: bool) -> Result<Option<String>, ScrapeError> {
+        if !self.open.as_ref().is_some_and(|f| now || f.opened.elapsed() >= self.rotate_every) {
+            return Ok(None);
+        }
+        let Some(f) = self.open.take() else { return Ok(None) };
+        let err = |source| ScrapeError::Write { path: f.tmp.display().to_string(), source };
+        f.file.sync_data().map_err(err)?;
+        std::fs::rename(&f.tmp, &f.dest).map_err(err)?;
+        Ok(f.dest.file_name().map(|n| n.to_string_lossy().into_owned()))
+    }
+}
+
+impl Drop for Chunks {
+    fn drop(&mut self) {
+        // Also on a panic or an aborted task: rows written reach a closed file.
+        let _ = self.close(true);
+    }
+}
+
+/// Rate limit for failure logs: the first failure of a kind at once, then
+/// one line per kind per minute with the count in between.
+#[derive(Default)]
+struct ErrorLog {
+    last: BTreeMap<&'static str, (Instant, u64)>,
+    failing: bool,
+}
+
+impl ErrorLog {
+    const EVERY: Duration = Duration::from_secs(60);
+
+    /// `Some(failures since the last line)` when this failure is to be logged.
+    fn due(&mut self, kind: &'static str) -> Option<u64> {
+        self.failing = true;
+        let now = Instant::now();
+        match self.last.get_mut(kind) {
+            Some((at, skipped)) if now.duration_since(*at) < Self::EVERY => {
+                *skipped += 1;
+                None
+            }
+            Some((at, skipped)) => {
+                let n = *skipped + 1;
+                (*at, *skipped) = (now, 0);
+                Some(n)
+            }
+            None => {
+                self.last.insert(kind, (now, 0));
+                Some(1)
+            }
+        }
+    }
+
+    /// True once after a run of failures ends.
+    fn recovered(&mut self) -> bool {
+        std::mem::take(&mut self.failing)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_keep_integers_plain_and_absent_values_empty() {
+        let s = super::KvSample {
+            usage_pct: 12.5,
+            usage_metric: "vllm:kv_cache_usage_perc",
+            engines: 1,
+            num_requests_running: Some(3.0),
+            num_requests_waiting: None,
+            num_preemptions: Some(1.5),
+        };
+        assert_eq!(row(1.23456, &s), "1.235,12.5000,3,,1.5\n");
+    }
+
+    #[test]
+    fn chunks_are_hidden_while_open_and_closed_on_time_or_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c =
+            Chunks { dir: dir.path().to_path_buf(), seq: 0, open: None, rotate_every: Duration::from_secs(3600) };
+        assert_eq!(c.close(true).unwrap(), None, "no empty chunk");
+        c.write_row("1.000,2.0000,1,0,0\n").unwrap();
+        assert!(dir.path().join(".kv_cache_usage_00001.csv.partial").exists());
+        assert_eq!(c.close(false).unwrap(), None, "not due yet");
+        assert_eq!(c.close(true).unwrap().as_deref(), Some("kv_cache_usage_00001.csv"));
+        let text = std::fs::read_to_string(dir.path().join("kv_cache_usage_00001.csv")).unwrap();
+        assert_eq!(text, format!("{CSV_HEADER}\n1.000,2.0000,1,0,0\n"));
+        c.rotate_every = Duration::ZERO;
+        c.write_row("2.000,3.0000,1,0,0\n").unwrap();
+        assert_eq!(c.close(false).unwrap().as_deref(), Some("kv_cache_usage_00002.csv"));
+    }
+
+    #[test]
+    fn failure_logs_are_rate_limited_per_kind() {
+        let mut log = ErrorLog::default();
+        assert_eq!(log.due("connect"), Some(1));
+        assert_eq!(log.due("connect"), None);
+        assert_eq!(log.due("timeout"), Some(1));
+        assert!(log.recovered());
+        assert!(!log.recovered());
+    }
+}

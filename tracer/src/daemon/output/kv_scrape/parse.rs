@@ -1,0 +1,175 @@
+//! One vLLM `/metrics` page to one KV-cache sample: the usage gauge (new or
+//! old name), running and waiting requests, and the preemption counter.
+
+use prometheus_parse::{Scrape, Value};
+
+/// The usage gauge (0-1) since vLLM 0.10, then the name older releases use.
+const USAGE_METRICS: [&str; 2] = ["vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"];
+const RUNNING: &str = "vllm:num_requests_running";
+const WAITING: &str = "vllm:num_requests_waiting";
+const PREEMPTIONS: &str = "vllm:num_preemptions_total";
+
+/// What one page says about the KV cache.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KvSample {
+    /// Usage in percent: the mean of the gauge over its label sets (engines).
+    pub usage_pct: f64,
+    /// Which usage metric the page had.
+    pub usage_metric: &'static str,
+    /// Label sets (engines/models) the usage gauge had.
+    pub engines: usize,
+    /// Summed over label sets; `None` when the page lacks the metric.
+    pub num_requests_running: Option<f64>,
+    pub num_requests_waiting: Option<f64>,
+    /// vLLM's cumulative counter (since the server started).
+    pub num_preemptions: Option<f64>,
+}
+
+/// Why a page gave no sample.
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    #[error("the page is not in the Prometheus text format: {0}")]
+    Parse(std::io::Error),
+    #[error(
+        "the page has no vllm:* metrics: is the URL vLLM's /metrics endpoint (e.g. http://127.0.0.1:8000/metrics)?"
+    )]
+    NotVllm,
+    #[error("the page has vllm:* metrics but neither vllm:kv_cache_usage_perc nor vllm:gpu_cache_usage_perc")]
+    NoKvMetric,
+}
+
+// prometheus-parse only accepts `\w` in metric names, but Prometheus names
+// may hold colons and vLLM's all do (`vllm:...`). Colons in the name token of
+// HELP, TYPE and sample lines are spelled out before parsing; label values
+// (which may hold colons too) are left alone.
+const COLON: &str = "__colon__";
+
+fn escaped(name: &str) -> String {
+    name.replace(':', COLON)
+}
+
+fn escape_line(line: &str) -> String {
+    let trimmed = line.trim_start();
+    if let Some(comment) = trimmed.strip_prefix('#') {
+        let body = comment.trim_start();
+        for keyword in ["HELP", "TYPE"] {
+            if let Some(rest) = body.strip_prefix(keyword) {
+                let rest = rest.trim_start();
+                let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+                return format!("# {keyword} {}{}", escaped(&rest[..end]), &rest[end..]);
+            }
+        }
+        return line.to_string();
+    }
+    let end = trimmed.find(|c: char| c == '{' || c.is_whitespace()).unwrap_or(trimmed.len());
+    format!("{}{}", escaped(&trimmed[..end]), &trimmed[end..])
+}
+
+fn number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Counter(x) | Value::Gauge(x) | Value::Untyped(x) if x.is_finite() => Some(*x),
+        _ => None,
+    }
+}
+
+/// Reads one page. Usage is averaged over label sets: each engine's gauge is
+/// the fraction of its own pool, so with equal pools (data-parallel replicas)
+/// the mean is the fraction of all KV memory in use; counts are summed.
+pub fn parse_page(text: &str) -> Result<KvSample, PageError> {
+    let scrape = Scrape::parse(text.lines().map(|l| Ok(escape_line(l)))).map_err(PageError::Parse)?;
+    let values = |name: &str| -> Vec<f64> {
+        let name = escaped(name);
+        scrape.samples.iter().filter(|s| s.metric == name).filter_map(|s| number(&s.value)).collect()
+    };
+    let sum = |name: &str| {
+        let v = values(name);
+        (!v.is_empty()).then(|| v.iter().sum::<f64>())
+    };
+    let Some((usage_metric, usage)) = USAGE_METRICS.iter().map(|m| (*m, values(m))).find(|(_, v)| !v.is_empty()) else {
+        let prefix = escaped("vllm:");
+        return Err(if scrape.samples.iter().any(|s| s.metric.starts_with(&prefix)) {
+            PageError::NoKvMetric
+        } else {
+            PageError::NotVllm
+        });
+    };
+    Ok(KvSample {
+        usage_pct: usage.iter().sum::<f64>() / usage.len() as f64 * 100.0,
+        usage_metric,
+        engines: usage.len(),
+        num_requests_running: sum(RUNNING),
+        num_requests_waiting: sum(WAITING),
+        num_preemptions: sum(PREEMPTIONS),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TWO_ENGINES: &str = r#"# HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.
+# TYPE vllm:kv_cache_usage_perc gauge
+vllm:kv_cache_usage_perc{engine="0",model_name="org/m:v1"} 0.25
+vllm:kv_cache_usage_perc{engine="1",model_name="org/m:v1"} 0.75
+# HELP vllm:num_requests_running Number of requests in model execution batches.
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{engine="0",model_name="org/m:v1"} 3.0
+vllm:num_requests_running{engine="1",model_name="org/m:v1"} 4.0
+# HELP vllm:num_preemptions_total Cumulative number of preemption from the engine.
+# TYPE vllm:num_preemptions_total counter
+vllm:num_preemptions_total{engine="0",model_name="org/m:v1"} 2.0
+vllm:num_preemptions_total{engine="1",model_name="org/m:v1"} 5.0
+vllm:num_preemptions_created{engine="0",model_name="org/m:v1"} 1.7e+09
+"#;
+
+    #[test]
+    fn usage_is_averaged_and_counts_summed_over_engines() {
+        let s = parse_page(TWO_ENGINES).unwrap();
+        assert_eq!(s.usage_pct, 50.0);
+        assert_eq!(s.usage_metric, "vllm:kv_cache_usage_perc");
+        assert_eq!(s.engines, 2);
+        assert_eq!(s.num_requests_running, Some(7.0));
+        assert_eq!(s.num_requests_waiting, None, "absent, not zero");
+        assert_eq!(s.num_preemptions, Some(7.0));
+    }
+
+    #[test]
+    fn the_old_name_is_accepted_and_the_new_one_wins() {
+        let old = "# TYPE vllm:gpu_cache_usage_perc gauge\nvllm:gpu_cache_usage_perc{model_name=\"m\"} 0.5\n";
+        let s = parse_page(old).unwrap();
+        assert_eq!((s.usage_pct, s.usage_metric), (50.0, "vllm:gpu_cache_usage_perc"));
+        let both = format!("{old}vllm:kv_cache_usage_perc{{model_name=\"m\"}} 0.1\n");
+        assert_eq!(parse_page(&both).unwrap().usage_metric, "vllm:kv_cache_usage_perc");
+    }
+
+    #[test]
+    fn recorded_vllm_pages_parse() {
+        let new =
+            parse_page(include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/vllm_metrics.txt"))).unwrap();
+        assert_eq!(
+            new,
+            KvSample {
+                usage_pct: 4.21875,
+                usage_metric: "vllm:kv_cache_usage_perc",
+                engines: 1,
+                num_requests_running: Some(3.0),
+                num_requests_waiting: Some(1.0),
+                num_preemptions: Some(2.0),
+            }
+        );
+        let old = parse_page(include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/vllm_metrics_v0.6.txt")))
+            .unwrap();
+        assert_eq!((old.usage_pct, old.usage_metric), (37.5, "vllm:gpu_cache_usage_perc"));
+        assert_eq!((old.num_requests_running, old.num_preemptions), (Some(5.0), Some(7.0)));
+    }
+
+    #[test]
+    fn other_pages_are_named() {
+        let err = parse_page("<html>hello</html>").unwrap_err();
+        assert!(matches!(err, PageError::NotVllm), "{err}");
+        let err = parse_page("vllm:num_requests_running 1\n").unwrap_err();
+        assert!(matches!(err, PageError::NoKvMetric), "{err}");
+        // NaN gauges (vLLM before the first step) give no value.
+        assert!(parse_page("vllm:kv_cache_usage_perc NaN\n").is_err());
+    }
+}

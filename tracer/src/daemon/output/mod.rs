@@ -1,0 +1,10 @@
+//! What the daemon keeps and shows: trace files, counters, the disk budget,
+//! delivery to S3, the KV-cache scraper and the `/metrics` server.
+
+pub mod budget;
+pub mod delivery;
+pub mod kv_scrape;
+pub mod metrics;
+pub mod sink;
+pub mod stats;
+pub mod upload;

@@ -1,0 +1,209 @@
+//! Attaches the entry/return probe pair to every selected function of a CUDA
+//! library, once per library file (uprobes bind to the inode, so one attach
+//! covers every process and container mapping that file).
+
+use std::{
+    collections::HashMap,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
+
+use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope};
+use serde::Serialize;
+use tracer_common::funcs::{self, FuncSpec, Group, Layer};
+
+use crate::{
+    daemon::probes::loader::{LoadError, Probes},
+    daemon::probes::symbols::{self, SymbolError},
+};
+
+/// Why a library could not be attached.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    #[error("{path} is not a CUDA driver or runtime library (expected libcuda.so* or libcudart.so*)")]
+    NotCuda { path: String },
+    #[error("cannot stat {path}: {source}")]
+    Stat { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Symbols(#[from] SymbolError),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("attaching {path} interrupted: the tracer is stopping")]
+    Interrupted { path: String },
+    #[error("attaching to {function} in {path}: {source} (run `cuda-tracer check`)")]
+    Probe { function: &'static str, path: String, source: aya::programs::ProgramError },
+}
+
+/// Which function groups to trace (`--functions`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Selection(Vec<Group>);
+
+impl Selection {
+    pub fn all() -> Self {
+        Self(Group::ALL.to_vec())
+    }
+
+    pub fn contains(&self, spec: &FuncSpec) -> bool {
+        self.0.contains(&spec.group)
+    }
+
+    pub fn groups(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.0.iter().map(|g| g.name())
+    }
+}
+
+impl std::str::FromStr for Selection {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut groups = Vec::new();
+        for word in s.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            if word == "all" {
+                return Ok(Self::all());
+            }
+            let g = Group::ALL.iter().find(|g| g.name() == word).ok_or_else(|| {
+                let names: Vec<_> = Group::ALL.iter().map(|g| g.name()).collect();
+                format!("unknown function group `{word}`; choose from {}, all", names.join(", "))
+            })?;
+            if !groups.contains(g) {
+                groups.push(*g);
+            }
+        }
+        if groups.is_empty() {
+            return Err("no function group given; use `all` or a list like launch,memory".into());
+        }
+        Ok(Self(groups))
+    }
+}
+
+/// A library the probes are attached to.
+#[derive(Clone, Debug, Serialize)]
+pub struct AttachedLibrary {
+    /// The path inside the process's mount namespace, as in /proc/PID/maps.
+    pub path: String,
+    /// The path the tracer opened (through /proc/PID/root for containers).
+    pub opened: PathBuf,
+    #[serde(rename = "type")]
+    pub layer: &'static str,
+    pub dev: u64,
+    pub inode: u64,
+    pub functions: Vec<&'static str>,
+    /// Selected functions this library does not export.
+    pub missing: Vec<&'static str>,
+    pub probes: usize,
+}
+
+/// Attaches libraries and remembers which files are done.
+pub struct Attacher {
+    selection: Selection,
+    /// Set when the tracer is stopping: attaching can take seconds when the
+    /// kernel is busy removing other uprobes, and must not delay shutdown.
+    stopping: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Return and entry program names.
+    programs: [&'static str; 2],
+    attached: HashMap<(u64, u64), AttachedLibrary>,
+}
+
+impl Attacher {
+    /// `empty_probes` attaches programs that do nothing, at the same points:
+    /// the benchmark's physical limit of a uprobe + uretprobe pair.
+    pub fn new(
+        selection: Selection,
+        empty_probes: bool,
+        stopping: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> Self {
+        let programs = if empty_probes { ["empty_return", "empty_entry"] } else { ["call_return", "call_entry"] };
+        Self { selection, stopping, programs, attached: HashMap::new() }
+    }
+
+    /// Whether the tracer is stopping (no point starting new work).
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether this file is attached already.
+    pub fn is_attached(&self, opened: &Path) -> bool {
+        std::fs::metadata(opened).is_ok_and(|m| self.attached.contains_key(&(m.dev(), m.ino())))
+    }
+
+    /// Attaches every selected function of the library at `opened`; `shown`
+    /// is its path as the traced process sees it. Returns `None` when this
+    /// file (same device and inode) is attached already.
+    pub fn attach(
+        &mut self,
+        probes: &mut Probes,
+        opened: &Path,
+        shown: &str,
+    ) -> Result<Option<&AttachedLibrary>, AttachError> {
+        let layer = symbols::layer_of(Path::new(shown))
+            .or_else(|| symbols::layer_of(opened))
+            .ok_or_else(|| AttachError::NotCuda { path: shown.to_string() })?;
+        let meta = std::fs::metadata(opened)
+            .map_err(|source| AttachError::Stat { path: opened.display().to_string(), source })?;
+        let key = (meta.dev(), meta.ino());
+        if self.attached.contains_key(&key) {
+            return Ok(None);
+        }
+        let resolved = symbols::resolve(opened, layer, |s| self.selection.contains(s))?;
+        let mut count = 0;
+        for func in &resolved.found {
+            if self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(AttachError::Interrupted { path: shown.to_string() });
+            }
+            let spec = &funcs::FUNCS[func.func_id as usize];
+            let cookie = spec.cookie(func.func_id).encode();
+            for &offset in &func.offsets {
+                // Return probe first: a call entered between the two attaches
+                // is then counted as "return without entry" instead of vanishing.
+                for prog in self.programs {
+                    let point = UProbeAttachPoint {
+                        location: UProbeAttachLocation::AbsoluteOffset(offset),
+                        cookie: Some(cookie),
+                    };
+                    probes.uprobe(prog)?.attach(point, opened, UProbeScope::AllProcesses).map_err(|source| {
+                        AttachError::Probe { function: func.name, path: shown.to_string(), source }
+                    })?;
+                    count += 1;
+                }
+            }
+        }
+        let lib = AttachedLibrary {
+            path: shown.to_string(),
+            opened: opened.to_path_buf(),
+            layer: layer_name(layer),
+            dev: key.0,
+            inode: key.1,
+            functions: resolved.found.iter().map(|f| f.name).collect(),
+            missing: resolved.missing,
+            probes: count,
+        };
+        tracing::info!(path = %lib.path, functions = lib.functions.len(), missing = lib.missing.len(), probes = count, "attached");
+        Ok(Some(self.attached.entry(key).or_insert(lib)))
+    }
+
+    /// Everything attached so far.
+    pub fn libraries(&self) -> Vec<AttachedLibrary> {
+        let mut libs: Vec<_> = self.attached.values().cloned().collect();
+        libs.sort_by(|a, b| a.path.cmp(&b.path));
+        libs
+    }
+}
+
+fn layer_name(layer: Layer) -> &'static str {
+    layer.type_name()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selection_parses_groups() {
+        let s: Selection = "launch, memory".parse().unwrap();
+        assert_eq!(s.groups().collect::<Vec<_>>(), ["launch", "memory"]);
+        assert_eq!("all".parse::<Selection>().unwrap(), Selection::all());
+        let err = "launch,bogus".parse::<Selection>().unwrap_err();
+        assert!(err.contains("bogus") && err.contains("memcpy"), "{err}");
+        assert!("".parse::<Selection>().is_err());
+    }
+}

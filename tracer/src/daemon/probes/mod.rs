@@ -1,0 +1,10 @@
+//! The kernel side's userspace half: loading the BPF object, finding target
+//! processes and their CUDA libraries, and attaching the uprobes.
+
+pub mod attach;
+pub mod btf;
+pub mod discover;
+pub mod exit;
+pub mod loader;
+pub mod spawn;
+pub mod symbols;

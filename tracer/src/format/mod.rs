@@ -1,0 +1,7 @@
+//! The on-disk contract between the daemon and every reader of a session
+//! directory: file names, the JSONL trace line, the KV-cache CSV and
+//! `metadata.json`.
+
+pub mod kv;
+pub mod line;
+pub mod metadata;
