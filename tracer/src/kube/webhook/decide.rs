@@ -1,14 +1,14 @@
-//! The admission decision for one pod: inject the tracer (a JSON patch) or
-//! leave the pod unchanged, with the reason either way. No I/O.
+//! The admission decision for one pod: inject the tracer (a JSON patch),
+//! leave the pod unchanged, or deny it, with the reason each time. No I/O.
 
 use json_patch::{jsonptr::PointerBuf, AddOperation, Patch, PatchOperation};
-use k8s_openapi::api::core::v1::Pod;
 use kube_core::admission::Operation;
 use serde_json::Value;
 
 use super::{
+    pod_view::PodView,
     settings::InjectArgs,
-    sidecar::{self, INJECTED_ANNOTATION, SIDECAR_NAME, TRACES_VOLUME},
+    sidecar::{self, INJECTED_ANNOTATION, TRACES_VOLUME},
 };
 
 /// What the webhook does with a pod.
@@ -18,9 +18,11 @@ pub enum Verdict {
     Inject(Patch),
     /// Allow the pod unchanged.
     Skip,
+    /// Refuse the pod: injecting it would be unsafe.
+    Deny,
 }
 
-/// A verdict and why, for the decision log.
+/// A verdict and why, for the decision log (and, for a denial, the user).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Decision {
     pub verdict: Verdict,
@@ -32,51 +34,55 @@ impl Decision {
         Self { verdict: Verdict::Skip, reason: reason.into() }
     }
 
-    /// `inject` or `skip`, for logs.
+    /// `inject`, `skip` or `deny`, for logs.
     pub fn name(&self) -> &'static str {
         match self.verdict {
             Verdict::Inject(_) => "inject",
             Verdict::Skip => "skip",
+            Verdict::Deny => "deny",
         }
     }
 }
 
 /// Decides for a pod that `operation` creates or changes in `namespace`
 /// (the request's namespace: a pod created from a template carries none).
-pub fn decide(args: &InjectArgs, operation: &Operation, namespace: &str, pod: &Pod) -> Decision {
+/// `pod` was read with the label key of `args`.
+pub fn decide(args: &InjectArgs, operation: &Operation, namespace: &str, pod: &PodView) -> Decision {
     if !matches!(operation, Operation::Create) {
         return Decision::skip(format!("operation {operation:?} is not CREATE"));
     }
     if args.target_namespace != "*" && namespace != args.target_namespace {
         return Decision::skip(format!("namespace {namespace:?} is not the target {:?}", args.target_namespace));
     }
-    let label = pod.metadata.labels.as_ref().and_then(|l| l.get(&args.label_key));
-    if label.map(String::as_str) != Some(args.label_value.as_str()) {
+    let label = pod.target_label.as_deref();
+    if label != Some(args.label_value.as_str()) {
         return Decision::skip(match label {
             Some(v) => format!("label {}={v:?}, not {:?}", args.label_key, args.label_value),
             None => format!("no label {}", args.label_key),
         });
     }
-    if let Some(name) = existing_tracer(pod) {
+    let spec = pod.spec.clone().unwrap_or_default();
+    if let Some(name) = &spec.tracer {
         return Decision::skip(format!("already traced: container {name:?} runs the tracer"));
+    }
+    // The sidecar runs as root with BPF and SYS_ADMIN and writes where this
+    // volume points: the pod must not choose it (a hostPath of / would hand
+    // it the node). Renaming ours instead would leave the pod's volume for
+    // any of its containers to share with the tracer under our name.
+    if spec.has_traces_volume {
+        return Decision {
+            verdict: Verdict::Deny,
+            reason: format!(
+                "the pod defines a volume named {TRACES_VOLUME:?}, which the cuda-tracer webhook reserves for \
+                 the tracer's trace files: rename that volume, or remove the label {} to run the pod untraced",
+                args.label_key
+            ),
+        };
     }
     Decision {
         verdict: Verdict::Inject(patch(args, pod)),
         reason: format!("label {}={} in namespace {namespace}", args.label_key, args.label_value),
     }
-}
-
-/// A container that already is the tracer: named like the sidecar, or
-/// running `cuda-tracer` (a hand-written sidecar from the manifests).
-fn existing_tracer(pod: &Pod) -> Option<String> {
-    let spec = pod.spec.as_ref()?;
-    let all = spec.containers.iter().chain(spec.init_containers.iter().flatten());
-    all.into_iter()
-        .find(|c| {
-            let program = c.command.as_ref().and_then(|cmd| cmd.first());
-            c.name == SIDECAR_NAME || program.is_some_and(|p| p.rsplit('/').next() == Some("cuda-tracer"))
-        })
-        .map(|c| c.name.clone())
 }
 
 fn add(tokens: &[&str], value: Value) -> PatchOperation {
@@ -89,10 +95,10 @@ fn to_value(v: &impl serde::Serialize) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)
 }
 
-/// The JSON patch: sidecar appended, traces volume (unless the pod has
-/// one by that name), hostPID, and the injected annotation. Arrays and maps
-/// that the pod lacks are added whole: `/-` on a missing array fails.
-pub fn patch(args: &InjectArgs, pod: &Pod) -> Patch {
+/// The JSON patch: sidecar appended, traces volume, hostPID, and the
+/// injected annotation. Arrays and maps that the pod lacks are added whole:
+/// `/-` on a missing array fails.
+pub fn patch(args: &InjectArgs, pod: &PodView) -> Patch {
     let spec = pod.spec.clone().unwrap_or_default();
     let container = to_value(&sidecar::container(args));
     let mut ops = Vec::new();
@@ -103,17 +109,17 @@ pub fn patch(args: &InjectArgs, pod: &Pod) -> Patch {
         ops.push(add(&["spec", "containers", "-"], container));
     }
     let volume = to_value(&sidecar::traces_volume(args));
-    match &spec.volumes {
-        Some(volumes) if volumes.iter().any(|v| v.name == TRACES_VOLUME) => {}
-        Some(_) => ops.push(add(&["spec", "volumes", "-"], volume)),
-        None => ops.push(add(&["spec", "volumes"], Value::Array(vec![volume]))),
+    if spec.has_volumes {
+        ops.push(add(&["spec", "volumes", "-"], volume));
+    } else {
+        ops.push(add(&["spec", "volumes"], Value::Array(vec![volume])));
     }
     if spec.host_pid != Some(true) {
         // `add` on an existing member replaces it (RFC 6902 4.1).
         ops.push(add(&["spec", "hostPID"], Value::Bool(true)));
     }
     let injected = Value::String(args.image.clone());
-    if pod.metadata.annotations.is_some() {
+    if pod.has_annotations {
         ops.push(add(&["metadata", "annotations", INJECTED_ANNOTATION], injected));
     } else {
         ops.push(add(&["metadata", "annotations"], serde_json::json!({ INJECTED_ANNOTATION: injected })));
@@ -123,7 +129,8 @@ pub fn patch(args: &InjectArgs, pod: &Pod) -> Patch {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{super::sidecar::SIDECAR_NAME, *};
+    use k8s_openapi::api::core::v1::Pod;
     use serde_json::json;
 
     fn args(extra: &[&str]) -> InjectArgs {
@@ -131,7 +138,11 @@ mod tests {
         super::super::settings::parse_for_test(&[&argv[..], extra].concat())
     }
 
-    fn pod(v: Value) -> Pod {
+    fn pod(v: Value) -> PodView {
+        PodView::parse(&v.to_string(), "llm-d.ai/inferenceServing").unwrap()
+    }
+
+    fn typed(v: Value) -> Pod {
         serde_json::from_value(v).unwrap()
     }
 
@@ -155,7 +166,7 @@ mod tests {
     fn labelled_pod_in_target_namespace_is_injected() {
         let (doc, d) = applied(&args(&[]), vllm_pod());
         assert_eq!(d.name(), "inject");
-        let injected = pod(doc);
+        let injected = typed(doc);
         let spec = injected.spec.unwrap();
         assert_eq!(spec.containers.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["vllm", SIDECAR_NAME]);
         assert_eq!(spec.host_pid, Some(true));
@@ -226,11 +237,28 @@ mod tests {
     }
 
     #[test]
-    fn a_pod_that_brings_the_traces_volume_keeps_it() {
+    fn a_pod_that_brings_a_volume_named_like_ours_is_denied() {
+        // Issue 15: a pod sent with this volume as `hostPath: /` got no volume
+        // of ours, and the root tracer wrote into the node's root.
+        for volume in [
+            json!({"name": TRACES_VOLUME, "hostPath": {"path": "/"}}),
+            json!({"name": TRACES_VOLUME, "persistentVolumeClaim": {"claimName": "mine"}}),
+        ] {
+            let mut v = vllm_pod();
+            v["spec"]["volumes"] = json!([{"name": "shm", "emptyDir": {}}, volume]);
+            let d = decide(&args(&[]), &Operation::Create, "llm", &pod(v));
+            assert_eq!(d.verdict, Verdict::Deny);
+            assert_eq!(d.name(), "deny");
+            assert!(
+                d.reason.contains(r#"volume named "cuda-tracer-traces""#) && d.reason.contains("rename"),
+                "{}",
+                d.reason
+            );
+        }
+        // Other pods with that volume are none of the webhook's business.
         let mut v = vllm_pod();
-        v["spec"]["volumes"] = json!([{"name": TRACES_VOLUME, "persistentVolumeClaim": {"claimName": "mine"}}]);
-        let (doc, _) = applied(&args(&[]), v);
-        assert_eq!(doc["spec"]["volumes"].as_array().unwrap().len(), 1);
-        assert_eq!(doc["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"], "mine");
+        v["spec"]["volumes"] = json!([{"name": TRACES_VOLUME, "hostPath": {"path": "/"}}]);
+        v["metadata"]["labels"] = json!({});
+        assert_eq!(decide(&args(&[]), &Operation::Create, "llm", &pod(v)).verdict, Verdict::Skip);
     }
 }

@@ -1,7 +1,10 @@
 //! `cuda-tracer webhook`: a mutating admission webhook (HTTPS, AdmissionReview
 //! v1) that injects the tracer sidecar into labelled vLLM pods.
 
+pub mod connections;
 pub mod decide;
+pub mod pod_view;
+pub mod secrets;
 pub mod server;
 pub mod settings;
 pub mod sidecar;
@@ -31,6 +34,18 @@ pub struct WebhookArgs {
     /// Largest AdmissionReview body accepted (the API server sends at most 3 MiB).
     #[arg(long = "max-body-bytes", env = "MAX_BODY_BYTES", default_value_t = 3 << 20)]
     pub max_body_bytes: usize,
+    /// Seconds a client has for each of the TLS handshake, the request head and the body (and an idle connection stays).
+    #[arg(long = "client-timeout-secs", env = "CLIENT_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub client_timeout_secs: u64,
+    /// Open connections at most (handshakes included); more wait in the kernel's backlog.
+    #[arg(long = "max-connections", env = "MAX_CONNECTIONS", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub max_connections: u64,
+    /// AdmissionReviews read and parsed at once; more wait up to the client timeout, then get 503.
+    #[arg(long = "max-concurrent-reviews", env = "MAX_CONCURRENT_REVIEWS", default_value_t = 4,
+          value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub max_concurrent_reviews: u64,
     #[command(flatten)]
     pub inject: InjectArgs,
 }
@@ -39,6 +54,8 @@ pub struct WebhookArgs {
 pub enum WebhookError {
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    LiteralSecret(#[from] secrets::LiteralSecret),
     #[error("cannot listen on {addr}: {source} (is another process on that port? pick one with --addr)")]
     Bind { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("serving: {0}")]
@@ -65,15 +82,23 @@ async fn shutdown_signal() {
 
 /// Serves until SIGTERM/SIGINT, then finishes the requests in flight.
 pub async fn serve(args: &WebhookArgs) -> Result<(), WebhookError> {
+    secrets::refuse_literal_secrets(&args.inject)?;
+    let limits = server::Limits {
+        max_body_bytes: args.max_body_bytes,
+        client_timeout: Duration::from_secs(args.client_timeout_secs),
+        max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+        max_concurrent_reviews: usize::try_from(args.max_concurrent_reviews).unwrap_or(usize::MAX),
+    };
     let store = Arc::new(tls::CertStore::load(&args.tls_cert, &args.tls_key)?);
     let config = tls::server_config(Arc::clone(&store))?;
     tokio::spawn(Arc::clone(&store).watch(Duration::from_secs(args.cert_reload_secs)));
     let tcp = tokio::net::TcpListener::bind(args.addr)
         .await
         .map_err(|source| WebhookError::Bind { addr: args.addr, source })?;
-    let listener =
-        tls::TlsListener::new(tcp, tokio_rustls::TlsAcceptor::from(Arc::new(config))).map_err(WebhookError::Serve)?;
-    let local = axum::serve::Listener::local_addr(&listener).map_err(WebhookError::Serve)?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tls::TlsListener::new(tcp, acceptor, limits.client_timeout, limits.max_connections)
+        .map_err(WebhookError::Serve)?;
+    let local = listener.local_addr();
     let inject = &args.inject;
     tracing::info!(
         addr = %local,
@@ -82,9 +107,8 @@ pub async fn serve(args: &WebhookArgs) -> Result<(), WebhookError> {
         image = %inject.image,
         "webhook serving https://{local}/mutate"
     );
-    let app = Arc::new(server::App { inject: inject.clone(), max_body_bytes: args.max_body_bytes });
-    axum::serve(listener, server::router(app))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .map_err(WebhookError::Serve)
+    let header_timeout = limits.client_timeout;
+    let app = Arc::new(server::App::new(inject.clone(), limits));
+    connections::serve(listener, server::router(app), header_timeout, shutdown_signal()).await;
+    Ok(())
 }

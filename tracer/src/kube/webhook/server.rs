@@ -1,8 +1,9 @@
 //! HTTP side of the webhook: `/mutate` reads an AdmissionReview, decides and
 //! answers; `/healthz` and `/readyz` for probes; bad requests get a 4xx that
-//! says what was wrong.
+//! says what was wrong. Reviews are bounded: size, time to arrive, and how
+//! many are read and parsed at once.
 
-use std::{pin::Pin, sync::Arc};
+use std::{pin::Pin, sync::Arc, time::Duration};
 
 use axum::{
     body::{Body, Bytes, HttpBody},
@@ -12,23 +13,48 @@ use axum::{
     routing::{get, post},
     Router,
 };
-use k8s_openapi::api::core::v1::Pod;
 use kube_core::{
-    admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, META_API_VERSION_V1, META_KIND},
-    DynamicObject,
+    admission::{AdmissionResponse, AdmissionReview, Operation, META_API_VERSION_V1, META_KIND},
+    DynamicObject, GroupVersionKind,
 };
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::sync::Semaphore;
 
 use super::{
     decide::{decide, Verdict},
+    pod_view::PodView,
     settings::InjectArgs,
 };
+
+/// Bounds on what one client can make the webhook hold.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest AdmissionReview accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Time a client has for each of the TLS handshake, the request head
+    /// and the request body (also how long an idle connection stays open).
+    pub client_timeout: Duration,
+    /// Open connections, handshakes included.
+    pub max_connections: usize,
+    /// Reviews read and parsed at once; more wait (up to the client timeout).
+    pub max_concurrent_reviews: usize,
+}
 
 /// What the handlers share.
 #[derive(Debug)]
 pub struct App {
     pub inject: InjectArgs,
-    /// Largest AdmissionReview accepted, in bytes.
-    pub max_body_bytes: usize,
+    pub limits: Limits,
+    /// One permit per review being read and parsed.
+    reviews: Semaphore,
+}
+
+impl App {
+    pub fn new(inject: InjectArgs, limits: Limits) -> Self {
+        let reviews = Semaphore::new(limits.max_concurrent_reviews.max(1));
+        Self { inject, limits, reviews }
+    }
 }
 
 /// The routes.
@@ -105,23 +131,60 @@ async fn read_body(mut body: Body, limit: usize) -> Result<Bytes, Rejection> {
     Ok(Bytes::from(buf))
 }
 
-/// Parses and checks an AdmissionReview v1 for a Pod.
-fn parse_review(body: &[u8]) -> Result<(AdmissionRequest<DynamicObject>, Pod), Rejection> {
+/// An AdmissionReview as far as the webhook reads it: the object stays raw
+/// text inside the body until [`PodView`] reads the few fields it needs.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Envelope<'a> {
+    #[serde(default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(default, borrow)]
+    request: Option<Request<'a>>,
+}
+
+/// The request part of an AdmissionReview.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Request<'a> {
+    uid: String,
+    kind: GroupVersionKind,
+    #[serde(default)]
+    namespace: Option<String>,
+    operation: Operation,
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default, borrow)]
+    object: Option<&'a RawValue>,
+}
+
+/// A review's request and its pod.
+struct Review {
+    uid: String,
+    namespace: Option<String>,
+    operation: Operation,
+    dry_run: bool,
+    pod: PodView,
+}
+
+/// Parses and checks an AdmissionReview v1 for a Pod, reading the pod's
+/// label `label_key`.
+fn parse_review(body: &[u8], label_key: &str) -> Result<Review, Rejection> {
     let bad = |m: String| Rejection::new(StatusCode::BAD_REQUEST, m);
     if body.is_empty() {
         return Err(bad("empty body: POST an AdmissionReview (admission.k8s.io/v1) as JSON".into()));
     }
-    let review: AdmissionReview<DynamicObject> =
+    let review: Envelope<'_> =
         serde_json::from_slice(body).map_err(|e| bad(format!("body is not an AdmissionReview in JSON: {e}")))?;
-    if review.types.kind != META_KIND || review.types.api_version != META_API_VERSION_V1 {
+    if review.kind != META_KIND || review.api_version != META_API_VERSION_V1 {
         return Err(bad(format!(
             "expected apiVersion {META_API_VERSION_V1} kind {META_KIND}, got apiVersion {:?} kind {:?} \
              (set admissionReviewVersions: [v1] in the MutatingWebhookConfiguration)",
-            review.types.api_version, review.types.kind
+            review.api_version, review.kind
         )));
     }
-    let request: AdmissionRequest<DynamicObject> =
-        review.try_into().map_err(|_| bad("the AdmissionReview has no `request`".into()))?;
+    let request = review.request.ok_or_else(|| bad("the AdmissionReview has no `request`".into()))?;
     let kind = &request.kind;
     if !(kind.group.is_empty() && kind.version == "v1" && kind.kind == "Pod") {
         let group = if kind.group.is_empty() { String::new() } else { format!("{}/", kind.group) };
@@ -131,34 +194,75 @@ fn parse_review(body: &[u8]) -> Result<(AdmissionRequest<DynamicObject>, Pod), R
             kind.version, kind.kind, request.uid
         )));
     }
-    let object = request.object.as_ref().ok_or_else(|| bad(format!("request {} carries no object", request.uid)))?;
-    let pod = serde_json::to_value(object)
-        .and_then(serde_json::from_value::<Pod>)
+    let object = request.object.ok_or_else(|| bad(format!("request {} carries no object", request.uid)))?;
+    let pod = PodView::parse(object.get(), label_key)
         .map_err(|e| bad(format!("request {}: the object is not a valid Pod: {e}", request.uid)))?;
-    Ok((request, pod))
+    Ok(Review {
+        uid: request.uid,
+        namespace: request.namespace,
+        operation: request.operation,
+        dry_run: request.dry_run,
+        pod,
+    })
+}
+
+/// An allowing answer to request `uid` (kube-core builds one only from a
+/// whole `AdmissionRequest`, which the webhook never materialises).
+fn allow(uid: &str) -> AdmissionResponse {
+    let mut response = AdmissionResponse::invalid("");
+    response.uid = uid.to_string();
+    response.allowed = true;
+    response.result = Default::default();
+    response
+}
+
+/// Reads and parses a review while holding one of the review permits, so
+/// at most `max_concurrent_reviews` bodies are in memory at once.
+async fn read_review(app: &App, body: Body) -> Result<Review, Rejection> {
+    let timeout = app.limits.client_timeout;
+    let busy = || {
+        Rejection::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "busy: {} reviews in progress for {}s; retry (raise --max-concurrent-reviews if this is real load)",
+                app.limits.max_concurrent_reviews,
+                timeout.as_secs_f64()
+            ),
+        )
+    };
+    let _permit =
+        tokio::time::timeout(timeout, app.reviews.acquire()).await.map_err(|_| busy())?.map_err(|_| busy())?;
+    let body = tokio::time::timeout(timeout, read_body(body, app.limits.max_body_bytes)).await.map_err(|_| {
+        Rejection::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("the request body did not arrive within {}s (--client-timeout-secs)", timeout.as_secs_f64()),
+        )
+    })??;
+    parse_review(&body, &app.inject.label_key)
 }
 
 async fn mutate(State(app): State<Arc<App>>, body: Body) -> Result<Response, Rejection> {
-    let body = read_body(body, app.max_body_bytes).await?;
-    let (request, pod) = parse_review(&body)?;
-    let namespace = request.namespace.clone().or_else(|| pod.metadata.namespace.clone()).unwrap_or_default();
-    let decision = decide(&app.inject, &request.operation, &namespace, &pod);
+    let review = read_review(&app, body).await?;
+    let pod = &review.pod;
+    let namespace = review.namespace.clone().or_else(|| pod.namespace.clone()).unwrap_or_default();
+    let decision = decide(&app.inject, &review.operation, &namespace, pod);
     tracing::info!(
-        uid = %request.uid,
+        uid = %review.uid,
         namespace = %namespace,
-        name = pod.metadata.name.as_deref().unwrap_or(""),
-        generate_name = pod.metadata.generate_name.as_deref().unwrap_or(""),
+        name = pod.name.as_deref().unwrap_or(""),
+        generate_name = pod.generate_name.as_deref().unwrap_or(""),
         decision = decision.name(),
         reason = %decision.reason,
-        dry_run = request.dry_run,
+        dry_run = review.dry_run,
         "admission decision"
     );
-    let response = AdmissionResponse::from(&request);
+    let response = allow(&review.uid);
     let response = match decision.verdict {
         Verdict::Skip => response,
+        Verdict::Deny => response.deny(&decision.reason),
         Verdict::Inject(patch) => response
             .with_patch(patch)
-            .map_err(|e| Rejection::new(StatusCode::INTERNAL_SERVER_ERROR, format!("request {}: {e}", request.uid)))?,
+            .map_err(|e| Rejection::new(StatusCode::INTERNAL_SERVER_ERROR, format!("request {}: {e}", review.uid)))?,
     };
     Ok(json(StatusCode::OK, &response.into_review()))
 }
@@ -180,7 +284,7 @@ mod tests {
     }
 
     fn rejected(body: &[u8]) -> String {
-        let r = parse_review(body).unwrap_err();
+        let r = parse_review(body, "app").err().unwrap();
         assert_eq!(r.status, StatusCode::BAD_REQUEST);
         r.message
     }
@@ -188,8 +292,10 @@ mod tests {
     #[test]
     fn reviews_of_pods_parse_and_everything_else_is_named() {
         let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": []}});
-        let (req, parsed) = parse_review(&review(json!({"group": "", "version": "v1", "kind": "Pod"}), pod)).unwrap();
-        assert_eq!((req.uid.as_str(), parsed.metadata.name.as_deref()), ("u-1", Some("p")));
+        let Ok(parsed) = parse_review(&review(json!({"group": "", "version": "v1", "kind": "Pod"}), pod), "app") else {
+            panic!("the review of a pod does not parse")
+        };
+        assert_eq!((parsed.uid.as_str(), parsed.pod.name.as_deref()), ("u-1", Some("p")));
 
         assert!(rejected(b"").contains("empty body"));
         assert!(rejected(b"{not json").contains("not an AdmissionReview in JSON"));

@@ -58,12 +58,18 @@ pub struct InjectArgs {
     /// PersistentVolumeClaim in the pod's namespace for /traces (default: an emptyDir).
     #[arg(long = "traces-pvc", env = "TRACES_PVC")]
     pub traces_pvc: Option<String>,
-    /// Run the sidecar privileged instead of with BPF, PERFMON, SYS_PTRACE, SYS_ADMIN and SYS_RESOURCE (kernels < 5.8).
+    /// Run the sidecar privileged instead of with BPF, PERFMON, SYS_PTRACE and SYS_ADMIN (kernels < 5.8).
     #[arg(long = "sidecar-privileged", env = "TRACER_PRIVILEGED")]
     pub privileged: bool,
-    /// More sidecar env, NAME=VALUE, comma-separated or repeated (e.g. TRACE_INTERVAL=30).
+    /// More sidecar env, NAME=VALUE, comma-separated or repeated (e.g. TRACE_INTERVAL=30). No secrets:
+    /// the webhook refuses to start with a secret-looking one (use --sidecar-secret-env).
     #[arg(long = "sidecar-env", env = "SIDECAR_ENV", value_delimiter = ',', value_parser = parse_env_pair)]
     pub extra_env: Vec<(String, String)>,
+    /// Sidecar env from Secrets in the pod's namespace, VAR=SECRET:KEY, comma-separated or repeated
+    /// (e.g. HF_TOKEN=hf-token:token): injected as secretKeyRef, never as a value.
+    #[arg(long = "sidecar-secret-env", env = "SIDECAR_SECRET_ENV", value_delimiter = ',',
+          value_parser = parse_secret_ref)]
+    pub secret_env: Vec<SecretEnvRef>,
 }
 
 fn parse_env_pair(s: &str) -> Result<(String, String), String> {
@@ -75,6 +81,24 @@ fn parse_env_pair(s: &str) -> Result<(String, String), String> {
         return Err(format!("`{name}` is not a valid environment variable name"));
     }
     Ok((name.to_string(), value.to_string()))
+}
+
+/// A sidecar variable read from a Secret: `VAR=SECRET:KEY`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SecretEnvRef {
+    pub var: String,
+    pub secret: String,
+    pub key: String,
+}
+
+fn parse_secret_ref(s: &str) -> Result<SecretEnvRef, String> {
+    let (var, source) = parse_env_pair(s)?;
+    match source.split_once(':') {
+        Some((secret, key)) if !secret.is_empty() && !key.is_empty() => {
+            Ok(SecretEnvRef { var, secret: secret.into(), key: key.into() })
+        }
+        _ => Err(format!("`{var}=...`: expected VAR=SECRET:KEY (the Secret's name and the key in it)")),
+    }
 }
 
 /// A set, non-empty value (an env var set to "" counts as unset).
@@ -105,5 +129,14 @@ mod tests {
         assert!(parse_env_pair("NOVALUE").unwrap_err().contains("NAME=VALUE"));
         assert!(parse_env_pair("1X=2").unwrap_err().contains("not a valid"));
         assert!(parse_env_pair("A B=2").unwrap_err().contains("not a valid"));
+    }
+
+    #[test]
+    fn secret_refs_name_the_secret_and_key() {
+        let r = parse_secret_ref("HF_TOKEN=hf-token:token").unwrap();
+        assert_eq!((r.var.as_str(), r.secret.as_str(), r.key.as_str()), ("HF_TOKEN", "hf-token", "token"));
+        for bad in ["HF_TOKEN=hf-token", "HF_TOKEN=:token", "HF_TOKEN=hf-token:"] {
+            assert!(parse_secret_ref(bad).unwrap_err().contains("VAR=SECRET:KEY"), "{bad}");
+        }
     }
 }

@@ -7,7 +7,7 @@ use k8s_openapi::{
     api::core::v1::{
         Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource,
         HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaimVolumeSource, Probe, ResourceRequirements,
-        SecretEnvSource, SecurityContext, Volume, VolumeMount,
+        SecretEnvSource, SecretKeySelector, SecurityContext, Volume, VolumeMount,
     },
     apimachinery::pkg::{api::resource::Quantity, util::intstr::IntOrString},
 };
@@ -23,13 +23,15 @@ pub const TRACES_MOUNT: &str = "/traces";
 /// Annotation the webhook sets on the pods it injects.
 pub const INJECTED_ANNOTATION: &str = "cuda-tracer/injected";
 
-/// Capabilities the tracer needs instead of `privileged: true` (the same as
-/// k8s/03-vllm-deployment.yaml): BPF and PERFMON load programs, SYS_PTRACE
-/// reads other processes' /proc/PID/maps and /proc/PID/root, SYS_ADMIN opens
-/// uprobe perf events (Linux 6.17 and stable kernels with "perf: Require
-/// CAP_SYS_ADMIN for uprobes" refuse them to PERFMON alone), SYS_RESOURCE
-/// raises the memlock limit on kernels older than 5.11.
-pub const CAPABILITIES: [&str; 5] = ["BPF", "PERFMON", "SYS_PTRACE", "SYS_ADMIN", "SYS_RESOURCE"];
+/// Capabilities the tracer needs instead of `privileged: true`, added after
+/// dropping ALL (the same as k8s/03-vllm-deployment.yaml and the DaemonSet;
+/// tests/webhook.rs checks the whole security context against both): BPF
+/// and PERFMON load programs, SYS_PTRACE reads other processes'
+/// /proc/PID/maps and /proc/PID/root, SYS_ADMIN opens uprobe perf events
+/// (Linux 6.17 and stable kernels with "perf: Require CAP_SYS_ADMIN for
+/// uprobes" refuse them to PERFMON alone). No SYS_RESOURCE: the tracer needs
+/// Linux 5.15, where BPF memory is charged to the cgroup, not to memlock.
+pub const CAPABILITIES: [&str; 4] = ["BPF", "PERFMON", "SYS_PTRACE", "SYS_ADMIN"];
 
 fn env(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar { name: name.to_string(), value: Some(value.into()), value_from: None }
@@ -46,7 +48,24 @@ fn field_env(name: &str, field_path: &str) -> EnvVar {
     }
 }
 
-/// The sidecar's environment: what `cuda-tracer run` reads.
+/// A variable read from a Secret in the pod's namespace. Optional: a missing
+/// Secret leaves the variable unset instead of keeping the pod (and vLLM in
+/// it) from starting.
+fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_string(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector { name: secret.into(), key: key.into(), optional: Some(true) }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// The sidecar's environment: what `cuda-tracer run` reads. Secrets are
+/// references only (`secretKeyRef`, `envFrom`): the patch goes back to the
+/// webhook's client, so no secret value may be in it
+/// (`secrets::refuse_literal_secrets` keeps them out of the settings).
 fn sidecar_env(args: &InjectArgs) -> Vec<EnvVar> {
     let mut vars = vec![env("TARGET_PROCESS", &args.target_process), env("TRACE_DIR", TRACES_MOUNT)];
     match non_empty(&args.s3_bucket) {
@@ -80,19 +99,36 @@ fn sidecar_env(args: &InjectArgs) -> Vec<EnvVar> {
         vars.retain(|v| &v.name != name);
         vars.push(env(name, value));
     }
+    for reference in &args.secret_env {
+        vars.retain(|v| v.name != reference.var);
+        vars.push(secret_env(&reference.var, &reference.secret, &reference.key));
+    }
     vars
 }
 
-fn security_context(args: &InjectArgs) -> SecurityContext {
+/// The manifests' security context for the tracer container
+/// (k8s/03-vllm-deployment.yaml): not privileged, ALL capabilities dropped
+/// and only [`CAPABILITIES`] added, no privilege escalation, read-only root
+/// filesystem (the tracer writes only under /traces). With
+/// `--sidecar-privileged` (kernels without CAP_BPF) privileged mode instead.
+pub fn security_context(args: &InjectArgs) -> SecurityContext {
     // Root in the container: Kubernetes gives added capabilities to uid 0
     // only (no ambient capabilities for other users).
-    let mut sc = SecurityContext { run_as_user: Some(0), run_as_non_root: Some(false), ..Default::default() };
+    let mut sc = SecurityContext {
+        run_as_user: Some(0),
+        run_as_non_root: Some(false),
+        read_only_root_filesystem: Some(true),
+        ..Default::default()
+    };
     if args.privileged {
         sc.privileged = Some(true);
     } else {
+        sc.privileged = Some(false);
         sc.allow_privilege_escalation = Some(false);
-        sc.capabilities =
-            Some(Capabilities { add: Some(CAPABILITIES.iter().map(|c| c.to_string()).collect()), drop: None });
+        sc.capabilities = Some(Capabilities {
+            add: Some(CAPABILITIES.iter().map(|c| c.to_string()).collect()),
+            drop: Some(vec!["ALL".to_string()]),
+        });
     }
     sc
 }
@@ -185,6 +221,7 @@ mod tests {
             .flatten()
             .map(|e| {
                 let value = match &e.value_from {
+                    Some(EnvVarSource { secret_key_ref: Some(s), .. }) => format!("secret:{}/{}", s.name, s.key),
                     Some(from) => format!("fieldRef:{}", from.field_ref.as_ref().unwrap().field_path),
                     None => e.value.clone().unwrap_or_default(),
                 };
@@ -225,9 +262,12 @@ mod tests {
         assert_eq!(get(&env, "TARGET_PROCESS"), Some("python"));
         assert_eq!(env.iter().filter(|(n, _)| n == "TARGET_PROCESS").count(), 1);
         let sc = c.security_context.unwrap();
-        assert_eq!(sc.privileged, None);
+        assert_eq!(sc.privileged, Some(false));
         assert_eq!(sc.run_as_user, Some(0));
-        assert_eq!(sc.capabilities.unwrap().add.unwrap(), CAPABILITIES.map(String::from));
+        assert_eq!((sc.read_only_root_filesystem, sc.allow_privilege_escalation), (Some(true), Some(false)));
+        let caps = sc.capabilities.unwrap();
+        assert_eq!(caps.add.unwrap(), CAPABILITIES.map(String::from));
+        assert_eq!(caps.drop.unwrap(), ["ALL"]);
         assert_eq!(c.volume_mounts.unwrap()[0].mount_path, TRACES_MOUNT);
         assert_eq!(c.liveness_probe.unwrap().http_get.unwrap().port, IntOrString::Int(9464));
         assert!(c.readiness_probe.is_none());
@@ -254,5 +294,24 @@ mod tests {
         let c = container(&args(&["--aws-secret", "aws-creds"]));
         let from = &c.env_from.unwrap()[0];
         assert_eq!(from.secret_ref.as_ref().unwrap().name, "aws-creds");
+    }
+
+    #[test]
+    fn secrets_are_references_never_values() {
+        let c = container(&args(&[
+            "--sidecar-env",
+            "AWS_ACCESS_KEY_ID=x",
+            "--sidecar-secret-env",
+            "AWS_ACCESS_KEY_ID=aws-creds:id,HF_TOKEN=hf-token:token",
+        ]));
+        let env = env_of(&c);
+        // The reference replaces a literal of the same name.
+        assert_eq!(get(&env, "AWS_ACCESS_KEY_ID"), Some("secret:aws-creds/id"));
+        assert_eq!(env.iter().filter(|(n, _)| n == "AWS_ACCESS_KEY_ID").count(), 1);
+        assert_eq!(get(&env, "HF_TOKEN"), Some("secret:hf-token/token"));
+        let hf = c.env.iter().flatten().find(|e| e.name == "HF_TOKEN").unwrap();
+        assert_eq!(hf.value, None);
+        let selector = hf.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
+        assert_eq!(selector.optional, Some(true), "a missing Secret must not keep vLLM from starting");
     }
 }

@@ -1,6 +1,7 @@
 //! TLS for the webhook: the serving certificate from PEM files, reloaded
-//! when the files change (a renewed Secret), and an axum listener that
-//! hands over connections once their handshake is done.
+//! when the files change (a renewed Secret), and a listener that hands over
+//! connections once their handshake is done, within a time limit and a cap
+//! on open connections.
 
 use std::{
     net::SocketAddr,
@@ -9,7 +10,10 @@ use std::{
     time::Duration,
 };
 
-use tokio::{net::TcpListener, sync::mpsc};
+use tokio::{
+    net::TcpListener,
+    sync::{mpsc, OwnedSemaphorePermit, Semaphore},
+};
 use tokio_rustls::{
     rustls::{
         self,
@@ -144,21 +148,37 @@ pub fn server_config(store: Arc<CertStore>) -> Result<ServerConfig, TlsError> {
     Ok(config)
 }
 
-/// A TLS listener for `axum::serve`. Handshakes run in their own tasks, so
-/// one slow or broken client never holds up the others.
-pub struct TlsListener {
-    local: SocketAddr,
-    ready: mpsc::Receiver<(TlsStream<tokio::net::TcpStream>, SocketAddr)>,
+/// A connection whose handshake is done. It holds one of the listener's
+/// connection slots until dropped.
+pub struct Accepted {
+    pub stream: TlsStream<tokio::net::TcpStream>,
+    pub peer: SocketAddr,
+    pub slot: OwnedSemaphorePermit,
 }
 
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A TLS listener. Handshakes run in their own tasks, so one slow or broken
+/// client never holds up the others; each has `handshake_timeout`, and at
+/// most `max_connections` are open at once (handshakes included): past
+/// that, new connections wait in the kernel's backlog.
+pub struct TlsListener {
+    local: SocketAddr,
+    ready: mpsc::Receiver<Accepted>,
+}
 
 impl TlsListener {
-    pub fn new(tcp: TcpListener, acceptor: TlsAcceptor) -> std::io::Result<Self> {
+    pub fn new(
+        tcp: TcpListener,
+        acceptor: TlsAcceptor,
+        handshake_timeout: Duration,
+        max_connections: usize,
+    ) -> std::io::Result<Self> {
         let local = tcp.local_addr()?;
         let (tx, ready) = mpsc::channel(64);
+        let slots = Arc::new(Semaphore::new(max_connections.max(1)));
         tokio::spawn(async move {
             loop {
+                // Never closed: the semaphore lives in this task.
+                let Ok(slot) = Arc::clone(&slots).acquire_owned().await else { return };
                 let (stream, peer) = match tcp.accept().await {
                     Ok(conn) => conn,
                     Err(e) => {
@@ -170,29 +190,25 @@ impl TlsListener {
                 };
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
-                            let _ = tx.send((tls, peer)).await;
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let _ = tx.send(Accepted { stream, peer, slot }).await;
                         }
                         Ok(Err(e)) => tracing::warn!(
                             %peer,
                             "TLS handshake failed: {e} (if the API server is the client, its caBundle \
                              does not match this certificate: rerun k8s/webhook/patch-ca-bundle.sh)"
                         ),
-                        Err(_) => tracing::warn!(%peer, "TLS handshake timed out"),
+                        Err(_) => tracing::warn!(%peer, "TLS handshake timed out after {handshake_timeout:?}"),
                     }
                 });
             }
         });
         Ok(Self { local, ready })
     }
-}
 
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<tokio::net::TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+    /// The next connection whose handshake is done.
+    pub async fn accept(&mut self) -> Accepted {
         match self.ready.recv().await {
             Some(conn) => conn,
             // The accept task never ends while the listener lives.
@@ -200,8 +216,8 @@ impl axum::serve::Listener for TlsListener {
         }
     }
 
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
     }
 }
 
