@@ -6,6 +6,8 @@
 
 #[path = "webhook_client.rs"]
 mod client;
+#[path = "webhook_hostile.rs"]
+mod hostile;
 
 use std::time::Duration;
 

@@ -108,7 +108,11 @@ fn https(port: u16, ca: &Path, method: &str, path: &str, body: &[u8]) -> Result<
     })
 }
 
-async fn https_async(port: u16, ca: &Path, method: &str, path: &str, body: &[u8]) -> Result<(u16, String), String> {
+/// A TLS connection to the webhook on 127.0.0.1:`port`, trusting only `ca`.
+pub async fn tls_connect(
+    port: u16,
+    ca: &Path,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
     let mut pem = Vec::new();
     std::fs::File::open(ca).and_then(|mut f| f.read_to_end(&mut pem)).map_err(|e| e.to_string())?;
     let mut roots = RootCertStore::empty();
@@ -123,10 +127,14 @@ async fn https_async(port: u16, ca: &Path, method: &str, path: &str, body: &[u8]
         .with_no_client_auth();
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| e.to_string())?;
     let name = ServerName::try_from("127.0.0.1").map_err(|e| e.to_string())?;
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+    tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(name, tcp)
         .await
-        .map_err(|e| format!("TLS handshake: {e}"))?;
+        .map_err(|e| format!("TLS handshake: {e}"))
+}
+
+async fn https_async(port: u16, ca: &Path, method: &str, path: &str, body: &[u8]) -> Result<(u16, String), String> {
+    let mut tls = tls_connect(port, ca).await?;
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n",

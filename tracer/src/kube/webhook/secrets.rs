@@ -37,8 +37,10 @@ fn secret_value(value: &str) -> Option<&'static str> {
     if v.contains("-----BEGIN") && v.contains("PRIVATE KEY") {
         return Some("the value is a private key");
     }
-    let authority = v.split_once("://").map(|(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or(""));
-    if authority.and_then(|a| a.rsplit_once('@')).is_some_and(|(userinfo, _)| userinfo.contains(':')) {
+    // `user:password@` before the host. Up to the first `@`, not the first
+    // `/`: a password may hold a `/` that its writer did not escape.
+    let userinfo = v.split_once("://").and_then(|(_, rest)| rest.split_once('@')).map(|(before, _)| before);
+    if userinfo.is_some_and(|u| u.contains(':') && !u.contains(['?', '#'])) {
         return Some("the URL carries a password");
     }
     None
