@@ -173,18 +173,28 @@ render_overlay() {
     printf '%s\n' "$dir"
 }
 
-# Secrets from the caller's environment (never written to disk).
+# The AWS keys as an env file, for `kubectl create secret --from-env-file`.
+aws_env_file() {
+    printf 'AWS_ACCESS_KEY_ID=%s\nAWS_SECRET_ACCESS_KEY=%s\n' "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY"
+    if [[ -n "${AWS_SESSION_TOKEN:-}" ]]; then
+        printf 'AWS_SESSION_TOKEN=%s\n' "$AWS_SESSION_TOKEN"
+    fi
+}
+
+# Secrets from the caller's environment, never written to disk and never on
+# a command line (where `ps` and /proc/PID/cmdline show them to every user):
+# kubectl reads each from a pipe that a shell builtin fills, and the Secret
+# goes to `kubectl apply` on stdin.
 apply_secrets() {
     if [[ -n "${AWS_ACCESS_KEY_ID:-}" && -n "${AWS_SECRET_ACCESS_KEY:-}" ]]; then
-        local args=(--from-literal=AWS_ACCESS_KEY_ID="$AWS_ACCESS_KEY_ID"
-            --from-literal=AWS_SECRET_ACCESS_KEY="$AWS_SECRET_ACCESS_KEY")
-        [[ -n "${AWS_SESSION_TOKEN:-}" ]] && args+=(--from-literal=AWS_SESSION_TOKEN="$AWS_SESSION_TOKEN")
-        k -n "$NAMESPACE" create secret generic aws-credentials "${args[@]}" --dry-run=client -o yaml | k apply -f -
+        k -n "$NAMESPACE" create secret generic aws-credentials --from-env-file=<(aws_env_file) \
+            --dry-run=client -o yaml | k apply -f -
     elif [[ -n "$S3_BUCKET" ]]; then
         log "no AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY set: the tracer uses the node's instance role (or an existing aws-credentials Secret)"
     fi
     if [[ -n "${HF_TOKEN:-}" ]]; then
-        k -n "$NAMESPACE" create secret generic hf-token --from-literal=token="$HF_TOKEN" --dry-run=client -o yaml | k apply -f -
+        k -n "$NAMESPACE" create secret generic hf-token --from-file=token=<(printf '%s' "$HF_TOKEN") \
+            --dry-run=client -o yaml | k apply -f -
     elif ! k -n "$NAMESPACE" get secret hf-token >/dev/null 2>&1; then
         log "no HF_TOKEN set and no hf-token Secret: gated models (Llama-2) will fail to download"
     fi

@@ -2,16 +2,26 @@
 # One GPU node ready for ./deploy.sh: the NVIDIA container toolkit, K3s with
 # NVIDIA's runtime as the default container runtime, and NVIDIA's device
 # plugin (so pods can request nvidia.com/gpu).
-# Usage: sudo ./infrastructure/k3s-install.sh
-# Settings (environment): K3S_VERSION (empty: the stable channel),
+# Usage: sudo K3S_INSTALLER_SHA256=<sha256> ./infrastructure/k3s-install.sh
+# Settings (environment): K3S_VERSION (v1.31.4+k3s1, pinned),
+#   K3S_INSTALLER_SHA256 (SHA-256 of K3s's install.sh at that tag; required),
 #   DEVICE_PLUGIN_VERSION (v0.17.1), GPU_WAIT_SECS (300).
 # Ubuntu 22.04 / Debian 12 with the NVIDIA driver (>= 525) installed.
+#
+# Nothing downloaded runs as root before it is checked: K3s's installer is
+# fetched for the pinned tag into a file and run only if its SHA-256 is the
+# pinned one (the installer then checks the K3s binary against the release's
+# sha256sum file). The admin kubeconfig is written 0600: it is cluster-admin.
 set -euo pipefail
 
-K3S_VERSION="${K3S_VERSION:-}"
+K3S_VERSION="${K3S_VERSION:-v1.31.4+k3s1}"
+# Pin it after reading the script once (docs/SECURITY.md, "Installing K3s"):
+#   curl -fsSL "https://raw.githubusercontent.com/k3s-io/k3s/v1.31.4%2Bk3s1/install.sh" | sha256sum
+K3S_INSTALLER_SHA256="${K3S_INSTALLER_SHA256:-}"
 DEVICE_PLUGIN_VERSION="${DEVICE_PLUGIN_VERSION:-v0.17.1}"
 GPU_WAIT_SECS="${GPU_WAIT_SECS:-300}"
 KUBECONFIG_PATH=/etc/rancher/k3s/k3s.yaml
+KUBECONFIG_MODE=0600
 
 log() { printf '==> %s\n' "$*"; }
 die() {
@@ -56,19 +66,49 @@ install_container_toolkit() {
     apt-get install -y nvidia-container-toolkit
 }
 
+# Fails unless FILE's SHA-256 is EXPECTED (64 hex digits).
+verify_sha256() {
+    local file="$1" expected="$2" what="$3" actual
+    actual="$(sha256sum "$file")"
+    actual="${actual%% *}"
+    if [[ ! "$expected" =~ ^[0-9a-f]{64}$ ]]; then
+        die "no pinned SHA-256 for $what (got '${expected}')" \
+            "read $what, then rerun with K3S_INSTALLER_SHA256=$actual if it is what you expect"
+    fi
+    [[ "$actual" == "$expected" ]] ||
+        die "$what has SHA-256 $actual, not the pinned $expected: refusing to run it" \
+            "check K3S_VERSION and K3S_INSTALLER_SHA256 (a new K3s release needs a new pin)"
+}
+
+# The kubeconfig is cluster-admin: root only.
+protect_kubeconfig() {
+    if [[ -e "$KUBECONFIG_PATH" ]]; then
+        chmod "$KUBECONFIG_MODE" "$KUBECONFIG_PATH"
+    fi
+}
+
 install_k3s() {
     if systemctl is-active --quiet k3s; then
         log "K3s already running ($(k3s --version | head -n 1))"
+        protect_kubeconfig
         return
     fi
-    log "installing K3s ${K3S_VERSION:-(stable channel)} with nvidia as the default runtime"
+    log "installing K3s $K3S_VERSION with nvidia as the default runtime"
+    local installer url
+    url="https://raw.githubusercontent.com/k3s-io/k3s/${K3S_VERSION//+/%2B}/install.sh"
+    installer="$(mktemp "${TMPDIR:-/tmp}/k3s-install.XXXXXX")"
+    # shellcheck disable=SC2064 # expand now: the local is gone when the trap runs
+    trap "rm -f '$installer'" EXIT
+    curl -fsSL --proto '=https' --tlsv1.2 -o "$installer" "$url" ||
+        die "cannot download $url" "check the network and K3S_VERSION ($K3S_VERSION)"
+    verify_sha256 "$installer" "$K3S_INSTALLER_SHA256" "$url"
     # K3s finds nvidia-container-runtime at start and adds it to its
     # containerd; --default-runtime makes every pod use it, so GPU pods need
     # no runtimeClassName.
-    curl -sfL https://get.k3s.io |
-        INSTALL_K3S_VERSION="$K3S_VERSION" sh -s - server \
-            --default-runtime nvidia \
-            --write-kubeconfig-mode 0644
+    INSTALL_K3S_VERSION="$K3S_VERSION" sh "$installer" server \
+        --default-runtime nvidia \
+        --write-kubeconfig-mode "$KUBECONFIG_MODE"
+    protect_kubeconfig
 }
 
 wait_for_node() {
@@ -118,10 +158,14 @@ main() {
     wait_for_gpus
     cat <<EOF
 
-K3s is ready. Next:
+K3s is ready. $KUBECONFIG_PATH is cluster-admin and readable by root only:
+run ./deploy.sh as root, or copy it to ~/.kube/config (mode 0600) for your user.
   export KUBECONFIG=$KUBECONFIG_PATH
   ./deploy.sh all        # build the sidecar image, deploy, test, verify
 EOF
 }
 
-main "$@"
+# Sourcing the script (tests) defines the functions without running them.
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+    main "$@"
+fi

@@ -286,3 +286,18 @@ fn tracer_settings_are_variables_the_tracer_reads() {
         }
     }
 }
+
+#[test]
+fn vllm_container_drops_what_it_does_not_need() {
+    // Issue 15: it ran as root with the runtime's default capabilities.
+    let docs = sidecar_docs();
+    let deploy: Deployment = doc(&docs, "Deployment", "vllm").typed();
+    let vllm = container(deploy.spec.template.spec.as_ref().unwrap(), "vllm");
+    let sc = vllm.security_context.as_ref().expect("vllm securityContext");
+    assert_ne!(sc.privileged, Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    let (add, drop) = caps(vllm);
+    assert!(add.is_empty(), "vLLM needs no capability: {add:?}");
+    assert_eq!(drop, BTreeSet::from(["ALL".to_string()]));
+    assert_eq!(sc.seccomp_profile.as_ref().map(|p| p.type_.as_str()), Some("RuntimeDefault"));
+}

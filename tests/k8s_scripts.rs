@@ -251,3 +251,100 @@ fn deploy_sh_renders_its_settings_into_valid_manifests() {
     assert_eq!(data["UPLOAD_ENABLED"], "false");
     assert!(!data.contains_key("S3_ENDPOINT"));
 }
+
+/// A `kubectl` that records its argv (one line a call) and everything it
+/// reads from stdin or from `--from-file`/`--from-env-file` paths, and
+/// succeeds; `create ... -o yaml` prints the files it read.
+const FAKE_KUBECTL: &str = r#"#!/usr/bin/env bash
+printf '%s\n' "$*" >>"$FAKE_LOG/argv"
+for arg in "$@"; do
+    case "$arg" in
+    --from-file=*) cat "${arg#*=*=}" ;;
+    --from-env-file=*) cat "${arg#*=}" ;;
+    esac
+done
+if [[ " $* " == *" -f - "* ]]; then cat >>"$FAKE_LOG/stdin"; fi
+exit 0
+"#;
+
+#[test]
+fn deploy_sh_passes_secrets_through_pipes_never_on_a_command_line() {
+    let scratch = tempfile::tempdir().unwrap();
+    let (bin, log) = (scratch.path().join("bin"), scratch.path().join("log"));
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&log).unwrap();
+    let kubectl = bin.join("kubectl");
+    std::fs::write(&kubectl, FAKE_KUBECTL).unwrap();
+    std::fs::set_permissions(&kubectl, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let kubeconfig = scratch.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, "").unwrap();
+    let secrets = [
+        ("AWS_ACCESS_KEY_ID", "AKIAFAKEFAKEFAKE1234"),
+        ("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"),
+        ("AWS_SESSION_TOKEN", "FwoGZXIvYXdzEFAKESESSIONTOKEN"),
+        ("HF_TOKEN", "hf_FAKEFAKEFAKEFAKEFAKEFAKEFAKEFAKE"),
+    ];
+    let mut env: Vec<(&str, &str)> = secrets.to_vec();
+    let (kubectl_path, kubeconfig_path, log_path) =
+        (kubectl.to_str().unwrap(), kubeconfig.to_str().unwrap(), log.to_str().unwrap());
+    env.extend([("KUBECTL", kubectl_path), ("KUBECONFIG", kubeconfig_path), ("FAKE_LOG", log_path)]);
+    let out = deploy(&["deploy"], &env);
+    assert!(out.status.success(), "deploy with a fake kubectl: {}", stderr(&out));
+
+    let argv = std::fs::read_to_string(log.join("argv")).unwrap();
+    let stdin = std::fs::read_to_string(log.join("stdin")).unwrap();
+    assert!(argv.contains("create secret generic aws-credentials"), "{argv}");
+    assert!(argv.contains("create secret generic hf-token"), "{argv}");
+    for (name, value) in secrets {
+        assert!(!argv.contains(value), "{name} is on a kubectl command line:\n{argv}");
+        // It still reached kubectl, through a pipe, and the Secret went on stdin.
+        assert!(stdin.contains(value), "{name} never reached kubectl apply:\n{stdin}");
+    }
+    // deploy.sh itself runs no other process with a secret in its argv.
+    let text = std::fs::read_to_string(root().join("deploy.sh")).unwrap();
+    assert!(!text.contains("--from-literal"), "deploy.sh puts a value on a command line");
+}
+
+#[test]
+fn k3s_install_pins_what_it_runs_and_keeps_the_kubeconfig_private() {
+    let script = root().join("infrastructure/k3s-install.sh");
+    let text = std::fs::read_to_string(&script).unwrap();
+    // Nothing downloaded is piped into a shell.
+    let joined = text.replace("\\\n", " ");
+    for line in joined.lines().filter(|l| !l.trim_start().starts_with('#')) {
+        let piped_to_shell = line.contains("curl") && ["| sh", "|sh", "| bash", "|bash"].iter().any(|p| line.contains(p));
+        assert!(!piped_to_shell, "curl piped into a shell: {line}");
+    }
+    assert!(!text.contains("0644"), "a world-readable kubeconfig mode is left");
+    assert!(text.contains("KUBECONFIG_MODE=0600") && text.contains("--write-kubeconfig-mode \"$KUBECONFIG_MODE\""));
+    assert!(text.contains("chmod \"$KUBECONFIG_MODE\" \"$KUBECONFIG_PATH\""), "an existing kubeconfig is not fixed");
+    let version = text.lines().find_map(|l| l.strip_prefix("K3S_VERSION=\"${K3S_VERSION:-")).unwrap_or_default();
+    assert!(version.starts_with("v1.") && version.contains("+k3s"), "K3s version not pinned: {version}");
+    let verified = text.find("verify_sha256 \"$installer\"").expect("installer checked");
+    let run = text.find("sh \"$installer\" server").expect("installer run");
+    assert!(verified < run, "the installer runs before its checksum is checked");
+
+    // verify_sha256 itself: right hash passes, a wrong or missing pin stops.
+    let scratch = tempfile::tempdir().unwrap();
+    let file = scratch.path().join("installer");
+    std::fs::write(&file, "echo hi\n").unwrap();
+    let wrong_pin = "0".repeat(64);
+    let actual = {
+        let out = Command::new("sha256sum").arg(&file).output().unwrap();
+        String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_string()
+    };
+    let check = |expected: &str| {
+        Command::new("bash")
+            .arg("-c")
+            .arg(format!("source '{}' && verify_sha256 '{}' '{expected}' installer", script.display(), file.display()))
+            .output()
+            .unwrap()
+    };
+    let right = check(&actual);
+    assert!(right.status.success(), "{}", stderr(&right));
+    let wrong = check(&wrong_pin);
+    assert!(!wrong.status.success() && stderr(&wrong).contains("refusing to run it"), "{}", stderr(&wrong));
+    let unpinned = check("");
+    assert!(!unpinned.status.success(), "an unpinned installer ran");
+    assert!(stderr(&unpinned).contains(&format!("K3S_INSTALLER_SHA256={actual}")), "{}", stderr(&unpinned));
+}

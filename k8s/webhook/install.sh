@@ -13,6 +13,10 @@
 #   S3_BUCKET S3_PREFIX S3_ENDPOINT S3_REGION S3_PATH_STYLE AWS_CREDENTIALS_SECRET
 #   TRACES_PVC TARGET_PROCESS VLLM_METRICS_URL TRACER_PRIVILEGED SIDECAR_ENV
 #                       passed to the injected sidecar (docs/WEBHOOK.md)
+#   SIDECAR_SECRET_ENV  sidecar env from Secrets, VAR=SECRET:KEY,... (a secret in
+#                       SIDECAR_ENV makes the webhook refuse to start)
+#   CLIENT_TIMEOUT_SECS MAX_CONNECTIONS MAX_CONCURRENT_REVIEWS
+#                       the webhook server's bounds (docs/SECURITY.md)
 #   WEBHOOK_NAMESPACE   where the webhook runs (cuda-tracer-system)
 #   CERT_DIR            where certificates are kept (./webhook-certs)
 set -euo pipefail
@@ -30,7 +34,7 @@ die() {
     exit 1
 }
 
-[[ "${1:-}" == "-h" || "${1:-}" == "--help" ]] && { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0; }
+[[ "${1:-}" == "-h" || "${1:-}" == "--help" ]] && { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0; }
 [[ $# -eq 0 ]] || die "unknown argument '$1': settings come from the environment (see --help)"
 command -v kubectl >/dev/null 2>&1 || die "kubectl is not installed: install it (https://kubernetes.io/docs/tasks/tools/) and rerun"
 command -v openssl >/dev/null 2>&1 || die "openssl is not installed: install it (apt-get install openssl) and rerun"
@@ -50,7 +54,8 @@ settings=(
     --from-literal=TRACER_IMAGE="$image"
 )
 for var in TRACER_IMAGE_PULL_POLICY TARGET_PROCESS VLLM_METRICS_URL S3_BUCKET S3_PREFIX S3_ENDPOINT \
-    S3_REGION S3_PATH_STYLE AWS_CREDENTIALS_SECRET TRACES_PVC TRACER_PRIVILEGED SIDECAR_ENV; do
+    S3_REGION S3_PATH_STYLE AWS_CREDENTIALS_SECRET TRACES_PVC TRACER_PRIVILEGED SIDECAR_ENV SIDECAR_SECRET_ENV \
+    CLIENT_TIMEOUT_SECS MAX_CONNECTIONS MAX_CONCURRENT_REVIEWS; do
     if [[ -n "${!var:-}" ]]; then
         settings+=(--from-literal="$var=${!var}")
     fi
