@@ -312,7 +312,8 @@ fn k3s_install_pins_what_it_runs_and_keeps_the_kubeconfig_private() {
     // Nothing downloaded is piped into a shell.
     let joined = text.replace("\\\n", " ");
     for line in joined.lines().filter(|l| !l.trim_start().starts_with('#')) {
-        let piped_to_shell = line.contains("curl") && ["| sh", "|sh", "| bash", "|bash"].iter().any(|p| line.contains(p));
+        let piped_to_shell =
+            line.contains("curl") && ["| sh", "|sh", "| bash", "|bash"].iter().any(|p| line.contains(p));
         assert!(!piped_to_shell, "curl piped into a shell: {line}");
     }
     assert!(!text.contains("0644"), "a world-readable kubeconfig mode is left");

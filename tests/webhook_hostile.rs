@@ -34,10 +34,9 @@ fn the_patch_names_secrets_and_never_carries_their_values() {
     json_patch::patch(&mut patched, &patch_of(&response)).expect("patch applies");
     let pod: Pod = serde_json::from_value(patched).expect("Pod");
     let sidecar = &pod.spec.as_ref().expect("spec").containers[1];
-    for (var, secret, key) in [
-        ("AWS_SECRET_ACCESS_KEY", "aws-credentials", "AWS_SECRET_ACCESS_KEY"),
-        ("HF_TOKEN", "hf-token", "token"),
-    ] {
+    for (var, secret, key) in
+        [("AWS_SECRET_ACCESS_KEY", "aws-credentials", "AWS_SECRET_ACCESS_KEY"), ("HF_TOKEN", "hf-token", "token")]
+    {
         let env = sidecar.env.iter().flatten().find(|e| e.name == var).unwrap_or_else(|| panic!("{var} missing"));
         assert_eq!(env.value, None, "{var} carries a value");
         let selector = env.value_from.as_ref().and_then(|f| f.secret_key_ref.as_ref()).expect("secretKeyRef");
@@ -105,9 +104,16 @@ fn the_injected_sidecar_has_the_manifests_security_context() {
 fn a_pod_with_a_volume_named_like_ours_is_denied() {
     let webhook = Webhook::start(&[]);
     let mut pod = vllm_pod();
-    pod["spec"]["volumes"].as_array_mut().expect("volumes").push(json!({"name": "cuda-tracer-traces", "hostPath": {"path": "/"}}));
+    pod["spec"]["volumes"]
+        .as_array_mut()
+        .expect("volumes")
+        .push(json!({"name": "cuda-tracer-traces", "hostPath": {"path": "/"}}));
     let response = admit(&webhook, &review("uid-clash", NAMESPACE, "CREATE", &pod));
-    assert_eq!((response["uid"].as_str(), response["allowed"].as_bool()), (Some("uid-clash"), Some(false)), "{response}");
+    assert_eq!(
+        (response["uid"].as_str(), response["allowed"].as_bool()),
+        (Some("uid-clash"), Some(false)),
+        "{response}"
+    );
     assert!(response.get("patch").is_none(), "{response}");
     let message = response["status"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("\"cuda-tracer-traces\"") && message.contains("rename that volume"), "{response}");
@@ -174,7 +180,8 @@ fn oversized_and_pathological_reviews_four_at_once_keep_memory_bounded() {
 
     let mut huge = vllm_pod();
     huge["metadata"]["annotations"]["padding"] = json!("x".repeat((3 << 20) + (512 << 10)));
-    let oversized: Vec<Vec<u8>> = (0..4).map(|i| review(&format!("uid-over-{i}"), NAMESPACE, "CREATE", &huge)).collect();
+    let oversized: Vec<Vec<u8>> =
+        (0..4).map(|i| review(&format!("uid-over-{i}"), NAMESPACE, "CREATE", &huge)).collect();
     for round in 0..2 {
         assert_eq!(concurrently(&webhook, &oversized), [413; 4], "round {round}");
     }

@@ -34,7 +34,7 @@ die() {
     exit 1
 }
 
-[[ "${1:-}" == "-h" || "${1:-}" == "--help" ]] && { sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0; }
+[[ "${1:-}" == "-h" || "${1:-}" == "--help" ]] && { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0; }
 [[ $# -eq 0 ]] || die "unknown argument '$1': settings come from the environment (see --help)"
 command -v kubectl >/dev/null 2>&1 || die "kubectl is not installed: install it (https://kubernetes.io/docs/tasks/tools/) and rerun"
 command -v openssl >/dev/null 2>&1 || die "openssl is not installed: install it (apt-get install openssl) and rerun"
