@@ -51,7 +51,17 @@ impl Webhook {
             .arg(certs.join("tls.key"))
             .args(extra)
             .env("RUST_LOG", "info");
-        for var in ["TARGET_NAMESPACE", "TARGET_LABEL_KEY", "TARGET_LABEL_VALUE", "TRACER_IMAGE", "S3_BUCKET"] {
+        for var in [
+            "TARGET_NAMESPACE",
+            "TARGET_LABEL_KEY",
+            "TARGET_LABEL_VALUE",
+            "TRACER_IMAGE",
+            "S3_BUCKET",
+            "SIDECAR_ENV",
+            "SIDECAR_SECRET_ENV",
+            "CLIENT_TIMEOUT_SECS",
+            "MAX_CONCURRENT_REVIEWS",
+        ] {
             cmd.env_remove(var);
         }
         let (child, log) = spawn_with_log(cmd);

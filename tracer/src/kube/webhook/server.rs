@@ -319,4 +319,43 @@ mod tests {
         assert!(r.message.contains("5000+ bytes is over the 1000-byte limit"), "{}", r.message);
         assert_eq!(read_body(Body::from("abc"), 3).await.unwrap(), Bytes::from("abc"));
     }
+
+    fn app(max_concurrent_reviews: usize) -> App {
+        let limits = Limits {
+            max_body_bytes: 1000,
+            client_timeout: Duration::from_millis(200),
+            max_connections: 1,
+            max_concurrent_reviews,
+        };
+        App::new(super::super::settings::parse_for_test(&[]), limits)
+    }
+
+    #[tokio::test]
+    async fn reviews_past_the_cap_wait_then_get_503_and_late_bodies_408() {
+        let app = app(1);
+        let held = app.reviews.acquire().await.unwrap();
+        let r = read_review(&app, Body::from("{}")).await.err().unwrap();
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(r.message.contains("busy: 1 reviews in progress"), "{}", r.message);
+        drop(held);
+        // A body that never ends.
+        let endless = Body::new(Endless);
+        let r = read_review(&app, endless).await.err().unwrap();
+        assert_eq!(r.status, StatusCode::REQUEST_TIMEOUT);
+        assert!(r.message.contains("did not arrive within 0.2s"), "{}", r.message);
+    }
+
+    /// A request body whose next frame never comes.
+    struct Endless;
+
+    impl HttpBody for Endless {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+            std::task::Poll::Pending
+        }
+    }
 }
