@@ -10,10 +10,11 @@ use std::{
 use rayon::prelude::*;
 
 use super::{
-    fast, parse_line,
+    parse_line,
     sort::{sort_by_time, sort_chunk, time_order},
     Call, LineError,
 };
+use crate::format::line::read as fast;
 use crate::format::{metadata, metadata::Metadata, names};
 
 /// Chunk size for parallel parsing; chunks end at a newline.
