@@ -10,9 +10,9 @@
 /// The session's metadata (see [`super::metadata`]).
 pub const METADATA: &str = "metadata.json";
 /// Start of every trace file's name.
-pub const TRACE_PREFIX: &str = "trace_";
+const TRACE_PREFIX: &str = "trace_";
 /// End of every trace file's name.
-pub const TRACE_SUFFIX: &str = ".jsonl";
+const TRACE_SUFFIX: &str = ".jsonl";
 /// Start of every KV-cache CSV chunk's name.
 const KV_CHUNK_PREFIX: &str = "kv_cache_usage_";
 /// The merged (or seed-style) KV-cache CSV that `report` writes and reads.

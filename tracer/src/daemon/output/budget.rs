@@ -2,7 +2,8 @@
 //! hold and what happens at the cap. The default policy never deletes data
 //! that has not been uploaded: it pauses writing and counts every call it
 //! does not write. `delete-oldest` instead removes the oldest closed trace
-//! files and records each one in the metadata.
+//! files and records each one in the metadata. What counts is what delivery
+//! uploads: trace files and KV-cache chunks ([`names::is_data_file`]).
 
 use std::{
     path::{Path, PathBuf},
@@ -20,7 +21,7 @@ use crate::format::names;
 pub enum DiskFullPolicy {
     /// Stop writing lines (each one counted as dropped) until uploads free space.
     Pause,
-    /// Delete the oldest closed trace files, recording which.
+    /// Delete the oldest closed data files (trace files, KV-cache chunks), recording which.
     DeleteOldest,
 }
 
@@ -29,7 +30,7 @@ pub enum DiskFullPolicy {
 pub struct DiskBudget {
     pub max_bytes: u64,
     pub policy: DiskFullPolicy,
-    /// The directory whose trace files count (the trace dir, or a record's session dir).
+    /// The directory whose data files count (the trace dir, or a record's session dir).
     pub root: PathBuf,
     /// Read by the pipeline for every call: true while writing is paused.
     pub paused: Arc<AtomicBool>,
