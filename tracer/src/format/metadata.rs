@@ -23,19 +23,13 @@ use crate::{daemon::output::stats::SummaryRow, daemon::probes::loader::Drops};
 /// status), or the same name read back from a file.
 pub type Name = Cow<'static, str>;
 
-/// Why metadata could not be written.
+/// Why metadata could not be written or read.
 #[derive(Debug, thiserror::Error)]
-#[error("writing {path}: {source}")]
-pub struct MetadataError {
-    pub path: String,
-    pub source: std::io::Error,
-}
-
-/// Why metadata could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum MetadataReadError {
+pub enum MetadataError {
+    #[error("writing {path}: {source}")]
+    Write { path: String, source: std::io::Error },
     #[error("reading {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Read { path: String, source: std::io::Error },
     #[error("{path} is not a cuda-tracer metadata.json: {source}")]
     Json { path: String, source: serde_json::Error },
 }
@@ -182,18 +176,18 @@ impl Metadata {
     pub fn write(&self, dir: &Path) -> Result<(), MetadataError> {
         let dest = dir.join(names::METADATA);
         let tmp = dir.join(names::partial(names::METADATA));
-        let err = |source| MetadataError { path: dest.display().to_string(), source };
+        let err = |source| MetadataError::Write { path: dest.display().to_string(), source };
         let json = serde_json::to_vec_pretty(self).map_err(|e| err(std::io::Error::other(e)))?;
         std::fs::write(&tmp, json).map_err(err)?;
         std::fs::rename(&tmp, &dest).map_err(err)
     }
 
     /// Reads `dir/metadata.json`.
-    pub fn read(dir: &Path) -> Result<Self, MetadataReadError> {
+    pub fn read(dir: &Path) -> Result<Self, MetadataError> {
         let path = dir.join(names::METADATA);
         let shown = || path.display().to_string();
-        let bytes = std::fs::read(&path).map_err(|source| MetadataReadError::Io { path: shown(), source })?;
-        serde_json::from_slice(&bytes).map_err(|source| MetadataReadError::Json { path: shown(), source })
+        let bytes = std::fs::read(&path).map_err(|source| MetadataError::Read { path: shown(), source })?;
+        serde_json::from_slice(&bytes).map_err(|source| MetadataError::Json { path: shown(), source })
     }
 
     /// The metadata of the session a trace file belongs to (the

@@ -23,13 +23,18 @@ pub mod key {
 /// `tracer_common::funcs::FUNCS` and adds [`arg::BYTES`] (a free's size) and
 /// [`arg::KERNEL`] (a launch's kernel name) from the annotator.
 pub mod arg {
+    /// A size: allocated, copied or (from the annotator) freed.
     pub const BYTES: &[u8] = b"bytes";
-    pub const DPTR: &[u8] = b"dptr";
+    /// `cudaMemcpyKind` by name (`HtoD`, …).
     pub const KIND: &[u8] = b"kind";
+    /// Pointers and handles, written as `"0x…"`.
+    pub const DPTR: &[u8] = b"dptr";
     pub const STREAM: &[u8] = b"stream";
     pub const EVENT: &[u8] = b"event";
     pub const GRAPH: &[u8] = b"graph";
     pub const EXEC: &[u8] = b"exec";
+    /// A launch's kernel name (from the annotator), grid, block and dynamic
+    /// shared memory.
     pub const KERNEL: &[u8] = b"kernel";
     pub const GRID: &[u8] = b"grid";
     pub const BLOCK: &[u8] = b"block";
