@@ -112,7 +112,7 @@ fn config(dir: PathBuf, id: String, target: Target, t: &TraceArgs, budget_root: 
 async fn record(args: RecordArgs) -> Result<ExitCode> {
     let id = session_id();
     let dir = args.output.unwrap_or_else(|| PathBuf::from("traces").join(&id));
-    if dir.join("metadata.json").exists() {
+    if dir.join(cuda_tracer::format::names::METADATA).exists() {
         bail!("{} already holds a trace session; pass an empty or new directory with -o", dir.display());
     }
     let cfg = config(dir.clone(), id, Target::Command(args.command), &args.trace, &dir);

@@ -1,34 +1,49 @@
 //! The session's `metadata.json`: what was traced, how `ts` maps to wall
 //! time, which files hold the trace, and every count of what was lost.
 //! Rewritten atomically (temp file + rename) at start, at each rotation and
-//! at the end.
+//! at the end; read back through the same type by `report` and `export`, so
+//! a renamed field fails to compile. Every field may be absent (older
+//! writers) and unknown fields are ignored (newer writers).
+//!
+//! Names the daemon takes from static tables are [`Name`]s: borrowed when
+//! written, owned when read.
 
-use std::path::Path;
-
-use serde::Serialize;
-
-use crate::{
-    daemon::output::sink::ClosedFile, daemon::output::stats::SummaryRow, daemon::probes::attach::AttachedLibrary,
-    daemon::probes::loader::Drops,
+use std::{
+    borrow::Cow,
+    collections::BTreeMap,
+    path::{Path, PathBuf},
 };
 
-/// Why metadata could not be written.
+use serde::{Deserialize, Serialize};
+
+use super::names;
+use crate::{daemon::output::stats::SummaryRow, daemon::probes::loader::Drops};
+
+/// A name from one of the daemon's static tables (a function, a layer, a
+/// status), or the same name read back from a file.
+pub type Name = Cow<'static, str>;
+
+/// Why metadata could not be written or read.
 #[derive(Debug, thiserror::Error)]
-#[error("writing {path}: {source}")]
-pub struct MetadataError {
-    pub path: String,
-    pub source: std::io::Error,
+pub enum MetadataError {
+    #[error("writing {path}: {source}")]
+    Write { path: String, source: std::io::Error },
+    #[error("reading {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path} is not a cuda-tracer metadata.json: {source}")]
+    Json { path: String, source: serde_json::Error },
 }
 
 /// A process seen during the session.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct ProcessRecord {
     pub pid: u32,
     pub ppid: u32,
     pub comm: String,
     pub cmdline: String,
     /// How it came to be traced: `command`, `pid`, `pattern`, `fork`, `scan-child`.
-    pub source: &'static str,
+    pub source: Name,
     /// `ts` (ms since session start) when tracing began.
     pub first_seen_ms: f64,
     /// `ts` when it exited, if it did during the session.
@@ -38,7 +53,8 @@ pub struct ProcessRecord {
 /// A library attached only after a traced process had mapped it: the calls
 /// it served before `attached_ms` are not in the trace (and cannot be counted,
 /// since nothing probed them).
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct LateLibrary {
     pub pid: u32,
     pub path: String,
@@ -46,7 +62,8 @@ pub struct LateLibrary {
 }
 
 /// Counts of everything the session saw or lost.
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct Counts {
     /// Calls written to trace files.
     pub calls: u64,
@@ -58,63 +75,146 @@ pub struct Counts {
     pub dropped_disk_budget: u64,
 }
 
+/// A library the probes are attached to.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct AttachedLibrary {
+    /// The path inside the process's mount namespace, as in /proc/PID/maps.
+    pub path: String,
+    /// The path the tracer opened (through /proc/PID/root for containers).
+    pub opened: PathBuf,
+    #[serde(rename = "type")]
+    pub layer: Name,
+    pub dev: u64,
+    pub inode: u64,
+    pub functions: Vec<Name>,
+    /// Selected functions this library does not export.
+    pub missing: Vec<Name>,
+    pub probes: usize,
+}
+
+/// A finished trace file.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct ClosedFile {
+    pub name: String,
+    pub lines: u64,
+    pub bytes: u64,
+}
+
+/// A data file deleted to stay within the disk budget.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct DeletedFile {
+    pub path: String,
+    pub bytes: u64,
+}
+
+/// The KV-cache scraper's record, kept under `kv_cache`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct KvStatus {
+    pub url: String,
+    pub interval_secs: f64,
+    /// Scrapes that gave a row.
+    pub scrapes: u64,
+    /// Failed scrapes by kind (`connect`, `timeout`, `http_status`, `body`, `bad_page`, `write`).
+    pub scrape_errors: BTreeMap<Name, u64>,
+    pub last_error: Option<String>,
+    /// The usage gauge the endpoint serves (new or old name).
+    pub usage_metric: Option<Name>,
+    /// Closed CSV chunks, in order.
+    pub files: Vec<String>,
+}
+
 /// The whole `metadata.json`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Metadata {
     pub session_id: String,
-    pub tracer_version: &'static str,
+    pub tracer_version: Name,
     pub hostname: String,
     /// Kubernetes downward-API values (`POD_NAME`, `POD_NAMESPACE`, `NODE_NAME`), when set.
     pub kubernetes: Kubernetes,
     /// `running` while tracing, `finished` after a clean stop.
-    pub status: &'static str,
-    pub mode: &'static str,
+    pub status: Name,
+    pub mode: Name,
     pub command: Option<Vec<String>>,
     pub target_pattern: Option<String>,
     pub start_wall_clock: String,
     pub start_unix_ns: u128,
     /// CLOCK_BOOTTIME nanoseconds at `ts` = 0; a line's boot time is
-    /// `start_boot_ns + ts * 1e6`.
-    pub start_boot_ns: u64,
-    pub ts_unit: &'static str,
+    /// `start_boot_ns + ts * 1e6`. `None` only in a file that lacks it.
+    pub start_boot_ns: Option<u64>,
+    pub ts_unit: Name,
     pub end_wall_clock: Option<String>,
-    pub function_groups: Vec<&'static str>,
+    pub function_groups: Vec<Name>,
     pub follows_forks: bool,
     pub ringbuf_bytes: u32,
     pub processes: Vec<ProcessRecord>,
     pub libraries: Vec<AttachedLibrary>,
     /// Libraries attached after a traced process had mapped them.
     pub late_libraries: Vec<LateLibrary>,
-    /// Trace files deleted before upload to stay within the disk budget.
-    pub deleted_for_disk_budget: Vec<crate::daemon::output::budget::DeletedFile>,
+    /// Data files deleted before upload to stay within the disk budget.
+    pub deleted_for_disk_budget: Vec<DeletedFile>,
     pub files: Vec<ClosedFile>,
     pub counts: Counts,
     pub drops: Drops,
     /// Calls lost to a full ring buffer, per function.
-    pub dropped_by_function: std::collections::BTreeMap<&'static str, u64>,
+    pub dropped_by_function: BTreeMap<Name, u64>,
     /// Calls that happened in traced processes but are not in the files:
     /// kernel-side drops plus write errors.
     pub dropped_events: u64,
     pub summary: Vec<SummaryRow>,
     /// The vLLM metrics scraper (`run --vllm-metrics-url`), when on.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub kv_cache: Option<crate::daemon::output::kv_scrape::KvStatus>,
+    pub kv_cache: Option<KvStatus>,
 }
 
 impl Metadata {
     /// Writes `dir/metadata.json` atomically.
     pub fn write(&self, dir: &Path) -> Result<(), MetadataError> {
-        let dest = dir.join("metadata.json");
-        let tmp = dir.join(".metadata.json.partial");
-        let err = |source| MetadataError { path: dest.display().to_string(), source };
+        let dest = dir.join(names::METADATA);
+        let tmp = dir.join(names::partial(names::METADATA));
+        let err = |source| MetadataError::Write { path: dest.display().to_string(), source };
         let json = serde_json::to_vec_pretty(self).map_err(|e| err(std::io::Error::other(e)))?;
         std::fs::write(&tmp, json).map_err(err)?;
         std::fs::rename(&tmp, &dest).map_err(err)
     }
+
+    /// Reads `dir/metadata.json`.
+    pub fn read(dir: &Path) -> Result<Self, MetadataError> {
+        let path = dir.join(names::METADATA);
+        let shown = || path.display().to_string();
+        let bytes = std::fs::read(&path).map_err(|source| MetadataError::Read { path: shown(), source })?;
+        serde_json::from_slice(&bytes).map_err(|source| MetadataError::Json { path: shown(), source })
+    }
+
+    /// The metadata of the session a trace file belongs to (the
+    /// `metadata.json` beside it), if it has readable metadata.
+    pub fn of_trace_file(file: &Path) -> Option<Self> {
+        Self::read(file.parent()?).ok()
+    }
+}
+
+/// The shift, in milliseconds, that puts each session's `ts` on one time
+/// axis: sessions started at different instants are aligned on the earliest
+/// `start_boot_ns` (a session without one is not shifted). `starts` holds
+/// each input's `start_boot_ns`.
+pub fn shifts_ms(starts: &[Option<u64>]) -> Vec<f64> {
+    let origin = starts.iter().flatten().min().copied();
+    starts
+        .iter()
+        .map(|start| match (start, origin) {
+            (Some(s), Some(o)) => s.saturating_sub(o) as f64 / 1e6,
+            _ => 0.0,
+        })
+        .collect()
 }
 
 /// Where the tracer runs in Kubernetes, from the downward-API environment.
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct Kubernetes {
     pub pod: Option<String>,
     pub namespace: Option<String>,
@@ -131,4 +231,55 @@ impl Kubernetes {
 /// The machine's host name (the node name in a pod with hostNetwork, else the pod name).
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn written_metadata_reads_back_as_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Metadata {
+            session_id: "s1".into(),
+            tracer_version: "0.1.0".into(),
+            status: "finished".into(),
+            start_boot_ns: Some(1_000_000),
+            start_unix_ns: 1_700_000_000_000_000_000,
+            function_groups: vec!["memory".into()],
+            processes: vec![ProcessRecord {
+                pid: 7,
+                comm: "python".into(),
+                source: "command".into(),
+                ..Default::default()
+            }],
+            files: vec![ClosedFile { name: names::trace_file(1, "x"), lines: 2, bytes: 30 }],
+            dropped_by_function: [("cudaMalloc".into(), 3)].into(),
+            kv_cache: Some(KvStatus { scrape_errors: [("connect".into(), 1)].into(), ..Default::default() }),
+            ..Default::default()
+        };
+        meta.write(dir.path()).unwrap();
+        assert!(!dir.path().join(names::partial(names::METADATA)).exists());
+        let back = Metadata::read(dir.path()).unwrap();
+        assert_eq!(serde_json::to_value(&back).unwrap(), serde_json::to_value(&meta).unwrap());
+        assert_eq!((back.processes, back.start_boot_ns), (meta.processes, Some(1_000_000)));
+    }
+
+    #[test]
+    fn older_and_newer_files_read_with_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(names::METADATA), r#"{"start_boot_ns":5,"a_future_field":{"x":[1]}}"#).unwrap();
+        let meta = Metadata::read(dir.path()).unwrap();
+        assert_eq!((meta.start_boot_ns, meta.processes.len(), meta.kv_cache), (Some(5), 0, None));
+        std::fs::write(dir.path().join(names::METADATA), "{}").unwrap();
+        assert_eq!(Metadata::read(dir.path()).unwrap().start_boot_ns, None);
+        std::fs::write(dir.path().join(names::METADATA), "[").unwrap();
+        assert!(Metadata::read(dir.path()).unwrap_err().to_string().contains("not a cuda-tracer metadata.json"));
+    }
+
+    #[test]
+    fn sessions_are_aligned_on_the_earliest_start() {
+        assert_eq!(shifts_ms(&[Some(3_000_000), None, Some(1_000_000)]), [2.0, 0.0, 0.0]);
+        assert_eq!(shifts_ms(&[None, None]), [0.0, 0.0]);
+    }
 }

@@ -5,3 +5,4 @@
 pub mod kv;
 pub mod line;
 pub mod metadata;
+pub mod names;

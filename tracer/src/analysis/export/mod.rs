@@ -8,11 +8,14 @@ pub mod window;
 pub use crate::analysis::report::steps;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use crate::analysis::trace;
+use crate::{
+    analysis::trace,
+    format::metadata::{self, Metadata},
+};
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
@@ -126,36 +129,18 @@ pub fn export_chrome(args: &ChromeArgs) -> Result<Summary, ExportError> {
     })
 }
 
-/// Each file's time shift (the same rule as [`trace::read`]: sessions are
-/// aligned on the earliest `start_boot_ns`) and the process names the
-/// sessions' metadata.json record.
+/// Each file's time shift (the same rule as [`trace::read`]:
+/// [`metadata::shifts_ms`]) and the process names the sessions'
+/// metadata.json record.
 fn sources_and_names(files: &[PathBuf]) -> (Vec<chrome::Source>, HashMap<u32, String>) {
-    let mut names = HashMap::new();
-    let metas: Vec<Option<serde_json::Value>> = files.iter().map(|f| session_metadata(f)).collect();
-    let start = |m: &Option<serde_json::Value>| m.as_ref().and_then(|m| m.get("start_boot_ns")?.as_u64());
-    let origin = metas.iter().filter_map(start).min();
-    let mut sources = Vec::new();
-    for (path, meta) in files.iter().zip(&metas) {
-        let shift_ms = match (start(meta), origin) {
-            (Some(s), Some(o)) => (s - o) as f64 / 1e6,
-            _ => 0.0,
-        };
-        sources.push(chrome::Source { path: path.clone(), shift_ms });
-        let processes = meta.as_ref().and_then(|m| m.get("processes")?.as_array().cloned()).unwrap_or_default();
-        for p in processes {
-            let (Some(pid), Some(comm)) =
-                (p.get("pid").and_then(|v| v.as_u64()), p.get("comm").and_then(|v| v.as_str()))
-            else {
-                continue;
-            };
-            names.insert(pid as u32, comm.to_string());
-        }
-    }
-    (sources, names)
-}
-
-fn session_metadata(file: &Path) -> Option<serde_json::Value> {
-    serde_json::from_slice(&std::fs::read(file.parent()?.join("metadata.json")).ok()?).ok()
+    let metas: Vec<Option<Metadata>> = files.iter().map(|f| Metadata::of_trace_file(f)).collect();
+    let starts: Vec<Option<u64>> = metas.iter().map(|m| m.as_ref().and_then(|m| m.start_boot_ns)).collect();
+    let sources = files
+        .iter()
+        .zip(metadata::shifts_ms(&starts))
+        .map(|(path, shift_ms)| chrome::Source { path: path.clone(), shift_ms });
+    let names = metas.into_iter().flatten().flat_map(|m| m.processes).map(|p| (p.pid, p.comm)).collect();
+    (sources.collect(), names)
 }
 
 #[cfg(test)]

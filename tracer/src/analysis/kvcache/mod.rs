@@ -10,18 +10,8 @@ use std::{
 
 use serde::Serialize;
 
-use crate::format::kv::{is_chunk_name, CSV_HEADER};
-
-/// One row of `kv_cache_usage.csv`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct KvRow {
-    pub timestamp_sec: f64,
-    pub usage_pct: f64,
-    pub num_requests_running: Option<f64>,
-    pub num_requests_waiting: Option<f64>,
-    /// vLLM's cumulative counter.
-    pub num_preemptions: Option<f64>,
-}
+pub use crate::format::kv::KvRow;
+use crate::format::{kv::CSV_HEADER, names};
 
 /// The rows of one session dir, in time order.
 #[derive(Clone, Debug, PartialEq)]
@@ -50,9 +40,7 @@ fn csvs_in(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| {
-            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n == "kv_cache_usage.csv" || is_chunk_name(n))
-        })
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(names::is_kv_csv))
         .collect();
     files.sort();
     files
@@ -93,28 +81,6 @@ fn groups(inputs: &[PathBuf]) -> Vec<(PathBuf, Vec<PathBuf>)> {
         .collect()
 }
 
-fn optional(field: &str) -> Result<Option<f64>, ()> {
-    if field.is_empty() {
-        return Ok(None);
-    }
-    field.parse().map(Some).map_err(|_| ())
-}
-
-fn parse_row(line: &str) -> Option<KvRow> {
-    let f: Vec<&str> = line.trim_end_matches('\r').split(',').collect();
-    // A merged file has a trailing `session` column.
-    if f.len() < 5 {
-        return None;
-    }
-    Some(KvRow {
-        timestamp_sec: f[0].parse().ok()?,
-        usage_pct: f[1].parse().ok()?,
-        num_requests_running: optional(f[2]).ok()?,
-        num_requests_waiting: optional(f[3]).ok()?,
-        num_preemptions: optional(f[4]).ok()?,
-    })
-}
-
 fn read_csv(path: &Path, series: &mut KvSeries) -> Result<(), KvReportError> {
     let text = std::fs::read_to_string(path)
         .map_err(|source| KvReportError::Read { path: path.display().to_string(), source })?;
@@ -124,7 +90,7 @@ fn read_csv(path: &Path, series: &mut KvSeries) -> Result<(), KvReportError> {
         return Err(KvReportError::Header { path: path.display().to_string(), found: header.to_string() });
     }
     for (i, line) in lines.enumerate() {
-        match parse_row(line) {
+        match KvRow::parse(line) {
             Some(row) => series.rows.push(row),
             None => series.skipped.push(format!("{}:{}", path.display(), i + 2)),
         }
@@ -266,7 +232,7 @@ pub fn summarize(inputs: &[PathBuf], out_dir: &Path) -> Result<Option<KvSummary>
             );
         }
     }
-    write(&out_dir.join("kv_cache_usage.csv"), &csv)?;
+    write(&out_dir.join(names::KV_MERGED), &csv)?;
     Ok(Some(summary))
 }
 

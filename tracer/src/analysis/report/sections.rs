@@ -89,7 +89,7 @@ fn kv_cache(report: &mut Report, steps: &[steps::Step], args: &ReportArgs) -> Ve
         }
     };
     report.kv_cache = serde_json::to_value(&summary).ok();
-    let mut written = vec![out.join("kv_cache_summary.txt"), out.join("kv_cache_usage.csv")];
+    let mut written = vec![out.join("kv_cache_summary.txt"), out.join(crate::format::names::KV_MERGED)];
     if let Ok(text) = std::fs::read_to_string(out.join("kv_cache_summary.txt")) {
         report.extra_text.push(text);
     }

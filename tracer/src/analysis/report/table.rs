@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-pub use crate::analysis::trace::fast::FastMap;
+pub use crate::format::line::FastMap;
 
 /// Builds one CSV document in memory.
 pub struct Csv {

@@ -10,10 +10,12 @@ use std::{
 use rayon::prelude::*;
 
 use super::{
-    fast, parse_line,
+    parse_line,
     sort::{sort_by_time, sort_chunk, time_order},
     Call, LineError,
 };
+use crate::format::line::read as fast;
+use crate::format::{metadata, metadata::Metadata, names};
 
 /// Chunk size for parallel parsing; chunks end at a newline.
 const CHUNK_BYTES: usize = 4 << 20;
@@ -83,21 +85,15 @@ fn collect_dir(dir: &Path, depth: u32, out: &mut Vec<PathBuf>) -> Result<(), Rea
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         if path.is_dir() && depth > 1 {
             collect_dir(&path, depth - 1, out)?;
-        } else if name.starts_with("trace_") && name.ends_with(".jsonl") {
+        } else if names::is_trace_file(name) {
             out.push(path);
         }
     }
     Ok(())
 }
 
-/// `start_boot_ns` of the session holding `file`, from its metadata.json.
-fn session_start_ns(file: &Path) -> Option<u64> {
-    let meta = std::fs::read(file.parent()?.join("metadata.json")).ok()?;
-    serde_json::from_slice::<serde_json::Value>(&meta).ok()?.get("start_boot_ns")?.as_u64()
-}
-
 /// Parses every file. Sessions started at different instants are put on one
-/// time axis: `ts` is shifted by the session's start relative to the earliest.
+/// time axis ([`metadata::shifts_ms`]).
 pub fn read(files: &[PathBuf]) -> Result<Loaded, ReadError> {
     read_with_progress(files, &|_| ())
 }
@@ -112,18 +108,15 @@ pub fn read(files: &[PathBuf]) -> Result<Loaded, ReadError> {
 /// that cannot be read leaves a hole, which sorts last and is cut off.
 pub fn read_with_progress(files: &[PathBuf], progress: &(dyn Fn(u64) + Sync)) -> Result<Loaded, ReadError> {
     let started = std::time::Instant::now();
-    let starts: Vec<Option<u64>> = files.iter().map(|f| session_start_ns(f)).collect();
-    let origin = starts.iter().flatten().min().copied();
+    let starts: Vec<Option<u64>> =
+        files.iter().map(|f| Metadata::of_trace_file(f).and_then(|m| m.start_boot_ns)).collect();
+    let shifts = metadata::shifts_ms(&starts);
     let mut maps = Vec::with_capacity(files.len());
     for file in files {
         maps.push(map_file(file)?);
     }
     let mut work = Vec::new();
-    for (index, (map, start)) in maps.iter().zip(&starts).enumerate() {
-        let shift_ms = match (start, origin) {
-            (Some(s), Some(o)) => (s - o) as f64 / 1e6,
-            _ => 0.0,
-        };
+    for (index, (map, &shift_ms)) in maps.iter().zip(&shifts).enumerate() {
         work.extend(chunks(map.as_deref().unwrap_or_default()).into_iter().map(|c| (index, c, shift_ms)));
     }
     let counts: Vec<usize> = work.par_iter().map(|&(_, chunk, _)| line_count(chunk)).collect();

@@ -5,33 +5,14 @@
 
 use std::{collections::HashMap, sync::Arc};
 
+pub use crate::format::line::{Annotations, JsonStr};
+
 use tracer_common::{
     abi::{call_flags, CallEvent},
     funcs::{self, FuncSpec, Group, Layer},
 };
 
 use crate::daemon::ingest::kernel_names::{demangle, StubResolver};
-
-/// A string already escaped and quoted as JSON, ready to write.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct JsonStr(pub Arc<str>);
-
-impl JsonStr {
-    pub fn new(s: &str) -> Self {
-        Self(Arc::from(serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())))
-    }
-}
-
-/// Extra facts for one trace line.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Annotations {
-    /// Demangled kernel name of a launch.
-    pub kernel: Option<JsonStr>,
-    /// Bytes released by a free (from the matching allocation).
-    pub freed_bytes: Option<u64>,
-    /// Name of a non-zero return code.
-    pub error: Option<&'static str>,
-}
 
 #[derive(Default)]
 struct ProcState {

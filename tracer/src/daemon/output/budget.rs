@@ -2,7 +2,8 @@
 //! hold and what happens at the cap. The default policy never deletes data
 //! that has not been uploaded: it pauses writing and counts every call it
 //! does not write. `delete-oldest` instead removes the oldest closed trace
-//! files and records each one in the metadata.
+//! files and records each one in the metadata. What counts is what delivery
+//! uploads: trace files and KV-cache chunks ([`names::is_data_file`]).
 
 use std::{
     path::{Path, PathBuf},
@@ -12,22 +13,16 @@ use std::{
     },
 };
 
-use serde::Serialize;
+pub use crate::format::metadata::DeletedFile;
+use crate::format::names;
 
 /// What to do when the trace dir reaches `--max-local-bytes`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum DiskFullPolicy {
     /// Stop writing lines (each one counted as dropped) until uploads free space.
     Pause,
-    /// Delete the oldest closed trace files, recording which.
+    /// Delete the oldest closed data files (trace files, KV-cache chunks), recording which.
     DeleteOldest,
-}
-
-/// A trace file deleted to stay within the budget.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct DeletedFile {
-    pub path: String,
-    pub bytes: u64,
 }
 
 /// The budget of one tracer.
@@ -35,13 +30,15 @@ pub struct DeletedFile {
 pub struct DiskBudget {
     pub max_bytes: u64,
     pub policy: DiskFullPolicy,
-    /// The directory whose trace files count (the trace dir, or a record's session dir).
+    /// The directory whose data files count (the trace dir, or a record's session dir).
     pub root: PathBuf,
     /// Read by the pipeline for every call: true while writing is paused.
     pub paused: Arc<AtomicBool>,
 }
 
-fn trace_files(root: &Path) -> Vec<(PathBuf, u64)> {
+/// The data files under `root` (trace files and KV-cache chunks, closed or
+/// open: what delivery uploads) with their sizes.
+fn data_files(root: &Path) -> Vec<(PathBuf, u64)> {
     let mut files = Vec::new();
     let mut dirs = vec![root.to_path_buf()];
     while let Some(dir) = dirs.pop() {
@@ -51,7 +48,7 @@ fn trace_files(root: &Path) -> Vec<(PathBuf, u64)> {
             let Ok(meta) = e.metadata() else { continue };
             if meta.is_dir() {
                 dirs.push(path);
-            } else if e.file_name().to_string_lossy().contains("trace_") {
+            } else if names::is_data_file_open_or_closed(&e.file_name().to_string_lossy()) {
                 files.push((path, meta.len()));
             }
         }
@@ -60,9 +57,9 @@ fn trace_files(root: &Path) -> Vec<(PathBuf, u64)> {
 }
 
 impl DiskBudget {
-    /// Bytes of trace files, closed and open, under the root.
+    /// Bytes of data files, closed and open, under the root.
     pub fn usage(&self) -> u64 {
-        trace_files(&self.root).iter().map(|(_, n)| n).sum()
+        data_files(&self.root).iter().map(|(_, n)| n).sum()
     }
 
     /// Applies the policy once; returns the files deleted (delete-oldest).
@@ -86,9 +83,9 @@ impl DiskBudget {
                     return deleted;
                 }
                 // Oldest first: session dirs and file names start with time and sequence.
-                let mut closed: Vec<(PathBuf, u64)> = trace_files(&self.root)
+                let mut closed: Vec<(PathBuf, u64)> = data_files(&self.root)
                     .into_iter()
-                    .filter(|(p, _)| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("trace_")))
+                    .filter(|(p, _)| p.file_name().is_some_and(|n| names::is_data_file(&n.to_string_lossy())))
                     .collect();
                 closed.sort();
                 // The newest closed file holds the latest data: it is never deleted.
@@ -128,6 +125,20 @@ mod tests {
         std::fs::remove_file(dir.path().join("trace_00001_a.jsonl")).unwrap();
         b.enforce();
         assert!(!b.paused.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn kv_chunks_count_like_trace_files_and_metadata_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, n) in [
+            (names::kv_chunk(1), 100),
+            (names::partial(&names::kv_chunk(2)), 20),
+            (names::trace_file(1, "x"), 3),
+            (names::METADATA.to_string(), 1000),
+        ] {
+            std::fs::write(dir.path().join(name), vec![b'x'; n]).unwrap();
+        }
+        assert_eq!(budget(dir.path(), 500, DiskFullPolicy::Pause).usage(), 123);
     }
 
     #[test]

@@ -12,7 +12,10 @@ use std::{
 
 use serde::Serialize;
 
-use crate::daemon::output::upload::{S3Uploader, UploadError};
+use crate::{
+    daemon::output::upload::{S3Uploader, UploadError},
+    format::names,
+};
 
 /// A closed file waiting for the store.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,11 +40,11 @@ enum FileKind {
 
 impl FileKind {
     fn of(name: &str) -> Self {
-        if name.starts_with("trace_") && name.ends_with(".jsonl") {
+        if names::is_trace_file(name) {
             FileKind::Trace
-        } else if crate::format::kv::is_chunk_name(name) {
+        } else if names::is_kv_chunk(name) {
             FileKind::KvChunk
-        } else if name == "metadata.json" {
+        } else if name == names::METADATA {
             FileKind::Metadata
         } else {
             FileKind::Other
@@ -58,7 +61,7 @@ impl FileKind {
 /// Session directories under `dir`: `dir` itself when it holds a session
 /// (`cuda-tracer upload SESSION_DIR`), else its subdirectories.
 fn sessions(dir: &Path) -> Vec<PathBuf> {
-    if dir.join("metadata.json").exists() {
+    if dir.join(names::METADATA).exists() {
         return vec![dir.to_path_buf()];
     }
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
@@ -107,7 +110,7 @@ pub fn repair_partials(dir: &Path, live_session: Option<&str>) -> Vec<PathBuf> {
         let Ok(entries) = std::fs::read_dir(&session_dir) else { continue };
         for entry in entries.filter_map(Result::ok) {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(closed) = name.strip_prefix('.').and_then(|n| n.strip_suffix(".partial")) else { continue };
+            let Some(closed) = names::closed_name(&name) else { continue };
             if !FileKind::of(closed).is_data() {
                 continue;
             }
@@ -186,7 +189,7 @@ impl Delivery {
     fn unchanged_metadata(&self, p: &Pending) -> bool {
         let Ok(meta) = std::fs::metadata(&p.path) else { return true };
         let stamp = (meta.len(), meta.modified().unwrap_or(SystemTime::UNIX_EPOCH));
-        p.name == "metadata.json" && self.metadata_sent.get(&p.path) == Some(&stamp)
+        p.name == names::METADATA && self.metadata_sent.get(&p.path) == Some(&stamp)
     }
 
     /// Uploads every pending file once (with retries), stopping new work at
@@ -213,7 +216,7 @@ impl Delivery {
             let Ok((p, result)) = joined else { continue };
             self.settle(p, result, &mut report);
         }
-        let waiting: Vec<Pending> = pending(&self.dir).into_iter().filter(|p| p.name != "metadata.json").collect();
+        let waiting: Vec<Pending> = pending(&self.dir).into_iter().filter(|p| p.name != names::METADATA).collect();
         self.stats.pending_files = waiting.len();
         if let Some(m) = &self.metrics {
             m.files_uploaded.set(self.stats.uploaded_files as i64);
@@ -245,7 +248,7 @@ impl Delivery {
                         m.last_upload_unix.set(t as i64);
                     }
                 }
-                if p.name == "metadata.json" {
+                if p.name == names::METADATA {
                     if let Ok(meta) = std::fs::metadata(&p.path) {
                         let stamp = (meta.len(), meta.modified().unwrap_or(SystemTime::UNIX_EPOCH));
                         self.metadata_sent.insert(p.path, stamp);
@@ -310,6 +313,14 @@ mod tests {
                 .map(FileKind::of);
         assert_eq!(kinds, [FileKind::Trace, FileKind::KvChunk, FileKind::Metadata, FileKind::Other]);
         assert_eq!(kinds.map(FileKind::is_data), [true, true, false, false]);
+    }
+
+    #[test]
+    fn delivery_uploads_what_the_disk_budget_counts() {
+        let trace = names::trace_file(1, "20260101T000000Z");
+        for name in [trace.as_str(), "kv_cache_usage_00002.csv", "metadata.json", "kv_cache_usage.csv", "notes.txt"] {
+            assert_eq!(FileKind::of(name).is_data(), names::is_data_file(name), "{name}");
+        }
     }
 
     #[test]

@@ -150,7 +150,7 @@ impl Metrics {
     }
 
     fn is_ready(&self) -> bool {
-        let probe = self.trace_dir.join(".readyz");
+        let probe = self.trace_dir.join(crate::format::names::READY_PROBE);
         self.ready.load(Ordering::Relaxed)
             && std::fs::write(&probe, b"").and_then(|()| std::fs::remove_file(&probe)).is_ok()
     }

@@ -8,10 +8,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use serde::Serialize;
 use tracer_common::abi::CallEvent;
 
-use crate::{daemon::ingest::annotate::Annotations, format::line::LineFormatter};
+pub use crate::format::metadata::ClosedFile;
+use crate::{daemon::ingest::annotate::Annotations, format::line::LineFormatter, format::names};
 
 /// Why the trace could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -22,14 +22,6 @@ pub enum SinkError {
     Write { path: String, source: std::io::Error },
     #[error("closing trace file {path}: {source}")]
     Close { path: String, source: std::io::Error },
-}
-
-/// A finished trace file.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct ClosedFile {
-    pub name: String,
-    pub lines: u64,
-    pub bytes: u64,
 }
 
 /// Receives decoded calls.
@@ -67,9 +59,9 @@ impl JsonlSink {
     fn open(&mut self) -> Result<&mut OpenFile, SinkError> {
         if self.current.is_none() {
             self.seq += 1;
-            let name = format!("trace_{:05}_{}.jsonl", self.seq, crate::clock::compact_utc_now());
+            let name = names::trace_file(self.seq, &crate::clock::compact_utc_now());
             let dest = self.dir.join(&name);
-            let tmp = self.dir.join(format!(".{name}.partial"));
+            let tmp = self.dir.join(names::partial(&name));
             let file =
                 File::create(&tmp).map_err(|source| SinkError::Create { path: tmp.display().to_string(), source })?;
             self.current =

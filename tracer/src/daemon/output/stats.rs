@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tracer_common::{abi::CallEvent, funcs};
 
 /// One function's totals.
@@ -45,11 +45,11 @@ pub struct Stats {
 }
 
 /// One row of the summary, as written to metadata.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct SummaryRow {
-    pub func: &'static str,
+    pub func: crate::format::metadata::Name,
     #[serde(rename = "type")]
-    pub layer: &'static str,
+    pub layer: crate::format::metadata::Name,
     pub calls: u64,
     pub errors: u64,
     pub total_ms: f64,
@@ -81,8 +81,8 @@ impl Stats {
             .filter_map(|(id, s)| {
                 let spec = funcs::by_id(*id)?;
                 Some(SummaryRow {
-                    func: spec.name,
-                    layer: spec.layer.type_name(),
+                    func: spec.name.into(),
+                    layer: spec.layer.type_name().into(),
                     calls: s.calls,
                     errors: s.errors,
                     total_ms: s.total_ns as f64 / 1e6,
@@ -91,7 +91,7 @@ impl Stats {
                 })
             })
             .collect();
-        rows.sort_by(|a, b| b.calls.cmp(&a.calls).then(a.func.cmp(b.func)));
+        rows.sort_by(|a, b| b.calls.cmp(&a.calls).then(a.func.cmp(&b.func)));
         rows
     }
 

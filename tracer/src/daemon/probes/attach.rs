@@ -2,14 +2,9 @@
 //! library, once per library file (uprobes bind to the inode, so one attach
 //! covers every process and container mapping that file).
 
-use std::{
-    collections::HashMap,
-    os::unix::fs::MetadataExt,
-    path::{Path, PathBuf},
-};
+use std::{collections::HashMap, os::unix::fs::MetadataExt, path::Path};
 
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope};
-use serde::Serialize;
 use tracer_common::funcs::{self, FuncSpec, Group, Layer};
 
 use crate::{
@@ -76,22 +71,7 @@ impl std::str::FromStr for Selection {
     }
 }
 
-/// A library the probes are attached to.
-#[derive(Clone, Debug, Serialize)]
-pub struct AttachedLibrary {
-    /// The path inside the process's mount namespace, as in /proc/PID/maps.
-    pub path: String,
-    /// The path the tracer opened (through /proc/PID/root for containers).
-    pub opened: PathBuf,
-    #[serde(rename = "type")]
-    pub layer: &'static str,
-    pub dev: u64,
-    pub inode: u64,
-    pub functions: Vec<&'static str>,
-    /// Selected functions this library does not export.
-    pub missing: Vec<&'static str>,
-    pub probes: usize,
-}
+pub use crate::format::metadata::AttachedLibrary;
 
 /// Attaches libraries and remembers which files are done.
 pub struct Attacher {
@@ -170,11 +150,11 @@ impl Attacher {
         let lib = AttachedLibrary {
             path: shown.to_string(),
             opened: opened.to_path_buf(),
-            layer: layer_name(layer),
+            layer: layer_name(layer).into(),
             dev: key.0,
             inode: key.1,
-            functions: resolved.found.iter().map(|f| f.name).collect(),
-            missing: resolved.missing,
+            functions: resolved.found.iter().map(|f| f.name.into()).collect(),
+            missing: resolved.missing.into_iter().map(Into::into).collect(),
             probes: count,
         };
         tracing::info!(path = %lib.path, functions = lib.functions.len(), missing = lib.missing.len(), probes = count, "attached");

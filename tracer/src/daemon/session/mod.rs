@@ -301,7 +301,7 @@ async fn wait_child(child: &mut Option<tokio::process::Child>) -> std::io::Resul
 fn prepare_dir(dir: &std::path::Path) -> Result<(), SessionError> {
     let err = |source| SessionError::TraceDir { path: dir.display().to_string(), source };
     std::fs::create_dir_all(dir).map_err(err)?;
-    let probe = dir.join(".write-test");
+    let probe = dir.join(crate::format::names::WRITE_TEST);
     std::fs::write(&probe, b"").map_err(err)?;
     std::fs::remove_file(&probe).map_err(err)
 }
@@ -373,11 +373,11 @@ impl Session {
         };
         let meta = Metadata {
             session_id: self.cfg.session_id.clone(),
-            tracer_version: env!("CARGO_PKG_VERSION"),
+            tracer_version: env!("CARGO_PKG_VERSION").into(),
             hostname: crate::format::metadata::hostname(),
             kubernetes: crate::format::metadata::Kubernetes::from_env(),
-            status: if self.finished { "finished" } else { "running" },
-            mode,
+            status: if self.finished { "finished" } else { "running" }.into(),
+            mode: mode.into(),
             command,
             target_pattern: pattern,
             start_wall_clock: clock::rfc3339(self.clock.start_wall),
@@ -387,10 +387,11 @@ impl Session {
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map(|d| d.as_nanos())
                 .unwrap_or(0),
-            start_boot_ns: self.clock.start_boot_ns,
-            ts_unit: "milliseconds since start_boot_ns (CLOCK_BOOTTIME); one line per completed call, stamped at entry",
+            start_boot_ns: Some(self.clock.start_boot_ns),
+            ts_unit: "milliseconds since start_boot_ns (CLOCK_BOOTTIME); one line per completed call, stamped at entry"
+                .into(),
             end_wall_clock: self.finished.then(|| clock::rfc3339(SystemTime::now())),
-            function_groups: self.cfg.selection.groups().collect(),
+            function_groups: self.cfg.selection.groups().map(Into::into).collect(),
             follows_forks: self.probes.follows_forks,
             ringbuf_bytes: self.cfg.ringbuf_bytes,
             processes: self.past_processes.iter().chain(self.processes.values()).cloned().collect(),
@@ -400,7 +401,13 @@ impl Session {
             files: self.files.clone(),
             counts: self.counts.clone(),
             drops,
-            dropped_by_function: self.probes.drops_by_function().unwrap_or_default(),
+            dropped_by_function: self
+                .probes
+                .drops_by_function()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(name, n)| (name.into(), n))
+                .collect(),
             dropped_events: drops.lost_calls() + self.counts.write_errors + self.counts.dropped_disk_budget,
             summary: stats.rows(),
             kv_cache: self.kv.as_ref().map(|k| k.status()).or_else(|| self.kv_final.clone()),

@@ -37,7 +37,7 @@ impl Session {
                 ppid: info.ppid,
                 comm: info.comm,
                 cmdline: info.cmdline,
-                source,
+                source: source.into(),
                 first_seen_ms,
                 exited_ms: None,
             },

@@ -13,7 +13,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde::Serialize;
 use tokio::{sync::watch, task::JoinHandle};
 
 mod parse;
@@ -21,7 +20,11 @@ mod parse;
 pub use parse::{parse_page, KvSample, PageError};
 
 use crate::daemon::output::metrics::{KindLabel, Metrics};
-use crate::format::kv::{chunk_name, CSV_HEADER};
+pub use crate::format::metadata::KvStatus;
+use crate::format::{
+    kv::{KvRow, CSV_HEADER},
+    names,
+};
 
 /// What to scrape (`--vllm-metrics-url`, `--metrics-interval`).
 #[derive(Clone, Debug)]
@@ -59,22 +62,6 @@ impl ScrapeError {
             Self::Write { .. } => "write",
         }
     }
-}
-
-/// The scraper's record, kept in `metadata.json` under `kv_cache`.
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
-pub struct KvStatus {
-    pub url: String,
-    pub interval_secs: f64,
-    /// Scrapes that gave a row.
-    pub scrapes: u64,
-    /// Failed scrapes by kind (`connect`, `timeout`, `http_status`, `body`, `bad_page`, `write`).
-    pub scrape_errors: BTreeMap<&'static str, u64>,
-    pub last_error: Option<String>,
-    /// The usage gauge the endpoint serves (new or old name).
-    pub usage_metric: Option<&'static str>,
-    /// Closed CSV chunks, in order.
-    pub files: Vec<String>,
 }
 
 /// A running scraper.
@@ -165,7 +152,7 @@ impl Context {
             let outcome = page.and_then(|text| {
                 parse_page(&text).map_err(|source| ScrapeError::Page { url: self.cfg.url.clone(), source })
             });
-            match outcome.and_then(|sample| self.chunks.write_row(&row(ts_sec, &sample)).map(|()| sample)) {
+            match outcome.and_then(|sample| self.chunks.write_row(&row(ts_sec, &sample).to_line()).map(|()| sample)) {
                 Ok(sample) => self.on_row(sample.usage_metric),
                 Err(e) => self.on_error(e),
             }
@@ -177,7 +164,7 @@ impl Context {
     fn on_row(&mut self, metric: &'static str) {
         if let Ok(mut s) = self.status.lock() {
             s.scrapes += 1;
-            s.usage_metric = Some(metric);
+            s.usage_metric = Some(metric.into());
         }
         if let Some(m) = &self.metrics {
             m.vllm_scrapes.inc();
@@ -190,7 +177,7 @@ impl Context {
     fn on_error(&mut self, e: ScrapeError) {
         let kind = e.kind();
         if let Ok(mut s) = self.status.lock() {
-            *s.scrape_errors.entry(kind).or_default() += 1;
+            *s.scrape_errors.entry(kind.into()).or_default() += 1;
             s.last_error = Some(e.to_string());
         }
         if let Some(m) = &self.metrics {
@@ -242,22 +229,15 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     inner.to_string()
 }
 
-fn cell(v: Option<f64>) -> String {
-    match v {
-        Some(x) if x.fract() == 0.0 && x.abs() < 1e15 => format!("{}", x as i64),
-        Some(x) => format!("{x}"),
-        None => String::new(),
+/// The CSV row of a sample taken at `ts_sec` (trace axis).
+fn row(ts_sec: f64, s: &KvSample) -> KvRow {
+    KvRow {
+        timestamp_sec: ts_sec,
+        usage_pct: s.usage_pct,
+        num_requests_running: s.num_requests_running,
+        num_requests_waiting: s.num_requests_waiting,
+        num_preemptions: s.num_preemptions,
     }
-}
-
-fn row(ts_sec: f64, s: &KvSample) -> String {
-    format!(
-        "{ts_sec:.3},{:.4},{},{},{}\n",
-        s.usage_pct,
-        cell(s.num_requests_running),
-        cell(s.num_requests_waiting),
-        cell(s.num_preemptions)
-    )
 }
 
 struct OpenChunk {
@@ -280,8 +260,8 @@ impl Chunks {
     /// at the next start keeps every complete row.
     fn write_row(&mut self, line: &str) -> Result<(), ScrapeError> {
         if self.open.is_none() {
-            let name = chunk_name(self.seq + 1);
-            let tmp = self.dir.join(format!(".{name}.partial"));
+            let name = names::kv_chunk(self.seq + 1);
+            let tmp = self.dir.join(names::partial(&name));
             let err = |source| ScrapeError::Write { path: tmp.display().to_string(), source };
             let mut file = File::create(&tmp).map_err(err)?;
             file.write_all(format!("{CSV_HEADER}\n").as_bytes()).map_err(err)?;
@@ -357,7 +337,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rows_keep_integers_plain_and_absent_values_empty() {
+    fn a_sample_becomes_its_row() {
         let s = super::KvSample {
             usage_pct: 12.5,
             usage_metric: "vllm:kv_cache_usage_perc",
@@ -366,7 +346,7 @@ mod tests {
             num_requests_waiting: None,
             num_preemptions: Some(1.5),
         };
-        assert_eq!(row(1.23456, &s), "1.235,12.5000,3,,1.5\n");
+        assert_eq!(row(1.23456, &s).to_line(), "1.235,12.5000,3,,1.5\n");
     }
 
     #[test]

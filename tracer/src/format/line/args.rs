@@ -8,6 +8,7 @@ use serde::{de, Deserialize, Deserializer};
 
 use super::{
     intern::{self, Launch},
+    schema::arg,
     CopyKind, Hex,
 };
 
@@ -43,17 +44,22 @@ impl Field {
         }
     }
 
-    fn name(self) -> &'static str {
+    /// Its key in a line's `args`.
+    fn key(self) -> &'static [u8] {
         match self {
-            Field::Stream => "stream",
-            Field::Bytes => "bytes",
-            Field::Graph => "graph",
-            Field::F => "f",
-            Field::Dptr => "dptr",
-            Field::Event => "event",
-            Field::Exec => "exec",
-            Field::SharedMem => "shared_mem",
+            Field::Stream => arg::STREAM,
+            Field::Bytes => arg::BYTES,
+            Field::Graph => arg::GRAPH,
+            Field::F => arg::F,
+            Field::Dptr => arg::DPTR,
+            Field::Event => arg::EVENT,
+            Field::Exec => arg::EXEC,
+            Field::SharedMem => arg::SHARED_MEM,
         }
+    }
+
+    fn name(self) -> &'static str {
+        std::str::from_utf8(self.key()).unwrap_or("?")
     }
 }
 

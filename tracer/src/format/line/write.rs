@@ -1,14 +1,42 @@
 //! Formats one completed call as a JSONL trace line: the seed's fields (`ts`,
 //! `pid`, `type`, `func`, `phase`) plus `tid`, `dur_us`, `ret` and decoded
-//! `args`. Hand-written for speed: the schema is fixed and every string we
-//! emit is a static name or a number, so nothing needs escaping.
+//! `args`, with the separators of [`super::schema`]. Hand-written for speed:
+//! the schema is fixed and every string we emit is a static name, a number
+//! or a [`JsonStr`] escaped once, so nothing needs escaping here.
+
+use std::sync::Arc;
 
 use tracer_common::{
     abi::{call_flags, CallEvent},
     funcs::{self, Fmt},
 };
 
-use crate::daemon::ingest::annotate::{Annotations, JsonStr};
+use super::{
+    schema::{self, arg},
+    CopyKind,
+};
+
+/// A string already escaped and quoted as JSON, ready to write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JsonStr(pub Arc<str>);
+
+impl JsonStr {
+    pub fn new(s: &str) -> Self {
+        Self(Arc::from(serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())))
+    }
+}
+
+/// What the daemon's annotator adds to a line that the record does not
+/// carry by itself.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Annotations {
+    /// Demangled kernel name of a launch.
+    pub kernel: Option<JsonStr>,
+    /// Bytes released by a free (from the matching allocation).
+    pub freed_bytes: Option<u64>,
+    /// Name of a non-zero return code.
+    pub error: Option<&'static str>,
+}
 
 /// Writes trace lines with `ts` relative to the session start.
 #[derive(Clone, Copy, Debug)]
@@ -26,27 +54,28 @@ impl LineFormatter {
             return;
         };
         let ret = ev.ret as u32 as i32;
-        out.extend_from_slice(b"{\"ts\":");
+        out.extend_from_slice(schema::BEFORE_TS);
         write_ms(out, ev.entry_ns as i128 - self.start_ns as i128);
-        out.extend_from_slice(b",\"pid\":");
+        out.extend_from_slice(schema::BEFORE_PID);
         write_int(out, ev.pid);
-        out.extend_from_slice(b",\"tid\":");
+        out.extend_from_slice(schema::BEFORE_TID);
         write_int(out, ev.tid);
-        out.extend_from_slice(b",\"type\":\"");
-        out.extend_from_slice(spec.layer.type_name().as_bytes());
-        out.extend_from_slice(b"\",\"func\":\"");
-        out.extend_from_slice(spec.name.as_bytes());
-        out.extend_from_slice(b"\",\"phase\":\"entry\",\"dur_us\":");
+        out.extend_from_slice(schema::BEFORE_TYPE);
+        write_str(out, spec.layer.type_name());
+        out.extend_from_slice(schema::BEFORE_FUNC);
+        write_str(out, spec.name);
+        out.extend_from_slice(schema::PHASE_THEN_DUR_US);
         write_int(out, ev.dur_ns / 1000);
         out.push(b'.');
         write_padded(out, ev.dur_ns % 1000, 3);
-        out.extend_from_slice(b",\"ret\":");
+        out.extend_from_slice(schema::BEFORE_RET);
         write_int(out, ret);
         if let Some(error) = ann.error {
-            out.extend_from_slice(b",\"error\":");
+            out.extend_from_slice(schema::BEFORE_ERROR);
             write_str(out, error);
         }
-        out.extend_from_slice(b",\"args\":{");
+        out.extend_from_slice(schema::BEFORE_ARGS);
+        out.push(b'{');
         let mut first = true;
         for arg in spec.args {
             let w = |i: u8| ev.args.get(i as usize).copied().unwrap_or(0);
@@ -54,13 +83,7 @@ impl LineFormatter {
             if arg.fmt == Fmt::Out && (ret != 0 || ev.flags & call_flags::OUT_VALID == 0) {
                 continue;
             }
-            if !first {
-                out.push(b',');
-            }
-            first = false;
-            out.push(b'"');
-            out.extend_from_slice(arg.name.as_bytes());
-            out.extend_from_slice(b"\":");
+            write_key(out, &mut first, arg.name.as_bytes());
             match arg.fmt {
                 Fmt::U64 => write_int(out, word),
                 Fmt::U32 => write_int(out, word as u32),
@@ -68,8 +91,8 @@ impl LineFormatter {
                 Fmt::Out => write_hex(out, ev.out),
                 Fmt::Dim3Regs => write_dim3(out, word as u32, (word >> 32) as u32, w(arg.word + 1) as u32),
                 Fmt::Dim3Words => write_dim3(out, word as u32, w(arg.word + 1) as u32, w(arg.word + 2) as u32),
-                Fmt::MemcpyKind => match memcpy_kind(word as u32) {
-                    Some(k) => write_str(out, k),
+                Fmt::MemcpyKind => match CopyKind::from_cuda(word as u32) {
+                    Some(k) => write_str(out, k.name()),
                     None => write_int(out, word as u32),
                 },
                 Fmt::Const(s) => write_str(out, s),
@@ -84,15 +107,16 @@ impl LineFormatter {
             }
         }
         if let Some(bytes) = ann.freed_bytes {
-            out.extend_from_slice(if first { b"\"bytes\":" } else { b",\"bytes\":" });
+            write_key(out, &mut first, arg::BYTES);
             write_int(out, bytes);
-            first = false;
         }
         if let Some(kernel) = &ann.kernel {
-            out.extend_from_slice(if first { b"\"kernel\":" } else { b",\"kernel\":" });
+            write_key(out, &mut first, arg::KERNEL);
             out.extend_from_slice(kernel.0.as_bytes());
         }
-        out.extend_from_slice(b"}}\n");
+        out.push(b'}');
+        out.extend_from_slice(schema::END);
+        out.push(b'\n');
     }
 }
 
@@ -106,9 +130,14 @@ fn u32_at(ev: &CallEvent, idx: u8) -> u32 {
     }
 }
 
-/// `cudaMemcpyKind` names as the trace spells them.
-pub fn memcpy_kind(kind: u32) -> Option<&'static str> {
-    ["HtoH", "HtoD", "DtoH", "DtoD", "Default"].get(kind as usize).copied()
+/// `"key":` of an `args` entry, after a comma unless it is the `first`.
+fn write_key(out: &mut Vec<u8>, first: &mut bool, key: &[u8]) {
+    if !std::mem::take(first) {
+        out.push(b',');
+    }
+    out.push(b'"');
+    out.extend_from_slice(key);
+    out.extend_from_slice(b"\":");
 }
 
 fn write_int(out: &mut Vec<u8>, v: impl itoa::Integer) {

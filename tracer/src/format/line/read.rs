@@ -1,15 +1,21 @@
 //! A fast path for the lines the tracer itself writes: one scan over the
-//! bytes, no whitespace, no escapes. Anything it does not recognise (other
-//! spacing, escaped strings, nested values in unknown keys) returns `None`
-//! and the caller falls back to serde_json, which also explains errors.
-//! It exists because `report` must read a 1 GB trace far faster than jq.
+//! bytes, no whitespace, no escapes, the writer's separators
+//! ([`super::schema`]) matched as literals. Anything it does not recognise
+//! (other spacing, escaped strings, nested values in unknown keys) returns
+//! `None` and the caller falls back to serde_json ([`super::fallback`]),
+//! which also explains errors. It exists because `report` must read a 1 GB
+//! trace far faster than jq.
 
-use std::sync::OnceLock;
+use std::sync::{LazyLock, OnceLock};
 
-use tracer_common::funcs;
+use tracer_common::funcs::{self, Layer};
 
-pub use super::hash::FastMap;
-use super::{hash::NameKey, intern, Args, Call, CopyKind, ErrorName, Hex, Launch};
+use super::{
+    hash::{FastMap, NameKey},
+    intern,
+    schema::{self, arg, key},
+    Args, Call, CopyKind, ErrorName, Hex, Launch,
+};
 
 /// A launch's kernel name, grid and block, as bytes.
 type LaunchKey<'a> = (Option<NameKey<'a>>, Option<[u32; 3]>, Option<[u32; 3]>);
@@ -263,33 +269,22 @@ fn quote_or_backslash(b: &[u8]) -> Option<usize> {
 /// switches to SIMD.
 const SWAR_WORDS: usize = 3;
 
-fn copy_kind(s: &[u8]) -> CopyKind {
-    match s {
-        b"HtoD" => CopyKind::HtoD,
-        b"DtoH" => CopyKind::DtoH,
-        b"DtoD" => CopyKind::DtoD,
-        b"HtoH" => CopyKind::HtoH,
-        b"Default" => CopyKind::Default,
-        _ => CopyKind::Other,
-    }
-}
-
 fn args<'a>(c: &mut Cursor<'a>, names: &mut Interner<'a>, a: &mut Args) -> Option<()> {
     let (mut kernel, mut grid, mut block) = (None, None, None);
     c.object(|c, key| {
         match key {
-            b"bytes" => a.set_bytes(Some(c.u64()?)).ok()?,
-            b"dptr" => a.set_dptr(Some(c.hex()?)).ok()?,
-            b"kind" => a.set_kind(Some(copy_kind(c.string()?))),
-            b"stream" => a.set_stream(Some(c.hex()?)).ok()?,
-            b"event" => a.set_event(Some(c.hex()?)).ok()?,
-            b"graph" => a.set_graph(Some(c.hex()?)).ok()?,
-            b"exec" => a.set_exec(Some(c.hex()?)).ok()?,
-            b"kernel" => kernel = Some(c.string()?),
-            b"grid" => grid = Some(c.dim3()?),
-            b"block" => block = Some(c.dim3()?),
-            b"shared_mem" => a.set_shared_mem(Some(c.u64()?)).ok()?,
-            b"f" | b"func" => a.set_f(Some(c.hex()?)).ok()?,
+            arg::BYTES => a.set_bytes(Some(c.u64()?)).ok()?,
+            arg::DPTR => a.set_dptr(Some(c.hex()?)).ok()?,
+            arg::KIND => a.set_kind(Some(CopyKind::from_name(c.string()?))),
+            arg::STREAM => a.set_stream(Some(c.hex()?)).ok()?,
+            arg::EVENT => a.set_event(Some(c.hex()?)).ok()?,
+            arg::GRAPH => a.set_graph(Some(c.hex()?)).ok()?,
+            arg::EXEC => a.set_exec(Some(c.hex()?)).ok()?,
+            arg::KERNEL => kernel = Some(c.string()?),
+            arg::GRID => grid = Some(c.dim3()?),
+            arg::BLOCK => block = Some(c.dim3()?),
+            arg::SHARED_MEM => a.set_shared_mem(Some(c.u64()?)).ok()?,
+            arg::F | arg::FUNC => a.set_f(Some(c.hex()?)).ok()?,
             _ => c.skip()?,
         }
         Some(())
@@ -317,30 +312,36 @@ pub fn parse_into<'a>(line: &'a [u8], names: &mut Interner<'a>, out: &mut Call) 
     any_order(line, names, out).is_some()
 }
 
-/// The keys in the order the tracer writes them (see `format.rs`), matched
+/// `,"type":"<layer>","func":` for each layer: `type` is one of two words,
+/// matched with the keys around it rather than scanned.
+static TYPE_THEN_FUNC: LazyLock<[Vec<u8>; 2]> = LazyLock::new(|| {
+    [Layer::Runtime, Layer::Driver]
+        .map(|layer| [schema::BEFORE_TYPE, b"\"", layer.type_name().as_bytes(), b"\"", schema::BEFORE_FUNC].concat())
+});
+
+/// The keys in the order the tracer writes them ([`super::write`]), matched
 /// as literals: no key is scanned or looked up.
-fn in_writing_order<'a>(line: &'a [u8], names: &mut Interner<'a>, out: &mut Call) -> Option<()> {
+pub(super) fn in_writing_order<'a>(line: &'a [u8], names: &mut Interner<'a>, out: &mut Call) -> Option<()> {
     let mut c = Cursor { b: line, i: 0 };
-    c.lit(b"{\"ts\":")?;
+    c.lit(schema::BEFORE_TS)?;
     out.ts_ms = c.f64().filter(|t| t.is_finite())?;
-    c.lit(b",\"pid\":")?;
+    c.lit(schema::BEFORE_PID)?;
     out.pid = c.u32()?;
-    c.lit(b",\"tid\":")?;
+    c.lit(schema::BEFORE_TID)?;
     out.tid = c.u32()?;
-    // `type` is one of two words and `phase` is always "entry": matched
-    // with the keys around them rather than scanned.
-    c.lit(b",\"type\":\"cuda_runtime\",\"func\":").or_else(|| c.lit(b",\"type\":\"cuda_api\",\"func\":"))?;
+    let [runtime, driver] = &*TYPE_THEN_FUNC;
+    c.lit(runtime).or_else(|| c.lit(driver))?;
     out.func = func_id(c.string()?)?;
-    c.lit(b",\"phase\":\"entry\",\"dur_us\":")?;
+    c.lit(schema::PHASE_THEN_DUR_US)?;
     out.dur_us = c.f64()?;
-    c.lit(b",\"ret\":")?;
+    c.lit(schema::BEFORE_RET)?;
     out.ret = c.i32()?;
-    if c.lit(b",\"error\":").is_some() {
+    if c.lit(schema::BEFORE_ERROR).is_some() {
         out.error = Some(names.error(c.string()?)?);
     }
-    c.lit(b",\"args\":")?;
+    c.lit(schema::BEFORE_ARGS)?;
     args(&mut c, names, &mut out.args)?;
-    c.lit(b"}")?;
+    c.lit(schema::END)?;
     (c.i == line.len()).then_some(())
 }
 
@@ -351,14 +352,14 @@ fn any_order<'a>(line: &'a [u8], names: &mut Interner<'a>, call: &mut Call) -> O
     (call.dur_us, call.ret) = (0.0, 0);
     c.object(|c, key| {
         match key {
-            b"ts" => ts = Some(c.f64()?),
-            b"pid" => pid = Some(c.u32()?),
-            b"tid" => tid = Some(c.u32()?),
-            b"func" => func = Some(func_id(c.string()?)?),
-            b"dur_us" => call.dur_us = c.f64()?,
-            b"ret" => call.ret = c.i32()?,
-            b"error" => call.error = Some(names.error(c.string()?)?),
-            b"args" => args(c, names, &mut call.args)?,
+            key::TS => ts = Some(c.f64()?),
+            key::PID => pid = Some(c.u32()?),
+            key::TID => tid = Some(c.u32()?),
+            key::FUNC => func = Some(func_id(c.string()?)?),
+            key::DUR_US => call.dur_us = c.f64()?,
+            key::RET => call.ret = c.i32()?,
+            key::ERROR => call.error = Some(names.error(c.string()?)?),
+            key::ARGS => args(c, names, &mut call.args)?,
             _ => c.skip()?,
         }
         Some(())

@@ -1,0 +1,183 @@
+//! The round trip over every traced function: a call written by the writer
+//! reads back, through the fast reader and through serde, as the call it
+//! was, with every argument the readers keep. A field renamed on one side
+//! only fails here.
+
+use tracer_common::{
+    abi::{call_flags, CallEvent, EventHeader, CALL_EVENT_SIZE},
+    funcs::{ArgSpec, Fmt, FuncSpec, Group, FUNCS},
+};
+
+use super::{intern, read, Annotations, Args, Call, CopyKind, ErrorName, Hex, JsonStr, Launch, LineFormatter};
+
+const START_NS: u64 = 5_000_000_000;
+/// The string argument of functions that have one.
+const STRING_ARG: &str = "gemm<128, float>";
+const KERNEL: &str = "void kern<7>(float const*, int)";
+const ERROR: &str = "CUDA_ERROR_OUT_OF_MEMORY";
+
+/// Argument names the readers do not keep; every other name in `FUNCS` must
+/// be one they decode, so a renamed argument fails this test.
+const IGNORED_ARGS: [&str; 10] =
+    ["src", "dst", "flags", "name", "version", "symbol", "pool", "module", "mode", "library"];
+
+/// A call of function `id` with a distinctive value in every field; `failed`
+/// gives it a negative return code (and no out-pointer value).
+fn event(id: usize, spec: &FuncSpec, failed: bool) -> CallEvent {
+    let n = id as u64;
+    let mut ev = CallEvent {
+        header: EventHeader { kind: 1, size: CALL_EVENT_SIZE as u32 },
+        entry_ns: START_NS + 1_000_000 * (n + 1) + 123_456 + n,
+        dur_ns: 7_000 + 13 * n,
+        pid: 1000 + id as u32,
+        tid: 2000 + id as u32,
+        func_id: id as u32,
+        flags: if failed { 0 } else { call_flags::OUT_VALID },
+        ret: if failed { u64::from((-(id as i32) - 1) as u32) } else { 0 },
+        out: 0x7f00_0000_0000 + 0x100 * n + 0xab,
+        ..Default::default()
+    };
+    for (i, word) in ev.args.iter_mut().enumerate() {
+        *word = ((i as u64 + 1) << 32) | (0x100 * n + i as u64 + 1);
+    }
+    for arg in spec.args.iter().filter(|a| a.fmt == Fmt::MemcpyKind) {
+        ev.args[usize::from(arg.word)] = 2 + n % 3;
+    }
+    ev
+}
+
+/// What the annotator would add: a kernel name to launches, a size to frees.
+fn annotations(spec: &FuncSpec, failed: bool) -> Annotations {
+    let has = |name: &str| spec.args.iter().any(|a| a.name == name);
+    let free = spec.group == Group::Memory && !["bytes", "f", "func", "graph"].iter().any(|n| has(n));
+    Annotations {
+        kernel: (spec.group == Group::Launch && !has("kernel")).then(|| JsonStr::new(KERNEL)),
+        freed_bytes: free.then_some(0xf4ee),
+        error: failed.then_some(ERROR),
+    }
+}
+
+fn u32_at(ev: &CallEvent, idx: u8) -> u32 {
+    let word = ev.args[usize::from(idx / 2)];
+    if idx.is_multiple_of(2) {
+        word as u32
+    } else {
+        (word >> 32) as u32
+    }
+}
+
+/// The args a reader must return for `ev`, worked out from the spec (not
+/// from the written line).
+fn expected_args(spec: &FuncSpec, ev: &CallEvent, ann: &Annotations) -> Args {
+    let mut a = Args::default();
+    let mut launch = Launch::default();
+    let w = |i: u8| ev.args[usize::from(i)];
+    for &ArgSpec { name, fmt, word } in spec.args {
+        let int = || match fmt {
+            Fmt::U64 => w(word),
+            Fmt::U32 => u64::from(w(word) as u32),
+            Fmt::U32At => u64::from(u32_at(ev, word)),
+            other => panic!("{}: {name} is {other:?}, not an integer", spec.name),
+        };
+        let hex = || match fmt {
+            Fmt::Hex => Some(Hex(w(word))),
+            Fmt::Out => (ev.ret == 0).then_some(Hex(ev.out)),
+            other => panic!("{}: {name} is {other:?}, not a handle", spec.name),
+        };
+        let dim3 = || match fmt {
+            Fmt::Dim3Regs => [w(word) as u32, (w(word) >> 32) as u32, w(word + 1) as u32],
+            Fmt::Dim3Words => [w(word) as u32, w(word + 1) as u32, w(word + 2) as u32],
+            Fmt::Dim3U32 => [u32_at(ev, word), u32_at(ev, word + 1), u32_at(ev, word + 2)],
+            other => panic!("{}: {name} is {other:?}, not a dim3", spec.name),
+        };
+        let set = match name {
+            "bytes" => a.set_bytes(Some(int())),
+            "shared_mem" => a.set_shared_mem(Some(int())),
+            "dptr" => a.set_dptr(hex()),
+            "stream" => a.set_stream(hex()),
+            "event" => a.set_event(hex()),
+            "graph" => a.set_graph(hex()),
+            "exec" => a.set_exec(hex()),
+            "f" | "func" => a.set_f(hex()),
+            "kind" => {
+                a.set_kind(Some(match fmt {
+                    Fmt::MemcpyKind => CopyKind::from_cuda(w(word) as u32).expect("a valid kind"),
+                    Fmt::Const(text) => CopyKind::from_name(text.as_bytes()),
+                    other => panic!("{}: kind is {other:?}", spec.name),
+                }));
+                Ok(())
+            }
+            "grid" => {
+                launch.grid = Some(dim3());
+                Ok(())
+            }
+            "block" => {
+                launch.block = Some(dim3());
+                Ok(())
+            }
+            "kernel" => {
+                launch.kernel = hex().map(|h| intern::name(&format!("{h}")));
+                Ok(())
+            }
+            other => {
+                assert!(IGNORED_ARGS.contains(&other), "{}: argument {other:?} is neither read nor ignored", spec.name);
+                Ok(())
+            }
+        };
+        set.unwrap_or_else(|e| panic!("{}: {e}", spec.name));
+    }
+    if let Some(bytes) = ann.freed_bytes {
+        a.set_bytes(Some(bytes)).unwrap_or_else(|e| panic!("{}: {e}", spec.name));
+    }
+    if ann.kernel.is_some() {
+        launch.kernel = Some(intern::name(KERNEL));
+    }
+    a.set_launch(launch);
+    a
+}
+
+fn assert_call(spec: &FuncSpec, ev: &CallEvent, ann: &Annotations, call: &Call, path: &str) {
+    let at = format!("{} ({path})", spec.name);
+    assert_eq!((call.name(), call.layer()), (spec.name, spec.layer), "{at}");
+    assert_eq!(call.ts_ms, (ev.entry_ns - START_NS) as f64 / 1e6, "{at}");
+    assert_eq!(call.dur_us, ev.dur_ns as f64 / 1e3, "{at}");
+    assert_eq!((call.pid, call.tid, call.ret), (ev.pid, ev.tid, ev.ret as u32 as i32), "{at}");
+    assert_eq!(call.error_name(), ann.error, "{at}");
+    assert_eq!(call.args, expected_args(spec, ev, ann), "{at}");
+}
+
+#[test]
+fn every_function_reads_back_as_written() {
+    let writer = LineFormatter { start_ns: START_NS };
+    for (id, spec) in FUNCS.iter().enumerate() {
+        for failed in [false, true] {
+            let ev = event(id, spec, failed);
+            let ann = annotations(spec, failed);
+            let mut out = Vec::new();
+            writer.write_call(&mut out, &ev, Some(STRING_ARG.as_bytes()), &ann);
+            let line = out.strip_suffix(b"\n").expect("one line with its newline");
+            let text = String::from_utf8_lossy(line);
+            let mut names = read::Interner::default();
+            let mut fast = Call::hole();
+            read::in_writing_order(line, &mut names, &mut fast)
+                .unwrap_or_else(|| panic!("the fast reader takes the writer's key order: {text}"));
+            assert_call(spec, &ev, &ann, &fast, "fast reader");
+            let slow = super::parse_line(line).unwrap_or_else(|e| panic!("{text}: {e}"));
+            assert_call(spec, &ev, &ann, &slow, "serde");
+            let value: serde_json::Value = serde_json::from_slice(line).expect("valid JSON");
+            assert_eq!(value["type"], spec.layer.type_name(), "{text}");
+        }
+    }
+}
+
+#[test]
+fn copy_kinds_round_trip_by_name_and_value() {
+    for value in 0..5 {
+        let kind = CopyKind::from_cuda(value).unwrap();
+        assert_eq!(CopyKind::from_name(kind.name().as_bytes()), kind);
+        let json = serde_json::to_string(kind.name()).unwrap();
+        assert_eq!(serde_json::from_str::<CopyKind>(&json).unwrap(), kind);
+    }
+    assert_eq!(CopyKind::from_cuda(5), None);
+    assert!(ErrorName::new(ERROR).is_some());
+}

@@ -1,0 +1,101 @@
+//! Every name the daemon gives a file in a session directory, and the
+//! predicates that recognise them: the sink, the KV scraper, the disk budget,
+//! delivery and the readers all ask here, so they cannot disagree.
+//!
+//! A session directory holds `trace_<seq>_<utc>.jsonl` files,
+//! `kv_cache_usage_<seq>.csv` chunks and `metadata.json`. A file being
+//! written has the hidden name `.<name>.partial` and is renamed to `<name>`
+//! when closed, so no reader or uploader ever sees half a file.
+
+/// The session's metadata (see [`super::metadata`]).
+pub const METADATA: &str = "metadata.json";
+/// Start of every trace file's name.
+const TRACE_PREFIX: &str = "trace_";
+/// End of every trace file's name.
+const TRACE_SUFFIX: &str = ".jsonl";
+/// Start of every KV-cache CSV chunk's name.
+const KV_CHUNK_PREFIX: &str = "kv_cache_usage_";
+/// The merged (or seed-style) KV-cache CSV that `report` writes and reads.
+pub const KV_MERGED: &str = "kv_cache_usage.csv";
+/// Written and removed at start: proves the session dir is writable.
+pub const WRITE_TEST: &str = ".write-test";
+/// Written and removed by `/readyz`: proves the trace dir is still writable.
+pub const READY_PROBE: &str = ".readyz";
+
+const PARTIAL_SUFFIX: &str = ".partial";
+
+/// The name of trace file number `seq`, opened at `utc` (compact UTC time).
+pub fn trace_file(seq: u32, utc: &str) -> String {
+    format!("{TRACE_PREFIX}{seq:05}_{utc}{TRACE_SUFFIX}")
+}
+
+/// The name of KV-cache CSV chunk number `seq`.
+pub fn kv_chunk(seq: u32) -> String {
+    format!("{KV_CHUNK_PREFIX}{seq:05}.csv")
+}
+
+/// The hidden name a file has while it is written (`.<name>.partial`).
+pub fn partial(name: &str) -> String {
+    format!(".{name}{PARTIAL_SUFFIX}")
+}
+
+/// The name a `.partial` file gets when closed; `None` for any other name.
+pub fn closed_name(partial: &str) -> Option<&str> {
+    partial.strip_prefix('.')?.strip_suffix(PARTIAL_SUFFIX)
+}
+
+/// Whether `name` is a closed trace file (`trace_00001_….jsonl`).
+pub fn is_trace_file(name: &str) -> bool {
+    name.starts_with(TRACE_PREFIX) && name.ends_with(TRACE_SUFFIX)
+}
+
+/// Whether `name` is a closed KV-cache CSV chunk (`kv_cache_usage_00001.csv`).
+pub fn is_kv_chunk(name: &str) -> bool {
+    name.strip_prefix(KV_CHUNK_PREFIX)
+        .and_then(|rest| rest.strip_suffix(".csv"))
+        .is_some_and(|seq| !seq.is_empty() && seq.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Whether `name` is a KV-cache CSV a report reads: a chunk or the merged file.
+pub fn is_kv_csv(name: &str) -> bool {
+    name == KV_MERGED || is_kv_chunk(name)
+}
+
+/// Whether `name` is a closed data file of a session: what delivery uploads
+/// (and deletes once stored), repairs after a crash, and what the disk
+/// budget counts and may delete. `metadata.json` is not one: it is kept.
+pub fn is_data_file(name: &str) -> bool {
+    is_trace_file(name) || is_kv_chunk(name)
+}
+
+/// Whether `name` is a data file, closed or still being written: what the
+/// disk budget counts.
+pub fn is_data_file_open_or_closed(name: &str) -> bool {
+    is_data_file(closed_name(name).unwrap_or(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_their_predicates_agree() {
+        let trace = trace_file(7, "20260101T000000Z");
+        assert_eq!(trace, "trace_00007_20260101T000000Z.jsonl");
+        assert_eq!(kv_chunk(7), "kv_cache_usage_00007.csv");
+        assert_eq!(partial(METADATA), ".metadata.json.partial");
+        assert_eq!(closed_name(&partial(&trace)), Some(trace.as_str()));
+        assert!(is_trace_file(&trace) && is_data_file(&trace) && !is_kv_chunk(&trace));
+        assert!(is_kv_chunk(&kv_chunk(7)) && is_data_file(&kv_chunk(7)) && is_kv_csv(&kv_chunk(7)));
+        assert!(is_kv_csv(KV_MERGED) && !is_data_file(KV_MERGED));
+        for open in [partial(&trace), partial(&kv_chunk(2))] {
+            assert!(!is_data_file(&open) && is_data_file_open_or_closed(&open), "{open}");
+        }
+        for other in
+            [METADATA, ".metadata.json.partial", "kv_cache_usage_.csv", "kv_cache_usage_01.csv.partial", "notes.txt"]
+        {
+            assert!(!is_data_file_open_or_closed(other), "{other}");
+            assert!(!is_kv_chunk(other), "{other}");
+        }
+    }
+}
