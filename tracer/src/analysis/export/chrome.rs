@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use tracer_common::funcs::Group;
+use tracer_common::funcs::Role;
 
 use super::memory::MemorySample;
 use super::window::Window;
@@ -220,8 +220,8 @@ fn render_chunk(chunk: &[u8], shift_ms: f64, window: &Window) -> (Vec<u8>, u64) 
 /// `ret` and `error`.
 pub fn call_event(buf: &mut Vec<u8>, call: &Call, raw_args: Option<&RawValue>) {
     let spec = call.spec();
-    let name = match (&call.args.kernel(), spec.group) {
-        (Some(kernel), Group::Launch) => kernel,
+    let name = match (&call.args.kernel(), spec.role) {
+        (Some(kernel), Role::Launch) => kernel,
         _ => spec.name,
     };
     buf.extend_from_slice(b",\n{\"name\":");

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
-use tracer_common::funcs::{Group, Layer};
+use tracer_common::funcs::{Layer, Role};
 
 use super::table::{self, fixed, Csv, FastMap};
 use crate::analysis::trace::Call;
@@ -90,7 +90,7 @@ impl KernelsPass {
     /// Adds the next calls (in entry-time order).
     pub fn add(&mut self, calls: &[Call]) {
         let Self { by_kernel, shapes, rate } = self;
-        for c in calls.iter().filter(|c| c.group() == Group::Launch) {
+        for c in calls.iter().filter(|c| c.spec().role == Role::Launch) {
             let runtime = c.layer() == Layer::Runtime;
             // One table lookup for the kernel, grid and block.
             let launch = c.args.launch();

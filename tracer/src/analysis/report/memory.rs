@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use tracer_common::funcs::{Group, Layer};
+use tracer_common::funcs::{Layer, Role};
 
 use super::table::{self, fixed, Csv, FastMap, Fixed};
 use crate::analysis::trace::{Call, CopyKind};
@@ -122,9 +122,10 @@ impl MemoryPass {
     pub fn add(&mut self, calls: &[Call]) {
         let Self { live, procs, copies } = self;
         for c in calls {
-            match c.group() {
-                Group::Memory => {}
-                Group::Memcpy => {
+            let is_alloc = match c.spec().role {
+                Role::Alloc => true,
+                Role::Free => false,
+                Role::Copy => {
                     if c.ok() {
                         let row = copies.entry((c.layer() == Layer::Runtime, direction(c.args.kind()))).or_default();
                         row.0 += 1;
@@ -134,7 +135,7 @@ impl MemoryPass {
                     continue;
                 }
                 _ => continue,
-            }
+            };
             let p = procs.entry(c.pid).or_insert_with(|| Process {
                 out: ProcessMemory {
                     pid: c.pid,
@@ -149,7 +150,6 @@ impl MemoryPass {
                 },
                 in_use: 0,
             });
-            let is_alloc = c.spec().out_arg != 0;
             if is_alloc && !c.ok() {
                 p.out.failed_allocations += 1;
                 continue;
