@@ -119,14 +119,13 @@ fn metadata_events(
 
 fn step_events(buf: &mut Vec<u8>, window: &Window, threads: &Threads, written: &mut Written) {
     for s in window.steps.iter().filter(|s| threads.contains_key(&s.pid)) {
-        let phase = match s.phase {
-            super::steps::Phase::Prefill => "prefill",
-            super::steps::Phase::Decode => "decode",
-        };
         let _ = write!(
             buf,
-            ",\n{{\"name\":\"{phase} #{index}\",\"cat\":\"step\",\"ph\":\"X\",\"ts\":{ts:.3},\"dur\":{dur:.3},\"pid\":{pid},\"tid\":{tid},\
-             \"args\":{{\"phase\":\"{phase}\",\"index\":{index},\"num_launches\":{launches},\"graph_replays\":{replays}}}}}",
+            concat!(
+                ",\n{{\"name\":\"{phase} #{index}\",\"cat\":\"step\",\"ph\":\"X\",\"ts\":{ts:.3},\"dur\":{dur:.3},\"pid\":{pid},\"tid\":{tid},",
+                "\"args\":{{\"phase\":\"{phase}\",\"index\":{index},\"num_launches\":{launches},\"graph_replays\":{replays}}}}}"
+            ),
+            phase = s.phase.name(),
             index = s.index,
             ts = s.start_ms * 1000.0,
             dur = ((s.end_ms - s.start_ms) * 1000.0).max(0.0),
