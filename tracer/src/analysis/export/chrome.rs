@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use tracer_common::funcs::Group;
+use tracer_common::funcs::Role;
 
 use super::memory::MemorySample;
 use super::window::Window;
@@ -119,14 +119,13 @@ fn metadata_events(
 
 fn step_events(buf: &mut Vec<u8>, window: &Window, threads: &Threads, written: &mut Written) {
     for s in window.steps.iter().filter(|s| threads.contains_key(&s.pid)) {
-        let phase = match s.phase {
-            super::steps::Phase::Prefill => "prefill",
-            super::steps::Phase::Decode => "decode",
-        };
         let _ = write!(
             buf,
-            ",\n{{\"name\":\"{phase} #{index}\",\"cat\":\"step\",\"ph\":\"X\",\"ts\":{ts:.3},\"dur\":{dur:.3},\"pid\":{pid},\"tid\":{tid},\
-             \"args\":{{\"phase\":\"{phase}\",\"index\":{index},\"num_launches\":{launches},\"graph_replays\":{replays}}}}}",
+            concat!(
+                ",\n{{\"name\":\"{phase} #{index}\",\"cat\":\"step\",\"ph\":\"X\",\"ts\":{ts:.3},\"dur\":{dur:.3},\"pid\":{pid},\"tid\":{tid},",
+                "\"args\":{{\"phase\":\"{phase}\",\"index\":{index},\"num_launches\":{launches},\"graph_replays\":{replays}}}}}"
+            ),
+            phase = s.phase.name(),
             index = s.index,
             ts = s.start_ms * 1000.0,
             dur = ((s.end_ms - s.start_ms) * 1000.0).max(0.0),
@@ -220,8 +219,8 @@ fn render_chunk(chunk: &[u8], shift_ms: f64, window: &Window) -> (Vec<u8>, u64) 
 /// `ret` and `error`.
 pub fn call_event(buf: &mut Vec<u8>, call: &Call, raw_args: Option<&RawValue>) {
     let spec = call.spec();
-    let name = match (&call.args.kernel(), spec.group) {
-        (Some(kernel), Group::Launch) => kernel,
+    let name = match (&call.args.kernel(), spec.role) {
+        (Some(kernel), Role::Launch) => kernel,
         _ => spec.name,
     };
     buf.extend_from_slice(b",\n{\"name\":");

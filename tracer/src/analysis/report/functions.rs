@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use tracer_common::funcs::{self, Layer};
 
-use super::table::{self, fixed, Csv, FastMap};
+use super::table::{self, fixed, FastMap};
 use crate::analysis::trace::Call;
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -182,9 +182,24 @@ fn errors_text(errors: &BTreeMap<String, u64>) -> String {
     errors.iter().map(|(name, n)| format!("{name}:{n}")).collect::<Vec<_>>().join(" ")
 }
 
+impl FunctionRow {
+    /// One row of the function tables: the CSV's has the group and the
+    /// errors by name, and call times with three decimals, not two.
+    fn cells(&self, csv: bool) -> Vec<String> {
+        let mut cells = vec![self.func.into(), self.layer.into()];
+        cells.extend(csv.then(|| self.group.into()));
+        cells.extend([self.calls.to_string(), self.nested.to_string(), self.errors.to_string()]);
+        cells.extend(csv.then(|| errors_text(&self.errors_by_name)));
+        cells.push(fixed(self.total_ms, 3));
+        let decimals = if csv { 3 } else { 2 };
+        cells.extend([self.mean_us, self.p50_us, self.p95_us, self.p99_us, self.max_us].map(|us| fixed(us, decimals)));
+        cells
+    }
+}
+
 impl Functions {
     pub fn functions_csv(&self) -> String {
-        let mut csv = Csv::new(&[
+        let header = [
             "func",
             "type",
             "group",
@@ -198,32 +213,15 @@ impl Functions {
             "p95_us",
             "p99_us",
             "max_us",
-        ]);
-        for r in &self.functions {
-            csv.row(&[
-                r.func.into(),
-                r.layer.into(),
-                r.group.into(),
-                r.calls.to_string(),
-                r.nested.to_string(),
-                r.errors.to_string(),
-                errors_text(&r.errors_by_name),
-                fixed(r.total_ms, 3),
-                fixed(r.mean_us, 3),
-                fixed(r.p50_us, 3),
-                fixed(r.p95_us, 3),
-                fixed(r.p99_us, 3),
-                fixed(r.max_us, 3),
-            ]);
-        }
-        csv.finish()
+        ];
+        table::csv(&header, &self.functions, |r| r.cells(true))
     }
 
     /// `by_thread`: one row per thread; else one per process.
     pub fn threads_csv(&self, by_thread: bool) -> String {
         let header: &[&str] = if by_thread { &["pid", "tid"] } else { &["pid"] };
-        let mut csv = Csv::new(&[header, &["type", "calls", "nested", "errors", "total_ms"]].concat());
-        for r in if by_thread { &self.threads } else { &self.processes } {
+        let rows = if by_thread { &self.threads } else { &self.processes };
+        table::csv(&[header, &["type", "calls", "nested", "errors", "total_ms"]].concat(), rows, |r| {
             let mut fields = vec![r.pid.to_string()];
             fields.extend(r.tid.filter(|_| by_thread).map(|t| t.to_string()));
             fields.extend([
@@ -233,42 +231,19 @@ impl Functions {
                 r.errors.to_string(),
                 fixed(r.total_ms, 3),
             ]);
-            csv.row(&fields);
-        }
-        csv.finish()
+            fields
+        })
     }
 
     pub fn text(&self) -> String {
-        let rows: Vec<Vec<String>> = self
-            .functions
-            .iter()
-            .map(|r| {
-                vec![
-                    r.func.into(),
-                    r.layer.into(),
-                    r.calls.to_string(),
-                    r.nested.to_string(),
-                    r.errors.to_string(),
-                    fixed(r.total_ms, 3),
-                    fixed(r.mean_us, 2),
-                    fixed(r.p50_us, 2),
-                    fixed(r.p95_us, 2),
-                    fixed(r.p99_us, 2),
-                    fixed(r.max_us, 2),
-                ]
-            })
-            .collect();
         let mut out = format!(
             "== Functions ({} distinct calls: runtime calls + driver calls not made inside a runtime call)\n",
             self.distinct_calls
         );
-        out += &table::text(
-            &[
-                "func", "type", "calls", "nested", "errors", "total_ms", "mean_us", "p50_us", "p95_us", "p99_us",
-                "max_us",
-            ],
-            &rows,
-        );
+        let header = [
+            "func", "type", "calls", "nested", "errors", "total_ms", "mean_us", "p50_us", "p95_us", "p99_us", "max_us",
+        ];
+        out += &table::text_of(&header, &self.functions, |r| r.cells(false));
         let errors: Vec<String> = self
             .functions
             .iter()
@@ -278,15 +253,10 @@ impl Functions {
         if !errors.is_empty() {
             out += &format!("errors by name:\n{}\n", errors.join("\n"));
         }
-        let rows: Vec<Vec<String>> = self
-            .processes
-            .iter()
-            .map(|r| {
-                vec![r.pid.to_string(), r.layer.into(), r.calls.to_string(), r.nested.to_string(), fixed(r.total_ms, 3)]
-            })
-            .collect();
         out += "\n== Processes\n";
-        out += &table::text(&["pid", "type", "calls", "nested", "total_ms"], &rows);
+        out += &table::text_of(&["pid", "type", "calls", "nested", "total_ms"], &self.processes, |r| {
+            vec![r.pid.to_string(), r.layer.into(), r.calls.to_string(), r.nested.to_string(), fixed(r.total_ms, 3)]
+        });
         out
     }
 }

@@ -11,7 +11,7 @@ use std::{
 };
 
 use serde::Serialize;
-use tracer_common::funcs::Group;
+use tracer_common::funcs::Role;
 
 use super::{
     layer,
@@ -81,25 +81,24 @@ pub fn collect(calls: &[Call], outer: &[bool]) -> Graphs {
         if !outer[i] || !c.ok() {
             continue;
         }
-        let name = c.name();
         let stream = c.args.stream().unwrap_or_default();
-        match c.group() {
-            Group::Launch => {
+        match c.spec().role {
+            Role::Launch => {
                 if let Some(o) = open.get_mut(&(c.pid, stream)) {
                     o.kernels += 1;
                 }
             }
-            Group::Graph if name.contains("BeginCapture") => {
+            Role::CaptureBegin => {
                 let before = open.insert((c.pid, stream), Open { start_ms: c.ts_ms, kernels: 0 });
                 g.unclosed_captures += u64::from(before.is_some());
             }
-            Group::Graph if name.contains("EndCapture") => {
+            Role::CaptureEnd => {
                 let (Some(o), Some(graph)) = (open.remove(&(c.pid, stream)), c.args.graph()) else { continue };
                 let capture = Capture { stream, start_ms: o.start_ms, end_ms: c.end_ms(), kernels: o.kernels };
                 captured.insert((c.pid, graph), capture);
                 g.captures += 1;
             }
-            Group::Graph if name.contains("GraphInstantiate") => {
+            Role::GraphInstantiate => {
                 let Some(exec) = c.args.exec() else { continue };
                 let graph = c.args.graph();
                 let capture = graph.and_then(|gr| captured.get(&(c.pid, gr)).cloned());
@@ -113,7 +112,7 @@ pub fn collect(calls: &[Call], outer: &[bool]) -> Graphs {
                     replays: Vec::new(),
                 });
             }
-            Group::Graph if name.contains("GraphLaunch") => {
+            Role::GraphLaunch => {
                 let exec = c.args.exec().unwrap_or_default();
                 let at = *exec_at.entry((c.pid, exec)).or_insert_with(|| {
                     g.execs.push(GraphExec {

@@ -6,9 +6,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
-use tracer_common::funcs::{Group, Layer};
+use tracer_common::funcs::{Layer, Role};
 
-use super::table::{self, fixed, Csv, FastMap};
+use super::table::{self, fixed, FastMap};
 use crate::analysis::trace::Call;
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -90,7 +90,7 @@ impl KernelsPass {
     /// Adds the next calls (in entry-time order).
     pub fn add(&mut self, calls: &[Call]) {
         let Self { by_kernel, shapes, rate } = self;
-        for c in calls.iter().filter(|c| c.group() == Group::Launch) {
+        for c in calls.iter().filter(|c| c.spec().role == Role::Launch) {
             let runtime = c.layer() == Layer::Runtime;
             // One table lookup for the kernel, grid and block.
             let launch = c.args.launch();
@@ -174,66 +174,56 @@ pub fn analyze(calls: &[Call]) -> Kernels {
     pass.finish()
 }
 
+impl KernelRow {
+    /// One row of the kernel tables: the CSV's has the errors, and the mean
+    /// call time with three decimals, not two.
+    fn cells(&self, csv: bool) -> Vec<String> {
+        let mut cells = vec![self.kernel.clone(), self.layer.into(), self.launches.to_string()];
+        cells.extend(csv.then(|| self.errors.to_string()));
+        cells.extend([fixed(self.total_call_ms, 3), fixed(self.mean_call_us, if csv { 3 } else { 2 })]);
+        cells
+    }
+}
+
 fn dim(d: [u32; 3]) -> String {
     format!("{}x{}x{}", d[0], d[1], d[2])
 }
 
 impl Kernels {
     pub fn kernels_csv(&self) -> String {
-        let mut csv = Csv::new(&["kernel", "type", "launches", "errors", "total_call_ms", "mean_call_us"]);
-        for r in &self.kernels {
-            csv.row(&[
-                r.kernel.clone(),
-                r.layer.into(),
-                r.launches.to_string(),
-                r.errors.to_string(),
-                fixed(r.total_call_ms, 3),
-                fixed(r.mean_call_us, 3),
-            ]);
-        }
-        csv.finish()
+        let header = ["kernel", "type", "launches", "errors", "total_call_ms", "mean_call_us"];
+        table::csv(&header, &self.kernels, |r| r.cells(true))
     }
 
     pub fn shapes_csv(&self) -> String {
-        let mut csv = Csv::new(&["kernel", "type", "grid", "block", "shared_mem", "launches"]);
-        for r in &self.shapes {
-            csv.row(&[
+        let header = ["kernel", "type", "grid", "block", "shared_mem", "launches"];
+        table::csv(&header, &self.shapes, |r| {
+            vec![
                 r.kernel.clone(),
                 r.layer.into(),
                 dim(r.grid),
                 dim(r.block),
                 r.shared_mem.to_string(),
                 r.launches.to_string(),
-            ]);
-        }
-        csv.finish()
+            ]
+        })
     }
 
     pub fn rate_csv(&self) -> String {
-        let mut csv = Csv::new(&["second", "pid", "type", "launches"]);
-        for r in &self.launch_rate {
-            csv.row(&[r.second.to_string(), r.pid.to_string(), r.layer.into(), r.launches.to_string()]);
-        }
-        csv.finish()
+        table::csv(&["second", "pid", "type", "launches"], &self.launch_rate, |r| {
+            vec![r.second.to_string(), r.pid.to_string(), r.layer.into(), r.launches.to_string()]
+        })
     }
 
     pub fn text(&self, top: usize) -> String {
-        let row = |r: &KernelRow| {
-            vec![
-                r.kernel.clone(),
-                r.layer.into(),
-                r.launches.to_string(),
-                fixed(r.total_call_ms, 3),
-                fixed(r.mean_call_us, 2),
-            ]
-        };
+        let row = |r: &KernelRow| r.cells(false);
         let header = ["kernel", "type", "launches", "total_call_ms", "mean_call_us"];
         let mut out = format!("== Top {top} kernels by launches\n");
-        out += &table::text(&header, &self.kernels.iter().take(top).map(row).collect::<Vec<_>>());
+        out += &table::text_of(&header, self.kernels.iter().take(top), row);
         let mut by_time: Vec<&KernelRow> = self.kernels.iter().collect();
         by_time.sort_by(|a, b| b.total_call_ms.total_cmp(&a.total_call_ms));
         out += &format!("\n== Top {top} kernels by launch-call time\n");
-        out += &table::text(&header, &by_time.into_iter().take(top).map(row).collect::<Vec<_>>());
+        out += &table::text_of(&header, by_time.into_iter().take(top), row);
         let mut peak: BTreeMap<(u32, &str), u64> = BTreeMap::new();
         for r in &self.launch_rate {
             let p = peak.entry((r.pid, r.layer)).or_default();

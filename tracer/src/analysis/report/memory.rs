@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use tracer_common::funcs::{Group, Layer};
+use tracer_common::funcs::{Layer, Role};
 
 use super::table::{self, fixed, Csv, FastMap, Fixed};
 use crate::analysis::trace::{Call, CopyKind};
@@ -122,9 +122,10 @@ impl MemoryPass {
     pub fn add(&mut self, calls: &[Call]) {
         let Self { live, procs, copies } = self;
         for c in calls {
-            match c.group() {
-                Group::Memory => {}
-                Group::Memcpy => {
+            let is_alloc = match c.spec().role {
+                Role::Alloc => true,
+                Role::Free => false,
+                Role::Copy => {
                     if c.ok() {
                         let row = copies.entry((c.layer() == Layer::Runtime, direction(c.args.kind()))).or_default();
                         row.0 += 1;
@@ -134,7 +135,7 @@ impl MemoryPass {
                     continue;
                 }
                 _ => continue,
-            }
+            };
             let p = procs.entry(c.pid).or_insert_with(|| Process {
                 out: ProcessMemory {
                     pid: c.pid,
@@ -149,7 +150,6 @@ impl MemoryPass {
                 },
                 in_use: 0,
             });
-            let is_alloc = c.spec().out_arg != 0;
             if is_alloc && !c.ok() {
                 p.out.failed_allocations += 1;
                 continue;
@@ -249,39 +249,20 @@ impl Memory {
     }
 
     pub fn leaks_csv(&self) -> String {
-        let mut csv = Csv::new(&["pid", "dptr", "bytes", "first_seen_sec", "func"]);
-        for l in &self.leaks {
-            csv.row(&[
-                l.pid.to_string(),
-                l.dptr.clone(),
-                l.bytes.to_string(),
-                fixed(l.first_seen_sec, 6),
-                l.func.into(),
-            ]);
-        }
-        csv.finish()
+        table::csv(&["pid", "dptr", "bytes", "first_seen_sec", "func"], &self.leaks, Leak::cells)
     }
 
     pub fn copies_csv(&self) -> String {
-        let mut csv = Csv::new(&["type", "direction", "calls", "bytes", "total_call_ms", "call_bandwidth_gbps"]);
-        for r in &self.copies {
-            csv.row(&[
-                r.layer.into(),
-                r.direction.into(),
-                r.calls.to_string(),
-                r.bytes.to_string(),
-                fixed(r.total_call_ms, 3),
-                fixed(r.call_bandwidth_gbps, 3),
-            ]);
-        }
-        csv.finish()
+        let header = ["type", "direction", "calls", "bytes", "total_call_ms", "call_bandwidth_gbps"];
+        table::csv(&header, &self.copies, CopyRow::cells)
     }
 
     pub fn text(&self, top: usize) -> String {
-        let rows: Vec<Vec<String>> = self
-            .processes
-            .iter()
-            .map(|p| {
+        let mut out = "== Device memory (each allocation once, whichever layers saw it)\n".to_string();
+        out += &table::text_of(
+            &["pid", "allocs", "frees", "failed", "peak_bytes", "peak_at_s", "final_bytes"],
+            &self.processes,
+            |p| {
                 vec![
                     p.pid.to_string(),
                     p.allocations.to_string(),
@@ -291,38 +272,44 @@ impl Memory {
                     fixed(p.peak_at_sec, 3),
                     p.final_bytes.to_string(),
                 ]
-            })
-            .collect();
-        let mut out = "== Device memory (each allocation once, whichever layers saw it)\n".to_string();
-        out += &table::text(&["pid", "allocs", "frees", "failed", "peak_bytes", "peak_at_s", "final_bytes"], &rows);
+            },
+        );
         let leaked: u64 = self.leaks.iter().map(|l| l.bytes).sum();
         out += &format!("\n== Never freed: {} allocations, {leaked} bytes (largest {top})\n", self.leaks.len());
-        let rows: Vec<Vec<String>> = self
-            .leaks
-            .iter()
-            .take(top)
-            .map(|l| {
-                vec![l.pid.to_string(), l.dptr.clone(), l.bytes.to_string(), fixed(l.first_seen_sec, 6), l.func.into()]
-            })
-            .collect();
-        out += &table::text(&["pid", "dptr", "bytes", "first_seen_s", "func"], &rows);
+        out += &table::text_of(
+            &["pid", "dptr", "bytes", "first_seen_s", "func"],
+            self.leaks.iter().take(top),
+            Leak::cells,
+        );
         out += "\n== Copies (a runtime copy reaches the driver too: read one type; bandwidth from call time)\n";
-        let rows: Vec<Vec<String>> = self
-            .copies
-            .iter()
-            .map(|r| {
-                vec![
-                    r.layer.into(),
-                    r.direction.into(),
-                    r.calls.to_string(),
-                    r.bytes.to_string(),
-                    fixed(r.total_call_ms, 3),
-                    fixed(r.call_bandwidth_gbps, 3),
-                ]
-            })
-            .collect();
-        out += &table::text(&["type", "direction", "calls", "bytes", "total_call_ms", "GB/s"], &rows);
+        out += &table::text_of(
+            &["type", "direction", "calls", "bytes", "total_call_ms", "GB/s"],
+            &self.copies,
+            CopyRow::cells,
+        );
         out
+    }
+}
+
+impl Leak {
+    /// One row of the leak tables (CSV and text alike).
+    fn cells(&self) -> Vec<String> {
+        let Leak { pid, dptr, bytes, first_seen_sec, func } = self;
+        vec![pid.to_string(), dptr.clone(), bytes.to_string(), fixed(*first_seen_sec, 6), (*func).into()]
+    }
+}
+
+impl CopyRow {
+    /// One row of the copy tables (CSV and text alike).
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.layer.into(),
+            self.direction.into(),
+            self.calls.to_string(),
+            self.bytes.to_string(),
+            fixed(self.total_call_ms, 3),
+            fixed(self.call_bandwidth_gbps, 3),
+        ]
     }
 }
 

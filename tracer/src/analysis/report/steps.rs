@@ -7,11 +7,10 @@ use std::{
     collections::{BTreeMap, HashMap},
     fmt::Write as _,
     path::Path,
-    sync::OnceLock,
 };
 
 use serde::Serialize;
-use tracer_common::funcs::{self, Group};
+use tracer_common::funcs::Role;
 
 use super::{layer, table, table::FastMap};
 use crate::analysis::trace::{Call, CopyKind, Hex};
@@ -101,58 +100,8 @@ struct Recorded {
 }
 
 fn is_small_dtoh(c: &Call) -> bool {
-    let dtoh = c.args.kind() == Some(CopyKind::DtoH) || c.name().starts_with("cuMemcpyDtoH");
+    let dtoh = c.args.kind() == Some(CopyKind::DtoH) || c.spec().fixed_copy_kind() == Some("DtoH");
     dtoh && c.args.bytes().is_none_or(|b| b <= SMALL_COPY_BYTES)
-}
-
-/// Calls that end whatever was pending: warm-up capture and device-wide
-/// synchronization (vLLM's profile run ends with one) are never a step.
-fn resets(name: &str) -> bool {
-    name.contains("BeginCapture")
-        || name.contains("EndCapture")
-        || name.contains("GraphInstantiate")
-        || name == "cudaDeviceSynchronize"
-        || name == "cuCtxSynchronize"
-}
-
-fn is_event_record(name: &str) -> bool {
-    name.starts_with("cudaEventRecord") || name.starts_with("cuEventRecord")
-}
-
-fn is_event_sync(name: &str) -> bool {
-    name == "cudaEventSynchronize" || name == "cuEventSynchronize"
-}
-
-fn is_graph_launch(name: &str) -> bool {
-    name.starts_with("cudaGraphLaunch") || name.starts_with("cuGraphLaunch")
-}
-
-/// What a function is to the segmentation, decided once per function (not
-/// by comparing names at every call).
-#[derive(Clone, Copy, PartialEq)]
-enum Role {
-    Reset,
-    EventSync,
-    EventRecord,
-    GraphLaunch,
-    Other,
-}
-
-fn role(c: &Call) -> Role {
-    static ROLES: OnceLock<Vec<Role>> = OnceLock::new();
-    let roles = ROLES.get_or_init(|| {
-        funcs::FUNCS
-            .iter()
-            .map(|f| match f.name {
-                n if resets(n) => Role::Reset,
-                n if is_event_sync(n) => Role::EventSync,
-                n if is_event_record(n) => Role::EventRecord,
-                n if is_graph_launch(n) => Role::GraphLaunch,
-                _ => Role::Other,
-            })
-            .collect()
-    });
-    roles[usize::from(c.func)]
 }
 
 /// Segments every process's calls into steps (sorted by pid, then index).
@@ -169,10 +118,13 @@ pub(crate) fn segment_calls(calls: &[Call], outer: &[bool]) -> Segmentation {
         if !outer[i] || !c.ok() {
             continue;
         }
-        let role = role(c);
+        // The role is a field of the function's row: no name is compared per call.
+        let role = c.spec().role;
         let p = pending.entry((c.pid, c.tid)).or_default();
         match role {
-            Role::Reset => {
+            // Warm-up capture and device-wide synchronization (vLLM's profile
+            // run ends with one) end whatever was pending: never a step.
+            Role::CaptureBegin | Role::CaptureEnd | Role::GraphInstantiate | Role::DeviceSync => {
                 *p = Pending::default();
                 continue;
             }
@@ -202,18 +154,16 @@ pub(crate) fn segment_calls(calls: &[Call], outer: &[bool]) -> Segmentation {
                 }
                 continue;
             }
-            Role::GraphLaunch | Role::Other => p.members.push(i),
+            _ => p.members.push(i),
         }
-        let group = c.group();
-        let graph_launch = role == Role::GraphLaunch;
-        match group {
-            Group::Launch => p.launches += 1,
-            Group::Graph if graph_launch => p.replays += 1,
-            Group::Memcpy if is_small_dtoh(c) => p.small_dtoh = true,
+        match role {
+            Role::Launch => p.launches += 1,
+            Role::GraphLaunch => p.replays += 1,
+            Role::Copy if is_small_dtoh(c) => p.small_dtoh = true,
             _ => {}
         }
         // Allocations and frees are the caching allocator's, not the step's.
-        if matches!(group, Group::Launch | Group::Memcpy) || graph_launch {
+        if matches!(role, Role::Launch | Role::Copy | Role::GraphLaunch) {
             p.start_ms.get_or_insert(c.ts_ms);
         }
     }

@@ -50,6 +50,20 @@ impl Csv {
     }
 }
 
+/// A CSV document: `header`, then the cells of each row.
+pub fn csv<T>(header: &[&str], rows: impl IntoIterator<Item = T>, cells: impl Fn(T) -> Vec<String>) -> String {
+    let mut csv = Csv::new(header);
+    for row in rows {
+        csv.row(&cells(row));
+    }
+    csv.finish()
+}
+
+/// An aligned [`text`] table of the cells of each row.
+pub fn text_of<T>(header: &[&str], rows: impl IntoIterator<Item = T>, cells: impl Fn(T) -> Vec<String>) -> String {
+    text(header, &rows.into_iter().map(cells).collect::<Vec<_>>())
+}
+
 /// Formats a float with a fixed number of decimals (CSV and text).
 pub fn fixed(v: f64, decimals: usize) -> String {
     Fixed(v, decimals).to_string()

@@ -9,7 +9,7 @@ pub use crate::format::line::{Annotations, JsonStr};
 
 use tracer_common::{
     abi::{call_flags, CallEvent},
-    funcs::{self, FuncSpec, Group, Layer},
+    funcs::{self, FuncSpec, Layer, Role},
 };
 
 use crate::daemon::ingest::kernel_names::{demangle, StubResolver};
@@ -37,8 +37,10 @@ fn layer_index(layer: Layer) -> usize {
     }
 }
 
-fn is_launch_ex(spec: &FuncSpec) -> bool {
-    spec.name.contains("LaunchKernelEx")
+/// A launch's kernel handle: its first argument (word 0, or word 1 in the
+/// `Ex` forms, whose first word points to the launch config).
+fn launch_handle(spec: &FuncSpec, ev: &CallEvent) -> u64 {
+    spec.args.first().and_then(|handle| ev.args.get(usize::from(handle.word))).copied().unwrap_or_default()
 }
 
 impl Annotator {
@@ -53,22 +55,24 @@ impl Annotator {
             ..Default::default()
         };
         let proc = self.procs.entry(ev.pid).or_default();
-        match (spec.group, spec.name) {
-            (Group::Module, "cuModuleGetFunction" | "cuLibraryGetKernel") => {
+        match spec.role {
+            // A lookup by name: the probe copied the name.
+            Role::ModuleLookup if spec.str_arg != 0 => {
                 if let (true, Some(handle), Some(name)) = (ok, out, name) {
                     let raw = String::from_utf8_lossy(name);
                     proc.handles.insert(handle, JsonStr::new(&demangle(&raw)));
                 }
             }
-            (Group::Module, "cuKernelGetFunction") => {
+            // A function handle from a kernel handle (`cuKernelGetFunction`).
+            Role::ModuleLookup => {
                 if let (true, Some(f)) = (ok, out) {
                     if let Some(n) = proc.handles.get(&ev.args[1]).cloned() {
                         proc.handles.insert(f, n);
                     }
                 }
             }
-            (Group::Launch, _) => {
-                let handle = ev.args[usize::from(is_launch_ex(spec))];
+            Role::Launch => {
+                let handle = launch_handle(spec, ev);
                 ann.kernel = proc.handles.get(&handle).cloned();
                 if ann.kernel.is_none() && spec.layer == Layer::Runtime {
                     ann.kernel = self
@@ -77,12 +81,12 @@ impl Annotator {
                         .map(|raw| self.stub_names.entry(raw.clone()).or_insert_with(|| JsonStr::new(&raw)).clone());
                 }
             }
-            (Group::Memory, _) if spec.out_arg == 1 => {
+            Role::Alloc => {
                 if let (true, Some(ptr)) = (ok, out) {
                     proc.allocs[layer_index(spec.layer)].insert(ptr, ev.args[1]);
                 }
             }
-            (Group::Memory, _) => {
+            Role::Free => {
                 let allocs = &mut proc.allocs[layer_index(spec.layer)];
                 ann.freed_bytes = if ok { allocs.remove(&ev.args[0]) } else { allocs.get(&ev.args[0]).copied() };
             }
