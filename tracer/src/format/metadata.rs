@@ -8,8 +8,10 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::{
-    daemon::output::sink::ClosedFile, daemon::output::stats::SummaryRow, daemon::probes::attach::AttachedLibrary,
-    daemon::probes::loader::Drops,
+    daemon::output::sink::ClosedFile,
+    daemon::output::stats::SummaryRow,
+    daemon::probes::attach::AttachedLibrary,
+    format::counts::{Counts, Drops},
 };
 
 /// Why metadata could not be written.
@@ -45,19 +47,6 @@ pub struct LateLibrary {
     pub attached_ms: f64,
 }
 
-/// Counts of everything the session saw or lost.
-#[derive(Clone, Debug, Default, Serialize, PartialEq)]
-pub struct Counts {
-    /// Calls written to trace files.
-    pub calls: u64,
-    /// Records the decoder rejected (each is also logged).
-    pub decode_errors: u64,
-    /// Lines that could not be written (disk full, I/O error).
-    pub write_errors: u64,
-    /// Calls not written while the disk budget paused writing.
-    pub dropped_disk_budget: u64,
-}
-
 /// The whole `metadata.json`.
 #[derive(Clone, Debug, Serialize)]
 pub struct Metadata {
@@ -66,7 +55,8 @@ pub struct Metadata {
     pub hostname: String,
     /// Kubernetes downward-API values (`POD_NAME`, `POD_NAMESPACE`, `NODE_NAME`), when set.
     pub kubernetes: Kubernetes,
-    /// `running` while tracing, `finished` after a clean stop.
+    /// `running` while tracing, `finished` after a clean stop, `failed`
+    /// when a task the daemon cannot do without failed.
     pub status: &'static str,
     pub mode: &'static str,
     pub command: Option<Vec<String>>,
@@ -93,7 +83,7 @@ pub struct Metadata {
     /// Calls lost to a full ring buffer, per function.
     pub dropped_by_function: std::collections::BTreeMap<&'static str, u64>,
     /// Calls that happened in traced processes but are not in the files:
-    /// kernel-side drops plus write errors.
+    /// [`Counts::dropped`].
     pub dropped_events: u64,
     pub summary: Vec<SummaryRow>,
     /// The vLLM metrics scraper (`run --vllm-metrics-url`), when on.

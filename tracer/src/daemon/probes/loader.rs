@@ -7,6 +7,7 @@ use aya::{
     Ebpf, EbpfError, EbpfLoader,
 };
 use tracer_common::abi::drop_slot;
+use crate::format::counts::Drops;
 
 /// The BPF object built by `build.rs`, embedded so the binary never reads an
 /// object file from a fixed path.
@@ -150,24 +151,4 @@ fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut UProbe, 
         .ok_or(LoadError::MissingProgram { name })?
         .try_into()
         .map_err(|source| LoadError::Program { name, source })
-}
-
-/// What the kernel side could not record.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Drops {
-    /// Completed calls lost because the ring buffer was full.
-    pub ringbuf_full: u64,
-    /// Calls whose entry could not be stored (their return is then not recorded).
-    pub entry_map_full: u64,
-    /// Returns seen without an entry: calls already running when the probes attached.
-    pub return_without_entry: u64,
-    /// Fork/exit notices lost to a full ring buffer (the kernel still follows the tree).
-    pub proc_events_lost: u64,
-}
-
-impl Drops {
-    /// Calls that happened while traced but did not reach the trace.
-    pub fn lost_calls(&self) -> u64 {
-        self.ringbuf_full + self.entry_map_full
-    }
 }
