@@ -50,13 +50,9 @@ pub async fn run(cfg: DaemonConfig, stop: impl Future<Output = ()> + Send + 'sta
     let mut tasks = Supervisor::new(metrics.clone(), Backoff::DAEMON);
 
     // 1. The stop signal, first: a stop must interrupt whatever follows.
-    let stopping = Arc::new(AtomicBool::new(false));
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let flag = Arc::clone(&stopping);
-    tasks.spawn_once(TaskKind::StopSignal, move |ctx| Box::pin(tasks::stop_signal(stop, flag, stop_tx, ctx)));
+    let (stopping, stop_rx) = start_stop_signal(&mut tasks, stop);
     // 2. The endpoints, so /healthz answers while the probes load.
-    if let (Some(addr), Some(m)) = (metrics_addr, &metrics) {
-        let m = Arc::clone(m);
+    if let (Some(addr), Some(m)) = (metrics_addr, metrics.clone()) {
         tasks.spawn(TaskKind::MetricsServer, move |ctx| Box::pin(tasks::serve_metrics(addr, Arc::clone(&m), ctx)));
     }
     // 3. Uploads: files an earlier run left (closed or half-written) go up with this run's.
@@ -123,18 +119,21 @@ pub async fn run(cfg: DaemonConfig, stop: impl Future<Output = ()> + Send + 'sta
         None => None,
     };
     tasks.stop_all().await;
-    Ok(Outcome {
-        dir: s.cfg.dir.clone(),
-        stats,
-        counts,
-        drops,
-        processes: s.process_count(),
-        files: std::mem::take(&mut s.files),
-        exit_status,
-        delivery,
-        failure,
-        probes: s.probes,
-    })
+    let (dir, processes, files) = (s.cfg.dir.clone(), s.process_count(), std::mem::take(&mut s.files));
+    Ok(Outcome { dir, stats, counts, drops, processes, files, exit_status, delivery, failure, probes: s.probes })
+}
+
+/// Watches for `stop`: raises the flag that interrupts attaching and tells
+/// the event loop through the returned receiver.
+fn start_stop_signal(
+    tasks: &mut Supervisor,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> (Arc<AtomicBool>, watch::Receiver<bool>) {
+    let stopping = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let flag = Arc::clone(&stopping);
+    tasks.spawn_once(TaskKind::StopSignal, move |ctx| Box::pin(tasks::stop_signal(stop, flag, stop_tx, ctx)));
+    (stopping, stop_rx)
 }
 
 /// Repairs what an earlier run left half-written, connects to the store and
@@ -211,7 +210,10 @@ async fn last_upload_round(tasks: &mut Supervisor, uploads: Uploads) -> RoundRep
     if report.remaining.is_empty() {
         tracing::info!(uploaded = report.uploaded, "all trace files uploaded");
     } else {
-        tracing::warn!(left_on_disk = report.remaining.len(), "some trace files stay on disk; the next run uploads them");
+        tracing::warn!(
+            left_on_disk = report.remaining.len(),
+            "some trace files stay on disk; the next run uploads them"
+        );
     }
     report
 }

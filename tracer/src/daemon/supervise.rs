@@ -111,6 +111,14 @@ impl TaskContext {
         let _ = self.stop.wait_for(|stop| *stop).await;
     }
 
+    /// Waits for `tick`'s next tick; false once a stop is asked for instead.
+    pub async fn tick(&mut self, tick: &mut tokio::time::Interval) -> bool {
+        tokio::select! {
+            _ = tick.tick() => true,
+            _ = self.stopped() => false,
+        }
+    }
+
     /// The stop request, for tasks that watch it themselves.
     pub fn stop_receiver(&self) -> watch::Receiver<bool> {
         self.stop.clone()

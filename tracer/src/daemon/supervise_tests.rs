@@ -25,8 +25,7 @@ impl Logs {
     fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
         let logs = Logs::default();
         let writer = logs.clone();
-        let subscriber =
-            tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
+        let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(move || writer.clone()).finish();
         (logs, tracing::subscriber::set_default(subscriber))
     }
 
@@ -108,8 +107,12 @@ async fn fails_once_then_runs_again(kind: TaskKind, failure: fn() -> TaskFuture,
 
 #[tokio::test]
 async fn a_panicking_upload_task_is_logged_counted_unready_and_restarted() {
-    fails_once_then_runs_again(TaskKind::Upload, || Box::pin(async { panic!("injected upload panic") }), "panicked: injected upload panic")
-        .await;
+    fails_once_then_runs_again(
+        TaskKind::Upload,
+        || Box::pin(async { panic!("injected upload panic") }),
+        "panicked: injected upload panic",
+    )
+    .await;
 }
 
 #[tokio::test]

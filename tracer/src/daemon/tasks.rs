@@ -33,11 +33,7 @@ pub async fn budget(
     mut ctx: TaskContext,
 ) -> Result<(), TaskError> {
     let mut tick = tokio::time::interval(every);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = ctx.stopped() => return Ok(()),
-        }
+    while ctx.tick(&mut tick).await {
         let b = budget.clone();
         let files = tokio::task::spawn_blocking(move || b.enforce()).await.map_err(TaskError::from_join)?;
         if let Ok(mut d) = deleted.lock() {
@@ -45,6 +41,7 @@ pub async fn budget(
         }
         ctx.running();
     }
+    Ok(())
 }
 
 /// Uploads what is pending every `every`. A stop cancels the round in
@@ -55,11 +52,7 @@ pub async fn upload(
     mut ctx: TaskContext,
 ) -> Result<(), TaskError> {
     let mut tick = tokio::time::interval(every);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = ctx.stopped() => return Ok(()),
-        }
+    while ctx.tick(&mut tick).await {
         let mut d = delivery.lock().await;
         let report = tokio::select! {
             report = d.round(None) => report,
@@ -70,6 +63,7 @@ pub async fn upload(
         }
         ctx.running();
     }
+    Ok(())
 }
 
 /// Serves `/metrics`, `/healthz` and `/readyz` on `addr`.

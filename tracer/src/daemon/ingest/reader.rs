@@ -23,7 +23,10 @@ use crate::{
 pub enum ReaderMsg {
     Proc(ProcEvent),
     /// A trace file closed; the counters as of its last line.
-    Closed { file: ClosedFile, counts: Counts },
+    Closed {
+        file: ClosedFile,
+        counts: Counts,
+    },
     /// The reader stopped as asked: everything it counted.
     Finished(Box<Stats>),
 }

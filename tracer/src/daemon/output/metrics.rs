@@ -214,7 +214,6 @@ impl Metrics {
     }
 }
 
-
 /// Serves the endpoints on `listener` until the future is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) -> std::io::Result<()> {
     let app = Router::new()

@@ -1,13 +1,13 @@
 //! Loads the embedded BPF object, sets its globals, loads its programs and
 //! attaches the process-tree tracepoints.
 
+use crate::format::counts::Drops;
 use aya::{
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
     programs::{ProgramError, RawTracePoint, UProbe},
     Ebpf, EbpfError, EbpfLoader,
 };
 use tracer_common::abi::drop_slot;
-use crate::format::counts::Drops;
 
 /// The BPF object built by `build.rs`, embedded so the binary never reads an
 /// object file from a fixed path.

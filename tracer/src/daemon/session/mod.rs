@@ -102,9 +102,10 @@ impl Session {
         let ring = probes.take_ring_buffer()?;
         let clock = SessionClock::now();
         // On the session's clock, so its rows line up with the trace's `ts`.
-        let kv = cfg.kv_cache.clone().map(|kv| {
-            Arc::new(KvScraper::new(kv, &cfg.dir, clock.start_boot_ns, cfg.rotate_every, metrics.clone()))
-        });
+        let kv = cfg
+            .kv_cache
+            .clone()
+            .map(|kv| Arc::new(KvScraper::new(kv, &cfg.dir, clock.start_boot_ns, cfg.rotate_every, metrics.clone())));
         let mut s = Session {
             attacher: Attacher::new(cfg.selection.clone(), cfg.empty_probes, stopping),
             cfg,
