@@ -165,3 +165,28 @@ fn regex_escape(s: &str) -> String {
         .map(|c| if c.is_ascii_alphanumeric() || c == '/' || c == '_' { c.to_string() } else { format!("\\{c}") })
         .collect()
 }
+
+#[test]
+fn a_failed_reader_ends_the_daemon_with_metadata_written() {
+    // The debug build's fault injection (daemon::supervise): the reader task
+    // panics shortly after start. A release build has no such switch.
+    let (_tmp, out, _truth) = scratch();
+    let output = tracer_cmd()
+        .args(["record", "-o"])
+        .arg(&out)
+        .args(["--", "sleep", "20"])
+        .env("CUDA_TRACER_TEST_FAIL_TASK", "reader")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("background task failed; the daemon stops") && stderr.contains("task=\"reader\""),
+        "{stderr}"
+    );
+    assert!(stderr.contains("error: the reader task failed: panicked: failure injected"), "{stderr}");
+    let metadata: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metadata.json")).unwrap()).unwrap();
+    assert_eq!(metadata["status"], "failed");
+    assert!(metadata["end_wall_clock"].is_string());
+}

@@ -172,11 +172,11 @@ pub fn run(events: u64, dir: &Path) -> Result<BenchResult> {
     }
     closed.extend(pipeline.rotate());
     let secs = began.elapsed().as_secs_f64();
-    let s = &pipeline.stats;
-    if s.decode_errors != 0 || s.write_errors != 0 || s.calls() != warm + events {
+    let s = &pipeline.stats.counts;
+    if s.decode_errors != 0 || s.write_errors != 0 || s.calls != warm + events {
         bail!(
             "pipeline lost events: {} of {} counted, {} decode errors, {} write errors",
-            s.calls() - warm,
+            s.calls - warm,
             events,
             s.decode_errors,
             s.write_errors

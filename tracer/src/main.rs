@@ -11,7 +11,7 @@ use cuda_tracer::{
     clock,
     daemon::output::delivery::{self, Delivery},
     daemon::probes::exit,
-    daemon::session::{self, SessionConfig, SessionResult, Target},
+    daemon::{self, DaemonConfig, Outcome, SessionConfig, Target, UploadConfig},
 };
 
 fn main() -> ExitCode {
@@ -98,7 +98,6 @@ fn config(dir: PathBuf, id: String, target: Target, t: &TraceArgs, budget_root: 
         ringbuf_bytes: t.ringbuf_bytes,
         libs: t.libs.clone(),
         empty_probes: t.empty_probes,
-        metrics: None,
         kv_cache: None,
         budget: t.max_local_bytes.map(|max_bytes| cuda_tracer::daemon::output::budget::DiskBudget {
             max_bytes,
@@ -115,11 +114,12 @@ async fn record(args: RecordArgs) -> Result<ExitCode> {
     if dir.join(cuda_tracer::format::names::METADATA).exists() {
         bail!("{} already holds a trace session; pass an empty or new directory with -o", dir.display());
     }
-    let cfg = config(dir.clone(), id, Target::Command(args.command), &args.trace, &dir);
-    let result = session::run(cfg, shutdown_signal()).await.context("record failed")?;
-    print_summary(&result);
-    let code = result.exit_status.and_then(|s| s.code()).unwrap_or(0);
-    exit::leave(u8::try_from(code).unwrap_or(1), result.probes)
+    let session = config(dir.clone(), id, Target::Command(args.command), &args.trace, &dir);
+    let cfg = DaemonConfig { session, trace_dir: None, metrics_addr: None, upload: None };
+    let outcome = daemon::run(cfg, shutdown_signal()).await.context("record failed")?;
+    eprintln!("{}", outcome.summary());
+    let code = outcome.exit_status.and_then(|s| s.code()).unwrap_or(0);
+    leave(u8::try_from(code).unwrap_or(1), outcome)
 }
 
 const NO_BUCKET: &str =
@@ -129,73 +129,40 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
     let id = session_id();
     let pattern = regex::Regex::new(&args.target_process)
         .with_context(|| format!("--target-process / TARGET_PROCESS `{}` is not a valid regex", args.target_process))?;
-    let upload = if args.no_upload || !args.upload_enabled { None } else { Some(args.s3.config().context(NO_BUCKET)?) };
-    let dir = args.trace_dir.join(&id);
+    let s3 = if args.no_upload || !args.upload_enabled { None } else { Some(args.s3.config().context(NO_BUCKET)?) };
     let target = Target::Daemon { pattern: Some(pattern), pids: args.pids };
-    let metrics = args.metrics_addr.map(|addr| {
-        let m = std::sync::Arc::new(cuda_tracer::daemon::output::metrics::Metrics::new(args.trace_dir.clone()));
-        let served = std::sync::Arc::clone(&m);
-        tokio::spawn(async move {
-            if let Err(e) = cuda_tracer::daemon::output::metrics::serve(addr, served).await {
-                tracing::error!(%addr, error = %e, "metrics endpoint failed");
-            }
-        });
-        m
-    });
-    // Files an earlier run left (closed or half-written) go up with this run's.
-    let delivery = match upload {
-        Some(cfg) => {
-            std::fs::create_dir_all(&args.trace_dir).ok();
-            delivery::repair_partials(&args.trace_dir, Some(&id));
-            let d = std::sync::Arc::new(tokio::sync::Mutex::new(Delivery::new(
-                cuda_tracer::daemon::output::upload::S3Uploader::new(cfg).await,
-                &args.trace_dir,
-                metrics.clone(),
-            )));
-            let every = Duration::from_secs(args.upload_interval_secs);
-            let looped = std::sync::Arc::clone(&d);
-            let task = tokio::spawn(async move {
-                let mut tick = tokio::time::interval(every);
-                loop {
-                    tick.tick().await;
-                    let report = looped.lock().await.round(None).await;
-                    if report.uploaded > 0 || report.failed > 0 {
-                        tracing::info!(uploaded = report.uploaded, failed = report.failed, "upload round");
-                    }
-                }
-            });
-            Some((d, task))
-        }
-        None => None,
-    };
-    let mut cfg = config(dir, id, target, &args.trace, &args.trace_dir);
-    cfg.metrics = metrics;
-    cfg.kv_cache = args.vllm_metrics_url.map(|url| cuda_tracer::daemon::output::kv_scrape::KvCacheConfig {
+    let mut session = config(args.trace_dir.join(&id), id, target, &args.trace, &args.trace_dir);
+    session.kv_cache = args.vllm_metrics_url.map(|url| cuda_tracer::daemon::output::kv_scrape::KvCacheConfig {
         url,
         interval: Duration::from_secs(args.metrics_interval),
     });
-    let result = session::run(cfg, shutdown_signal()).await.context("run failed")?;
+    let upload = s3.map(|s3| UploadConfig {
+        s3,
+        every: Duration::from_secs(args.upload_interval_secs),
+        deadline: Duration::from_secs(args.s3.deadline_secs),
+    });
+    let cfg = DaemonConfig { session, trace_dir: Some(args.trace_dir), metrics_addr: args.metrics_addr, upload };
+    let outcome = daemon::run(cfg, shutdown_signal()).await.context("run failed")?;
     tracing::info!(
-        calls = result.stats.calls(),
-        files = result.files.len(),
-        dropped = result.drops.lost_calls(),
-        dir = %result.dir.display(),
+        calls = outcome.counts.calls,
+        files = outcome.files.len(),
+        dropped = outcome.dropped(),
+        dir = %outcome.dir.display(),
         "session finished"
     );
-    if let Some((d, task)) = delivery {
-        task.abort();
-        let deadline = std::time::Instant::now() + Duration::from_secs(args.s3.deadline_secs);
-        let report = d.lock().await.round(Some(deadline)).await;
-        if report.remaining.is_empty() {
-            tracing::info!(uploaded = report.uploaded, "all trace files uploaded");
-        } else {
-            tracing::warn!(
-                left_on_disk = report.remaining.len(),
-                "some trace files stay on disk; the next run uploads them"
-            );
+    leave(0, outcome)
+}
+
+/// Exits with `code`, or 2 after the error when a task the daemon needs failed.
+fn leave(code: u8, outcome: Outcome) -> Result<ExitCode> {
+    let code = match &outcome.failure {
+        Some(failure) => {
+            eprintln!("error: {failure}; metadata.json says `failed`");
+            2
         }
-    }
-    exit::leave(0, result.probes)
+        None => code,
+    };
+    exit::leave(code, outcome.probes)
 }
 
 async fn upload_dir(args: UploadArgs) -> Result<ExitCode> {
@@ -216,24 +183,6 @@ async fn upload_dir(args: UploadArgs) -> Result<ExitCode> {
         report.remaining.len()
     );
     Ok(if report.remaining.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
-}
-
-fn print_summary(r: &SessionResult) {
-    eprintln!("\n{}", r.stats.table());
-    eprintln!(
-        "{} calls from {} process(es) in {} file(s); dropped: {} (ring buffer full {}, entry map full {}), returns without entry: {}, decode errors: {}, write errors: {}, paused by the disk budget: {}",
-        r.stats.calls(),
-        r.processes,
-        r.files.len(),
-        r.drops.lost_calls() + r.stats.write_errors + r.stats.budget_dropped,
-        r.drops.ringbuf_full,
-        r.drops.entry_map_full,
-        r.drops.return_without_entry,
-        r.stats.decode_errors,
-        r.stats.write_errors,
-        r.stats.budget_dropped,
-    );
-    eprintln!("trace: {}", r.dir.display());
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -1,7 +1,18 @@
 //! The tracer daemon (`run`) and its one-command form (`record`): probes in
-//! the kernel, ring-buffer ingest, and the outputs that keep what it saw.
+//! the kernel, ring-buffer ingest, the outputs that keep what it saw, and
+//! [`run()`], the one owner of a session and every task around it.
 
+pub mod config;
 pub mod ingest;
+pub mod outcome;
 pub mod output;
 pub mod probes;
-pub mod session;
+mod run;
+mod session;
+pub mod supervise;
+mod tasks;
+
+pub use config::{DaemonConfig, SessionConfig, Target, UploadConfig};
+pub use outcome::Outcome;
+pub use run::run;
+pub use session::SessionError;

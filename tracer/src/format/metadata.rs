@@ -16,8 +16,9 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+pub use super::counts::{Counts, Drops};
 use super::names;
-use crate::{daemon::output::stats::SummaryRow, daemon::probes::loader::Drops};
+use crate::daemon::output::stats::SummaryRow;
 
 /// A name from one of the daemon's static tables (a function, a layer, a
 /// status), or the same name read back from a file.
@@ -59,20 +60,6 @@ pub struct LateLibrary {
     pub pid: u32,
     pub path: String,
     pub attached_ms: f64,
-}
-
-/// Counts of everything the session saw or lost.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
-#[serde(default)]
-pub struct Counts {
-    /// Calls written to trace files.
-    pub calls: u64,
-    /// Records the decoder rejected (each is also logged).
-    pub decode_errors: u64,
-    /// Lines that could not be written (disk full, I/O error).
-    pub write_errors: u64,
-    /// Calls not written while the disk budget paused writing.
-    pub dropped_disk_budget: u64,
 }
 
 /// A library the probes are attached to.
@@ -136,7 +123,8 @@ pub struct Metadata {
     pub hostname: String,
     /// Kubernetes downward-API values (`POD_NAME`, `POD_NAMESPACE`, `NODE_NAME`), when set.
     pub kubernetes: Kubernetes,
-    /// `running` while tracing, `finished` after a clean stop.
+    /// `running` while tracing, `finished` after a clean stop, `failed`
+    /// when a task the daemon cannot do without failed.
     pub status: Name,
     pub mode: Name,
     pub command: Option<Vec<String>>,

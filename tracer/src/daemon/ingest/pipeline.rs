@@ -35,13 +35,13 @@ impl Pipeline {
         }
         let ann = self.annotator.observe(ev, name);
         if self.paused.as_ref().is_some_and(|p| p.load(std::sync::atomic::Ordering::Relaxed)) {
-            self.stats.budget_dropped += 1;
+            self.stats.counts.dropped_disk_budget += 1;
             return;
         }
         if let Err(e) = self.sink.write_call(ev, name, &ann) {
-            self.stats.write_errors += 1;
-            if self.stats.write_errors.is_power_of_two() {
-                tracing::error!(error = %e, lost_lines = self.stats.write_errors, "trace line not written");
+            self.stats.counts.write_errors += 1;
+            if self.stats.counts.write_errors.is_power_of_two() {
+                tracing::error!(error = %e, lost_lines = self.stats.counts.write_errors, "trace line not written");
             }
         }
     }
@@ -67,9 +67,9 @@ impl Pipeline {
                 Some(p)
             }
             Err(e) => {
-                self.stats.decode_errors += 1;
-                if self.stats.decode_errors.is_power_of_two() {
-                    tracing::error!(error = %e, total = self.stats.decode_errors, "ring buffer record rejected");
+                self.stats.counts.decode_errors += 1;
+                if self.stats.counts.decode_errors.is_power_of_two() {
+                    tracing::error!(error = %e, total = self.stats.counts.decode_errors, "ring buffer record rejected");
                 }
                 None
             }

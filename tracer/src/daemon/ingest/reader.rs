@@ -1,6 +1,7 @@
 //! The ring-buffer reader task: waits on the map's fd with tokio `AsyncFd`,
 //! drains records through the pipeline, rotates files on a timer, and on
-//! stop drains what is left before closing the last file.
+//! stop drains what is left before closing the last file and hands the
+//! session its final statistics.
 
 use std::time::Duration;
 
@@ -12,13 +13,22 @@ use tokio::{
 };
 use tracer_common::abi::ProcEvent;
 
-use crate::{daemon::ingest::pipeline::Pipeline, daemon::output::sink::ClosedFile};
+use crate::{
+    daemon::ingest::pipeline::Pipeline, daemon::output::sink::ClosedFile, daemon::output::stats::Stats,
+    format::counts::Counts,
+};
 
 /// What the reader tells the session.
 #[derive(Debug)]
 pub enum ReaderMsg {
     Proc(ProcEvent),
-    Closed { file: ClosedFile, calls: u64, decode_errors: u64, write_errors: u64, budget_dropped: u64 },
+    /// A trace file closed; the counters as of its last line.
+    Closed {
+        file: ClosedFile,
+        counts: Counts,
+    },
+    /// The reader stopped as asked: everything it counted.
+    Finished(Box<Stats>),
 }
 
 /// Records handled before yielding to other branches, so a flood of events
@@ -40,25 +50,18 @@ fn drain(ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline, tx: &mpsc::Unboun
 
 fn rotate(pipeline: &mut Pipeline, tx: &mpsc::UnboundedSender<ReaderMsg>) {
     if let Some(file) = pipeline.rotate() {
-        let s = &pipeline.stats;
-        let _ = tx.send(ReaderMsg::Closed {
-            file,
-            calls: s.calls(),
-            decode_errors: s.decode_errors,
-            write_errors: s.write_errors,
-            budget_dropped: s.budget_dropped,
-        });
+        let _ = tx.send(ReaderMsg::Closed { file, counts: pipeline.stats.counts });
     }
 }
 
-/// Runs until `stop` flips to true; returns the pipeline with its statistics.
+/// Runs until `stop` flips to true; then sends [`ReaderMsg::Finished`].
 pub async fn run(
     ring: RingBuf<MapData>,
     mut pipeline: Pipeline,
     rotate_every: Duration,
     mut stop: watch::Receiver<bool>,
     tx: mpsc::UnboundedSender<ReaderMsg>,
-) -> std::io::Result<Pipeline> {
+) -> std::io::Result<()> {
     // SAFETY: the RingBuf owns its map fd for as long as the AsyncFd owns the
     // RingBuf, and as_raw_fd always returns that same fd.
     let mut fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }.map_err(|e| e.into_parts().1)?;
@@ -88,5 +91,6 @@ pub async fn run(
     }
     while !drain(fd.get_mut(), &mut pipeline, &tx) {}
     rotate(&mut pipeline, &tx);
-    Ok(pipeline)
+    let _ = tx.send(ReaderMsg::Finished(Box::new(pipeline.stats)));
+    Ok(())
 }

@@ -199,6 +199,8 @@ impl Delivery {
         let mut report = RoundReport::default();
         let mut queue = work.into_iter();
         let mut running = tokio::task::JoinSet::new();
+        // A panicked upload still owes the report its file.
+        let mut in_flight = HashMap::new();
         loop {
             while running.len() < CONCURRENCY {
                 let Some(p) = queue.next() else { break };
@@ -207,14 +209,27 @@ impl Delivery {
                     continue;
                 }
                 let uploader = self.uploader.clone();
-                running.spawn(async move {
+                let path = p.path.clone();
+                let task = running.spawn(async move {
                     let result = put_with_retries(&uploader, &p).await;
                     (p, result)
                 });
+                in_flight.insert(task.id(), path);
             }
-            let Some(joined) = running.join_next().await else { break };
-            let Ok((p, result)) = joined else { continue };
-            self.settle(p, result, &mut report);
+            let Some(joined) = running.join_next_with_id().await else { break };
+            match joined {
+                Ok((id, (p, result))) => {
+                    in_flight.remove(&id);
+                    self.settle(p, result, &mut report);
+                }
+                Err(e) => {
+                    let Some(path) = in_flight.remove(&e.id()) else { continue };
+                    tracing::error!(file = %path.display(), error = %e, "upload task failed; the file stays on disk and is retried");
+                    report.failed += 1;
+                    report.remaining.push(path);
+                    *self.stats.failures.entry("panic").or_default() += 1;
+                }
+            }
         }
         let waiting: Vec<Pending> = pending(&self.dir).into_iter().filter(|p| p.name != names::METADATA).collect();
         self.stats.pending_files = waiting.len();

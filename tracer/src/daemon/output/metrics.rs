@@ -1,13 +1,14 @@
 //! Prometheus metrics and Kubernetes probes for the daemon: `/metrics`
 //! (prometheus-client text format), `/healthz` (the process is alive) and
-//! `/readyz` (probes loaded and the trace dir writable).
+//! `/readyz` (probes loaded, every background task running, and the trace
+//! dir writable).
 
 use std::{
-    net::SocketAddr,
+    collections::BTreeSet,
     path::PathBuf,
     sync::{
         atomic::{AtomicBool, Ordering},
-        Arc,
+        Arc, Mutex,
     },
 };
 
@@ -36,6 +37,11 @@ pub struct KindLabel {
     pub kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TaskLabel {
+    task: &'static str,
+}
+
 /// Everything the daemon reports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -55,7 +61,11 @@ pub struct Metrics {
     pub vllm_scrapes: Counter,
     /// Failed scrapes of vLLM's /metrics, by kind.
     pub vllm_scrape_errors: Family<KindLabel, Counter>,
+    /// Background tasks that panicked or failed, by task.
+    task_failures: Family<TaskLabel, Counter>,
     ready: AtomicBool,
+    /// Tasks that failed and are not running again yet.
+    failing_tasks: Mutex<BTreeSet<&'static str>>,
     trace_dir: PathBuf,
 }
 
@@ -103,6 +113,12 @@ impl Metrics {
             "Failed scrapes of vLLM's /metrics, by kind",
             vllm_scrape_errors.clone(),
         );
+        let task_failures = Family::<TaskLabel, Counter>::default();
+        registry.register(
+            "task_failures",
+            "Background tasks of the daemon that panicked or failed, by task",
+            task_failures.clone(),
+        );
         Self {
             registry,
             calls,
@@ -117,7 +133,9 @@ impl Metrics {
             last_upload_unix,
             vllm_scrapes,
             vllm_scrape_errors,
+            task_failures,
             ready: AtomicBool::new(false),
+            failing_tasks: Mutex::default(),
             trace_dir,
         }
     }
@@ -139,14 +157,54 @@ impl Metrics {
         }
     }
 
+    /// The kernel's drop counters, by kind.
+    pub fn set_drops(&self, drops: &crate::format::counts::Drops) {
+        for (kind, n) in [
+            ("ringbuf_full", drops.ringbuf_full),
+            ("entry_map_full", drops.entry_map_full),
+            ("return_without_entry", drops.return_without_entry),
+        ] {
+            self.dropped.get_or_create(&KindLabel { kind }).set(n as i64);
+        }
+    }
+
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
     }
 
-    fn render(&self) -> String {
+    /// `task` failed: counted, and the daemon is not ready until it runs again.
+    pub fn task_failed(&self, task: &'static str) {
+        self.task_failures.get_or_create(&TaskLabel { task }).inc();
+        if let Ok(mut failing) = self.failing_tasks.lock() {
+            failing.insert(task);
+        }
+    }
+
+    /// `task` runs again after a failure.
+    pub fn task_running(&self, task: &'static str) {
+        if let Ok(mut failing) = self.failing_tasks.lock() {
+            failing.remove(task);
+        }
+    }
+
+    /// The text of `/metrics`.
+    pub fn render(&self) -> String {
         let mut out = String::new();
         let _ = encode(&mut out, &self.registry);
         out
+    }
+
+    /// The answer of `/readyz`.
+    pub fn readiness(&self) -> (StatusCode, String) {
+        let failing: Vec<&str> = self.failing_tasks.lock().map(|f| f.iter().copied().collect()).unwrap_or_default();
+        if !failing.is_empty() {
+            return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: task {} failed", failing.join(", ")));
+        }
+        if self.is_ready() {
+            (StatusCode::OK, "ready".to_string())
+        } else {
+            (StatusCode::SERVICE_UNAVAILABLE, "not ready: probes not loaded or trace dir not writable".to_string())
+        }
     }
 
     fn is_ready(&self) -> bool {
@@ -156,23 +214,13 @@ impl Metrics {
     }
 }
 
-/// Serves the endpoints until the process exits.
-pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
+/// Serves the endpoints on `listener` until the future is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(|State(m): State<Arc<Metrics>>| async move { m.render() }))
         .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(|State(m): State<Arc<Metrics>>| async move {
-                if m.is_ready() {
-                    (StatusCode::OK, "ready")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "not ready: probes not loaded or trace dir not writable")
-                }
-            }),
-        )
+        .route("/readyz", get(|State(m): State<Arc<Metrics>>| async move { m.readiness() }))
         .with_state(metrics);
-    let listener = tokio::net::TcpListener::bind(addr).await?;
     axum::serve(listener, app).await
 }
 
@@ -194,5 +242,10 @@ mod tests {
         assert!(!m.is_ready());
         m.set_ready(true);
         assert!(m.is_ready());
+        m.task_failed("upload");
+        assert_eq!(m.readiness().0, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(m.render().contains(r#"cuda_tracer_task_failures_total{task="upload"} 1"#), "{}", m.render());
+        m.task_running("upload");
+        assert_eq!(m.readiness(), (StatusCode::OK, "ready".to_string()));
     }
 }

@@ -7,6 +7,8 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use tracer_common::{abi::CallEvent, funcs};
 
+use crate::format::counts::Counts;
+
 /// One function's totals.
 #[derive(Clone, Debug)]
 pub struct FuncStats {
@@ -34,14 +36,12 @@ impl FuncStats {
     }
 }
 
-/// Totals per function id.
+/// Totals per function id, and the session's counters.
 #[derive(Clone, Debug, Default)]
 pub struct Stats {
     pub by_func: BTreeMap<u32, FuncStats>,
-    pub decode_errors: u64,
-    pub write_errors: u64,
-    /// Calls not written because the disk budget paused writing.
-    pub budget_dropped: u64,
+    /// `counts.calls` is the sum of `by_func`'s calls, kept as it grows.
+    pub counts: Counts,
 }
 
 /// One row of the summary, as written to metadata.
@@ -59,6 +59,7 @@ pub struct SummaryRow {
 
 impl Stats {
     pub fn observe(&mut self, ev: &CallEvent) {
+        self.counts.calls += 1;
         let s = self.by_func.entry(ev.func_id).or_default();
         s.calls += 1;
         if ev.ret as u32 != 0 {
@@ -70,7 +71,7 @@ impl Stats {
     }
 
     pub fn calls(&self) -> u64 {
-        self.by_func.values().map(|s| s.calls).sum()
+        self.counts.calls
     }
 
     /// Rows sorted by call count, most called first.
@@ -129,5 +130,6 @@ mod tests {
         assert!((rows[0].p50_us - 50.0).abs() < 0.1, "{}", rows[0].p50_us);
         assert!((rows[0].p99_us - 99.0).abs() < 0.1);
         assert!(stats.table().contains("cudaMalloc"));
+        assert_eq!(stats.calls(), stats.by_func.values().map(|s| s.calls).sum::<u64>());
     }
 }

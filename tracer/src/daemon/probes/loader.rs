@@ -1,6 +1,7 @@
 //! Loads the embedded BPF object, sets its globals, loads its programs and
 //! attaches the process-tree tracepoints.
 
+use crate::format::counts::Drops;
 use aya::{
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
     programs::{ProgramError, RawTracePoint, UProbe},
@@ -150,25 +151,4 @@ fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut UProbe, 
         .ok_or(LoadError::MissingProgram { name })?
         .try_into()
         .map_err(|source| LoadError::Program { name, source })
-}
-
-/// What the kernel side could not record.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(default)]
-pub struct Drops {
-    /// Completed calls lost because the ring buffer was full.
-    pub ringbuf_full: u64,
-    /// Calls whose entry could not be stored (their return is then not recorded).
-    pub entry_map_full: u64,
-    /// Returns seen without an entry: calls already running when the probes attached.
-    pub return_without_entry: u64,
-    /// Fork/exit notices lost to a full ring buffer (the kernel still follows the tree).
-    pub proc_events_lost: u64,
-}
-
-impl Drops {
-    /// Calls that happened while traced but did not reach the trace.
-    pub fn lost_calls(&self) -> u64 {
-        self.ringbuf_full + self.entry_map_full
-    }
 }

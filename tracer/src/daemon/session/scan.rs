@@ -3,8 +3,9 @@
 
 use std::{collections::BTreeSet, path::Path};
 
-use super::{Session, Target};
+use super::Session;
 use crate::{
+    daemon::config::Target,
     daemon::probes::discover::{self, ProcessInfo},
     format::metadata::{LateLibrary, ProcessRecord},
 };
@@ -70,7 +71,7 @@ impl Session {
     }
     /// Picks up new matching processes, children the kernel did not report,
     /// and libraries mapped since the last scan.
-    pub(super) fn scan(&mut self) {
+    pub(in crate::daemon) fn scan(&mut self) {
         if self.attacher.stopping() {
             return;
         }
@@ -127,22 +128,15 @@ impl Session {
         self.update_metrics();
     }
     pub(super) fn update_metrics(&self) {
-        let Some(m) = &self.cfg.metrics else { return };
+        let Some(m) = &self.metrics else { return };
         m.traced_processes.set(self.processes.values().filter(|r| r.exited_ms.is_none()).count() as i64);
-        let drops = self.probes.drops().unwrap_or_default();
-        for (kind, n) in [
-            ("ringbuf_full", drops.ringbuf_full),
-            ("entry_map_full", drops.entry_map_full),
-            ("return_without_entry", drops.return_without_entry),
-        ] {
-            m.dropped.get_or_create(&crate::daemon::output::metrics::KindLabel { kind }).set(n as i64);
-        }
+        m.set_drops(&self.probes.drops().unwrap_or_default());
         for (func, n) in self.probes.drops_by_function().unwrap_or_default() {
             m.set_dropped_calls(func, n);
         }
     }
     /// Marks processes that are gone, refreshes command lines changed by exec.
-    pub(super) fn scan_exits(&mut self) {
+    pub(in crate::daemon) fn scan_exits(&mut self) {
         let now = self.now_ms();
         for rec in self.processes.values_mut().filter(|r| r.exited_ms.is_none()) {
             match ProcessInfo::read(rec.pid) {

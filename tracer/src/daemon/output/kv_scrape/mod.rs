@@ -9,11 +9,14 @@ use std::{
     fs::File,
     io::Write as _,
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicU32, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, Instant},
 };
 
-use tokio::{sync::watch, task::JoinHandle};
+use tokio::sync::watch;
 
 mod parse;
 
@@ -64,53 +67,68 @@ impl ScrapeError {
     }
 }
 
-/// A running scraper.
+/// Why the scraper stopped working (a failed scrape is not this: it is
+/// counted and retried).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the HTTP client: {0}")]
+pub struct ClientError(#[source] reqwest::Error);
+
+/// One session's scraper. Its record and chunk numbering live here, outside
+/// any one run of [`KvScraper::run`], so a restarted run carries on both.
 pub struct KvScraper {
+    cfg: KvCacheConfig,
+    dir: PathBuf,
+    start_boot_ns: u64,
+    rotate_every: Duration,
+    metrics: Option<Arc<Metrics>>,
     status: Arc<Mutex<KvStatus>>,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    /// The last chunk number used.
+    seq: Arc<AtomicU32>,
 }
 
 impl KvScraper {
+    /// A scraper into `dir`; `start_boot_ns` is the session's `ts` origin.
+    pub fn new(
+        cfg: KvCacheConfig,
+        dir: &Path,
+        start_boot_ns: u64,
+        rotate_every: Duration,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Self {
+        let status = Arc::new(Mutex::new(KvStatus {
+            url: cfg.url.clone(),
+            interval_secs: cfg.interval.as_secs_f64(),
+            ..Default::default()
+        }));
+        Self { cfg, dir: dir.to_path_buf(), start_boot_ns, rotate_every, metrics, status, seq: Arc::default() }
+    }
+
     pub fn status(&self) -> KvStatus {
         self.status.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
-    /// Stops scraping and closes the open chunk.
-    pub async fn stop(self) -> KvStatus {
-        let Self { status, stop, task } = self;
-        let _ = stop.send(true);
-        if let Err(e) = task.await {
-            tracing::error!(error = %e, "the vLLM metrics scraper failed");
-        }
-        let last = status.lock().map(|s| s.clone()).unwrap_or_default();
-        last
+    /// Scrapes until `stop` flips, then closes the open chunk; `scraped`
+    /// is called after every scrape, failed or not.
+    pub fn run(
+        &self,
+        stop: watch::Receiver<bool>,
+        scraped: impl Fn() + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<(), ClientError>> + Send + 'static {
+        let ctx = Context {
+            cfg: self.cfg.clone(),
+            chunks: Chunks {
+                dir: self.dir.clone(),
+                seq: Arc::clone(&self.seq),
+                open: None,
+                rotate_every: self.rotate_every,
+            },
+            start_boot_ns: self.start_boot_ns,
+            status: Arc::clone(&self.status),
+            metrics: self.metrics.clone(),
+            log: ErrorLog::default(),
+        };
+        ctx.run(stop, scraped)
     }
-}
-
-/// Starts scraping into `dir`; `start_boot_ns` is the session's `ts` origin.
-pub fn spawn(
-    cfg: KvCacheConfig,
-    dir: &Path,
-    start_boot_ns: u64,
-    rotate_every: Duration,
-    metrics: Option<Arc<Metrics>>,
-) -> KvScraper {
-    let status = Arc::new(Mutex::new(KvStatus {
-        url: cfg.url.clone(),
-        interval_secs: cfg.interval.as_secs_f64(),
-        ..Default::default()
-    }));
-    let (stop, stop_rx) = watch::channel(false);
-    let ctx = Context {
-        cfg,
-        chunks: Chunks { dir: dir.to_path_buf(), seq: 0, open: None, rotate_every },
-        start_boot_ns,
-        status: Arc::clone(&status),
-        metrics,
-        log: ErrorLog::default(),
-    };
-    KvScraper { status, stop, task: tokio::spawn(ctx.run(stop_rx)) }
 }
 
 struct Context {
@@ -123,16 +141,10 @@ struct Context {
 }
 
 impl Context {
-    async fn run(mut self, mut stop: watch::Receiver<bool>) {
+    async fn run(mut self, mut stop: watch::Receiver<bool>, scraped: impl Fn()) -> Result<(), ClientError> {
         // Shorter than the interval, so a hung server never stacks requests.
         let timeout = self.cfg.interval.clamp(Duration::from_millis(500), Duration::from_secs(10));
-        let client = match reqwest::Client::builder().timeout(timeout).build() {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot build the HTTP client: KV-cache usage is not recorded");
-                return;
-            }
-        };
+        let client = reqwest::Client::builder().timeout(timeout).build().map_err(ClientError)?;
         tracing::info!(url = %self.cfg.url, every_secs = self.cfg.interval.as_secs_f64(), "scraping vLLM metrics");
         let mut tick = tokio::time::interval(self.cfg.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -157,8 +169,10 @@ impl Context {
                 Err(e) => self.on_error(e),
             }
             self.close_chunk(false);
+            scraped();
         }
         self.close_chunk(true);
+        Ok(())
     }
 
     fn on_row(&mut self, metric: &'static str) {
@@ -250,7 +264,8 @@ struct OpenChunk {
 /// The CSV chunks of one session.
 struct Chunks {
     dir: PathBuf,
-    seq: u32,
+    /// The last number used, shared by every run of the scraper.
+    seq: Arc<AtomicU32>,
     open: Option<OpenChunk>,
     rotate_every: Duration,
 }
@@ -260,12 +275,13 @@ impl Chunks {
     /// at the next start keeps every complete row.
     fn write_row(&mut self, line: &str) -> Result<(), ScrapeError> {
         if self.open.is_none() {
-            let name = names::kv_chunk(self.seq + 1);
+            let seq = self.seq.load(Ordering::Relaxed) + 1;
+            let name = names::kv_chunk(seq);
             let tmp = self.dir.join(names::partial(&name));
             let err = |source| ScrapeError::Write { path: tmp.display().to_string(), source };
             let mut file = File::create(&tmp).map_err(err)?;
             file.write_all(format!("{CSV_HEADER}\n").as_bytes()).map_err(err)?;
-            self.seq += 1;
+            self.seq.store(seq, Ordering::Relaxed);
             self.open = Some(OpenChunk { dest: self.dir.join(name), tmp, file, opened: Instant::now() });
         }
         let Some(f) = self.open.as_mut() else { return Ok(()) };
@@ -352,8 +368,12 @@ mod tests {
     #[test]
     fn chunks_are_hidden_while_open_and_closed_on_time_or_stop() {
         let dir = tempfile::tempdir().unwrap();
-        let mut c =
-            Chunks { dir: dir.path().to_path_buf(), seq: 0, open: None, rotate_every: Duration::from_secs(3600) };
+        let mut c = Chunks {
+            dir: dir.path().to_path_buf(),
+            seq: Arc::default(),
+            open: None,
+            rotate_every: Duration::from_secs(3600),
+        };
         assert_eq!(c.close(true).unwrap(), None, "no empty chunk");
         c.write_row("1.000,2.0000,1,0,0\n").unwrap();
         assert!(dir.path().join(".kv_cache_usage_00001.csv.partial").exists());

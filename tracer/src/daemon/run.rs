@@ -1,0 +1,219 @@
+//! `daemon::run`: the one owner of a session and every task around it.
+//! Startup and shutdown order are written once, here, top to bottom.
+
+use std::{
+    future::Future,
+    path::Path,
+    sync::{atomic::AtomicBool, Arc},
+    time::Instant,
+};
+
+use tokio::sync::{mpsc, watch, Mutex};
+
+use crate::daemon::{
+    config::{DaemonConfig, UploadConfig},
+    ingest::reader::{self, ReaderMsg},
+    outcome::Outcome,
+    output::{
+        delivery::{self, Delivery, RoundReport},
+        metrics::Metrics,
+        upload::S3Uploader,
+    },
+    session::{wait_child, Session, SessionError},
+    supervise::{Backoff, Failure, Supervisor, TaskError, TaskKind},
+    tasks,
+};
+
+/// Uploads of a running daemon: the shared delivery state and its last deadline.
+struct Uploads {
+    delivery: Arc<Mutex<Delivery>>,
+    cfg: UploadConfig,
+}
+
+/// Why the event loop ended.
+enum Ending {
+    /// The record command exited.
+    CommandExited(Option<std::process::ExitStatus>),
+    /// SIGINT or SIGTERM.
+    StopRequested,
+    /// A task the daemon cannot do without failed.
+    Failed(Failure),
+}
+
+/// Runs a session until the command exits (record), `stop` resolves, or a
+/// task it cannot do without fails; then stops everything in order. The
+/// outcome says which; metadata.json is written in every case.
+pub async fn run(cfg: DaemonConfig, stop: impl Future<Output = ()> + Send + 'static) -> Result<Outcome, SessionError> {
+    let DaemonConfig { session: session_cfg, trace_dir, metrics_addr, upload } = cfg;
+    let root = trace_dir.unwrap_or_else(|| session_cfg.dir.clone());
+    let metrics = metrics_addr.map(|_| Arc::new(Metrics::new(root.clone())));
+    let mut tasks = Supervisor::new(metrics.clone(), Backoff::DAEMON);
+
+    // 1. The stop signal, first: a stop must interrupt whatever follows.
+    let (stopping, stop_rx) = start_stop_signal(&mut tasks, stop);
+    // 2. The endpoints, so /healthz answers while the probes load.
+    if let (Some(addr), Some(m)) = (metrics_addr, metrics.clone()) {
+        tasks.spawn(TaskKind::MetricsServer, move |ctx| Box::pin(tasks::serve_metrics(addr, Arc::clone(&m), ctx)));
+    }
+    // 3. Uploads: files an earlier run left (closed or half-written) go up with this run's.
+    let uploads = match upload {
+        Some(u) => Some(start_uploads(&mut tasks, u, &root, &session_cfg.session_id, metrics.clone()).await),
+        None => None,
+    };
+    // 4. The session: its dir, the probes, the libraries named up front.
+    let (mut s, ring) = match Session::start(session_cfg, stopping, metrics.clone()) {
+        Ok(started) => started,
+        Err(e) => {
+            tasks.stop_all().await;
+            return Err(e);
+        }
+    };
+    // 5. The reader, the disk budget and the KV scraper.
+    let (msg_tx, mut msg_rx) = mpsc::unbounded_channel();
+    let (pipeline, rotate_every) = (s.pipeline(), s.cfg.rotate_every);
+    tasks.spawn_once(TaskKind::Reader, move |ctx| {
+        Box::pin(async move {
+            reader::run(ring, pipeline, rotate_every, ctx.stop_receiver(), msg_tx).await.map_err(TaskError::new)
+        })
+    });
+    start_session_tasks(&mut tasks, &s);
+    // 6. The targets; from here on the daemon is ready.
+    let child = match s.start_targets() {
+        Ok(child) => child,
+        Err(e) => {
+            tasks.stop_all().await;
+            return Err(e);
+        }
+    };
+    if let Some(m) = &metrics {
+        m.set_ready(true);
+    }
+    s.scan();
+    s.write_metadata();
+
+    // 7. Until the command exits, a stop, or a fatal failure.
+    let ending = event_loop(&mut s, &mut tasks, &mut msg_rx, child, stop_rx).await;
+
+    // 8. Shutdown. Stop recording new calls (the filter empties instantly;
+    // removing the probes themselves takes the kernel ~0.1 s each, see
+    // `exit`), then drain the reader, then close what writes files.
+    s.probes.untrace_all();
+    let (exit_status, mut failure) = match ending {
+        Ending::CommandExited(status) => (status, None),
+        Ending::StopRequested => (None, None),
+        Ending::Failed(f) => (None, Some(f)),
+    };
+    if let Err(f) = tasks.stop(TaskKind::Reader).await {
+        failure.get_or_insert(f);
+    }
+    while let Ok(m) = msg_rx.try_recv() {
+        s.on_message(m);
+    }
+    let _ = tasks.stop(TaskKind::KvScraper).await;
+    let _ = tasks.stop(TaskKind::Budget).await;
+    s.last_budget_pass();
+    s.scan_exits();
+    let (stats, counts, drops) = s.finish(failure.is_some());
+    let delivery = match uploads {
+        Some(u) => Some(last_upload_round(&mut tasks, u).await),
+        None => None,
+    };
+    tasks.stop_all().await;
+    let (dir, processes, files) = (s.cfg.dir.clone(), s.process_count(), std::mem::take(&mut s.files));
+    Ok(Outcome { dir, stats, counts, drops, processes, files, exit_status, delivery, failure, probes: s.probes })
+}
+
+/// Watches for `stop`: raises the flag that interrupts attaching and tells
+/// the event loop through the returned receiver.
+fn start_stop_signal(
+    tasks: &mut Supervisor,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> (Arc<AtomicBool>, watch::Receiver<bool>) {
+    let stopping = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let flag = Arc::clone(&stopping);
+    tasks.spawn_once(TaskKind::StopSignal, move |ctx| Box::pin(tasks::stop_signal(stop, flag, stop_tx, ctx)));
+    (stopping, stop_rx)
+}
+
+/// Repairs what an earlier run left half-written, connects to the store and
+/// starts the upload timer.
+async fn start_uploads(
+    tasks: &mut Supervisor,
+    cfg: UploadConfig,
+    root: &Path,
+    session_id: &str,
+    metrics: Option<Arc<Metrics>>,
+) -> Uploads {
+    std::fs::create_dir_all(root).ok();
+    delivery::repair_partials(root, Some(session_id));
+    let uploader = S3Uploader::new(cfg.s3.clone()).await;
+    let delivery = Arc::new(Mutex::new(Delivery::new(uploader, root, metrics)));
+    let (shared, every) = (Arc::clone(&delivery), cfg.every);
+    tasks.spawn(TaskKind::Upload, move |ctx| Box::pin(tasks::upload(Arc::clone(&shared), every, ctx)));
+    Uploads { delivery, cfg }
+}
+
+/// The tasks that work beside the reader on the session's files.
+fn start_session_tasks(tasks: &mut Supervisor, s: &Session) {
+    if let Some(budget) = s.cfg.budget.clone() {
+        let (deleted, every) = (Arc::clone(&s.deleted_for_budget), s.cfg.scan_every);
+        tasks.spawn(TaskKind::Budget, move |ctx| {
+            Box::pin(tasks::budget(budget.clone(), Arc::clone(&deleted), every, ctx))
+        });
+    }
+    if let Some(kv) = &s.kv {
+        let kv = Arc::clone(kv);
+        tasks.spawn(TaskKind::KvScraper, move |ctx| {
+            let scrape = kv.run(ctx.stop_receiver(), move || ctx.running());
+            Box::pin(async move { scrape.await.map_err(TaskError::new) })
+        });
+    }
+}
+
+/// Scans on the timer and keeps the session current with what the reader
+/// reports, until the command exits, a stop is requested, or a task the
+/// daemon cannot do without fails (restartable ones are restarted inside
+/// `tasks.watch()`).
+async fn event_loop(
+    s: &mut Session,
+    tasks: &mut Supervisor,
+    msg_rx: &mut mpsc::UnboundedReceiver<ReaderMsg>,
+    mut child: Option<tokio::process::Child>,
+    mut stop_rx: watch::Receiver<bool>,
+) -> Ending {
+    let mut scan = tokio::time::interval(s.cfg.scan_every);
+    // The reader's end is the supervisor's to report; its closed channel is not.
+    let mut reader_open = true;
+    loop {
+        tokio::select! {
+            _ = scan.tick() => s.scan(),
+            msg = msg_rx.recv(), if reader_open => match msg {
+                Some(m) => s.on_message(m),
+                None => reader_open = false,
+            },
+            status = wait_child(&mut child) => return Ending::CommandExited(status.ok()),
+            Ok(_) = stop_rx.wait_for(|stop| *stop) => {
+                tracing::info!("stop requested: draining");
+                return Ending::StopRequested;
+            }
+            failure = tasks.watch() => return Ending::Failed(failure),
+        }
+    }
+}
+
+/// Stops the timer's round and uploads what is left, until the deadline.
+async fn last_upload_round(tasks: &mut Supervisor, uploads: Uploads) -> RoundReport {
+    let _ = tasks.stop(TaskKind::Upload).await;
+    let deadline = Instant::now() + uploads.cfg.deadline;
+    let report = uploads.delivery.lock().await.round(Some(deadline)).await;
+    if report.remaining.is_empty() {
+        tracing::info!(uploaded = report.uploaded, "all trace files uploaded");
+    } else {
+        tracing::warn!(
+            left_on_disk = report.remaining.len(),
+            "some trace files stay on disk; the next run uploads them"
+        );
+    }
+    report
+}

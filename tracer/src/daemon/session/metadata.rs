@@ -1,0 +1,83 @@
+//! Keeps the session's `metadata.json` current: at start, at each closed
+//! file, and once more when the session ends.
+
+use std::time::SystemTime;
+
+use super::Session;
+use crate::{
+    clock,
+    daemon::config::Target,
+    daemon::output::stats::Stats,
+    format::{
+        counts::{Counts, Drops},
+        metadata::{hostname, Kubernetes, Metadata},
+    },
+};
+
+impl Session {
+    /// Rewrites metadata.json; failures are logged, never fatal mid-session.
+    /// Returns the kernel's drop counts it wrote.
+    pub(in crate::daemon) fn write_metadata(&self) -> Drops {
+        let drops = self.probes.drops().unwrap_or_default();
+        let (mode, command, pattern) = match &self.cfg.target {
+            Target::Command(argv) => ("record", Some(argv.clone()), None),
+            Target::Daemon { pattern, .. } => ("daemon", None, pattern.as_ref().map(|r| r.as_str().to_string())),
+        };
+        let running = self.status == "running";
+        let meta = Metadata {
+            session_id: self.cfg.session_id.clone(),
+            tracer_version: env!("CARGO_PKG_VERSION").into(),
+            hostname: hostname(),
+            kubernetes: Kubernetes::from_env(),
+            status: self.status.into(),
+            mode: mode.into(),
+            command,
+            target_pattern: pattern,
+            start_wall_clock: clock::rfc3339(self.clock.start_wall),
+            start_unix_ns: self
+                .clock
+                .start_wall
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+            start_boot_ns: Some(self.clock.start_boot_ns),
+            ts_unit: "milliseconds since start_boot_ns (CLOCK_BOOTTIME); one line per completed call, stamped at entry"
+                .into(),
+            end_wall_clock: (!running).then(|| clock::rfc3339(SystemTime::now())),
+            function_groups: self.cfg.selection.groups().map(Into::into).collect(),
+            follows_forks: self.probes.follows_forks,
+            ringbuf_bytes: self.cfg.ringbuf_bytes,
+            processes: self.past_processes.iter().chain(self.processes.values()).cloned().collect(),
+            libraries: self.attacher.libraries(),
+            late_libraries: self.late_libraries.clone(),
+            deleted_for_disk_budget: self.deleted_for_budget.lock().map(|d| d.clone()).unwrap_or_default(),
+            files: self.files.clone(),
+            counts: self.counts,
+            drops,
+            dropped_by_function: self
+                .probes
+                .drops_by_function()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(name, n)| (name.into(), n))
+                .collect(),
+            dropped_events: self.counts.dropped(&drops),
+            summary: self.stats.as_ref().map(|s| s.rows()).unwrap_or_default(),
+            kv_cache: self.kv.as_ref().map(|k| k.status()),
+        };
+        if let Err(e) = meta.write(&self.cfg.dir) {
+            tracing::error!(error = %e, "metadata not written");
+        }
+        drops
+    }
+
+    /// Ends the session: `finished`, or `failed` when a task it could not do
+    /// without failed. Writes metadata.json a last time and returns what the
+    /// summary reports, from the same numbers.
+    pub(in crate::daemon) fn finish(&mut self, failed: bool) -> (Stats, Counts, Drops) {
+        self.status = if failed { "failed" } else { "finished" };
+        let drops = self.write_metadata();
+        let stats = self.stats.take().map(|s| *s).unwrap_or_default();
+        (stats, self.counts, drops)
+    }
+}

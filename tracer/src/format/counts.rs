@@ -1,0 +1,68 @@
+//! The session's counters, one type from the ring-buffer reader to
+//! `metadata.json`, `/metrics` and the printed summary, and the one
+//! definition of "dropped".
+
+use serde::{Deserialize, Serialize};
+
+/// What userspace counted: calls captured and what became of them
+/// (`metadata.json` `counts`).
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct Counts {
+    /// Calls captured (decoded) by the reader, written or not.
+    pub calls: u64,
+    /// Records the decoder rejected (each is also logged).
+    pub decode_errors: u64,
+    /// Lines that could not be written (disk full, I/O error).
+    pub write_errors: u64,
+    /// Calls not written while the disk budget paused writing.
+    pub dropped_disk_budget: u64,
+}
+
+/// What the kernel side could not record (`metadata.json` `drops`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Drops {
+    /// Completed calls lost because the ring buffer was full.
+    pub ringbuf_full: u64,
+    /// Calls whose entry could not be stored (their return is then not recorded).
+    pub entry_map_full: u64,
+    /// Returns seen without an entry: calls already running when the probes attached.
+    pub return_without_entry: u64,
+    /// Fork/exit notices lost to a full ring buffer (the kernel still follows the tree).
+    pub proc_events_lost: u64,
+}
+
+impl Drops {
+    /// Calls that happened while traced but never reached userspace.
+    pub fn lost_calls(&self) -> u64 {
+        self.ringbuf_full + self.entry_map_full
+    }
+}
+
+impl Counts {
+    /// Calls that happened in traced processes but are not in the trace
+    /// files: lost in the kernel, not written, or paused by the disk budget.
+    /// `metadata.json` `dropped_events` and the summary's `dropped:` are this.
+    pub fn dropped(&self, drops: &Drops) -> u64 {
+        drops.lost_calls() + self.write_errors + self.dropped_disk_budget
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropped_is_kernel_losses_plus_unwritten_calls() {
+        let counts = Counts { calls: 100, decode_errors: 7, write_errors: 2, dropped_disk_budget: 3 };
+        let drops = Drops { ringbuf_full: 10, entry_map_full: 1, return_without_entry: 50, proc_events_lost: 4 };
+        // Decode errors, orphan returns and lost process notices are not calls lost.
+        assert_eq!(counts.dropped(&drops), 16);
+        let json = serde_json::to_value(counts).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"calls": 100, "decode_errors": 7, "write_errors": 2, "dropped_disk_budget": 3})
+        );
+    }
+}
