@@ -15,7 +15,7 @@ use std::{
 use serde::Serialize;
 
 /// What to do when the trace dir reaches `--max-local-bytes`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DiskFullPolicy {
     /// Stop writing lines (each one counted as dropped) until uploads free space.
     Pause,

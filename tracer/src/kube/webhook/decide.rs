@@ -7,7 +7,7 @@ use kube_core::admission::Operation;
 use serde_json::Value;
 
 use super::{
-    settings::InjectArgs,
+    settings::InjectConfig,
     sidecar::{self, INJECTED_ANNOTATION, SIDECAR_NAME, TRACES_VOLUME},
 };
 
@@ -43,7 +43,7 @@ impl Decision {
 
 /// Decides for a pod that `operation` creates or changes in `namespace`
 /// (the request's namespace: a pod created from a template carries none).
-pub fn decide(args: &InjectArgs, operation: &Operation, namespace: &str, pod: &Pod) -> Decision {
+pub fn decide(args: &InjectConfig, operation: &Operation, namespace: &str, pod: &Pod) -> Decision {
     if !matches!(operation, Operation::Create) {
         return Decision::skip(format!("operation {operation:?} is not CREATE"));
     }
@@ -92,7 +92,7 @@ fn to_value(v: &impl serde::Serialize) -> Value {
 /// The JSON patch: sidecar appended, traces volume (unless the pod has
 /// one by that name), hostPID, and the injected annotation. Arrays and maps
 /// that the pod lacks are added whole: `/-` on a missing array fails.
-pub fn patch(args: &InjectArgs, pod: &Pod) -> Patch {
+pub fn patch(args: &InjectConfig, pod: &Pod) -> Patch {
     let spec = pod.spec.clone().unwrap_or_default();
     let container = to_value(&sidecar::container(args));
     let mut ops = Vec::new();
@@ -126,9 +126,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn args(extra: &[&str]) -> InjectArgs {
-        let argv = ["--target-namespace", "llm", "--tracer-image", "reg/cuda-tracer:1"];
-        super::super::settings::parse_for_test(&[&argv[..], extra].concat())
+    fn args() -> InjectConfig {
+        InjectConfig { target_namespace: "llm".into(), image: "reg/cuda-tracer:1".into(), ..Default::default() }
     }
 
     fn pod(v: Value) -> Pod {
@@ -143,7 +142,7 @@ mod tests {
         })
     }
 
-    fn applied(args: &InjectArgs, original: Value) -> (Value, Decision) {
+    fn applied(args: &InjectConfig, original: Value) -> (Value, Decision) {
         let d = decide(args, &Operation::Create, "llm", &pod(original.clone()));
         let Verdict::Inject(patch) = &d.verdict else { panic!("not injected: {}", d.reason) };
         let mut doc = original;
@@ -153,7 +152,7 @@ mod tests {
 
     #[test]
     fn labelled_pod_in_target_namespace_is_injected() {
-        let (doc, d) = applied(&args(&[]), vllm_pod());
+        let (doc, d) = applied(&args(), vllm_pod());
         assert_eq!(d.name(), "inject");
         let injected = pod(doc);
         let spec = injected.spec.unwrap();
@@ -168,7 +167,7 @@ mod tests {
 
     #[test]
     fn other_pods_are_skipped_with_the_reason() {
-        let a = args(&[]);
+        let a = args();
         let p = pod(vllm_pod());
         let d = decide(&a, &Operation::Create, "default", &p);
         assert_eq!((d.verdict, d.reason.as_str()), (Verdict::Skip, r#"namespace "default" is not the target "llm""#));
@@ -181,13 +180,13 @@ mod tests {
         v["metadata"]["labels"] = json!({"app": "vllm"});
         let d = decide(&a, &Operation::Create, "llm", &pod(v));
         assert_eq!(d.reason, "no label llm-d.ai/inferenceServing");
-        let any = InjectArgs { target_namespace: "*".into(), ..a };
+        let any = InjectConfig { target_namespace: "*".into(), ..a };
         assert_eq!(decide(&any, &Operation::Create, "default", &p).name(), "inject");
     }
 
     #[test]
     fn a_pod_with_the_tracer_is_not_injected_twice() {
-        let a = args(&[]);
+        let a = args();
         let (doc, _) = applied(&a, vllm_pod());
         let d = decide(&a, &Operation::Create, "llm", &pod(doc));
         assert!(d.verdict == Verdict::Skip && d.reason.contains("already traced"), "{}", d.reason);
@@ -207,7 +206,7 @@ mod tests {
         v["metadata"]["annotations"] = json!({"a": "b"});
         v["spec"]["volumes"] = json!([{"name": "shm", "emptyDir": {"medium": "Memory"}}]);
         v["spec"]["hostPID"] = json!(true);
-        let d = decide(&args(&[]), &Operation::Create, "llm", &pod(v.clone()));
+        let d = decide(&args(), &Operation::Create, "llm", &pod(v.clone()));
         let Verdict::Inject(patch) = &d.verdict else { panic!() };
         let paths: Vec<String> = serde_json::to_value(patch)
             .unwrap()
@@ -218,7 +217,7 @@ mod tests {
             .collect();
         // hostPID is already true: no op for it.
         assert_eq!(paths, ["/spec/containers/-", "/spec/volumes/-", "/metadata/annotations/cuda-tracer~1injected"]);
-        let (doc, _) = applied(&args(&[]), v);
+        let (doc, _) = applied(&args(), v);
         assert_eq!(doc["spec"]["volumes"][0]["name"], "shm");
         assert_eq!(doc["spec"]["volumes"][1]["name"], TRACES_VOLUME);
         assert_eq!(doc["metadata"]["annotations"]["a"], "b");
@@ -229,7 +228,7 @@ mod tests {
     fn a_pod_that_brings_the_traces_volume_keeps_it() {
         let mut v = vllm_pod();
         v["spec"]["volumes"] = json!([{"name": TRACES_VOLUME, "persistentVolumeClaim": {"claimName": "mine"}}]);
-        let (doc, _) = applied(&args(&[]), v);
+        let (doc, _) = applied(&args(), v);
         assert_eq!(doc["spec"]["volumes"].as_array().unwrap().len(), 1);
         assert_eq!(doc["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"], "mine");
     }

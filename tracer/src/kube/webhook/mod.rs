@@ -9,30 +9,21 @@ pub mod tls;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use clap::Args;
+pub use settings::InjectConfig;
 
-pub use settings::InjectArgs;
-
-#[derive(Debug, Args)]
-pub struct WebhookArgs {
+/// Where the webhook listens, its certificate, and what it injects.
+#[derive(Clone, Debug)]
+pub struct WebhookConfig {
     /// Address to listen on (HTTPS).
-    #[arg(long, env = "WEBHOOK_ADDR", default_value = "0.0.0.0:8443")]
     pub addr: std::net::SocketAddr,
-    /// PEM certificate chain.
-    #[arg(long = "tls-cert", env = "TLS_CERT", default_value = "/etc/webhook/certs/tls.crt")]
+    /// PEM certificate chain and private key, re-read when renewed.
     pub tls_cert: PathBuf,
-    /// PEM private key.
-    #[arg(long = "tls-key", env = "TLS_KEY", default_value = "/etc/webhook/certs/tls.key")]
     pub tls_key: PathBuf,
-    /// Seconds between checks of the certificate files for a renewed pair.
-    #[arg(long = "cert-reload-secs", env = "CERT_RELOAD_SECS", default_value_t = 10,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    pub cert_reload_secs: u64,
-    /// Largest AdmissionReview body accepted (the API server sends at most 3 MiB).
-    #[arg(long = "max-body-bytes", env = "MAX_BODY_BYTES", default_value_t = 3 << 20)]
+    /// How often the certificate files are checked for a renewed pair.
+    pub cert_reload: Duration,
+    /// Largest AdmissionReview body accepted.
     pub max_body_bytes: usize,
-    #[command(flatten)]
-    pub inject: InjectArgs,
+    pub inject: InjectConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,10 +55,10 @@ async fn shutdown_signal() {
 }
 
 /// Serves until SIGTERM/SIGINT, then finishes the requests in flight.
-pub async fn serve(args: &WebhookArgs) -> Result<(), WebhookError> {
+pub async fn serve(args: &WebhookConfig) -> Result<(), WebhookError> {
     let store = Arc::new(tls::CertStore::load(&args.tls_cert, &args.tls_key)?);
     let config = tls::server_config(Arc::clone(&store))?;
-    tokio::spawn(Arc::clone(&store).watch(Duration::from_secs(args.cert_reload_secs)));
+    tokio::spawn(Arc::clone(&store).watch(args.cert_reload));
     let tcp = tokio::net::TcpListener::bind(args.addr)
         .await
         .map_err(|source| WebhookError::Bind { addr: args.addr, source })?;

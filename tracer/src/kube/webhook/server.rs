@@ -20,13 +20,13 @@ use kube_core::{
 
 use super::{
     decide::{decide, Verdict},
-    settings::InjectArgs,
+    settings::InjectConfig,
 };
 
 /// What the handlers share.
 #[derive(Debug)]
 pub struct App {
-    pub inject: InjectArgs,
+    pub inject: InjectConfig,
     /// Largest AdmissionReview accepted, in bytes.
     pub max_body_bytes: usize,
 }

@@ -12,7 +12,7 @@ use k8s_openapi::{
     apimachinery::pkg::{api::resource::Quantity, util::intstr::IntOrString},
 };
 
-use super::settings::{non_empty, InjectArgs};
+use super::settings::{non_empty, InjectConfig};
 
 /// Name of the injected container; a pod that has it is not injected again.
 pub const SIDECAR_NAME: &str = "cuda-tracer";
@@ -47,7 +47,7 @@ fn field_env(name: &str, field_path: &str) -> EnvVar {
 }
 
 /// The sidecar's environment: what `cuda-tracer run` reads.
-fn sidecar_env(args: &InjectArgs) -> Vec<EnvVar> {
+fn sidecar_env(args: &InjectConfig) -> Vec<EnvVar> {
     let mut vars = vec![env("TARGET_PROCESS", &args.target_process), env("TRACE_DIR", TRACES_MOUNT)];
     match non_empty(&args.s3_bucket) {
         Some(bucket) => {
@@ -83,7 +83,7 @@ fn sidecar_env(args: &InjectArgs) -> Vec<EnvVar> {
     vars
 }
 
-fn security_context(args: &InjectArgs) -> SecurityContext {
+fn security_context(args: &InjectConfig) -> SecurityContext {
     // Root in the container: Kubernetes gives added capabilities to uid 0
     // only (no ambient capabilities for other users).
     let mut sc = SecurityContext { run_as_user: Some(0), run_as_non_root: Some(false), ..Default::default() };
@@ -102,7 +102,7 @@ fn quantities(pairs: &[(&str, &str)]) -> BTreeMap<String, Quantity> {
 }
 
 /// The tracer sidecar: `cuda-tracer run` with the settings' env.
-pub fn container(args: &InjectArgs) -> Container {
+pub fn container(args: &InjectConfig) -> Container {
     let mut c = Container {
         name: SIDECAR_NAME.into(),
         image: Some(args.image.clone()),
@@ -154,7 +154,7 @@ pub fn container(args: &InjectArgs) -> Container {
 }
 
 /// The traces volume: the configured PVC, else an emptyDir.
-pub fn traces_volume(args: &InjectArgs) -> Volume {
+pub fn traces_volume(args: &InjectConfig) -> Volume {
     match non_empty(&args.traces_pvc) {
         Some(claim) => Volume {
             name: TRACES_VOLUME.into(),
@@ -175,8 +175,8 @@ pub fn traces_volume(args: &InjectArgs) -> Volume {
 #[cfg(test)]
 mod tests {
     use super::*;
-    fn args(extra: &[&str]) -> InjectArgs {
-        super::super::settings::parse_for_test(extra)
+    fn args() -> InjectConfig {
+        InjectConfig::default()
     }
 
     fn env_of(c: &Container) -> Vec<(String, String)> {
@@ -199,15 +199,13 @@ mod tests {
 
     #[test]
     fn sidecar_runs_the_tracer_with_capabilities_and_downward_api() {
-        let c = container(&args(&[
-            "--s3-bucket",
-            "traces",
-            "--s3-endpoint",
-            "http://minio:9000",
-            "--s3-path-style",
-            "--sidecar-env",
-            "TRACE_INTERVAL=30,TARGET_PROCESS=python",
-        ]));
+        let c = container(&InjectConfig {
+            s3_bucket: Some("traces".into()),
+            s3_endpoint: Some("http://minio:9000".into()),
+            s3_path_style: true,
+            extra_env: vec![("TRACE_INTERVAL".into(), "30".into()), ("TARGET_PROCESS".into(), "python".into())],
+            ..args()
+        });
         assert_eq!(c.command.as_deref(), Some(&["cuda-tracer".to_string(), "run".to_string()][..]));
         let env = env_of(&c);
         assert_eq!(get(&env, "TRACE_DIR"), Some("/traces"));
@@ -235,7 +233,8 @@ mod tests {
 
     #[test]
     fn without_a_bucket_traces_stay_local_and_privileged_is_a_switch() {
-        let c = container(&args(&["--sidecar-privileged", "--sidecar-metrics-port", "0", "--vllm-metrics-url", ""]));
+        let c =
+            container(&InjectConfig { privileged: true, metrics_port: 0, vllm_metrics_url: String::new(), ..args() });
         let env = env_of(&c);
         assert_eq!(get(&env, "UPLOAD_ENABLED"), Some("false"));
         assert_eq!(get(&env, "S3_BUCKET"), None);
@@ -248,10 +247,10 @@ mod tests {
 
     #[test]
     fn traces_volume_is_the_pvc_when_set() {
-        assert!(traces_volume(&args(&[])).empty_dir.is_some());
-        let v = traces_volume(&args(&["--traces-pvc", "vllm-traces"]));
+        assert!(traces_volume(&args()).empty_dir.is_some());
+        let v = traces_volume(&InjectConfig { traces_pvc: Some("vllm-traces".into()), ..args() });
         assert_eq!(v.persistent_volume_claim.unwrap().claim_name, "vllm-traces");
-        let c = container(&args(&["--aws-secret", "aws-creds"]));
+        let c = container(&InjectConfig { aws_secret: Some("aws-creds".into()), ..args() });
         let from = &c.env_from.unwrap()[0];
         assert_eq!(from.secret_ref.as_ref().unwrap().name, "aws-creds");
     }
