@@ -64,16 +64,9 @@ Settings (environment):
 EOF
 }
 
-log() { printf '==> %s\n' "$*"; }
-die() {
-    printf 'error: %s\n' "$1" >&2
-    [[ $# -gt 1 ]] && printf '  fix: %s\n' "$2" >&2
-    exit 1
-}
-
-need() {
-    command -v "$1" >/dev/null 2>&1 || die "\`$1\` is missing" "$2"
-}
+# log, die, need
+# shellcheck source=infrastructure/common.sh disable=SC1091
+source "$(dirname "${BASH_SOURCE[0]}")/infrastructure/common.sh"
 
 # K3s writes its kubeconfig to /etc/rancher/k3s/k3s.yaml; use it when nothing else is set.
 default_kubeconfig() {

@@ -23,15 +23,9 @@ GPU_WAIT_SECS="${GPU_WAIT_SECS:-300}"
 KUBECONFIG_PATH=/etc/rancher/k3s/k3s.yaml
 KUBECONFIG_MODE=0600
 
-log() { printf '==> %s\n' "$*"; }
-die() {
-    printf 'error: %s\n' "$1" >&2
-    [[ $# -gt 1 ]] && printf '  fix: %s\n' "$2" >&2
-    exit 1
-}
-need() {
-    command -v "$1" >/dev/null 2>&1 || die "\`$1\` is missing" "$2"
-}
+# log, die, need
+# shellcheck source=infrastructure/common.sh disable=SC1091
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 preflight() {
     [[ $EUID -eq 0 ]] || die "this script installs system packages and services" "run it as root: sudo $0"

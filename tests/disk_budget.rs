@@ -16,21 +16,24 @@ fn trace_bytes(dir: &std::path::Path) -> u64 {
 const CAP: u64 = 200_000;
 const SLACK: u64 = 400_000; // what one scan interval of writes can add past the cap
 
-fn busy_workload() -> Vec<String> {
-    [&workload(), "--no-child", "--threads", "2", "--iterations", "400", "--step-delay-us", "2000"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+/// Records a busy workload with the disk budget `CAP` and `policy` (and
+/// 1 s rotations); returns the session dir, what record printed, and the
+/// truth of the calls.
+fn record_capped(policy: &[&str]) -> (tempfile::TempDir, std::path::PathBuf, std::process::Output, std::path::PathBuf) {
+    let (tmp, out, truth) = scratch();
+    let workload = workload();
+    let argv = [workload.as_str(), "--no-child", "--threads", "2", "--iterations", "400", "--step-delay-us", "2000"];
+    let cap = CAP.to_string();
+    let mut flags = vec!["--max-local-bytes", &cap];
+    flags.extend(policy);
+    flags.extend(["--scan-interval-ms", "50", "--rotate-secs", "1"]);
+    let output = record(&out, &truth, &flags, &argv);
+    (tmp, out, output, truth)
 }
 
 #[test]
 fn pause_counts_every_call_it_does_not_write() {
-    let (_tmp, out, truth) = scratch();
-    let argv = busy_workload();
-    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let cap = CAP.to_string();
-    let output =
-        record(&out, &truth, &["--max-local-bytes", &cap, "--scan-interval-ms", "50", "--rotate-secs", "1"], &argv);
+    let (_tmp, out, output, truth) = record_capped(&[]);
     let trace = load_trace(&out);
     let counts = &trace.metadata["counts"];
     let paused = counts["dropped_disk_budget"].as_u64().unwrap();
@@ -46,25 +49,7 @@ fn pause_counts_every_call_it_does_not_write() {
 
 #[test]
 fn delete_oldest_records_what_it_deleted() {
-    let (_tmp, out, truth) = scratch();
-    let argv = busy_workload();
-    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-    let cap = CAP.to_string();
-    record(
-        &out,
-        &truth,
-        &[
-            "--max-local-bytes",
-            &cap,
-            "--on-disk-full",
-            "delete-oldest",
-            "--scan-interval-ms",
-            "50",
-            "--rotate-secs",
-            "1",
-        ],
-        &argv,
-    );
+    let (_tmp, out, _, _) = record_capped(&["--on-disk-full", "delete-oldest"]);
     let trace = load_trace(&out);
     let deleted = trace.metadata["deleted_for_disk_budget"].as_array().unwrap();
     assert!(!deleted.is_empty(), "old files were deleted");

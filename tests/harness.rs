@@ -16,6 +16,7 @@ use std::{
 
 pub mod kube;
 pub mod s3;
+pub mod scripts;
 
 use serde_json::Value;
 use tracer_common::funcs;
@@ -96,14 +97,43 @@ pub fn tracer() -> PathBuf {
     .clone()
 }
 
+/// `cargo xtask setup`'s cache (`~/.cache/cuda-tracer`).
+pub fn setup_cache() -> PathBuf {
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| "/root".into());
+    home.join(".cache/cuda-tracer")
+}
+
+/// A file `cargo xtask setup` installs: from `var` (as `cargo xtask test`
+/// sets it), else `default`; missing means setup was not run (`hint` says
+/// what it installs).
+pub fn from_setup(var: &str, default: PathBuf, hint: &str) -> PathBuf {
+    let path = std::env::var_os(var).map(PathBuf::from).unwrap_or(default);
+    assert!(path.exists(), "{} is missing ({var}): run `cargo xtask setup`{hint}", path.display());
+    path
+}
+
 /// NVIDIA's libcudart.so.12 from the PyPI wheel, installed by `cargo xtask setup`.
 pub fn nvidia_cudart() -> PathBuf {
-    let path = std::env::var_os("CUDA_TRACER_NVIDIA_CUDART").map(PathBuf::from).unwrap_or_else(|| {
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| "/root".into());
-        home.join(".cache/cuda-tracer/pypi/nvidia/cuda_runtime/lib/libcudart.so.12")
-    });
-    assert!(path.exists(), "{} is missing: run `cargo xtask setup`", path.display());
-    path
+    let default = setup_cache().join("pypi/nvidia/cuda_runtime/lib/libcudart.so.12");
+    from_setup("CUDA_TRACER_NVIDIA_CUDART", default, "")
+}
+
+/// A port nobody listens on now (the OS picks it).
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// A Kustomize file (`kustomization.yaml`), not a manifest of its own.
+pub fn is_kustomization(path: &Path) -> bool {
+    path.file_stem().is_some_and(|s| s == "kustomization")
+}
+
+/// The vLLM pod of `tests/data/vllm-pod.json`, as the API server sends it
+/// to an admission webhook.
+pub fn vllm_pod() -> Value {
+    let path = root().join("tests/data/vllm-pod.json");
+    serde_json::from_slice(&std::fs::read(&path).expect("tests/data/vllm-pod.json")).expect("pod JSON")
 }
 
 /// A `cuda-tracer` command with quiet logs.
@@ -272,6 +302,33 @@ pub fn assert_line_schema(v: &Value) {
     assert!(v["dur_us"].is_number(), "dur_us: {v}");
     assert!(v["ret"].is_i64(), "ret: {v}");
     assert!(v["args"].is_object(), "args: {v}");
+}
+
+/// The fixture workload run with `args`, held at its start until the file
+/// `go` exists; returns it with its truth dir and `go` (both in `tmp`).
+pub fn held_workload(tmp: &Path, args: &[&str]) -> (KillOnDrop, PathBuf, PathBuf) {
+    let (truth, go) = (tmp.join("truth"), tmp.join("go"));
+    std::fs::create_dir_all(&truth).expect("truth dir");
+    let child = Command::new(workload())
+        .args(args)
+        .arg("--wait-for-file")
+        .arg(&go)
+        .env("CUDA_FIXTURE_TRUTH_DIR", &truth)
+        .env("LD_LIBRARY_PATH", fixtures())
+        .spawn()
+        .expect("spawn the workload");
+    (KillOnDrop(child), truth, go)
+}
+
+/// Waits until the daemon writing under `traces` has attached every one of
+/// `libs` (its metadata.json names them). Attaching can queue behind other
+/// tracers' probe removals (the kernel serialises uprobe changes), hence the
+/// generous deadline.
+pub fn wait_attached(what: &str, traces: &Path, libs: &[&str]) {
+    wait_for(what, Duration::from_secs(90), || {
+        let Some(dir) = session_dir(traces) else { return false };
+        std::fs::read_to_string(dir.join("metadata.json")).is_ok_and(|m| libs.iter().all(|l| m.contains(l)))
+    });
 }
 
 /// A child process killed when the test ends, also when it fails.

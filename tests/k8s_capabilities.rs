@@ -7,8 +7,8 @@
 use std::{process::Command, time::Duration};
 
 use cuda_tracer_tests::{
-    assert_matches_truth, fixtures, load_trace, load_truth, session_dir, signal, tracer, wait_for, wait_with_deadline,
-    workload, KillOnDrop,
+    assert_matches_truth, fixtures, held_workload, load_trace, load_truth, session_dir, signal, tracer, wait_attached,
+    wait_with_deadline, workload, KillOnDrop,
 };
 use k8s_openapi::api::apps::v1::Deployment;
 
@@ -44,18 +44,8 @@ fn cap_eff(pid: u32) -> u64 {
 fn tracer_with_only_the_manifest_capabilities_traces_a_fully_privileged_process() {
     let caps = manifest_caps();
     let tmp = tempfile::tempdir().unwrap();
-    let (traces, truth) = (tmp.path().join("traces"), tmp.path().join("truth"));
-    std::fs::create_dir_all(&truth).unwrap();
-    let go = tmp.path().join("go");
-    let mut target = KillOnDrop(
-        Command::new(workload())
-            .args(["--iterations", "5", "--wait-for-file"])
-            .arg(&go)
-            .env("CUDA_FIXTURE_TRUTH_DIR", &truth)
-            .env("LD_LIBRARY_PATH", fixtures())
-            .spawn()
-            .unwrap(),
-    );
+    let traces = tmp.path().join("traces");
+    let (mut target, truth, go) = held_workload(tmp.path(), &["--iterations", "5"]);
     let pid = target.0.id().to_string();
     let mut daemon = KillOnDrop(
         with_caps(&caps)
@@ -65,11 +55,7 @@ fn tracer_with_only_the_manifest_capabilities_traces_a_fully_privileged_process(
             .spawn()
             .unwrap(),
     );
-    wait_for("the capability-limited daemon to attach", Duration::from_secs(90), || {
-        let Some(dir) = session_dir(&traces) else { return false };
-        std::fs::read_to_string(dir.join("metadata.json"))
-            .is_ok_and(|m| m.contains("libcudart.so.12") && m.contains("libcuda.so.1"))
-    });
+    wait_attached("the capability-limited daemon to attach", &traces, &["libcudart.so.12", "libcuda.so.1"]);
     // setpriv exec'd the tracer: same pid, and it holds exactly the manifest's capabilities.
     const BITS: [(&str, u32); 4] = [("BPF", 39), ("PERFMON", 38), ("SYS_PTRACE", 19), ("SYS_ADMIN", 21)];
     let expected = caps.iter().fold(0u64, |acc, c| {

@@ -78,7 +78,7 @@ fn kustomizations_render_every_file_and_validate() {
     let scratch = tempfile::tempdir().unwrap();
     let dirs: Vec<_> = yaml_files(&root().join("k8s"))
         .into_iter()
-        .filter(|p| p.file_name().is_some_and(|n| n == "kustomization.yaml"))
+        .filter(|p| cuda_tracer_tests::is_kustomization(p))
         .filter_map(|p| p.parent().map(|d| d.to_path_buf()))
         .collect();
     assert!(dirs.len() >= 2, "k8s/ and k8s/daemonset/ have kustomizations: {dirs:?}");

@@ -102,34 +102,22 @@ fn dockerfile_builds_with_the_commands_ci_runs() {
     }
 }
 
-/// deploy.sh, infrastructure/*.sh and the scripts under k8s/ and docker/.
-fn deploy_scripts() -> Vec<PathBuf> {
-    let mut scripts = vec![root().join("deploy.sh")];
-    let mut stack = vec![root().join("infrastructure"), root().join("k8s"), root().join("docker")];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if path.extension().is_some_and(|e| e == "sh") {
-                scripts.push(path);
-            }
-        }
-    }
-    scripts.sort();
-    scripts
-}
-
+/// Every shell script in the repository (git's list: `*.sh` and shell
+/// `#!` files, fixtures and CI included) parses, sets `-euo pipefail` and
+/// passes shellcheck at its strictest severity.
 #[test]
 fn shell_scripts_pass_shellcheck_and_bash_n() {
-    let scripts = deploy_scripts();
+    let scripts = cuda_tracer_tests::scripts::shell_scripts();
     assert!(scripts.iter().any(|p| p.ends_with("infrastructure/k3s-install.sh")), "{scripts:?}");
+    for expected in ["deploy.sh", "fixtures/build.sh", ".ci/run", "k8s/webhook/install.sh"] {
+        assert!(scripts.iter().any(|p| p.ends_with(expected)), "{expected} is not found: {scripts:?}");
+    }
     for script in &scripts {
         run_ok(Command::new("bash").arg("-n").arg(script));
         let text = std::fs::read_to_string(script).unwrap();
         assert!(text.contains("set -euo pipefail"), "{} lacks `set -euo pipefail`", script.display());
     }
-    run_ok(Command::new(tools().join("bin/shellcheck")).arg("--severity=style").args(&scripts));
+    run_ok(cuda_tracer_tests::scripts::shellcheck().arg("--severity=style").args(&scripts));
 }
 
 fn deploy(args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -161,7 +149,7 @@ fn deploy_sh_names_unknown_commands_and_prints_usage() {
 
 /// A kubeconfig whose API server is a closed port on this machine.
 fn unreachable_kubeconfig(dir: &Path) -> PathBuf {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = cuda_tracer_tests::free_port();
     let path = dir.join("kubeconfig");
     let config = format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: 'https://127.0.0.1:{port}'}}\n\

@@ -77,8 +77,9 @@ impl Doc {
         strict(self.value.clone()).unwrap_or_else(|e| panic!("{} {}/{}: {e}", self.file, self.kind, self.name))
     }
 
+    /// Whether this is the document of a `kustomization.yaml`.
     pub fn is_kustomization(&self) -> bool {
-        self.value["apiVersion"].as_str().is_some_and(|v| v.starts_with("kustomize.config.k8s.io/"))
+        cuda_tracer_tests::is_kustomization(Path::new(&self.file))
     }
 }
 

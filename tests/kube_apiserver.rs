@@ -9,7 +9,8 @@ use std::{
 
 use base64::{engine::general_purpose::STANDARD as BASE64, Engine as _};
 use cuda_tracer_tests::{
-    kube::{free_port, webhook_certs, KubeCluster},
+    free_port, is_kustomization,
+    kube::{webhook_certs, KubeCluster},
     root, spawn_with_log, tracer_cmd, yaml_files,
 };
 use serde_json::{json, Value};
@@ -17,10 +18,6 @@ use serde_json::{json, Value};
 /// The manifests to apply: `k8s/`, or `CUDA_TRACER_K8S_DIR` while developing.
 fn manifest_root() -> PathBuf {
     std::env::var_os("CUDA_TRACER_K8S_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("k8s"))
-}
-
-fn is_kustomization(path: &Path) -> bool {
-    path.file_stem().is_some_and(|s| s == "kustomization")
 }
 
 fn declares_namespace(path: &Path) -> bool {

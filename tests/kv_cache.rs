@@ -67,11 +67,6 @@ fn serve(respond: impl Fn(usize) -> (u16, String) + Send + 'static) -> (u16, Arc
     (port, served)
 }
 
-/// A port nothing listens on.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 /// Every row of the session's closed KV chunks, in order, after asserting
 /// the chunks are numbered from 1, each with the header, none left open.
 fn kv_rows(session: &Path) -> (Vec<String>, Vec<Vec<String>>) {
@@ -107,27 +102,6 @@ fn uploading_daemon(traces: &Path, extra: &[&str]) -> Command {
     cmd
 }
 
-/// The fixture workload, held at its start until `go` exists.
-fn held_workload(tmp: &Path) -> (std::process::Child, std::path::PathBuf, std::path::PathBuf) {
-    let (truth, go) = (tmp.join("truth"), tmp.join("go"));
-    std::fs::create_dir_all(&truth).unwrap();
-    let child = Command::new(workload())
-        .args(["--iterations", "10", "--wait-for-file"])
-        .arg(&go)
-        .env("CUDA_FIXTURE_TRUTH_DIR", &truth)
-        .env("LD_LIBRARY_PATH", fixtures())
-        .spawn()
-        .unwrap();
-    (child, truth, go)
-}
-
-fn wait_attached(traces: &Path) {
-    wait_for("the daemon to attach", Duration::from_secs(90), || {
-        let Some(dir) = session_dir(traces) else { return false };
-        std::fs::read_to_string(dir.join("metadata.json")).is_ok_and(|m| m.contains("libcuda.so.1"))
-    });
-}
-
 #[test]
 fn vllm_metrics_become_csv_rows_on_the_trace_clock_beside_the_trace() {
     let tmp = tempfile::tempdir().unwrap();
@@ -148,18 +122,18 @@ fn vllm_metrics_become_csv_rows_on_the_trace_clock_beside_the_trace() {
         );
         (200, body)
     });
-    let (mut workload, truth, go) = held_workload(tmp.path());
+    let (mut workload, truth, go) = held_workload(tmp.path(), &["--iterations", "10"]);
     let url = format!("http://127.0.0.1:{port}/metrics");
-    let pid = workload.id().to_string();
+    let pid = workload.0.id().to_string();
     let mut tracer = KillOnDrop(
         daemon(&traces, &["--pid", &pid, "--target-process", "^no-such-process$", "--rotate-secs", "2"])
             .args(["--vllm-metrics-url", &url])
             .spawn()
             .unwrap(),
     );
-    wait_attached(&traces);
+    wait_attached("the daemon to attach", &traces, &["libcuda.so.1"]);
     std::fs::write(&go, b"").unwrap();
-    assert!(wait_with_deadline(&mut workload, Duration::from_secs(60)).success());
+    assert!(wait_with_deadline(&mut workload.0, Duration::from_secs(60)).success());
     wait_for("six scrapes", Duration::from_secs(60), || served.load(Ordering::SeqCst) >= 6);
     signal(&tracer.0, libc::SIGTERM);
     assert!(wait_with_deadline(&mut tracer.0, Duration::from_secs(90)).success());
@@ -221,8 +195,8 @@ fn an_unreachable_endpoint_is_counted_and_tracing_goes_on() {
     let traces = tmp.path().join("traces");
     let url = format!("http://127.0.0.1:{}/metrics", free_port());
     let metrics_port = free_port();
-    let (mut workload, truth, go) = held_workload(tmp.path());
-    let pid = workload.id().to_string();
+    let (mut workload, truth, go) = held_workload(tmp.path(), &["--iterations", "10"]);
+    let pid = workload.0.id().to_string();
     let mut tracer = KillOnDrop(
         daemon(&traces, &["--pid", &pid, "--target-process", "^no-such-process$", "--vllm-metrics-url", &url])
             .arg("--metrics-addr")
@@ -230,9 +204,9 @@ fn an_unreachable_endpoint_is_counted_and_tracing_goes_on() {
             .spawn()
             .unwrap(),
     );
-    wait_attached(&traces);
+    wait_attached("the daemon to attach", &traces, &["libcuda.so.1"]);
     std::fs::write(&go, b"").unwrap();
-    assert!(wait_with_deadline(&mut workload, Duration::from_secs(60)).success());
+    assert!(wait_with_deadline(&mut workload.0, Duration::from_secs(60)).success());
     wait_for("two failed scrapes on /metrics", Duration::from_secs(60), || {
         http_get(metrics_port, "/metrics").is_some_and(|(_, body)| {
             body.lines()

@@ -63,17 +63,9 @@ fn sigterm_drains_and_loses_nothing_captured() {
 #[test]
 fn daemon_attaches_to_a_running_process_and_its_child() {
     let tmp = tempfile::tempdir().unwrap();
-    let (traces, truth) = (tmp.path().join("traces"), tmp.path().join("truth"));
-    std::fs::create_dir_all(&truth).unwrap();
-    let go = tmp.path().join("go");
-    let mut workload = std::process::Command::new(workload())
-        .args(["--iterations", "10", "--wait-for-file"])
-        .arg(&go)
-        .env("CUDA_FIXTURE_TRUTH_DIR", &truth)
-        .env("LD_LIBRARY_PATH", fixtures())
-        .spawn()
-        .unwrap();
-    let pid = workload.id().to_string();
+    let traces = tmp.path().join("traces");
+    let (mut workload, truth, go) = held_workload(tmp.path(), &["--iterations", "10"]);
+    let pid = workload.0.id().to_string();
     // No --lib: libcuda.so.1 is dlopened only after the delay; the daemon
     // must find it on the process's own LD_LIBRARY_PATH and attach it first.
     let mut daemon = KillOnDrop(
@@ -94,15 +86,9 @@ fn daemon_attaches_to_a_running_process_and_its_child() {
             .unwrap(),
     );
     // The daemon is ready once it has attached libcudart (mapped at start).
-    // Attaching can queue behind other tracers' probe removals (the kernel
-    // serialises uprobe changes), hence the generous deadline.
-    wait_for("the daemon to attach", Duration::from_secs(90), || {
-        let Some(dir) = session_dir(&traces) else { return false };
-        std::fs::read_to_string(dir.join("metadata.json"))
-            .is_ok_and(|m| m.contains("libcudart.so.12") && m.contains("libcuda.so.1"))
-    });
+    wait_attached("the daemon to attach", &traces, &["libcudart.so.12", "libcuda.so.1"]);
     std::fs::write(&go, b"").unwrap();
-    assert!(wait_with_deadline(&mut workload, Duration::from_secs(60)).success());
+    assert!(wait_with_deadline(&mut workload.0, Duration::from_secs(60)).success());
     signal(&daemon.0, libc::SIGTERM);
     assert!(wait_with_deadline(&mut daemon.0, Duration::from_secs(90)).success());
 

@@ -262,7 +262,7 @@ fn chat_endpoint_with_a_named_model_skips_model_discovery() {
 #[test]
 fn refused_connection_and_http_errors_say_what_to_check() {
     let tmp = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let output = prompt_cmd(port, &tmp.path().join("r1"), &[]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());

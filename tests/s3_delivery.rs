@@ -37,18 +37,9 @@ type Log = std::sync::Arc<std::sync::Mutex<String>>;
 /// A waiting workload (starts its calls when `go` exists) and an uploading
 /// daemon tracing it, returned once both CUDA libraries are attached.
 fn workload_and_daemon(tmp: &std::path::Path, iterations: &str, extra: &[&str]) -> (KillOnDrop, KillOnDrop, Log) {
-    let (traces, truth, go) = (tmp.join("traces"), tmp.join("truth"), tmp.join("go"));
-    std::fs::create_dir_all(&truth).unwrap();
-    let workload = KillOnDrop(
-        std::process::Command::new(workload())
-            .args(["--no-child", "--threads", "2", "--iterations", iterations, "--step-delay-us", "20000"])
-            .arg("--wait-for-file")
-            .arg(&go)
-            .env("CUDA_FIXTURE_TRUTH_DIR", &truth)
-            .env("LD_LIBRARY_PATH", fixtures())
-            .spawn()
-            .unwrap(),
-    );
+    let traces = tmp.join("traces");
+    let workload_args = ["--no-child", "--threads", "2", "--iterations", iterations, "--step-delay-us", "20000"];
+    let (workload, _truth, _go) = held_workload(tmp, &workload_args);
     let pid = workload.0.id().to_string();
     let mut cmd = tracer_cmd();
     cmd.args(["run", "--pid", &pid, "--target-process", "^none$", "--rotate-secs", "1", "--upload-interval-secs", "1"])

@@ -12,16 +12,11 @@ mod hostile;
 use std::time::Duration;
 
 use client::{gen_certs, Webhook};
-use cuda_tracer_tests::{signal, wait_for, wait_with_deadline};
+use cuda_tracer_tests::{signal, vllm_pod, wait_for, wait_with_deadline};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{json, Value};
 
 const NAMESPACE: &str = "downstream-llm-d";
-
-fn vllm_pod() -> Value {
-    let path = cuda_tracer_tests::root().join("tests/data/vllm-pod.json");
-    serde_json::from_slice(&std::fs::read(&path).expect("tests/data/vllm-pod.json")).expect("pod JSON")
-}
 
 /// An AdmissionReview v1 as the API server sends it for a pod CREATE.
 fn review(uid: &str, namespace: &str, operation: &str, pod: &Value) -> Vec<u8> {
@@ -292,10 +287,7 @@ fn scripts_pass_shellcheck_and_fail_clearly_without_a_cluster() {
         let out = std::process::Command::new("bash").arg("-n").arg(script).output().expect("bash -n");
         assert!(out.status.success(), "bash -n {}: {}", script.display(), String::from_utf8_lossy(&out.stderr));
     }
-    let out = std::process::Command::new("shellcheck")
-        .args(&scripts)
-        .output()
-        .expect("shellcheck is not installed: apt-get install shellcheck");
+    let out = cuda_tracer_tests::scripts::shellcheck().args(&scripts).output().expect("shellcheck");
     assert!(out.status.success(), "shellcheck:\n{}", String::from_utf8_lossy(&out.stdout));
 
     // No cluster: a kubeconfig that points nowhere (or no kubectl at all).

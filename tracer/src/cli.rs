@@ -1,22 +1,29 @@
 //! Command-line interface (clap); environment variables from the seed's
 //! sidecar (`TARGET_PROCESS`, `TRACE_DIR`, `TRACE_INTERVAL`) are defaults.
+//! The only module that knows clap: each command's arguments convert into
+//! the plain configuration its library module takes.
+
+pub mod analysis;
+pub mod kube;
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{builder::PossibleValue, Args, Parser, Subcommand, ValueEnum};
 
-use crate::daemon::probes::attach::Selection;
+use crate::daemon::{output::budget::DiskFullPolicy, probes::attach::Selection};
 
 #[derive(Debug, Parser)]
 #[command(name = "cuda-tracer", version, about = "eBPF tracer of CUDA driver and runtime calls")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    // The display orders are the ones these options had while a ninth,
+    // hidden subcommand existed: each command's help keeps its order.
     /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "LOG_FORMAT")]
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "LOG_FORMAT", display_order = 9)]
     pub log_format: LogFormat,
     /// Log filter (tracing env-filter syntax), e.g. `info` or `cuda_tracer=debug`.
-    #[arg(long, global = true, default_value = "info", env = "RUST_LOG")]
+    #[arg(long, global = true, default_value = "info", env = "RUST_LOG", display_order = 10)]
     pub log_level: String,
 }
 
@@ -39,16 +46,13 @@ pub enum Command {
     /// Upload a trace dir (or one session dir) to S3 once, with the daemon's rules.
     Upload(UploadArgs),
     /// Answers from trace files: functions, kernels, memory, CUDA graphs, steps, KV cache, plots.
-    Report(crate::analysis::report::ReportArgs),
+    Report(analysis::ReportArgs),
     /// Convert trace files for other tools (Chrome/Perfetto trace JSON).
-    Export(crate::analysis::export::ExportArgs),
+    Export(analysis::ExportArgs),
     /// Mutating admission webhook that injects the tracer sidecar into labelled pods.
-    Webhook(crate::kube::webhook::WebhookArgs),
+    Webhook(kube::WebhookArgs),
     /// Send prompts to an OpenAI-compatible server (vLLM) and save the results as JSON.
-    Prompt(crate::kube::prompt::PromptArgs),
-    /// Benchmarks: synthetic records through decode, JSONL and rotation, no kernel.
-    #[command(hide = true)]
-    BenchPipeline(BenchPipelineArgs),
+    Prompt(kube::PromptArgs),
 }
 
 /// Options shared by `record` and `run`.
@@ -73,8 +77,8 @@ pub struct TraceArgs {
     #[arg(long = "max-local-bytes", env = "MAX_LOCAL_BYTES")]
     pub max_local_bytes: Option<u64>,
     /// At the cap: `pause` writing (counted, never deletes) or `delete-oldest` closed files (recorded).
-    #[arg(long = "on-disk-full", env = "ON_DISK_FULL", value_enum, default_value_t = crate::daemon::output::budget::DiskFullPolicy::Pause)]
-    pub on_disk_full: crate::daemon::output::budget::DiskFullPolicy,
+    #[arg(long = "on-disk-full", env = "ON_DISK_FULL", value_enum, default_value_t = DiskFullPolicy::Pause)]
+    pub on_disk_full: DiskFullPolicy,
     /// Benchmarks: attach empty programs at the same points (records nothing).
     #[arg(long = "empty-probes", hide = true)]
     pub empty_probes: bool,
@@ -127,10 +131,40 @@ pub struct RunArgs {
     pub upload_enabled: bool,
 }
 
+impl ValueEnum for DiskFullPolicy {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Self::Pause, Self::DeleteOldest]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(match self {
+            Self::Pause => PossibleValue::new("pause")
+                .help("Stop writing lines (each one counted as dropped) until uploads free space"),
+            Self::DeleteOldest => {
+                PossibleValue::new("delete-oldest").help("Delete the oldest closed trace files, recording which")
+            }
+        })
+    }
+}
+
 /// Where traces are uploaded. Credentials come from the standard AWS chain
 /// (env variables, web identity / IRSA, shared config, instance profile).
 #[derive(Clone, Debug, Args)]
 pub struct S3Args {
+    #[command(flatten)]
+    pub target: S3Target,
+    /// At shutdown, seconds to keep uploading what is pending.
+    #[arg(long = "upload-deadline-secs", default_value_t = 30)]
+    pub deadline_secs: u64,
+    /// Files above this size upload in parts of this size (at least 5 MiB per part).
+    #[arg(long = "multipart-bytes", default_value_t = crate::daemon::output::upload::MULTIPART_BYTES, hide = true)]
+    pub multipart_bytes: u64,
+}
+
+/// The bucket and how to reach it: the flags (and variables) the daemon and
+/// the webhook share; the webhook passes them on to its sidecar.
+#[derive(Clone, Debug, Args)]
+pub struct S3Target {
     /// Bucket for uploads; required when upload is on.
     #[arg(long = "s3-bucket", env = "S3_BUCKET")]
     pub bucket: Option<String>,
@@ -146,12 +180,6 @@ pub struct S3Args {
     /// Path-style addressing (endpoint/bucket/key), for S3-compatible stores.
     #[arg(long = "s3-path-style", env = "S3_PATH_STYLE")]
     pub path_style: bool,
-    /// At shutdown, seconds to keep uploading what is pending.
-    #[arg(long = "upload-deadline-secs", default_value_t = 30)]
-    pub deadline_secs: u64,
-    /// Files above this size upload in parts of this size (at least 5 MiB per part).
-    #[arg(long = "multipart-bytes", default_value_t = crate::daemon::output::upload::MULTIPART_BYTES, hide = true)]
-    pub multipart_bytes: u64,
 }
 
 impl S3Args {
@@ -162,13 +190,14 @@ impl S3Args {
             .iter()
             .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
             .unwrap_or_else(crate::format::metadata::hostname);
+        let target = &self.target;
         Some(crate::daemon::output::upload::S3Config {
             // An empty S3_BUCKET (a blank ConfigMap value) means no bucket.
-            bucket: self.bucket.clone().filter(|b| !b.trim().is_empty())?,
-            prefix: self.prefix.clone(),
-            endpoint: self.endpoint.clone(),
-            region: self.region.clone(),
-            path_style: self.path_style,
+            bucket: target.bucket.clone().filter(|b| !b.trim().is_empty())?,
+            prefix: target.prefix.clone(),
+            endpoint: target.endpoint.clone(),
+            region: target.region.clone(),
+            path_style: target.path_style,
             source,
             multipart_bytes: self.multipart_bytes,
         })
@@ -188,16 +217,6 @@ pub struct CheckArgs {
     /// Also check that this process maps CUDA libraries the tracer can attach to.
     #[arg(long)]
     pub pid: Option<u32>,
-}
-
-#[derive(Debug, Args)]
-pub struct BenchPipelineArgs {
-    /// Synthetic events to send through the pipeline.
-    #[arg(long, default_value_t = 5_000_000)]
-    pub events: u64,
-    /// Directory for the trace files (removed again after the run).
-    #[arg(long)]
-    pub dir: PathBuf,
 }
 
 fn parse_ringbuf(s: &str) -> Result<u32, String> {

@@ -15,7 +15,6 @@
 //!   OpenAI-compatible prompt client of `deploy.sh test`.
 
 pub mod analysis;
-pub mod bench_pipeline;
 pub mod check;
 pub mod cli;
 pub mod clock;

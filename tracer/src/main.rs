@@ -6,7 +6,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use anyhow::{bail, Context as _, Result};
 use clap::Parser;
 use cuda_tracer::{
-    bench_pipeline, check,
+    check,
     cli::{Cli, Command, LogFormat, RecordArgs, RunArgs, TraceArgs, UploadArgs},
     clock,
     daemon::output::delivery::{self, Delivery},
@@ -53,31 +53,19 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         Command::Run(args) => runtime.block_on(run(args)),
         Command::Upload(args) => runtime.block_on(upload_dir(args)),
         Command::Report(args) => {
-            cuda_tracer::analysis::report::run(&args)?;
+            cuda_tracer::analysis::report::run(&args.into())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Export(args) => {
-            cuda_tracer::analysis::export::run(&args)?;
+            cuda_tracer::analysis::export::run(&args.into())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Webhook(args) => {
-            runtime.block_on(cuda_tracer::kube::webhook::serve(&args))?;
+            runtime.block_on(cuda_tracer::kube::webhook::serve(&args.into()))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Prompt(args) => {
-            runtime.block_on(cuda_tracer::kube::prompt::run(&args))?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::BenchPipeline(args) => {
-            let r = bench_pipeline::run(args.events, &args.dir)?;
-            println!(
-                "events={} secs={:.3} events_per_sec={:.0} bytes={} files={}",
-                r.events,
-                r.secs,
-                r.events_per_sec(),
-                r.bytes,
-                r.files
-            );
+            runtime.block_on(cuda_tracer::kube::prompt::run(&args.into()))?;
             Ok(ExitCode::SUCCESS)
         }
     }

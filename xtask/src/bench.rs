@@ -145,19 +145,12 @@ pub fn private_fixtures(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The seed's bpftrace approach for `mode` (one JSON line per call), on the
+/// library at `lib`.
 fn bpftrace_script(mode: Mode, lib: &Path) -> String {
-    let lib = lib.display();
-    let fields = r#"\"type\":\"cuda_api\",\"func\":\"cuStreamSynchronize\",\"phase\":\"entry\""#;
-    if mode == Mode::BtEntry {
-        format!(
-            "uprobe:{lib}:cuStreamSynchronize {{ printf(\"{{\\\"ts\\\":%lld,\\\"pid\\\":%d,{fields}}}\\n\", nsecs, pid); }}\n"
-        )
-    } else {
-        format!(
-            "uprobe:{lib}:cuStreamSynchronize {{ @start[tid] = nsecs; }}\n\
-             uretprobe:{lib}:cuStreamSynchronize /@start[tid]/ {{ printf(\"{{\\\"ts\\\":%lld,\\\"pid\\\":%d,\\\"tid\\\":%d,{fields},\\\"dur_us\\\":%lld,\\\"ret\\\":%d}}\\n\", @start[tid], pid, tid, (nsecs - @start[tid]) / 1000, retval); delete(@start[tid]); }}\n"
-        )
-    }
+    let script =
+        if mode == Mode::BtEntry { include_str!("bench_entry.bt") } else { include_str!("bench_entry_return.bt") };
+    script.replace("LIBRARY", &lib.display().to_string())
 }
 
 impl Session {
@@ -274,7 +267,9 @@ pub fn run(quick: bool) -> Result<()> {
     setup::run()?;
     crate::require_root("bench")?;
     let root = paths::root();
-    exec(Command::new("cargo").current_dir(&root).args(["build", "--release", "-p", "cuda-tracer"]))?;
+    // The binary, and table 3's pipeline benchmark (an example: not shipped).
+    let build = ["build", "--release", "-p", "cuda-tracer", "--bins", "--example", "bench_pipeline"];
+    exec(Command::new("cargo").current_dir(&root).args(build))?;
     let tracer = paths::target_dir().join("release/cuda-tracer");
     let bpftrace = ensure_bpftrace();
     bench_proc::become_subreaper()?;
@@ -285,7 +280,8 @@ pub fn run(quick: bool) -> Result<()> {
     let mut report = Report::new(quick, sizes, bpftrace.clone());
 
     println!("bench: userspace pipeline");
-    report.pipeline = bench_load::pipeline(&tracer, &bench_root, &sizes)?;
+    let bench_pipeline = paths::target_dir().join("release/examples/bench_pipeline");
+    report.pipeline = bench_load::pipeline(&bench_pipeline, &bench_root, &sizes)?;
 
     let mut modes = vec![Mode::Base, Mode::Empty, Mode::Full, Mode::Launch];
     if bpftrace.is_some() {
@@ -296,43 +292,8 @@ pub fn run(quick: bool) -> Result<()> {
         sessions.push(Session::start(m, &tracer, &bench_root)?);
     }
     report.foreign_tracers = bench_proc::foreign_tracers();
-    let stats = bench_proc::BpfStats::enable();
-    let cpu_before: Vec<Option<f64>> =
-        sessions.iter().map(|s| s.tracer_pid().and_then(|p| bench_proc::cpu_secs(p).ok())).collect();
-    println!("bench: per-call cost, {} repetitions", sizes.reps);
-    for rep in 0..sizes.reps {
-        for threads in [1, 2] {
-            for k in 0..modes.len() {
-                let s = &mut sessions[(k + rep) % modes.len()];
-                let n = if s.mode.unprobed() { sizes.unprobed } else { sizes.per_call };
-                s.bench("per-call", threads, n)?;
-            }
-        }
-    }
-    for (s, before) in sessions.iter().zip(cpu_before) {
-        let (Some(pid), Some(before)) = (s.tracer_pid(), before) else { continue };
-        let calls: u64 = s.runs.iter().filter(|(p, _)| *p == "per-call").map(|(_, r)| r.calls()).sum();
-        let cpu = bench_proc::cpu_secs(pid)? - before;
-        let (bpf_calls, bpf_ns) = bench_proc::uprobe_prog_stats(pid);
-        report.where_time.push(bench_doc::WhereTime {
-            mode: s.mode,
-            calls,
-            tracer_cpu_ns: cpu * 1e9 / calls.max(1) as f64,
-            bpf_ns: (stats.on() && bpf_calls > 0).then(|| bpf_ns as f64 / bpf_calls as f64),
-        });
-    }
-    drop(stats);
-    println!("bench: loss");
-    for s in sessions.iter_mut() {
-        let plan: &[(u32, u64)] = match s.mode {
-            Mode::Full | Mode::BtEntry | Mode::BtEntryRet => &[(1, sizes.loss), (2, sizes.loss), (4, sizes.loss / 2)],
-            Mode::Tiny => &[(1, sizes.loss / 4), (2, sizes.loss / 4)],
-            _ => &[],
-        };
-        for &(t, n) in plan {
-            s.bench("loss", t, n)?;
-        }
-    }
+    per_call(&mut sessions, modes.len(), &sizes, &mut report)?;
+    loss(&mut sessions, &sizes)?;
     let mut finished = Vec::new();
     for s in sessions {
         finished.push(s.finish()?);
@@ -355,5 +316,54 @@ pub fn run(quick: bool) -> Result<()> {
     std::fs::create_dir_all(out.parent().expect("docs/ has a parent"))?;
     std::fs::write(&out, &doc)?;
     println!("{doc}\nbench: wrote {} in {:.0} s", out.display(), report.elapsed_secs);
+    Ok(())
+}
+
+/// Table 1 and "where the time goes": each repetition goes round the first
+/// `rotation` sessions (the tiny ring is left out), starting one later
+/// each time; then each tracer's CPU and BPF time per call.
+fn per_call(sessions: &mut [Session], rotation: usize, sizes: &Sizes, report: &mut Report) -> Result<()> {
+    let stats = bench_proc::BpfStats::enable();
+    let cpu_before: Vec<Option<f64>> =
+        sessions.iter().map(|s| s.tracer_pid().and_then(|p| bench_proc::cpu_secs(p).ok())).collect();
+    println!("bench: per-call cost, {} repetitions", sizes.reps);
+    for rep in 0..sizes.reps {
+        for threads in [1, 2] {
+            for k in 0..rotation {
+                let s = &mut sessions[(k + rep) % rotation];
+                let n = if s.mode.unprobed() { sizes.unprobed } else { sizes.per_call };
+                s.bench("per-call", threads, n)?;
+            }
+        }
+    }
+    for (s, before) in sessions.iter().zip(cpu_before) {
+        let (Some(pid), Some(before)) = (s.tracer_pid(), before) else { continue };
+        let calls: u64 = s.runs.iter().filter(|(p, _)| *p == "per-call").map(|(_, r)| r.calls()).sum();
+        let cpu = bench_proc::cpu_secs(pid)? - before;
+        let (bpf_calls, bpf_ns) = bench_proc::uprobe_prog_stats(pid);
+        report.where_time.push(bench_doc::WhereTime {
+            mode: s.mode,
+            calls,
+            tracer_cpu_ns: cpu * 1e9 / calls.max(1) as f64,
+            bpf_ns: (stats.on() && bpf_calls > 0).then(|| bpf_ns as f64 / bpf_calls as f64),
+        });
+    }
+    drop(stats);
+    Ok(())
+}
+
+/// Table 2: loss at the highest rate, by the tracers that record calls.
+fn loss(sessions: &mut [Session], sizes: &Sizes) -> Result<()> {
+    println!("bench: loss");
+    for s in sessions.iter_mut() {
+        let plan: &[(u32, u64)] = match s.mode {
+            Mode::Full | Mode::BtEntry | Mode::BtEntryRet => &[(1, sizes.loss), (2, sizes.loss), (4, sizes.loss / 2)],
+            Mode::Tiny => &[(1, sizes.loss / 4), (2, sizes.loss / 4)],
+            _ => &[],
+        };
+        for &(t, n) in plan {
+            s.bench("loss", t, n)?;
+        }
+    }
     Ok(())
 }

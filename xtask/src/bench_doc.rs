@@ -269,7 +269,7 @@ pub fn render(r: &Report) -> String {
     let p = &r.pipeline;
     let _ = writeln!(
         o,
-        "`cuda-tracer bench-pipeline --events {}`: synthetic records, byte for byte what the probes write to the \
+        "`bench_pipeline --events {}` (the example `tracer/examples/bench_pipeline.rs`): synthetic records, byte for byte what the probes write to the \
          ring buffer (a serving step as both layers see it: allocation, 3 launches with grid/block and kernel \
          names, async copy, event record and sync, free; each as runtime call and driver call), through \
          `Pipeline::handle` (checked decode, annotation, statistics, JSONL formatting, buffered write), rotating \

@@ -1,6 +1,6 @@
 //! The two benchmarks that are not a per-call loop: the userspace pipeline
-//! with no kernel (`cuda-tracer bench-pipeline`, profiled with perf when it
-//! is installed) and the daemon's CPU and memory at fixed loads.
+//! with no kernel (the example `bench_pipeline` of `tracer`, profiled with
+//! perf when it is installed) and the daemon's CPU and memory at fixed loads.
 
 use std::{
     path::Path,
@@ -49,16 +49,16 @@ pub struct DaemonResult {
     pub rss_by_mapping: Vec<(String, u64)>,
 }
 
-fn pipeline_once(tracer: &Path, events: u64, dir: &Path) -> Result<(f64, u64)> {
-    let out = Command::new(tracer)
-        .args(["bench-pipeline", "--events", &events.to_string(), "--dir"])
+fn pipeline_once(bench_pipeline: &Path, events: u64, dir: &Path) -> Result<(f64, u64)> {
+    let out = Command::new(bench_pipeline)
+        .args(["--events", &events.to_string(), "--dir"])
         .arg(dir)
         .stderr(Stdio::inherit())
         .output()
-        .context("running cuda-tracer bench-pipeline")?;
+        .context("running bench_pipeline")?;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
-        bail!("cuda-tracer bench-pipeline failed: {text}");
+        bail!("bench_pipeline failed: {text}");
     }
     let field = |k: &str| text.split_whitespace().find_map(|w| w.strip_prefix(k)).and_then(|v| v.parse::<f64>().ok());
     match (field("events_per_sec="), field("bytes=")) {
@@ -67,12 +67,13 @@ fn pipeline_once(tracer: &Path, events: u64, dir: &Path) -> Result<(f64, u64)> {
     }
 }
 
-/// Table 3: synthetic records through decode, JSONL and rotation on one thread.
-pub fn pipeline(tracer: &Path, bench_root: &Path, sizes: &Sizes) -> Result<PipelineResult> {
+/// Table 3: synthetic records through decode, JSONL and rotation on one
+/// thread, by the `bench_pipeline` example at `bench_pipeline`.
+pub fn pipeline(bench_pipeline: &Path, bench_root: &Path, sizes: &Sizes) -> Result<PipelineResult> {
     let dir = bench_root.join("pipeline");
     let mut r = PipelineResult { events: sizes.pipeline_events, ..Default::default() };
     for _ in 0..sizes.pipeline_reps {
-        let (rate, bytes) = pipeline_once(tracer, sizes.pipeline_events, &dir)?;
+        let (rate, bytes) = pipeline_once(bench_pipeline, sizes.pipeline_events, &dir)?;
         println!("bench: pipeline {rate:.0} events/s");
         r.rates.push(rate);
         r.bytes_per_event = bytes as f64 / sizes.pipeline_events as f64;
@@ -82,8 +83,8 @@ pub fn pipeline(tracer: &Path, bench_root: &Path, sizes: &Sizes) -> Result<Pipel
         .args(["record", "-q", "-o"])
         .arg(&data)
         .arg("--")
-        .arg(tracer)
-        .args(["bench-pipeline", "--events", &sizes.pipeline_events.to_string(), "--dir"])
+        .arg(bench_pipeline)
+        .args(["--events", &sizes.pipeline_events.to_string(), "--dir"])
         .arg(&dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -8,100 +8,34 @@ use crate::{
     bench_load::DaemonResult,
 };
 
+/// What the tracefs note says where tracefs is not mounted.
+const NO_TRACEFS: &str =
+    " tracefs is not mounted on this machine. bpftrace attaches through the perf uprobe PMU without it. At \
+     exit it prints `failed to detach probe` because it cannot open `/sys/kernel/tracing/uprobe_events`, \
+     but the probes go away when it closes them. Nothing was mounted for the benchmark.";
+
+/// The "Method" section: `bench_method.md` with this run's numbers.
 pub fn method(r: &Report) -> String {
-    let mut o = String::new();
     let med = |m: Mode, t: u32| r.per_call.iter().find(|x| x.mode == m && x.threads == t).map(|x| x.median);
     let trap = match (med(Mode::Empty, 1), med(Mode::Base, 1)) {
         (Some(limit), Some(base)) => format!("{:.1} µs", (limit - base) / 1000.0),
         _ => "(not measured)".into(),
     };
-    let _ = writeln!(o, "## Method\n");
-    let _ = writeln!(
-        o,
-        "- **Ratios against a baseline from the same run.** The limit is `cuda-tracer record --empty-probes`: \
-         do-nothing BPF programs on the same uprobe+uretprobe points (same libraries, same functions) as the full \
-         tracer. It is what any uprobe-based tracer pays before it does anything. Every ratio divides by the \
-         limit's median from this run, with the same thread count."
-    );
-    let _ = writeln!(
-        o,
-        "- **The trap dominates.** On this machine one uprobe+uretprobe hit costs about {trap} per call \
-         (limit minus no tracer, 1 thread): two int3 traps into the kernel, slow on this VM. The call itself \
-         costs about a nanosecond. So the numbers compare tracers by what they add to that trap, and no uprobe \
-         tracer can go below the limit row."
-    );
-    let _ = writeln!(
-        o,
-        "- **Interleaved, isolated sessions.** Each tracer under test traces its own copy of the workload and \
-         the fixture libraries. A uprobe binds to an inode, so with separate copies all tracers stay attached \
-         at once and a session's probes never fire on another session's calls. Nor do probes that other \
-         programs on the machine hold on other copies. The repetitions go round the tracers in turn, with a \
-         different tracer first each time. Noise from the rest of the machine then spreads over every tracer \
-         and shows in the min–max range."
-    );
-    let _ = writeln!(
-        o,
-        "- **Background probe release.** When cuda-tracer exits, a child process named `[cuda-tracer]` holds \
-         the probes until the kernel has removed them. That takes about 0.1 s per probe, one after another. \
-         While it lives the probes still trap (about {trap} per call) and new attaches wait behind it. Fresh \
-         copies per session mean no release in progress can trap a measured call. The harness makes itself \
-         the child subreaper, so these children become its own, and it waits for all of them before it \
-         writes this file. This run waited {:.0} s after the last session. Run by hand, wait until \
-         `pgrep -f '^\\[cuda-tracer\\]'` finds nothing before you measure again on the same files.",
-        r.release_secs
-    );
     let tracefs = std::path::Path::new("/sys/kernel/tracing/uprobe_events").exists();
-    let _ = writeln!(
-        o,
-        "- **bpftrace** is the distribution's package, and the script is the seed's approach: one JSON line \
-         per call, `printf` to a file (`bpftrace -o FILE`). \"uprobe only\" is the seed's script. \
-         \"uprobe+uretprobe\" also records the duration and the return value, as cuda-tracer does. Both probe \
-         only the benchmarked function. Lines are delivered through bpftrace's perf buffer; its `Lost N events` \
-         reports (stdout or stderr) are summed.{}",
-        if tracefs {
-            ""
-        } else {
-            " tracefs is not mounted on this machine. bpftrace attaches through the perf uprobe PMU without it. \
-             At exit it prints `failed to detach probe` because it cannot open \
-             `/sys/kernel/tracing/uprobe_events`, but the probes go away when it closes them. Nothing was mounted \
-             for the benchmark."
-        }
-    );
-    let _ = writeln!(
-        o,
-        "- **Readiness.** `record` attaches before it starts its command. For bpftrace and the daemon, the \
-         harness runs short loops until a call traps, then waits a little more for the other probes."
-    );
-    let _ = writeln!(
-        o,
-        "- **Loss** counts lines per pid in what each tracer wrote and compares them with the calls the \
-         workload made. For cuda-tracer the per-session totals are also checked against `metadata.json` \
-         (`counts.calls`, `dropped_events`, `drops`). The 4 KiB ring run shows that a full ring drops \
-         calls, and counts every drop."
-    );
-    let _ = writeln!(
-        o,
-        "- **Daemon loads.** The C workload has no rate limit. The \"serving loop\" row paces itself with \
-         `--step-delay-us`: 16 calls per step, runtime and driver, with launches, copies and events. The bench \
-         loop rows run as fast as the machine allows, and the table gives the rate they reached. CPU ticks are \
-         10 ms, so short windows have about ±0.5 % resolution. RSS counts the ring buffer's data pages twice, \
-         because the kernel maps them twice in a row so that a record can wrap around the end. A 16 MiB ring \
-         therefore adds 32 MiB to RSS but uses 16 MiB of memory, and that memory is pinned kernel memory \
-         either way."
-    );
-    let _ = writeln!(
-        o,
-        "- **Sizes:** {} repetitions; per-call N = {} (probed) / {} (unprobed); loss N = {} per thread (half \
-         with 4 threads); daemon windows ≈ {:.0} s; pipeline {} events × {} runs.",
-        r.sizes.reps,
-        r.sizes.per_call,
-        r.sizes.unprobed,
-        r.sizes.loss,
-        r.sizes.daemon_secs,
-        r.sizes.pipeline_events,
-        r.sizes.pipeline_reps
-    );
-    o
+    let s = &r.sizes;
+    let values = [
+        ("{trap}", trap),
+        ("{release_secs}", format!("{:.0}", r.release_secs)),
+        ("{tracefs_note}", if tracefs { String::new() } else { NO_TRACEFS.to_string() }),
+        ("{reps}", s.reps.to_string()),
+        ("{per_call}", s.per_call.to_string()),
+        ("{unprobed}", s.unprobed.to_string()),
+        ("{loss}", s.loss.to_string()),
+        ("{daemon_secs}", format!("{:.0}", s.daemon_secs)),
+        ("{pipeline_events}", s.pipeline_events.to_string()),
+        ("{pipeline_reps}", s.pipeline_reps.to_string()),
+    ];
+    values.iter().fold(include_str!("bench_method.md").to_string(), |text, (key, value)| text.replace(key, value))
 }
 
 /// The targets table: each target of the issue against this run.
@@ -110,16 +44,7 @@ pub fn targets(r: &Report, out: &mut String) {
     let full: Vec<&PerCallRow> = [1, 2].iter().filter_map(|&t| row(Mode::Full, t)).collect();
     let full_ok = !full.is_empty() && full.iter().all(|x| x.ratio <= 1.10);
     let ratios = full.iter().map(|x| format!("{} ({} thr)", ratio(x.ratio), x.threads)).collect::<Vec<_>>().join(", ");
-    let mut bt_cmp = Vec::new();
-    let mut bt_ok = r.bpftrace.is_some();
-    for m in [Mode::BtEntry, Mode::BtEntryRet] {
-        for t in [1, 2] {
-            if let (Some(f), Some(b)) = (row(Mode::Full, t), row(m, t)) {
-                bt_ok &= f.median < b.median;
-                bt_cmp.push(format!("{} vs {} ns ({t} thr, {})", ns(f.median), ns(b.median), short(m)));
-            }
-        }
-    }
+    let (bt_cmp, bt_ok) = against_bpftrace(r);
     let two: Vec<&LossRow> = r.loss.iter().filter(|l| l.mode == Mode::Full && l.threads >= 2).collect();
     let loss_ok = !two.is_empty() && two.iter().all(|l| l.delivered == l.calls);
     let lost: u64 = two.iter().map(|l| l.calls - l.delivered.min(l.calls)).sum();
@@ -136,11 +61,6 @@ pub fn targets(r: &Report, out: &mut String) {
     let small_ok = small.is_some_and(|d| hwm(Some(d)) > 0.0 && hwm(Some(d)) <= 64.0);
     let _ = writeln!(out, "| target | measured | |\n|---|---|---|");
     let _ = writeln!(out, "| cuda-tracer ≤ 1.10× the limit per call | {ratios} | {} |", yes(full_ok));
-    let where_ = |m: Mode| r.where_time.iter().find(|w| w.mode == m);
-    let own = match (where_(Mode::Full), where_(Mode::Empty)) {
-        (Some(f), Some(e)) => f.bpf_ns.zip(e.bpf_ns).map(|(fb, eb)| (fb - eb, f.tracer_cpu_ns - e.tracer_cpu_ns)),
-        _ => None,
-    };
     let _ = writeln!(out, "| cheaper per call than bpftrace | {} | {} |", bt_cmp.join("; "), yes(bt_ok));
     let _ = writeln!(
         out,
@@ -162,10 +82,50 @@ pub fn targets(r: &Report, out: &mut String) {
     let _ = writeln!(out, "| daemon peak RSS ≤ 64 MiB | {rss} | {verdict} |");
     let _ =
         writeln!(out, "| `report` on 1 GB vs jq | not measured: `cuda-tracer report` is not implemented yet | — |\n");
+    if !full_ok {
+        per_call_gap(r, &full, out);
+    }
+    if !rss_ok {
+        rss_gap(r, default_hwm, out);
+    }
     let field = |k: &str| r.machine.iter().find(|(key, _)| key.starts_with(k)).map(|(_, v)| v.clone());
     let load = field("load average at start").and_then(|v| v.split(' ').next()?.parse::<f64>().ok()).unwrap_or(0.0);
     let cpus = field("CPUs").and_then(|v| v.parse::<f64>().ok()).unwrap_or(1.0);
-    if let (false, Some((bpf, cpu)), Some(limit)) = (full_ok, own, row(Mode::Empty, 1)) {
+    if load > cpus / 2.0 {
+        let _ = writeln!(
+            out,
+            "Other work was running (load average {load:.1} on {cpus} CPUs at the start). Where the min–max \
+             ranges of two rows in table 1 overlap, their difference is within the noise.\n"
+        );
+    }
+}
+
+/// cuda-tracer's per-call median against bpftrace's, and whether it is
+/// lower in every comparison (false without bpftrace).
+fn against_bpftrace(r: &Report) -> (Vec<String>, bool) {
+    let row = |m: Mode, t: u32| r.per_call.iter().find(|x| x.mode == m && x.threads == t);
+    let mut cmp = Vec::new();
+    let mut ok = r.bpftrace.is_some();
+    for m in [Mode::BtEntry, Mode::BtEntryRet] {
+        for t in [1, 2] {
+            if let (Some(f), Some(b)) = (row(Mode::Full, t), row(m, t)) {
+                ok &= f.median < b.median;
+                cmp.push(format!("{} vs {} ns ({t} thr, {})", ns(f.median), ns(b.median), short(m)));
+            }
+        }
+    }
+    (cmp, ok)
+}
+
+/// Why the per-call target was missed: the tracer's own work against the gap.
+fn per_call_gap(r: &Report, full: &[&PerCallRow], out: &mut String) {
+    let row = |m: Mode, t: u32| r.per_call.iter().find(|x| x.mode == m && x.threads == t);
+    let where_ = |m: Mode| r.where_time.iter().find(|w| w.mode == m);
+    let own = match (where_(Mode::Full), where_(Mode::Empty)) {
+        (Some(f), Some(e)) => f.bpf_ns.zip(e.bpf_ns).map(|(fb, eb)| (fb - eb, f.tracer_cpu_ns - e.tracer_cpu_ns)),
+        _ => None,
+    };
+    if let (Some((bpf, cpu)), Some(limit)) = (own, row(Mode::Empty, 1)) {
         let gaps = full
             .iter()
             .filter_map(|x| {
@@ -184,7 +144,11 @@ pub fn targets(r: &Report, out: &mut String) {
             (bpf + cpu) / limit.median * 100.0
         );
     }
-    if let (false, Some(d)) = (rss_ok, r.daemon.first()) {
+}
+
+/// Why the RSS target was missed with the default ring: where the memory is.
+fn rss_gap(r: &Report, default_hwm: f64, out: &mut String) {
+    if let Some(d) = r.daemon.first() {
         let part = |k: &str| d.rss_by_mapping.iter().find(|(kind, _)| kind.starts_with(k)).map_or(0, |x| x.1);
         let _ = writeln!(
             out,
@@ -198,13 +162,6 @@ pub fn targets(r: &Report, out: &mut String) {
              with the default ring.\n",
             part("BPF maps") as f64 / 1024.0,
             part("heap") as f64 / 1024.0
-        );
-    }
-    if load > cpus / 2.0 {
-        let _ = writeln!(
-            out,
-            "Other work was running (load average {load:.1} on {cpus} CPUs at the start). Where the min–max \
-             ranges of two rows in table 1 overlap, their difference is within the noise.\n"
         );
     }
 }

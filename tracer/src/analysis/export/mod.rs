@@ -10,38 +10,26 @@ pub use crate::analysis::report::steps;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use clap::{Args, Subcommand};
-
 use crate::{
     analysis::trace,
     format::metadata::{self, Metadata},
 };
 
-#[derive(Debug, Args)]
-pub struct ExportArgs {
-    #[command(subcommand)]
-    pub format: ExportFormat,
+/// What to export, in which format.
+#[derive(Clone, Debug)]
+pub enum ExportConfig {
+    Chrome(ChromeConfig),
 }
 
-#[derive(Debug, Subcommand)]
-pub enum ExportFormat {
-    /// Chrome Trace Event JSON (opens in ui.perfetto.dev and chrome://tracing).
-    Chrome(ChromeArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct ChromeArgs {
+/// A Chrome trace export: inputs, output file and an optional window.
+#[derive(Clone, Debug)]
+pub struct ChromeConfig {
     /// Trace dirs, session dirs or trace_*.jsonl files.
-    #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
-    /// Output file.
-    #[arg(short = 'o', long = "output", default_value = "trace.json")]
     pub output: PathBuf,
     /// Window of model steps, e.g. `100..150`.
-    #[arg(long, conflicts_with = "time")]
     pub steps: Option<String>,
     /// Window of session time in milliseconds, e.g. `2000..4500`.
-    #[arg(long)]
     pub time: Option<String>,
 }
 
@@ -60,9 +48,9 @@ pub enum ExportError {
 }
 
 /// Writes the export the arguments ask for.
-pub fn run(args: &ExportArgs) -> Result<(), ExportError> {
-    let ExportFormat::Chrome(chrome_args) = &args.format;
-    let summary = export_chrome(chrome_args)?;
+pub fn run(config: &ExportConfig) -> Result<(), ExportError> {
+    let ExportConfig::Chrome(chrome) = config;
+    let summary = export_chrome(chrome)?;
     eprintln!("{summary}");
     Ok(())
 }
@@ -98,7 +86,7 @@ impl std::fmt::Display for Summary {
 }
 
 /// Reads the inputs, picks the window and writes the Chrome trace.
-pub fn export_chrome(args: &ChromeArgs) -> Result<Summary, ExportError> {
+pub fn export_chrome(args: &ChromeConfig) -> Result<Summary, ExportError> {
     let files = trace::discover(&args.inputs)?;
     let loaded = trace::read(&files)?;
     let calls = &loaded.calls;

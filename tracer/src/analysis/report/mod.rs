@@ -20,25 +20,23 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use clap::{Args, ValueEnum};
 use serde::Serialize;
 
 use crate::analysis::trace::{self, Loaded};
 
-#[derive(Debug, Args)]
-pub struct ReportArgs {
+/// What to report on and where the report goes.
+#[derive(Clone, Debug)]
+pub struct ReportConfig {
     /// Trace dirs, session dirs or trace_*.jsonl files.
-    #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
-    /// Directory for the report files (CSV, JSON, plots).
-    #[arg(long, default_value = "report")]
+    /// Directory for the report files.
     pub out: PathBuf,
     /// What is printed on stdout.
-    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     pub format: ReportFormat,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+/// The form of the summary on stdout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReportFormat {
     Text,
     Json,
@@ -258,7 +256,7 @@ pub fn read_inputs(inputs: &[PathBuf]) -> Result<Loaded, ReportError> {
 }
 
 /// Reads the inputs and writes the report.
-pub fn run(args: &ReportArgs) -> Result<(), ReportError> {
+pub fn run(args: &ReportConfig) -> Result<(), ReportError> {
     let started = std::time::Instant::now();
     let loaded = read_inputs(&args.inputs)?;
     tracing::debug!(secs = started.elapsed().as_secs_f64(), calls = loaded.calls.len(), "read");

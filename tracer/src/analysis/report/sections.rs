@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{graphs, plots, plots::PlotError, steps, Report, ReportArgs, ReportError};
+use super::{graphs, plots, plots::PlotError, steps, Report, ReportConfig, ReportError};
 use crate::{
     analysis::kvcache,
     analysis::trace::{Call, Loaded},
@@ -28,7 +28,7 @@ pub fn add(
     report: &mut Report,
     loaded: &Loaded,
     passes: &Passes,
-    args: &ReportArgs,
+    args: &ReportConfig,
 ) -> Result<Vec<PathBuf>, ReportError> {
     let out = &args.out;
     let calls = &loaded.calls;
@@ -78,7 +78,7 @@ pub fn add(
 /// KV-cache usage from the sessions' kv_cache_usage_*.csv (written by `run
 /// --vllm-metrics-url`): the summary, and usage beside each step's latency.
 /// A bad KV file is a note in the report, not a failed report.
-fn kv_cache(report: &mut Report, steps: &[steps::Step], args: &ReportArgs) -> Vec<PathBuf> {
+fn kv_cache(report: &mut Report, steps: &[steps::Step], args: &ReportConfig) -> Vec<PathBuf> {
     let out = &args.out;
     let summary = match kvcache::summarize(&args.inputs, out) {
         Ok(Some(summary)) => summary,

@@ -17,7 +17,7 @@ pub use crate::format::metadata::DeletedFile;
 use crate::format::names;
 
 /// What to do when the trace dir reaches `--max-local-bytes`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DiskFullPolicy {
     /// Stop writing lines (each one counted as dropped) until uploads free space.
     Pause,

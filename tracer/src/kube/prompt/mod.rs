@@ -11,42 +11,31 @@ use std::{
     time::Instant,
 };
 
-use clap::Args;
 use serde::Serialize;
 
 pub use client::{Client, ClientError, RequestResult};
 
-#[derive(Debug, Args)]
-pub struct PromptArgs {
+/// The server, the prompts and where the results go.
+#[derive(Clone, Debug)]
+pub struct PromptConfig {
     /// Base URL of the OpenAI-compatible server.
-    #[arg(long, env = "VLLM_URL", default_value = "http://127.0.0.1:30800")]
     pub url: String,
-    /// Model name (default: the first one GET /v1/models lists).
-    #[arg(long)]
+    /// Model name (none: the first one GET /v1/models lists).
     pub model: Option<String>,
     /// The single prompt.
-    #[arg(long, default_value = "Explain in one paragraph what a KV cache is in a transformer.")]
     pub prompt: String,
-    /// Prompts in the batch (0: single prompt only); built-in prompts are cycled.
-    #[arg(long, default_value_t = 15)]
+    /// Prompts in the batch (0: single prompt only).
     pub batch: usize,
-    /// Batch prompts from this file instead, one per line.
-    #[arg(long)]
+    /// Batch prompts from this file, one per line (none: the built-in ones).
     pub prompts_file: Option<PathBuf>,
-    /// Requests in flight at once for the parallel run (1: sequential run only).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Requests in flight at once for the parallel run (1: sequential only).
     pub parallel: u32,
-    /// Tokens to generate per request.
-    #[arg(long, default_value_t = 64)]
     pub max_tokens: u32,
-    /// Use /v1/chat/completions instead of /v1/completions.
-    #[arg(long)]
+    /// /v1/chat/completions instead of /v1/completions.
     pub chat: bool,
-    /// Seconds one request may take.
-    #[arg(long, default_value_t = 300)]
-    pub timeout_secs: u64,
+    /// How long one request may take.
+    pub timeout: std::time::Duration,
     /// Directory for the result JSON files.
-    #[arg(long, default_value = "results")]
     pub out: PathBuf,
 }
 
@@ -206,8 +195,9 @@ fn count_lost(requests: &mut Vec<RequestResult>, prompts: &[String]) {
     }
 }
 
-fn batch_prompts(args: &PromptArgs) -> Result<Vec<String>, PromptError> {
-    let source: Vec<String> = match &args.prompts_file {
+/// `batch` prompts: the file's lines, or the built-in prompts, cycled.
+fn batch_prompts(prompts_file: Option<&Path>, batch: usize) -> Result<Vec<String>, PromptError> {
+    let source: Vec<String> = match prompts_file {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|source| PromptError::PromptsFile { path: path.display().to_string(), source })?;
@@ -219,7 +209,7 @@ fn batch_prompts(args: &PromptArgs) -> Result<Vec<String>, PromptError> {
         }
         None => PROMPTS.iter().map(|p| p.to_string()).collect(),
     };
-    Ok(source.iter().cycle().take(args.batch).cloned().collect())
+    Ok(source.iter().cycle().take(batch).cloned().collect())
 }
 
 fn write_json(dir: &Path, name: &str, value: &impl Serialize) -> Result<PathBuf, PromptError> {
@@ -247,9 +237,9 @@ fn print_run(run: &RunSummary) {
 }
 
 /// Sends the prompts and writes the results.
-pub async fn run(args: &PromptArgs) -> Result<(), PromptError> {
-    let prompts = batch_prompts(args)?;
-    let client = Client::new(&args.url, std::time::Duration::from_secs(args.timeout_secs))?;
+pub async fn run(args: &PromptConfig) -> Result<(), PromptError> {
+    let prompts = batch_prompts(args.prompts_file.as_deref(), args.batch)?;
+    let client = Client::new(&args.url, args.timeout)?;
     let model = match &args.model {
         Some(m) => m.clone(),
         None => client.first_model().await?,
@@ -354,14 +344,7 @@ mod tests {
 
     #[test]
     fn batch_prompts_cycle_the_built_in_list() {
-        use clap::Parser;
-        #[derive(Parser)]
-        struct Cli {
-            #[command(flatten)]
-            args: PromptArgs,
-        }
-        let cli = Cli::parse_from(["x", "--batch", "17"]);
-        let p = batch_prompts(&cli.args).unwrap();
+        let p = batch_prompts(None, 17).unwrap();
         assert_eq!(p.len(), 17);
         assert_eq!(p[15], PROMPTS[0]);
     }

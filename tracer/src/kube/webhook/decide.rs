@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::{
     pod_view::PodView,
-    settings::InjectArgs,
+    settings::InjectConfig,
     sidecar::{self, INJECTED_ANNOTATION, TRACES_VOLUME},
 };
 
@@ -47,7 +47,7 @@ impl Decision {
 /// Decides for a pod that `operation` creates or changes in `namespace`
 /// (the request's namespace: a pod created from a template carries none).
 /// `pod` was read with the label key of `args`.
-pub fn decide(args: &InjectArgs, operation: &Operation, namespace: &str, pod: &PodView) -> Decision {
+pub fn decide(args: &InjectConfig, operation: &Operation, namespace: &str, pod: &PodView) -> Decision {
     if !matches!(operation, Operation::Create) {
         return Decision::skip(format!("operation {operation:?} is not CREATE"));
     }
@@ -98,7 +98,7 @@ fn to_value(v: &impl serde::Serialize) -> Value {
 /// The JSON patch: sidecar appended, traces volume, hostPID, and the
 /// injected annotation. Arrays and maps that the pod lacks are added whole:
 /// `/-` on a missing array fails.
-pub fn patch(args: &InjectArgs, pod: &PodView) -> Patch {
+pub fn patch(args: &InjectConfig, pod: &PodView) -> Patch {
     let spec = pod.spec.clone().unwrap_or_default();
     let container = to_value(&sidecar::container(args));
     let mut ops = Vec::new();
@@ -133,7 +133,7 @@ mod tests {
     use k8s_openapi::api::core::v1::Pod;
     use serde_json::json;
 
-    fn args(extra: &[&str]) -> InjectArgs {
+    fn args(extra: &[&str]) -> InjectConfig {
         let argv = ["--target-namespace", "llm", "--tracer-image", "reg/cuda-tracer:1"];
         super::super::settings::parse_for_test(&[&argv[..], extra].concat())
     }
@@ -154,7 +154,7 @@ mod tests {
         })
     }
 
-    fn applied(args: &InjectArgs, original: Value) -> (Value, Decision) {
+    fn applied(args: &InjectConfig, original: Value) -> (Value, Decision) {
         let d = decide(args, &Operation::Create, "llm", &pod(original.clone()));
         let Verdict::Inject(patch) = &d.verdict else { panic!("not injected: {}", d.reason) };
         let mut doc = original;
@@ -192,7 +192,7 @@ mod tests {
         v["metadata"]["labels"] = json!({"app": "vllm"});
         let d = decide(&a, &Operation::Create, "llm", &pod(v));
         assert_eq!(d.reason, "no label llm-d.ai/inferenceServing");
-        let any = InjectArgs { target_namespace: "*".into(), ..a };
+        let any = InjectConfig { target_namespace: "*".into(), ..a };
         assert_eq!(decide(&any, &Operation::Create, "default", &p).name(), "inject");
     }
 

@@ -12,42 +12,21 @@ pub mod tls;
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
-use clap::Args;
+pub use settings::InjectConfig;
 
-pub use settings::InjectArgs;
-
-#[derive(Debug, Args)]
-pub struct WebhookArgs {
+/// Where the webhook listens, its certificate, its bounds, and what it injects.
+#[derive(Clone, Debug)]
+pub struct WebhookConfig {
     /// Address to listen on (HTTPS).
-    #[arg(long, env = "WEBHOOK_ADDR", default_value = "0.0.0.0:8443")]
     pub addr: std::net::SocketAddr,
-    /// PEM certificate chain.
-    #[arg(long = "tls-cert", env = "TLS_CERT", default_value = "/etc/webhook/certs/tls.crt")]
+    /// PEM certificate chain and private key, re-read when renewed.
     pub tls_cert: PathBuf,
-    /// PEM private key.
-    #[arg(long = "tls-key", env = "TLS_KEY", default_value = "/etc/webhook/certs/tls.key")]
     pub tls_key: PathBuf,
-    /// Seconds between checks of the certificate files for a renewed pair.
-    #[arg(long = "cert-reload-secs", env = "CERT_RELOAD_SECS", default_value_t = 10,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    pub cert_reload_secs: u64,
-    /// Largest AdmissionReview body accepted (the API server sends at most 3 MiB).
-    #[arg(long = "max-body-bytes", env = "MAX_BODY_BYTES", default_value_t = 3 << 20)]
-    pub max_body_bytes: usize,
-    /// Seconds a client has for each of the TLS handshake, the request head and the body (and an idle connection stays).
-    #[arg(long = "client-timeout-secs", env = "CLIENT_TIMEOUT_SECS", default_value_t = 10,
-          value_parser = clap::value_parser!(u64).range(1..=3600))]
-    pub client_timeout_secs: u64,
-    /// Open connections at most (handshakes included); more wait in the kernel's backlog.
-    #[arg(long = "max-connections", env = "MAX_CONNECTIONS", default_value_t = 64,
-          value_parser = clap::value_parser!(u64).range(1..=65536))]
-    pub max_connections: u64,
-    /// AdmissionReviews read and parsed at once; more wait up to the client timeout, then get 503.
-    #[arg(long = "max-concurrent-reviews", env = "MAX_CONCURRENT_REVIEWS", default_value_t = 4,
-          value_parser = clap::value_parser!(u64).range(1..=1024))]
-    pub max_concurrent_reviews: u64,
-    #[command(flatten)]
-    pub inject: InjectArgs,
+    /// How often the certificate files are checked for a renewed pair.
+    pub cert_reload: Duration,
+    /// Body size, timeouts and caps on what one client can make it hold.
+    pub limits: server::Limits,
+    pub inject: InjectConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,17 +60,12 @@ async fn shutdown_signal() {
 }
 
 /// Serves until SIGTERM/SIGINT, then finishes the requests in flight.
-pub async fn serve(args: &WebhookArgs) -> Result<(), WebhookError> {
+pub async fn serve(args: &WebhookConfig) -> Result<(), WebhookError> {
     secrets::refuse_literal_secrets(&args.inject)?;
-    let limits = server::Limits {
-        max_body_bytes: args.max_body_bytes,
-        client_timeout: Duration::from_secs(args.client_timeout_secs),
-        max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
-        max_concurrent_reviews: usize::try_from(args.max_concurrent_reviews).unwrap_or(usize::MAX),
-    };
+    let limits = args.limits.clone();
     let store = Arc::new(tls::CertStore::load(&args.tls_cert, &args.tls_key)?);
     let config = tls::server_config(Arc::clone(&store))?;
-    tokio::spawn(Arc::clone(&store).watch(Duration::from_secs(args.cert_reload_secs)));
+    tokio::spawn(Arc::clone(&store).watch(args.cert_reload));
     let tcp = tokio::net::TcpListener::bind(args.addr)
         .await
         .map_err(|source| WebhookError::Bind { addr: args.addr, source })?;

@@ -2,7 +2,7 @@
 //! the JSON patch that any client of the webhook can read back, so a
 //! secret-looking literal stops the webhook at startup.
 
-use super::settings::InjectArgs;
+use super::settings::InjectConfig;
 
 /// Parts of a variable name that mark it as a secret (compared upper-case).
 pub const SECRET_NAME_PARTS: [&str; 9] =
@@ -54,7 +54,7 @@ fn secret_name(name: &str) -> bool {
 /// Refuses settings that would inject a secret as a value: a `--sidecar-env`
 /// variable named like a secret (`*SECRET*`, `*TOKEN*`, `*PASSWORD*`, ...)
 /// or any literal whose value looks like a credential.
-pub fn refuse_literal_secrets(args: &InjectArgs) -> Result<(), LiteralSecret> {
+pub fn refuse_literal_secrets(args: &InjectConfig) -> Result<(), LiteralSecret> {
     for (name, value) in &args.extra_env {
         let setting = || format!("--sidecar-env (SIDECAR_ENV) {name}");
         if secret_name(name) {

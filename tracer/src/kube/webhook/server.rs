@@ -24,7 +24,7 @@ use tokio::sync::Semaphore;
 use super::{
     decide::{decide, Verdict},
     pod_view::PodView,
-    settings::InjectArgs,
+    settings::InjectConfig,
 };
 
 /// Bounds on what one client can make the webhook hold.
@@ -44,14 +44,14 @@ pub struct Limits {
 /// What the handlers share.
 #[derive(Debug)]
 pub struct App {
-    pub inject: InjectArgs,
+    pub inject: InjectConfig,
     pub limits: Limits,
     /// One permit per review being read and parsed.
     reviews: Semaphore,
 }
 
 impl App {
-    pub fn new(inject: InjectArgs, limits: Limits) -> Self {
+    pub fn new(inject: InjectConfig, limits: Limits) -> Self {
         let reviews = Semaphore::new(limits.max_concurrent_reviews.max(1));
         Self { inject, limits, reviews }
     }

@@ -12,7 +12,7 @@ use k8s_openapi::{
     apimachinery::pkg::{api::resource::Quantity, util::intstr::IntOrString},
 };
 
-use super::settings::{non_empty, InjectArgs};
+use super::settings::{non_empty, InjectConfig};
 
 /// Name of the injected container; a pod that has it is not injected again.
 pub const SIDECAR_NAME: &str = "cuda-tracer";
@@ -66,7 +66,7 @@ fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
 /// references only (`secretKeyRef`, `envFrom`): the patch goes back to the
 /// webhook's client, so no secret value may be in it
 /// (`secrets::refuse_literal_secrets` keeps them out of the settings).
-fn sidecar_env(args: &InjectArgs) -> Vec<EnvVar> {
+fn sidecar_env(args: &InjectConfig) -> Vec<EnvVar> {
     let mut vars = vec![env("TARGET_PROCESS", &args.target_process), env("TRACE_DIR", TRACES_MOUNT)];
     match non_empty(&args.s3_bucket) {
         Some(bucket) => {
@@ -111,7 +111,7 @@ fn sidecar_env(args: &InjectArgs) -> Vec<EnvVar> {
 /// and only [`CAPABILITIES`] added, no privilege escalation, read-only root
 /// filesystem (the tracer writes only under /traces). With
 /// `--sidecar-privileged` (kernels without CAP_BPF) privileged mode instead.
-pub fn security_context(args: &InjectArgs) -> SecurityContext {
+pub fn security_context(args: &InjectConfig) -> SecurityContext {
     // Root in the container: Kubernetes gives added capabilities to uid 0
     // only (no ambient capabilities for other users).
     let mut sc = SecurityContext {
@@ -138,7 +138,7 @@ fn quantities(pairs: &[(&str, &str)]) -> BTreeMap<String, Quantity> {
 }
 
 /// The tracer sidecar: `cuda-tracer run` with the settings' env.
-pub fn container(args: &InjectArgs) -> Container {
+pub fn container(args: &InjectConfig) -> Container {
     let mut c = Container {
         name: SIDECAR_NAME.into(),
         image: Some(args.image.clone()),
@@ -190,7 +190,7 @@ pub fn container(args: &InjectArgs) -> Container {
 }
 
 /// The traces volume: the configured PVC, else an emptyDir.
-pub fn traces_volume(args: &InjectArgs) -> Volume {
+pub fn traces_volume(args: &InjectConfig) -> Volume {
     match non_empty(&args.traces_pvc) {
         Some(claim) => Volume {
             name: TRACES_VOLUME.into(),
@@ -211,7 +211,7 @@ pub fn traces_volume(args: &InjectArgs) -> Volume {
 #[cfg(test)]
 mod tests {
     use super::*;
-    fn args(extra: &[&str]) -> InjectArgs {
+    fn args(extra: &[&str]) -> InjectConfig {
         super::super::settings::parse_for_test(extra)
     }
 

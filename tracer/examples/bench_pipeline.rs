@@ -1,5 +1,6 @@
-//! `cuda-tracer bench-pipeline` (hidden, for `cargo xtask bench`): the
-//! userspace path with no kernel involved. Synthetic ring-buffer records,
+//! Table 3 of `cargo xtask bench` (`bench_pipeline --events N --dir DIR`):
+//! the userspace path with no kernel involved, built as an example so that
+//! neither it nor its mangled `_Z…kernel` stubs ship in `cuda-tracer`. Synthetic ring-buffer records,
 //! byte for byte what the BPF programs emit, go through [`Pipeline::handle`]
 //! (checked decode, annotation, statistics, JSONL formatting and writing)
 //! with a file rotation every million events, on one thread.
@@ -10,15 +11,36 @@
 //! async copy, event record and sync, and a free, each as a runtime call and
 //! the driver call beneath it.
 
-use std::{path::Path, time::Instant};
+use std::{
+    path::{Path, PathBuf},
+    time::Instant,
+};
 
 use anyhow::{bail, Context as _, Result};
+use clap::Parser;
+use cuda_tracer::{daemon::ingest::pipeline::Pipeline, daemon::output::sink::JsonlSink, format::line::LineFormatter};
 use tracer_common::{
     abi::{call_flags, kind, CallEvent, CallNameEvent, EventHeader, NameBuf, CALL_EVENT_SIZE, CALL_NAME_EVENT_SIZE},
     funcs,
 };
 
-use crate::{daemon::ingest::pipeline::Pipeline, daemon::output::sink::JsonlSink, format::line::LineFormatter};
+#[derive(Debug, Parser)]
+#[command(about = "Synthetic records through decode, JSONL and rotation, no kernel")]
+struct Args {
+    /// Synthetic events to send through the pipeline.
+    #[arg(long, default_value_t = 5_000_000)]
+    events: u64,
+    /// Directory for the trace files (removed again after the run).
+    #[arg(long)]
+    dir: PathBuf,
+}
+
+/// Prints the one line `cargo xtask bench` parses.
+fn main() -> Result<()> {
+    let args = Args::parse();
+    println!("{}", run(args.events, &args.dir)?);
+    Ok(())
+}
 
 /// Events between rotations, as a busy daemon with `--rotate-secs` would see.
 const ROTATE_EVERY: u64 = 1_000_000;
@@ -26,21 +48,6 @@ const ROTATE_EVERY: u64 = 1_000_000;
 const STEPS: u64 = 4096;
 const ATTENTION_F: u64 = 0x5000;
 const GEMM_F: u64 = 0x5010;
-
-/// What one run measured.
-#[derive(Debug)]
-pub struct BenchResult {
-    pub events: u64,
-    pub secs: f64,
-    pub bytes: u64,
-    pub files: usize,
-}
-
-impl BenchResult {
-    pub fn events_per_sec(&self) -> f64 {
-        self.events as f64 / self.secs
-    }
-}
 
 /// Stand-ins for nvcc host stubs: launch addresses the annotator names
 /// through `/proc/self/maps` and this binary's symbol table.
@@ -141,8 +148,28 @@ fn records() -> Vec<Vec<u8>> {
     out
 }
 
+/// What one run measured; shown as the line `cargo xtask bench` parses.
+#[derive(Debug)]
+struct BenchResult {
+    events: u64,
+    secs: f64,
+    bytes: u64,
+    files: usize,
+}
+
+impl std::fmt::Display for BenchResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        let rate = self.events as f64 / self.secs;
+        write!(
+            f,
+            "events={} secs={:.3} events_per_sec={rate:.0} bytes={} files={}",
+            self.events, self.secs, self.bytes, self.files
+        )
+    }
+}
+
 /// Sends `events` synthetic records through a pipeline writing into `dir`.
-pub fn run(events: u64, dir: &Path) -> Result<BenchResult> {
+fn run(events: u64, dir: &Path) -> Result<BenchResult> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let start_ns = 1_000_000_000;
     let mut pipeline = Pipeline::new(Box::new(JsonlSink::new(dir, LineFormatter { start_ns })), None);
