@@ -178,11 +178,16 @@ pub fn container<'a>(
 }
 
 /// Environment variable names the tracer reads: clap `env = "..."` in
-/// cli.rs and the downward-API names metadata.rs reads.
+/// cli.rs and cli/*.rs, and the downward-API names metadata.rs reads.
 pub fn tracer_env_names() -> Vec<String> {
+    let mut sources = vec![(root().join("tracer/src/cli.rs"), "env = \"")];
+    for entry in std::fs::read_dir(root().join("tracer/src/cli")).expect("tracer/src/cli") {
+        sources.push((entry.expect("cli entry").path(), "env = \""));
+    }
+    sources.push((root().join("tracer/src/format/metadata.rs"), "var(\""));
     let mut names = Vec::new();
-    for (file, marker) in [("tracer/src/cli.rs", "env = \""), ("tracer/src/format/metadata.rs", "var(\"")] {
-        let text = std::fs::read_to_string(root().join(file)).expect("tracer source");
+    for (file, marker) in sources {
+        let text = std::fs::read_to_string(&file).expect("tracer source");
         for part in text.split(marker).skip(1) {
             if let Some(name) = part.split('"').next() {
                 names.push(name.to_string());
