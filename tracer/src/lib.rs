@@ -5,7 +5,8 @@
 //!   finds processes and libraries and places the uprobes;
 //!   [`daemon::ingest`] drains the ring buffer, decodes and annotates each
 //!   record; [`daemon::output`] writes trace files, counts, keeps the disk
-//!   budget, uploads and serves `/metrics`; [`daemon::session`] wires them.
+//!   budget, uploads and serves `/metrics`; [`daemon::run()`] owns a session
+//!   and every task around it, supervised ([`daemon::supervise`]).
 //! - [`format`]: the on-disk contract between the daemon and every reader:
 //!   file names, the JSONL line, the KV-cache CSV and `metadata.json`.
 //! - [`analysis`]: reading traces back ([`analysis::trace`]) and answering
