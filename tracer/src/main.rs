@@ -179,9 +179,13 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
         calls = result.stats.calls(),
         files = result.files.len(),
         dropped = result.drops.lost_calls(),
+        missed_libraries = result.missed_libraries.len(),
         dir = %result.dir.display(),
         "session finished"
     );
+    for m in &result.missed_libraries {
+        tracing::warn!(pid = m.pid, library = %m.path, reason = m.reason, error = m.error.as_deref().unwrap_or(""), "library not fully traced: its calls are missing from the trace");
+    }
     if let Some((d, task)) = delivery {
         task.abort();
         let deadline = std::time::Instant::now() + Duration::from_secs(args.s3.deadline_secs);
@@ -220,12 +224,18 @@ async fn upload_dir(args: UploadArgs) -> Result<ExitCode> {
 
 fn print_summary(r: &SessionResult) {
     eprintln!("\n{}", r.stats.table());
+    let dropped = r.drops.lost_calls() + r.stats.write_errors + r.stats.budget_dropped;
+    // Calls of an untraced library cannot be counted: never claim none were lost.
+    let dropped = match r.missed_libraries.len() {
+        0 => dropped.to_string(),
+        n => format!("{dropped} + the uncounted calls of {n} untraced librar{}", if n == 1 { "y" } else { "ies" }),
+    };
     eprintln!(
         "{} calls from {} process(es) in {} file(s); dropped: {} (ring buffer full {}, entry map full {}), returns without entry: {}, decode errors: {}, write errors: {}, paused by the disk budget: {}",
         r.stats.calls(),
         r.processes,
         r.files.len(),
-        r.drops.lost_calls() + r.stats.write_errors + r.stats.budget_dropped,
+        dropped,
         r.drops.ringbuf_full,
         r.drops.entry_map_full,
         r.drops.return_without_entry,
@@ -234,6 +244,28 @@ fn print_summary(r: &SessionResult) {
         r.stats.budget_dropped,
     );
     eprintln!("trace: {}", r.dir.display());
+    warn_missed(r);
+}
+
+/// The last line `record` prints when a library went (partly) untraced.
+fn warn_missed(r: &SessionResult) {
+    if r.missed_libraries.is_empty() {
+        return;
+    }
+    let named: Vec<String> = r
+        .missed_libraries
+        .iter()
+        .map(|m| match &m.error {
+            Some(e) => format!("{} (pid {}, {}: {e})", m.path, m.pid, m.reason),
+            None => format!("{} (pid {}, {})", m.path, m.pid, m.reason),
+        })
+        .collect();
+    eprintln!(
+        "warning: {} CUDA librar{} not fully traced, their calls are missing from the trace: {}",
+        named.len(),
+        if named.len() == 1 { "y" } else { "ies" },
+        named.join("; ")
+    );
 }
 
 /// Resolves on SIGINT or SIGTERM.

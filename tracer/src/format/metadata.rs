@@ -85,6 +85,12 @@ pub struct Metadata {
     pub libraries: Vec<AttachedLibrary>,
     /// Libraries attached after a traced process had mapped them.
     pub late_libraries: Vec<LateLibrary>,
+    /// Every library a traced process used whose calls are not all traced:
+    /// `attach_failed` (with the error) or `late`.
+    pub missed_libraries: Vec<crate::daemon::probes::load_watch::MissedLibrary>,
+    /// Each time a traced process was held at a CUDA library open until its
+    /// probes were attached, and for how long.
+    pub library_holds: Vec<crate::daemon::probes::load_watch::LibraryHold>,
     /// Trace files deleted before upload to stay within the disk budget.
     pub deleted_for_disk_budget: Vec<crate::daemon::output::budget::DeletedFile>,
     pub files: Vec<ClosedFile>,

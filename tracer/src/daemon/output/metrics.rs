@@ -36,6 +36,11 @@ pub struct KindLabel {
     pub kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
 /// Everything the daemon reports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -55,6 +60,8 @@ pub struct Metrics {
     pub vllm_scrapes: Counter,
     /// Failed scrapes of vLLM's /metrics, by kind.
     pub vllm_scrape_errors: Family<KindLabel, Counter>,
+    /// Libraries a traced process used that were not (fully) traced, by reason.
+    libraries_missed: Family<ReasonLabel, Counter>,
     ready: AtomicBool,
     trace_dir: PathBuf,
 }
@@ -103,8 +110,15 @@ impl Metrics {
             "Failed scrapes of vLLM's /metrics, by kind",
             vllm_scrape_errors.clone(),
         );
+        let libraries_missed = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "libraries_missed",
+            "CUDA libraries a traced process used whose calls are not all traced, by reason (attach_failed, late)",
+            libraries_missed.clone(),
+        );
         Self {
             registry,
+            libraries_missed,
             calls,
             dropped_calls,
             dropped,
@@ -128,6 +142,11 @@ impl Metrics {
         if let Some(c) = self.calls.get(func_id as usize) {
             c.inc();
         }
+    }
+
+    /// One more library missed for `reason`.
+    pub fn library_missed(&self, reason: &'static str) {
+        self.libraries_missed.get_or_create(&ReasonLabel { reason }).inc();
     }
 
     /// Calls of `func` lost so far (kernel counter).

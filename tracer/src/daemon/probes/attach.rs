@@ -181,6 +181,27 @@ impl Attacher {
         Ok(Some(self.attached.entry(key).or_insert(lib)))
     }
 
+    /// Attaches the library open as `file` through `/proc/self/fd/N`: the
+    /// attach needs neither a path in our namespace nor the process that
+    /// opened it. `source` (its `/proc/PID/fd/FD`) is kept as `opened`.
+    /// Returns whether this call attached it (false: it was already).
+    pub fn attach_file(
+        &mut self,
+        probes: &mut Probes,
+        file: &std::fs::File,
+        shown: &str,
+        source: &Path,
+    ) -> Result<bool, AttachError> {
+        use std::os::fd::AsRawFd as _;
+        let own = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        let Some(lib) = self.attach(probes, &own, shown)? else { return Ok(false) };
+        let key = (lib.dev, lib.inode);
+        if let Some(lib) = self.attached.get_mut(&key) {
+            lib.opened = source.to_path_buf();
+        }
+        Ok(true)
+    }
+
     /// Everything attached so far.
     pub fn libraries(&self) -> Vec<AttachedLibrary> {
         let mut libs: Vec<_> = self.attached.values().cloned().collect();

@@ -2,6 +2,7 @@
 //! traced processes and attached libraries up to date on a scan timer, keeps
 //! `metadata.json` current, and on stop drains everything to disk.
 
+mod load_watch;
 mod scan;
 
 use std::{
@@ -93,6 +94,8 @@ pub struct SessionResult {
     pub processes: usize,
     /// The command's exit status (record mode).
     pub exit_status: Option<ExitStatus>,
+    /// Libraries a traced process used whose calls are (partly) missing.
+    pub missed_libraries: Vec<crate::daemon::probes::load_watch::MissedLibrary>,
     /// The loaded probes, still attached: dropping them detaches every
     /// uprobe, slowly; `exit::leave` hands them off instead.
     pub probes: Probes,
@@ -104,7 +107,8 @@ struct Session {
     attacher: Attacher,
     clock: SessionClock,
     processes: BTreeMap<u32, ProcessRecord>,
-    failed_libs: BTreeSet<PathBuf>,
+    /// Libraries whose attach failed, with the error.
+    failed_libs: BTreeMap<PathBuf, String>,
     /// Processes whose search-path libraries were attached.
     search_path_done: BTreeSet<u32>,
     late_libraries: Vec<LateLibrary>,
@@ -118,6 +122,10 @@ struct Session {
     kv: Option<crate::daemon::output::kv_scrape::KvScraper>,
     /// The scraper's record once it has stopped.
     kv_final: Option<crate::daemon::output::kv_scrape::KvStatus>,
+    /// Holds each traced process opening a CUDA library until attached.
+    load_watch: Option<crate::daemon::probes::load_watch::LoadWatch>,
+    /// Libraries a traced process used whose calls are (partly) missing.
+    missed_libraries: Vec<crate::daemon::probes::load_watch::MissedLibrary>,
 }
 
 /// Runs a session until the command exits (record) or `stop` resolves.
@@ -154,7 +162,7 @@ pub async fn run(
         probes,
         clock,
         processes: BTreeMap::new(),
-        failed_libs: BTreeSet::new(),
+        failed_libs: BTreeMap::new(),
         search_path_done: BTreeSet::new(),
         late_libraries: Vec::new(),
         past_processes: Vec::new(),
@@ -164,7 +172,10 @@ pub async fn run(
         finished: false,
         kv: None,
         kv_final: None,
+        load_watch: None,
+        missed_libraries: Vec::new(),
     };
+    let mut lib_opens = s.start_load_watch();
     for lib in s.cfg.libs.clone() {
         let shown = lib.display().to_string();
         s.attacher.attach(&mut s.probes, &lib, &shown)?;
@@ -228,6 +239,7 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = scan.tick() => s.scan(),
+            Some(open) = load_watch::next_open(&mut lib_opens) => s.on_library_open(open),
             msg = msg_rx.recv() => match msg {
                 Some(m) => s.on_message(m),
                 None => { reader_failed = Some("reader stopped unexpectedly".to_string()); break }
@@ -239,6 +251,7 @@ pub async fn run(
     // Stop recording new calls (the filter empties instantly; removing the
     // probes themselves takes the kernel ~0.1 s each, see `exit`), then drain.
     s.probes.untrace_all();
+    s.stop_load_watch();
     let _ = stop_tx.send(true);
     let pipeline = match reader.await {
         Ok(Ok(p)) => Some(p),
@@ -287,6 +300,7 @@ pub async fn run(
         files: s.files.clone(),
         processes: s.processes.len() + s.past_processes.len(),
         exit_status: exit_status.and_then(Result::ok),
+        missed_libraries: s.missed_libraries.clone(),
         probes: s.probes,
     })
 }
@@ -396,6 +410,8 @@ impl Session {
             processes: self.past_processes.iter().chain(self.processes.values()).cloned().collect(),
             libraries: self.attacher.libraries(),
             late_libraries: self.late_libraries.clone(),
+            missed_libraries: self.missed_libraries.clone(),
+            library_holds: self.load_watch.as_ref().map(|w| w.holds().to_vec()).unwrap_or_default(),
             deleted_for_disk_budget: self.deleted_for_budget.lock().map(|d| d.clone()).unwrap_or_default(),
             files: self.files.clone(),
             counts: self.counts.clone(),
