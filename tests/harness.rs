@@ -106,6 +106,17 @@ pub fn nvidia_cudart() -> PathBuf {
     path
 }
 
+/// NVIDIA's libcudart.so.13 from the PyPI wheel `nvidia-cuda-runtime` 13.x
+/// (layout `nvidia/cu13/lib`), installed by `cargo xtask setup`.
+pub fn nvidia_cudart13() -> PathBuf {
+    let path = std::env::var_os("CUDA_TRACER_NVIDIA_CUDART13").map(PathBuf::from).unwrap_or_else(|| {
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| "/root".into());
+        home.join(".cache/cuda-tracer/pypi-cu13/nvidia/cu13/lib/libcudart.so.13")
+    });
+    assert!(path.exists(), "{} is missing: run `cargo xtask setup`", path.display());
+    path
+}
+
 /// A `cuda-tracer` command with quiet logs.
 pub fn tracer_cmd() -> Command {
     let mut cmd = Command::new(tracer());

@@ -228,7 +228,10 @@ fn print_summary(r: &SessionResult) {
     // Calls of an untraced library cannot be counted: never claim none were lost.
     let dropped = match r.missed_libraries.len() {
         0 => dropped.to_string(),
-        n => format!("{dropped} + the uncounted calls of {n} untraced librar{}", if n == 1 { "y" } else { "ies" }),
+        n => format!(
+            "unknown ({dropped} counted, plus the calls of {n} untraced librar{})",
+            if n == 1 { "y" } else { "ies" }
+        ),
     };
     eprintln!(
         "{} calls from {} process(es) in {} file(s); dropped: {} (ring buffer full {}, entry map full {}), returns without entry: {}, decode errors: {}, write errors: {}, paused by the disk budget: {}",

@@ -126,6 +126,12 @@ impl Attacher {
         std::fs::metadata(opened).is_ok_and(|m| self.attached.contains_key(&(m.dev(), m.ino())))
     }
 
+    /// Whether a file with this inode is attached: for a process that exited
+    /// before its mapped file could be stat'ed (inode from /proc/PID/maps).
+    pub fn is_attached_inode(&self, inode: u64) -> bool {
+        inode != 0 && self.attached.keys().any(|&(_, ino)| ino == inode)
+    }
+
     /// Attaches every selected function of the library at `opened`; `shown`
     /// is its path as the traced process sees it. Returns `None` when this
     /// file (same device and inode) is attached already.

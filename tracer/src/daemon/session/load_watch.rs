@@ -8,7 +8,13 @@ use crate::daemon::probes::load_watch::{LibOpen, LoadWatch, MissedLibrary};
 
 impl Session {
     /// Starts the load watch; on failure the /proc scan is all there is.
+    /// `CUDA_TRACER_LOAD_WATCH=0` turns it off (never hold a process; the
+    /// scan then finds libraries, late, and says so).
     pub(super) fn start_load_watch(&mut self) -> Option<mpsc::UnboundedReceiver<LibOpen>> {
+        if std::env::var_os("CUDA_TRACER_LOAD_WATCH").is_some_and(|v| v == "0") {
+            tracing::info!("load watch off (CUDA_TRACER_LOAD_WATCH=0): libraries are found by the /proc scan");
+            return None;
+        }
         match LoadWatch::start(&mut self.probes) {
             Ok((watch, rx)) => {
                 self.load_watch = Some(watch);

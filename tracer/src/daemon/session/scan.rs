@@ -121,7 +121,9 @@ impl Session {
     /// Attaches a library `pid` has mapped already; either way its calls
     /// before now are missing, and that is stated.
     fn attach_mapped(&mut self, pid: u32, lib: discover::MappedLibrary) {
-        if self.attacher.is_attached(&lib.opened) {
+        // A process that exited after its maps were read can no longer be
+        // stat'ed through; its inode still tells whether we had the file.
+        if self.attacher.is_attached(&lib.opened) || self.attacher.is_attached_inode(lib.inode) {
             return;
         }
         if !self.failed_libs.contains_key(&lib.opened) {
