@@ -98,20 +98,20 @@ pub fn tracer() -> PathBuf {
 
 /// NVIDIA's libcudart.so.12 from the PyPI wheel, installed by `cargo xtask setup`.
 pub fn nvidia_cudart() -> PathBuf {
-    let path = std::env::var_os("CUDA_TRACER_NVIDIA_CUDART").map(PathBuf::from).unwrap_or_else(|| {
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| "/root".into());
-        home.join(".cache/cuda-tracer/pypi/nvidia/cuda_runtime/lib/libcudart.so.12")
-    });
-    assert!(path.exists(), "{} is missing: run `cargo xtask setup`", path.display());
-    path
+    setup_cache_file("CUDA_TRACER_NVIDIA_CUDART", "pypi/nvidia/cuda_runtime/lib/libcudart.so.12")
 }
 
 /// NVIDIA's libcudart.so.13 from the PyPI wheel `nvidia-cuda-runtime` 13.x
 /// (layout `nvidia/cu13/lib`), installed by `cargo xtask setup`.
 pub fn nvidia_cudart13() -> PathBuf {
-    let path = std::env::var_os("CUDA_TRACER_NVIDIA_CUDART13").map(PathBuf::from).unwrap_or_else(|| {
+    setup_cache_file("CUDA_TRACER_NVIDIA_CUDART13", "pypi-cu13/nvidia/cu13/lib/libcudart.so.13")
+}
+
+/// A file `cargo xtask setup` put in its cache: `$env`, else `~/.cache/cuda-tracer/<rel>`.
+fn setup_cache_file(env: &str, rel: &str) -> PathBuf {
+    let path = std::env::var_os(env).map(PathBuf::from).unwrap_or_else(|| {
         let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| "/root".into());
-        home.join(".cache/cuda-tracer/pypi-cu13/nvidia/cu13/lib/libcudart.so.13")
+        home.join(".cache/cuda-tracer").join(rel)
     });
     assert!(path.exists(), "{} is missing: run `cargo xtask setup`", path.display());
     path

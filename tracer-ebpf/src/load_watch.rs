@@ -1,6 +1,7 @@
-//! Notices a traced process opening a CUDA library and holds it there:
-//! raw `sys_enter`/`sys_exit` tracepoints (no tracefs, no kprobes) remember
-//! the file name of an `open`/`openat`/`openat2`, and at a successful exit
+//! Notices a traced process opening a CUDA library and holds it there: an
+//! fexit program on `do_sys_openat2` or, where fexit cannot load, raw
+//! `sys_enter`/`sys_exit` tracepoints (no tracefs, no kprobes) that remember
+//! the file name of an `open`/`openat`/`openat2`; at a successful return
 //! whose name looks like `libcuda.so*`/`libcudart.so*` queue a
 //! [`LibOpenEvent`] and stop the process with SIGSTOP until userspace has
 //! attached the probes to that file and sends SIGCONT.
@@ -8,16 +9,16 @@
 use aya_ebpf::{
     bindings::{pt_regs, BPF_ANY, BPF_RB_FORCE_WAKEUP},
     helpers::{
-        bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns, bpf_probe_read_kernel, bpf_probe_read_user_str_bytes,
-        generated::bpf_send_signal_thread,
+        bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
+        bpf_probe_read_user_str_bytes, generated::bpf_send_signal_thread,
     },
-    macros::{map, raw_tracepoint},
-    maps::{Array, HashMap, LruHashMap, RingBuf},
-    programs::RawTracePointContext,
+    macros::{fexit, map, raw_tracepoint},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    programs::{FExitContext, RawTracePointContext},
 };
 use tracer_common::abi::{
-    hold_slot, lib_open_flags, EventHeader, LibOpenEvent, HOLD_HEARTBEAT_FRESH_NS, LIB_OPEN_EVENT_SIZE, LIB_OPEN_KIND,
-    NAME_MAX,
+    hold_slot, lib_open_flags, EventHeader, LibOpenEvent, NameBuf, HOLD_HEARTBEAT_FRESH_NS, LIB_OPEN_EVENT_SIZE,
+    LIB_OPEN_KIND, NAME_MAX,
 };
 
 const SYS_OPEN: u64 = 2;
@@ -33,6 +34,10 @@ static OPEN_NAMES: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4_096, 0)
 /// Library opens for userspace; woken at once (a process waits on it).
 #[map]
 static LIB_EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+/// Room to read a file name before deciding to queue it.
+#[map]
+static LIB_NAME_SCRATCH: PerCpuArray<NameBuf> = PerCpuArray::with_max_entries(1, 0);
 
 /// Heartbeat and counters, see `hold_slot`.
 #[map]
@@ -74,48 +79,79 @@ pub fn open_enter(ctx: RawTracePointContext) -> i32 {
 /// CUDA library is queued and, while the tracer is alive, held.
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn open_exit(ctx: RawTracePointContext) -> i32 {
+    // Every syscall of every process passes here: rule out all but opens
+    // with one read, before any map lookup.
+    let regs: *const pt_regs = ctx.arg(0);
+    // SAFETY: bpf_probe_read_kernel validates the kernel address.
+    let id = unsafe { bpf_probe_read_kernel(core::ptr::addr_of!((*regs).orig_rax)) }.unwrap_or(0);
+    if id != SYS_OPENAT && id != SYS_OPENAT2 && id != SYS_OPEN {
+        return 0;
+    }
     let pid_tgid = bpf_get_current_pid_tgid();
     // SAFETY: the value is copied out before the entry is removed.
     let Some(ptr) = (unsafe { OPEN_NAMES.get(pid_tgid) }).copied() else {
         return 0;
     };
     let _ = OPEN_NAMES.remove(pid_tgid);
-    let ret: i64 = ctx.arg(1);
-    if ret < 0 {
+    on_opened(pid_tgid, ptr, ctx.arg(1));
+    0
+}
+
+/// `do_sys_openat2(dfd, filename, how)` returned (`open`, `openat` and
+/// `openat2` all end here): the same as the two tracepoints, without a cost
+/// to every other syscall. Used where fexit loads; the tracepoints otherwise.
+#[fexit(function = "do_sys_openat2")]
+pub fn openat2_return(ctx: FExitContext) -> i32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !crate::is_traced((pid_tgid >> 32) as u32) {
         return 0;
     }
-    let Some(mut entry) = LIB_EVENTS.reserve::<LibOpenEvent>(0) else {
-        count_lost();
-        return 0;
+    let name: u64 = ctx.arg(1);
+    // fexit sees the return value after the three arguments.
+    let ret: i64 = ctx.arg(3);
+    on_opened(pid_tgid, name, ret);
+    0
+}
+
+/// A traced thread's open of `name_ptr` returned `ret`: a descriptor for a
+/// CUDA library is queued and, while the tracer is alive, held.
+#[inline(always)]
+fn on_opened(pid_tgid: u64, name_ptr: u64, ret: i64) {
+    if ret < 0 {
+        return;
+    }
+    let Some(buf) = LIB_NAME_SCRATCH.get_ptr_mut(0) else { return };
+    // SAFETY: a per-CPU scratch slot nobody else uses during this program.
+    let buf = unsafe { &mut *buf };
+    // SAFETY: bpf_probe_read_user_str_bytes validates the user address.
+    let len = match unsafe { bpf_probe_read_user_str_bytes(name_ptr as *const u8, &mut buf.bytes) } {
+        Ok(s) => s.len(),
+        Err(_) => return,
     };
+    if !names_cuda_library(&buf.bytes, len) {
+        return;
+    }
+    let Some(mut entry) = LIB_EVENTS.reserve::<LibOpenEvent>(0) else {
+        // Not held: the /proc scan finds the library, late, and says so.
+        count_lost();
+        return;
+    };
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let pid = (pid_tgid >> 32) as u32;
+    let mut flags = 0;
+    if heartbeat_fresh(now) && HELD.insert(pid, now, BPF_ANY as u64).is_ok() {
+        // Delivered on the way back to user mode: no instruction after this
+        // open runs before userspace sends SIGCONT.
+        // SAFETY: the helper signals the current thread only.
+        if unsafe { bpf_send_signal_thread(SIGSTOP) } == 0 {
+            flags |= lib_open_flags::HELD;
+        } else {
+            let _ = HELD.remove(pid);
+        }
+    }
     let ev = entry.as_mut_ptr();
-    // SAFETY: `ev` points to the reserved record; the name is written first,
-    // then every other field before submit.
+    // SAFETY: `ev` points to the reserved record; every field is written.
     unsafe {
-        let bytes = &mut (*ev).name.bytes;
-        let len = match bpf_probe_read_user_str_bytes(ptr as *const u8, bytes) {
-            Ok(s) => s.len(),
-            Err(_) => {
-                entry.discard(0);
-                return 0;
-            }
-        };
-        if !names_cuda_library(bytes, len) {
-            entry.discard(0);
-            return 0;
-        }
-        let now = bpf_ktime_get_boot_ns();
-        let pid = (pid_tgid >> 32) as u32;
-        let mut flags = 0;
-        if heartbeat_fresh(now) && HELD.insert(pid, now, BPF_ANY as u64).is_ok() {
-            // Delivered on the way back to user mode: no instruction after
-            // this open runs before userspace sends SIGCONT.
-            if bpf_send_signal_thread(SIGSTOP) == 0 {
-                flags |= lib_open_flags::HELD;
-            } else {
-                let _ = HELD.remove(pid);
-            }
-        }
         (*ev).header = EventHeader { kind: LIB_OPEN_KIND, size: LIB_OPEN_EVENT_SIZE as u32 };
         (*ev).ts_ns = now;
         (*ev).pid = pid;
@@ -124,9 +160,11 @@ pub fn open_exit(ctx: RawTracePointContext) -> i32 {
         (*ev).flags = flags;
         (*ev).name.len = (len + 1).min(NAME_MAX) as u32;
         (*ev).name._pad = 0;
+        if bpf_probe_read_kernel_buf(buf.bytes.as_ptr(), &mut (*ev).name.bytes).is_err() {
+            (*ev).name.len = 0;
+        }
     }
     entry.submit(BPF_RB_FORCE_WAKEUP as u64);
-    0
 }
 
 #[inline(always)]

@@ -129,6 +129,7 @@ impl LoadWatch {
                 false
             }
         };
+        tracing::info!(hook = maps.hook, holding, "watching CUDA library opens");
         let (tx, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(pump(maps.ring, holding.then_some(ctl_fd), tx));
         let watch =

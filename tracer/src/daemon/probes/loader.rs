@@ -23,6 +23,8 @@ pub enum LoadError {
     MissingProgram { name: &'static str },
     #[error("BPF program {name}: {source}")]
     Program { name: &'static str, source: ProgramError },
+    #[error("reading kernel BTF: {0}")]
+    Btf(#[from] aya::BtfError),
     #[error("BPF map {name}: {source}")]
     Map { name: &'static str, source: aya::maps::MapError },
 }
@@ -109,9 +111,18 @@ impl Probes {
     /// Attaches the `sys_enter`/`sys_exit` programs that notice (and hold)
     /// a traced process opening a CUDA library, and hands over their maps.
     pub fn watch_library_loads(&mut self) -> Result<LoadWatchMaps, LoadError> {
-        for (name, tp) in [("open_enter", "sys_enter"), ("open_exit", "sys_exit")] {
-            attach_raw_tracepoint(&mut self.ebpf, name, tp)?;
-        }
+        // fexit costs nothing to other syscalls; the tracepoints run on every
+        // syscall of every process, but need no BTF function support.
+        let hook = match attach_open_fexit(&mut self.ebpf) {
+            Ok(()) => "fexit:do_sys_openat2",
+            Err(e) => {
+                tracing::info!(error = %e, "fexit on do_sys_openat2 unavailable: watching opens with raw syscall tracepoints");
+                for (name, tp) in [("open_enter", "sys_enter"), ("open_exit", "sys_exit")] {
+                    attach_raw_tracepoint(&mut self.ebpf, name, tp)?;
+                }
+                "raw_tracepoint:sys_enter+sys_exit"
+            }
+        };
         let held = self.ebpf.map("HELD").ok_or(LoadError::MissingProgram { name: "HELD" })?;
         let held_fd = match held {
             aya::maps::Map::HashMap(data) => data.fd().as_fd().as_raw_fd(),
@@ -123,7 +134,7 @@ impl Probes {
             Some(aya::maps::Map::Array(data)) => data,
             _ => return Err(LoadError::MissingProgram { name: "HOLD_CTL" }),
         };
-        Ok(LoadWatchMaps { ring, ctl, held_fd })
+        Ok(LoadWatchMaps { ring, ctl, held_fd, hook })
     }
 
     /// Sums of the per-CPU drop counters.
@@ -161,6 +172,19 @@ impl Probes {
     }
 }
 
+fn attach_open_fexit(ebpf: &mut Ebpf) -> Result<(), LoadError> {
+    const NAME: &str = "openat2_return";
+    let btf = aya::Btf::from_sys_fs()?;
+    let prog: &mut aya::programs::FExit = ebpf
+        .program_mut(NAME)
+        .ok_or(LoadError::MissingProgram { name: NAME })?
+        .try_into()
+        .map_err(|source| LoadError::Program { name: NAME, source })?;
+    prog.load("do_sys_openat2", &btf).map_err(|source| LoadError::Program { name: NAME, source })?;
+    prog.attach().map_err(|source| LoadError::Program { name: NAME, source })?;
+    Ok(())
+}
+
 fn attach_raw_tracepoint(ebpf: &mut Ebpf, name: &'static str, tp: &str) -> Result<(), LoadError> {
     let prog: &mut RawTracePoint = ebpf
         .program_mut(name)
@@ -187,6 +211,8 @@ pub struct LoadWatchMaps {
     pub ctl: MapData,
     /// The `HELD` map's fd, valid while these `Probes` live.
     pub held_fd: std::os::fd::RawFd,
+    /// Which kernel hook notices the opens.
+    pub hook: &'static str,
 }
 
 /// What the kernel side could not record.
