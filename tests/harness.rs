@@ -69,9 +69,14 @@ pub fn fixtures() -> PathBuf {
 /// The `cuda-tracer` binary of this build, brought up to date once per test
 /// binary (a plain `cargo test` does not build it for this package, and a
 /// stale binary would test old code).
+/// `CUDA_TRACER_BIN` names a binary to test instead (a copy that builds of
+/// other worktrees sharing the target dir cannot overwrite mid-run).
 pub fn tracer() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("CUDA_TRACER_BIN") {
+            return PathBuf::from(bin);
+        }
         let bin = profile_dir().join("cuda-tracer");
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut build = Command::new(cargo);

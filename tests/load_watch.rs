@@ -172,40 +172,57 @@ fn proc_state(pid: u32) -> Option<char> {
     stat.rsplit_once(") ")?.1.chars().next()
 }
 
-#[test]
-fn a_process_held_when_the_tracer_is_killed_is_released() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (pid_file, go, done) = (tmp.path().join("pid"), tmp.path().join("go"), tmp.path().join("done"));
-    let lib = private_copy(&tmp.path().join("lib"), &nvidia_cudart());
-    let script = tmp.path().join("held.py");
-    std::fs::write(
-        &script,
-        "import ctypes, os, sys, time\nopen(sys.argv[1], 'w').write(str(os.getpid()))\n\
-         while not os.path.exists(sys.argv[2]):\n    time.sleep(0.01)\n\
-         ctypes.CDLL(sys.argv[4])\nopen(sys.argv[3], 'w').write('done')\n",
-    )
-    .unwrap();
+/// Writes its pid, waits for the go file, loads the library, writes done.
+const HELD_LOADER: &str = "import ctypes, os, sys, time\nopen(sys.argv[1], 'w').write(str(os.getpid()))\n\
+     while not os.path.exists(sys.argv[2]):\n    time.sleep(0.01)\n\
+     ctypes.CDLL(sys.argv[4])\nopen(sys.argv[3], 'w').write('done')\n";
+
+/// Starts `record -- python3 <loader>`, freezes the tracer with SIGSTOP and
+/// lets the loader open the library: the kernel holds it (the tracer's last
+/// heartbeat is still fresh) and the frozen tracer cannot release it.
+/// Returns the tracer and the file the loader writes once it runs on.
+fn hold_a_loader_with_the_tracer_frozen(dir: &Path) -> (KillOnDrop, std::path::PathBuf) {
+    let (pid_file, go, done) = (dir.join("pid"), dir.join("go"), dir.join("done"));
+    let lib = private_copy(&dir.join("lib"), &nvidia_cudart());
+    let script = dir.join("held.py");
+    std::fs::write(&script, HELD_LOADER).unwrap();
     let mut cmd = tracer_cmd();
     cmd.args(["record", "--scan-interval-ms", "60000", "-o"])
-        .arg(tmp.path().join("trace"))
+        .arg(dir.join("trace"))
         .arg("--")
         .arg("python3")
         .arg(&script)
         .args([&pid_file, &go, &done])
         .arg(&lib)
         .env_remove("LD_LIBRARY_PATH");
-    let (mut tracer, _log) = spawn_with_log(cmd);
+    let (tracer, _log) = spawn_with_log(cmd);
     wait_for("the traced workload", Duration::from_secs(60), || {
         std::fs::read_to_string(&pid_file).is_ok_and(|s| !s.is_empty())
     });
     let pid: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
-    // A frozen tracer cannot release: the kernel holds the loader (while the
-    // last heartbeat is fresh), and the tracer dies with it held.
     signal(&tracer.0, libc::SIGSTOP);
     std::fs::write(&go, b"").unwrap();
     wait_for("the loader to be held", Duration::from_secs(10), || proc_state(pid) == Some('T'));
+    (tracer, done)
+}
+
+#[test]
+fn a_process_held_when_the_tracer_is_killed_is_released() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut tracer, done) = hold_a_loader_with_the_tracer_frozen(tmp.path());
     signal(&tracer.0, libc::SIGKILL);
     let _ = tracer.0.wait();
     // The watchdog releases it.
     wait_for("the held process to finish", Duration::from_secs(20), || done.exists());
+}
+
+#[test]
+fn a_process_held_when_the_tracer_stops_is_released() {
+    // Whether the tracer first attaches or first shuts down, the process runs on.
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut tracer, done) = hold_a_loader_with_the_tracer_frozen(tmp.path());
+    signal(&tracer.0, libc::SIGTERM);
+    signal(&tracer.0, libc::SIGCONT);
+    wait_for("the held process to finish", Duration::from_secs(60), || done.exists());
+    assert!(wait_with_deadline(&mut tracer.0, Duration::from_secs(90)).success());
 }

@@ -214,4 +214,16 @@ mod tests {
         m.set_ready(true);
         assert!(m.is_ready());
     }
+
+    #[test]
+    fn counts_missed_libraries_by_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Metrics::new(dir.path().to_path_buf());
+        m.library_missed("attach_failed");
+        m.library_missed("attach_failed");
+        m.library_missed("late");
+        let text = m.render();
+        assert!(text.contains(r#"cuda_tracer_libraries_missed_total{reason="attach_failed"} 2"#), "{text}");
+        assert!(text.contains(r#"cuda_tracer_libraries_missed_total{reason="late"} 1"#), "{text}");
+    }
 }
