@@ -26,6 +26,12 @@ const SYS_OPENAT: u64 = 257;
 const SYS_OPENAT2: u64 = 437;
 const SIGSTOP: u32 = 19;
 
+/// The tracer's own process id, set by userspace before load: the tracer is
+/// in the traced set for the instant it spawns `record`'s command, and must
+/// never stop itself.
+#[no_mangle]
+static TRACER_TGID: u32 = 0;
+
 /// File-name pointer of an open in flight, per thread (LRU: a thread that
 /// dies inside the syscall cannot fill it).
 #[map]
@@ -138,8 +144,10 @@ fn on_opened(pid_tgid: u64, name_ptr: u64, ret: i64) {
     };
     let now = unsafe { bpf_ktime_get_boot_ns() };
     let pid = (pid_tgid >> 32) as u32;
+    // SAFETY: a global written by userspace before load.
+    let tracer = unsafe { core::ptr::read_volatile(&TRACER_TGID) };
     let mut flags = 0;
-    if heartbeat_fresh(now) && HELD.insert(pid, now, BPF_ANY as u64).is_ok() {
+    if pid != tracer && heartbeat_fresh(now) && HELD.insert(pid, now, BPF_ANY as u64).is_ok() {
         // Delivered on the way back to user mode: no instruction after this
         // open runs before userspace sends SIGCONT.
         // SAFETY: the helper signals the current thread only.

@@ -52,6 +52,7 @@ impl Probes {
         let mut ebpf = EbpfLoader::new()
             .override_global("TASK_TGID_OFFSET", &offset, true)
             .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
+            .override_global("TRACER_TGID", &std::process::id(), true)
             .map_max_entries("EVENTS", opts.ringbuf_bytes)
             .load(BPF_OBJECT)?;
         for name in ["call_entry", "call_return", "empty_entry", "empty_return"] {
