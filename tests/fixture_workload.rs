@@ -113,6 +113,9 @@ fn a_library_mapped_before_it_is_attached_is_reported_late() {
         .arg(&lib)
         .arg(truth_dir.join("truth.client.jsonl"))
         .env("REAL_CLIENT_WAIT_FILE", &go)
+        // Without the load watch, as on a kernel that cannot hold a loader:
+        // with it, this dlopen is attached before it returns (load_watch.rs).
+        .env("CUDA_TRACER_LOAD_WATCH", "0")
         .env_remove("LD_LIBRARY_PATH");
     let (mut tracer, log) = spawn_with_log(cmd);
     // The client makes its calls once the tracer reports the late attach.

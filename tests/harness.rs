@@ -70,9 +70,14 @@ pub fn fixtures() -> PathBuf {
 /// The `cuda-tracer` binary of this build, brought up to date once per test
 /// binary (a plain `cargo test` does not build it for this package, and a
 /// stale binary would test old code).
+/// `CUDA_TRACER_BIN` names a binary to test instead (a copy that builds of
+/// other worktrees sharing the target dir cannot overwrite mid-run).
 pub fn tracer() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("CUDA_TRACER_BIN") {
+            return PathBuf::from(bin);
+        }
         let bin = profile_dir().join("cuda-tracer");
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut build = Command::new(cargo);
@@ -116,6 +121,13 @@ pub fn from_setup(var: &str, default: PathBuf, hint: &str) -> PathBuf {
 pub fn nvidia_cudart() -> PathBuf {
     let default = setup_cache().join("pypi/nvidia/cuda_runtime/lib/libcudart.so.12");
     from_setup("CUDA_TRACER_NVIDIA_CUDART", default, "")
+}
+
+/// NVIDIA's libcudart.so.13 from the PyPI wheel `nvidia-cuda-runtime` 13.x
+/// (layout `nvidia/cu13/lib`), installed by `cargo xtask setup`.
+pub fn nvidia_cudart13() -> PathBuf {
+    let default = setup_cache().join("pypi-cu13/nvidia/cu13/lib/libcudart.so.13");
+    from_setup("CUDA_TRACER_NVIDIA_CUDART13", default, "")
 }
 
 /// A port nobody listens on now (the OS picks it).

@@ -202,3 +202,50 @@ const _: () = assert!(core::mem::size_of::<EntryKey>() == 16);
 const _: () = assert!(core::mem::size_of::<NameBuf>() == 8 + NAME_MAX);
 const _: () = assert!(CALL_NAME_EVENT_SIZE == CALL_EVENT_SIZE + 8 + NAME_MAX);
 const _: () = assert!(core::mem::size_of::<EntryState>() == 16 + 8 * MAX_ARGS);
+
+/// Kind of [`LibOpenEvent`] in the load-watch ring buffer (its own ring,
+/// so these never mix with calls; the value differs from [`kind`]'s anyway).
+pub const LIB_OPEN_KIND: u32 = 16;
+
+/// Bits of [`LibOpenEvent::flags`].
+pub mod lib_open_flags {
+    /// The kernel sent the process SIGSTOP: userspace must send SIGCONT.
+    pub const HELD: u32 = 1;
+}
+
+/// A traced process opened (`open`/`openat`/`openat2`, fd valid) a file
+/// whose name looks like a CUDA library; sent at syscall exit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LibOpenEvent {
+    pub header: EventHeader,
+    /// `bpf_ktime_get_boot_ns()` at syscall exit (the start of a hold).
+    pub ts_ns: u64,
+    /// Thread group id.
+    pub pid: u32,
+    /// The thread that opened it.
+    pub tid: u32,
+    /// The new file descriptor in `pid`.
+    pub fd: i32,
+    /// [`lib_open_flags`] bits.
+    pub flags: u32,
+    /// The name as the process passed it (may be relative, may be cut at [`NAME_MAX`]).
+    pub name: NameBuf,
+}
+
+pub const LIB_OPEN_EVENT_SIZE: usize = core::mem::size_of::<LibOpenEvent>();
+const _: () = assert!(LIB_OPEN_EVENT_SIZE == 8 + 8 + 4 * 4 + 8 + NAME_MAX);
+
+/// Slots of the `HOLD_CTL` array map (u64 each).
+pub mod hold_slot {
+    /// Boot-clock ns of userspace's last heartbeat: the kernel holds a
+    /// loading thread only while this is fresh (a dead tracer holds nothing).
+    pub const HEARTBEAT_NS: u32 = 0;
+    /// Opens of CUDA libraries whose event could not be queued (ring full).
+    pub const EVENTS_LOST: u32 = 1;
+    /// Number of slots.
+    pub const COUNT: u32 = 2;
+}
+
+/// How old the heartbeat may be for the kernel to still hold a thread.
+pub const HOLD_HEARTBEAT_FRESH_NS: u64 = 2_000_000_000;

@@ -1,9 +1,12 @@
 //! BPF programs: one uprobe/uretprobe pair serving every traced CUDA symbol
 //! (the attach cookie says which function and how to read its arguments),
 //! plus fork/exit tracepoints that keep the traced-process set in step with
-//! process trees.
+//! process trees, and the load watch that holds a process opening a CUDA
+//! library until its probes are attached (`load_watch`).
 #![no_std]
 #![no_main]
+
+mod load_watch;
 
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},

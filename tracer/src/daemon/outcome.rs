@@ -9,7 +9,10 @@ use crate::{
         probes::loader::Probes,
         supervise::Failure,
     },
-    format::counts::{Counts, Drops},
+    format::{
+        counts::{Counts, Drops},
+        metadata::MissedLibrary,
+    },
 };
 
 /// A finished session.
@@ -20,6 +23,8 @@ pub struct Outcome {
     pub drops: Drops,
     pub files: Vec<ClosedFile>,
     pub processes: usize,
+    /// Libraries a traced process used whose calls are (partly) missing.
+    pub missed_libraries: Vec<MissedLibrary>,
     /// The command's exit status (record mode).
     pub exit_status: Option<ExitStatus>,
     /// The last upload round, when uploads are on.
@@ -37,16 +42,30 @@ impl Outcome {
         self.counts.dropped(&self.drops)
     }
 
-    /// The end-of-run summary `record` prints.
+    /// Calls lost, as the summary states them: the calls of an untraced
+    /// library cannot be counted, so never claim none were lost.
+    fn dropped_text(&self) -> String {
+        match self.missed_libraries.len() {
+            0 => self.dropped().to_string(),
+            n => format!(
+                "unknown ({} counted, plus the calls of {n} untraced librar{})",
+                self.dropped(),
+                if n == 1 { "y" } else { "ies" }
+            ),
+        }
+    }
+
+    /// The end-of-run summary `record` prints; its last line names every
+    /// library that went (partly) untraced.
     pub fn summary(&self) -> String {
         let (c, d) = (&self.counts, &self.drops);
-        format!(
+        let summary = format!(
             "\n{}\n{} calls from {} process(es) in {} file(s); dropped: {} (ring buffer full {}, entry map full {}), returns without entry: {}, decode errors: {}, write errors: {}, paused by the disk budget: {}\ntrace: {}",
             self.stats.table(),
             c.calls,
             self.processes,
             self.files.len(),
-            self.dropped(),
+            self.dropped_text(),
             d.ringbuf_full,
             d.entry_map_full,
             d.return_without_entry,
@@ -54,6 +73,31 @@ impl Outcome {
             c.write_errors,
             c.dropped_disk_budget,
             self.dir.display()
-        )
+        );
+        match self.missed_warning() {
+            Some(warning) => format!("{summary}\n{warning}"),
+            None => summary,
+        }
+    }
+
+    /// The `warning:` line naming each missed library, when there is one.
+    fn missed_warning(&self) -> Option<String> {
+        if self.missed_libraries.is_empty() {
+            return None;
+        }
+        let named: Vec<String> = self
+            .missed_libraries
+            .iter()
+            .map(|m| match &m.error {
+                Some(e) => format!("{} (pid {}, {}: {e})", m.path, m.pid, m.reason),
+                None => format!("{} (pid {}, {})", m.path, m.pid, m.reason),
+            })
+            .collect();
+        Some(format!(
+            "warning: {} CUDA librar{} not fully traced, their calls are missing from the trace: {}",
+            named.len(),
+            if named.len() == 1 { "y" } else { "ies" },
+            named.join("; ")
+        ))
     }
 }

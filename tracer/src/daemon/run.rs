@@ -19,7 +19,8 @@ use crate::daemon::{
         metrics::Metrics,
         upload::S3Uploader,
     },
-    session::{wait_child, Session, SessionError},
+    probes::load_watch::LibOpen,
+    session::{next_open, wait_child, Session, SessionError},
     supervise::{Backoff, Failure, Supervisor, TaskError, TaskKind},
     tasks,
 };
@@ -68,7 +69,8 @@ pub async fn run(cfg: DaemonConfig, stop: impl Future<Output = ()> + Send + 'sta
             return Err(e);
         }
     };
-    // 5. The reader, the disk budget and the KV scraper.
+    // 5. The load watch, the reader, the disk budget and the KV scraper.
+    let lib_opens = start_load_watch(&mut tasks, &mut s);
     let (msg_tx, mut msg_rx) = mpsc::unbounded_channel();
     let (pipeline, rotate_every) = (s.pipeline(), s.cfg.rotate_every);
     tasks.spawn_once(TaskKind::Reader, move |ctx| {
@@ -92,12 +94,28 @@ pub async fn run(cfg: DaemonConfig, stop: impl Future<Output = ()> + Send + 'sta
     s.write_metadata();
 
     // 7. Until the command exits, a stop, or a fatal failure.
-    let ending = event_loop(&mut s, &mut tasks, &mut msg_rx, child, stop_rx).await;
+    let ending = event_loop(&mut s, &mut tasks, &mut msg_rx, lib_opens, child, stop_rx).await;
 
-    // 8. Shutdown. Stop recording new calls (the filter empties instantly;
-    // removing the probes themselves takes the kernel ~0.1 s each, see
-    // `exit`), then drain the reader, then close what writes files.
+    // 8. Shutdown, in order.
+    Ok(shut_down(s, &mut tasks, msg_rx, ending, uploads).await)
+}
+
+/// Stops everything in order once the event loop ended, and says how the
+/// session went.
+async fn shut_down(
+    mut s: Session,
+    tasks: &mut Supervisor,
+    mut msg_rx: mpsc::UnboundedReceiver<ReaderMsg>,
+    ending: Ending,
+    uploads: Option<Uploads>,
+) -> Outcome {
+    // Stop recording new calls (the filter empties instantly; removing the
+    // probes themselves takes the kernel ~0.1 s each, see `exit`), release
+    // any process held at a library open (once the pump no longer beats the
+    // heartbeat), then drain the reader, then close what writes files.
     s.probes.untrace_all();
+    let _ = tasks.stop(TaskKind::LoadWatch).await;
+    s.stop_load_watch();
     let (exit_status, mut failure) = match ending {
         Ending::CommandExited(status) => (status, None),
         Ending::StopRequested => (None, None),
@@ -115,12 +133,25 @@ pub async fn run(cfg: DaemonConfig, stop: impl Future<Output = ()> + Send + 'sta
     s.scan_exits();
     let (stats, counts, drops) = s.finish(failure.is_some());
     let delivery = match uploads {
-        Some(u) => Some(last_upload_round(&mut tasks, u).await),
+        Some(u) => Some(last_upload_round(tasks, u).await),
         None => None,
     };
     tasks.stop_all().await;
     let (dir, processes, files) = (s.cfg.dir.clone(), s.process_count(), std::mem::take(&mut s.files));
-    Ok(Outcome { dir, stats, counts, drops, processes, files, exit_status, delivery, failure, probes: s.probes })
+    let missed_libraries = std::mem::take(&mut s.missed_libraries);
+    Outcome {
+        dir,
+        stats,
+        counts,
+        drops,
+        processes,
+        files,
+        missed_libraries,
+        exit_status,
+        delivery,
+        failure,
+        probes: s.probes,
+    }
 }
 
 /// Watches for `stop`: raises the flag that interrupts attaching and tells
@@ -154,6 +185,19 @@ async fn start_uploads(
     Uploads { delivery, cfg }
 }
 
+/// Starts the load watch's pump as a task; the receiver gets the library
+/// opens it forwards (none when the load watch is off or failed).
+fn start_load_watch(tasks: &mut Supervisor, s: &mut Session) -> Option<mpsc::UnboundedReceiver<LibOpen>> {
+    let (pump, lib_opens) = s.start_load_watch()?;
+    tasks.spawn_once(TaskKind::LoadWatch, move |ctx| {
+        Box::pin(async move {
+            pump.run(ctx.stop_receiver()).await;
+            Ok(())
+        })
+    });
+    Some(lib_opens)
+}
+
 /// The tasks that work beside the reader on the session's files.
 fn start_session_tasks(tasks: &mut Supervisor, s: &Session) {
     if let Some(budget) = s.cfg.budget.clone() {
@@ -171,14 +215,15 @@ fn start_session_tasks(tasks: &mut Supervisor, s: &Session) {
     }
 }
 
-/// Scans on the timer and keeps the session current with what the reader
-/// reports, until the command exits, a stop is requested, or a task the
+/// Scans on the timer, attaches each CUDA library the load watch reports
+/// opened, and keeps the session current with what the reader reports, until the command exits, a stop is requested, or a task the
 /// daemon cannot do without fails (restartable ones are restarted inside
 /// `tasks.watch()`).
 async fn event_loop(
     s: &mut Session,
     tasks: &mut Supervisor,
     msg_rx: &mut mpsc::UnboundedReceiver<ReaderMsg>,
+    mut lib_opens: Option<mpsc::UnboundedReceiver<LibOpen>>,
     mut child: Option<tokio::process::Child>,
     mut stop_rx: watch::Receiver<bool>,
 ) -> Ending {
@@ -188,6 +233,7 @@ async fn event_loop(
     loop {
         tokio::select! {
             _ = scan.tick() => s.scan(),
+            Some(open) = next_open(&mut lib_opens) => s.on_library_open(open),
             msg = msg_rx.recv(), if reader_open => match msg {
                 Some(m) => s.on_message(m),
                 None => reader_open = false,

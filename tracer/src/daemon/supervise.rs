@@ -35,6 +35,9 @@ pub enum TaskKind {
     Upload,
     /// Serves `/metrics`, `/healthz` and `/readyz`.
     MetricsServer,
+    /// Forwards the kernel's CUDA library opens and beats the heartbeat
+    /// without which the kernel holds no process: owns the opens' ring buffer.
+    LoadWatch,
 }
 
 impl TaskKind {
@@ -47,13 +50,14 @@ impl TaskKind {
             TaskKind::KvScraper => "kv_scraper",
             TaskKind::Upload => "upload",
             TaskKind::MetricsServer => "metrics_server",
+            TaskKind::LoadWatch => "load_watch",
         }
     }
 
     /// Whether a fresh start can take over from a failed one: tasks that
     /// keep their state outside themselves (files on disk, shared records).
     pub fn restarts(self) -> bool {
-        !matches!(self, TaskKind::Reader | TaskKind::StopSignal)
+        !matches!(self, TaskKind::Reader | TaskKind::StopSignal | TaskKind::LoadWatch)
     }
 }
 

@@ -62,6 +62,36 @@ pub struct LateLibrary {
     pub attached_ms: f64,
 }
 
+/// A library a traced process used whose calls are (partly) missing.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct MissedLibrary {
+    pub pid: u32,
+    /// The path as the process sees it.
+    pub path: String,
+    /// `attach_failed` (nothing of it is traced) or `late` (attached after
+    /// the process had mapped it: its calls before `at_ms` are missing).
+    pub reason: Name,
+    /// Why the attach failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// `ts` (ms since session start) when the miss was noticed.
+    pub at_ms: f64,
+}
+
+/// One process held at a library open until its probes were attached.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct LibraryHold {
+    pub pid: u32,
+    pub tid: u32,
+    pub path: String,
+    /// From the open's return to the tracer's SIGCONT (0 when the kernel did not hold).
+    pub held_ms: f64,
+    /// `attached`, `already_attached`, `attach_failed`, `not_cuda`, `gone`.
+    pub outcome: Name,
+}
+
 /// A library the probes are attached to.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
@@ -143,6 +173,12 @@ pub struct Metadata {
     pub libraries: Vec<AttachedLibrary>,
     /// Libraries attached after a traced process had mapped them.
     pub late_libraries: Vec<LateLibrary>,
+    /// Every library a traced process used whose calls are not all traced:
+    /// `attach_failed` (with the error) or `late`.
+    pub missed_libraries: Vec<MissedLibrary>,
+    /// Each time a traced process was held at a CUDA library open until its
+    /// probes were attached, and for how long.
+    pub library_holds: Vec<LibraryHold>,
     /// Data files deleted before upload to stay within the disk budget.
     pub deleted_for_disk_budget: Vec<DeletedFile>,
     pub files: Vec<ClosedFile>,
@@ -243,6 +279,20 @@ mod tests {
             }],
             files: vec![ClosedFile { name: names::trace_file(1, "x"), lines: 2, bytes: 30 }],
             dropped_by_function: [("cudaMalloc".into(), 3)].into(),
+            missed_libraries: vec![MissedLibrary {
+                pid: 7,
+                path: "/x/libcudart.so.12".into(),
+                reason: "attach_failed".into(),
+                error: Some("not an ELF file".into()),
+                at_ms: 1.5,
+            }],
+            library_holds: vec![LibraryHold {
+                pid: 7,
+                tid: 8,
+                path: "/x/libcudart.so.13".into(),
+                held_ms: 12.0,
+                outcome: "attached".into(),
+            }],
             kv_cache: Some(KvStatus { scrape_errors: [("connect".into(), 1)].into(), ..Default::default() }),
             ..Default::default()
         };

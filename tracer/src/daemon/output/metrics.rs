@@ -42,6 +42,11 @@ struct TaskLabel {
     task: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
 /// Everything the daemon reports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -63,6 +68,8 @@ pub struct Metrics {
     pub vllm_scrape_errors: Family<KindLabel, Counter>,
     /// Background tasks that panicked or failed, by task.
     task_failures: Family<TaskLabel, Counter>,
+    /// Libraries a traced process used that were not (fully) traced, by reason.
+    libraries_missed: Family<ReasonLabel, Counter>,
     ready: AtomicBool,
     /// Tasks that failed and are not running again yet.
     failing_tasks: Mutex<BTreeSet<&'static str>>,
@@ -119,6 +126,12 @@ impl Metrics {
             "Background tasks of the daemon that panicked or failed, by task",
             task_failures.clone(),
         );
+        let libraries_missed = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "libraries_missed",
+            "CUDA libraries a traced process used whose calls are not all traced, by reason (attach_failed, late)",
+            libraries_missed.clone(),
+        );
         Self {
             registry,
             calls,
@@ -134,6 +147,7 @@ impl Metrics {
             vllm_scrapes,
             vllm_scrape_errors,
             task_failures,
+            libraries_missed,
             ready: AtomicBool::new(false),
             failing_tasks: Mutex::default(),
             trace_dir,
@@ -170,6 +184,11 @@ impl Metrics {
 
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// One more library missed for `reason`.
+    pub fn library_missed(&self, reason: &str) {
+        self.libraries_missed.get_or_create(&ReasonLabel { reason: reason.to_string() }).inc();
     }
 
     /// `task` failed: counted, and the daemon is not ready until it runs again.
@@ -247,5 +266,17 @@ mod tests {
         assert!(m.render().contains(r#"cuda_tracer_task_failures_total{task="upload"} 1"#), "{}", m.render());
         m.task_running("upload");
         assert_eq!(m.readiness(), (StatusCode::OK, "ready".to_string()));
+    }
+
+    #[test]
+    fn counts_missed_libraries_by_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Metrics::new(dir.path().to_path_buf());
+        m.library_missed("attach_failed");
+        m.library_missed("attach_failed");
+        m.library_missed("late");
+        let text = m.render();
+        assert!(text.contains(r#"cuda_tracer_libraries_missed_total{reason="attach_failed"} 2"#), "{text}");
+        assert!(text.contains(r#"cuda_tracer_libraries_missed_total{reason="late"} 1"#), "{text}");
     }
 }

@@ -2,7 +2,11 @@
 //! library, once per library file (uprobes bind to the inode, so one attach
 //! covers every process and container mapping that file).
 
-use std::{collections::HashMap, os::unix::fs::MetadataExt, path::Path};
+use std::{
+    collections::HashMap,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
 
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope};
 use tracer_common::funcs::{self, FuncSpec, Group, Layer};
@@ -106,6 +110,12 @@ impl Attacher {
         std::fs::metadata(opened).is_ok_and(|m| self.attached.contains_key(&(m.dev(), m.ino())))
     }
 
+    /// Whether a file with this inode is attached: for a process that exited
+    /// before its mapped file could be stat'ed (inode from /proc/PID/maps).
+    pub fn is_attached_inode(&self, inode: u64) -> bool {
+        inode != 0 && self.attached.keys().any(|&(_, ino)| ino == inode)
+    }
+
     /// Attaches every selected function of the library at `opened`; `shown`
     /// is its path as the traced process sees it. Returns `None` when this
     /// file (same device and inode) is attached already.
@@ -159,6 +169,27 @@ impl Attacher {
         };
         tracing::info!(path = %lib.path, functions = lib.functions.len(), missing = lib.missing.len(), probes = count, "attached");
         Ok(Some(self.attached.entry(key).or_insert(lib)))
+    }
+
+    /// Attaches the library open as `file` through `/proc/self/fd/N`: the
+    /// attach needs neither a path in our namespace nor the process that
+    /// opened it. `source` (its `/proc/PID/fd/FD`) is kept as `opened`.
+    /// Returns whether this call attached it (false: it was already).
+    pub fn attach_file(
+        &mut self,
+        probes: &mut Probes,
+        file: &std::fs::File,
+        shown: &str,
+        source: &Path,
+    ) -> Result<bool, AttachError> {
+        use std::os::fd::AsRawFd as _;
+        let own = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        let Some(lib) = self.attach(probes, &own, shown)? else { return Ok(false) };
+        let key = (lib.dev, lib.inode);
+        if let Some(lib) = self.attached.get_mut(&key) {
+            lib.opened = source.to_path_buf();
+        }
+        Ok(true)
     }
 
     /// Everything attached so far.

@@ -75,6 +75,8 @@ pub struct MappedLibrary {
     pub shown: String,
     /// The same file reached from the tracer's namespace.
     pub opened: PathBuf,
+    /// Its inode as /proc/PID/maps shows it (0 when not from maps).
+    pub inode: u64,
 }
 
 /// The CUDA driver and runtime libraries `pid` has mapped now.
@@ -91,7 +93,7 @@ pub fn cuda_libraries(pid: u32) -> Result<Vec<MappedLibrary>, DiscoverError> {
         }
         let opened =
             Path::new("/proc").join(pid.to_string()).join("root").join(path.strip_prefix("/").unwrap_or(&path));
-        libs.push(MappedLibrary { shown: path.display().to_string(), opened });
+        libs.push(MappedLibrary { shown: path.display().to_string(), opened, inode: map.inode });
     }
     Ok(libs)
 }
@@ -155,7 +157,7 @@ pub fn process_search_path_libraries(pid: u32) -> Option<Vec<MappedLibrary>> {
             if layer_of(&shown).is_none() || !entry.path().is_file() || !seen.insert(shown.clone()) {
                 continue;
             }
-            libs.push(MappedLibrary { shown: shown.display().to_string(), opened: entry.path() });
+            libs.push(MappedLibrary { shown: shown.display().to_string(), opened: entry.path(), inode: 0 });
         }
     }
     Some(libs)

@@ -7,6 +7,8 @@ use aya::{
     programs::{ProgramError, RawTracePoint, UProbe},
     Ebpf, EbpfError, EbpfLoader,
 };
+use std::os::fd::{AsFd as _, AsRawFd as _};
+
 use tracer_common::abi::drop_slot;
 
 /// The BPF object built by `build.rs`, embedded so the binary never reads an
@@ -22,6 +24,8 @@ pub enum LoadError {
     MissingProgram { name: &'static str },
     #[error("BPF program {name}: {source}")]
     Program { name: &'static str, source: ProgramError },
+    #[error("reading kernel BTF: {0}")]
+    Btf(#[from] aya::BtfError),
     #[error("BPF map {name}: {source}")]
     Map { name: &'static str, source: aya::maps::MapError },
 }
@@ -49,6 +53,7 @@ impl Probes {
         let mut ebpf = EbpfLoader::new()
             .override_global("TASK_TGID_OFFSET", &offset, true)
             .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
+            .override_global("TRACER_TGID", &std::process::id(), true)
             .map_max_entries("EVENTS", opts.ringbuf_bytes)
             .load(BPF_OBJECT)?;
         for name in ["call_entry", "call_return", "empty_entry", "empty_return"] {
@@ -57,13 +62,7 @@ impl Probes {
         let mut follows_forks = false;
         if opts.task_tgid_offset.is_some() {
             for (name, tp) in [("proc_fork", "sched_process_fork"), ("proc_exit", "sched_process_exit")] {
-                let prog: &mut RawTracePoint = ebpf
-                    .program_mut(name)
-                    .ok_or(LoadError::MissingProgram { name })?
-                    .try_into()
-                    .map_err(|source| LoadError::Program { name, source })?;
-                prog.load().map_err(|source| LoadError::Program { name, source })?;
-                prog.attach(tp).map_err(|source| LoadError::Program { name, source })?;
+                attach_raw_tracepoint(&mut ebpf, name, tp)?;
             }
             follows_forks = true;
         }
@@ -111,6 +110,35 @@ impl Probes {
         Ok(self.traced()?.keys().filter_map(Result::ok).collect())
     }
 
+    /// Attaches the `sys_enter`/`sys_exit` programs that notice (and hold)
+    /// a traced process opening a CUDA library, and hands over their maps.
+    pub fn watch_library_loads(&mut self) -> Result<LoadWatchMaps, LoadError> {
+        // fexit costs nothing to other syscalls; the tracepoints run on every
+        // syscall of every process, but need no BTF function support.
+        let hook = match attach_open_fexit(&mut self.ebpf) {
+            Ok(()) => "fexit:do_sys_openat2",
+            Err(e) => {
+                tracing::info!(error = %e, "fexit on do_sys_openat2 unavailable: watching opens with raw syscall tracepoints");
+                for (name, tp) in [("open_enter", "sys_enter"), ("open_exit", "sys_exit")] {
+                    attach_raw_tracepoint(&mut self.ebpf, name, tp)?;
+                }
+                "raw_tracepoint:sys_enter+sys_exit"
+            }
+        };
+        let held = self.ebpf.map("HELD").ok_or(LoadError::MissingProgram { name: "HELD" })?;
+        let held_fd = match held {
+            aya::maps::Map::HashMap(data) => data.fd().as_fd().as_raw_fd(),
+            _ => return Err(LoadError::MissingProgram { name: "HELD" }),
+        };
+        let ring = self.ebpf.take_map("LIB_EVENTS").ok_or(LoadError::MissingProgram { name: "LIB_EVENTS" })?;
+        let ring = RingBuf::try_from(ring).map_err(|source| LoadError::Map { name: "LIB_EVENTS", source })?;
+        let ctl = match self.ebpf.take_map("HOLD_CTL") {
+            Some(aya::maps::Map::Array(data)) => data,
+            _ => return Err(LoadError::MissingProgram { name: "HOLD_CTL" }),
+        };
+        Ok(LoadWatchMaps { ring, ctl, held_fd, hook })
+    }
+
     /// Sums of the per-CPU drop counters.
     pub fn drops(&self) -> Result<Drops, LoadError> {
         let map = self.ebpf.map("DROPS").ok_or(LoadError::MissingProgram { name: "DROPS" })?;
@@ -146,9 +174,45 @@ impl Probes {
     }
 }
 
+fn attach_open_fexit(ebpf: &mut Ebpf) -> Result<(), LoadError> {
+    const NAME: &str = "openat2_return";
+    let btf = aya::Btf::from_sys_fs()?;
+    let prog: &mut aya::programs::FExit = ebpf
+        .program_mut(NAME)
+        .ok_or(LoadError::MissingProgram { name: NAME })?
+        .try_into()
+        .map_err(|source| LoadError::Program { name: NAME, source })?;
+    prog.load("do_sys_openat2", &btf).map_err(|source| LoadError::Program { name: NAME, source })?;
+    prog.attach().map_err(|source| LoadError::Program { name: NAME, source })?;
+    Ok(())
+}
+
+fn attach_raw_tracepoint(ebpf: &mut Ebpf, name: &'static str, tp: &str) -> Result<(), LoadError> {
+    let prog: &mut RawTracePoint = ebpf
+        .program_mut(name)
+        .ok_or(LoadError::MissingProgram { name })?
+        .try_into()
+        .map_err(|source| LoadError::Program { name, source })?;
+    prog.load().map_err(|source| LoadError::Program { name, source })?;
+    prog.attach(tp).map_err(|source| LoadError::Program { name, source })?;
+    Ok(())
+}
+
 fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut UProbe, LoadError> {
     ebpf.program_mut(name)
         .ok_or(LoadError::MissingProgram { name })?
         .try_into()
         .map_err(|source| LoadError::Program { name, source })
+}
+
+/// The load watch's maps, owned by userspace's load watch.
+pub struct LoadWatchMaps {
+    /// `LibOpenEvent`s.
+    pub ring: RingBuf<MapData>,
+    /// The `HOLD_CTL` array (heartbeat, counters).
+    pub ctl: MapData,
+    /// The `HELD` map's fd, valid while these `Probes` live.
+    pub held_fd: std::os::fd::RawFd,
+    /// Which kernel hook notices the opens.
+    pub hook: &'static str,
 }

@@ -5,6 +5,8 @@ pub mod attach;
 pub mod btf;
 pub mod discover;
 pub mod exit;
+pub mod hold;
+pub mod load_watch;
 pub mod loader;
 pub mod spawn;
 pub mod symbols;

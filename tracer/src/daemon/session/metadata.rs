@@ -50,6 +50,8 @@ impl Session {
             processes: self.past_processes.iter().chain(self.processes.values()).cloned().collect(),
             libraries: self.attacher.libraries(),
             late_libraries: self.late_libraries.clone(),
+            missed_libraries: self.missed_libraries.clone(),
+            library_holds: self.load_watch.as_ref().map(|w| w.holds().to_vec()).unwrap_or_default(),
             deleted_for_disk_budget: self.deleted_for_budget.lock().map(|d| d.clone()).unwrap_or_default(),
             files: self.files.clone(),
             counts: self.counts,

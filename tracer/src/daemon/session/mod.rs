@@ -3,8 +3,11 @@
 //! reader reports, and `metadata.json` (written by [`metadata`]). The daemon
 //! ([`crate::daemon::run`]) drives it; it starts no task of its own.
 
+mod load_watch;
 mod metadata;
 mod scan;
+
+pub(super) use load_watch::next_open;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -31,13 +34,14 @@ use crate::{
         attach::{AttachError, Attacher},
         btf,
         discover::{self, ProcessInfo},
+        load_watch::LoadWatch,
         loader::{LoadError, LoadOptions, Probes},
         spawn::{spawn_traced, SpawnError},
     },
     format::{
         counts::Counts,
         line::LineFormatter,
-        metadata::{LateLibrary, ProcessRecord},
+        metadata::{LateLibrary, MissedLibrary, ProcessRecord},
     },
 };
 
@@ -63,7 +67,8 @@ pub(super) struct Session {
     pub(super) clock: SessionClock,
     metrics: Option<Arc<Metrics>>,
     processes: BTreeMap<u32, ProcessRecord>,
-    failed_libs: BTreeSet<PathBuf>,
+    /// Libraries whose attach failed, with the error.
+    failed_libs: BTreeMap<PathBuf, String>,
     /// Processes whose search-path libraries were attached.
     search_path_done: BTreeSet<u32>,
     late_libraries: Vec<LateLibrary>,
@@ -78,6 +83,10 @@ pub(super) struct Session {
     /// `running`, `finished` or `failed`, as metadata.json says.
     status: &'static str,
     pub(super) kv: Option<Arc<KvScraper>>,
+    /// Holds each traced process opening a CUDA library until attached.
+    load_watch: Option<LoadWatch>,
+    /// Libraries a traced process used whose calls are (partly) missing.
+    pub(super) missed_libraries: Vec<MissedLibrary>,
 }
 
 impl Session {
@@ -113,7 +122,7 @@ impl Session {
             clock,
             metrics,
             processes: BTreeMap::new(),
-            failed_libs: BTreeSet::new(),
+            failed_libs: BTreeMap::new(),
             search_path_done: BTreeSet::new(),
             late_libraries: Vec::new(),
             past_processes: Vec::new(),
@@ -123,6 +132,8 @@ impl Session {
             stats: None,
             status: "running",
             kv,
+            load_watch: None,
+            missed_libraries: Vec::new(),
         };
         for lib in s.cfg.libs.clone() {
             let shown = lib.display().to_string();

@@ -7,7 +7,7 @@ use super::Session;
 use crate::{
     daemon::config::Target,
     daemon::probes::discover::{self, ProcessInfo},
-    format::metadata::{LateLibrary, ProcessRecord},
+    format::metadata::{LateLibrary, MissedLibrary, ProcessRecord},
 };
 
 impl Session {
@@ -45,19 +45,19 @@ impl Session {
         );
     }
     pub(super) fn try_attach(&mut self, opened: &std::path::Path, shown: &str) {
-        if self.failed_libs.contains(opened) || self.attacher.is_attached(opened) {
+        if self.failed_libs.contains_key(opened) || self.attacher.is_attached(opened) {
             return;
         }
         match self.attacher.attach(&mut self.probes, opened, shown) {
             Ok(Some(_)) => {
                 for sibling in discover::sibling_libraries(opened) {
                     let sibling_shown = Path::new(shown).with_file_name(sibling.file_name().unwrap_or_default());
-                    if !self.failed_libs.contains(&sibling) && !self.attacher.is_attached(&sibling) {
+                    if !self.failed_libs.contains_key(&sibling) && !self.attacher.is_attached(&sibling) {
                         if let Err(e) =
                             self.attacher.attach(&mut self.probes, &sibling, &sibling_shown.display().to_string())
                         {
                             tracing::debug!(library = %sibling.display(), error = %e, "sibling not attached");
-                            self.failed_libs.insert(sibling);
+                            self.failed_libs.insert(sibling, e.to_string());
                         }
                     }
                 }
@@ -65,7 +65,7 @@ impl Session {
             Ok(None) => {}
             Err(e) => {
                 tracing::warn!(library = %shown, error = %e, "library not attached");
-                self.failed_libs.insert(opened.to_path_buf());
+                self.failed_libs.insert(opened.to_path_buf(), e.to_string());
             }
         }
     }
@@ -109,16 +109,7 @@ impl Session {
             match discover::cuda_libraries(*pid) {
                 Ok(libs) => {
                     for lib in libs {
-                        if self.attacher.is_attached(&lib.opened) || self.failed_libs.contains(&lib.opened) {
-                            continue;
-                        }
-                        self.try_attach(&lib.opened, &lib.shown);
-                        if self.attacher.is_attached(&lib.opened) {
-                            // Mapped before its probes existed: its earlier calls are not in the trace.
-                            tracing::warn!(pid, library = %lib.shown, "attached a library the process had already mapped; its calls before now are not traced (use --lib or LD_LIBRARY_PATH to attach it up front)");
-                            let attached_ms = self.now_ms();
-                            self.late_libraries.push(LateLibrary { pid: *pid, path: lib.shown, attached_ms });
-                        }
+                        self.attach_mapped(*pid, lib);
                     }
                 }
                 Err(e) => tracing::debug!(pid, error = %e, "maps not readable"),
@@ -126,6 +117,28 @@ impl Session {
         }
         self.scan_exits();
         self.update_metrics();
+    }
+    /// Attaches a library `pid` has mapped already; either way its calls
+    /// before now are missing, and that is stated.
+    fn attach_mapped(&mut self, pid: u32, lib: discover::MappedLibrary) {
+        // A process that exited after its maps were read can no longer be
+        // stat'ed through; its inode still tells whether we had the file.
+        if self.attacher.is_attached(&lib.opened) || self.attacher.is_attached_inode(lib.inode) {
+            return;
+        }
+        if !self.failed_libs.contains_key(&lib.opened) {
+            self.try_attach(&lib.opened, &lib.shown);
+        }
+        let at_ms = self.now_ms();
+        if self.attacher.is_attached(&lib.opened) {
+            // Mapped before its probes existed: its earlier calls are not in the trace.
+            tracing::warn!(pid, library = %lib.shown, "attached a library the process had already mapped; its calls before now are not traced (use --lib or LD_LIBRARY_PATH to attach it up front)");
+            self.late_libraries.push(LateLibrary { pid, path: lib.shown.clone(), attached_ms: at_ms });
+            self.note_miss(MissedLibrary { pid, path: lib.shown, reason: "late".into(), error: None, at_ms });
+        } else {
+            let error = self.failed_libs.get(&lib.opened).cloned();
+            self.note_miss(MissedLibrary { pid, path: lib.shown, reason: "attach_failed".into(), error, at_ms });
+        }
     }
     pub(super) fn update_metrics(&self) {
         let Some(m) = &self.metrics else { return };

@@ -1,0 +1,73 @@
+//! The session's side of the load watch: attach on each library open the
+//! kernel reports, and one place that states every library missed.
+
+use tokio::sync::mpsc;
+
+use super::Session;
+use crate::{
+    daemon::probes::load_watch::{LibOpen, LoadWatch, LoadWatchPump},
+    format::metadata::MissedLibrary,
+};
+
+impl Session {
+    /// Starts the load watch; on failure the /proc scan is all there is.
+    /// `CUDA_TRACER_LOAD_WATCH=0` turns it off (never hold a process; the
+    /// scan then finds libraries, late, and says so). The pump is the
+    /// daemon's to run as a task; the receiver gets the opens it forwards.
+    pub(in crate::daemon) fn start_load_watch(&mut self) -> Option<(LoadWatchPump, mpsc::UnboundedReceiver<LibOpen>)> {
+        if std::env::var_os("CUDA_TRACER_LOAD_WATCH").is_some_and(|v| v == "0") {
+            tracing::info!("load watch off (CUDA_TRACER_LOAD_WATCH=0): libraries are found by the /proc scan");
+            return None;
+        }
+        match LoadWatch::start(&mut self.probes) {
+            Ok((watch, pump, rx)) => {
+                self.load_watch = Some(watch);
+                Some((pump, rx))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "library opens are not watched: libraries are found by the /proc scan, late");
+                None
+            }
+        }
+    }
+
+    /// A traced process opened a CUDA library (and may be held).
+    pub(in crate::daemon) fn on_library_open(&mut self, open: LibOpen) {
+        let Some(watch) = self.load_watch.as_mut() else { return };
+        if let Some(miss) = watch.on_open(open, &mut self.attacher, &mut self.probes, &self.clock) {
+            self.note_miss(miss);
+        }
+    }
+
+    /// Records a library whose calls are (partly) not traced, once per
+    /// process, path and reason.
+    pub(super) fn note_miss(&mut self, miss: MissedLibrary) {
+        let seen =
+            self.missed_libraries.iter().any(|m| m.pid == miss.pid && m.path == miss.path && m.reason == miss.reason);
+        if seen {
+            return;
+        }
+        if let Some(m) = &self.metrics {
+            m.library_missed(&miss.reason);
+        }
+        self.missed_libraries.push(miss);
+    }
+
+    /// Stops holding and releases every held process (after the pump stopped).
+    pub(in crate::daemon) fn stop_load_watch(&mut self) {
+        if let Some(watch) = self.load_watch.as_mut() {
+            let released = watch.shutdown();
+            if released > 0 {
+                tracing::info!(released, "released processes held at a library open");
+            }
+        }
+    }
+}
+
+/// The next library open, or never when the load watch is off.
+pub(in crate::daemon) async fn next_open(rx: &mut Option<mpsc::UnboundedReceiver<LibOpen>>) -> Option<LibOpen> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
