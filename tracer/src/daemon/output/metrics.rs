@@ -76,6 +76,17 @@ pub struct Metrics {
     trace_dir: PathBuf,
 }
 
+/// Registers metrics and hands back the handle the daemon keeps: a clone
+/// shares its value with the registered one.
+struct Registered<'a>(&'a mut Registry);
+
+impl Registered<'_> {
+    fn add<M: prometheus_client::registry::Metric + Clone>(&mut self, name: &str, help: &str, metric: M) -> M {
+        self.0.register(name, help, metric.clone());
+        metric
+    }
+}
+
 impl Metrics {
     pub fn new(trace_dir: PathBuf) -> Self {
         let mut registry = Registry::with_prefix("cuda_tracer");
@@ -90,47 +101,31 @@ impl Metrics {
             })
             .collect();
         registry.register("calls", "CUDA calls captured, per function", family);
-        let dropped_calls = Family::<FuncLabels, Gauge>::default();
-        registry.register("dropped_calls", "Calls lost to a full ring buffer, per function", dropped_calls.clone());
-        let dropped = Family::<KindLabel, Gauge>::default();
-        registry.register("dropped_events", "Calls not recorded, by reason (kernel counters)", dropped.clone());
-        let traced_processes = Gauge::default();
-        registry.register("traced_processes", "Processes traced now", traced_processes.clone());
-        let files_written = Counter::default();
-        registry.register("files_written", "Trace files closed", files_written.clone());
-        let files_uploaded = Gauge::default();
-        registry.register("files_uploaded", "Trace files uploaded and confirmed", files_uploaded.clone());
-        let files_pending = Gauge::default();
-        registry.register("files_pending", "Closed trace files waiting for upload", files_pending.clone());
-        let upload_errors = Family::<KindLabel, Gauge>::default();
-        registry.register("upload_errors", "Failed upload attempts, by kind", upload_errors.clone());
-        let local_bytes = Gauge::default();
-        registry.register("local_bytes", "Bytes of trace files on local disk", local_bytes.clone());
-        let last_upload_unix = Gauge::default();
-        registry.register(
-            "last_upload_timestamp_seconds",
-            "Unix time of the last confirmed upload",
-            last_upload_unix.clone(),
-        );
-        let vllm_scrapes = Counter::default();
-        registry.register("vllm_scrapes", "Scrapes of vLLM's /metrics that gave a KV-cache row", vllm_scrapes.clone());
-        let vllm_scrape_errors = Family::<KindLabel, Counter>::default();
-        registry.register(
-            "vllm_scrape_errors",
-            "Failed scrapes of vLLM's /metrics, by kind",
-            vllm_scrape_errors.clone(),
-        );
-        let task_failures = Family::<TaskLabel, Counter>::default();
-        registry.register(
+        let mut reg = Registered(&mut registry);
+        let dropped_calls =
+            reg.add("dropped_calls", "Calls lost to a full ring buffer, per function", Family::default());
+        let dropped = reg.add("dropped_events", "Calls not recorded, by reason (kernel counters)", Family::default());
+        let traced_processes = reg.add("traced_processes", "Processes traced now", Gauge::default());
+        let files_written = reg.add("files_written", "Trace files closed", Counter::default());
+        let files_uploaded = reg.add("files_uploaded", "Trace files uploaded and confirmed", Gauge::default());
+        let files_pending = reg.add("files_pending", "Closed trace files waiting for upload", Gauge::default());
+        let upload_errors = reg.add("upload_errors", "Failed upload attempts, by kind", Family::default());
+        let local_bytes = reg.add("local_bytes", "Bytes of trace files on local disk", Gauge::default());
+        let last_upload_unix =
+            reg.add("last_upload_timestamp_seconds", "Unix time of the last confirmed upload", Gauge::default());
+        let vllm_scrapes =
+            reg.add("vllm_scrapes", "Scrapes of vLLM's /metrics that gave a KV-cache row", Counter::default());
+        let vllm_scrape_errors =
+            reg.add("vllm_scrape_errors", "Failed scrapes of vLLM's /metrics, by kind", Family::default());
+        let task_failures = reg.add(
             "task_failures",
             "Background tasks of the daemon that panicked or failed, by task",
-            task_failures.clone(),
+            Family::default(),
         );
-        let libraries_missed = Family::<ReasonLabel, Counter>::default();
-        registry.register(
+        let libraries_missed = reg.add(
             "libraries_missed",
             "CUDA libraries a traced process used whose calls are not all traced, by reason (attach_failed, late)",
-            libraries_missed.clone(),
+            Family::default(),
         );
         Self {
             registry,
