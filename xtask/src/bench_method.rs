@@ -80,8 +80,7 @@ pub fn targets(r: &Report, out: &mut String) {
         (ok, _) => yes(ok),
     };
     let _ = writeln!(out, "| daemon peak RSS ≤ 64 MiB | {rss} | {verdict} |");
-    let _ =
-        writeln!(out, "| `report` on 1 GB vs jq | not measured: `cuda-tracer report` is not implemented yet | — |\n");
+    let _ = writeln!(out, "{}\n", crate::bench_report::target_row(r.report.as_ref()));
     if !full_ok {
         per_call_gap(r, &full, out);
     }
