@@ -62,10 +62,10 @@ pub struct TraceArgs {
     #[arg(long, default_value = "all", env = "TRACE_FUNCTIONS")]
     pub functions: Selection,
     /// Seconds between trace file rotations.
-    #[arg(long = "rotate-secs", default_value_t = 60, env = "TRACE_INTERVAL", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long = "rotate-secs", default_value_t = 60, env = "TRACE_INTERVAL", value_parser = clap::value_parser!(u64).range(1..=MAX_ROTATE_SECS))]
     pub rotate_secs: u64,
     /// Milliseconds between scans for new processes and newly mapped libraries.
-    #[arg(long = "scan-interval-ms", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
+    #[arg(long = "scan-interval-ms", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
     pub scan_interval_ms: u64,
     /// Ring buffer size in bytes (power of two, at least one page).
     #[arg(long = "ringbuf-bytes", default_value_t = 16 << 20, value_parser = parse_ringbuf)]
@@ -74,7 +74,7 @@ pub struct TraceArgs {
     #[arg(long = "lib")]
     pub libs: Vec<PathBuf>,
     /// Cap on the bytes of trace files kept locally (default: no cap).
-    #[arg(long = "max-local-bytes", env = "MAX_LOCAL_BYTES")]
+    #[arg(long = "max-local-bytes", env = "MAX_LOCAL_BYTES", value_parser = clap::value_parser!(u64).range(1..=1 << 50))]
     pub max_local_bytes: Option<u64>,
     /// At the cap: `pause` writing (counted, never deletes) or `delete-oldest` closed files (recorded).
     #[arg(long = "on-disk-full", env = "ON_DISK_FULL", value_enum, default_value_t = DiskFullPolicy::Pause)]
@@ -112,7 +112,7 @@ pub struct RunArgs {
     #[command(flatten)]
     pub s3: S3Args,
     /// Seconds between uploads of closed trace files.
-    #[arg(long = "upload-interval-secs", env = "UPLOAD_INTERVAL", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long = "upload-interval-secs", env = "UPLOAD_INTERVAL", default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..=MAX_INTERVAL_SECS))]
     pub upload_interval_secs: u64,
     /// Serve Prometheus /metrics, /healthz and /readyz on this address (e.g. 0.0.0.0:9464).
     #[arg(long = "metrics-addr", env = "METRICS_ADDR")]
@@ -121,7 +121,7 @@ pub struct RunArgs {
     #[arg(long = "vllm-metrics-url", env = "VLLM_METRICS_URL")]
     pub vllm_metrics_url: Option<String>,
     /// Seconds between scrapes of --vllm-metrics-url.
-    #[arg(long = "metrics-interval", env = "VLLM_METRICS_INTERVAL", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long = "metrics-interval", env = "VLLM_METRICS_INTERVAL", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub metrics_interval: u64,
     /// Keep traces local (the same as UPLOAD_ENABLED=false).
     #[arg(long = "no-upload")]
@@ -154,10 +154,11 @@ pub struct S3Args {
     #[command(flatten)]
     pub target: S3Target,
     /// At shutdown, seconds to keep uploading what is pending.
-    #[arg(long = "upload-deadline-secs", default_value_t = 30)]
+    #[arg(long = "upload-deadline-secs", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=MAX_INTERVAL_SECS))]
     pub deadline_secs: u64,
     /// Files above this size upload in parts of this size (at least 5 MiB per part).
-    #[arg(long = "multipart-bytes", default_value_t = crate::daemon::output::upload::MULTIPART_BYTES, hide = true)]
+    #[arg(long = "multipart-bytes", default_value_t = crate::daemon::output::upload::MULTIPART_BYTES, hide = true,
+          value_parser = clap::value_parser!(u64).range(5 << 20..=5 << 30))]
     pub multipart_bytes: u64,
 }
 
@@ -219,10 +220,15 @@ pub struct CheckArgs {
     pub pid: Option<u32>,
 }
 
+/// A week: a trace file rotated less often than this is never closed in practice.
+const MAX_ROTATE_SECS: u64 = 86_400 * 7;
+/// A day, for upload intervals and deadlines.
+const MAX_INTERVAL_SECS: u64 = 86_400;
+
 fn parse_ringbuf(s: &str) -> Result<u32, String> {
     let v: u32 = s.parse().map_err(|e| format!("{e}"))?;
-    if v < 4096 || !v.is_power_of_two() {
-        return Err(format!("{v} is not a power of two >= 4096 (try 16777216)"));
+    if !(4096..=1 << 30).contains(&v) || !v.is_power_of_two() {
+        return Err(format!("{v} is not a power of two from 4096 to 1073741824 (try 16777216)"));
     }
     Ok(v)
 }

@@ -210,14 +210,24 @@ impl Metadata {
     pub fn read(dir: &Path) -> Result<Self, MetadataError> {
         let path = dir.join(names::METADATA);
         let shown = || path.display().to_string();
-        let bytes = std::fs::read(&path).map_err(|source| MetadataError::Read { path: shown(), source })?;
+        let bytes = super::open::read_regular(&path).map_err(|source| MetadataError::Read { path: shown(), source })?;
         serde_json::from_slice(&bytes).map_err(|source| MetadataError::Json { path: shown(), source })
     }
 
     /// The metadata of the session a trace file belongs to (the
     /// `metadata.json` beside it), if it has readable metadata.
     pub fn of_trace_file(file: &Path) -> Option<Self> {
-        Self::read(file.parent()?).ok()
+        let dir = file.parent()?;
+        match Self::read(dir) {
+            Ok(metadata) => Some(metadata),
+            Err(e) => {
+                // Absent metadata is normal (a bare trace file); anything else is said.
+                if dir.join(names::METADATA).symlink_metadata().is_ok() {
+                    tracing::warn!("{e}");
+                }
+                None
+            }
+        }
     }
 }
 

@@ -175,7 +175,7 @@ struct Head<'a> {
 
 fn call_events<W: Write>(out: &mut W, source: &Source, window: &Window, output: &Path) -> Result<u64, ExportError> {
     let input_err = |source_err| ExportError::Io { path: source.path.clone(), source: source_err };
-    let file = std::fs::File::open(&source.path).map_err(input_err)?;
+    let file = crate::format::open::open_regular(&source.path).map_err(input_err)?;
     if file.metadata().map_err(input_err)?.len() == 0 {
         return Ok(0);
     }
@@ -241,7 +241,9 @@ pub fn call_event(buf: &mut Vec<u8>, call: &Call, raw_args: Option<&RawValue>) {
         buf.extend_from_slice(b",\"error\":");
         json_str(buf, error);
     }
-    if let Some(raw) = raw_args {
+    if let Some(raw) = raw_args.filter(|r| r.get().len() > ARG_BYTES_KEPT) {
+        truncated_args(buf, raw);
+    } else if let Some(raw) = raw_args {
         let text = raw.get().trim();
         match text.strip_prefix('{').and_then(|t| t.strip_suffix('}')).map(str::trim) {
             Some("") => {}
@@ -256,6 +258,42 @@ pub fn call_event(buf: &mut Vec<u8>, call: &Call, raw_args: Option<&RawValue>) {
         }
     }
     buf.extend_from_slice(b"}}");
+}
+
+/// Args longer than this are written value by value, each value cut to
+/// this many bytes with a marker: a traced process's 1.5 GB argument must
+/// not become a 1.5 GB event.
+pub const ARG_BYTES_KEPT: usize = 4096;
+
+/// The inner members of an over-long `args` object, each value over
+/// [`ARG_BYTES_KEPT`] cut: a string keeps its head and says how long it
+/// was; any other value becomes a marker string.
+fn truncated_args(buf: &mut Vec<u8>, raw: &RawValue) {
+    let members: std::collections::BTreeMap<std::borrow::Cow<str>, &RawValue> = match serde_json::from_str(raw.get()) {
+        Ok(members) => members,
+        Err(_) => {
+            buf.extend_from_slice(b",\"args\":");
+            json_str(buf, &format!("[truncated: {} bytes]", raw.get().len()));
+            return;
+        }
+    };
+    for (key, value) in &members {
+        buf.push(b',');
+        json_str(buf, key);
+        buf.push(b':');
+        let text = value.get();
+        if text.len() <= ARG_BYTES_KEPT {
+            buf.extend_from_slice(text.as_bytes());
+        } else if let Ok(string) = serde_json::from_str::<std::borrow::Cow<str>>(text) {
+            let mut cut = ARG_BYTES_KEPT;
+            while !string.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            json_str(buf, &format!("{}…[truncated: {} bytes]", &string[..cut], string.len()));
+        } else {
+            json_str(buf, &format!("[truncated: {} bytes]", text.len()));
+        }
+    }
 }
 
 fn json_str(buf: &mut Vec<u8>, s: &str) {

@@ -82,7 +82,8 @@ fn groups(inputs: &[PathBuf]) -> Vec<(PathBuf, Vec<PathBuf>)> {
 }
 
 fn read_csv(path: &Path, series: &mut KvSeries) -> Result<(), KvReportError> {
-    let text = std::fs::read_to_string(path)
+    let text = crate::format::open::read_regular(path)
+        .and_then(|bytes| String::from_utf8(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
         .map_err(|source| KvReportError::Read { path: path.display().to_string(), source })?;
     let mut lines = text.lines();
     let header = lines.next().unwrap_or_default();

@@ -101,7 +101,7 @@ pub fn read(files: &[PathBuf]) -> Result<Loaded, ReadError> {
 /// [`read`], calling `progress` with the bytes of each chunk parsed (from
 /// rayon's threads), for a progress bar.
 ///
-/// Every line gets one slot of one vector: the newlines of each chunk are
+/// Every line long enough to hold a call gets one slot of one vector: the newlines of each chunk are
 /// counted first, then the chunks are parsed in parallel straight into their
 /// own part of the vector (no per-chunk vectors to concatenate: at 1 GB,
 /// copying and faulting in that memory costs as much as parsing). A line
@@ -150,7 +150,7 @@ pub fn read_with_progress(files: &[PathBuf], progress: &(dyn Fn(u64) + Sync)) ->
     // order, and `parse_chunk` initialized every slot of its part (it asserts
     // so before returning; a panic there never reaches this line).
     unsafe { calls.set_len(total) };
-    let mut loaded = Loaded { files: files.to_vec(), lines: total as u64, ..Loaded::default() };
+    let mut loaded = Loaded { files: files.to_vec(), ..Loaded::default() };
     loaded.bytes = work.iter().map(|w| w.1.len() as u64).sum();
     let mut file_lines = vec![0u64; files.len()];
     let mut holes = 0;
@@ -161,6 +161,7 @@ pub fn read_with_progress(files: &[PathBuf], progress: &(dyn Fn(u64) + Sync)) ->
             }
         }
         file_lines[index] += out.lines;
+        loaded.lines += out.lines;
         loaded.skipped_total += out.bad_total;
         holes += out.holes;
     }
@@ -175,10 +176,21 @@ pub fn read_with_progress(files: &[PathBuf], progress: &(dyn Fn(u64) + Sync)) ->
     Ok(loaded)
 }
 
-/// The lines of a chunk: its newlines, plus a last line without one.
+/// Lines shorter than this cannot hold a call (`{"ts":0,"pid":0,"func":""}`
+/// is 26 bytes, and no function's name is empty): they get no slot, so
+/// slots are bounded by the bytes (a file of newlines reserves nothing).
+const MIN_CALL_BYTES: usize = 26;
+
+/// The lines of a chunk long enough to hold a call ([`MIN_CALL_BYTES`]).
 fn line_count(chunk: &[u8]) -> usize {
     let body = chunk.strip_suffix(b"\n").unwrap_or(chunk);
-    memchr::memchr_iter(b'\n', body).count() + 1
+    let mut start = 0;
+    let mut slots = 0;
+    for end in memchr::memchr_iter(b'\n', body).chain(std::iter::once(body.len())) {
+        slots += usize::from(end - start >= MIN_CALL_BYTES);
+        start = end + 1;
+    }
+    slots
 }
 
 struct ChunkOut {
@@ -186,7 +198,7 @@ struct ChunkOut {
     /// (line index within the chunk, reason), the first [`SKIPPED_KEPT`].
     bad: Vec<(u64, LineError)>,
     bad_total: u64,
-    /// Bad and empty lines.
+    /// Bad lines given a slot.
     holes: usize,
 }
 
@@ -202,10 +214,19 @@ fn parse_chunk(chunk: &[u8], shift_ms: f64, slots: &mut [MaybeUninit<Call>], key
     let ends = memchr::memchr_iter(b'\n', body).chain(std::iter::once(body.len()));
     let mut start = 0;
     keys.clear();
-    for (end, slot) in ends.zip(slots.iter_mut()) {
+    let mut free = slots.iter_mut();
+    for end in ends {
         let line = &body[start..end];
         start = end + 1;
         out.lines += 1;
+        if line.len() < MIN_CALL_BYTES {
+            if !line.is_empty() {
+                let reason = parse_line(line).err().unwrap_or(LineError::Json("too short to be a call".into()));
+                count_bad(&mut out, reason);
+            }
+            continue;
+        }
+        let Some(slot) = free.next() else { break };
         // Parsed in place: the slot is the call's only home.
         let call = slot.write(Call::hole());
         if fast::parse_into(line, &mut names, call) {
@@ -216,27 +237,30 @@ fn parse_chunk(chunk: &[u8], shift_ms: f64, slots: &mut [MaybeUninit<Call>], key
                 Err(reason) => {
                     *call = Call::hole();
                     out.holes += 1;
-                    if !line.is_empty() {
-                        if out.bad.len() < SKIPPED_KEPT {
-                            out.bad.push((out.lines - 1, reason));
-                        }
-                        out.bad_total += 1;
-                    }
+                    count_bad(&mut out, reason);
                 }
             }
         }
         // Below 2^32: the caller checked the total.
-        keys.push((time_order(call.ts_ms), out.lines as u32 - 1));
+        keys.push((time_order(call.ts_ms), keys.len() as u32));
     }
-    assert_eq!(out.lines as usize, slots.len(), "a chunk's lines were counted before it was parsed");
+    assert_eq!(keys.len(), slots.len(), "a chunk's lines were counted before it was parsed");
     sort_chunk(slots, keys);
     out
+}
+
+/// Counts the chunk's current line as bad.
+fn count_bad(out: &mut ChunkOut, reason: LineError) {
+    if out.bad.len() < SKIPPED_KEPT {
+        out.bad.push((out.lines - 1, reason));
+    }
+    out.bad_total += 1;
 }
 
 /// The file's bytes, or `None` for an empty file (which cannot be mapped).
 fn map_file(path: &Path) -> Result<Option<memmap2::Mmap>, ReadError> {
     let io = |source| ReadError::Io { path: path.to_path_buf(), source };
-    let file = std::fs::File::open(path).map_err(io)?;
+    let file = crate::format::open::open_regular(path).map_err(io)?;
     if file.metadata().map_err(io)?.len() == 0 {
         return Ok(None);
     }

@@ -5,7 +5,7 @@
 use serde::Deserialize;
 use tracer_common::funcs;
 
-use super::{Args, Call, ErrorName};
+use super::{plausible_time, Args, Call, ErrorName};
 
 /// Why one line was skipped.
 #[derive(Debug, thiserror::Error, Clone, PartialEq)]
@@ -41,8 +41,11 @@ struct RawLine<'a> {
 /// Parses one trace line (without its newline).
 pub fn parse_line(line: &[u8]) -> Result<Call, LineError> {
     let raw: RawLine = serde_json::from_slice(line).map_err(|e| LineError::Json(e.to_string()))?;
-    if !raw.ts.is_finite() {
-        return Err(LineError::Json(format!("ts {} is not a finite number", raw.ts)));
+    if !plausible_time(raw.ts) {
+        return Err(LineError::Json(format!("ts {} is not a finite number of milliseconds", raw.ts)));
+    }
+    if !plausible_time(raw.dur_us) {
+        return Err(LineError::Json(format!("dur_us {} is not a finite number of microseconds", raw.dur_us)));
     }
     let (func, _) = funcs::by_name(&raw.func).ok_or_else(|| LineError::UnknownFunction(raw.func.to_string()))?;
     let error = match raw.error {

@@ -24,6 +24,17 @@ pub use hash::FastMap;
 pub use intern::{ErrorName, Launch};
 pub use write::{Annotations, JsonStr, LineFormatter};
 
+/// The largest `ts` (ms) or `dur_us` a line may carry: about 31 years.
+/// Anything larger (or not finite) is a corrupt line: converted to the
+/// microseconds of the Chrome export it would overflow to `inf`, which is
+/// not JSON.
+pub const MAX_TIME: f64 = 1e15;
+
+/// Whether `v` is a time or duration a trace line can carry ([`MAX_TIME`]).
+pub fn plausible_time(v: f64) -> bool {
+    v.is_finite() && v.abs() <= MAX_TIME
+}
+
 /// A device pointer or handle: the trace writes them as `"0x…"` strings.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Hex(pub u64);

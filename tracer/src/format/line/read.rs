@@ -12,7 +12,7 @@ use tracer_common::funcs::{self, Layer};
 
 use super::{
     hash::{FastMap, NameKey},
-    intern,
+    intern, plausible_time,
     schema::{self, arg, key},
     Args, Call, CopyKind, ErrorName, Hex, Launch,
 };
@@ -324,7 +324,7 @@ static TYPE_THEN_FUNC: LazyLock<[Vec<u8>; 2]> = LazyLock::new(|| {
 pub(super) fn in_writing_order<'a>(line: &'a [u8], names: &mut Interner<'a>, out: &mut Call) -> Option<()> {
     let mut c = Cursor { b: line, i: 0 };
     c.lit(schema::BEFORE_TS)?;
-    out.ts_ms = c.f64().filter(|t| t.is_finite())?;
+    out.ts_ms = c.f64().filter(|&t| plausible_time(t))?;
     c.lit(schema::BEFORE_PID)?;
     out.pid = c.u32()?;
     c.lit(schema::BEFORE_TID)?;
@@ -333,7 +333,7 @@ pub(super) fn in_writing_order<'a>(line: &'a [u8], names: &mut Interner<'a>, out
     c.lit(runtime).or_else(|| c.lit(driver))?;
     out.func = func_id(c.string()?)?;
     c.lit(schema::PHASE_THEN_DUR_US)?;
-    out.dur_us = c.f64()?;
+    out.dur_us = c.f64().filter(|&d| plausible_time(d))?;
     c.lit(schema::BEFORE_RET)?;
     out.ret = c.i32()?;
     if c.lit(schema::BEFORE_ERROR).is_some() {
@@ -356,7 +356,7 @@ fn any_order<'a>(line: &'a [u8], names: &mut Interner<'a>, call: &mut Call) -> O
             key::PID => pid = Some(c.u32()?),
             key::TID => tid = Some(c.u32()?),
             key::FUNC => func = Some(func_id(c.string()?)?),
-            key::DUR_US => call.dur_us = c.f64()?,
+            key::DUR_US => call.dur_us = c.f64().filter(|&d| plausible_time(d))?,
             key::RET => call.ret = c.i32()?,
             key::ERROR => call.error = Some(names.error(c.string()?)?),
             key::ARGS => args(c, names, &mut call.args)?,
@@ -368,7 +368,7 @@ fn any_order<'a>(line: &'a [u8], names: &mut Interner<'a>, call: &mut Call) -> O
         return None;
     }
     // A time too large for f64 would sort among the holes of bad lines.
-    call.ts_ms = ts.filter(|t| t.is_finite())?;
+    call.ts_ms = ts.filter(|&t| plausible_time(t))?;
     call.pid = pid?;
     call.tid = tid.unwrap_or(call.pid);
     call.func = func?;
@@ -446,6 +446,23 @@ mod tests {
             }
             assert_eq!(quote_or_backslash(&vec![b'a'; len]), None);
         }
+    }
+
+    #[test]
+    fn non_finite_and_overflowing_times_are_refused_by_both_readers() {
+        let line = |ts: &str, dur: &str| {
+            format!(
+                r#"{{"ts":{ts},"pid":1,"tid":1,"type":"cuda_api","func":"cuInit","phase":"entry","dur_us":{dur},"ret":0,"args":{{}}}}"#
+            )
+        };
+        for (ts, dur) in
+            [("1.5e308", "1"), ("1", "1.5e308"), ("NaN", "1"), ("1", "inf"), ("-1e300", "1"), ("1e999", "1")]
+        {
+            let text = line(ts, dur);
+            assert!(parse(text.as_bytes(), &mut Interner::default()).is_none(), "{text}");
+            assert!(super::super::parse_line(text.as_bytes()).is_err(), "{text}");
+        }
+        assert!(parse(line("1e12", "1e9").as_bytes(), &mut Interner::default()).is_some());
     }
 
     #[test]

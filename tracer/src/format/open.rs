@@ -1,0 +1,50 @@
+//! Opening a session file for reading only if it is a regular file: a FIFO
+//! or device named like a trace file must not hang or steer a reader.
+
+use std::{fs::File, io, os::unix::fs::OpenOptionsExt, path::Path};
+
+/// Opens `path` for reading; an error names what it is if it is not a
+/// regular file. The open never blocks (`O_NONBLOCK`: a FIFO without a
+/// writer would block `open` itself) and the type is checked on the opened
+/// descriptor, so a swap between a check and the open cannot slip through.
+pub fn open_regular(path: &Path) -> io::Result<File> {
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
+    let kind = file.metadata()?.file_type();
+    if kind.is_file() {
+        return Ok(file);
+    }
+    let what = if std::os::unix::fs::FileTypeExt::is_fifo(&kind) {
+        "a FIFO"
+    } else if kind.is_dir() {
+        "a directory"
+    } else {
+        "a device or socket"
+    };
+    Err(io::Error::new(io::ErrorKind::InvalidInput, format!("not a regular file ({what}); skipped")))
+}
+
+/// Reads all of a regular file ([`open_regular`]).
+pub fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    io::Read::read_to_end(&mut open_regular(path)?, &mut bytes)?;
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("trace_00001_x.jsonl");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = open_regular(&fifo).unwrap_err().to_string();
+        assert!(e.contains("FIFO"), "{e}");
+        assert!(open_regular(dir.path()).is_err());
+        std::fs::write(dir.path().join("f"), "x").unwrap();
+        assert_eq!(read_regular(&dir.path().join("f")).unwrap(), b"x");
+    }
+}
