@@ -33,12 +33,13 @@ pub fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::CString;
 
     #[test]
     fn a_fifo_is_refused_without_blocking() {
-        let dir = tempfile::tempdir().unwrap();
-        let fifo = dir.path().join("trace_00001_x.jsonl");
-        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        let (dir, name) = (tempfile::tempdir().unwrap(), "metadata.json");
+        let fifo = dir.path().join(name);
+        let c = CString::new(fifo.to_str().unwrap()).unwrap();
         // SAFETY: a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         let e = open_regular(&fifo).unwrap_err().to_string();
