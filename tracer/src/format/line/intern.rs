@@ -60,10 +60,27 @@ static ERRORS: LazyLock<Table<&'static str>> = LazyLock::new(Table::new);
 /// A kernel name (or `cuLibraryGetKernel` handle), interned: equal names are
 /// the same `&'static str`, so its address identifies the kernel.
 pub fn name(text: &str) -> &'static str {
+    let text = &*cut(text);
     // Leaked on purpose: the table keeps every name for the process's life.
     let leaked = |text: &str| -> &'static str { Box::leak(text.into()) };
     // At most one new name per line, and a read has < 2^32 lines.
     NAMES.get(NAMES.intern(text, leaked, u32::MAX as usize).expect("fewer names than lines"))
+}
+
+/// Kernel names longer than this are cut (with a marker) before they are
+/// kept: C++ template names run to a few KiB, a hostile line to gigabytes.
+pub const MAX_NAME_BYTES: usize = 64 << 10;
+
+/// `text`, or its first [`MAX_NAME_BYTES`] with a marker if longer.
+fn cut(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= MAX_NAME_BYTES {
+        return text.into();
+    }
+    let mut end = MAX_NAME_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…[truncated: {} bytes]", &text[..end], text.len()).into()
 }
 
 /// The launch-only arguments of a call, interned together.
@@ -102,7 +119,8 @@ impl ErrorName {
     /// that many: such a line is skipped and counted).
     pub fn new(text: &str) -> Option<Self> {
         // Error names share the name table's storage.
-        let id = ERRORS.intern(text, name, usize::from(u16::MAX - 1))?;
+        // Cut as `name` cuts, so a long name finds its own entry again.
+        let id = ERRORS.intern(&*cut(text), name, usize::from(u16::MAX - 1))?;
         NonZeroU16::new(u16::try_from(id + 1).ok()?).map(ErrorName)
     }
 
@@ -114,6 +132,14 @@ impl ErrorName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_name_is_kept_cut() {
+        let kept = name(&"k".repeat(MAX_NAME_BYTES * 3));
+        assert!(
+            kept.len() < MAX_NAME_BYTES + 64 && kept.ends_with(&format!("[truncated: {} bytes]", MAX_NAME_BYTES * 3))
+        );
+    }
 
     #[test]
     fn equal_values_get_one_id() {
