@@ -7,3 +7,4 @@ pub mod kv;
 pub mod line;
 pub mod metadata;
 pub mod names;
+pub mod safe_fs;
