@@ -74,9 +74,18 @@ fn readyz_writes_nothing_in_the_trace_dir() {
     let pid = workload.0.id().to_string();
     let port = free_port();
     let mut cmd = tracer_cmd();
-    cmd.args(["run", "--pid", &pid, "--target-process", "^none$", "--metrics-addr", &format!("127.0.0.1:{port}")])
-        .arg("--trace-dir")
-        .arg(&traces);
+    cmd.args([
+        "run",
+        "--no-upload",
+        "--pid",
+        &pid,
+        "--target-process",
+        "^none$",
+        "--metrics-addr",
+        &format!("127.0.0.1:{port}"),
+    ])
+    .arg("--trace-dir")
+    .arg(&traces);
     let (mut daemon, _log) = spawn_with_log(cmd);
     wait_for("/readyz to answer 200", Duration::from_secs(90), || {
         http_get(port, "/readyz").is_some_and(|(status, _)| status == 200)
