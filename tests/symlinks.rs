@@ -117,3 +117,21 @@ fn a_symlink_at_the_session_path_is_refused() {
     assert!(!result.status.success() && text.contains("symlink"), "{text}");
     assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0, "nothing written through the link");
 }
+
+#[test]
+fn planted_probe_and_metadata_links_are_not_written_through() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (out, truth) = (tmp.path().join("session"), tmp.path().join("truth"));
+    std::fs::create_dir_all(&out).unwrap();
+    let targets = [tmp.path().join("outside").join("a"), tmp.path().join("outside").join("b")];
+    for (target, name) in targets.iter().zip([".write-test", ".metadata.json.partial"]) {
+        victim(target);
+        symlink(target, out.join(name)).unwrap();
+    }
+    let result = record(&out, &truth, &[], &[&workload(), "--no-child", "--iterations", "2"]);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    for target in &targets {
+        assert_eq!(std::fs::read(target).unwrap(), VICTIM, "{} untouched", target.display());
+    }
+    assert!(out.join("metadata.json").symlink_metadata().unwrap().is_file());
+}

@@ -204,10 +204,7 @@ impl Metadata {
         let json = serde_json::to_vec_pretty(self).map_err(|e| err(std::io::Error::other(e)))?;
         // A leftover temp file (a crash mid-write, or a planted symlink) is
         // unlinked, never written through; the new one is created exclusively.
-        match std::fs::remove_file(&tmp) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(err(e)),
-            _ => {}
-        }
+        super::safe_fs::unlink_entry(&tmp).map_err(err)?;
         let mut file = super::safe_fs::create_new(&tmp).map_err(|e| err(e.into_io()))?;
         std::io::Write::write_all(&mut file, &json).map_err(err)?;
         std::fs::rename(&tmp, &dest).map_err(err)

@@ -84,6 +84,15 @@ fn kind_name(kind: std::fs::FileType) -> &'static str {
     }
 }
 
+/// Removes the entry at `path` if there is one; `unlink` removes a symlink
+/// itself, never its target, so a planted link is simply gone.
+pub fn unlink_entry(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// True when the directory entry at `path` itself (not what a symlink points
 /// at) is a regular file.
 pub fn is_regular_entry(path: &Path) -> bool {
@@ -133,8 +142,8 @@ pub fn skipped_symlink(path: &Path) {
 }
 
 /// True when the tracer (by its real and effective ids) may create files in
-/// `dir`: asks the kernel, creates nothing, and fails on a symlinked `dir`
-/// only in that it checks the link's target, which is read-only use.
+/// `dir`: asks the kernel and creates nothing, so a request cannot be
+/// turned into a write anywhere.
 pub fn dir_writable(dir: &Path) -> bool {
     use std::os::unix::ffi::OsStrExt;
     let Ok(c_path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else { return false };
@@ -154,13 +163,19 @@ mod tests {
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
     }
 
-    #[test]
-    fn create_new_refuses_symlinks_and_existing_files() {
+    /// A dir holding a file `outside` and a symlink `link` to it.
+    fn file_and_link() -> (tempfile::TempDir, PathBuf, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let outside = dir.path().join("outside");
         std::fs::write(&outside, b"keep").unwrap();
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&outside, &link).unwrap();
+        (dir, outside, link)
+    }
+
+    #[test]
+    fn create_new_refuses_symlinks_and_existing_files() {
+        let (dir, outside, link) = file_and_link();
         assert!(create_new(&link).is_err());
         assert!(create_new(&outside).is_err());
         assert_eq!(std::fs::read(&outside).unwrap(), b"keep");
@@ -172,11 +187,7 @@ mod tests {
 
     #[test]
     fn open_regular_refuses_symlinks_fifos_and_dirs() {
-        let dir = tempfile::tempdir().unwrap();
-        let outside = dir.path().join("outside");
-        std::fs::write(&outside, b"keep").unwrap();
-        let link = dir.path().join("link");
-        std::os::unix::fs::symlink(&outside, &link).unwrap();
+        let (dir, outside, link) = file_and_link();
         assert!(matches!(open_regular(&link, true), Err(SafeFsError::Symlink { .. })));
         let pipe = dir.path().join("pipe");
         fifo(&pipe);

@@ -247,11 +247,7 @@ fn prepare_dir(dir: &Path) -> Result<(), SessionError> {
     }
     std::fs::create_dir_all(dir).map_err(err)?;
     let probe = dir.join(crate::format::names::WRITE_TEST);
-    // unlink never follows a symlink: a stale or planted probe entry just goes.
-    match std::fs::remove_file(&probe) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(err(e)),
-        _ => {}
-    }
+    safe_fs::unlink_entry(&probe).map_err(err)?;
     safe_fs::create_new(&probe).map_err(|e| err(e.into_io()))?;
     std::fs::remove_file(&probe).map_err(err)
 }
