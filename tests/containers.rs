@@ -8,9 +8,7 @@ use cuda_tracer_tests::*;
 
 #[test]
 fn same_path_different_files_in_two_mount_namespaces() {
-    let tmp = tempfile::tempdir().unwrap();
-    let mnt = tmp.path().join("mnt-container-libs");
-    std::fs::create_dir_all(&mnt).unwrap();
+    let (tmp, mnt) = scratch_with_dir("mnt-container-libs");
     let traces = tmp.path().join("traces");
     let pattern = mnt.display().to_string().replace('.', "\\.");
     let mut cmd = tracer_cmd();

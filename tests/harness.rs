@@ -186,6 +186,14 @@ pub fn scratch() -> (tempfile::TempDir, PathBuf, PathBuf) {
     (tmp, out, truth)
 }
 
+/// A scratch dir holding an empty directory `name`.
+pub fn scratch_with_dir(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join(name);
+    std::fs::create_dir_all(&dir).expect("scratch subdir");
+    (tmp, dir)
+}
+
 /// The fixture workload's path.
 pub fn workload() -> String {
     fixtures().join("cuda-workload").display().to_string()

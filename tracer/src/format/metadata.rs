@@ -202,7 +202,11 @@ impl Metadata {
         let tmp = dir.join(names::partial(names::METADATA));
         let err = |source| MetadataError::Write { path: dest.display().to_string(), source };
         let json = serde_json::to_vec_pretty(self).map_err(|e| err(std::io::Error::other(e)))?;
-        std::fs::write(&tmp, json).map_err(err)?;
+        // A leftover temp file (a crash mid-write, or a planted symlink) is
+        // unlinked, never written through; the new one is created exclusively.
+        super::safe_fs::unlink_entry(&tmp).map_err(err)?;
+        let mut file = super::safe_fs::create_new(&tmp).map_err(|e| err(e.into_io()))?;
+        std::io::Write::write_all(&mut file, &json).map_err(err)?;
         std::fs::rename(&tmp, &dest).map_err(err)
     }
 

@@ -8,3 +8,4 @@ pub mod line;
 pub mod metadata;
 pub mod names;
 pub mod open;
+pub mod safe_fs;

@@ -19,8 +19,6 @@ const KV_CHUNK_PREFIX: &str = "kv_cache_usage_";
 pub const KV_MERGED: &str = "kv_cache_usage.csv";
 /// Written and removed at start: proves the session dir is writable.
 pub const WRITE_TEST: &str = ".write-test";
-/// Written and removed by `/readyz`: proves the trace dir is still writable.
-pub const READY_PROBE: &str = ".readyz";
 
 const PARTIAL_SUFFIX: &str = ".partial";
 

@@ -13,14 +13,10 @@ pub fn open_regular(path: &Path) -> io::Result<File> {
     if kind.is_file() {
         return Ok(file);
     }
-    let what = if std::os::unix::fs::FileTypeExt::is_fifo(&kind) {
-        "a FIFO"
-    } else if kind.is_dir() {
-        "a directory"
-    } else {
-        "a device or socket"
-    };
-    Err(io::Error::new(io::ErrorKind::InvalidInput, format!("not a regular file ({what}); skipped")))
+    Err(io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("not a regular file (a {}); skipped", super::safe_fs::kind_name(kind)),
+    ))
 }
 
 /// Reads all of a regular file ([`open_regular`]).

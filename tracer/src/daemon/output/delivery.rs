@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::{
     daemon::output::upload::{S3Uploader, UploadError},
-    format::names,
+    format::{names, safe_fs},
 };
 
 /// A closed file waiting for the store.
@@ -61,11 +61,13 @@ impl FileKind {
 /// Session directories under `dir`: `dir` itself when it holds a session
 /// (`cuda-tracer upload SESSION_DIR`), else its subdirectories.
 fn sessions(dir: &Path) -> Vec<PathBuf> {
-    if dir.join(names::METADATA).exists() {
+    if safe_fs::is_regular_entry(&dir.join(names::METADATA)) {
         return vec![dir.to_path_buf()];
     }
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
-    let mut dirs: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    // A symlinked session dir is skipped: it would upload and delete files elsewhere.
+    let mut dirs: Vec<PathBuf> =
+        entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| safe_fs::is_real_dir(p)).collect();
     dirs.sort();
     dirs
 }
@@ -81,11 +83,7 @@ pub fn pending(dir: &Path) -> Vec<Pending> {
     let mut metas = Vec::new();
     for session_dir in sessions(dir) {
         let session = session_name(&session_dir);
-        let Ok(entries) = std::fs::read_dir(&session_dir) else { continue };
-        let mut names: Vec<String> =
-            entries.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-        names.sort();
-        for name in names {
+        for name in safe_fs::regular_files(&session_dir) {
             let item = Pending { session: session.clone(), path: session_dir.join(&name), name: name.clone() };
             match FileKind::of(&name) {
                 kind if kind.is_data() => traces.push(item),
@@ -107,17 +105,16 @@ pub fn repair_partials(dir: &Path, live_session: Option<&str>) -> Vec<PathBuf> {
         if live_session == Some(session_name(&session_dir).as_str()) {
             continue;
         }
-        let Ok(entries) = std::fs::read_dir(&session_dir) else { continue };
-        for entry in entries.filter_map(Result::ok) {
-            let name = entry.file_name().to_string_lossy().into_owned();
+        for name in safe_fs::regular_files(&session_dir) {
             let Some(closed) = names::closed_name(&name) else { continue };
             if !FileKind::of(closed).is_data() {
                 continue;
             }
-            match repair_one(&entry.path(), &session_dir.join(closed)) {
+            let partial = session_dir.join(&name);
+            match repair_one(&partial, &session_dir.join(closed)) {
                 Ok(()) => repaired.push(session_dir.join(closed)),
                 Err(e) => {
-                    tracing::error!(file = %entry.path().display(), error = %e, "cannot repair a half-written trace file")
+                    tracing::error!(file = %partial.display(), error = %e, "cannot repair a half-written trace file")
                 }
             }
         }
@@ -125,10 +122,13 @@ pub fn repair_partials(dir: &Path, live_session: Option<&str>) -> Vec<PathBuf> {
     repaired
 }
 
+/// Reads and cuts the file through one descriptor, opened without following
+/// a symlink: a link planted under a `.partial` name is never truncated.
 fn repair_one(partial: &Path, closed: &Path) -> std::io::Result<()> {
-    let data = std::fs::read(partial)?;
+    let mut file = safe_fs::open_regular(partial, true).map_err(safe_fs::SafeFsError::into_io)?;
+    let mut data = Vec::new();
+    std::io::Read::read_to_end(&mut file, &mut data)?;
     let keep = data.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-    let file = std::fs::OpenOptions::new().write(true).open(partial)?;
     file.set_len(keep as u64)?;
     file.sync_all()?;
     std::fs::rename(partial, closed)?;
@@ -268,6 +268,9 @@ impl Delivery {
                         let stamp = (meta.len(), meta.modified().unwrap_or(SystemTime::UNIX_EPOCH));
                         self.metadata_sent.insert(p.path, stamp);
                     }
+                } else if !safe_fs::is_regular_entry(&p.path) {
+                    // Swapped for a symlink (or anything else) since it was read: not ours to delete.
+                    tracing::warn!(file = %p.path.display(), "uploaded, but the entry is no longer a regular file; left alone");
                 } else if let Err(e) = std::fs::remove_file(&p.path) {
                     tracing::warn!(file = %p.path.display(), error = %e, "uploaded, but the local file could not be removed");
                 } else {

@@ -11,7 +11,7 @@ use std::{
 use tracer_common::abi::CallEvent;
 
 pub use crate::format::metadata::ClosedFile;
-use crate::{daemon::ingest::annotate::Annotations, format::line::LineFormatter, format::names};
+use crate::{daemon::ingest::annotate::Annotations, format::line::LineFormatter, format::names, format::safe_fs};
 
 /// Why the trace could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -62,8 +62,8 @@ impl JsonlSink {
             let name = names::trace_file(self.seq, &crate::clock::compact_utc_now());
             let dest = self.dir.join(&name);
             let tmp = self.dir.join(names::partial(&name));
-            let file =
-                File::create(&tmp).map_err(|source| SinkError::Create { path: tmp.display().to_string(), source })?;
+            let file = safe_fs::create_new(&tmp)
+                .map_err(|e| SinkError::Create { path: tmp.display().to_string(), source: e.into_io() })?;
             self.current =
                 Some(OpenFile { tmp, dest, writer: BufWriter::with_capacity(BUFFER_BYTES, file), lines: 0, bytes: 0 });
         }

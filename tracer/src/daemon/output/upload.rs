@@ -104,11 +104,16 @@ impl S3Uploader {
     pub async fn put(&self, path: &Path, key: &str) -> Result<u64, UploadError> {
         let bucket = &self.cfg.bucket;
         let read = |source| UploadError::Read { path: path.display().to_string(), source };
-        let len = std::fs::metadata(path).map_err(read)?.len();
+        // Opened once, without following a symlink, and checked to be a
+        // regular file; everything uploaded is read through this descriptor.
+        let mut file = crate::format::safe_fs::open_regular(path, false).map_err(|e| read(e.into_io()))?;
+        let len = file.metadata().map_err(read)?.len();
         if len > self.cfg.multipart_bytes {
-            self.put_multipart(path, key, len).await?;
+            self.put_multipart(tokio::fs::File::from_std(file), path, key, len).await?;
         } else {
-            let body = ByteStream::from_path(path).await.map_err(|e| read(std::io::Error::other(e)))?;
+            let mut bytes = Vec::with_capacity(len as usize);
+            std::io::Read::read_to_end(&mut file, &mut bytes).map_err(read)?;
+            let body = ByteStream::from(bytes);
             self.client
                 .put_object()
                 .bucket(bucket)
@@ -130,7 +135,7 @@ impl S3Uploader {
 
     /// Large files: CRC32-checked parts; an unfinished upload is aborted so
     /// the store keeps no orphaned parts.
-    async fn put_multipart(&self, path: &Path, key: &str, len: u64) -> Result<(), UploadError> {
+    async fn put_multipart(&self, file: tokio::fs::File, path: &Path, key: &str, len: u64) -> Result<(), UploadError> {
         let bucket = &self.cfg.bucket;
         let created = self
             .client
@@ -142,18 +147,24 @@ impl S3Uploader {
             .await
             .map_err(|e| self.classify(key, e))?;
         let upload_id = created.upload_id().unwrap_or_default().to_string();
-        let result = self.put_parts(path, key, len, &upload_id).await;
+        let result = self.put_parts(file, path, key, len, &upload_id).await;
         if result.is_err() {
             let _ = self.client.abort_multipart_upload().bucket(bucket).key(key).upload_id(&upload_id).send().await;
         }
         result
     }
 
-    async fn put_parts(&self, path: &Path, key: &str, len: u64, upload_id: &str) -> Result<(), UploadError> {
+    async fn put_parts(
+        &self,
+        mut file: tokio::fs::File,
+        path: &Path,
+        key: &str,
+        len: u64,
+        upload_id: &str,
+    ) -> Result<(), UploadError> {
         use tokio::io::{AsyncReadExt, AsyncSeekExt};
         let bucket = &self.cfg.bucket;
         let read = |source| UploadError::Read { path: path.display().to_string(), source };
-        let mut file = tokio::fs::File::open(path).await.map_err(read)?;
         let part_size = self.cfg.multipart_bytes.max(5 << 20);
         let mut parts = Vec::new();
         let mut offset = 0u64;

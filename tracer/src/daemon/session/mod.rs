@@ -42,6 +42,7 @@ use crate::{
         counts::Counts,
         line::LineFormatter,
         metadata::{LateLibrary, MissedLibrary, ProcessRecord},
+        safe_fs,
     },
 };
 
@@ -240,8 +241,13 @@ pub(super) async fn wait_child(child: &mut Option<tokio::process::Child>) -> std
 
 fn prepare_dir(dir: &Path) -> Result<(), SessionError> {
     let err = |source| SessionError::TraceDir { path: dir.display().to_string(), source };
+    // A symlink planted at the session path would send every file we write elsewhere.
+    if std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(err(std::io::Error::other("it is a symlink; not followed")));
+    }
     std::fs::create_dir_all(dir).map_err(err)?;
     let probe = dir.join(crate::format::names::WRITE_TEST);
-    std::fs::write(&probe, b"").map_err(err)?;
+    safe_fs::unlink_entry(&probe).map_err(err)?;
+    safe_fs::create_new(&probe).map_err(|e| err(e.into_io()))?;
     std::fs::remove_file(&probe).map_err(err)
 }

@@ -279,7 +279,7 @@ impl Chunks {
             let name = names::kv_chunk(seq);
             let tmp = self.dir.join(names::partial(&name));
             let err = |source| ScrapeError::Write { path: tmp.display().to_string(), source };
-            let mut file = File::create(&tmp).map_err(err)?;
+            let mut file = crate::format::safe_fs::create_new(&tmp).map_err(|e| err(e.into_io()))?;
             file.write_all(format!("{CSV_HEADER}\n").as_bytes()).map_err(err)?;
             self.seq.store(seq, Ordering::Relaxed);
             self.open = Some(OpenChunk { dest: self.dir.join(name), tmp, file, opened: Instant::now() });
