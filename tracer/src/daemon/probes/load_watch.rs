@@ -150,8 +150,13 @@ impl LoadWatch {
             return ("not_cuda", None);
         }
         // Our own descriptor of the file the loader opened: it stays valid
-        // whatever the process does next.
-        let Ok(file) = std::fs::File::open(fd_path) else { return ("gone", None) };
+        // whatever the process does next. Non-blocking and regular files
+        // only: a FIFO named like a library must not hang the load watch.
+        let file = match crate::format::open::open_regular(fd_path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => return ("attach_failed", Some(e.to_string())),
+            Err(_) => return ("gone", None),
+        };
         let Ok(meta) = file.metadata() else { return ("gone", None) };
         if let Some(error) = self.failed.get(&(meta.dev(), meta.ino())) {
             return ("attach_failed", Some(error.clone()));
