@@ -144,6 +144,10 @@ pub struct KvStatus {
     pub files: Vec<String>,
 }
 
+/// The largest `metadata.json` read back: one session's records are a few
+/// MiB even with thousands of processes and files.
+pub const MAX_METADATA_BYTES: u64 = 64 << 20;
+
 /// The whole `metadata.json`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default)]
@@ -214,7 +218,8 @@ impl Metadata {
     pub fn read(dir: &Path) -> Result<Self, MetadataError> {
         let path = dir.join(names::METADATA);
         let shown = || path.display().to_string();
-        let bytes = super::open::read_regular(&path).map_err(|source| MetadataError::Read { path: shown(), source })?;
+        let bytes = super::open::read_regular(&path, MAX_METADATA_BYTES)
+            .map_err(|source| MetadataError::Read { path: shown(), source })?;
         serde_json::from_slice(&bytes).map_err(|source| MetadataError::Json { path: shown(), source })
     }
 

@@ -19,10 +19,18 @@ pub fn open_regular(path: &Path) -> io::Result<File> {
     ))
 }
 
-/// Reads all of a regular file ([`open_regular`]).
-pub fn read_regular(path: &Path) -> io::Result<Vec<u8>> {
+/// Reads all of a regular file ([`open_regular`]), refusing one over
+/// `max_bytes`: a session's small files (metadata, KV chunks) must not be
+/// able to make a reader allocate without bound.
+pub fn read_regular(path: &Path, max_bytes: u64) -> io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
-    io::Read::read_to_end(&mut open_regular(path)?, &mut bytes)?;
+    io::Read::read_to_end(&mut io::Read::take(open_regular(path)?, max_bytes.saturating_add(1)), &mut bytes)?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than {max_bytes} bytes, more than such a file ever holds; skipped"),
+        ));
+    }
     Ok(bytes)
 }
 
@@ -42,6 +50,7 @@ mod tests {
         assert!(e.contains("FIFO"), "{e}");
         assert!(open_regular(dir.path()).is_err());
         std::fs::write(dir.path().join("f"), "x").unwrap();
-        assert_eq!(read_regular(&dir.path().join("f")).unwrap(), b"x");
+        assert_eq!(read_regular(&dir.path().join("f"), 1).unwrap(), b"x");
+        assert!(read_regular(&dir.path().join("f"), 0).unwrap_err().to_string().contains("larger than 0 bytes"));
     }
 }

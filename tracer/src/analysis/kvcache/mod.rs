@@ -81,8 +81,11 @@ fn groups(inputs: &[PathBuf]) -> Vec<(PathBuf, Vec<PathBuf>)> {
         .collect()
 }
 
+/// The largest KV-cache CSV read: a row every second for a month is ~150 MiB.
+const MAX_KV_CSV_BYTES: u64 = 256 << 20;
+
 fn read_csv(path: &Path, series: &mut KvSeries) -> Result<(), KvReportError> {
-    let text = crate::format::open::read_regular(path)
+    let text = crate::format::open::read_regular(path, MAX_KV_CSV_BYTES)
         .and_then(|bytes| String::from_utf8(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
         .map_err(|source| KvReportError::Read { path: path.display().to_string(), source })?;
     let mut lines = text.lines();
