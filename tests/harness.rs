@@ -425,3 +425,18 @@ pub fn wait_for(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) 
 pub fn session_dir(trace_dir: &Path) -> Option<PathBuf> {
     std::fs::read_dir(trace_dir).ok()?.filter_map(|e| e.ok().map(|e| e.path())).find(|p| p.is_dir())
 }
+
+/// Copies `lib` into a fresh directory no search path names.
+pub fn private_copy(dir: &Path, lib: &Path) -> String {
+    std::fs::create_dir_all(dir).expect("private dir");
+    let dest = dir.join(lib.file_name().expect("a file name"));
+    std::fs::copy(lib, &dest).expect("copy the library");
+    dest.display().to_string()
+}
+
+/// `s` as a regular expression that matches exactly it.
+pub fn regex_escape(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '/' || c == '_' { c.to_string() } else { format!("\\{c}") })
+        .collect()
+}

@@ -146,12 +146,6 @@ fn daemon_picks_up_each_restart_of_a_matching_process() {
     }
 }
 
-fn regex_escape(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '/' || c == '_' { c.to_string() } else { format!("\\{c}") })
-        .collect()
-}
-
 #[test]
 fn a_failed_reader_ends_the_daemon_with_metadata_written() {
     // The debug build's fault injection (daemon::supervise): the reader task

@@ -41,14 +41,6 @@ if __name__ == "__main__":
         assert w.exitcode == 0, w.exitcode
 "#;
 
-/// Copies `lib` into a fresh directory no search path names.
-fn private_copy(dir: &Path, lib: &Path) -> String {
-    std::fs::create_dir_all(dir).unwrap();
-    let dest = dir.join(lib.file_name().unwrap());
-    std::fs::copy(lib, &dest).unwrap();
-    dest.display().to_string()
-}
-
 fn record_python(out: &Path, script: &Path, args: &[&str]) -> std::process::Output {
     let output = tracer_cmd()
         .args(["record", "--scan-interval-ms", "60000", "-o"])

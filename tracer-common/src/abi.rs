@@ -207,10 +207,19 @@ const _: () = assert!(core::mem::size_of::<EntryState>() == 16 + 8 * MAX_ARGS);
 /// so these never mix with calls; the value differs from [`kind`]'s anyway).
 pub const LIB_OPEN_KIND: u32 = 16;
 
+/// Kind of an exec report in the load-watch ring: a [`LibOpenEvent`] with
+/// `fd` -1 and no name, sent when a process that is neither traced nor the
+/// tracer calls `execve` while the daemon matches a pattern. The process is
+/// "pending" (its CUDA library opens are held) until userspace decides.
+pub const EXEC_KIND: u32 = 17;
+
 /// Bits of [`LibOpenEvent::flags`].
 pub mod lib_open_flags {
     /// The kernel sent the process SIGSTOP: userspace must send SIGCONT.
     pub const HELD: u32 = 1;
+    /// The process was pending (not yet matched against the pattern) when it
+    /// opened the library: userspace decides whether to trace it first.
+    pub const PENDING: u32 = 2;
 }
 
 /// A traced process opened (`open`/`openat`/`openat2`, fd valid) a file

@@ -5,6 +5,12 @@
 //! whose name looks like `libcuda.so*`/`libcudart.so*` queue a
 //! [`LibOpenEvent`] and stop the process with SIGSTOP until userspace has
 //! attached the probes to that file and sends SIGCONT.
+//!
+//! While the daemon matches a pattern (`MATCH_EXEC`), a process that calls
+//! `execve` and is not traced yet is "pending" until userspace has compared
+//! its new command line with the pattern: its exec is reported, and its CUDA
+//! library opens are held like a traced process's, so a short job that
+//! matches is traced from its first call.
 
 use aya_ebpf::{
     bindings::{pt_regs, BPF_ANY, BPF_RB_FORCE_WAKEUP},
@@ -17,8 +23,8 @@ use aya_ebpf::{
     programs::{FExitContext, RawTracePointContext},
 };
 use tracer_common::abi::{
-    hold_slot, lib_open_flags, EventHeader, LibOpenEvent, NameBuf, HOLD_HEARTBEAT_FRESH_NS, LIB_OPEN_EVENT_SIZE,
-    LIB_OPEN_KIND, NAME_MAX,
+    hold_slot, lib_open_flags, EventHeader, LibOpenEvent, NameBuf, EXEC_KIND, HOLD_HEARTBEAT_FRESH_NS,
+    LIB_OPEN_EVENT_SIZE, LIB_OPEN_KIND, NAME_MAX,
 };
 
 const SYS_OPEN: u64 = 2;
@@ -31,6 +37,18 @@ const SIGSTOP: u32 = 19;
 /// never stop itself.
 #[no_mangle]
 static TRACER_TGID: u32 = 0;
+
+/// Non-zero when the daemon matches a pattern: execs are reported and the
+/// exec'ing processes pending until userspace decides. Set before load.
+#[no_mangle]
+static MATCH_EXEC: u32 = 0;
+
+/// Processes that exec'd (or were forked by a pending process) and that
+/// userspace has not yet matched against the pattern, with the exec's time.
+/// LRU: a flood of execs evicts the oldest; an evicted process is no longer
+/// held at a library open, and the /proc scan finds it, late, and says so.
+#[map]
+static PENDING: LruHashMap<u32, u64> = LruHashMap::with_max_entries(16_384, 0);
 
 /// File-name pointer of an open in flight, per thread (LRU: a thread that
 /// dies inside the syscall cannot fill it).
@@ -62,7 +80,7 @@ pub fn open_enter(ctx: RawTracePointContext) -> i32 {
         return 0;
     }
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !crate::is_traced((pid_tgid >> 32) as u32) {
+    if !is_watched((pid_tgid >> 32) as u32) {
         return 0;
     }
     let regs: *const pt_regs = ctx.arg(0);
@@ -109,7 +127,7 @@ pub fn open_exit(ctx: RawTracePointContext) -> i32 {
 #[fexit(function = "do_sys_openat2")]
 pub fn openat2_return(ctx: FExitContext) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !crate::is_traced((pid_tgid >> 32) as u32) {
+    if !is_watched((pid_tgid >> 32) as u32) {
         return 0;
     }
     let name: u64 = ctx.arg(1);
@@ -146,7 +164,7 @@ fn on_opened(pid_tgid: u64, name_ptr: u64, ret: i64) {
     let pid = (pid_tgid >> 32) as u32;
     // SAFETY: a global written by userspace before load.
     let tracer = unsafe { core::ptr::read_volatile(&TRACER_TGID) };
-    let mut flags = 0;
+    let mut flags = if crate::is_traced(pid) { 0 } else { lib_open_flags::PENDING };
     if pid != tracer && heartbeat_fresh(now) && HELD.insert(pid, now, BPF_ANY as u64).is_ok() {
         // Delivered on the way back to user mode: no instruction after this
         // open runs before userspace sends SIGCONT.
@@ -173,6 +191,80 @@ fn on_opened(pid_tgid: u64, name_ptr: u64, ret: i64) {
         }
     }
     entry.submit(BPF_RB_FORCE_WAKEUP as u64);
+}
+
+/// `sched_process_exec(task, old_pid, bprm)`, run by the process after its
+/// new image is in place: while the daemon matches a pattern, an untraced
+/// process becomes pending and its exec is reported.
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn proc_exec(_ctx: RawTracePointContext) -> i32 {
+    if !matching_execs() {
+        return 0;
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let pid = (pid_tgid >> 32) as u32;
+    // SAFETY: a global written by userspace before load.
+    let tracer = unsafe { core::ptr::read_volatile(&TRACER_TGID) };
+    if pid == tracer || crate::is_traced(pid) {
+        return 0;
+    }
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let _ = PENDING.insert(pid, now, BPF_ANY as u64);
+    let Some(mut entry) = LIB_EVENTS.reserve::<LibOpenEvent>(0) else {
+        // The process stays pending: its first library open is held and
+        // decided then.
+        count_lost();
+        return 0;
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` points to the reserved record; every field is written.
+    unsafe {
+        (*ev).header = EventHeader { kind: EXEC_KIND, size: LIB_OPEN_EVENT_SIZE as u32 };
+        (*ev).ts_ns = now;
+        (*ev).pid = pid;
+        (*ev).tid = pid_tgid as u32;
+        (*ev).fd = -1;
+        (*ev).flags = 0;
+        (*ev).name.len = 0;
+        (*ev).name._pad = 0;
+    }
+    entry.submit(BPF_RB_FORCE_WAKEUP as u64);
+    0
+}
+
+#[inline(always)]
+fn matching_execs() -> bool {
+    // SAFETY: a global written by userspace before load.
+    unsafe { core::ptr::read_volatile(&MATCH_EXEC) != 0 }
+}
+
+/// Whether `tgid` is undecided: it exec'd while the daemon matches a pattern.
+#[inline(always)]
+pub fn is_pending(tgid: u32) -> bool {
+    // SAFETY: read-only lookup of a plain value.
+    matching_execs() && unsafe { PENDING.get(tgid) }.is_some()
+}
+
+/// A pending process forked `child`: the child is pending too (its parent
+/// may yet match, and then the child is traced).
+#[inline(always)]
+pub fn fork_pending(child: u32) {
+    let now = unsafe { bpf_ktime_get_boot_ns() };
+    let _ = PENDING.insert(child, now, BPF_ANY as u64);
+}
+
+/// A process's leader exited: it is no longer pending.
+#[inline(always)]
+pub fn forget_pending(tgid: u32) {
+    if matching_execs() {
+        let _ = PENDING.remove(tgid);
+    }
+}
+
+/// Whether library opens of `tgid` are watched: traced or pending.
+#[inline(always)]
+fn is_watched(tgid: u32) -> bool {
+    crate::is_traced(tgid) || is_pending(tgid)
 }
 
 #[inline(always)]

@@ -270,7 +270,8 @@ fn emit_proc(pid: u32, ppid: u32, op: u32) {
 #[raw_tracepoint(tracepoint = "sched_process_fork")]
 pub fn proc_fork(ctx: RawTracePointContext) -> i32 {
     let parent = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if !is_traced(parent) {
+    let traced = is_traced(parent);
+    if !traced && !load_watch::is_pending(parent) {
         return 0;
     }
     // SAFETY: a global written by userspace before load.
@@ -287,6 +288,10 @@ pub fn proc_fork(ctx: RawTracePointContext) -> i32 {
     if child_tgid == parent || child_tgid == 0 {
         return 0;
     }
+    if !traced {
+        load_watch::fork_pending(child_tgid);
+        return 0;
+    }
     let _ = TRACED.insert(child_tgid, parent, BPF_ANY as u64);
     emit_proc(child_tgid, parent, proc_op::FORK);
     0
@@ -298,7 +303,11 @@ pub fn proc_fork(ctx: RawTracePointContext) -> i32 {
 pub fn proc_exit(_ctx: RawTracePointContext) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    if tgid != pid_tgid as u32 || !is_traced(tgid) {
+    if tgid != pid_tgid as u32 {
+        return 0;
+    }
+    load_watch::forget_pending(tgid);
+    if !is_traced(tgid) {
         return 0;
     }
     let _ = TRACED.remove(tgid);

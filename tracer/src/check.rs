@@ -111,7 +111,7 @@ pub fn run(pid: Option<u32>) -> Vec<Item> {
             }
         }
     });
-    items.push(match loader::Probes::load(&loader::LoadOptions { ringbuf_bytes: 1 << 16, task_tgid_offset: None }) {
+    items.push(match loader::Probes::load(&loader::LoadOptions { ringbuf_bytes: 1 << 16, task_tgid_offset: None, match_exec: false }) {
         Ok(_) => ok("BPF programs load and pass the verifier"),
         Err(e) => fail(
             format!("BPF programs do not load: {e}"),

@@ -19,8 +19,8 @@ use crate::daemon::{
         metrics::Metrics,
         upload::S3Uploader,
     },
-    probes::load_watch::LibOpen,
-    session::{next_open, wait_child, Session, SessionError},
+    probes::load_watch::WatchEvent,
+    session::{next_watch_event, wait_child, Session, SessionError},
     supervise::{Backoff, Failure, Supervisor, TaskError, TaskKind},
     tasks,
 };
@@ -187,7 +187,7 @@ async fn start_uploads(
 
 /// Starts the load watch's pump as a task; the receiver gets the library
 /// opens it forwards (none when the load watch is off or failed).
-fn start_load_watch(tasks: &mut Supervisor, s: &mut Session) -> Option<mpsc::UnboundedReceiver<LibOpen>> {
+fn start_load_watch(tasks: &mut Supervisor, s: &mut Session) -> Option<mpsc::UnboundedReceiver<WatchEvent>> {
     let (pump, lib_opens) = s.start_load_watch()?;
     tasks.spawn_once(TaskKind::LoadWatch, move |ctx| {
         Box::pin(async move {
@@ -223,7 +223,7 @@ async fn event_loop(
     s: &mut Session,
     tasks: &mut Supervisor,
     msg_rx: &mut mpsc::UnboundedReceiver<ReaderMsg>,
-    mut lib_opens: Option<mpsc::UnboundedReceiver<LibOpen>>,
+    mut lib_opens: Option<mpsc::UnboundedReceiver<WatchEvent>>,
     mut child: Option<tokio::process::Child>,
     mut stop_rx: watch::Receiver<bool>,
 ) -> Ending {
@@ -233,7 +233,7 @@ async fn event_loop(
     loop {
         tokio::select! {
             _ = scan.tick() => s.scan(),
-            Some(open) = next_open(&mut lib_opens) => s.on_library_open(open),
+            Some(event) = next_watch_event(&mut lib_opens) => s.on_watch_event(event),
             msg = msg_rx.recv(), if reader_open => match msg {
                 Some(m) => s.on_message(m),
                 None => reader_open = false,

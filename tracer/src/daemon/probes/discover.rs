@@ -64,8 +64,36 @@ pub fn matching_processes(pattern: &Regex, exclude: u32) -> Vec<ProcessInfo> {
     all_processes()
         .into_iter()
         .filter(|info| info.pid != exclude)
-        .filter(|info| pattern.is_match(&info.cmdline) || pattern.is_match(&info.comm))
+        .filter(|info| matches(pattern, info))
         .collect()
+}
+
+/// Whether a process's command line or name matches the target pattern.
+pub fn matches(pattern: &Regex, info: &ProcessInfo) -> bool {
+    pattern.is_match(&info.cmdline) || pattern.is_match(&info.comm)
+}
+
+/// The live descendants of `pid` (children of any of its threads, then
+/// theirs), at most `max`.
+pub fn descendants(pid: u32, max: usize) -> Vec<u32> {
+    let mut found = Vec::new();
+    let mut seen = BTreeSet::from([pid]);
+    let mut queue = std::collections::VecDeque::from([pid]);
+    while let Some(parent) = queue.pop_front() {
+        let Ok(tasks) = open(parent).and_then(|p| p.tasks().map_err(|source| DiscoverError::Proc { pid: parent, source })) else {
+            continue;
+        };
+        for child in tasks.filter_map(Result::ok).filter_map(|t| t.children().ok()).flatten() {
+            if found.len() >= max {
+                return found;
+            }
+            if seen.insert(child) {
+                found.push(child);
+                queue.push_back(child);
+            }
+        }
+    }
+    found
 }
 
 /// A CUDA library mapped by a process.

@@ -3,7 +3,9 @@
 //! of that very file (`/proc/PID/fd/FD`, then `/proc/self/fd/N`: no path is
 //! resolved in the tracer's namespace, and the process exiting cannot make
 //! the attach fail), releases the held process, and keeps the heartbeat
-//! without which the kernel holds nothing.
+//! without which the kernel holds nothing. While the daemon matches a
+//! pattern it also reports execs, so userspace can decide about a new
+//! process before it loads CUDA.
 
 use std::{
     collections::HashMap,
@@ -15,12 +17,12 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{MapData, RingBuf};
+use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
 use tokio::{
     io::{unix::AsyncFd, Interest},
     sync::{mpsc, watch},
 };
-use tracer_common::abi::{hold_slot, lib_open_flags, LibOpenEvent, LIB_OPEN_EVENT_SIZE, LIB_OPEN_KIND};
+use tracer_common::abi::{hold_slot, lib_open_flags, LibOpenEvent, EXEC_KIND, LIB_OPEN_EVENT_SIZE, LIB_OPEN_KIND};
 
 use crate::{
     clock::{self, SessionClock},
@@ -44,13 +46,25 @@ pub struct LibOpen {
     pub fd: i32,
     /// The kernel stopped the process: it waits for our SIGCONT.
     pub held: bool,
+    /// The process was not traced but pending (exec'd, not yet matched).
+    pub pending: bool,
     /// Boot-clock ns of the open's return (when the hold began).
     pub ts_ns: u64,
     /// The name the process passed to `open`.
     pub name: String,
 }
 
-impl LibOpen {
+/// What the load watch's ring reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchEvent {
+    /// A traced or pending process opened a CUDA library.
+    Open(LibOpen),
+    /// An untraced process exec'd while the daemon matches a pattern: it is
+    /// pending until [`LoadWatch::settle`].
+    Exec { pid: u32 },
+}
+
+impl WatchEvent {
     /// Decodes a ring-buffer record (`None`: not a well-formed LibOpenEvent).
     pub fn decode(bytes: &[u8]) -> Option<Self> {
         if bytes.len() < LIB_OPEN_EVENT_SIZE {
@@ -58,19 +72,22 @@ impl LibOpen {
         }
         // SAFETY: the length is checked; read_unaligned copes with any alignment.
         let ev: LibOpenEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-        if ev.header.kind != LIB_OPEN_KIND {
-            return None;
+        match ev.header.kind {
+            EXEC_KIND => return Some(Self::Exec { pid: ev.pid }),
+            LIB_OPEN_KIND => {}
+            _ => return None,
         }
         let len = (ev.name.len as usize).min(ev.name.bytes.len());
         let name = ev.name.bytes[..len].split(|&b| b == 0).next().unwrap_or_default();
-        Some(Self {
+        Some(Self::Open(LibOpen {
             pid: ev.pid,
             tid: ev.tid,
             fd: ev.fd,
             held: ev.flags & lib_open_flags::HELD != 0,
+            pending: ev.flags & lib_open_flags::PENDING != 0,
             ts_ns: ev.ts_ns,
             name: String::from_utf8_lossy(name).into_owned(),
-        })
+        }))
     }
 }
 
@@ -84,6 +101,8 @@ pub struct LoadWatch {
     holds: Vec<LibraryHold>,
     /// Files (device, inode) whose attach failed, with the error.
     failed: HashMap<(u64, u64), String>,
+    /// The kernel's undecided processes, when execs are matched.
+    pending: Option<BpfHashMap<MapData, u32, u64>>,
 }
 
 impl LoadWatch {
@@ -91,7 +110,7 @@ impl LoadWatch {
     /// (the caller's to run as a task) forwards the opens to the receiver and
     /// beats the heartbeat. Without a watchdog the kernel reports opens but
     /// holds nothing: a killed tracer must never leave a process stopped.
-    pub fn start(probes: &mut Probes) -> Result<(Self, LoadWatchPump, mpsc::UnboundedReceiver<LibOpen>), LoadError> {
+    pub fn start(probes: &mut Probes) -> Result<(Self, LoadWatchPump, mpsc::UnboundedReceiver<WatchEvent>), LoadError> {
         let maps = probes.watch_library_loads()?;
         let ctl_fd = maps.ctl.fd().as_fd().as_raw_fd();
         let holding = match hold::spawn_watchdog(maps.held_fd, ctl_fd) {
@@ -101,10 +120,18 @@ impl LoadWatch {
                 false
             }
         };
-        tracing::info!(hook = maps.hook, holding, "watching CUDA library opens");
+        let matching_execs = maps.pending.is_some();
+        tracing::info!(hook = maps.hook, holding, matching_execs, "watching CUDA library opens");
         let (tx, rx) = mpsc::unbounded_channel();
         let pump = LoadWatchPump { ring: maps.ring, heartbeat_fd: holding.then_some(ctl_fd), tx };
-        let watch = Self { ctl: maps.ctl, held_fd: maps.held_fd, holding, holds: Vec::new(), failed: HashMap::new() };
+        let watch = Self {
+            ctl: maps.ctl,
+            held_fd: maps.held_fd,
+            holding,
+            holds: Vec::new(),
+            failed: HashMap::new(),
+            pending: maps.pending,
+        };
         Ok((watch, pump, rx))
     }
 
@@ -137,6 +164,23 @@ impl LoadWatch {
         tracing::warn!(pid = open.pid, library = %shown, error = %error, "library not attached: its calls are not traced");
         let at_ms = clock.ms_since_start(clock::boot_ns());
         Some(MissedLibrary { pid: open.pid, path: shown, reason: "attach_failed".into(), error: Some(error), at_ms })
+    }
+
+    /// `pid` is decided (traced or not): the kernel stops treating it as
+    /// pending. Absent is fine (it exited, or was evicted).
+    pub fn settle(&mut self, pid: u32) {
+        if let Some(pending) = self.pending.as_mut() {
+            let _ = pending.remove(&pid);
+        }
+    }
+
+    /// A pending process that does not match opened a library: release it,
+    /// attach nothing.
+    pub fn pass(&mut self, open: &LibOpen) {
+        if open.held {
+            hold::release(self.held_fd, open.pid);
+        }
+        tracing::debug!(pid = open.pid, library = %open.name, "library open by a process that is not traced");
     }
 
     fn attach(
@@ -207,7 +251,7 @@ pub struct LoadWatchPump {
     ring: RingBuf<MapData>,
     /// `HOLD_CTL`'s fd, when holding (else no heartbeat: the kernel holds nothing).
     heartbeat_fd: Option<RawFd>,
-    tx: mpsc::UnboundedSender<LibOpen>,
+    tx: mpsc::UnboundedSender<WatchEvent>,
 }
 
 impl LoadWatchPump {
@@ -236,15 +280,19 @@ impl LoadWatchPump {
 }
 
 /// Forwards opens and beats the heartbeat until the ring fails or nobody listens.
-async fn forward(mut fd: AsyncFd<RingBuf<MapData>>, heartbeat_fd: Option<RawFd>, tx: &mpsc::UnboundedSender<LibOpen>) {
+async fn forward(
+    mut fd: AsyncFd<RingBuf<MapData>>,
+    heartbeat_fd: Option<RawFd>,
+    tx: &mpsc::UnboundedSender<WatchEvent>,
+) {
     let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
     loop {
         tokio::select! {
             guard = fd.readable_mut() => {
                 let Ok(mut guard) = guard else { return };
                 while let Some(item) = guard.get_inner_mut().next() {
-                    if let Some(open) = LibOpen::decode(&item) {
-                        if tx.send(open).is_err() {
+                    if let Some(event) = WatchEvent::decode(&item) {
+                        if tx.send(event).is_err() {
                             return;
                         }
                     }
@@ -277,8 +325,26 @@ mod tests {
         // SAFETY: a plain-old-data struct viewed as bytes.
         let bytes =
             unsafe { std::slice::from_raw_parts((&ev as *const LibOpenEvent).cast::<u8>(), LIB_OPEN_EVENT_SIZE) };
-        let open = LibOpen::decode(bytes).unwrap();
+        let Some(WatchEvent::Open(open)) = WatchEvent::decode(bytes) else { panic!("not an open") };
         assert_eq!((open.pid, open.fd, open.held, open.name.as_str()), (7, 3, true, "/x/libcudart.so.13"));
-        assert!(LibOpen::decode(&bytes[..10]).is_none());
+        assert!(!open.pending);
+        assert!(WatchEvent::decode(&bytes[..10]).is_none());
+    }
+
+    #[test]
+    fn an_exec_event_decodes() {
+        let mut ev = LibOpenEvent::default();
+        ev.header.kind = EXEC_KIND;
+        ev.pid = 9;
+        ev.fd = -1;
+        // SAFETY: a plain-old-data struct viewed as bytes.
+        let bytes =
+            unsafe { std::slice::from_raw_parts((&ev as *const LibOpenEvent).cast::<u8>(), LIB_OPEN_EVENT_SIZE) };
+        assert_eq!(WatchEvent::decode(bytes), Some(WatchEvent::Exec { pid: 9 }));
+        ev.header.kind = 99;
+        // SAFETY: as above.
+        let bytes =
+            unsafe { std::slice::from_raw_parts((&ev as *const LibOpenEvent).cast::<u8>(), LIB_OPEN_EVENT_SIZE) };
+        assert!(WatchEvent::decode(bytes).is_none());
     }
 }

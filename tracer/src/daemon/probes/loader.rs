@@ -37,6 +37,9 @@ pub struct LoadOptions {
     pub ringbuf_bytes: u32,
     /// Offset of `tgid` in `task_struct`; `None` disables fork following.
     pub task_tgid_offset: Option<u32>,
+    /// The daemon matches a pattern: the load watch reports every exec and
+    /// holds the library opens of processes not yet matched.
+    pub match_exec: bool,
 }
 
 /// The loaded programs and the maps userspace works with.
@@ -44,16 +47,19 @@ pub struct Probes {
     ebpf: Ebpf,
     /// Whether children of traced processes are followed in the kernel.
     pub follows_forks: bool,
+    match_exec: bool,
 }
 
 impl Probes {
     pub fn load(opts: &LoadOptions) -> Result<Self, LoadError> {
         let offset = opts.task_tgid_offset.unwrap_or(0);
         let wakeup_bytes = u64::from(opts.ringbuf_bytes / 4);
+        let match_exec = u32::from(opts.match_exec);
         let mut ebpf = EbpfLoader::new()
             .override_global("TASK_TGID_OFFSET", &offset, true)
             .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
             .override_global("TRACER_TGID", &std::process::id(), true)
+            .override_global("MATCH_EXEC", &match_exec, true)
             .map_max_entries("EVENTS", opts.ringbuf_bytes)
             .load(BPF_OBJECT)?;
         for name in ["call_entry", "call_return", "empty_entry", "empty_return"] {
@@ -66,7 +72,7 @@ impl Probes {
             }
             follows_forks = true;
         }
-        Ok(Self { ebpf, follows_forks })
+        Ok(Self { ebpf, follows_forks, match_exec: opts.match_exec })
     }
 
     /// The entry or return program, for attaching.
@@ -125,6 +131,13 @@ impl Probes {
                 "raw_tracepoint:sys_enter+sys_exit"
             }
         };
+        let pending = if self.match_exec && self.follows_forks {
+            attach_raw_tracepoint(&mut self.ebpf, "proc_exec", "sched_process_exec")?;
+            let map = self.ebpf.take_map("PENDING").ok_or(LoadError::MissingProgram { name: "PENDING" })?;
+            Some(BpfHashMap::try_from(map).map_err(|source| LoadError::Map { name: "PENDING", source })?)
+        } else {
+            None
+        };
         let held = self.ebpf.map("HELD").ok_or(LoadError::MissingProgram { name: "HELD" })?;
         let held_fd = match held {
             aya::maps::Map::HashMap(data) => data.fd().as_fd().as_raw_fd(),
@@ -136,7 +149,7 @@ impl Probes {
             Some(aya::maps::Map::Array(data)) => data,
             _ => return Err(LoadError::MissingProgram { name: "HOLD_CTL" }),
         };
-        Ok(LoadWatchMaps { ring, ctl, held_fd, hook })
+        Ok(LoadWatchMaps { ring, ctl, held_fd, hook, pending })
     }
 
     /// Sums of the per-CPU drop counters.
@@ -215,4 +228,7 @@ pub struct LoadWatchMaps {
     pub held_fd: std::os::fd::RawFd,
     /// Which kernel hook notices the opens.
     pub hook: &'static str,
+    /// `PENDING`, when execs are matched: userspace removes a process once
+    /// it has decided whether to trace it.
+    pub pending: Option<BpfHashMap<MapData, u32, u64>>,
 }

@@ -5,7 +5,7 @@ use tokio::sync::mpsc;
 
 use super::Session;
 use crate::{
-    daemon::probes::load_watch::{LibOpen, LoadWatch, LoadWatchPump},
+    daemon::probes::load_watch::{LibOpen, LoadWatch, LoadWatchPump, WatchEvent},
     format::metadata::MissedLibrary,
 };
 
@@ -14,7 +14,9 @@ impl Session {
     /// `CUDA_TRACER_LOAD_WATCH=0` turns it off (never hold a process; the
     /// scan then finds libraries, late, and says so). The pump is the
     /// daemon's to run as a task; the receiver gets the opens it forwards.
-    pub(in crate::daemon) fn start_load_watch(&mut self) -> Option<(LoadWatchPump, mpsc::UnboundedReceiver<LibOpen>)> {
+    pub(in crate::daemon) fn start_load_watch(
+        &mut self,
+    ) -> Option<(LoadWatchPump, mpsc::UnboundedReceiver<WatchEvent>)> {
         if std::env::var_os("CUDA_TRACER_LOAD_WATCH").is_some_and(|v| v == "0") {
             tracing::info!("load watch off (CUDA_TRACER_LOAD_WATCH=0): libraries are found by the /proc scan");
             return None;
@@ -31,8 +33,34 @@ impl Session {
         }
     }
 
+    /// What the load watch reported: an exec to decide about, or a library
+    /// open to attach (a pending process's only once it is decided traced).
+    pub(in crate::daemon) fn on_watch_event(&mut self, event: WatchEvent) {
+        match event {
+            WatchEvent::Exec { pid } => {
+                self.decide_pending(pid);
+            }
+            WatchEvent::Open(open) if open.pending && !self.decide_pending(open.pid) => {
+                if let Some(watch) = self.load_watch.as_mut() {
+                    watch.pass(&open);
+                }
+            }
+            WatchEvent::Open(open) => self.on_library_open(open),
+        }
+    }
+
+    /// Decides about a process the kernel keeps pending; returns whether it
+    /// is traced now. Either way the kernel stops holding it as pending.
+    fn decide_pending(&mut self, pid: u32) -> bool {
+        let traced = self.is_live(pid) || self.match_new_process(pid);
+        if let Some(watch) = self.load_watch.as_mut() {
+            watch.settle(pid);
+        }
+        traced
+    }
+
     /// A traced process opened a CUDA library (and may be held).
-    pub(in crate::daemon) fn on_library_open(&mut self, open: LibOpen) {
+    fn on_library_open(&mut self, open: LibOpen) {
         let Some(watch) = self.load_watch.as_mut() else { return };
         if let Some(miss) = watch.on_open(open, &mut self.attacher, &mut self.probes, &self.clock) {
             self.note_miss(miss);
@@ -64,8 +92,10 @@ impl Session {
     }
 }
 
-/// The next library open, or never when the load watch is off.
-pub(in crate::daemon) async fn next_open(rx: &mut Option<mpsc::UnboundedReceiver<LibOpen>>) -> Option<LibOpen> {
+/// The load watch's next report, or never when the load watch is off.
+pub(in crate::daemon) async fn next_watch_event(
+    rx: &mut Option<mpsc::UnboundedReceiver<WatchEvent>>,
+) -> Option<WatchEvent> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,

@@ -7,7 +7,7 @@ mod load_watch;
 mod metadata;
 mod scan;
 
-pub(super) use load_watch::next_open;
+pub(super) use load_watch::next_watch_event;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -107,8 +107,12 @@ impl Session {
                 None
             }
         };
-        let mut probes =
-            Probes::load(&LoadOptions { ringbuf_bytes: cfg.ringbuf_bytes, task_tgid_offset: tgid_offset })?;
+        let match_exec = matches!(&cfg.target, Target::Daemon { pattern: Some(_), .. });
+        let mut probes = Probes::load(&LoadOptions {
+            ringbuf_bytes: cfg.ringbuf_bytes,
+            task_tgid_offset: tgid_offset,
+            match_exec,
+        })?;
         let ring = probes.take_ring_buffer()?;
         let clock = SessionClock::now();
         // On the session's clock, so its rows line up with the trace's `ts`.

@@ -10,6 +10,12 @@ use crate::{
     format::metadata::{LateLibrary, MissedLibrary, ProcessRecord},
 };
 
+/// How far up the process tree a new process's traced ancestor is sought.
+const MAX_ANCESTORS: usize = 64;
+/// Most children of one newly matched process traced at once (a fork bomb
+/// must not stall the session; later children the kernel follows).
+const MAX_DESCENDANTS: usize = 4_096;
+
 impl Session {
     /// Whether `pid` is a traced process that has not exited.
     pub(super) fn is_live(&self, pid: u32) -> bool {
@@ -80,6 +86,7 @@ impl Session {
             for info in discover::matching_processes(re, me) {
                 if !self.is_live(info.pid) && self.probes.trace_pid(info.pid).is_ok() {
                     self.add_process(info.pid, "pattern", info.ppid);
+                    self.trace_descendants(info.pid);
                 }
             }
         }
@@ -117,6 +124,55 @@ impl Session {
         }
         self.scan_exits();
         self.update_metrics();
+    }
+    /// A process that exec'd (or was forked by one that had) while the
+    /// daemon matches a pattern: traced, with the children it already has,
+    /// when it matches or descends from a traced process. Returns whether
+    /// it is traced now.
+    pub(super) fn match_new_process(&mut self, pid: u32) -> bool {
+        let Target::Daemon { pattern: Some(re), .. } = &self.cfg.target else { return false };
+        if pid == std::process::id() {
+            return false;
+        }
+        let Ok(info) = ProcessInfo::read(pid) else { return false };
+        let source = if discover::matches(re, &info) {
+            "pattern"
+        } else if self.has_traced_ancestor(info.ppid) {
+            "exec-child"
+        } else {
+            return false;
+        };
+        if self.probes.trace_pid(pid).is_err() {
+            return false;
+        }
+        self.add_process(pid, source, info.ppid);
+        self.trace_descendants(pid);
+        true
+    }
+    /// Whether a live traced process is `ppid` or one of its ancestors.
+    fn has_traced_ancestor(&self, mut ppid: u32) -> bool {
+        for _ in 0..MAX_ANCESTORS {
+            if ppid <= 1 {
+                return false;
+            }
+            if self.is_live(ppid) {
+                return true;
+            }
+            match ProcessInfo::read(ppid) {
+                Ok(info) => ppid = info.ppid,
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+    /// Traces the children (at any depth) a newly matched process had
+    /// started before it was matched; later ones the kernel follows.
+    fn trace_descendants(&mut self, pid: u32) {
+        for child in discover::descendants(pid, MAX_DESCENDANTS) {
+            if !self.is_live(child) && self.probes.trace_pid(child).is_ok() {
+                self.add_process(child, "child", pid);
+            }
+        }
     }
     /// Attaches a library `pid` has mapped already; either way its calls
     /// before now are missing, and that is stated.
