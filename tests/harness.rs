@@ -130,6 +130,19 @@ pub fn nvidia_cudart13() -> PathBuf {
     from_setup("CUDA_TRACER_NVIDIA_CUDART13", default, "")
 }
 
+/// PyTorch 2.15 with its CUDA 13 wheels (a directory for PYTHONPATH),
+/// installed by `cargo xtask setup`.
+pub fn torch_site() -> PathBuf {
+    let site = from_setup("CUDA_TRACER_TORCH_SITE", setup_cache().join("torch-cu13"), "");
+    let stamp = site.join("installed.stamp");
+    assert!(
+        stamp.exists(),
+        "{} is missing: the PyTorch install is incomplete, run `cargo xtask setup`",
+        stamp.display()
+    );
+    site
+}
+
 /// A port nobody listens on now (the OS picks it).
 pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");

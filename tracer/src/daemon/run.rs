@@ -5,7 +5,7 @@ use std::{
     future::Future,
     path::Path,
     sync::{atomic::AtomicBool, Arc},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use tokio::sync::{mpsc, watch, Mutex};
@@ -227,7 +227,7 @@ async fn event_loop(
     mut child: Option<tokio::process::Child>,
     mut stop_rx: watch::Receiver<bool>,
 ) -> Ending {
-    let mut scan = tokio::time::interval(s.cfg.scan_every);
+    let mut scan = tokio::time::interval(scan_period(s.cfg.scan_every));
     // The reader's end is the supervisor's to report; its closed channel is not.
     let mut reader_open = true;
     loop {
@@ -262,4 +262,17 @@ async fn last_upload_round(tasks: &mut Supervisor, uploads: Uploads) -> RoundRep
         );
     }
     report
+}
+
+/// The /proc scan's period. In debug builds only,
+/// `CUDA_TRACER_TEST_SCAN_FLOOR_MS` raises it: `cargo xtask test` runs the
+/// whole end-to-end suite with the scan slowed to a minute, to show that the
+/// scan is not what catches libraries or processes. A release build (every
+/// image and benchmark) has no such switch.
+fn scan_period(configured: Duration) -> Duration {
+    #[cfg(debug_assertions)]
+    if let Some(floor) = std::env::var("CUDA_TRACER_TEST_SCAN_FLOOR_MS").ok().and_then(|v| v.parse().ok()) {
+        return configured.max(Duration::from_millis(floor));
+    }
+    configured
 }

@@ -61,11 +61,7 @@ pub fn all_processes() -> Vec<ProcessInfo> {
 /// Processes whose command line or name matches `pattern`, except `exclude`
 /// (the tracer itself).
 pub fn matching_processes(pattern: &Regex, exclude: u32) -> Vec<ProcessInfo> {
-    all_processes()
-        .into_iter()
-        .filter(|info| info.pid != exclude)
-        .filter(|info| matches(pattern, info))
-        .collect()
+    all_processes().into_iter().filter(|info| info.pid != exclude).filter(|info| matches(pattern, info)).collect()
 }
 
 /// Whether a process's command line or name matches the target pattern.
@@ -80,7 +76,9 @@ pub fn descendants(pid: u32, max: usize) -> Vec<u32> {
     let mut seen = BTreeSet::from([pid]);
     let mut queue = std::collections::VecDeque::from([pid]);
     while let Some(parent) = queue.pop_front() {
-        let Ok(tasks) = open(parent).and_then(|p| p.tasks().map_err(|source| DiscoverError::Proc { pid: parent, source })) else {
+        let Ok(tasks) =
+            open(parent).and_then(|p| p.tasks().map_err(|source| DiscoverError::Proc { pid: parent, source }))
+        else {
             continue;
         };
         for child in tasks.filter_map(Result::ok).filter_map(|t| t.children().ok()).flatten() {

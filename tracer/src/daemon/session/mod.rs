@@ -108,11 +108,8 @@ impl Session {
             }
         };
         let match_exec = matches!(&cfg.target, Target::Daemon { pattern: Some(_), .. });
-        let mut probes = Probes::load(&LoadOptions {
-            ringbuf_bytes: cfg.ringbuf_bytes,
-            task_tgid_offset: tgid_offset,
-            match_exec,
-        })?;
+        let mut probes =
+            Probes::load(&LoadOptions { ringbuf_bytes: cfg.ringbuf_bytes, task_tgid_offset: tgid_offset, match_exec })?;
         let ring = probes.take_ring_buffer()?;
         let clock = SessionClock::now();
         // On the session's clock, so its rows line up with the trace's `ts`.
