@@ -289,13 +289,14 @@ fn byte_at(bytes: &[u8; NAME_MAX], i: usize) -> u8 {
     bytes[i & (NAME_MAX - 1)]
 }
 
-/// Longest file name (last path component) recognised as a CUDA library.
-const BASENAME_MAX: usize = 48;
+/// How far back from the end the final `/` is searched: the whole name
+/// read (the verifier accepts the bounded loop on the kernels we run on).
+const BASENAME_MAX: usize = NAME_MAX;
 
 /// Whether the last path component of `bytes[..len]` starts with
-/// `libcuda.so`, `libcudart.so` or `libcudart-`. Only the last
-/// [`BASENAME_MAX`] bytes are searched for the final `/`: a loop over the
-/// whole name with data-dependent branches is too much for the verifier.
+/// `libcuda.so`, `libcudart.so` or `libcudart-`. A path longer than the
+/// [`NAME_MAX`] bytes read is cut, and its last component not seen: the
+/// /proc scan then finds the library, late, and says so.
 #[inline(always)]
 fn names_cuda_library(bytes: &[u8; NAME_MAX], len: usize) -> bool {
     let mut start = usize::MAX;
