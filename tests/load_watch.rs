@@ -246,3 +246,29 @@ fn a_real_pytorch_has_its_cuda_13_runtime_attached_before_its_first_call() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!stderr.lines().any(|l| l.starts_with("warning:")), "{stderr}");
 }
+
+#[test]
+fn a_runtime_with_a_long_hashed_file_name_is_held_and_traced() {
+    // Wheels that vendor the runtime rename it `libcudart-<hash>.so.N`; a
+    // 100-byte last component once went unrecognised (only 48 were searched).
+    let (tmp, out, _) = scratch();
+    let long = format!("libcudart-{}.so.12", "0123456789abcdef".repeat(6));
+    let dir = tmp.path().join("vendored");
+    std::fs::create_dir_all(&dir).unwrap();
+    let lib = dir.join(&long);
+    std::fs::copy(nvidia_cudart(), &lib).unwrap();
+    let script = tmp.path().join("long.py");
+    std::fs::write(
+        &script,
+        "import ctypes, sys\ncu = ctypes.CDLL(sys.argv[1])\np = ctypes.c_void_p()\n\
+         assert cu.cudaMalloc(ctypes.byref(p), ctypes.c_size_t(64)) == 35\n",
+    )
+    .unwrap();
+    record_python(&out, &script, &[&lib.display().to_string()]);
+    let trace = load_trace(&out);
+    let funcs: Vec<&str> = trace.lines.iter().map(|l| l["func"].as_str().unwrap()).collect();
+    assert_eq!(funcs, ["cudaMalloc"]);
+    let holds = trace.metadata["library_holds"].as_array().unwrap();
+    assert!(holds.iter().any(|h| h["path"] == lib.display().to_string() && h["outcome"] == "attached"), "{holds:?}");
+    assert_eq!(missed(&trace), &Vec::<Value>::new());
+}
