@@ -27,7 +27,7 @@ pub const MAX_LIBRARY_BYTES: u64 = 4 << 30;
 /// Why a file of a traced process was not opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    #[error("{shown}: cannot open it through {source_path}: {error}")]
+    #[error("reading {source_path}: {error} (the process's {shown})")]
     Open { shown: String, source_path: String, error: io::Error },
     #[error("{shown}: not a regular file (a {kind}); not read")]
     NotRegular { shown: String, kind: &'static str },
@@ -181,7 +181,7 @@ pub fn open_mapped(pid: u32, start: u64, end: u64, shown: &str, inode: u64) -> R
         Err(OpenError::Open { error, .. }) if error.kind() == io::ErrorKind::PermissionDenied => {
             let root = TargetRoot::of_process(pid).map_err(|error| OpenError::Open {
                 shown: shown.to_string(),
-                source_path: format!("/proc/{pid}/root"),
+                source_path: format!("/proc/{pid}/root{shown}"),
                 error,
             })?;
             let file = root.open(Path::new(shown))?;
