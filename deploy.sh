@@ -20,7 +20,9 @@ S3_REGION="${S3_REGION:-}"
 S3_PATH_STYLE="${S3_PATH_STYLE:-false}"
 TRACE_INTERVAL="${TRACE_INTERVAL:-60}"
 UPLOAD_INTERVAL="${UPLOAD_INTERVAL:-120}"
-TARGET_PROCESS="${TARGET_PROCESS:-vllm|VLLM}"
+# vLLM's entry points only (README "Which processes run traces").
+DEFAULT_TARGET_PROCESS='^VLLM::|^(\S*/)?vllm( |$)|^(\S*/)?python[0-9.]*( -\S+)* ((\S*/)?vllm|-m ?vllm(\.\S+)?)( |$)'
+TARGET_PROCESS="${TARGET_PROCESS:-$DEFAULT_TARGET_PROCESS}"
 CONTAINER_RUNTIME="${CONTAINER_RUNTIME:-docker}"
 PUSH="${PUSH:-0}"
 KUBECTL="${KUBECTL:-kubectl}"
@@ -57,7 +59,7 @@ Settings (environment):
   HF_TOKEN                      -> Secret hf-token (gated models such as Llama-2)
   MODEL (meta-llama/Llama-2-7b-hf), VLLM_IMAGE (vllm/vllm-openai:TAG)
   IMAGE (cuda-tracer:latest), CONTAINER_RUNTIME (docker|podman), PUSH (0|1)
-  TRACE_INTERVAL (60), UPLOAD_INTERVAL (120), TARGET_PROCESS (vllm|VLLM)
+  TRACE_INTERVAL (60), UPLOAD_INTERVAL (120), TARGET_PROCESS (vLLM's entry points)
   API_URL (http://localhost:30800), BATCH_COUNT (15), PARALLEL_COUNT (20),
   PARALLEL_WORKERS (4), RESULTS_DIR (./results), ROLLOUT_TIMEOUT (1200s)
   KUBECTL (kubectl), KUBECONFIG, CUDA_TRACER (path of the cuda-tracer binary)

@@ -100,7 +100,10 @@ fn labelled_vllm_pod_gets_the_sidecar_host_pid_and_volume() {
     assert_eq!(sidecar.image.as_deref(), Some("registry.local/cuda-tracer:0.1"));
     assert_eq!(sidecar.command, Some(vec!["cuda-tracer".to_string(), "run".to_string()]));
     let value = |name| env_value(&pod, "cuda-tracer", name).and_then(|e| e.value.as_deref());
-    assert_eq!(value("TARGET_PROCESS"), Some("vllm|VLLM"));
+    // The default: vLLM's entry points only (README "Which processes run traces").
+    let vllm_entry_points =
+        r"^VLLM::|^(\S*/)?vllm( |$)|^(\S*/)?python[0-9.]*( -\S+)* ((\S*/)?vllm|-m ?vllm(\.\S+)?)( |$)";
+    assert_eq!(value("TARGET_PROCESS"), Some(vllm_entry_points));
     assert_eq!(value("TRACE_DIR"), Some("/traces"));
     assert_eq!(value("S3_BUCKET"), Some("traces"));
     assert_eq!(value("S3_PREFIX"), Some("k3s-vllm/"));

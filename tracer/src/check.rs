@@ -155,11 +155,15 @@ fn target(pid: u32) -> Vec<Item> {
     }
     for lib in libs {
         let layer = symbols::layer_of(Path::new(&lib.shown)).unwrap_or(tracer_common::funcs::Layer::Driver);
-        items.push(match symbols::resolve(&lib.opened, layer, |_| true) {
+        let resolved = lib
+            .open(pid)
+            .map_err(|e| e.to_string())
+            .and_then(|file| symbols::resolve(&file.file, &lib.shown, layer, |_| true).map_err(|e| e.to_string()));
+        items.push(match resolved {
             Ok(s) => {
                 ok(format!("{}: {} traced functions found, {} not exported", lib.shown, s.found.len(), s.missing.len()))
             }
-            Err(e) => fail(e.to_string(), "pass the real library with --lib, or report the library version"),
+            Err(e) => fail(e, "pass the real library with --lib, or report the library version"),
         });
     }
     items

@@ -99,7 +99,7 @@ pub struct RecordArgs {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Regex matched against each process's command line and name.
-    #[arg(long = "target-process", env = "TARGET_PROCESS", default_value = "vllm|VLLM")]
+    #[arg(long = "target-process", env = "TARGET_PROCESS", default_value = crate::daemon::config::DEFAULT_TARGET_PROCESS)]
     pub target_process: String,
     /// Trace this pid (repeatable); with --pid only, no pattern scan unless --target-process is also given.
     #[arg(long = "pid")]

@@ -10,6 +10,17 @@ use crate::daemon::{
     probes::attach::Selection,
 };
 
+/// The default `--target-process`: vLLM's own entry points only, matched
+/// against a process's command line (arguments joined by spaces) and its
+/// name. In order: the titles vLLM gives its processes (`VLLM::EngineCore`,
+/// `VLLM::Worker_TP0`, `VLLM::APIServer`: `set_process_title`, prefix
+/// `VLLM_PROCESS_NAME_PREFIX`), the `vllm` command itself (`vllm serve …`,
+/// name `vllm`), and Python running the `vllm` script or `-m vllm…`
+/// (`python3 -m vllm.entrypoints.openai.api_server`). Anchored at the start
+/// of the command line: "vllm" in a later argument opts nothing in.
+pub const DEFAULT_TARGET_PROCESS: &str =
+    r"^VLLM::|^(\S*/)?vllm( |$)|^(\S*/)?python[0-9.]*( -\S+)* ((\S*/)?vllm|-m ?vllm(\.\S+)?)( |$)";
+
 /// What to trace.
 #[derive(Clone, Debug)]
 pub enum Target {
@@ -60,4 +71,40 @@ pub struct DaemonConfig {
     /// Serve `/metrics`, `/healthz` and `/readyz` here.
     pub metrics_addr: Option<SocketAddr>,
     pub upload: Option<UploadConfig>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_pattern_matches_vllm_entry_points_only() {
+        let re = Regex::new(DEFAULT_TARGET_PROCESS).unwrap();
+        for vllm in [
+            "VLLM::EngineCore",
+            "VLLM::EngineCor",
+            "VLLM::Worker_TP0",
+            "vllm",
+            "vllm serve facebook/opt-125m",
+            "/usr/local/bin/vllm serve m",
+            "/usr/bin/python3 /usr/local/bin/vllm serve facebook/opt-125m --port 8000",
+            "python3 -m vllm.entrypoints.openai.api_server --model=m --host=0.0.0.0",
+            "/opt/venv/bin/python3.12 -u -m vllm.entrypoints.openai.api_server",
+            "python -m vllm serve m",
+        ] {
+            assert!(re.is_match(vllm), "{vllm}");
+        }
+        for other in [
+            "sleep 600 vllm",
+            "python3 -c import time; time.sleep(1) vllm",
+            "python3 /tmp/evil.py --name vllm",
+            "bash -c exec vllm serve",
+            "cat /models/vllm/config.json",
+            "python3 /srv/vllm-clone/app.py",
+            "/usr/bin/vllm-exporter",
+            "myVLLM::Engine",
+        ] {
+            assert!(!re.is_match(other), "{other}");
+        }
+    }
 }

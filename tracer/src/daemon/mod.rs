@@ -10,6 +10,7 @@ pub mod probes;
 mod run;
 mod session;
 pub mod supervise;
+pub mod target_files;
 mod tasks;
 
 pub use config::{DaemonConfig, SessionConfig, Target, UploadConfig};

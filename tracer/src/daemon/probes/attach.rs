@@ -2,11 +2,7 @@
 //! library, once per library file (uprobes bind to the inode, so one attach
 //! covers every process and container mapping that file).
 
-use std::{
-    collections::HashMap,
-    os::unix::fs::MetadataExt,
-    path::{Path, PathBuf},
-};
+use std::{collections::HashMap, os::fd::AsRawFd as _, path::Path};
 
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope};
 use tracer_common::funcs::{self, FuncSpec, Group, Layer};
@@ -14,6 +10,7 @@ use tracer_common::funcs::{self, FuncSpec, Group, Layer};
 use crate::{
     daemon::probes::loader::{LoadError, Probes},
     daemon::probes::symbols::{self, SymbolError},
+    daemon::target_files::{OpenError, TargetFile},
 };
 
 /// Why a library could not be attached.
@@ -21,8 +18,8 @@ use crate::{
 pub enum AttachError {
     #[error("{path} is not a CUDA driver or runtime library (expected libcuda.so* or libcudart.so*)")]
     NotCuda { path: String },
-    #[error("cannot stat {path}: {source}")]
-    Stat { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Open(#[from] OpenError),
     #[error(transparent)]
     Symbols(#[from] SymbolError),
     #[error(transparent)]
@@ -105,36 +102,34 @@ impl Attacher {
         self.stopping.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Whether this file is attached already.
-    pub fn is_attached(&self, opened: &Path) -> bool {
-        std::fs::metadata(opened).is_ok_and(|m| self.attached.contains_key(&(m.dev(), m.ino())))
+    /// Whether the file with this `(dev, inode)` is attached already.
+    pub fn is_attached(&self, key: (u64, u64)) -> bool {
+        self.attached.contains_key(&key)
     }
 
     /// Whether a file with this inode is attached: for a process that exited
-    /// before its mapped file could be stat'ed (inode from /proc/PID/maps).
+    /// before its mapped file could be opened (inode from /proc/PID/maps).
     pub fn is_attached_inode(&self, inode: u64) -> bool {
         inode != 0 && self.attached.keys().any(|&(_, ino)| ino == inode)
     }
 
-    /// Attaches every selected function of the library at `opened`; `shown`
-    /// is its path as the traced process sees it. Returns `None` when this
-    /// file (same device and inode) is attached already.
-    pub fn attach(
-        &mut self,
-        probes: &mut Probes,
-        opened: &Path,
-        shown: &str,
-    ) -> Result<Option<&AttachedLibrary>, AttachError> {
+    /// Attaches every selected function of the library open as `lib`.
+    /// Everything goes through that one descriptor: the symbols are read
+    /// from it and the probes attach to `/proc/self/fd/N`, the very file
+    /// open (the kernel follows that link to the open file, not to a path),
+    /// so nothing swapped in after the open can be read or attached.
+    /// Returns whether this call attached it (false: it was already).
+    pub fn attach_file(&mut self, probes: &mut Probes, lib: &TargetFile) -> Result<bool, AttachError> {
+        let shown = lib.shown.as_str();
         let layer = symbols::layer_of(Path::new(shown))
-            .or_else(|| symbols::layer_of(opened))
+            .or_else(|| symbols::layer_of(&lib.source))
             .ok_or_else(|| AttachError::NotCuda { path: shown.to_string() })?;
-        let meta = std::fs::metadata(opened)
-            .map_err(|source| AttachError::Stat { path: opened.display().to_string(), source })?;
-        let key = (meta.dev(), meta.ino());
+        let key = lib.key();
         if self.attached.contains_key(&key) {
-            return Ok(None);
+            return Ok(false);
         }
-        let resolved = symbols::resolve(opened, layer, |s| self.selection.contains(s))?;
+        let resolved = symbols::resolve(&lib.file, shown, layer, |s| self.selection.contains(s))?;
+        let own = format!("/proc/self/fd/{}", lib.file.as_raw_fd());
         let mut count = 0;
         for func in &resolved.found {
             if self.stopping.load(std::sync::atomic::Ordering::Relaxed) {
@@ -150,7 +145,7 @@ impl Attacher {
                         location: UProbeAttachLocation::AbsoluteOffset(offset),
                         cookie: Some(cookie),
                     };
-                    probes.uprobe(prog)?.attach(point, opened, UProbeScope::AllProcesses).map_err(|source| {
+                    probes.uprobe(prog)?.attach(point, &own, UProbeScope::AllProcesses).map_err(|source| {
                         AttachError::Probe { function: func.name, path: shown.to_string(), source }
                     })?;
                     count += 1;
@@ -159,7 +154,7 @@ impl Attacher {
         }
         let lib = AttachedLibrary {
             path: shown.to_string(),
-            opened: opened.to_path_buf(),
+            opened: lib.source.clone(),
             layer: layer_name(layer).into(),
             dev: key.0,
             inode: key.1,
@@ -168,27 +163,7 @@ impl Attacher {
             probes: count,
         };
         tracing::info!(path = %lib.path, functions = lib.functions.len(), missing = lib.missing.len(), probes = count, "attached");
-        Ok(Some(self.attached.entry(key).or_insert(lib)))
-    }
-
-    /// Attaches the library open as `file` through `/proc/self/fd/N`: the
-    /// attach needs neither a path in our namespace nor the process that
-    /// opened it. `source` (its `/proc/PID/fd/FD`) is kept as `opened`.
-    /// Returns whether this call attached it (false: it was already).
-    pub fn attach_file(
-        &mut self,
-        probes: &mut Probes,
-        file: &std::fs::File,
-        shown: &str,
-        source: &Path,
-    ) -> Result<bool, AttachError> {
-        use std::os::fd::AsRawFd as _;
-        let own = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-        let Some(lib) = self.attach(probes, &own, shown)? else { return Ok(false) };
-        let key = (lib.dev, lib.inode);
-        if let Some(lib) = self.attached.get_mut(&key) {
-            lib.opened = source.to_path_buf();
-        }
+        self.attached.insert(key, lib);
         Ok(true)
     }
 

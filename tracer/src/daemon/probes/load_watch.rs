@@ -9,10 +9,7 @@
 
 use std::{
     collections::HashMap,
-    os::{
-        fd::{AsFd as _, AsRawFd as _, RawFd},
-        unix::fs::MetadataExt as _,
-    },
+    os::fd::{AsFd as _, AsRawFd as _, RawFd},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -32,6 +29,7 @@ use crate::{
         loader::{LoadError, Probes},
         symbols::layer_of,
     },
+    daemon::target_files::TargetFile,
     format::metadata::{LibraryHold, MissedLibrary},
 };
 
@@ -147,7 +145,7 @@ impl LoadWatch {
         let fd_path = PathBuf::from(format!("/proc/{}/fd/{}", open.pid, open.fd));
         let shown = std::fs::read_link(&fd_path).map(|p| p.display().to_string()).unwrap_or(open.name.clone());
         let waited_ms = (clock::boot_ns().saturating_sub(open.ts_ns)) as f64 / 1e6;
-        let (outcome, error) = self.attach(&fd_path, &shown, attacher, probes);
+        let (outcome, error) = self.attach(open.pid, &fd_path, &shown, attacher, probes);
         if open.held {
             hold::release(self.held_fd, open.pid);
         }
@@ -185,6 +183,7 @@ impl LoadWatch {
 
     fn attach(
         &mut self,
+        pid: u32,
         fd_path: &Path,
         shown: &str,
         attacher: &mut Attacher,
@@ -196,23 +195,20 @@ impl LoadWatch {
         // Our own descriptor of the file the loader opened: it stays valid
         // whatever the process does next. Non-blocking and regular files
         // only: a FIFO named like a library must not hang the load watch.
-        let file = match crate::format::open::open_regular(fd_path) {
+        let file = match TargetFile::open_proc_link(fd_path, shown, Some(pid)) {
             Ok(file) => file,
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => return ("attach_failed", Some(e.to_string())),
+            Err(e) if e.is_refusal() => return ("attach_failed", Some(e.to_string())),
             Err(_) => return ("gone", None),
         };
-        let Ok(meta) = file.metadata() else { return ("gone", None) };
-        if let Some(error) = self.failed.get(&(meta.dev(), meta.ino())) {
+        if let Some(error) = self.failed.get(&file.key()) {
             return ("attach_failed", Some(error.clone()));
         }
-        match attacher.attach_file(probes, &file, shown, fd_path) {
+        match attacher.attach_file(probes, &file) {
             Ok(true) => ("attached", None),
             Ok(false) => ("already_attached", None),
             Err(e) => {
-                // Name the file as the process does, not by our descriptor.
-                let own = format!("/proc/self/fd/{}", file.as_raw_fd());
-                let error = e.to_string().replace(&own, shown);
-                self.failed.insert((meta.dev(), meta.ino()), error.clone());
+                let error = e.to_string();
+                self.failed.insert(file.key(), error.clone());
                 ("attach_failed", Some(error))
             }
         }

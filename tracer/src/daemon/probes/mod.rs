@@ -6,6 +6,7 @@ pub mod btf;
 pub mod discover;
 pub mod exit;
 pub mod hold;
+pub mod libraries;
 pub mod load_watch;
 pub mod loader;
 pub mod spawn;

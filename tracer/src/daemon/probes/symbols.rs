@@ -2,20 +2,37 @@
 //! symbol tables (`.dynsym` and `.symtab`), matching versioned dynamic
 //! symbols by their bare name.
 
-use std::{collections::BTreeSet, path::Path};
+use std::{collections::BTreeSet, fs::File, path::Path};
 
-use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
+use object::{
+    elf,
+    read::elf::{SectionTable, Sym as _},
+};
 use tracer_common::funcs::{self, FuncSpec, Layer};
+
+use crate::daemon::target_files::{
+    elf::{Header, Parts},
+    ElfError, ElfImage, ElfLimits,
+};
 
 /// Why a library could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum SymbolError {
-    #[error("reading {path}: {source}")]
-    Read { path: String, source: std::io::Error },
     #[error("{path} is not an ELF shared library: {source}")]
-    Parse { path: String, source: object::Error },
+    Parse { path: String, source: ElfError },
+    #[error("{path}: {source}")]
+    Read { path: String, source: ElfError },
     #[error("{path} exports none of the traced CUDA functions (is it really libcuda/libcudart?)")]
     NoSymbols { path: String },
+}
+
+impl SymbolError {
+    fn from_elf(path: &str, source: ElfError) -> Self {
+        match source {
+            ElfError::NotElf(_) | ElfError::Invalid(_) => Self::Parse { path: path.to_string(), source },
+            source => Self::Read { path: path.to_string(), source },
+        }
+    }
 }
 
 /// One function found in the library.
@@ -48,28 +65,32 @@ pub fn layer_of(path: &Path) -> Option<Layer> {
     }
 }
 
-/// Resolves every function of `layer` for which `selected` is true.
-pub fn resolve(path: &Path, layer: Layer, selected: impl Fn(&FuncSpec) -> bool) -> Result<LibrarySymbols, SymbolError> {
-    let shown = || path.display().to_string();
-    let data = std::fs::read(path).map_err(|source| SymbolError::Read { path: shown(), source })?;
-    let file = object::File::parse(&*data).map_err(|source| SymbolError::Parse { path: shown(), source })?;
+/// Resolves every function of `layer` for which `selected` is true, in the
+/// library open as `file` (`shown`: its name in errors). Only the headers,
+/// `.dynsym`, `.symtab` and their string tables are read, through `file`,
+/// within [`ElfLimits::CUDA_LIBRARY`].
+pub fn resolve(
+    file: &File,
+    shown: &str,
+    layer: Layer,
+    selected: impl Fn(&FuncSpec) -> bool,
+) -> Result<LibrarySymbols, SymbolError> {
+    let tables = [elf::SHT_DYNSYM, elf::SHT_SYMTAB];
+    let image = ElfImage::read(file, &tables, ElfLimits::CUDA_LIBRARY).map_err(|e| SymbolError::from_elf(shown, e))?;
+    let (_, endian) = image.header().map_err(|e| SymbolError::from_elf(shown, e))?;
+    let sections = image.sections().map_err(|e| SymbolError::from_elf(shown, e))?;
 
     let mut offsets: Vec<BTreeSet<u64>> = vec![BTreeSet::new(); funcs::FUNCS.len()];
-    let symbols = file.dynamic_symbols().chain(file.symbols());
-    for sym in symbols {
-        if sym.kind() != SymbolKind::Text || sym.is_undefined() || sym.address() == 0 {
-            continue;
-        }
-        let Ok(name) = sym.name() else { continue };
-        let bare = name.split('@').next().unwrap_or(name);
-        let Some((id, spec)) = funcs::by_name(bare) else {
-            continue;
-        };
-        if spec.layer != layer || !selected(spec) {
-            continue;
-        }
-        if let Some(off) = file_offset(&file, sym.address()) {
-            offsets[id as usize].insert(off);
+    for table in tables {
+        for (name, address) in functions(&sections, image.data(), endian, table) {
+            let bare = name.split(|&b| b == b'@').next().unwrap_or(name);
+            let Some((id, spec)) = std::str::from_utf8(bare).ok().and_then(funcs::by_name) else { continue };
+            if spec.layer != layer || !selected(spec) {
+                continue;
+            }
+            if let Some(off) = image.file_offset(address) {
+                offsets[id as usize].insert(off);
+            }
         }
     }
 
@@ -86,22 +107,28 @@ pub fn resolve(path: &Path, layer: Layer, selected: impl Fn(&FuncSpec) -> bool) 
         }
     }
     if out.found.is_empty() {
-        return Err(SymbolError::NoSymbols { path: shown() });
+        return Err(SymbolError::NoSymbols { path: shown.to_string() });
     }
     Ok(out)
 }
 
-/// Virtual address to file offset through the loadable segment holding it.
-fn file_offset(file: &object::File<'_>, addr: u64) -> Option<u64> {
-    file.segments().find_map(|seg| {
-        let (start, size) = (seg.address(), seg.size());
-        if addr < start || addr >= start + size {
-            return None;
-        }
-        let (file_start, file_size) = seg.file_range();
-        let off = addr - start;
-        (off < file_size).then_some(file_start + off)
-    })
+/// `(name, address)` of every defined function in the symbol table of type
+/// `table` (none when the file has no such table or it is unreadable).
+fn functions<'a>(
+    sections: &SectionTable<'a, Header, &'a Parts>,
+    data: &'a Parts,
+    endian: object::Endianness,
+    table: u32,
+) -> Vec<(&'a [u8], u64)> {
+    let Ok(symbols) = sections.symbols(endian, data, table) else { return Vec::new() };
+    let strings = symbols.strings();
+    symbols
+        .symbols()
+        .iter()
+        .filter(|s| matches!(s.st_type(), elf::STT_FUNC | elf::STT_GNU_IFUNC))
+        .filter(|s| s.st_shndx(endian) != elf::SHN_UNDEF && s.st_value(endian) != 0)
+        .filter_map(|s| Some((s.name(endian, strings).ok()?, s.st_value(endian))))
+        .collect()
 }
 
 #[cfg(test)]
@@ -121,7 +148,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("libcuda.so.1");
         std::fs::write(&p, b"not an elf").unwrap();
-        let err = resolve(&p, Layer::Driver, |_| true).unwrap_err();
+        let err = resolve(&File::open(&p).unwrap(), "libcuda.so.1", Layer::Driver, |_| true).unwrap_err();
         assert!(err.to_string().contains("not an ELF"), "{err}");
     }
 
@@ -129,7 +156,7 @@ mod tests {
     fn library_without_cuda_symbols_is_rejected() {
         // The test binary itself is an ELF file without CUDA exports.
         let exe = std::env::current_exe().unwrap();
-        let err = resolve(&exe, Layer::Driver, |_| true).unwrap_err();
+        let err = resolve(&File::open(exe).unwrap(), "exe", Layer::Driver, |_| true).unwrap_err();
         assert!(matches!(err, SymbolError::NoSymbols { .. }), "{err}");
     }
 }

@@ -11,7 +11,7 @@ pub(super) use load_watch::next_watch_event;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    path::{Path, PathBuf},
+    path::Path,
     process::ExitStatus,
     sync::{atomic::AtomicBool, Arc, Mutex},
 };
@@ -34,10 +34,12 @@ use crate::{
         attach::{AttachError, Attacher},
         btf,
         discover::{self, ProcessInfo},
+        libraries,
         load_watch::LoadWatch,
         loader::{LoadError, LoadOptions, Probes},
         spawn::{spawn_traced, SpawnError},
     },
+    daemon::target_files::TargetRoot,
     format::{
         counts::Counts,
         line::LineFormatter,
@@ -59,6 +61,8 @@ pub enum SessionError {
     TraceDir { path: String, source: std::io::Error },
     #[error(transparent)]
     Spawn(#[from] SpawnError),
+    #[error("cannot open the root directory: {source}")]
+    OwnRoot { source: std::io::Error },
 }
 
 pub(super) struct Session {
@@ -68,8 +72,8 @@ pub(super) struct Session {
     pub(super) clock: SessionClock,
     metrics: Option<Arc<Metrics>>,
     processes: BTreeMap<u32, ProcessRecord>,
-    /// Libraries whose attach failed, with the error.
-    failed_libs: BTreeMap<PathBuf, String>,
+    /// Library files (dev, inode) whose attach failed, with the error.
+    failed_libs: BTreeMap<(u64, u64), String>,
     /// Processes whose search-path libraries were attached.
     search_path_done: BTreeSet<u32>,
     late_libraries: Vec<LateLibrary>,
@@ -137,9 +141,13 @@ impl Session {
             load_watch: None,
             missed_libraries: Vec::new(),
         };
-        for lib in s.cfg.libs.clone() {
-            let shown = lib.display().to_string();
-            s.attacher.attach(&mut s.probes, &lib, &shown)?;
+        if !s.cfg.libs.is_empty() {
+            // The administrator's paths, in the tracer's own root.
+            let root = TargetRoot::own().map_err(|source| SessionError::OwnRoot { source })?;
+            for lib in s.cfg.libs.clone() {
+                let lib = std::path::absolute(&lib).unwrap_or(lib);
+                s.attacher.attach_file(&mut s.probes, &root.open(&lib).map_err(AttachError::from)?)?;
+            }
         }
         Ok((s, ring))
     }
@@ -174,10 +182,10 @@ impl Session {
                 // A late dlopen of a library on the search path is traced from
                 // its first call: its probes are in place before the command runs.
                 let ld_path = std::env::var_os("LD_LIBRARY_PATH");
-                let mut libs = discover::search_path_libraries(ld_path.as_deref());
-                libs.extend(argv.first().map(|p| discover::runpath_libraries(p)).unwrap_or_default());
+                let mut libs = libraries::search_path_libraries(ld_path.as_deref());
+                libs.extend(argv.first().map(|p| libraries::runpath_libraries(p)).unwrap_or_default());
                 for lib in libs {
-                    self.try_attach(&lib, &lib.display().to_string());
+                    self.try_attach(lib);
                 }
                 let child = spawn_traced(&mut self.probes, &argv)?;
                 if let Some(pid) = child.id() {

@@ -1,12 +1,16 @@
 //! The session's view of the machine: which processes are traced, which
 //! libraries are attached, and the scan that keeps both current.
 
-use std::{collections::BTreeSet, path::Path};
+use std::collections::BTreeSet;
 
 use super::Session;
 use crate::{
     daemon::config::Target,
-    daemon::probes::discover::{self, ProcessInfo},
+    daemon::probes::{
+        discover::{self, ProcessInfo},
+        libraries,
+    },
+    daemon::target_files::TargetFile,
     format::metadata::{LateLibrary, MissedLibrary, ProcessRecord},
 };
 
@@ -50,28 +54,28 @@ impl Session {
             },
         );
     }
-    pub(super) fn try_attach(&mut self, opened: &std::path::Path, shown: &str) {
-        if self.failed_libs.contains_key(opened) || self.attacher.is_attached(opened) {
+    /// Attaches the library open as `lib`, then the CUDA libraries next to
+    /// it; a failure is kept (by file) and said once.
+    pub(super) fn try_attach(&mut self, lib: TargetFile) {
+        if self.failed_libs.contains_key(&lib.key()) || self.attacher.is_attached(lib.key()) {
             return;
         }
-        match self.attacher.attach(&mut self.probes, opened, shown) {
-            Ok(Some(_)) => {
-                for sibling in discover::sibling_libraries(opened) {
-                    let sibling_shown = Path::new(shown).with_file_name(sibling.file_name().unwrap_or_default());
-                    if !self.failed_libs.contains_key(&sibling) && !self.attacher.is_attached(&sibling) {
-                        if let Err(e) =
-                            self.attacher.attach(&mut self.probes, &sibling, &sibling_shown.display().to_string())
-                        {
-                            tracing::debug!(library = %sibling.display(), error = %e, "sibling not attached");
-                            self.failed_libs.insert(sibling, e.to_string());
-                        }
+        match self.attacher.attach_file(&mut self.probes, &lib) {
+            Ok(true) => {
+                for sibling in libraries::sibling_libraries(&lib) {
+                    if self.failed_libs.contains_key(&sibling.key()) || self.attacher.is_attached(sibling.key()) {
+                        continue;
+                    }
+                    if let Err(e) = self.attacher.attach_file(&mut self.probes, &sibling) {
+                        tracing::debug!(library = %sibling.shown, error = %e, "sibling not attached");
+                        self.failed_libs.insert(sibling.key(), e.to_string());
                     }
                 }
             }
-            Ok(None) => {}
+            Ok(false) => {}
             Err(e) => {
-                tracing::warn!(library = %shown, error = %e, "library not attached");
-                self.failed_libs.insert(opened.to_path_buf(), e.to_string());
+                tracing::warn!(library = %lib.shown, error = %e, "library not attached");
+                self.failed_libs.insert(lib.key(), e.to_string());
             }
         }
     }
@@ -106,10 +110,10 @@ impl Session {
             }
             if !self.search_path_done.contains(pid) {
                 // Not readable yet (mid-exec): the next scan asks again.
-                if let Some(libs) = discover::process_search_path_libraries(*pid) {
+                if let Some(libs) = libraries::process_search_path_libraries(*pid) {
                     self.search_path_done.insert(*pid);
                     for lib in libs {
-                        self.try_attach(&lib.opened, &lib.shown);
+                        self.try_attach(lib);
                     }
                 }
             }
@@ -174,25 +178,33 @@ impl Session {
             }
         }
     }
-    /// Attaches a library `pid` has mapped already; either way its calls
-    /// before now are missing, and that is stated.
+    /// Attaches a library `pid` has mapped already, opened as the very file
+    /// mapped; either way its calls before now are missing, and that is stated.
     fn attach_mapped(&mut self, pid: u32, lib: discover::MappedLibrary) {
-        // A process that exited after its maps were read can no longer be
-        // stat'ed through; its inode still tells whether we had the file.
-        if self.attacher.is_attached(&lib.opened) || self.attacher.is_attached_inode(lib.inode) {
+        let at_ms = self.now_ms();
+        let opened = lib.open(pid);
+        let key = opened.as_ref().map(TargetFile::key).ok();
+        // A process that exited after its maps were read cannot be opened
+        // through; its inode still tells whether we had the file.
+        if key.map_or(self.attacher.is_attached_inode(lib.inode), |k| self.attacher.is_attached(k)) {
             return;
         }
-        if !self.failed_libs.contains_key(&lib.opened) {
-            self.try_attach(&lib.opened, &lib.shown);
-        }
-        let at_ms = self.now_ms();
-        if self.attacher.is_attached(&lib.opened) {
+        let error = match opened {
+            Ok(file) => {
+                self.try_attach(file);
+                key.and_then(|k| self.failed_libs.get(&k).cloned())
+            }
+            Err(e) => {
+                tracing::debug!(pid, library = %lib.shown, error = %e, "mapped library not opened");
+                Some(e.to_string())
+            }
+        };
+        if key.is_some_and(|k| self.attacher.is_attached(k)) {
             // Mapped before its probes existed: its earlier calls are not in the trace.
             tracing::warn!(pid, library = %lib.shown, "attached a library the process had already mapped; its calls before now are not traced (use --lib or LD_LIBRARY_PATH to attach it up front)");
             self.late_libraries.push(LateLibrary { pid, path: lib.shown.clone(), attached_ms: at_ms });
             self.note_miss(MissedLibrary { pid, path: lib.shown, reason: "late".into(), error: None, at_ms });
         } else {
-            let error = self.failed_libs.get(&lib.opened).cloned();
             self.note_miss(MissedLibrary { pid, path: lib.shown, reason: "attach_failed".into(), error, at_ms });
         }
     }

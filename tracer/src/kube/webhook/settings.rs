@@ -8,7 +8,7 @@ pub mod defaults {
     pub const LABEL_VALUE: &str = "true";
     pub const IMAGE: &str = "cuda-tracer:latest";
     pub const IMAGE_PULL_POLICY: &str = "IfNotPresent";
-    pub const TARGET_PROCESS: &str = "vllm|VLLM";
+    pub const TARGET_PROCESS: &str = crate::daemon::config::DEFAULT_TARGET_PROCESS;
     pub const VLLM_METRICS_URL: &str = "http://127.0.0.1:8000/metrics";
     pub const METRICS_PORT: u16 = 9464;
     pub const S3_PREFIX: &str = "k3s-vllm/";
