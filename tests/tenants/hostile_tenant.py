@@ -7,8 +7,10 @@
       tracer (this process's parent) is seen to map the copy, or after a
       second, whichever is first. ATTEMPTS times, each with a new copy.
   hostile_tenant.py flood MAPPINGS LAUNCHES -- WORKLOAD...
-      Starts WORKLOAD, makes MAPPINGS mappings of one file, then LAUNCHES
-      launches, each with a distinct unmapped address; waits for WORKLOAD.
+      Makes MAPPINGS mappings of one file, then LAUNCHES launches, each with
+      a distinct unmapped address, and starts WORKLOAD three quarters of the
+      way in (past what a 16 MiB ring buffer holds), so it runs while the
+      flood goes on; waits for WORKLOAD.
   hostile_tenant.py fork CHILDREN
       Forks CHILDREN processes that are all alive at once, then each makes
       one cudaMalloc and one cudaFree.
@@ -86,7 +88,6 @@ def map_file(fd, size, flags, offset):
 
 def flood(mappings, launches, workload):
     rt = runtime()
-    child = subprocess.Popen(workload)
     path = f"/tmp/hostile-tenant-{os.getpid()}.bin"
     with open(path, "wb") as f:
         f.write(b"\0" * mmap.PAGESIZE)
@@ -98,7 +99,11 @@ def flood(mappings, launches, workload):
         count = sum(1 for _ in maps)
     # Below any mapping: an executable's image starts far higher.
     base = 0x100000
-    failed = sum(1 for i in range(launches) if launch(rt, base + 16 * i) != 0)
+    failed, child = 0, None
+    for i in range(launches):
+        if i == launches * 3 // 4:
+            child = subprocess.Popen(workload)
+        failed += launch(rt, base + 16 * i) != 0
     print(f"{len(regions)} mappings ({count} lines in maps), {launches} launches ({failed} failed)", flush=True)
     return child.wait()
 
