@@ -18,7 +18,7 @@ use lru::LruCache;
 use crate::daemon::ingest::{
     elf_functions::{function_symbols, FunctionSymbol},
     proc_maps::{open_mapped, Mapping, Maps, SharedMaps},
-    work_budget::WorkBudget,
+    work_budget::{WorkBudget, ALL_PROCESSES, PER_PROCESS},
 };
 
 /// Processes whose maps and budget are kept (least recently used go first).
@@ -77,7 +77,7 @@ enum Answer {
     Named(Arc<str>),
     /// Nothing names it (unmapped after a fresh read, no symbol): cached.
     Unnamed,
-    /// Not looked into: the process's budget is spent. Not cached, so a
+    /// Not looked into: the process's budget, or everyone's, is spent. Not cached, so a
     /// later launch of the same address can still be named.
     Deferred,
 }
@@ -90,7 +90,9 @@ pub struct StubResolver {
     epochs: u64,
     files: LruCache<FileKey, Option<Arc<SymbolIndex>>>,
     index_bytes: usize,
-    /// Lookups skipped because a process's budget was spent.
+    /// Resolver work of all processes together.
+    all: WorkBudget,
+    /// Lookups skipped because a budget was spent.
     pub deferred: u64,
 }
 
@@ -105,6 +107,7 @@ impl Default for StubResolver {
             names: LruCache::new(capacity(MAX_NAMES)),
             files: LruCache::new(capacity(MAX_FILES)),
             index_bytes: 0,
+            all: WorkBudget::new(ALL_PROCESSES, Instant::now()),
             epochs: 0,
             deferred: 0,
         }
@@ -147,7 +150,7 @@ impl StubResolver {
                     tracing::info!(
                         pid,
                         deferred = self.deferred,
-                        "kernel names left unresolved: a process's share of resolver work is spent"
+                        "kernel names left unresolved: a process's (or all processes') share of resolver work is spent"
                     );
                 }
                 None
@@ -160,13 +163,11 @@ impl StubResolver {
     /// Reading the parent's maps here is charged to the parent.
     pub fn fork(&mut self, child: u32, parent: u32) {
         let now = Instant::now();
-        let p = self.state(parent, now);
-        if p.maps.is_none() && p.budget.allows(now) {
-            let (maps, took) = timed(|| read_maps(parent));
-            p.budget.spend(took);
-            p.maps = Some(Arc::new(maps));
+        if self.state(parent, now).maps.is_none() && self.may_work(parent, now) {
+            let maps = self.charged(parent, now, || read_maps(parent));
+            self.state(parent, now).maps = Some(Arc::new(maps));
         }
-        let Some(maps) = p.maps.clone() else { return };
+        let Some(maps) = self.state(parent, now).maps.clone() else { return };
         self.state(child, now).inherited = Some((maps, parent));
     }
 
@@ -181,8 +182,22 @@ impl StubResolver {
         let epochs = &mut self.epochs;
         self.procs.get_or_insert_mut(pid, || {
             *epochs += 1;
-            ProcState { maps: None, inherited: None, budget: WorkBudget::new(now), epoch: *epochs }
+            ProcState { maps: None, inherited: None, budget: WorkBudget::new(PER_PROCESS, now), epoch: *epochs }
         })
+    }
+
+    /// Whether `pid`, and all processes together, may cause work now.
+    fn may_work(&mut self, pid: u32, now: Instant) -> bool {
+        let everyone = self.all.allows(now);
+        self.state(pid, now).budget.allows(now) && everyone
+    }
+
+    /// Runs `work` for `pid`, charging its time to `pid` and to everyone.
+    fn charged<T>(&mut self, pid: u32, now: Instant, work: impl FnOnce() -> T) -> T {
+        let (out, took) = timed(work);
+        self.all.spend(took);
+        self.state(pid, now).budget.spend(took);
+        out
     }
 
     fn lookup(&mut self, pid: u32, addr: u64) -> Answer {
@@ -202,12 +217,10 @@ impl StubResolver {
         let index = match self.files.get(&key) {
             Some(cached) => cached.clone(),
             None => {
-                let p = self.state(pid, now);
-                if !p.budget.allows(now) {
+                if !self.may_work(pid, now) {
                     return Answer::Deferred;
                 }
-                let (symbols, took) = timed(|| function_symbols(&file));
-                p.budget.spend(took);
+                let symbols = self.charged(pid, now, || function_symbols(&file));
                 let index = match symbols {
                     Ok(ranges) => Some(Arc::new(SymbolIndex { ranges })),
                     Err(e) => {
@@ -229,20 +242,18 @@ impl StubResolver {
 
     /// The mapping holding `addr` and, for inherited mappings, the parent
     /// to open it through. `None`: unmapped, even after a fresh read of the
-    /// maps; `Some((None, _))`: not in the maps we have, and the process's
-    /// budget allows no fresh read now.
+    /// maps; `Some((None, _))`: not in the maps we have, and the budgets
+    /// allow no fresh read now.
     fn find_mapping(&mut self, pid: u32, addr: u64, now: Instant) -> Option<(Option<Mapping>, Option<u32>)> {
-        let p = self.state(pid, now);
-        let first_read = p.maps.is_none();
-        if let Some(m) = p.maps.as_ref().and_then(|maps| maps.find(addr)) {
+        if let Some(m) = self.state(pid, now).maps.as_ref().and_then(|maps| maps.find(addr)) {
             return Some((Some(m), None));
         }
         // First need, or mapped since we last read them (a dlopen): read again.
-        if !first_read && !p.budget.allows(now) {
+        if !self.may_work(pid, now) {
             return Some((None, None));
         }
-        let (maps, took) = timed(|| read_maps(pid));
-        p.budget.spend(took);
+        let maps = self.charged(pid, now, || read_maps(pid));
+        let p = self.state(pid, now);
         let found = if maps.mappings.is_empty() {
             p.inherited.as_ref().and_then(|(maps, parent)| Some((maps.find(addr)?, *parent)))
         } else {
