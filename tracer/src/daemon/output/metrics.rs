@@ -287,4 +287,16 @@ mod tests {
         assert!(text.contains(r#"cuda_tracer_libraries_missed_total{reason="attach_failed"} 2"#), "{text}");
         assert!(text.contains(r#"cuda_tracer_libraries_missed_total{reason="late"} 1"#), "{text}");
     }
+
+    #[test]
+    fn failed_map_inserts_are_shown_by_map() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Metrics::new(dir.path().to_path_buf());
+        let drops = crate::format::counts::Drops { traced_map_full: 5, name_map_full: 2, ..Default::default() };
+        m.set_drops(&drops);
+        let text = m.render();
+        assert!(text.contains(r#"cuda_tracer_map_insert_failures{kind="traced"} 5"#), "{text}");
+        assert!(text.contains(r#"cuda_tracer_map_insert_failures{kind="names"} 2"#), "{text}");
+        assert!(text.contains(r#"cuda_tracer_map_insert_failures{kind="held"} 0"#), "{text}");
+    }
 }
