@@ -4,7 +4,7 @@
 //! (or in an earlier file) still names it. The name tables are LRUs with a
 //! fixed size: a process making up handles cannot grow them without bound.
 
-use std::{collections::HashMap, num::NonZeroUsize, sync::Arc};
+use std::{collections::HashMap, sync::Arc};
 
 use lru::LruCache;
 
@@ -15,12 +15,12 @@ use tracer_common::{
     funcs::{self, FuncSpec, Layer, Role},
 };
 
-use crate::daemon::ingest::kernel_names::{demangle, StubResolver};
+use crate::daemon::ingest::kernel_names::{capacity, demangle, StubResolver};
 
 /// Kernel handles named per process (real programs have thousands).
-const MAX_HANDLES: NonZeroUsize = NonZeroUsize::new(64 * 1024).unwrap();
+const MAX_HANDLES: usize = 64 * 1024;
 /// Distinct runtime kernel names kept in their JSON form.
-const MAX_STUB_NAMES: NonZeroUsize = NonZeroUsize::new(16 * 1024).unwrap();
+const MAX_STUB_NAMES: usize = 16 * 1024;
 
 struct ProcState {
     /// CUfunction / CUkernel handle -> demangled name.
@@ -31,7 +31,7 @@ struct ProcState {
 
 impl Default for ProcState {
     fn default() -> Self {
-        Self { handles: LruCache::new(MAX_HANDLES), allocs: Default::default() }
+        Self { handles: LruCache::new(capacity(MAX_HANDLES)), allocs: Default::default() }
     }
 }
 
@@ -44,7 +44,11 @@ pub struct Annotator {
 
 impl Default for Annotator {
     fn default() -> Self {
-        Self { procs: HashMap::new(), stubs: StubResolver::default(), stub_names: LruCache::new(MAX_STUB_NAMES) }
+        Self {
+            procs: HashMap::new(),
+            stubs: StubResolver::default(),
+            stub_names: LruCache::new(capacity(MAX_STUB_NAMES)),
+        }
     }
 }
 

@@ -96,7 +96,8 @@ pub struct StubResolver {
     pub deferred: u64,
 }
 
-fn capacity(n: usize) -> NonZeroUsize {
+/// An LRU capacity: `n`, or 1 for 0.
+pub fn capacity(n: usize) -> NonZeroUsize {
     NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN)
 }
 
