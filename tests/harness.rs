@@ -168,21 +168,25 @@ pub fn tracer_cmd() -> Command {
     cmd
 }
 
-/// Runs `cuda-tracer record -o out <extra> -- argv` with the fixture dir on
-/// the loader path and ground truth written to `truth`.
-pub fn record(out: &Path, truth: &Path, extra: &[&str], argv: &[&str]) -> Output {
+/// The command `cuda-tracer record -o out <extra> -- argv` with the fixture
+/// dir on the loader path and ground truth written to `truth`.
+pub fn record_cmd(out: &Path, truth: &Path, extra: &[&str], argv: &[&str]) -> Command {
     std::fs::create_dir_all(truth).expect("truth dir");
-    let output = tracer_cmd()
-        .arg("record")
+    let mut cmd = tracer_cmd();
+    cmd.arg("record")
         .arg("-o")
         .arg(out)
         .args(extra)
         .arg("--")
         .args(argv)
         .env("CUDA_FIXTURE_TRUTH_DIR", truth)
-        .env("LD_LIBRARY_PATH", fixtures())
-        .output()
-        .expect("start cuda-tracer");
+        .env("LD_LIBRARY_PATH", fixtures());
+    cmd
+}
+
+/// Runs [`record_cmd`], asserting that it succeeds.
+pub fn record(out: &Path, truth: &Path, extra: &[&str], argv: &[&str]) -> Output {
+    let output = record_cmd(out, truth, extra, argv).output().expect("start cuda-tracer");
     assert!(
         output.status.success(),
         "cuda-tracer record failed: {}\n{}",
@@ -423,6 +427,50 @@ pub fn wait_with_deadline(child: &mut Child, deadline: Duration) -> std::process
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Runs `cmd` to its end within `deadline` (killed and failed otherwise),
+/// returning its output and its peak RSS in bytes (`wait4`).
+pub fn run_with_peak_rss(mut cmd: Command, deadline: Duration) -> (Output, u64) {
+    use std::process::Stdio;
+    // Reaped by `wait4` below, which also gives its peak RSS.
+    #[allow(clippy::zombie_processes)]
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let pid = child.id() as libc::pid_t;
+    let start = Instant::now();
+    // SAFETY: rusage is plain integers, for which all zeroes are valid.
+    let (mut status, mut usage) = (0, unsafe { std::mem::zeroed::<libc::rusage>() });
+    // Drain the pipes on threads so a chatty child cannot block on them.
+    let (mut stdout, mut stderr) = (child.stdout.expect("piped"), child.stderr.expect("piped"));
+    let out = std::thread::spawn(move || drain(&mut stdout));
+    let err = std::thread::spawn(move || drain(&mut stderr));
+    loop {
+        // SAFETY: plain out-pointers to live locals.
+        let rc = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        assert!(rc >= 0, "wait4");
+        if rc == pid {
+            break;
+        }
+        if start.elapsed() > deadline {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("{cmd:?} did not finish within {deadline:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    use std::os::unix::process::ExitStatusExt;
+    let output = Output {
+        status: std::process::ExitStatus::from_raw(status),
+        stdout: out.join().expect("stdout reader"),
+        stderr: err.join().expect("stderr reader"),
+    };
+    (output, usage.ru_maxrss as u64 * 1024)
+}
+
+fn drain(from: &mut impl std::io::Read) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    from.read_to_end(&mut bytes).expect("read a child's pipe");
+    bytes
 }
 
 /// Polls until `cond` holds, or panics with `what` after `deadline`.

@@ -3,11 +3,7 @@
 //! and overflowing times, a huge argument, and out-of-range flags. Each is
 //! refused or skipped with a message naming it, promptly, in bounded memory.
 
-use std::{
-    path::Path,
-    process::{Output, Stdio},
-    time::{Duration, Instant},
-};
+use std::{path::Path, process::Output, time::Duration};
 
 use cuda_tracer_tests::*;
 
@@ -28,44 +24,9 @@ fn mkfifo(path: &Path) {
 /// Runs the tracer to its end within [`DEADLINE`] (killed and failed
 /// otherwise), returning its output and its peak RSS in bytes (`wait4`).
 fn run_bounded(args: &[&std::ffi::OsStr]) -> (Output, u64) {
-    // Reaped by `wait4` below, which also gives its peak RSS.
-    #[allow(clippy::zombie_processes)]
-    let child = tracer_cmd().args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-    let pid = child.id() as libc::pid_t;
-    let start = Instant::now();
-    // SAFETY: rusage is plain integers, for which all zeroes are valid.
-    let (mut status, mut usage) = (0, unsafe { std::mem::zeroed::<libc::rusage>() });
-    // Drain the pipes on threads so a chatty child cannot block on them.
-    let (mut stdout, mut stderr) = (child.stdout.unwrap(), child.stderr.unwrap());
-    let out = std::thread::spawn(move || drain(&mut stdout));
-    let err = std::thread::spawn(move || drain(&mut stderr));
-    loop {
-        // SAFETY: plain out-pointers to live locals.
-        let rc = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
-        assert!(rc >= 0, "wait4");
-        if rc == pid {
-            break;
-        }
-        if start.elapsed() > DEADLINE {
-            // SAFETY: kill has no memory-safety preconditions.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            panic!("cuda-tracer {args:?} did not finish within {DEADLINE:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    use std::os::unix::process::ExitStatusExt;
-    let output = Output {
-        status: std::process::ExitStatus::from_raw(status),
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    };
-    (output, usage.ru_maxrss as u64 * 1024)
-}
-
-fn drain(from: &mut impl std::io::Read) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    from.read_to_end(&mut bytes).unwrap();
-    bytes
+    let mut cmd = tracer_cmd();
+    cmd.args(args);
+    run_with_peak_rss(cmd, DEADLINE)
 }
 
 fn report(dir: &Path) -> (Output, u64) {

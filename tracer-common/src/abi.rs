@@ -146,8 +146,17 @@ pub mod drop_slot {
     pub const RETURN_WITHOUT_ENTRY: u32 = 2;
     /// A process event (fork/exit) was lost because the ring buffer was full.
     pub const PROC_RINGBUF_FULL: u32 = 3;
+    /// A traced process's new child could not be added to the traced set
+    /// (the map was full): none of the child's calls are seen.
+    pub const TRACED_MAP_FULL: u32 = 4;
+    /// A call's string argument (a kernel or symbol name) could not be
+    /// saved: the call is recorded without it.
+    pub const NAME_MAP_FULL: u32 = 5;
+    /// A library open could not be remembered or held (a map was full):
+    /// the library is found by the /proc scan instead, late.
+    pub const HOLD_MAP_FULL: u32 = 6;
     /// Number of slots.
-    pub const COUNT: u32 = 4;
+    pub const COUNT: u32 = 7;
     /// Slots of the per-function drop map (at least the number of functions).
     pub const FUNC_SLOTS: u32 = 128;
 }

@@ -23,7 +23,7 @@ use aya_ebpf::{
     programs::{FExitContext, RawTracePointContext},
 };
 use tracer_common::abi::{
-    hold_slot, lib_open_flags, EventHeader, LibOpenEvent, NameBuf, EXEC_KIND, HOLD_HEARTBEAT_FRESH_NS,
+    drop_slot, hold_slot, lib_open_flags, EventHeader, LibOpenEvent, NameBuf, EXEC_KIND, HOLD_HEARTBEAT_FRESH_NS,
     LIB_OPEN_EVENT_SIZE, LIB_OPEN_KIND, NAME_MAX,
 };
 
@@ -94,7 +94,9 @@ pub fn open_enter(ctx: RawTracePointContext) -> i32 {
         }
     };
     if let Ok(ptr) = name {
-        let _ = OPEN_NAMES.insert(pid_tgid, ptr, BPF_ANY as u64);
+        if OPEN_NAMES.insert(pid_tgid, ptr, BPF_ANY as u64).is_err() {
+            crate::count_drop(drop_slot::HOLD_MAP_FULL);
+        }
     }
     0
 }
@@ -165,7 +167,7 @@ fn on_opened(pid_tgid: u64, name_ptr: u64, ret: i64) {
     // SAFETY: a global written by userspace before load.
     let tracer = unsafe { core::ptr::read_volatile(&TRACER_TGID) };
     let mut flags = if crate::is_traced(pid) { 0 } else { lib_open_flags::PENDING };
-    if pid != tracer && heartbeat_fresh(now) && HELD.insert(pid, now, BPF_ANY as u64).is_ok() {
+    if pid != tracer && heartbeat_fresh(now) && hold_entry(pid, now) {
         // Delivered on the way back to user mode: no instruction after this
         // open runs before userspace sends SIGCONT.
         // SAFETY: the helper signals the current thread only.
@@ -265,6 +267,16 @@ pub fn forget_pending(tgid: u32) {
 #[inline(always)]
 fn is_watched(tgid: u32) -> bool {
     crate::is_traced(tgid) || is_pending(tgid)
+}
+
+/// Records `pid` as held; a full map is counted and the process not held.
+#[inline(always)]
+fn hold_entry(pid: u32, now: u64) -> bool {
+    if HELD.insert(pid, now, BPF_ANY as u64).is_ok() {
+        return true;
+    }
+    crate::count_drop(drop_slot::HOLD_MAP_FULL);
+    false
 }
 
 #[inline(always)]

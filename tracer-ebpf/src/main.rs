@@ -77,7 +77,7 @@ fn submit_flags() -> u64 {
 }
 
 #[inline(always)]
-fn count_drop(slot: u32) {
+pub(crate) fn count_drop(slot: u32) {
     if let Some(p) = DROPS.get_ptr_mut(slot) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU.
         unsafe { *p += 1 };
@@ -160,7 +160,9 @@ fn save_name(key: &EntryKey, ptr: u64) {
     };
     // By reference: by value would copy 264 bytes onto the 512-byte BPF stack.
     #[allow(clippy::needless_borrows_for_generic_args)]
-    let _ = NAMES.insert(key, &*buf, BPF_ANY as u64);
+    if NAMES.insert(key, &*buf, BPF_ANY as u64).is_err() {
+        count_drop(drop_slot::NAME_MAP_FULL);
+    }
 }
 
 #[uretprobe]
@@ -292,7 +294,11 @@ pub fn proc_fork(ctx: RawTracePointContext) -> i32 {
         load_watch::fork_pending(child_tgid);
         return 0;
     }
-    let _ = TRACED.insert(child_tgid, parent, BPF_ANY as u64);
+    if TRACED.insert(child_tgid, parent, BPF_ANY as u64).is_err() {
+        // The child runs untraced: counted, and no fork notice is sent.
+        count_drop(drop_slot::TRACED_MAP_FULL);
+        return 0;
+    }
     emit_proc(child_tgid, parent, proc_op::FORK);
     0
 }

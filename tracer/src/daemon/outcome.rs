@@ -43,16 +43,23 @@ impl Outcome {
     }
 
     /// Calls lost, as the summary states them: the calls of an untraced
-    /// library cannot be counted, so never claim none were lost.
+    /// library or process cannot be counted, so never claim none were lost.
     fn dropped_text(&self) -> String {
+        let mut uncounted = Vec::new();
         match self.missed_libraries.len() {
-            0 => self.dropped().to_string(),
-            n => format!(
-                "unknown ({} counted, plus the calls of {n} untraced librar{})",
-                self.dropped(),
-                if n == 1 { "y" } else { "ies" }
-            ),
+            0 => {}
+            n => uncounted.push(format!("the calls of {n} untraced librar{}", if n == 1 { "y" } else { "ies" })),
         }
+        if !self.drops.all_losses_counted() {
+            uncounted.push(format!(
+                "the calls of {} process(es) the traced-pid map had no room for",
+                self.drops.traced_map_full
+            ));
+        }
+        if uncounted.is_empty() {
+            return self.dropped().to_string();
+        }
+        format!("unknown ({} counted, plus {})", self.dropped(), uncounted.join(" and "))
     }
 
     /// The end-of-run summary `record` prints; its last line names every
@@ -60,7 +67,7 @@ impl Outcome {
     pub fn summary(&self) -> String {
         let (c, d) = (&self.counts, &self.drops);
         let summary = format!(
-            "\n{}\n{} calls from {} process(es) in {} file(s); dropped: {} (ring buffer full {}, entry map full {}), returns without entry: {}, decode errors: {}, write errors: {}, paused by the disk budget: {}\ntrace: {}",
+            "\n{}\n{} calls from {} process(es) in {} file(s); dropped: {} (ring buffer full {}, entry map full {}), returns without entry: {}, decode errors: {}, write errors: {}, paused by the disk budget: {}, map inserts refused (traced processes {}, names {}, holds {})\ntrace: {}",
             self.stats.table(),
             c.calls,
             self.processes,
@@ -72,6 +79,9 @@ impl Outcome {
             c.decode_errors,
             c.write_errors,
             c.dropped_disk_budget,
+            d.traced_map_full,
+            d.name_map_full,
+            d.hold_map_full,
             self.dir.display()
         );
         match self.missed_warning() {

@@ -1,9 +1,12 @@
 //! What one record does not carry by itself: the kernel name behind a launch
 //! handle or stub, the size a free released, and the error's name. Kept per
 //! process for the whole session, so a name looked up long before a launch
-//! (or in an earlier file) still names it.
+//! (or in an earlier file) still names it. The name tables are LRUs with a
+//! fixed size: a process making up handles cannot grow them without bound.
 
 use std::{collections::HashMap, sync::Arc};
+
+use lru::LruCache;
 
 pub use crate::format::line::{Annotations, JsonStr};
 
@@ -12,22 +15,41 @@ use tracer_common::{
     funcs::{self, FuncSpec, Layer, Role},
 };
 
-use crate::daemon::ingest::kernel_names::{demangle, StubResolver};
+use crate::daemon::ingest::kernel_names::{capacity, demangle, StubResolver};
 
-#[derive(Default)]
+/// Kernel handles named per process (real programs have thousands).
+const MAX_HANDLES: usize = 64 * 1024;
+/// Distinct runtime kernel names kept in their JSON form.
+const MAX_STUB_NAMES: usize = 16 * 1024;
+
 struct ProcState {
     /// CUfunction / CUkernel handle -> demangled name.
-    handles: HashMap<u64, JsonStr>,
+    handles: LruCache<u64, JsonStr>,
     /// Live allocations per layer: device pointer -> bytes.
     allocs: [HashMap<u64, u64>; 2],
 }
 
+impl Default for ProcState {
+    fn default() -> Self {
+        Self { handles: LruCache::new(capacity(MAX_HANDLES)), allocs: Default::default() }
+    }
+}
+
 /// Per-session annotation state.
-#[derive(Default)]
 pub struct Annotator {
     procs: HashMap<u32, ProcState>,
     stubs: StubResolver,
-    stub_names: HashMap<Arc<str>, JsonStr>,
+    stub_names: LruCache<Arc<str>, JsonStr>,
+}
+
+impl Default for Annotator {
+    fn default() -> Self {
+        Self {
+            procs: HashMap::new(),
+            stubs: StubResolver::default(),
+            stub_names: LruCache::new(capacity(MAX_STUB_NAMES)),
+        }
+    }
 }
 
 fn layer_index(layer: Layer) -> usize {
@@ -60,14 +82,14 @@ impl Annotator {
             Role::ModuleLookup if spec.str_arg != 0 => {
                 if let (true, Some(handle), Some(name)) = (ok, out, name) {
                     let raw = String::from_utf8_lossy(name);
-                    proc.handles.insert(handle, JsonStr::new(&demangle(&raw)));
+                    proc.handles.put(handle, JsonStr::new(&demangle(&raw)));
                 }
             }
             // A function handle from a kernel handle (`cuKernelGetFunction`).
             Role::ModuleLookup => {
                 if let (true, Some(f)) = (ok, out) {
                     if let Some(n) = proc.handles.get(&ev.args[1]).cloned() {
-                        proc.handles.insert(f, n);
+                        proc.handles.put(f, n);
                     }
                 }
             }
@@ -78,7 +100,7 @@ impl Annotator {
                     ann.kernel = self
                         .stubs
                         .resolve(ev.pid, handle)
-                        .map(|raw| self.stub_names.entry(raw.clone()).or_insert_with(|| JsonStr::new(&raw)).clone());
+                        .map(|raw| self.stub_names.get_or_insert(raw.clone(), || JsonStr::new(&raw)).clone());
                 }
             }
             Role::Alloc => {

@@ -1,72 +1,53 @@
 //! Kernel names on the runtime path: `cudaLaunchKernel`'s `func` is a host
 //! stub's address; `/proc/PID/maps` turns it into a file offset, and that
 //! file's `.symtab`/`.dynsym` (PyTorch's kernel stubs are local symbols)
-//! into a demangled name. Symbol tables are indexed once per file.
+//! into a demangled name. Every cache is bounded, answers (found or not) are
+//! cached, and the work one process can cause is metered (`WorkBudget`):
+//! a process sending unknown addresses gets its own launches unnamed, and
+//! never holds up the reader for everyone else.
 
 use std::{
-    collections::HashMap,
+    num::NonZeroUsize,
     os::unix::fs::MetadataExt,
-    path::{Path, PathBuf},
     sync::Arc,
+    time::{Duration, Instant},
 };
 
-use object::{Object, ObjectSegment, ObjectSymbol, SymbolKind};
-use procfs::process::{MMapPath, Process};
+use lru::LruCache;
 
-/// A mapped file range of one process.
-#[derive(Clone, Debug)]
-struct Mapping {
-    start: u64,
-    end: u64,
-    offset: u64,
-    path: PathBuf,
-}
+use crate::daemon::ingest::{
+    elf_functions::{function_symbols, FunctionSymbol},
+    proc_maps::{open_mapped, Mapping, Maps, SharedMaps},
+    work_budget::{WorkBudget, ALL_PROCESSES, PER_PROCESS},
+};
+
+/// Processes whose maps and budget are kept (least recently used go first).
+const MAX_PROCESSES: usize = 512;
+/// Executable file mappings kept per process (real ones have hundreds).
+const MAX_MAPPINGS: usize = 4096;
+/// Addresses whose answer is kept, over all processes.
+const MAX_NAMES: usize = 64 * 1024;
+/// Files whose symbol index is kept, and their total size in bytes.
+const MAX_FILES: usize = 256;
+const MAX_INDEX_BYTES: usize = 256 << 20;
 
 /// Function symbols of one file by file offset.
 #[derive(Debug, Default)]
 struct SymbolIndex {
     /// (start offset, end offset, raw name), sorted by start.
-    ranges: Vec<(u64, u64, String)>,
+    ranges: Vec<FunctionSymbol>,
 }
 
 impl SymbolIndex {
-    fn load(path: &Path) -> Option<Self> {
-        let file = std::fs::File::open(path).ok()?;
-        // SAFETY: read-only map of a library file; a concurrent truncation
-        // could fault, which shared-library files are not subject to.
-        let map = unsafe { memmap2::Mmap::map(&file) }.ok()?;
-        let elf = object::File::parse(&*map).ok()?;
-        let segments: Vec<(u64, u64, u64, u64)> = elf
-            .segments()
-            .map(|s| {
-                let (off, size) = s.file_range();
-                (s.address(), s.size(), off, size)
-            })
-            .collect();
-        let to_offset = |addr: u64| {
-            segments.iter().find_map(|&(va, vsize, off, fsize)| {
-                (addr >= va && addr < va + vsize && addr - va < fsize).then_some(off + (addr - va))
-            })
-        };
-        let mut ranges: Vec<(u64, u64, String)> = elf
-            .symbols()
-            .chain(elf.dynamic_symbols())
-            .filter(|s| s.kind() == SymbolKind::Text && !s.is_undefined() && s.address() != 0)
-            .filter_map(|s| {
-                let start = to_offset(s.address())?;
-                let name = s.name().ok()?.split('@').next()?.to_string();
-                Some((start, start + s.size().max(1), name))
-            })
-            .collect();
-        ranges.sort();
-        ranges.dedup_by(|a, b| a.0 == b.0);
-        Some(Self { ranges })
-    }
-
     fn lookup(&self, offset: u64) -> Option<&str> {
         let i = self.ranges.partition_point(|r| r.0 <= offset).checked_sub(1)?;
         let (start, end, name) = &self.ranges[i];
         (offset >= *start && offset < *end).then_some(name.as_str())
+    }
+
+    /// Bytes it holds, for the cache's bound.
+    fn weight(&self) -> usize {
+        self.ranges.iter().map(|r| std::mem::size_of::<FunctionSymbol>() + r.2.len()).sum()
     }
 }
 
@@ -75,85 +56,228 @@ pub fn demangle(raw: &str) -> String {
     cpp_demangle::Symbol::new(raw).ok().and_then(|s| s.demangle().ok()).unwrap_or_else(|| raw.to_string())
 }
 
+/// One process's mappings and allowance.
+struct ProcState {
+    /// Read once at first need; `None` until then.
+    maps: Option<SharedMaps>,
+    /// Mappings copied from the parent at fork, used once the child's own
+    /// are gone, and the parent whose `/proc` they can be opened through.
+    inherited: Option<(SharedMaps, u32)>,
+    budget: WorkBudget,
+    /// Tells this process's cached answers from those of an earlier
+    /// process with the same pid, which then age out of the LRU.
+    epoch: u64,
+}
+
+/// A file's identity: the same inode with other contents is another file.
+type FileKey = (u64, u64, u64, i64, i64);
+
+/// What one lookup came to.
+enum Answer {
+    Named(Arc<str>),
+    /// Nothing names it (unmapped after a fresh read, no symbol): cached.
+    Unnamed,
+    /// Not looked into: the process's budget, or everyone's, is spent. Not cached, so a
+    /// later launch of the same address can still be named.
+    Deferred,
+}
+
 /// Resolves stub addresses to kernel names, caching per process and file.
-#[derive(Default)]
 pub struct StubResolver {
-    maps: HashMap<u32, Vec<Mapping>>,
-    files: HashMap<(u64, u64), Option<Arc<SymbolIndex>>>,
-    names: HashMap<(u32, u64), Option<Arc<str>>>,
-    /// Mappings copied from the parent at fork, used once the child's own are gone.
-    inherited: HashMap<u32, Vec<Mapping>>,
+    procs: LruCache<u32, ProcState>,
+    /// (pid, epoch, address) -> name, or `None` when nothing names it.
+    names: LruCache<(u32, u64, u64), Option<Arc<str>>>,
+    epochs: u64,
+    files: LruCache<FileKey, Option<Arc<SymbolIndex>>>,
+    index_bytes: usize,
+    /// Resolver work of all processes together.
+    all: WorkBudget,
+    /// Lookups skipped because a budget was spent.
+    pub deferred: u64,
+}
+
+/// An LRU capacity: `n`, or 1 for 0.
+pub fn capacity(n: usize) -> NonZeroUsize {
+    NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN)
+}
+
+impl Default for StubResolver {
+    fn default() -> Self {
+        Self {
+            procs: LruCache::new(capacity(MAX_PROCESSES)),
+            names: LruCache::new(capacity(MAX_NAMES)),
+            files: LruCache::new(capacity(MAX_FILES)),
+            index_bytes: 0,
+            all: WorkBudget::new(ALL_PROCESSES, Instant::now()),
+            epochs: 0,
+            deferred: 0,
+        }
+    }
+}
+
+/// Runs `work`, returning its result and how long it took.
+fn timed<T>(work: impl FnOnce() -> T) -> (T, Duration) {
+    let start = Instant::now();
+    let out = work();
+    (out, start.elapsed())
+}
+
+fn read_maps(pid: u32) -> Maps {
+    let mut maps = Maps::read(pid);
+    maps.mappings.truncate(MAX_MAPPINGS);
+    maps
 }
 
 impl StubResolver {
     /// The demangled name of the function at `addr` in process `pid`.
     pub fn resolve(&mut self, pid: u32, addr: u64) -> Option<Arc<str>> {
-        if let Some(hit) = self.names.get(&(pid, addr)) {
+        let key = (pid, self.state(pid, Instant::now()).epoch, addr);
+        if let Some(hit) = self.names.get(&key) {
             return hit.clone();
         }
-        let name = self.lookup(pid, addr).map(|raw| Arc::from(demangle(&raw)));
-        if name.is_none() {
-            tracing::debug!(pid, addr = format_args!("{addr:#x}"), "no symbol names this launch address");
+        match self.lookup(pid, addr) {
+            Answer::Named(name) => {
+                self.names.put(key, Some(Arc::clone(&name)));
+                Some(name)
+            }
+            Answer::Unnamed => {
+                tracing::debug!(pid, addr = format_args!("{addr:#x}"), "no symbol names this launch address");
+                self.names.put(key, None);
+                None
+            }
+            Answer::Deferred => {
+                self.deferred += 1;
+                if self.deferred.is_power_of_two() {
+                    tracing::info!(
+                        pid,
+                        deferred = self.deferred,
+                        "kernel names left unresolved: a process's (or all processes') share of resolver work is spent"
+                    );
+                }
+                None
+            }
         }
-        self.names.insert((pid, addr), name.clone());
-        name
     }
 
     /// A forked child starts with its parent's mappings: if it exits before
     /// its launches are resolved, the parent's table still names its stubs.
+    /// Reading the parent's maps here is charged to the parent.
     pub fn fork(&mut self, child: u32, parent: u32) {
-        let maps = self.maps.entry(parent).or_insert_with(|| read_maps(parent)).clone();
-        self.inherited.insert(child, maps);
+        let now = Instant::now();
+        if self.state(parent, now).maps.is_none() && self.may_work(parent, now) {
+            let maps = self.charged(parent, now, || read_maps(parent));
+            self.state(parent, now).maps = Some(Arc::new(maps));
+        }
+        let Some(maps) = self.state(parent, now).maps.clone() else { return };
+        self.state(child, now).inherited = Some((maps, parent));
     }
 
     /// Drops what is cached for an exited process.
     pub fn forget(&mut self, pid: u32) {
-        self.maps.remove(&pid);
-        self.inherited.remove(&pid);
-        self.names.retain(|(p, _), _| *p != pid);
+        // Its answers age out of the LRU: a reused pid gets a new epoch.
+        self.procs.pop(&pid);
     }
 
-    fn lookup(&mut self, pid: u32, addr: u64) -> Option<String> {
-        let mapping = match self.find(pid, addr) {
-            Some(m) => m,
+    /// `pid`'s state, made fresh (a new epoch) if there is none.
+    fn state(&mut self, pid: u32, now: Instant) -> &mut ProcState {
+        let epochs = &mut self.epochs;
+        self.procs.get_or_insert_mut(pid, || {
+            *epochs += 1;
+            ProcState { maps: None, inherited: None, budget: WorkBudget::new(PER_PROCESS, now), epoch: *epochs }
+        })
+    }
+
+    /// Whether `pid`, and all processes together, may cause work now.
+    fn may_work(&mut self, pid: u32, now: Instant) -> bool {
+        let everyone = self.all.allows(now);
+        self.state(pid, now).budget.allows(now) && everyone
+    }
+
+    /// Runs `work` for `pid`, charging its time to `pid` and to everyone.
+    fn charged<T>(&mut self, pid: u32, now: Instant, work: impl FnOnce() -> T) -> T {
+        let (out, took) = timed(work);
+        self.all.spend(took);
+        self.state(pid, now).budget.spend(took);
+        out
+    }
+
+    fn lookup(&mut self, pid: u32, addr: u64) -> Answer {
+        let now = Instant::now();
+        let Some((mapping, through)) = self.find_mapping(pid, addr, now) else { return Answer::Unnamed };
+        let Some(mapping) = mapping else { return Answer::Deferred };
+        let Some(file) = open_mapped(pid, &mapping).or_else(|| {
+            // The child is gone: its parent may still map the same file there.
+            through
+                .and_then(|parent| open_mapped(parent, &mapping))
+                .filter(|f| f.metadata().is_ok_and(|m| m.ino() == mapping.inode))
+        }) else {
+            return Answer::Unnamed;
+        };
+        let Ok(meta) = file.metadata() else { return Answer::Unnamed };
+        let key = (meta.dev(), meta.ino(), meta.size(), meta.mtime(), meta.mtime_nsec());
+        let index = match self.files.get(&key) {
+            Some(cached) => cached.clone(),
             None => {
-                // Mapped since we last read maps (a dlopen): read them again.
-                self.maps.insert(pid, read_maps(pid));
-                self.find(pid, addr)?
+                if !self.may_work(pid, now) {
+                    return Answer::Deferred;
+                }
+                let symbols = self.charged(pid, now, || function_symbols(&file));
+                let index = match symbols {
+                    Ok(ranges) => Some(Arc::new(SymbolIndex { ranges })),
+                    Err(e) => {
+                        tracing::debug!(pid, error = %e, "no symbols read from a mapped file");
+                        None
+                    }
+                };
+                self.cache_index(key, index.clone());
+                index
             }
         };
-        let opened = Path::new("/proc").join(pid.to_string()).join("root").join(mapping.path.strip_prefix("/").ok()?);
-        let meta = std::fs::metadata(&opened).ok()?;
-        let index = self
-            .files
-            .entry((meta.dev(), meta.ino()))
-            .or_insert_with(|| SymbolIndex::load(&opened).map(Arc::new))
-            .clone()?;
-        index.lookup(addr - mapping.start + mapping.offset).map(str::to_string)
+        let Some(index) = index else { return Answer::Unnamed };
+        let offset = addr - mapping.start + mapping.offset;
+        match index.lookup(offset) {
+            Some(raw) => Answer::Named(Arc::from(demangle(raw))),
+            None => Answer::Unnamed,
+        }
     }
 
-    fn find(&mut self, pid: u32, addr: u64) -> Option<Mapping> {
-        let inherited = &self.inherited;
-        let maps = self.maps.entry(pid).or_insert_with(|| {
-            let own = read_maps(pid);
-            if own.is_empty() {
-                inherited.get(&pid).cloned().unwrap_or_default()
-            } else {
-                own
-            }
-        });
-        maps.iter().find(|m| addr >= m.start && addr < m.end).cloned()
+    /// The mapping holding `addr` and, for inherited mappings, the parent
+    /// to open it through. `None`: unmapped, even after a fresh read of the
+    /// maps; `Some((None, _))`: not in the maps we have, and the budgets
+    /// allow no fresh read now.
+    fn find_mapping(&mut self, pid: u32, addr: u64, now: Instant) -> Option<(Option<Mapping>, Option<u32>)> {
+        if let Some(m) = self.state(pid, now).maps.as_ref().and_then(|maps| maps.find(addr)) {
+            return Some((Some(m), None));
+        }
+        // First need, or mapped since we last read them (a dlopen): read again.
+        if !self.may_work(pid, now) {
+            return Some((None, None));
+        }
+        let maps = self.charged(pid, now, || read_maps(pid));
+        let p = self.state(pid, now);
+        let found = if maps.mappings.is_empty() {
+            p.inherited.as_ref().and_then(|(maps, parent)| Some((maps.find(addr)?, *parent)))
+        } else {
+            maps.find(addr).map(|m| (m, pid))
+        };
+        p.maps = Some(Arc::new(maps));
+        let (m, through) = found?;
+        Some((Some(m), (through != pid).then_some(through)))
     }
-}
 
-fn read_maps(pid: u32) -> Vec<Mapping> {
-    let Ok(maps) = Process::new(pid as i32).and_then(|p| p.maps()) else { return Vec::new() };
-    maps.into_iter()
-        .filter_map(|m| match m.pathname {
-            MMapPath::Path(path) => Some(Mapping { start: m.address.0, end: m.address.1, offset: m.offset, path }),
-            _ => None,
-        })
-        .collect()
+    /// Keeps `index`, evicting the least recently used files while the
+    /// total is over [`MAX_INDEX_BYTES`].
+    fn cache_index(&mut self, key: FileKey, index: Option<Arc<SymbolIndex>>) {
+        let weight = |i: &Option<Arc<SymbolIndex>>| i.as_ref().map_or(0, |i| i.weight());
+        self.index_bytes += weight(&index);
+        if let Some((_, old)) = self.files.push(key, index) {
+            self.index_bytes -= weight(&old);
+        }
+        while self.index_bytes > MAX_INDEX_BYTES && self.files.len() > 1 {
+            let Some((_, old)) = self.files.pop_lru() else { break };
+            self.index_bytes -= weight(&old);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -173,6 +297,24 @@ mod tests {
         let name = r.resolve(std::process::id(), addr).expect("resolved through /proc/self/maps and .symtab");
         assert_eq!(&*name, "cuda_tracer_test_stub_function");
         assert!(r.resolve(std::process::id(), 8).is_none(), "unmapped address");
+    }
+
+    #[test]
+    fn unknown_addresses_are_answered_from_the_cache_or_deferred_and_bounded() {
+        let mut r = StubResolver::default();
+        let pid = std::process::id();
+        let addr = cuda_tracer_test_stub_function as *const () as usize as u64;
+        assert!(r.resolve(pid, addr).is_some());
+        // A flood of distinct unmapped addresses: each is a miss, but maps
+        // are re-read only while the process's budget lasts.
+        for i in 0..(MAX_NAMES as u64 + 10) {
+            assert!(r.resolve(pid, 0x10 + i * 16).is_none());
+        }
+        assert!(r.deferred > 0, "re-reads stopped once the budget was spent");
+        assert!(r.names.len() <= MAX_NAMES);
+        // What was resolved before is still named, from the caches.
+        r.names.clear();
+        assert_eq!(r.resolve(pid, addr).as_deref(), Some("cuda_tracer_test_stub_function"));
     }
 
     #[test]

@@ -3,7 +3,10 @@
 //! (kernel names, freed sizes, error names).
 
 pub mod annotate;
+pub mod elf_functions;
 pub mod error_names;
 pub mod kernel_names;
 pub mod pipeline;
+pub mod proc_maps;
 pub mod reader;
+pub mod work_budget;

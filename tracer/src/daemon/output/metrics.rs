@@ -55,6 +55,8 @@ pub struct Metrics {
     calls: Vec<Counter>,
     dropped_calls: Family<FuncLabels, Gauge>,
     pub dropped: Family<KindLabel, Gauge>,
+    /// Failed BPF map inserts, by map (`kind`).
+    map_insert_failures: Family<KindLabel, Gauge>,
     pub traced_processes: Gauge,
     pub files_written: Counter,
     pub files_uploaded: Gauge,
@@ -105,6 +107,11 @@ impl Metrics {
         let dropped_calls =
             reg.add("dropped_calls", "Calls lost to a full ring buffer, per function", Family::default());
         let dropped = reg.add("dropped_events", "Calls not recorded, by reason (kernel counters)", Family::default());
+        let map_insert_failures = reg.add(
+            "map_insert_failures",
+            "BPF map inserts refused because the map was full, by map: traced (a process went untraced, its calls unseen), names (a call lost its name argument), held (a library open was not held)",
+            Family::default(),
+        );
         let traced_processes = reg.add("traced_processes", "Processes traced now", Gauge::default());
         let files_written = reg.add("files_written", "Trace files closed", Counter::default());
         let files_uploaded = reg.add("files_uploaded", "Trace files uploaded and confirmed", Gauge::default());
@@ -132,6 +139,7 @@ impl Metrics {
             calls,
             dropped_calls,
             dropped,
+            map_insert_failures,
             traced_processes,
             files_written,
             files_uploaded,
@@ -174,6 +182,11 @@ impl Metrics {
             ("return_without_entry", drops.return_without_entry),
         ] {
             self.dropped.get_or_create(&KindLabel { kind }).set(n as i64);
+        }
+        for (kind, n) in
+            [("traced", drops.traced_map_full), ("names", drops.name_map_full), ("held", drops.hold_map_full)]
+        {
+            self.map_insert_failures.get_or_create(&KindLabel { kind }).set(n as i64);
         }
     }
 
@@ -273,5 +286,17 @@ mod tests {
         let text = m.render();
         assert!(text.contains(r#"cuda_tracer_libraries_missed_total{reason="attach_failed"} 2"#), "{text}");
         assert!(text.contains(r#"cuda_tracer_libraries_missed_total{reason="late"} 1"#), "{text}");
+    }
+
+    #[test]
+    fn failed_map_inserts_are_shown_by_map() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Metrics::new(dir.path().to_path_buf());
+        let drops = crate::format::counts::Drops { traced_map_full: 5, name_map_full: 2, ..Default::default() };
+        m.set_drops(&drops);
+        let text = m.render();
+        assert!(text.contains(r#"cuda_tracer_map_insert_failures{kind="traced"} 5"#), "{text}");
+        assert!(text.contains(r#"cuda_tracer_map_insert_failures{kind="names"} 2"#), "{text}");
+        assert!(text.contains(r#"cuda_tracer_map_insert_failures{kind="held"} 0"#), "{text}");
     }
 }

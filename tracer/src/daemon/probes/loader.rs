@@ -55,7 +55,11 @@ impl Probes {
         let offset = opts.task_tgid_offset.unwrap_or(0);
         let wakeup_bytes = u64::from(opts.ringbuf_bytes / 4);
         let match_exec = u32::from(opts.match_exec);
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        if let Some(n) = traced_pids_max() {
+            loader.map_max_entries("TRACED", n);
+        }
+        let mut ebpf = loader
             .override_global("TASK_TGID_OFFSET", &offset, true)
             .override_global("WAKEUP_BYTES", &wakeup_bytes, true)
             .override_global("TRACER_TGID", &std::process::id(), true)
@@ -166,6 +170,9 @@ impl Probes {
             entry_map_full: sum(drop_slot::ENTRY_MAP_FULL)?,
             return_without_entry: sum(drop_slot::RETURN_WITHOUT_ENTRY)?,
             proc_events_lost: sum(drop_slot::PROC_RINGBUF_FULL)?,
+            traced_map_full: sum(drop_slot::TRACED_MAP_FULL)?,
+            name_map_full: sum(drop_slot::NAME_MAP_FULL)?,
+            hold_map_full: sum(drop_slot::HOLD_MAP_FULL)?,
         })
     }
 
@@ -185,6 +192,14 @@ impl Probes {
         }
         Ok(out)
     }
+}
+
+/// `CUDA_TRACER_TRACED_PIDS_MAX`: a smaller traced-pid map, so a test can
+/// fill it with a few processes and see the failed inserts counted.
+fn traced_pids_max() -> Option<u32> {
+    let n = std::env::var("CUDA_TRACER_TRACED_PIDS_MAX").ok()?.parse().ok()?;
+    tracing::warn!(max = n, "traced-pid map size set by CUDA_TRACER_TRACED_PIDS_MAX (a test setting)");
+    Some(n)
 }
 
 fn attach_open_fexit(ebpf: &mut Ebpf) -> Result<(), LoadError> {

@@ -15,10 +15,18 @@ use crate::{
 };
 
 impl Session {
+    /// What the kernel side counted, with the processes userspace could
+    /// not add to the traced-pid map either.
+    pub(super) fn drops(&self) -> Drops {
+        let mut drops = self.probes.drops().unwrap_or_default();
+        drops.traced_map_full += self.untraceable.len() as u64;
+        drops
+    }
+
     /// Rewrites metadata.json; failures are logged, never fatal mid-session.
     /// Returns the kernel's drop counts it wrote.
     pub(in crate::daemon) fn write_metadata(&self) -> Drops {
-        let drops = self.probes.drops().unwrap_or_default();
+        let drops = self.drops();
         let (mode, command, pattern) = match &self.cfg.target {
             Target::Command(argv) => ("record", Some(argv.clone()), None),
             Target::Daemon { pattern, .. } => ("daemon", None, pattern.as_ref().map(|r| r.as_str().to_string())),

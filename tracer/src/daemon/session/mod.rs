@@ -92,6 +92,9 @@ pub(super) struct Session {
     load_watch: Option<LoadWatch>,
     /// Libraries a traced process used whose calls are (partly) missing.
     pub(super) missed_libraries: Vec<MissedLibrary>,
+    /// Processes the scan matched but could not add to the traced-pid map
+    /// (it was full): counted with the kernel's failed inserts.
+    untraceable: BTreeSet<u32>,
 }
 
 impl Session {
@@ -140,6 +143,7 @@ impl Session {
             kv,
             load_watch: None,
             missed_libraries: Vec::new(),
+            untraceable: BTreeSet::new(),
         };
         if !s.cfg.libs.is_empty() {
             // The administrator's paths, in the tracer's own root.

@@ -79,6 +79,19 @@ impl Session {
             }
         }
     }
+    /// Adds a process the scan found to the in-kernel filter; one that
+    /// cannot be added (the map is full) is counted once.
+    fn trace_found(&mut self, pid: u32) -> bool {
+        match self.probes.trace_pid(pid) {
+            Ok(()) => true,
+            Err(e) => {
+                if self.untraceable.insert(pid) {
+                    tracing::warn!(pid, error = %e, "process not traced: its calls are not seen");
+                }
+                false
+            }
+        }
+    }
     /// Picks up new matching processes, children the kernel did not report,
     /// and libraries mapped since the last scan.
     pub(in crate::daemon) fn scan(&mut self) {
@@ -88,7 +101,7 @@ impl Session {
         let me = std::process::id();
         if let Target::Daemon { pattern: Some(re), .. } = &self.cfg.target {
             for info in discover::matching_processes(re, me) {
-                if !self.is_live(info.pid) && self.probes.trace_pid(info.pid).is_ok() {
+                if !self.is_live(info.pid) && self.trace_found(info.pid) {
                     self.add_process(info.pid, "pattern", info.ppid);
                     self.trace_descendants(info.pid);
                 }
@@ -98,7 +111,7 @@ impl Session {
             // No BTF, so no fork hook: children of traced processes are found
             // here, and their calls before this scan are not traced.
             for info in discover::all_processes() {
-                if self.is_live(info.ppid) && !self.is_live(info.pid) && self.probes.trace_pid(info.pid).is_ok() {
+                if self.is_live(info.ppid) && !self.is_live(info.pid) && self.trace_found(info.pid) {
                     self.add_process(info.pid, "scan-child", info.ppid);
                 }
             }
@@ -211,7 +224,7 @@ impl Session {
     pub(super) fn update_metrics(&self) {
         let Some(m) = &self.metrics else { return };
         m.traced_processes.set(self.processes.values().filter(|r| r.exited_ms.is_none()).count() as i64);
-        m.set_drops(&self.probes.drops().unwrap_or_default());
+        m.set_drops(&self.drops());
         for (func, n) in self.probes.drops_by_function().unwrap_or_default() {
             m.set_dropped_calls(func, n);
         }
