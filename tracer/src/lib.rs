@@ -21,4 +21,5 @@ pub mod cli;
 pub mod clock;
 pub mod daemon;
 pub mod format;
+pub mod http_serve;
 pub mod kube;
