@@ -425,3 +425,30 @@ pub fn wait_for(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) 
 pub fn session_dir(trace_dir: &Path) -> Option<PathBuf> {
     std::fs::read_dir(trace_dir).ok()?.filter_map(|e| e.ok().map(|e| e.path())).find(|p| p.is_dir())
 }
+
+/// Waits for `child` to exit within `deadline` (killed and failed
+/// otherwise), reaping it with `wait4`: its exit status and its peak RSS in
+/// bytes (`ru_maxrss`).
+pub fn exit_and_peak_rss(child: KillOnDrop, deadline: Duration) -> (std::process::ExitStatus, u64) {
+    use std::os::unix::process::ExitStatusExt;
+    let pid = child.0.id() as libc::pid_t;
+    // Reaped here: the handle must not kill or wait for a pid that is gone.
+    std::mem::forget(child);
+    let start = Instant::now();
+    // SAFETY: rusage is plain integers, for which all zeroes are valid.
+    let (mut status, mut usage) = (0, unsafe { std::mem::zeroed::<libc::rusage>() });
+    loop {
+        // SAFETY: plain out-pointers to live locals.
+        let rc = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
+        assert!(rc >= 0, "wait4: {}", std::io::Error::last_os_error());
+        if rc == pid {
+            return (std::process::ExitStatus::from_raw(status), usage.ru_maxrss as u64 * 1024);
+        }
+        if start.elapsed() > deadline {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("process {pid} did not exit within {deadline:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
