@@ -179,6 +179,19 @@ pub fn record(out: &Path, truth: &Path, extra: &[&str], argv: &[&str]) -> Output
     output
 }
 
+/// A recorded session of a few trace files (rotated each second) under
+/// `root/traces/session-a`, its truth under `root/truth`: `(session, truth)`.
+pub fn recorded_session(root: &Path) -> (PathBuf, PathBuf) {
+    let (out, truth) = (root.join("traces").join("session-a"), root.join("truth"));
+    record(
+        &out,
+        &truth,
+        &["--rotate-secs", "1"],
+        &[&workload(), "--no-child", "--iterations", "60", "--step-delay-us", "20000"],
+    );
+    (out, truth)
+}
+
 /// A scratch dir with the paths tests record into: `(dir, trace, truth)`.
 pub fn scratch() -> (tempfile::TempDir, PathBuf, PathBuf) {
     let tmp = tempfile::tempdir().expect("tempdir");

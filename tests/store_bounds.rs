@@ -41,16 +41,23 @@ fn black_hole() -> (String, Arc<AtomicUsize>) {
     (endpoint, accepted)
 }
 
-/// A recorded session of a few trace files under `root/traces/session-a`.
-fn recorded_session(root: &Path) -> PathBuf {
-    let (out, truth) = (root.join("traces").join("session-a"), root.join("truth"));
-    record(
-        &out,
-        &truth,
-        &["--rotate-secs", "1"],
-        &[&workload(), "--no-child", "--iterations", "60", "--step-delay-us", "20000"],
-    );
-    out
+/// A black-hole store and a recorded session waiting to go up to it.
+struct Stuck {
+    endpoint: String,
+    /// Connections the store took.
+    accepted: Arc<AtomicUsize>,
+    tmp: tempfile::TempDir,
+    session: PathBuf,
+    /// The session dir's names before anything ran.
+    before: Vec<String>,
+}
+
+fn stuck() -> Stuck {
+    let (endpoint, accepted) = black_hole();
+    let tmp = tempfile::tempdir().unwrap();
+    let (session, _truth) = recorded_session(tmp.path());
+    let before = listing(&session);
+    Stuck { endpoint, accepted, tmp, session, before }
 }
 
 /// The names in `dir`, sorted.
@@ -91,10 +98,7 @@ fn count_before(summary: &str, what: &str) -> usize {
 
 #[test]
 fn upload_to_a_black_hole_ends_at_its_deadline_and_keeps_every_file() {
-    let (endpoint, accepted) = black_hole();
-    let tmp = tempfile::tempdir().unwrap();
-    let session = recorded_session(tmp.path());
-    let before = listing(&session);
+    let Stuck { endpoint, accepted, tmp: _tmp, session, before } = stuck();
     let (code, summary) = upload(&session, &endpoint, &["--upload-deadline-secs", "5"]);
     assert_eq!(code, Some(1), "{summary}");
     assert!(accepted.load(Ordering::SeqCst) > 0, "the store was reached");
@@ -106,10 +110,7 @@ fn upload_to_a_black_hole_ends_at_its_deadline_and_keeps_every_file() {
 
 #[test]
 fn the_request_timeout_ends_an_upload_to_a_black_hole_without_a_deadline() {
-    let (endpoint, _) = black_hole();
-    let tmp = tempfile::tempdir().unwrap();
-    let session = recorded_session(tmp.path());
-    let before = listing(&session);
+    let Stuck { endpoint, accepted: _, tmp: _tmp, session, before } = stuck();
     let flags = ["--s3-timeout-secs", "1", "--upload-deadline-secs", "3600"];
     let (code, summary) = upload(&session, &endpoint, &flags);
     assert_eq!(code, Some(1), "{summary}");
@@ -120,10 +121,7 @@ fn the_request_timeout_ends_an_upload_to_a_black_hole_without_a_deadline() {
 
 #[test]
 fn the_daemon_stops_at_its_deadline_with_uploads_stuck_in_a_black_hole() {
-    let (endpoint, accepted) = black_hole();
-    let tmp = tempfile::tempdir().unwrap();
-    let session = recorded_session(tmp.path());
-    let before = listing(&session);
+    let Stuck { endpoint, accepted, tmp, session, before } = stuck();
     let mut cmd = tracer_cmd();
     cmd.args(["run", "--pid", "1", "--target-process", "^none$", "--upload-deadline-secs", "5"])
         .args(["--upload-interval-secs", "1"])

@@ -249,12 +249,21 @@ fn slow_handshakes_heads_and_bodies_are_dropped_within_the_timeout() {
         // An idle keep-alive connection is closed too.
         let tls = super::client::tls_connect(port, &ca).await.expect("tls");
         closed_after(tls, limit).await.expect("idle client");
+
+        // A header that never ends, a byte at a time: the timeout is for the whole head.
+        trickle(port, &ca, b"POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ", limit)
+            .await
+            .expect("trickled head");
+        // A whole head, then the body a byte at a time.
+        let head = b"POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\n";
+        let answer = trickle(port, &ca, head, limit).await.expect("trickled body");
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     });
     assert_eq!(webhook.request("GET", "/healthz", b""), (200, "ok".to_string()));
     webhook.log_line(&["TLS handshake timed out"]);
 }
 
-/// Sends `prefix` at once, then one byte of `drip` every 200 ms until the
+/// Sends `prefix` at once, then one byte every 200 ms until the
 /// server closes the connection; returns what it answered, bounded by `limit`.
 async fn trickle(port: u16, ca: &std::path::Path, prefix: &[u8], limit: Duration) -> Result<String, String> {
     let tls = super::client::tls_connect(port, ca).await?;
@@ -268,23 +277,4 @@ async fn trickle(port: u16, ca: &std::path::Path, prefix: &[u8], limit: Duration
     let closed = closed_after(read, limit).await;
     dripping.abort();
     closed.map(|(_, answer)| answer)
-}
-
-#[test]
-fn trickled_heads_and_bodies_are_dropped_within_the_timeout() {
-    let webhook = Webhook::start(&["--client-timeout-secs", "2"]);
-    let (port, ca) = (webhook.port, webhook.certs.join("ca.crt"));
-    let limit = Duration::from_secs(8);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    runtime.block_on(async {
-        // A header that never ends, a byte at a time: the timeout is for the whole head.
-        trickle(port, &ca, b"POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ", limit)
-            .await
-            .expect("trickled head");
-        // A whole head, then the body a byte at a time.
-        let head = b"POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n";
-        let answer = trickle(port, &ca, head, limit).await.expect("trickled body");
-        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
-    });
-    assert_eq!(webhook.request("GET", "/healthz", b""), (200, "ok".to_string()));
 }
