@@ -11,7 +11,7 @@ use std::{
 use tokio::sync::{mpsc, watch, Mutex};
 
 use crate::daemon::{
-    config::{DaemonConfig, UploadConfig},
+    config::{DaemonConfig, Target, UploadConfig},
     fd_limit,
     ingest::reader::{self, ReaderMsg},
     outcome::Outcome,
@@ -49,8 +49,13 @@ pub async fn run(cfg: DaemonConfig, stop: impl Future<Output = ()> + Send + 'sta
     let DaemonConfig { session: session_cfg, trace_dir, metrics_addr, upload } = cfg;
     let root = trace_dir.unwrap_or_else(|| session_cfg.dir.clone());
     let metrics = metrics_addr.map(|_| Arc::new(Metrics::new(root.clone())));
-    // Room for trace files whatever network clients do: they get a fixed share.
-    let nofile = fd_limit::raise_to_hard();
+    // Room for trace files whatever network clients do: they get a fixed
+    // share. The command `record` starts would inherit a raised limit: it
+    // keeps the user's, and so does `record` (it serves no clients).
+    let nofile = match session_cfg.target {
+        Target::Command(_) => fd_limit::soft_limit(),
+        Target::Daemon { .. } => fd_limit::raise_to_hard(),
+    };
     let mut tasks = Supervisor::new(metrics.clone(), Backoff::DAEMON);
 
     // 1. The stop signal, first: a stop must interrupt whatever follows.
