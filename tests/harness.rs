@@ -196,6 +196,19 @@ pub fn record(out: &Path, truth: &Path, extra: &[&str], argv: &[&str]) -> Output
     output
 }
 
+/// A recorded session of a few trace files (rotated each second) under
+/// `root/traces/session-a`, its truth under `root/truth`: `(session, truth)`.
+pub fn recorded_session(root: &Path) -> (PathBuf, PathBuf) {
+    let (out, truth) = (root.join("traces").join("session-a"), root.join("truth"));
+    record(
+        &out,
+        &truth,
+        &["--rotate-secs", "1"],
+        &[&workload(), "--no-child", "--iterations", "60", "--step-delay-us", "20000"],
+    );
+    (out, truth)
+}
+
 /// A scratch dir with the paths tests record into: `(dir, trace, truth)`.
 pub fn scratch() -> (tempfile::TempDir, PathBuf, PathBuf) {
     let tmp = tempfile::tempdir().expect("tempdir");
@@ -437,34 +450,37 @@ pub fn run_with_peak_rss(mut cmd: Command, deadline: Duration) -> (Output, u64) 
     #[allow(clippy::zombie_processes)]
     let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
     let pid = child.id() as libc::pid_t;
-    let start = Instant::now();
-    // SAFETY: rusage is plain integers, for which all zeroes are valid.
-    let (mut status, mut usage) = (0, unsafe { std::mem::zeroed::<libc::rusage>() });
     // Drain the pipes on threads so a chatty child cannot block on them.
     let (mut stdout, mut stderr) = (child.stdout.expect("piped"), child.stderr.expect("piped"));
     let out = std::thread::spawn(move || drain(&mut stdout));
     let err = std::thread::spawn(move || drain(&mut stderr));
+    let (status, peak) = reap_with_peak_rss(pid, deadline);
+    let output =
+        Output { status, stdout: out.join().expect("stdout reader"), stderr: err.join().expect("stderr reader") };
+    (output, peak)
+}
+
+/// Reaps `pid` with `wait4` once it exits within `deadline` (killed and
+/// failed otherwise): its exit status and its peak RSS in bytes (`ru_maxrss`).
+fn reap_with_peak_rss(pid: libc::pid_t, deadline: Duration) -> (std::process::ExitStatus, u64) {
+    use std::os::unix::process::ExitStatusExt;
+    let start = Instant::now();
+    // SAFETY: rusage is plain integers, for which all zeroes are valid.
+    let (mut status, mut usage) = (0, unsafe { std::mem::zeroed::<libc::rusage>() });
     loop {
         // SAFETY: plain out-pointers to live locals.
         let rc = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) };
-        assert!(rc >= 0, "wait4");
+        assert!(rc >= 0, "wait4: {}", std::io::Error::last_os_error());
         if rc == pid {
-            break;
+            return (std::process::ExitStatus::from_raw(status), usage.ru_maxrss as u64 * 1024);
         }
         if start.elapsed() > deadline {
             // SAFETY: kill has no memory-safety preconditions.
             unsafe { libc::kill(pid, libc::SIGKILL) };
-            panic!("{cmd:?} did not finish within {deadline:?}");
+            panic!("process {pid} did not exit within {deadline:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    use std::os::unix::process::ExitStatusExt;
-    let output = Output {
-        status: std::process::ExitStatus::from_raw(status),
-        stdout: out.join().expect("stdout reader"),
-        stderr: err.join().expect("stderr reader"),
-    };
-    (output, usage.ru_maxrss as u64 * 1024)
 }
 
 fn drain(from: &mut impl std::io::Read) -> Vec<u8> {
@@ -500,4 +516,14 @@ pub fn regex_escape(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_ascii_alphanumeric() || c == '/' || c == '_' { c.to_string() } else { format!("\\{c}") })
         .collect()
+}
+
+/// Waits for `child` to exit within `deadline` (killed and failed
+/// otherwise), reaping it with `wait4`: its exit status and its peak RSS in
+/// bytes (`ru_maxrss`).
+pub fn exit_and_peak_rss(child: KillOnDrop, deadline: Duration) -> (std::process::ExitStatus, u64) {
+    let pid = child.0.id() as libc::pid_t;
+    // Reaped here: the handle must not kill or wait for a pid that is gone.
+    std::mem::forget(child);
+    reap_with_peak_rss(pid, deadline)
 }

@@ -108,7 +108,12 @@ impl S3Server {
 
 /// Points a `cuda-tracer` command at the local server with `secret`.
 pub fn s3_flags(cmd: &mut Command, bucket: &str, secret: &str) {
-    cmd.args(["--s3-bucket", bucket, "--s3-endpoint", ENDPOINT, "--s3-path-style", "--s3-prefix", "test/"])
+    s3_flags_at(cmd, ENDPOINT, bucket, secret);
+}
+
+/// Points a `cuda-tracer` command at the store at `endpoint` with `secret`.
+pub fn s3_flags_at(cmd: &mut Command, endpoint: &str, bucket: &str, secret: &str) {
+    cmd.args(["--s3-bucket", bucket, "--s3-endpoint", endpoint, "--s3-path-style", "--s3-prefix", "test/"])
         .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
         .env("AWS_SECRET_ACCESS_KEY", secret)
         .env("AWS_REGION", "us-east-1")

@@ -12,17 +12,6 @@ use cuda_tracer_tests::{
 };
 use serde_json::Value;
 
-fn recorded_session(root: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let (out, truth) = (root.join("traces").join("session-a"), root.join("truth"));
-    record(
-        &out,
-        &truth,
-        &["--rotate-secs", "1"],
-        &[&workload(), "--no-child", "--iterations", "60", "--step-delay-us", "20000"],
-    );
-    (out, truth)
-}
-
 fn lines_of(objects: &std::collections::BTreeMap<String, Vec<u8>>) -> Vec<Value> {
     objects
         .iter()

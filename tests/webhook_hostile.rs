@@ -3,7 +3,8 @@
 //! settings stops it at startup; the injected sidecar has exactly the
 //! manifests' security context; a pod that brings a volume named like ours
 //! is denied; oversized and pathological reviews sent four at a time leave
-//! its memory bounded; slow handshakes, heads and bodies are dropped.
+//! its memory bounded; slow handshakes, heads and bodies, silent or
+//! trickled a byte at a time, are dropped.
 
 use std::{
     io::Read as _,
@@ -248,7 +249,32 @@ fn slow_handshakes_heads_and_bodies_are_dropped_within_the_timeout() {
         // An idle keep-alive connection is closed too.
         let tls = super::client::tls_connect(port, &ca).await.expect("tls");
         closed_after(tls, limit).await.expect("idle client");
+
+        // A header that never ends, a byte at a time: the timeout is for the whole head.
+        trickle(port, &ca, b"POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ", limit)
+            .await
+            .expect("trickled head");
+        // A whole head, then the body a byte at a time.
+        let head = b"POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\n";
+        let answer = trickle(port, &ca, head, limit).await.expect("trickled body");
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     });
     assert_eq!(webhook.request("GET", "/healthz", b""), (200, "ok".to_string()));
     webhook.log_line(&["TLS handshake timed out"]);
+}
+
+/// Sends `prefix` at once, then one byte every 200 ms until the
+/// server closes the connection; returns what it answered, bounded by `limit`.
+async fn trickle(port: u16, ca: &std::path::Path, prefix: &[u8], limit: Duration) -> Result<String, String> {
+    let tls = super::client::tls_connect(port, ca).await?;
+    let (read, mut write) = tokio::io::split(tls);
+    write.write_all(prefix).await.map_err(|e| e.to_string())?;
+    let dripping = tokio::spawn(async move {
+        while write.write_all(b"a").await.is_ok() && write.flush().await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let closed = closed_after(read, limit).await;
+    dripping.abort();
+    closed.map(|(_, answer)| answer)
 }

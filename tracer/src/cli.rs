@@ -160,6 +160,11 @@ pub struct S3Args {
     #[arg(long = "multipart-bytes", default_value_t = crate::daemon::output::upload::MULTIPART_BYTES, hide = true,
           value_parser = clap::value_parser!(u64).range(5 << 20..=5 << 30))]
     pub multipart_bytes: u64,
+    /// Seconds one request to the store may take to answer (connecting: at most 10 s of it); a store that
+    /// accepts and never answers fails the upload, which is retried later. Bounds each upload at shutdown too.
+    #[arg(long = "s3-timeout-secs", env = "S3_TIMEOUT_SECS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub timeout_secs: u64,
 }
 
 /// The bucket and how to reach it: the flags (and variables) the daemon and
@@ -201,6 +206,7 @@ impl S3Args {
             path_style: target.path_style,
             source,
             multipart_bytes: self.multipart_bytes,
+            timeout: std::time::Duration::from_secs(self.timeout_secs),
         })
     }
 }

@@ -12,6 +12,8 @@
 //! - [`analysis`]: reading traces back ([`analysis::trace`]) and answering
 //!   from them ([`analysis::report`], [`analysis::export`],
 //!   [`analysis::kvcache`]).
+//! - [`http_serve`]: the bounded HTTP/1.1 server (connection cap, head
+//!   timeout, connection lifetime) the webhook and the metrics server share.
 //! - [`kube`]: the Kubernetes-side tools: the admission webhook and the
 //!   OpenAI-compatible prompt client of `deploy.sh test`.
 
@@ -21,4 +23,5 @@ pub mod cli;
 pub mod clock;
 pub mod daemon;
 pub mod format;
+pub mod http_serve;
 pub mod kube;

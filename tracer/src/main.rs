@@ -168,10 +168,11 @@ async fn upload_dir(args: UploadArgs) -> Result<ExitCode> {
     let deadline = std::time::Instant::now() + Duration::from_secs(args.s3.deadline_secs);
     let report = d.round(Some(deadline)).await;
     println!(
-        "uploaded {} file(s) to s3://{bucket} ({} repaired from half-written files); {} failed; {} left on disk",
+        "uploaded {} file(s) to s3://{bucket} ({} repaired from half-written files); {} failed; {} cancelled at the deadline; {} left on disk",
         report.uploaded,
         repaired.len(),
         report.failed,
+        report.cancelled,
         report.remaining.len()
     );
     Ok(if report.remaining.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })

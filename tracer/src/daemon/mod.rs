@@ -3,6 +3,7 @@
 //! [`run()`], the one owner of a session and every task around it.
 
 pub mod config;
+pub mod fd_limit;
 pub mod ingest;
 pub mod outcome;
 pub mod output;

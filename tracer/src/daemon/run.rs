@@ -11,7 +11,8 @@ use std::{
 use tokio::sync::{mpsc, watch, Mutex};
 
 use crate::daemon::{
-    config::{DaemonConfig, UploadConfig},
+    config::{DaemonConfig, Target, UploadConfig},
+    fd_limit,
     ingest::reader::{self, ReaderMsg},
     outcome::Outcome,
     output::{
@@ -48,13 +49,21 @@ pub async fn run(cfg: DaemonConfig, stop: impl Future<Output = ()> + Send + 'sta
     let DaemonConfig { session: session_cfg, trace_dir, metrics_addr, upload } = cfg;
     let root = trace_dir.unwrap_or_else(|| session_cfg.dir.clone());
     let metrics = metrics_addr.map(|_| Arc::new(Metrics::new(root.clone())));
+    // Room for trace files whatever network clients do: they get a fixed
+    // share. The command `record` starts would inherit a raised limit: it
+    // keeps the user's, and so does `record` (it serves no clients).
+    let nofile = match session_cfg.target {
+        Target::Command(_) => fd_limit::soft_limit(),
+        Target::Daemon { .. } => fd_limit::raise_to_hard(),
+    };
     let mut tasks = Supervisor::new(metrics.clone(), Backoff::DAEMON);
 
     // 1. The stop signal, first: a stop must interrupt whatever follows.
     let (stopping, stop_rx) = start_stop_signal(&mut tasks, stop);
     // 2. The endpoints, so /healthz answers while the probes load.
     if let (Some(addr), Some(m)) = (metrics_addr, metrics.clone()) {
-        tasks.spawn(TaskKind::MetricsServer, move |ctx| Box::pin(tasks::serve_metrics(addr, Arc::clone(&m), ctx)));
+        let cap = fd_limit::connection_cap(nofile);
+        tasks.spawn(TaskKind::MetricsServer, move |ctx| Box::pin(tasks::serve_metrics(addr, cap, Arc::clone(&m), ctx)));
     }
     // 3. Uploads: files an earlier run left (closed or half-written) go up with this run's.
     let uploads = match upload {
@@ -258,6 +267,7 @@ async fn last_upload_round(tasks: &mut Supervisor, uploads: Uploads) -> RoundRep
     } else {
         tracing::warn!(
             left_on_disk = report.remaining.len(),
+            cancelled_at_deadline = report.cancelled,
             "some trace files stay on disk; the next run uploads them"
         );
     }

@@ -66,16 +66,20 @@ pub async fn upload(
     Ok(())
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` on `addr`.
-pub async fn serve_metrics(addr: SocketAddr, metrics: Arc<Metrics>, mut ctx: TaskContext) -> Result<(), TaskError> {
+/// Serves `/metrics`, `/healthz` and `/readyz` on `addr`, at most
+/// `max_connections` at once.
+pub async fn serve_metrics(
+    addr: SocketAddr,
+    max_connections: usize,
+    metrics: Arc<Metrics>,
+    mut ctx: TaskContext,
+) -> Result<(), TaskError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| TaskError::new(format!("cannot listen on {addr}: {e}")))?;
     ctx.running();
     tokio::select! {
-        served = metrics::serve(listener, metrics) => {
-            served.map_err(|e| TaskError::new(format!("serving {addr}: {e}")))
-        }
+        () = metrics::serve(listener, max_connections, metrics) => Ok(()),
         _ = ctx.stopped() => Ok(()),
     }
 }

@@ -135,7 +135,7 @@ pub struct KvStatus {
     pub interval_secs: f64,
     /// Scrapes that gave a row.
     pub scrapes: u64,
-    /// Failed scrapes by kind (`connect`, `timeout`, `http_status`, `body`, `bad_page`, `write`).
+    /// Failed scrapes by kind (`connect`, `timeout`, `http_status`, `body`, `too_large`, `bad_page`, `write`).
     pub scrape_errors: BTreeMap<Name, u64>,
     pub last_error: Option<String>,
     /// The usage gauge the endpoint serves (new or old name).

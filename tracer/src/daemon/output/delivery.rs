@@ -151,6 +151,8 @@ pub struct DeliveryStats {
 pub struct RoundReport {
     pub uploaded: usize,
     pub failed: usize,
+    /// Uploads in flight at the deadline, cancelled (also in `remaining`).
+    pub cancelled: usize,
     /// Files still only on local disk.
     pub remaining: Vec<PathBuf>,
 }
@@ -192,8 +194,9 @@ impl Delivery {
         p.name == names::METADATA && self.metadata_sent.get(&p.path) == Some(&stamp)
     }
 
-    /// Uploads every pending file once (with retries), stopping new work at
-    /// `deadline`.
+    /// Uploads every pending file once (with retries). At `deadline` no new
+    /// upload starts and those in flight are cancelled: their files stay on
+    /// disk, counted in [`RoundReport::cancelled`] and as `deadline` failures.
     pub async fn round(&mut self, deadline: Option<Instant>) -> RoundReport {
         let work: Vec<Pending> = pending(&self.dir).into_iter().filter(|p| !self.unchanged_metadata(p)).collect();
         let mut report = RoundReport::default();
@@ -201,13 +204,10 @@ impl Delivery {
         let mut running = tokio::task::JoinSet::new();
         // A panicked upload still owes the report its file.
         let mut in_flight = HashMap::new();
+        let past = |d: Option<Instant>| d.is_some_and(|d| Instant::now() >= d);
         loop {
-            while running.len() < CONCURRENCY {
+            while running.len() < CONCURRENCY && !past(deadline) {
                 let Some(p) = queue.next() else { break };
-                if deadline.is_some_and(|d| Instant::now() >= d) {
-                    report.remaining.push(p.path);
-                    continue;
-                }
                 let uploader = self.uploader.clone();
                 let path = p.path.clone();
                 let task = running.spawn(async move {
@@ -216,7 +216,15 @@ impl Delivery {
                 });
                 in_flight.insert(task.id(), path);
             }
-            let Some(joined) = running.join_next_with_id().await else { break };
+            let next = running.join_next_with_id();
+            let joined = match deadline {
+                Some(d) => match tokio::time::timeout_at(d.into(), next).await {
+                    Ok(joined) => joined,
+                    Err(_) => break,
+                },
+                None => next.await,
+            };
+            let Some(joined) = joined else { break };
             match joined {
                 Ok((id, (p, result))) => {
                     in_flight.remove(&id);
@@ -231,6 +239,9 @@ impl Delivery {
                 }
             }
         }
+        running.abort_all();
+        self.cancelled(in_flight.into_values(), &mut report);
+        report.remaining.extend(queue.map(|p| p.path));
         let waiting: Vec<Pending> = pending(&self.dir).into_iter().filter(|p| p.name != names::METADATA).collect();
         self.stats.pending_files = waiting.len();
         if let Some(m) = &self.metrics {
@@ -246,6 +257,18 @@ impl Delivery {
             m.local_bytes.set(bytes as i64);
         }
         report
+    }
+
+    /// Uploads cut off at the deadline: their files stay on disk (a
+    /// multipart upload's parts stay in the store until its lifecycle rule
+    /// for incomplete uploads removes them).
+    fn cancelled(&mut self, paths: impl Iterator<Item = PathBuf>, report: &mut RoundReport) {
+        for path in paths {
+            tracing::warn!(file = %path.display(), "upload cancelled at the deadline; the file stays on disk");
+            report.cancelled += 1;
+            report.remaining.push(path);
+            *self.stats.failures.entry("deadline").or_default() += 1;
+        }
     }
 
     fn settle(&mut self, p: Pending, result: Result<u64, UploadError>, report: &mut RoundReport) {

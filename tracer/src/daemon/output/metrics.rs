@@ -10,6 +10,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
     },
+    time::Duration,
 };
 
 use axum::{extract::State, http::StatusCode, routing::get, Router};
@@ -19,6 +20,8 @@ use prometheus_client::{
     registry::Registry,
 };
 use tracer_common::funcs::FUNCS;
+
+use crate::http_serve::{self, CappedTcp, ConnLimits};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FuncLabels {
@@ -68,6 +71,8 @@ pub struct Metrics {
     pub vllm_scrapes: Counter,
     /// Failed scrapes of vLLM's /metrics, by kind.
     pub vllm_scrape_errors: Family<KindLabel, Counter>,
+    /// Connections to these endpoints closed unserved: all slots were in use.
+    pub connections_refused: Counter,
     /// Background tasks that panicked or failed, by task.
     task_failures: Family<TaskLabel, Counter>,
     /// Libraries a traced process used that were not (fully) traced, by reason.
@@ -124,6 +129,11 @@ impl Metrics {
             reg.add("vllm_scrapes", "Scrapes of vLLM's /metrics that gave a KV-cache row", Counter::default());
         let vllm_scrape_errors =
             reg.add("vllm_scrape_errors", "Failed scrapes of vLLM's /metrics, by kind", Family::default());
+        let connections_refused = reg.add(
+            "http_connections_refused",
+            "Connections to /metrics, /healthz and /readyz closed unserved because all connection slots were in use",
+            Counter::default(),
+        );
         let task_failures = reg.add(
             "task_failures",
             "Background tasks of the daemon that panicked or failed, by task",
@@ -149,6 +159,7 @@ impl Metrics {
             last_upload_unix,
             vllm_scrapes,
             vllm_scrape_errors,
+            connections_refused,
             task_failures,
             libraries_missed,
             ready: AtomicBool::new(false),
@@ -241,14 +252,23 @@ impl Metrics {
     }
 }
 
-/// Serves the endpoints on `listener` until the future is dropped.
-pub async fn serve(listener: tokio::net::TcpListener, metrics: Arc<Metrics>) -> std::io::Result<()> {
+/// Bounds on the endpoints' clients (Prometheus and the kubelet send one
+/// small GET at a time): a request head within 10 s (idle keep-alive
+/// connections close then too), and a connection open for a minute at most.
+const CONN_LIMITS: ConnLimits =
+    ConnLimits { header_timeout: Duration::from_secs(10), max_lifetime: Duration::from_secs(60) };
+
+/// Serves the endpoints on `listener`, at most `max_connections` at once
+/// (more are closed at once and counted), until the future is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, max_connections: usize, metrics: Arc<Metrics>) {
+    let refused = metrics.connections_refused.clone();
     let app = Router::new()
         .route("/metrics", get(|State(m): State<Arc<Metrics>>| async move { m.render() }))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|State(m): State<Arc<Metrics>>| async move { m.readiness() }))
         .with_state(metrics);
-    axum::serve(listener, app).await
+    let listener = CappedTcp::new(listener, max_connections, refused);
+    http_serve::serve(listener, app, CONN_LIMITS, std::future::pending()).await;
 }
 
 #[cfg(test)]

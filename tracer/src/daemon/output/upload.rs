@@ -1,8 +1,9 @@
 //! `S3Uploader`: puts one closed trace file into S3 (or an S3-compatible
 //! store) with a CRC32 checksum the store verifies, then confirms the stored
-//! size before the caller may delete the local copy.
+//! size before the caller may delete the local copy. The store is not
+//! trusted to answer: every request has connect, read and attempt timeouts.
 
-use std::path::Path;
+use std::{path::Path, time::Duration};
 
 use aws_sdk_s3::{
     error::{DisplayErrorContext, ProvideErrorMetadata},
@@ -27,10 +28,30 @@ pub struct S3Config {
     pub source: String,
     /// Files larger than this go up in parts of this size.
     pub multipart_bytes: u64,
+    /// The longest one request may wait for the store's answer, its body
+    /// sent included (`--s3-timeout-secs`).
+    pub timeout: Duration,
 }
 
 /// Default part size and multipart threshold: 64 MiB.
 pub const MULTIPART_BYTES: u64 = 64 << 20;
+
+/// The longest a connection to the store may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The SDK's timeouts for `request`: connecting, the first byte of an
+/// answer and a whole attempt each within `request` (connecting within
+/// [`CONNECT_TIMEOUT`] too), an operation with the SDK's own retries within
+/// three times that. Without them a store that accepts and never answers
+/// holds an upload forever.
+fn timeouts(request: Duration) -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(request.min(CONNECT_TIMEOUT))
+        .read_timeout(request)
+        .operation_attempt_timeout(request)
+        .operation_timeout(request * 3)
+        .build()
+}
 
 /// Why an upload failed, classified so logs and counters can say what to do.
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +95,8 @@ impl S3Uploader {
     /// Builds a client from the standard credential chain (env variables,
     /// web identity / IRSA, shared config files, instance profile).
     pub async fn new(cfg: S3Config) -> Self {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        let mut loader =
+            aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts(cfg.timeout));
         if let Some(region) = &cfg.region {
             loader = loader.region(aws_config::Region::new(region.clone()));
         }

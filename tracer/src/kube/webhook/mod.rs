@@ -1,7 +1,6 @@
 //! `cuda-tracer webhook`: a mutating admission webhook (HTTPS, AdmissionReview
 //! v1) that injects the tracer sidecar into labelled vLLM pods.
 
-pub mod connections;
 pub mod decide;
 pub mod pod_view;
 pub mod secrets;
@@ -13,6 +12,12 @@ pub mod tls;
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 pub use settings::InjectConfig;
+
+use crate::http_serve::ConnLimits;
+
+/// How long one connection may stay open: the API server reconnects, and a
+/// client that stopped reading its answers loses its slot.
+const MAX_CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
 
 /// Where the webhook listens, its certificate, its bounds, and what it injects.
 #[derive(Clone, Debug)]
@@ -81,8 +86,8 @@ pub async fn serve(args: &WebhookConfig) -> Result<(), WebhookError> {
         image = %inject.image,
         "webhook serving https://{local}/mutate"
     );
-    let header_timeout = limits.client_timeout;
+    let conn_limits = ConnLimits { header_timeout: limits.client_timeout, max_lifetime: MAX_CONNECTION_LIFETIME };
     let app = Arc::new(server::App::new(inject.clone(), limits));
-    connections::serve(listener, server::router(app), header_timeout, shutdown_signal()).await;
+    crate::http_serve::serve(listener, server::router(app), conn_limits, shutdown_signal()).await;
     Ok(())
 }

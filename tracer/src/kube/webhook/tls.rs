@@ -12,7 +12,7 @@ use std::{
 
 use tokio::{
     net::TcpListener,
-    sync::{mpsc, OwnedSemaphorePermit, Semaphore},
+    sync::{mpsc, Semaphore},
 };
 use tokio_rustls::{
     rustls::{
@@ -150,11 +150,7 @@ pub fn server_config(store: Arc<CertStore>) -> Result<ServerConfig, TlsError> {
 
 /// A connection whose handshake is done. It holds one of the listener's
 /// connection slots until dropped.
-pub struct Accepted {
-    pub stream: TlsStream<tokio::net::TcpStream>,
-    pub peer: SocketAddr,
-    pub slot: OwnedSemaphorePermit,
-}
+pub type Accepted = crate::http_serve::Accepted<TlsStream<tokio::net::TcpStream>>;
 
 /// A TLS listener. Handshakes run in their own tasks, so one slow or broken
 /// client never holds up the others; each has `handshake_timeout`, and at
@@ -207,17 +203,21 @@ impl TlsListener {
         Ok(Self { local, ready })
     }
 
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+}
+
+impl crate::http_serve::Incoming for TlsListener {
+    type Stream = TlsStream<tokio::net::TcpStream>;
+
     /// The next connection whose handshake is done.
-    pub async fn accept(&mut self) -> Accepted {
+    async fn accept(&mut self) -> Accepted {
         match self.ready.recv().await {
             Some(conn) => conn,
             // The accept task never ends while the listener lives.
             None => std::future::pending().await,
         }
-    }
-
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local
     }
 }
 

@@ -2,7 +2,9 @@
 //! `/metrics`, appends one row to the open `kv_cache_usage_<seq>.csv` chunk
 //! and, like the trace sink, closes chunks on the rotation interval (hidden
 //! `.partial` name while open, renamed on close) so delivery uploads them.
-//! A failed scrape is counted and retried next interval, never fatal.
+//! A failed scrape is counted and retried next interval, never fatal. The
+//! endpoint is not trusted: one scrape reads at most [`MAX_PAGE_BYTES`] within
+//! its timeout (connect, head and body together).
 
 use std::{
     collections::BTreeMap,
@@ -47,6 +49,8 @@ pub enum ScrapeError {
     Status { url: String, status: u16 },
     #[error("reading {url}: {source}")]
     Body { url: String, source: reqwest::Error },
+    #[error("{url} sent more than {limit} bytes; the page is refused unread (vLLM's pages are far smaller: is the URL vLLM's /metrics?)")]
+    TooLarge { url: String, limit: usize },
     #[error("{url}: {source}")]
     Page { url: String, source: PageError },
     #[error("writing {path}: {source} (is the trace dir writable and not full?)")]
@@ -61,11 +65,17 @@ impl ScrapeError {
             Self::Timeout { .. } => "timeout",
             Self::Status { .. } => "http_status",
             Self::Body { .. } => "body",
+            Self::TooLarge { .. } => "too_large",
             Self::Page { .. } => "bad_page",
             Self::Write { .. } => "write",
         }
     }
 }
+
+/// The largest `/metrics` page read. vLLM's pages are tens to hundreds of
+/// KiB (one set of histograms per model); a longer answer is cut off here,
+/// so a hostile or broken endpoint costs the daemon at most this much memory.
+pub const MAX_PAGE_BYTES: usize = 8 << 20;
 
 /// Why the scraper stopped working (a failed scrape is not this: it is
 /// counted and retried).
@@ -230,7 +240,32 @@ async fn fetch(client: &reqwest::Client, url: &str, timeout: Duration) -> Result
     if !status.is_success() {
         return Err(ScrapeError::Status { url: url.to_string(), status: status.as_u16() });
     }
-    response.text().await.map_err(classify)
+    read_capped(response, MAX_PAGE_BYTES).await.map_err(|e| match e {
+        Capped::Over => ScrapeError::TooLarge { url: url.to_string(), limit: MAX_PAGE_BYTES },
+        Capped::Read(source) => classify(source),
+    })
+}
+
+/// Why [`read_capped`] gave no page.
+enum Capped {
+    Over,
+    Read(reqwest::Error),
+}
+
+/// The body as text, read chunk by chunk and given up past `limit` bytes
+/// (a declared length over it is refused before reading anything).
+async fn read_capped(mut response: reqwest::Response, limit: usize) -> Result<String, Capped> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(Capped::Over);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(Capped::Read)? {
+        if body.len() + chunk.len() > limit {
+            return Err(Capped::Over);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 /// The innermost error (e.g. `Connection refused`), which reqwest's own
