@@ -17,7 +17,7 @@ use k8s_openapi::api::{
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_support::*;
 
-const TRACER: &str = "cuda-tracer";
+const TRACER: &str = "ebpf-tracer";
 const CAPS: [&str; 4] = ["BPF", "PERFMON", "SYS_PTRACE", "SYS_ADMIN"];
 
 fn doc<'a>(docs: &'a [Doc], kind: &str, name: &str) -> &'a Doc {

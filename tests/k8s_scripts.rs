@@ -228,7 +228,7 @@ fn deploy_sh_renders_its_settings_into_valid_manifests() {
     assert_eq!(config("vllm-config")["MODEL"], "facebook/opt-125m");
     let deployment: Deployment = docs.iter().find(|d| d.kind == "Deployment").unwrap().typed();
     let spec = deployment.spec.template.spec.unwrap();
-    assert_eq!(container(&spec, "cuda-tracer").image.as_deref(), Some("registry.example:5000/team/cuda-tracer:v1.2"));
+    assert_eq!(container(&spec, "ebpf-tracer").image.as_deref(), Some("registry.example:5000/team/cuda-tracer:v1.2"));
     assert_eq!(container(&spec, "vllm").image.as_deref(), Some("vllm/vllm-openai:v0.12.0"));
 
     // Without a bucket, traces stay local and no empty endpoint is set.

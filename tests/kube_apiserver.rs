@@ -85,7 +85,7 @@ fn every_manifest_is_accepted_and_stored_by_a_real_apiserver() {
 const TARGET_NAMESPACE: &str = "downstream-llm-d";
 const TARGET_LABEL: &str = "llm-d.ai/inferenceServing";
 const TRACER_IMAGE: &str = "registry.example.com/cuda-tracer:e2e";
-const SIDECAR: &str = "cuda-tracer";
+const SIDECAR: &str = "ebpf-tracer";
 
 /// A vLLM OpenAI server pod as users write it; `labelled` adds the label the
 /// webhook selects on. No ServiceAccount token: nothing here issues one.

@@ -198,6 +198,10 @@ pub struct PromptArgs {
     /// Requests in flight at once for the parallel run (1: sequential run only).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
     pub parallel: u32,
+    /// Send the batch only in parallel (--parallel N > 1), without the sequential run first:
+    /// the seed's `batch-prompts.py --parallel --workers N`.
+    #[arg(long)]
+    pub parallel_only: bool,
     /// Tokens to generate per request.
     #[arg(long, default_value_t = 64)]
     pub max_tokens: u32,
@@ -221,6 +225,7 @@ impl From<PromptArgs> for PromptConfig {
             batch: a.batch,
             prompts_file: a.prompts_file,
             parallel: a.parallel,
+            parallel_only: a.parallel_only,
             max_tokens: a.max_tokens,
             chat: a.chat,
             timeout: Duration::from_secs(a.timeout_secs),

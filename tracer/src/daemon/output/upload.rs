@@ -207,6 +207,26 @@ impl S3Uploader {
         Ok(())
     }
 
+    /// Puts a small object under this tracer's key prefix and deletes it
+    /// again: proves the bucket is reachable and writable with the
+    /// configured credentials (`cuda-tracer check --s3`). Returns its key.
+    pub async fn probe(&self) -> Result<String, UploadError> {
+        let bucket = &self.cfg.bucket;
+        let key =
+            format!("{}{}/{}", self.cfg.prefix, self.cfg.source, crate::format::names::s3_probe(std::process::id()));
+        let body = ByteStream::from_static(b"written by `cuda-tracer check --s3`; safe to delete\n");
+        self.client
+            .put_object()
+            .bucket(bucket)
+            .key(&key)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.classify(&key, e))?;
+        self.client.delete_object().bucket(bucket).key(&key).send().await.map_err(|e| self.classify(&key, e))?;
+        Ok(key)
+    }
+
     fn classify<E, R>(&self, key: &str, err: aws_sdk_s3::error::SdkError<E, R>) -> UploadError
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,

@@ -15,7 +15,7 @@ use k8s_openapi::{
 use super::settings::{non_empty, InjectConfig};
 
 /// Name of the injected container; a pod that has it is not injected again.
-pub const SIDECAR_NAME: &str = "cuda-tracer";
+pub const SIDECAR_NAME: &str = "ebpf-tracer";
 /// Name of the pod volume that holds trace files.
 pub const TRACES_VOLUME: &str = "cuda-tracer-traces";
 /// Where the sidecar writes traces (its TRACE_DIR).
