@@ -214,6 +214,17 @@ impl S3Uploader {
         let bucket = &self.cfg.bucket;
         let key =
             format!("{}{}/{}", self.cfg.prefix, self.cfg.source, crate::format::names::s3_probe(std::process::id()));
+        // Some stores (SeaweedFS) create a missing bucket on the first put:
+        // a check must find it missing instead. A HEAD answer has no body,
+        // so its status says it; a refused HEAD proves nothing (a writer
+        // may lack s3:ListBucket): the put decides.
+        if let Err(e) = self.client.head_bucket().bucket(bucket).send().await {
+            match e.raw_response().map(|r| r.status().as_u16()) {
+                Some(404) => return Err(UploadError::NoBucket { bucket: bucket.clone() }),
+                Some(_) => {}
+                None => return Err(self.classify(&key, e)),
+            }
+        }
         let body = ByteStream::from_static(b"written by `cuda-tracer check --s3`; safe to delete\n");
         self.client
             .put_object()
