@@ -5,6 +5,7 @@
 //! downward-API env, and capabilities instead of privileged mode.
 
 mod k8s_capabilities;
+mod k8s_deploy_flow;
 mod k8s_scripts;
 mod k8s_support;
 

@@ -107,6 +107,11 @@ pub struct InjectArgs {
     /// VLLM_METRICS_URL of the sidecar (empty: no KV-cache scrape).
     #[arg(long = "vllm-metrics-url", env = "VLLM_METRICS_URL", default_value = defaults::VLLM_METRICS_URL)]
     pub vllm_metrics_url: String,
+    /// PROFILE_STEPS of the sidecar: model steps whose Chrome/Perfetto trace it writes and
+    /// uploads once they have passed (empty: none).
+    #[arg(long = "profile-steps", env = "PROFILE_STEPS", default_value = defaults::PROFILE_STEPS,
+          value_parser = parse_steps)]
+    pub profile_steps: String,
     /// Sidecar port for /metrics, /healthz and /readyz (0: no metrics server, no probes).
     #[arg(long = "sidecar-metrics-port", env = "SIDECAR_METRICS_PORT", default_value_t = defaults::METRICS_PORT)]
     pub metrics_port: u16,
@@ -143,6 +148,7 @@ impl From<InjectArgs> for InjectConfig {
             target_process: a.target_process,
             vllm_metrics_url: a.vllm_metrics_url,
             metrics_port: a.metrics_port,
+            profile_steps: a.profile_steps,
             s3_bucket: a.s3.bucket,
             s3_prefix: a.s3.prefix,
             s3_endpoint: a.s3.endpoint,
@@ -155,6 +161,13 @@ impl From<InjectArgs> for InjectConfig {
             secret_env: a.secret_env,
         }
     }
+}
+
+/// A window the sidecar will accept: the webhook refuses to start with one it would not.
+fn parse_steps(s: &str) -> Result<String, String> {
+    crate::daemon::output::step_window::StepWindowConfig::parse(s)
+        .map(|_| s.trim().to_string())
+        .map_err(|e| e.to_string())
 }
 
 fn parse_env_pair(s: &str) -> Result<(String, String), String> {
