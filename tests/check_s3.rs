@@ -33,9 +33,7 @@ fn assert_fails_with(out: &Output, text: &str, wants: &[&str]) {
 
 #[test]
 fn check_s3_says_whether_the_bucket_is_reachable_and_writable() {
-    let _one_server = S3Server::lock();
-    let server = S3Server::start();
-    server.create_bucket("traces");
+    let (_one_server, server) = S3Server::with_bucket("traces");
 
     let (out, text) = check_s3("traces", SECRET_KEY);
     assert!(out.status.success(), "{text}");

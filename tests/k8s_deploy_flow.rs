@@ -6,12 +6,11 @@
 //! fake kubectl answers for the cluster), not the caller's S3_BUCKET.
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Output},
 };
 
-use cuda_tracer_tests::openai_stub::stub;
-use serde_json::Value;
+use cuda_tracer_tests::openai_stub::{result_file, stub, Stub};
 
 use crate::k8s_support::*;
 
@@ -29,61 +28,50 @@ fn text(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
 }
 
-/// The one file in `dir` whose name starts with `prefix`, parsed.
-fn only_result(dir: &Path, prefix: &str) -> Value {
-    let files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
-        .collect();
-    assert_eq!(files.len(), 1, "{prefix}*.json in {}: {files:?}", dir.display());
-    let name = files[0].file_name().unwrap().to_string_lossy().into_owned();
-    assert!(name.ends_with(".json"), "{name}");
-    serde_json::from_str(&std::fs::read_to_string(&files[0]).unwrap()).unwrap()
+/// `./deploy.sh test ARGS` against `stub` in a fresh working directory.
+fn deploy_test(stub: &Stub, args: &[&str]) -> (tempfile::TempDir, Output) {
+    let tracer = cuda_tracer_tests::tracer();
+    let here = tempfile::tempdir().unwrap();
+    let url = format!("http://127.0.0.1:{}", stub.port);
+    let env = [("CUDA_TRACER", tracer.to_str().unwrap()), ("API_URL", url.as_str()), ("MODEL", "stub/model-a")];
+    let out = deploy_in(here.path(), &[&["test"], args].concat(), &env);
+    (here, out)
+}
+
+/// Completions the stub answered.
+fn completions(stub: &Stub) -> usize {
+    stub.seen.0.lock().unwrap().requests.iter().filter(|(_, p, _)| p == "/v1/completions").count()
 }
 
 #[test]
 fn deploy_sh_test_is_the_seeds_single_prompt_then_batch() {
-    let tracer = cuda_tracer_tests::tracer();
     // Sequential: nothing is held, one request at a time.
     let sequential = stub(usize::MAX, 1, false);
-    let here = tempfile::tempdir().unwrap();
-    let url = format!("http://127.0.0.1:{}", sequential.port);
-    let env = [("CUDA_TRACER", tracer.to_str().unwrap()), ("API_URL", url.as_str()), ("MODEL", "stub/model-a")];
-    let out = deploy_in(here.path(), &["test"], &env);
+    let (here, out) = deploy_test(&sequential, &[]);
     assert!(out.status.success(), "{}", text(&out));
-    let seen = sequential.seen.0.lock().unwrap();
-    let completions = seen.requests.iter().filter(|(_, p, _)| p == "/v1/completions").count();
-    assert_eq!(completions, 1 + 15, "one prompt, then the seed's batch of 15");
-    assert_eq!(seen.max_in_flight_early, 1, "one after another");
-    drop(seen);
-    let single = only_result(here.path(), "single_prompt_result_");
+    assert_eq!(completions(&sequential), 1 + 15, "one prompt, then the seed's batch of 15");
+    assert_eq!(sequential.seen.0.lock().unwrap().max_in_flight_early, 1, "one after another");
+    let single = result_file(here.path(), "single_prompt_result_");
     assert_eq!(single["result"]["ok"], true);
-    let batch = only_result(here.path(), "batch_prompts_result_");
+    let batch = result_file(here.path(), "batch_prompts_result_");
     assert_eq!(batch["sequential"]["summary"]["requests"], 15);
     assert!(batch["parallel"].is_null(), "{batch}");
 
     // --parallel --workers 4: the seed's 20 prompts, 4 in flight (held until 4 are).
     let parallel = stub(1, 4, false);
-    let here = tempfile::tempdir().unwrap();
-    let url = format!("http://127.0.0.1:{}", parallel.port);
-    let env = [("CUDA_TRACER", tracer.to_str().unwrap()), ("API_URL", url.as_str()), ("MODEL", "stub/model-a")];
-    let out = deploy_in(here.path(), &["test", "--parallel", "--workers", "4"], &env);
+    let (here, out) = deploy_test(&parallel, &["--parallel", "--workers", "4"]);
     assert!(out.status.success(), "{}", text(&out));
-    let seen = parallel.seen.0.lock().unwrap();
-    let completions = seen.requests.iter().filter(|(_, p, _)| p == "/v1/completions").count();
-    assert_eq!(completions, 1 + 20, "one prompt, then 20 in parallel only");
-    assert_eq!(seen.max_in_flight_late, 4, "4 requests in flight");
-    drop(seen);
-    only_result(here.path(), "single_prompt_result_");
-    let batch = only_result(here.path(), "batch_prompts_result_");
+    assert_eq!(completions(&parallel), 1 + 20, "one prompt, then 20 in parallel only");
+    assert_eq!(parallel.seen.0.lock().unwrap().max_in_flight_late, 4, "4 requests in flight");
+    result_file(here.path(), "single_prompt_result_");
+    let batch = result_file(here.path(), "batch_prompts_result_");
     assert!(batch["sequential"].is_null(), "{batch}");
     assert_eq!(batch["parallel"]["summary"]["requests"], 20);
     assert_eq!(batch["parallel"]["summary"]["concurrency"], 4);
     let nothing_else: Vec<_> = std::fs::read_dir(here.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(nothing_else.len(), 2, "only the two result files: {nothing_else:?}");
 
-    let out = deploy_in(here.path(), &["test", "--workers", "x"], &env);
+    let (_, out) = deploy_test(&parallel, &["--workers", "x"]);
     assert!(!out.status.success() && text(&out).contains("--workers needs a number"), "{}", text(&out));
 }
 

@@ -240,7 +240,7 @@ fn sidecar_pod_shares_traces_and_asks_only_for_what_the_tracer_needs() {
 #[test]
 fn daemonset_traces_every_gpu_node_with_the_same_privileges() {
     let docs = kustomize_docs(&root().join("k8s/daemonset"));
-    let ds: DaemonSet = doc(&docs, "DaemonSet", TRACER).typed();
+    let ds: DaemonSet = doc(&docs, "DaemonSet", "cuda-tracer").typed();
     let spec = ds.spec.template.spec.unwrap();
     assert_least_privilege_tracer(&spec, "daemonset");
     let selector = spec.node_selector.as_ref().expect("a GPU node selector");

@@ -95,6 +95,10 @@ fn dockerfile_builds_with_the_commands_ci_runs() {
     let tracer_pkg = std::fs::read_to_string(root().join("tracer/Cargo.toml")).unwrap();
     assert!(tracer_pkg.contains("name = \"cuda-tracer\""), "the binary is cuda-tracer");
     assert!(text.contains("ca-certificates"), "S3 over HTTPS needs CA certificates");
+    // The seed's troubleshooting runs `ps aux` and a shell in the sidecar.
+    let runtime_install = runs.iter().filter(|c| c.first().is_some_and(|w| w == "apt-get")).flatten();
+    assert!(runtime_install.clone().any(|w| w == "procps"), "the image lacks `ps` (procps): {runs:?}");
+    assert!(froms[1].contains("debian"), "the runtime image has a shell: {}", froms[1]);
 
     let ignore = std::fs::read_to_string(root().join(".dockerignore")).unwrap();
     for pattern in [".git", "target/"] {

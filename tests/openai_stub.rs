@@ -5,6 +5,7 @@
 use std::{
     io::{BufRead, BufReader, Read, Write},
     net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
     sync::{Arc, Condvar, Mutex},
     time::Duration,
 };
@@ -128,4 +129,15 @@ fn handle(stream: TcpStream, seen: &(Mutex<Seen>, Condvar), held_after: usize, h
         "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
         text.len()
     );
+}
+
+/// The one `<prefix>*.json` result file `prompt` wrote into `out`, parsed.
+pub fn result_file(out: &Path, prefix: &str) -> Value {
+    let files: Vec<PathBuf> = std::fs::read_dir(out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+        .collect();
+    assert_eq!(files.len(), 1, "{prefix}*.json in {}: {files:?}", out.display());
+    serde_json::from_str(&std::fs::read_to_string(&files[0]).unwrap()).unwrap()
 }

@@ -17,9 +17,7 @@ const EXPORT: &str = "profile_steps_trace.json";
 
 #[test]
 fn the_step_window_is_exported_once_passed_and_uploaded_with_the_traces() {
-    let _one_server = S3Server::lock();
-    let server = S3Server::start();
-    server.create_bucket("traces");
+    let (_one_server, server) = S3Server::with_bucket("traces");
     let tmp = tempfile::tempdir().unwrap();
     let traces = tmp.path().join("traces");
     // The engine loop does not wait for a go-file itself: a shell waits for

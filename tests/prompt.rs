@@ -2,10 +2,12 @@
 //! the requests it sends (model discovery, single, sequential, parallel),
 //! the JSON it saves, and clear errors for a refused connection or a 404.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use cuda_tracer_tests::{openai_stub::stub, *};
-use serde_json::Value;
+use cuda_tracer_tests::{
+    openai_stub::{result_file, stub},
+    *,
+};
 
 fn prompt_cmd(port: u16, out: &Path, extra: &[&str]) -> std::process::Output {
     tracer_cmd()
@@ -15,16 +17,6 @@ fn prompt_cmd(port: u16, out: &Path, extra: &[&str]) -> std::process::Output {
         .env_remove("VLLM_URL")
         .output()
         .unwrap()
-}
-
-fn result_file(out: &Path, prefix: &str) -> Value {
-    let files: Vec<PathBuf> = std::fs::read_dir(out)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
-        .collect();
-    assert_eq!(files.len(), 1, "{prefix}*.json in {}: {files:?}", out.display());
-    serde_json::from_str(&std::fs::read_to_string(&files[0]).unwrap()).unwrap()
 }
 
 #[test]
