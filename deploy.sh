@@ -21,6 +21,8 @@ S3_PATH_STYLE="${S3_PATH_STYLE:-false}"
 TRACE_INTERVAL="${TRACE_INTERVAL:-60}"
 UPLOAD_INTERVAL="${UPLOAD_INTERVAL:-120}"
 TARGET_PROCESS="${TARGET_PROCESS:-vllm|VLLM}"
+# Empty turns the step window off, so only an unset variable gets the default.
+PROFILE_STEPS="${PROFILE_STEPS-100..150}"
 CONTAINER_RUNTIME="${CONTAINER_RUNTIME:-docker}"
 PUSH="${PUSH:-0}"
 KUBECTL="${KUBECTL:-kubectl}"
@@ -60,6 +62,7 @@ Settings (environment):
   MODEL (meta-llama/Llama-2-7b-hf), VLLM_IMAGE (vllm/vllm-openai:TAG)
   IMAGE (cuda-tracer:latest), CONTAINER_RUNTIME (docker|podman), PUSH (0|1)
   TRACE_INTERVAL (60), UPLOAD_INTERVAL (120), TARGET_PROCESS (vllm|VLLM)
+  PROFILE_STEPS (100..150: Chrome trace of those model steps per session; "" off)
   API_URL (http://localhost:30800), BATCH_COUNT (15), PARALLEL_COUNT (20),
   PARALLEL_WORKERS (4), RESULTS_DIR (the working directory), ROLLOUT_TIMEOUT (1200s)
   KUBECTL (kubectl), KUBECONFIG, CUDA_TRACER (path of the cuda-tracer binary)
@@ -156,6 +159,7 @@ render_overlay() {
         echo "        TRACE_INTERVAL: $(yaml_str "$TRACE_INTERVAL")"
         echo "        UPLOAD_INTERVAL: $(yaml_str "$UPLOAD_INTERVAL")"
         echo "        TARGET_PROCESS: $(yaml_str "$TARGET_PROCESS")"
+        echo "        PROFILE_STEPS: $(yaml_str "$PROFILE_STEPS")"
         echo "  - patch: |-"
         echo "      apiVersion: v1"
         echo "      kind: ConfigMap"

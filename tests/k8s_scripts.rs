@@ -229,6 +229,7 @@ fn deploy_sh_renders_its_settings_into_valid_manifests() {
     assert_eq!(tracer["S3_PREFIX"], "exp-1/");
     assert_eq!(tracer["S3_ENDPOINT"], "http://minio:9000");
     assert_eq!(tracer["UPLOAD_ENABLED"], "true");
+    assert_eq!(tracer["PROFILE_STEPS"], "100..150", "the seed webhook's window by default");
     assert_eq!(config("vllm-config")["MODEL"], "facebook/opt-125m");
     let deployment: Deployment = docs.iter().find(|d| d.kind == "Deployment").unwrap().typed();
     let spec = deployment.spec.template.spec.unwrap();
@@ -241,6 +242,10 @@ fn deploy_sh_renders_its_settings_into_valid_manifests() {
     let d = docs.iter().find(|d| d.kind == "ConfigMap" && d.name == "tracer-config").unwrap();
     let data = d.typed::<ConfigMap>().data.unwrap();
     assert_eq!(data["UPLOAD_ENABLED"], "false");
+    let out = deploy(&["render"], &[("PROFILE_STEPS", "")]);
+    let docs = parse_docs("deploy.sh render", &String::from_utf8(out.stdout).unwrap());
+    let d = docs.iter().find(|d| d.kind == "ConfigMap" && d.name == "tracer-config").unwrap();
+    assert_eq!(d.typed::<ConfigMap>().data.unwrap()["PROFILE_STEPS"], "", "an empty window stays empty: off");
     assert!(!data.contains_key("S3_ENDPOINT"));
 }
 
