@@ -7,7 +7,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 NAMESPACE="vllm-tracing"
 APP_LABEL="app=vllm"
-TRACER_CONTAINER="cuda-tracer"
+TRACER_CONTAINER="ebpf-tracer"
 METRICS_PORT=9464
 
 IMAGE="${IMAGE:-cuda-tracer:latest}"
@@ -23,6 +23,8 @@ UPLOAD_INTERVAL="${UPLOAD_INTERVAL:-120}"
 # vLLM's entry points only (README "Which processes run traces").
 DEFAULT_TARGET_PROCESS='^VLLM::|^(\S*/)?vllm( |$)|^(\S*/)?python[0-9.]*( -\S+)* ((\S*/)?vllm|-m ?vllm(\.\S+)?)( |$)'
 TARGET_PROCESS="${TARGET_PROCESS:-$DEFAULT_TARGET_PROCESS}"
+# Empty turns the step window off, so only an unset variable gets the default.
+PROFILE_STEPS="${PROFILE_STEPS-100..150}"
 CONTAINER_RUNTIME="${CONTAINER_RUNTIME:-docker}"
 PUSH="${PUSH:-0}"
 KUBECTL="${KUBECTL:-kubectl}"
@@ -30,7 +32,7 @@ API_URL="${API_URL:-http://localhost:30800}"
 BATCH_COUNT="${BATCH_COUNT:-15}"
 PARALLEL_COUNT="${PARALLEL_COUNT:-20}"
 PARALLEL_WORKERS="${PARALLEL_WORKERS:-4}"
-RESULTS_DIR="${RESULTS_DIR:-$ROOT/results}"
+RESULTS_DIR="${RESULTS_DIR:-$PWD}"
 ROLLOUT_TIMEOUT="${ROLLOUT_TIMEOUT:-1200s}"
 CUDA_TRACER="${CUDA_TRACER:-}"
 
@@ -43,8 +45,10 @@ Commands:
   build     build the sidecar image (docker/ebpf-sidecar/Dockerfile) and
             import it into K3s (PUSH=1: push it to its registry instead)
   deploy    apply k8s/ with the settings below and wait for the rollout
-  test      one prompt, then a batch sequential and in parallel, through
-            `cuda-tracer prompt` against the NodePort; JSON in RESULTS_DIR
+  test      the seed's test: one prompt, then 15 prompts one after another
+            (--parallel [--workers 4]: 20 prompts, 4 in flight; --count N);
+            results in single_prompt_result_<time>.json and
+            batch_prompts_result_<time>.json in RESULTS_DIR (here)
   verify    the sidecar found vLLM, trace files are written, uploads succeed
   render    print the manifests deploy would apply (no cluster needed)
   status    pods, services, volumes, GPUs
@@ -60,8 +64,9 @@ Settings (environment):
   MODEL (meta-llama/Llama-2-7b-hf), VLLM_IMAGE (vllm/vllm-openai:TAG)
   IMAGE (cuda-tracer:latest), CONTAINER_RUNTIME (docker|podman), PUSH (0|1)
   TRACE_INTERVAL (60), UPLOAD_INTERVAL (120), TARGET_PROCESS (vLLM's entry points)
+  PROFILE_STEPS (100..150: Chrome trace of those model steps per session; "" off)
   API_URL (http://localhost:30800), BATCH_COUNT (15), PARALLEL_COUNT (20),
-  PARALLEL_WORKERS (4), RESULTS_DIR (./results), ROLLOUT_TIMEOUT (1200s)
+  PARALLEL_WORKERS (4), RESULTS_DIR (the working directory), ROLLOUT_TIMEOUT (1200s)
   KUBECTL (kubectl), KUBECONFIG, CUDA_TRACER (path of the cuda-tracer binary)
 EOF
 }
@@ -156,6 +161,7 @@ render_overlay() {
         echo "        TRACE_INTERVAL: $(yaml_str "$TRACE_INTERVAL")"
         echo "        UPLOAD_INTERVAL: $(yaml_str "$UPLOAD_INTERVAL")"
         echo "        TARGET_PROCESS: $(yaml_str "$TARGET_PROCESS")"
+        echo "        PROFILE_STEPS: $(yaml_str "$PROFILE_STEPS")"
         echo "  - patch: |-"
         echo "      apiVersion: v1"
         echo "      kind: ConfigMap"
@@ -263,24 +269,40 @@ find_prompt_client() {
         "./deploy.sh build (the client runs from the image), or set CUDA_TRACER=/path/to/cuda-tracer"
 }
 
+# The seed's test flow: test/single-prompt.py, then test/batch-prompts.py
+# (--count 15 sequential; --parallel --workers 4 sends 20, 4 at a time).
 cmd_test() {
-    local stamp out
+    local parallel=0 workers="$PARALLEL_WORKERS" count=""
+    while [[ $# -gt 0 ]]; do
+        case "$1" in
+        --parallel) parallel=1 ;;
+        --workers)
+            [[ $# -ge 2 && "$2" =~ ^[1-9][0-9]*$ ]] || die "--workers needs a number of requests in flight" "./deploy.sh test --parallel --workers 4"
+            workers="$2"
+            shift
+            ;;
+        --count)
+            [[ $# -ge 2 && "$2" =~ ^[0-9]+$ ]] || die "--count needs a number of prompts" "./deploy.sh test --count 15"
+            count="$2"
+            shift
+            ;;
+        *) die "unknown test option '$1'" "./deploy.sh test [--parallel] [--workers N] [--count N]" ;;
+        esac
+        shift
+    done
     find_prompt_client
-    stamp="$(date -u +%Y%m%dT%H%M%SZ)"
     mkdir -p "$RESULTS_DIR"
     RESULTS_DIR="$(cd "$RESULTS_DIR" && pwd)"
-    out="$RESULTS_DIR/$stamp"
-    mkdir -p "$out"
-    log "single prompt -> $API_URL (results in $out)"
-    "${PROMPT_CLIENT[@]}" prompt --url "$API_URL" --model "$MODEL" --out "$out/single" ||
-        die "the single prompt failed" "is vLLM ready? ./deploy.sh status; curl $API_URL/health"
-    log "batch of $BATCH_COUNT prompts, one after another"
-    "${PROMPT_CLIENT[@]}" prompt --url "$API_URL" --model "$MODEL" --batch "$BATCH_COUNT" --parallel 1 \
-        --out "$out/batch-sequential"
-    log "batch of $PARALLEL_COUNT prompts, $PARALLEL_WORKERS at a time"
-    "${PROMPT_CLIENT[@]}" prompt --url "$API_URL" --model "$MODEL" --batch "$PARALLEL_COUNT" \
-        --parallel "$PARALLEL_WORKERS" --out "$out/batch-parallel"
-    log "results: $out"
+    local batch=(--batch "${count:-$BATCH_COUNT}" --parallel 1)
+    if ((parallel)); then
+        batch=(--batch "${count:-$PARALLEL_COUNT}" --parallel "$workers" --parallel-only)
+        log "single prompt, then ${count:-$PARALLEL_COUNT} prompts with $workers in flight -> $API_URL"
+    else
+        log "single prompt, then ${count:-$BATCH_COUNT} prompts one after another -> $API_URL"
+    fi
+    "${PROMPT_CLIENT[@]}" prompt --url "$API_URL" --model "$MODEL" --out "$RESULTS_DIR" "${batch[@]}" ||
+        die "the prompt test failed" "is vLLM ready? ./deploy.sh status; curl $API_URL/health"
+    log "results: $RESULTS_DIR/single_prompt_result_*.json and batch_prompts_result_*.json"
 }
 
 # The newest running vLLM pod.
@@ -295,6 +317,60 @@ vllm_pod() {
 # Sum of a Prometheus metric's samples (all label sets).
 metric_sum() {
     awk -v m="$1" '$1 == m || index($1, m "{") == 1 { s += $NF } END { printf "%d\n", s }' <<<"$2"
+}
+
+# One setting of the deployed tracer-config ConfigMap (what the sidecar runs
+# with), empty when unset.
+deployed_setting() {
+    k -n "$NAMESPACE" get configmap tracer-config -o "jsonpath={.data.$1}" 2>/dev/null || true
+}
+
+# The upload checks of `verify`, against the bucket the pod was deployed
+# with (tracer-config), not whatever S3_BUCKET the caller's shell has.
+# Called from cmd_verify: uses its ok/bad.
+verify_uploads() {
+    local pod="$1" metrics="$2" bucket prefix endpoint enabled
+    bucket="$(deployed_setting S3_BUCKET)"
+    prefix="$(deployed_setting S3_PREFIX)"
+    endpoint="$(deployed_setting S3_ENDPOINT)"
+    enabled="$(deployed_setting UPLOAD_ENABLED)"
+    if [[ -z "$bucket" ]]; then
+        local hint="traces stay on the trace-storage volume"
+        [[ -n "$S3_BUCKET" ]] && hint="S3_BUCKET=$S3_BUCKET in this shell was never deployed: ./deploy.sh deploy uploads to it"
+        log "the deployed tracer-config has no S3_BUCKET: upload not checked ($hint)"
+        return
+    fi
+    if [[ "$enabled" == false ]]; then
+        log "the deployed tracer-config sets UPLOAD_ENABLED=false: upload to s3://$bucket not checked"
+        return
+    fi
+    local uploaded pending errors probe
+    uploaded="$(metric_sum cuda_tracer_files_uploaded "$metrics")"
+    pending="$(metric_sum cuda_tracer_files_pending "$metrics")"
+    errors="$(metric_sum cuda_tracer_upload_errors "$metrics")"
+    if probe="$(k -n "$NAMESPACE" exec "$pod" -c "$TRACER_CONTAINER" -- cuda-tracer check --s3 2>&1)"; then
+        ok "s3://$bucket is reachable and writable with the sidecar's credentials (cuda-tracer check --s3)"
+    else
+        bad "the sidecar cannot write to s3://$bucket: $(grep -m1 'FAIL' <<<"$probe" || tail -n 1 <<<"$probe")" \
+            "$(grep -m1 'fix:' <<<"$probe" | sed 's/^ *fix: //' || true) (kubectl -n $NAMESPACE exec $pod -c $TRACER_CONTAINER -- cuda-tracer check --s3)"
+    fi
+    if ((uploaded > 0)); then
+        ok "uploads to s3://$bucket: $uploaded files uploaded, $pending pending, $errors failed attempts so far (retried)"
+    elif ((errors > 0)); then
+        bad "upload errors: $(grep '^cuda_tracer_upload_errors' <<<"$metrics" | awk '$NF > 0' | tr '\n' ' ')" \
+            "check the bucket and credentials (aws-credentials Secret or node role): ./deploy.sh logs"
+    else
+        bad "nothing uploaded to s3://$bucket yet ($pending pending)" "uploads run every UPLOAD_INTERVAL ($UPLOAD_INTERVAL s) after a file closes: retry later"
+    fi
+    if command -v aws >/dev/null 2>&1; then
+        local listing endpoint_arg=()
+        [[ -n "$endpoint" ]] && endpoint_arg=(--endpoint-url "$endpoint")
+        if listing="$(aws "${endpoint_arg[@]}" s3 ls --recursive "s3://$bucket/$prefix$pod/" 2>&1)" && [[ -n "$listing" ]]; then
+            ok "s3://$bucket/$prefix$pod/ holds $(wc -l <<<"$listing") objects"
+        else
+            bad "aws s3 ls s3://$bucket/$prefix$pod/ shows nothing" "check the uploads above and your local AWS credentials"
+        fi
+    fi
 }
 
 cmd_verify() {
@@ -337,25 +413,7 @@ cmd_verify() {
     if ((written > 0 || ${files:-0} > 0)); then ok "trace files: $written closed so far, ${files:-0} on /traces now"; else
         bad "no trace file written yet" "files close every TRACE_INTERVAL ($TRACE_INTERVAL s): send prompts (./deploy.sh test) and retry"
     fi
-    if [[ -z "$S3_BUCKET" ]]; then
-        log "S3_BUCKET not set: upload not checked (traces stay on the trace-storage volume)"
-    elif ((uploaded > 0)); then
-        ok "uploads: $uploaded files uploaded, $pending pending, $errors failed attempts so far (retried)"
-    elif ((errors > 0)); then
-        bad "upload errors: $(grep '^cuda_tracer_upload_errors' <<<"$metrics" | awk '$NF > 0' | tr '\n' ' ')" \
-            "check the bucket and credentials (aws-credentials Secret or node role): ./deploy.sh logs"
-    else
-        bad "nothing uploaded yet ($pending pending)" "uploads run every UPLOAD_INTERVAL ($UPLOAD_INTERVAL s) after a file closes: retry later"
-    fi
-    if [[ -n "$S3_BUCKET" ]] && command -v aws >/dev/null 2>&1; then
-        local listing endpoint=()
-        [[ -n "$S3_ENDPOINT" ]] && endpoint=(--endpoint-url "$S3_ENDPOINT")
-        if listing="$(aws "${endpoint[@]}" s3 ls --recursive "s3://$S3_BUCKET/$S3_PREFIX$pod/" 2>&1)" && [[ -n "$listing" ]]; then
-            ok "s3://$S3_BUCKET/$S3_PREFIX$pod/ holds $(wc -l <<<"$listing") objects"
-        else
-            bad "aws s3 ls s3://$S3_BUCKET/$S3_PREFIX$pod/ shows nothing" "check the uploads above and your local AWS credentials"
-        fi
-    fi
+    verify_uploads "$pod" "$metrics"
     ((failed == 0)) || die "verification failed (see [FAIL] lines above)" "fix them, then ./deploy.sh verify"
     log "all checks passed"
 }
@@ -406,7 +464,7 @@ main() {
         ;;
     build) cmd_build ;;
     deploy) cmd_deploy ;;
-    test) cmd_test ;;
+    test) cmd_test "$@" ;;
     verify) cmd_verify ;;
     render) cmd_render ;;
     status) cmd_status ;;

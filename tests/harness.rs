@@ -15,6 +15,7 @@ use std::{
 };
 
 pub mod kube;
+pub mod openai_stub;
 pub mod s3;
 pub mod scripts;
 

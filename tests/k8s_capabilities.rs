@@ -19,7 +19,7 @@ fn manifest_caps() -> Vec<String> {
     let docs = parse_docs("kustomize k8s", &kustomize(&root().join("k8s")));
     let deploy: Deployment = docs.iter().find(|d| d.kind == "Deployment").expect("the vLLM Deployment").typed();
     let spec = deploy.spec.template.spec.expect("pod spec");
-    let sc = container(&spec, "cuda-tracer").security_context.clone().expect("securityContext");
+    let sc = container(&spec, "ebpf-tracer").security_context.clone().expect("securityContext");
     sc.capabilities.and_then(|c| c.add).expect("added capabilities")
 }
 

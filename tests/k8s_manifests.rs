@@ -5,6 +5,7 @@
 //! downward-API env, and capabilities instead of privileged mode.
 
 mod k8s_capabilities;
+mod k8s_deploy_flow;
 mod k8s_scripts;
 mod k8s_support;
 
@@ -17,7 +18,7 @@ use k8s_openapi::api::{
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_support::*;
 
-const TRACER: &str = "cuda-tracer";
+const TRACER: &str = "ebpf-tracer";
 const CAPS: [&str; 4] = ["BPF", "PERFMON", "SYS_PTRACE", "SYS_ADMIN"];
 
 fn doc<'a>(docs: &'a [Doc], kind: &str, name: &str) -> &'a Doc {
@@ -239,7 +240,7 @@ fn sidecar_pod_shares_traces_and_asks_only_for_what_the_tracer_needs() {
 #[test]
 fn daemonset_traces_every_gpu_node_with_the_same_privileges() {
     let docs = kustomize_docs(&root().join("k8s/daemonset"));
-    let ds: DaemonSet = doc(&docs, "DaemonSet", TRACER).typed();
+    let ds: DaemonSet = doc(&docs, "DaemonSet", "cuda-tracer").typed();
     let spec = ds.spec.template.spec.unwrap();
     assert_least_privilege_tracer(&spec, "daemonset");
     let selector = spec.node_selector.as_ref().expect("a GPU node selector");

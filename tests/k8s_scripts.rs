@@ -95,6 +95,10 @@ fn dockerfile_builds_with_the_commands_ci_runs() {
     let tracer_pkg = std::fs::read_to_string(root().join("tracer/Cargo.toml")).unwrap();
     assert!(tracer_pkg.contains("name = \"cuda-tracer\""), "the binary is cuda-tracer");
     assert!(text.contains("ca-certificates"), "S3 over HTTPS needs CA certificates");
+    // The seed's troubleshooting runs `ps aux` and a shell in the sidecar.
+    let runtime_install = runs.iter().filter(|c| c.first().is_some_and(|w| w == "apt-get")).flatten();
+    assert!(runtime_install.clone().any(|w| w == "procps"), "the image lacks `ps` (procps): {runs:?}");
+    assert!(froms[1].contains("debian"), "the runtime image has a shell: {}", froms[1]);
 
     let ignore = std::fs::read_to_string(root().join(".dockerignore")).unwrap();
     for pattern in [".git", "target/"] {
@@ -225,10 +229,11 @@ fn deploy_sh_renders_its_settings_into_valid_manifests() {
     assert_eq!(tracer["S3_PREFIX"], "exp-1/");
     assert_eq!(tracer["S3_ENDPOINT"], "http://minio:9000");
     assert_eq!(tracer["UPLOAD_ENABLED"], "true");
+    assert_eq!(tracer["PROFILE_STEPS"], "100..150", "the seed webhook's window by default");
     assert_eq!(config("vllm-config")["MODEL"], "facebook/opt-125m");
     let deployment: Deployment = docs.iter().find(|d| d.kind == "Deployment").unwrap().typed();
     let spec = deployment.spec.template.spec.unwrap();
-    assert_eq!(container(&spec, "cuda-tracer").image.as_deref(), Some("registry.example:5000/team/cuda-tracer:v1.2"));
+    assert_eq!(container(&spec, "ebpf-tracer").image.as_deref(), Some("registry.example:5000/team/cuda-tracer:v1.2"));
     assert_eq!(container(&spec, "vllm").image.as_deref(), Some("vllm/vllm-openai:v0.12.0"));
 
     // Without a bucket, traces stay local and no empty endpoint is set.
@@ -237,6 +242,10 @@ fn deploy_sh_renders_its_settings_into_valid_manifests() {
     let d = docs.iter().find(|d| d.kind == "ConfigMap" && d.name == "tracer-config").unwrap();
     let data = d.typed::<ConfigMap>().data.unwrap();
     assert_eq!(data["UPLOAD_ENABLED"], "false");
+    let out = deploy(&["render"], &[("PROFILE_STEPS", "")]);
+    let docs = parse_docs("deploy.sh render", &String::from_utf8(out.stdout).unwrap());
+    let d = docs.iter().find(|d| d.kind == "ConfigMap" && d.name == "tracer-config").unwrap();
+    assert_eq!(d.typed::<ConfigMap>().data.unwrap()["PROFILE_STEPS"], "", "an empty window stays empty: off");
     assert!(!data.contains_key("S3_ENDPOINT"));
 }
 

@@ -178,6 +178,11 @@ impl KubeCluster {
         }
     }
 
+    /// The admin kubeconfig, for scripts that run kubectl themselves.
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
     /// `kubectl --kubeconfig … <args>`, not run yet.
     pub fn kubectl_cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(kubectl());

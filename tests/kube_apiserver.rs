@@ -85,7 +85,7 @@ fn every_manifest_is_accepted_and_stored_by_a_real_apiserver() {
 const TARGET_NAMESPACE: &str = "downstream-llm-d";
 const TARGET_LABEL: &str = "llm-d.ai/inferenceServing";
 const TRACER_IMAGE: &str = "registry.example.com/cuda-tracer:e2e";
-const SIDECAR: &str = "cuda-tracer";
+const SIDECAR: &str = "ebpf-tracer";
 
 /// A vLLM OpenAI server pod as users write it; `labelled` adds the label the
 /// webhook selects on. No ServiceAccount token: nothing here issues one.
@@ -256,4 +256,40 @@ fn apiserver_calls_the_webhook_and_stores_the_injected_pod() {
         assert!(out.status.success(), "create {ns}/{kind_name}: {}", String::from_utf8_lossy(&out.stderr));
         assert_unchanged(&cluster.get_json(ns, kind_name), pod);
     }
+}
+
+/// `deploy.sh webhook` (k8s/webhook/install.sh) reads the target
+/// namespace's Pod Security labels from a real apiserver: a namespace that
+/// enforces `restricted` would reject every injected pod, so the install
+/// stops before changing anything and names the label to set.
+#[test]
+fn webhook_install_stops_where_pod_security_would_reject_the_sidecar() {
+    let cluster = KubeCluster::start();
+    let labels = json!({"pod-security.kubernetes.io/enforce": "restricted"});
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": TARGET_NAMESPACE, "labels": labels}});
+    cluster.apply_json(&ns);
+    let kubectl_dir = cuda_tracer_tests::kube::kubectl().parent().expect("kubectl's dir").to_path_buf();
+    let path = std::env::join_paths(
+        std::iter::once(kubectl_dir).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
+    )
+    .expect("PATH");
+    let mut cmd = std::process::Command::new("bash");
+    cmd.arg(root().join("deploy.sh"))
+        .arg("webhook")
+        .env("PATH", path)
+        .env("KUBECONFIG", cluster.kubeconfig())
+        .env("KUBECACHEDIR", cluster.scratch_dir().join("kubecache"))
+        .env("CERT_DIR", cluster.scratch_dir().join("certs"))
+        .env("TARGET_NAMESPACE", TARGET_NAMESPACE);
+    let out = cuda_tracer_tests::kube::output_with_deadline(cmd, Duration::from_secs(120));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "installed into a restricted namespace: {stderr}");
+    for want in [
+        "enforces Pod Security level 'restricted'",
+        "kubectl label namespace downstream-llm-d pod-security.kubernetes.io/enforce=privileged --overwrite",
+    ] {
+        assert!(stderr.contains(want), "{want:?} not in {stderr}");
+    }
+    let webhook_ns = cluster.kubectl_output(&["get", "namespace", "cuda-tracer-system"]);
+    assert!(!webhook_ns.status.success(), "the install changed the cluster before stopping");
 }

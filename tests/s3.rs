@@ -50,6 +50,14 @@ impl S3Server {
         Self { child: None, data: tempfile::tempdir().unwrap(), rt, client: aws_sdk_s3::Client::from_conf(conf) }
     }
 
+    /// Takes the server lock, starts a server and creates `bucket` in it.
+    pub fn with_bucket(bucket: &str) -> (std::sync::MutexGuard<'static, ()>, Self) {
+        let lock = Self::lock();
+        let server = Self::start();
+        server.create_bucket(bucket);
+        (lock, server)
+    }
+
     pub fn start() -> Self {
         let mut s = Self::stopped();
         s.up();

@@ -93,13 +93,13 @@ fn labelled_vllm_pod_gets_the_sidecar_host_pid_and_volume() {
 
     assert_eq!(spec.host_pid, Some(true));
     let names: Vec<&str> = spec.containers.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(names, ["vllm", "cuda-tracer"]);
+    assert_eq!(names, ["vllm", "ebpf-tracer"]);
     assert_eq!(spec.containers[0], old.containers[0], "the vLLM container is untouched");
 
     let sidecar = &spec.containers[1];
     assert_eq!(sidecar.image.as_deref(), Some("registry.local/cuda-tracer:0.1"));
     assert_eq!(sidecar.command, Some(vec!["cuda-tracer".to_string(), "run".to_string()]));
-    let value = |name| env_value(&pod, "cuda-tracer", name).and_then(|e| e.value.as_deref());
+    let value = |name| env_value(&pod, "ebpf-tracer", name).and_then(|e| e.value.as_deref());
     // The default: vLLM's entry points only (README "Which processes run traces").
     let vllm_entry_points =
         r"^VLLM::|^(\S*/)?vllm( |$)|^(\S*/)?python[0-9.]*( -\S+)* ((\S*/)?vllm|-m ?vllm(\.\S+)?)( |$)";
@@ -113,7 +113,7 @@ fn labelled_vllm_pod_gets_the_sidecar_host_pid_and_volume() {
     for (name, field) in
         [("POD_NAME", "metadata.name"), ("POD_NAMESPACE", "metadata.namespace"), ("NODE_NAME", "spec.nodeName")]
     {
-        let var = env_value(&pod, "cuda-tracer", name).unwrap_or_else(|| panic!("{name} missing"));
+        let var = env_value(&pod, "ebpf-tracer", name).unwrap_or_else(|| panic!("{name} missing"));
         let field_ref = var.value_from.as_ref().and_then(|f| f.field_ref.as_ref()).expect("fieldRef");
         assert_eq!(field_ref.field_path, field, "{name}");
     }

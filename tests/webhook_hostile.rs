@@ -81,7 +81,7 @@ fn manifest_security_context(path: &str) -> SecurityContext {
         serde_yaml_ng::from_str::<Deployment>(&text).expect("Deployment").spec.template.spec
     };
     let spec = spec.expect("pod spec");
-    let tracer = spec.containers.iter().find(|c| c.name == "cuda-tracer").expect("cuda-tracer container");
+    let tracer = spec.containers.iter().find(|c| c.name == "ebpf-tracer").expect("ebpf-tracer container");
     tracer.security_context.clone().expect("securityContext")
 }
 

@@ -15,6 +15,7 @@
 #                       passed to the injected sidecar (docs/WEBHOOK.md)
 #   SIDECAR_SECRET_ENV  sidecar env from Secrets, VAR=SECRET:KEY,... (a secret in
 #                       SIDECAR_ENV makes the webhook refuse to start)
+#   PROFILE_STEPS       the sidecar's step window (100..150; empty: none)
 #   CLIENT_TIMEOUT_SECS MAX_CONNECTIONS MAX_CONCURRENT_REVIEWS
 #                       the webhook server's bounds (docs/SECURITY.md)
 #   WEBHOOK_NAMESPACE   where the webhook runs (cuda-tracer-system)
@@ -34,7 +35,7 @@ die() {
     exit 1
 }
 
-[[ "${1:-}" == "-h" || "${1:-}" == "--help" ]] && { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0; }
+[[ "${1:-}" == "-h" || "${1:-}" == "--help" ]] && { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0; }
 [[ $# -eq 0 ]] || die "unknown argument '$1': settings come from the environment (see --help)"
 command -v kubectl >/dev/null 2>&1 || die "kubectl is not installed: install it (https://kubernetes.io/docs/tasks/tools/) and rerun"
 command -v openssl >/dev/null 2>&1 || die "openssl is not installed: install it (apt-get install openssl) and rerun"
@@ -42,6 +43,37 @@ kubectl version --request-timeout=10s >/dev/null 2>&1 \
     || die "no cluster answers: check KUBECONFIG / the current context (kubectl cluster-info), then rerun"
 [[ "$namespace" == "cuda-tracer-system" ]] \
     || die "WEBHOOK_NAMESPACE must be cuda-tracer-system: the manifests in $here name it"
+
+# The injected sidecar shares the host's pid namespace and adds BPF, PERFMON,
+# SYS_PTRACE and SYS_ADMIN (or runs privileged): only the `privileged` Pod
+# Security level admits that. A namespace enforcing baseline or restricted
+# would reject every labelled pod once the webhook injects it.
+check_pod_security() {
+    local ns="$target_namespace" label=pod-security.kubernetes.io enforce warn
+    if [[ "$ns" == "*" ]]; then
+        echo "note: TARGET_NAMESPACE=*: every namespace with labelled pods needs $label/enforce=privileged"
+        return
+    fi
+    if ! kubectl get namespace "$ns" >/dev/null 2>&1; then
+        echo "note: namespace $ns does not exist yet; create it with the privileged Pod Security level:"
+        echo "  kubectl create namespace $ns && kubectl label namespace $ns $label/enforce=privileged"
+        return
+    fi
+    enforce="$(kubectl get namespace "$ns" -o "jsonpath={.metadata.labels.pod-security\.kubernetes\.io/enforce}")"
+    warn="$(kubectl get namespace "$ns" -o "jsonpath={.metadata.labels.pod-security\.kubernetes\.io/warn}")"
+    case "$enforce" in
+    "" | privileged) ;;
+    *) die "namespace $ns enforces Pod Security level '$enforce' ($label/enforce), which rejects the tracer sidecar (hostPID and the BPF, PERFMON, SYS_PTRACE, SYS_ADMIN capabilities): every labelled pod would fail to start. Fix: kubectl label namespace $ns $label/enforce=privileged --overwrite, then rerun" ;;
+    esac
+    if [[ -z "$enforce" ]]; then
+        echo "note: namespace $ns has no $label/enforce label: the cluster's default level applies (privileged unless your admission configuration sets another); to be sure: kubectl label namespace $ns $label/enforce=privileged"
+    fi
+    if [[ -n "$warn" && "$warn" != privileged ]]; then
+        echo "note: namespace $ns warns at Pod Security level '$warn': creating labelled pods prints warnings (kubectl label namespace $ns $label/warn=privileged --overwrite silences them)"
+    fi
+}
+echo "==> Pod Security of namespace $target_namespace"
+check_pod_security
 
 echo "==> namespace, ServiceAccount, Service"
 kubectl apply -f "$here/namespace.yaml" -f "$here/serviceaccount.yaml" -f "$here/service.yaml"
@@ -60,6 +92,10 @@ for var in TRACER_IMAGE_PULL_POLICY TARGET_PROCESS VLLM_METRICS_URL S3_BUCKET S3
         settings+=(--from-literal="$var=${!var}")
     fi
 done
+# PROFILE_STEPS is passed on even when empty: "" turns the sidecar's window off.
+if [[ -n "${PROFILE_STEPS+set}" ]]; then
+    settings+=(--from-literal="PROFILE_STEPS=$PROFILE_STEPS")
+fi
 kubectl create configmap cuda-tracer-webhook -n "$namespace" "${settings[@]}" --dry-run=client -o yaml \
     | kubectl apply -f -
 

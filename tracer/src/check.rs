@@ -1,9 +1,13 @@
-//! `cuda-tracer check`: preflight of everything tracing needs, one line per
-//! item with the fix for what fails.
+//! `cuda-tracer check`: preflight of everything tracing needs (and, with
+//! `--s3`, of the upload target), one line per item with the fix for what
+//! fails.
 
 use std::path::Path;
 
-use crate::{daemon::probes::discover, daemon::probes::loader, daemon::probes::symbols};
+use crate::daemon::{
+    output::upload::{S3Config, S3Uploader, UploadError},
+    probes::{discover, loader, symbols},
+};
 
 /// One preflight result.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -128,6 +132,53 @@ pub fn run(pid: Option<u32>) -> Vec<Item> {
         items.extend(target(pid));
     }
     items
+}
+
+/// How long the S3 probe may take before the store counts as unreachable.
+const S3_PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `check --s3`: whether the configured bucket is reachable and writable
+/// with the configured credentials (a probe object is put and deleted).
+/// Names the bucket, endpoint and failure; never a credential.
+pub async fn s3(cfg: Option<S3Config>) -> Vec<Item> {
+    let Some(cfg) = cfg else {
+        return vec![fail(
+            "no S3 bucket is configured",
+            "set S3_BUCKET (or pass --s3-bucket), and S3_ENDPOINT/S3_PATH_STYLE for an S3-compatible store",
+        )];
+    };
+    let place = format!(
+        "s3://{}/{}{} (endpoint {}, region {})",
+        cfg.bucket,
+        cfg.prefix,
+        cfg.source,
+        cfg.endpoint.as_deref().unwrap_or("AWS"),
+        cfg.region.as_deref().unwrap_or("from the AWS chain")
+    );
+    let uploader = S3Uploader::new(cfg).await;
+    let probed = tokio::time::timeout(S3_PROBE_TIMEOUT, uploader.probe()).await;
+    vec![match probed {
+        Ok(Ok(key)) => ok(format!("{place}: reachable and writable (put and deleted {key})")),
+        Ok(Err(e)) => fail(format!("{place}: {e}"), s3_fix(&e)),
+        Err(_) => fail(
+            format!("{place}: no answer within {} s", S3_PROBE_TIMEOUT.as_secs()),
+            "check S3_ENDPOINT / --s3-endpoint and that this pod or host can reach it (network policy, proxy)",
+        ),
+    }]
+}
+
+fn s3_fix(e: &UploadError) -> &'static str {
+    match e {
+        UploadError::Credentials { .. } => {
+            "give the tracer credentials with write access to the bucket: the aws-credentials Secret \
+             (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY), an IRSA role or the node's instance profile"
+        }
+        UploadError::NoBucket { .. } => "create the bucket, or set S3_BUCKET / --s3-bucket to one that exists",
+        UploadError::Unreachable { .. } => {
+            "check S3_ENDPOINT / --s3-endpoint (scheme, host, port), S3_REGION, and the network between here and the store"
+        }
+        _ => "see the store's message above; `./deploy.sh logs` shows the tracer's upload errors",
+    }
 }
 
 fn target(pid: u32) -> Vec<Item> {

@@ -126,9 +126,55 @@ pub struct RunArgs {
     /// Keep traces local (the same as UPLOAD_ENABLED=false).
     #[arg(long = "no-upload")]
     pub no_upload: bool,
-    /// The seed's switch: `false` keeps traces local.
-    #[arg(long = "upload-enabled", env = "UPLOAD_ENABLED", default_value_t = true, action = clap::ArgAction::Set, hide = true)]
-    pub upload_enabled: bool,
+    /// The seed's switch: `false` keeps traces local; unset or `true`, upload is on whenever a
+    /// bucket is configured.
+    #[arg(long = "upload-enabled", env = "UPLOAD_ENABLED", action = clap::ArgAction::Set, hide = true)]
+    pub upload_enabled: Option<bool>,
+    #[command(flatten)]
+    pub profile: ProfileArgs,
+}
+
+/// The step window of `run` (the seed webhook's calls 100-150, per pod).
+#[derive(Clone, Debug, Args)]
+pub struct ProfileArgs {
+    /// Model steps whose Chrome/Perfetto trace is written into the session dir (and uploaded)
+    /// once they have passed, e.g. `100..150`; empty: none.
+    #[arg(long = "profile-steps", env = "PROFILE_STEPS", default_value = "100..150",
+          value_parser = parse_profile_steps)]
+    pub steps: ProfileSteps,
+}
+
+/// A checked `--profile-steps`: `None` when empty (off).
+#[derive(Clone, Debug)]
+pub struct ProfileSteps(pub Option<crate::daemon::output::step_window::StepWindowConfig>);
+
+fn parse_profile_steps(s: &str) -> Result<ProfileSteps, String> {
+    crate::daemon::output::step_window::StepWindowConfig::parse(s).map(ProfileSteps).map_err(|e| e.to_string())
+}
+
+/// `run` was told to upload but has no bucket.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "S3_BUCKET / --s3-bucket is required when upload is on; pass --no-upload (or UPLOAD_ENABLED=false) to keep traces local"
+)]
+pub struct MissingBucket;
+
+impl RunArgs {
+    /// Where `run` uploads (the seed's rule: on whenever a bucket is
+    /// configured). `None` keeps traces local: upload switched off, or
+    /// S3_BUCKET set but blank (the manifests' ConfigMap default) while
+    /// UPLOAD_ENABLED is not `true`. No S3_BUCKET at all is an error unless
+    /// upload is off: a forgotten bucket must not silently keep traces local.
+    pub fn upload_target(&self) -> Result<Option<crate::daemon::output::upload::S3Config>, MissingBucket> {
+        if self.no_upload || self.upload_enabled == Some(false) {
+            return Ok(None);
+        }
+        match self.s3.config() {
+            Some(cfg) => Ok(Some(cfg)),
+            None if self.upload_enabled.is_none() && self.s3.target.bucket.is_some() => Ok(None),
+            None => Err(MissingBucket),
+        }
+    }
 }
 
 impl ValueEnum for DiskFullPolicy {
@@ -224,6 +270,12 @@ pub struct CheckArgs {
     /// Also check that this process maps CUDA libraries the tracer can attach to.
     #[arg(long)]
     pub pid: Option<u32>,
+    /// Check only the upload target: put and delete a probe object in the configured bucket
+    /// with the configured credentials (the S3_* settings of `run`; credentials never printed).
+    #[arg(long = "s3")]
+    pub s3_only: bool,
+    #[command(flatten)]
+    pub s3: S3Args,
 }
 
 /// A week: a trace file rotated less often than this is never closed in practice.
@@ -259,5 +311,31 @@ mod tests {
         assert!(err.contains("unknown function group"), "{err}");
         assert!(Cli::try_parse_from(["cuda-tracer", "run", "--rotate-secs", "0"]).is_err());
         assert!(Cli::try_parse_from(["cuda-tracer", "record"]).is_err());
+    }
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        let cli = Cli::try_parse_from(["cuda-tracer", "run"].iter().chain(args)).unwrap();
+        let Command::Run(r) = cli.command else { panic!() };
+        r
+    }
+
+    #[test]
+    fn profile_steps_default_to_the_seed_window_and_empty_turns_them_off() {
+        assert_eq!(run_args(&[]).profile.steps.0.map(|w| w.steps).as_deref(), Some("100..150"));
+        assert_eq!(run_args(&["--profile-steps", "5..10"]).profile.steps.0.map(|w| w.steps).as_deref(), Some("5..10"));
+        assert!(run_args(&["--profile-steps", ""]).profile.steps.0.is_none());
+        let err = Cli::try_parse_from(["cuda-tracer", "run", "--profile-steps", "5-10"]).unwrap_err().to_string();
+        assert!(err.contains("PROFILE_STEPS") && err.contains("100..150"), "{err}");
+    }
+
+    #[test]
+    fn upload_is_on_whenever_a_bucket_is_configured() {
+        let bucket = ["--s3-bucket", "traces"];
+        assert!(run_args(&bucket).upload_target().unwrap().is_some());
+        assert!(run_args(&[&bucket[..], &["--upload-enabled", "false"]].concat()).upload_target().unwrap().is_none());
+        assert!(run_args(&["--no-upload"]).upload_target().unwrap().is_none());
+        // A blank bucket (the manifests' default) keeps traces local; none at all is named.
+        assert!(run_args(&["--s3-bucket", " "]).upload_target().unwrap().is_none());
+        assert!(run_args(&["--s3-bucket", "", "--upload-enabled", "true"]).upload_target().is_err());
     }
 }

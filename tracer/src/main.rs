@@ -43,7 +43,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     match command {
         Command::Check(args) => {
-            let items = check::run(args.pid);
+            let items = if args.s3_only { runtime.block_on(check::s3(args.s3.config())) } else { check::run(args.pid) };
             for item in &items {
                 println!("{item}");
             }
@@ -103,21 +103,21 @@ async fn record(args: RecordArgs) -> Result<ExitCode> {
         bail!("{} already holds a trace session; pass an empty or new directory with -o", dir.display());
     }
     let session = config(dir.clone(), id, Target::Command(args.command), &args.trace, &dir);
-    let cfg = DaemonConfig { session, trace_dir: None, metrics_addr: None, upload: None };
+    let cfg = DaemonConfig { session, trace_dir: None, metrics_addr: None, upload: None, profile_steps: None };
     let outcome = daemon::run(cfg, shutdown_signal()).await.context("record failed")?;
     eprintln!("{}", outcome.summary());
     let code = outcome.exit_status.and_then(|s| s.code()).unwrap_or(0);
     leave(u8::try_from(code).unwrap_or(1), outcome)
 }
 
-const NO_BUCKET: &str =
-    "S3_BUCKET / --s3-bucket is required when upload is on; pass --no-upload (or UPLOAD_ENABLED=false) to keep traces local";
-
 async fn run(args: RunArgs) -> Result<ExitCode> {
     let id = session_id();
     let pattern = regex::Regex::new(&args.target_process)
         .with_context(|| format!("--target-process / TARGET_PROCESS `{}` is not a valid regex", args.target_process))?;
-    let s3 = if args.no_upload || !args.upload_enabled { None } else { Some(args.s3.config().context(NO_BUCKET)?) };
+    let s3 = args.upload_target()?;
+    if s3.is_none() {
+        tracing::info!(trace_dir = %args.trace_dir.display(), "upload off (no S3_BUCKET, or UPLOAD_ENABLED=false): traces stay local");
+    }
     let target = Target::Daemon { pattern: Some(pattern), pids: args.pids };
     let mut session = config(args.trace_dir.join(&id), id, target, &args.trace, &args.trace_dir);
     session.kv_cache = args.vllm_metrics_url.map(|url| cuda_tracer::daemon::output::kv_scrape::KvCacheConfig {
@@ -129,7 +129,13 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
         every: Duration::from_secs(args.upload_interval_secs),
         deadline: Duration::from_secs(args.s3.deadline_secs),
     });
-    let cfg = DaemonConfig { session, trace_dir: Some(args.trace_dir), metrics_addr: args.metrics_addr, upload };
+    let cfg = DaemonConfig {
+        session,
+        trace_dir: Some(args.trace_dir),
+        metrics_addr: args.metrics_addr,
+        upload,
+        profile_steps: args.profile.steps.0,
+    };
     let outcome = daemon::run(cfg, shutdown_signal()).await.context("run failed")?;
     tracing::info!(
         calls = outcome.counts.calls,

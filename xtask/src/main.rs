@@ -29,7 +29,8 @@ struct Cli {
 enum Task {
     /// Make this machine ready: nightly rust-src, bpf-linker, fixtures, test packages.
     Setup,
-    /// Set up, build, and trace the bundled fixture workload with `cuda-tracer record`.
+    /// Install the build chain only (no test servers), build, and trace the bundled fixture
+    /// workload with `cuda-tracer record`.
     Demo,
     /// Set up, then fmt check, clippy -D warnings, and every test (BPF tests need root).
     Test {
@@ -97,7 +98,7 @@ fn require_root(what: &str) -> Result<()> {
 }
 
 fn demo() -> Result<()> {
-    setup::run()?;
+    setup::build_chain()?;
     require_root("demo")?;
     let root = paths::root();
     exec(Command::new("cargo").current_dir(&root).args(["build", "--release", "-p", "cuda-tracer"]))?;

@@ -1,4 +1,6 @@
-//! `cargo xtask setup`: idempotent, quick when already done.
+//! `cargo xtask setup`: idempotent, quick when already done. Two levels:
+//! the build chain and fixtures (all `cargo xtask demo` needs), and the
+//! test servers and packages on top (`cargo xtask test`, `setup`).
 
 use std::process::Command;
 
@@ -20,22 +22,34 @@ const TORCH: &str = "torch==2.15.0";
 /// bpf-linker release known to build against nightly's LLVM 22.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
+/// Everything `cargo xtask test` needs: the build chain, the fixtures, and
+/// the test servers and packages (NVIDIA runtimes, SeaweedFS, kubectl and
+/// the manifest tools, kube-apiserver with etcd).
 pub fn run() -> Result<()> {
-    need("rustup", "install rustup: https://rustup.rs (the toolchain manager)")?;
-    need("cc", "apt-get install -y gcc")?;
     need("python3", "apt-get install -y python3 python3-pip")?;
-    nightly()?;
-    let major = llvm_major()?;
-    bpf_linker(major)?;
+    let major = build_chain()?;
     pypi_packages()?;
     k8s_tools()?;
     crate::setup_kube::run()?;
+    println!("setup: test servers and packages ready (nightly LLVM {major}, bpf-linker {BPF_LINKER_VERSION})");
+    Ok(())
+}
+
+/// What building the tracer and `cargo xtask demo` need, and nothing more:
+/// nightly with rust-src, bpf-linker, the fixture libraries and workload.
+/// Returns nightly's LLVM major version.
+pub fn build_chain() -> Result<u32> {
+    need("rustup", "install rustup: https://rustup.rs (the toolchain manager)")?;
+    need("cc", "apt-get install -y gcc")?;
+    nightly()?;
+    let major = llvm_major()?;
+    bpf_linker(major)?;
     fixtures()?;
     println!(
-        "setup: ready (nightly LLVM {major}, bpf-linker {BPF_LINKER_VERSION}, fixtures in {})",
+        "setup: build chain ready (nightly LLVM {major}, bpf-linker {BPF_LINKER_VERSION}, fixtures in {})",
         paths::fixtures_dir().display()
     );
-    Ok(())
+    Ok(major)
 }
 
 fn need(tool: &str, fix: &str) -> Result<()> {

@@ -107,6 +107,11 @@ pub struct InjectArgs {
     /// VLLM_METRICS_URL of the sidecar (empty: no KV-cache scrape).
     #[arg(long = "vllm-metrics-url", env = "VLLM_METRICS_URL", default_value = defaults::VLLM_METRICS_URL)]
     pub vllm_metrics_url: String,
+    /// PROFILE_STEPS of the sidecar: model steps whose Chrome/Perfetto trace it writes and
+    /// uploads once they have passed (empty: none).
+    #[arg(long = "profile-steps", env = "PROFILE_STEPS", default_value = defaults::PROFILE_STEPS,
+          value_parser = parse_steps)]
+    pub profile_steps: String,
     /// Sidecar port for /metrics, /healthz and /readyz (0: no metrics server, no probes).
     #[arg(long = "sidecar-metrics-port", env = "SIDECAR_METRICS_PORT", default_value_t = defaults::METRICS_PORT)]
     pub metrics_port: u16,
@@ -143,6 +148,7 @@ impl From<InjectArgs> for InjectConfig {
             target_process: a.target_process,
             vllm_metrics_url: a.vllm_metrics_url,
             metrics_port: a.metrics_port,
+            profile_steps: a.profile_steps,
             s3_bucket: a.s3.bucket,
             s3_prefix: a.s3.prefix,
             s3_endpoint: a.s3.endpoint,
@@ -155,6 +161,13 @@ impl From<InjectArgs> for InjectConfig {
             secret_env: a.secret_env,
         }
     }
+}
+
+/// A window the sidecar will accept: the webhook refuses to start with one it would not.
+fn parse_steps(s: &str) -> Result<String, String> {
+    crate::daemon::output::step_window::StepWindowConfig::parse(s)
+        .map(|_| s.trim().to_string())
+        .map_err(|e| e.to_string())
 }
 
 fn parse_env_pair(s: &str) -> Result<(String, String), String> {
@@ -198,6 +211,10 @@ pub struct PromptArgs {
     /// Requests in flight at once for the parallel run (1: sequential run only).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
     pub parallel: u32,
+    /// Send the batch only in parallel (--parallel N > 1), without the sequential run first:
+    /// the seed's `batch-prompts.py --parallel --workers N`.
+    #[arg(long)]
+    pub parallel_only: bool,
     /// Tokens to generate per request.
     #[arg(long, default_value_t = 64)]
     pub max_tokens: u32,
@@ -221,6 +238,7 @@ impl From<PromptArgs> for PromptConfig {
             batch: a.batch,
             prompts_file: a.prompts_file,
             parallel: a.parallel,
+            parallel_only: a.parallel_only,
             max_tokens: a.max_tokens,
             chat: a.chat,
             timeout: Duration::from_secs(a.timeout_secs),

@@ -6,7 +6,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use regex::Regex;
 
 use crate::daemon::{
-    output::{budget::DiskBudget, kv_scrape::KvCacheConfig, upload::S3Config},
+    output::{budget::DiskBudget, kv_scrape::KvCacheConfig, step_window::StepWindowConfig, upload::S3Config},
     probes::attach::Selection,
 };
 
@@ -71,6 +71,9 @@ pub struct DaemonConfig {
     /// Serve `/metrics`, `/healthz` and `/readyz` here.
     pub metrics_addr: Option<SocketAddr>,
     pub upload: Option<UploadConfig>,
+    /// Write the Chrome/Perfetto export of these steps into the session
+    /// once they have passed (`run --profile-steps`, PROFILE_STEPS).
+    pub profile_steps: Option<StepWindowConfig>,
 }
 
 #[cfg(test)]

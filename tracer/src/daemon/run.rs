@@ -18,6 +18,7 @@ use crate::daemon::{
     output::{
         delivery::{self, Delivery, RoundReport},
         metrics::Metrics,
+        step_window::{StepWindow, StepWindowConfig},
         upload::S3Uploader,
     },
     probes::load_watch::WatchEvent,
@@ -46,7 +47,7 @@ enum Ending {
 /// task it cannot do without fails; then stops everything in order. The
 /// outcome says which; metadata.json is written in every case.
 pub async fn run(cfg: DaemonConfig, stop: impl Future<Output = ()> + Send + 'static) -> Result<Outcome, SessionError> {
-    let DaemonConfig { session: session_cfg, trace_dir, metrics_addr, upload } = cfg;
+    let DaemonConfig { session: session_cfg, trace_dir, metrics_addr, upload, profile_steps } = cfg;
     let root = trace_dir.unwrap_or_else(|| session_cfg.dir.clone());
     let metrics = metrics_addr.map(|_| Arc::new(Metrics::new(root.clone())));
     // Room for trace files whatever network clients do: they get a fixed
@@ -88,6 +89,7 @@ pub async fn run(cfg: DaemonConfig, stop: impl Future<Output = ()> + Send + 'sta
         })
     });
     start_session_tasks(&mut tasks, &s);
+    let step_window = profile_steps.map(|w| start_step_window(&mut tasks, &s, w, &root));
     // 6. The targets; from here on the daemon is ready.
     let child = match s.start_targets() {
         Ok(child) => child,
@@ -106,7 +108,7 @@ pub async fn run(cfg: DaemonConfig, stop: impl Future<Output = ()> + Send + 'sta
     let ending = event_loop(&mut s, &mut tasks, &mut msg_rx, lib_opens, child, stop_rx).await;
 
     // 8. Shutdown, in order.
-    Ok(shut_down(s, &mut tasks, msg_rx, ending, uploads).await)
+    Ok(shut_down(s, &mut tasks, msg_rx, ending, (step_window, uploads)).await)
 }
 
 /// Stops everything in order once the event loop ended, and says how the
@@ -116,7 +118,7 @@ async fn shut_down(
     tasks: &mut Supervisor,
     mut msg_rx: mpsc::UnboundedReceiver<ReaderMsg>,
     ending: Ending,
-    uploads: Option<Uploads>,
+    (step_window, uploads): (Option<Arc<StepWindow>>, Option<Uploads>),
 ) -> Outcome {
     // Stop recording new calls (the filter empties instantly; removing the
     // probes themselves takes the kernel ~0.1 s each, see `exit`), release
@@ -141,6 +143,9 @@ async fn shut_down(
     s.last_budget_pass();
     s.scan_exits();
     let (stats, counts, drops) = s.finish(failure.is_some());
+    if let Some(w) = step_window {
+        last_step_window_pass(tasks, w).await;
+    }
     let delivery = match uploads {
         Some(u) => Some(last_upload_round(tasks, u).await),
         None => None,
@@ -221,6 +226,28 @@ fn start_session_tasks(tasks: &mut Supervisor, s: &Session) {
             let scrape = kv.run(ctx.stop_receiver(), move || ctx.running());
             Box::pin(async move { scrape.await.map_err(TaskError::new) })
         });
+    }
+}
+
+/// Starts the step window's timer: often enough that every trace file is
+/// linked while it is still open (before any upload can delete it).
+fn start_step_window(tasks: &mut Supervisor, s: &Session, cfg: StepWindowConfig, root: &Path) -> Arc<StepWindow> {
+    StepWindow::clean_stale(root, &s.cfg.dir);
+    let window = Arc::new(StepWindow::new(cfg, &s.cfg.dir));
+    let every = s.cfg.scan_every.min(s.cfg.rotate_every / 2).max(std::time::Duration::from_millis(100));
+    let shared = Arc::clone(&window);
+    tasks.spawn(TaskKind::StepWindow, move |ctx| Box::pin(tasks::step_window(Arc::clone(&shared), every, ctx)));
+    window
+}
+
+/// With every file closed: the window's last look, before the last upload
+/// round takes its export along.
+async fn last_step_window_pass(tasks: &mut Supervisor, window: Arc<StepWindow>) {
+    let _ = tasks.stop(TaskKind::StepWindow).await;
+    match tokio::task::spawn_blocking(move || window.pass(true)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "the PROFILE_STEPS export failed"),
+        Err(e) => tracing::error!(error = %e, "the PROFILE_STEPS export panicked"),
     }
 }
 

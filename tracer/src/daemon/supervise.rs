@@ -38,6 +38,8 @@ pub enum TaskKind {
     /// Forwards the kernel's CUDA library opens and beats the heartbeat
     /// without which the kernel holds no process: owns the opens' ring buffer.
     LoadWatch,
+    /// Stages the session's trace files and writes the PROFILE_STEPS export.
+    StepWindow,
 }
 
 impl TaskKind {
@@ -51,6 +53,7 @@ impl TaskKind {
             TaskKind::Upload => "upload",
             TaskKind::MetricsServer => "metrics_server",
             TaskKind::LoadWatch => "load_watch",
+            TaskKind::StepWindow => "step_window",
         }
     }
 

@@ -1,6 +1,7 @@
 //! The bodies of the daemon's background tasks that are not a module's own
-//! loop: the disk budget timer, the upload timer, the metrics server and the
-//! stop signal. Each runs until its [`TaskContext`] asks it to stop.
+//! loop: the disk budget timer, the upload timer, the step window timer, the
+//! metrics server and the stop signal. Each runs until its [`TaskContext`]
+//! asks it to stop.
 
 use std::{
     future::Future,
@@ -19,6 +20,7 @@ use crate::daemon::{
         budget::{DeletedFile, DiskBudget},
         delivery::Delivery,
         metrics::{self, Metrics},
+        step_window::StepWindow,
     },
     supervise::{TaskContext, TaskError},
 };
@@ -61,6 +63,22 @@ pub async fn upload(
         if report.uploaded > 0 || report.failed > 0 {
             tracing::info!(uploaded = report.uploaded, failed = report.failed, "upload round");
         }
+        ctx.running();
+    }
+    Ok(())
+}
+
+/// Looks at the session's trace files every `every` (off the runtime's
+/// threads: it links files and, once, reads the window's), until the
+/// window's export is written; the daemon's last look follows a stop.
+pub async fn step_window(window: Arc<StepWindow>, every: Duration, mut ctx: TaskContext) -> Result<(), TaskError> {
+    let mut tick = tokio::time::interval(every);
+    while ctx.tick(&mut tick).await {
+        let w = Arc::clone(&window);
+        tokio::task::spawn_blocking(move || w.pass(false))
+            .await
+            .map_err(TaskError::from_join)?
+            .map_err(TaskError::new)?;
         ctx.running();
     }
     Ok(())

@@ -17,10 +17,24 @@ const TRACE_SUFFIX: &str = ".jsonl";
 const KV_CHUNK_PREFIX: &str = "kv_cache_usage_";
 /// The merged (or seed-style) KV-cache CSV that `report` writes and reads.
 pub const KV_MERGED: &str = "kv_cache_usage.csv";
+/// The Chrome/Perfetto export of the PROFILE_STEPS window (the seed
+/// webhook's `trace<pid>.json` of calls 100-150), written once the window
+/// has passed; uploaded like metadata.json and kept.
+pub const STEP_WINDOW_EXPORT: &str = "profile_steps_trace.json";
+/// Hidden directory in a session dir where the step window keeps hard links
+/// to the session's trace files until its export is written (so an upload
+/// deleting a file does not take the window's calls with it).
+pub const STEP_STAGING_DIR: &str = ".step-window";
 /// Written and removed at start: proves the session dir is writable.
 pub const WRITE_TEST: &str = ".write-test";
 
 const PARTIAL_SUFFIX: &str = ".partial";
+
+/// The S3 object `cuda-tracer check --s3` puts and deletes again, under the
+/// tracer's `<prefix><pod-or-node>/`: hidden, and named for the process.
+pub fn s3_probe(pid: u32) -> String {
+    format!(".cuda-tracer-check-{pid}")
+}
 
 /// The name of trace file number `seq`, opened at `utc` (compact UTC time).
 pub fn trace_file(seq: u32, utc: &str) -> String {
@@ -40,6 +54,12 @@ pub fn partial(name: &str) -> String {
 /// The name a `.partial` file gets when closed; `None` for any other name.
 pub fn closed_name(partial: &str) -> Option<&str> {
     partial.strip_prefix('.')?.strip_suffix(PARTIAL_SUFFIX)
+}
+
+/// The name of the step window's hard link to trace file `trace`: no
+/// reader, uploader or budget takes it for a trace file.
+pub fn staged(trace: &str) -> String {
+    format!("{trace}.staged")
 }
 
 /// Whether `name` is a closed trace file (`trace_00001_….jsonl`).
@@ -86,6 +106,9 @@ mod tests {
         assert!(is_trace_file(&trace) && is_data_file(&trace) && !is_kv_chunk(&trace));
         assert!(is_kv_chunk(&kv_chunk(7)) && is_data_file(&kv_chunk(7)) && is_kv_csv(&kv_chunk(7)));
         assert!(is_kv_csv(KV_MERGED) && !is_data_file(KV_MERGED));
+        for kept in [staged(&trace), STEP_WINDOW_EXPORT.to_string()] {
+            assert!(!is_trace_file(&kept) && !is_data_file_open_or_closed(&kept), "{kept}");
+        }
         for open in [partial(&trace), partial(&kv_chunk(2))] {
             assert!(!is_data_file(&open) && is_data_file_open_or_closed(&open), "{open}");
         }

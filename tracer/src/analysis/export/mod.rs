@@ -89,12 +89,39 @@ impl std::fmt::Display for Summary {
 pub fn export_chrome(args: &ChromeConfig) -> Result<Summary, ExportError> {
     let files = trace::discover(&args.inputs)?;
     let loaded = trace::read(&files)?;
+    let (sources, names) = sources_and_names(&files);
+    let window = Selection { steps: args.steps.as_deref(), time: args.time.as_deref() };
+    let open = || std::fs::File::create(&args.output);
+    write_chrome(&loaded, &sources, &names, window, (&args.output, &open))
+}
+
+/// The `--steps` / `--time` window of an export (neither: the whole trace).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Selection<'a> {
+    pub steps: Option<&'a str>,
+    pub time: Option<&'a str>,
+}
+
+/// Where an export goes: its path (for messages) and how to create it,
+/// called only once the window has calls.
+pub type Output<'a> = (&'a std::path::Path, &'a dyn Fn() -> std::io::Result<std::fs::File>);
+
+/// Writes the Chrome trace of `loaded`'s calls in `window` to `output`;
+/// `sources` are the files they were read from (streamed again for the
+/// call events), `names` the process names.
+pub fn write_chrome(
+    loaded: &trace::Loaded,
+    sources: &[chrome::Source],
+    names: &HashMap<u32, String>,
+    window: Selection<'_>,
+    (output, create): Output<'_>,
+) -> Result<Summary, ExportError> {
     let calls = &loaded.calls;
     let (Some(first), Some(_)) = (calls.first(), calls.last()) else {
         return Err(ExportError::NoCalls { skipped: loaded.skipped_total });
     };
     let span = (first.ts_ms, calls.iter().map(trace::Call::end_ms).fold(first.ts_ms, f64::max));
-    let window = window::resolve(args.steps.as_deref(), args.time.as_deref(), steps::segment(calls), span)?;
+    let window = window::resolve(window.steps, window.time, steps::segment(calls), span)?;
     let threads = chrome::threads_in(calls, &window);
     if threads.is_empty() {
         return Err(ExportError::EmptyWindow {
@@ -105,12 +132,11 @@ pub fn export_chrome(args: &ChromeConfig) -> Result<Summary, ExportError> {
         });
     }
     let memory = memory::device_memory(calls);
-    let (sources, names) = sources_and_names(&files);
-    let io = |source| ExportError::Io { path: args.output.clone(), source };
-    let out = std::fs::File::create(&args.output).map_err(io)?;
-    let written = chrome::write(out, &args.output, &sources, &window, &threads, &names, &memory)?;
+    let io = |source| ExportError::Io { path: output.to_path_buf(), source };
+    let out = create().map_err(io)?;
+    let written = chrome::write(out, output, sources, &window, &threads, names, &memory)?;
     Ok(Summary {
-        output: args.output.clone(),
+        output: output.to_path_buf(),
         window: (window.start_ms, window.end_ms),
         written,
         skipped_lines: loaded.skipped_total,

@@ -1,8 +1,8 @@
 //! Ships closed trace files: finds them under the trace dir (this session's
 //! and those an earlier run left), repairs half-written files a crash left
 //! behind, uploads with retries and backoff, and deletes a trace file only
-//! once the store has confirmed it. `metadata.json` is uploaded whenever it
-//! changed and kept locally.
+//! once the store has confirmed it. `metadata.json` and the step window's
+//! export are uploaded whenever they changed and kept locally.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -35,6 +35,9 @@ enum FileKind {
     KvChunk,
     /// `metadata.json`: uploaded whenever it changed, kept locally.
     Metadata,
+    /// The PROFILE_STEPS Chrome export: like metadata, uploaded and kept
+    /// (`kubectl cp` finds it in the pod too).
+    StepExport,
     Other,
 }
 
@@ -46,6 +49,8 @@ impl FileKind {
             FileKind::KvChunk
         } else if name == names::METADATA {
             FileKind::Metadata
+        } else if name == names::STEP_WINDOW_EXPORT {
+            FileKind::StepExport
         } else {
             FileKind::Other
         }
@@ -55,6 +60,11 @@ impl FileKind {
     /// deleted once the store confirmed them.
     fn is_data(self) -> bool {
         matches!(self, FileKind::Trace | FileKind::KvChunk)
+    }
+
+    /// Uploaded whenever changed, after the data files, and kept locally.
+    fn is_kept(self) -> bool {
+        matches!(self, FileKind::Metadata | FileKind::StepExport)
     }
 }
 
@@ -87,7 +97,7 @@ pub fn pending(dir: &Path) -> Vec<Pending> {
             let item = Pending { session: session.clone(), path: session_dir.join(&name), name: name.clone() };
             match FileKind::of(&name) {
                 kind if kind.is_data() => traces.push(item),
-                FileKind::Metadata => metas.push(item),
+                kind if kind.is_kept() => metas.push(item),
                 _ => {}
             }
         }
@@ -191,7 +201,7 @@ impl Delivery {
     fn unchanged_metadata(&self, p: &Pending) -> bool {
         let Ok(meta) = std::fs::metadata(&p.path) else { return true };
         let stamp = (meta.len(), meta.modified().unwrap_or(SystemTime::UNIX_EPOCH));
-        p.name == names::METADATA && self.metadata_sent.get(&p.path) == Some(&stamp)
+        FileKind::of(&p.name).is_kept() && self.metadata_sent.get(&p.path) == Some(&stamp)
     }
 
     /// Uploads every pending file once (with retries). At `deadline` no new
@@ -242,7 +252,8 @@ impl Delivery {
         running.abort_all();
         self.cancelled(in_flight.into_values(), &mut report);
         report.remaining.extend(queue.map(|p| p.path));
-        let waiting: Vec<Pending> = pending(&self.dir).into_iter().filter(|p| p.name != names::METADATA).collect();
+        let waiting: Vec<Pending> =
+            pending(&self.dir).into_iter().filter(|p| !FileKind::of(&p.name).is_kept()).collect();
         self.stats.pending_files = waiting.len();
         if let Some(m) = &self.metrics {
             m.files_uploaded.set(self.stats.uploaded_files as i64);
@@ -286,7 +297,7 @@ impl Delivery {
                         m.last_upload_unix.set(t as i64);
                     }
                 }
-                if p.name == names::METADATA {
+                if FileKind::of(&p.name).is_kept() {
                     if let Ok(meta) = std::fs::metadata(&p.path) {
                         let stamp = (meta.len(), meta.modified().unwrap_or(SystemTime::UNIX_EPOCH));
                         self.metadata_sent.insert(p.path, stamp);
@@ -354,6 +365,8 @@ mod tests {
                 .map(FileKind::of);
         assert_eq!(kinds, [FileKind::Trace, FileKind::KvChunk, FileKind::Metadata, FileKind::Other]);
         assert_eq!(kinds.map(FileKind::is_data), [true, true, false, false]);
+        let export = FileKind::of(names::STEP_WINDOW_EXPORT);
+        assert_eq!((export, export.is_data(), export.is_kept()), (FileKind::StepExport, false, true));
     }
 
     #[test]

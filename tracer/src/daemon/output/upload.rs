@@ -229,6 +229,37 @@ impl S3Uploader {
         Ok(())
     }
 
+    /// Puts a small object under this tracer's key prefix and deletes it
+    /// again: proves the bucket is reachable and writable with the
+    /// configured credentials (`cuda-tracer check --s3`). Returns its key.
+    pub async fn probe(&self) -> Result<String, UploadError> {
+        let bucket = &self.cfg.bucket;
+        let key =
+            format!("{}{}/{}", self.cfg.prefix, self.cfg.source, crate::format::names::s3_probe(std::process::id()));
+        // Some stores (SeaweedFS) create a missing bucket on the first put:
+        // a check must find it missing instead. A HEAD answer has no body,
+        // so its status says it; a refused HEAD proves nothing (a writer
+        // may lack s3:ListBucket): the put decides.
+        if let Err(e) = self.client.head_bucket().bucket(bucket).send().await {
+            match e.raw_response().map(|r| r.status().as_u16()) {
+                Some(404) => return Err(UploadError::NoBucket { bucket: bucket.clone() }),
+                Some(_) => {}
+                None => return Err(self.classify(&key, e)),
+            }
+        }
+        let body = ByteStream::from_static(b"written by `cuda-tracer check --s3`; safe to delete\n");
+        self.client
+            .put_object()
+            .bucket(bucket)
+            .key(&key)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.classify(&key, e))?;
+        self.client.delete_object().bucket(bucket).key(&key).send().await.map_err(|e| self.classify(&key, e))?;
+        Ok(key)
+    }
+
     fn classify<E, R>(&self, key: &str, err: aws_sdk_s3::error::SdkError<E, R>) -> UploadError
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,

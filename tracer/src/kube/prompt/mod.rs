@@ -1,6 +1,6 @@
 //! `cuda-tracer prompt`: OpenAI-compatible client for `deploy.sh test`: one
-//! prompt, then a batch sent sequentially and in parallel; results as JSON
-//! (`single_prompt_result_<time>.json`, `batch_prompts_result_<time>.json`,
+//! prompt, then a batch sent sequentially, in parallel, or both; results as
+//! JSON (`single_prompt_result_<time>.json`, `batch_prompts_result_<time>.json`,
 //! the seed's names).
 
 mod client;
@@ -30,6 +30,9 @@ pub struct PromptConfig {
     pub prompts_file: Option<PathBuf>,
     /// Requests in flight at once for the parallel run (1: sequential only).
     pub parallel: u32,
+    /// With `parallel` > 1, send the batch only in parallel (the seed's
+    /// `batch-prompts.py --parallel --workers N`), not sequentially first.
+    pub parallel_only: bool,
     pub max_tokens: u32,
     /// /v1/chat/completions instead of /v1/completions.
     pub chat: bool,
@@ -111,7 +114,7 @@ struct BatchFile<'a> {
     model: &'a str,
     endpoint: &'a str,
     max_tokens: u32,
-    sequential: &'a BatchRun,
+    sequential: Option<&'a BatchRun>,
     parallel: Option<&'a BatchRun>,
     /// Sequential wall time over parallel wall time.
     parallel_speedup: Option<f64>,
@@ -266,27 +269,31 @@ pub async fn run(args: &PromptConfig) -> Result<(), PromptError> {
     }
 
     let job = Arc::new(Job { client, model: model.clone(), max_tokens: args.max_tokens, chat: args.chat });
-    let sequential = job.batch("sequential", &prompts, 1).await;
-    print_run(&sequential.summary);
+    let parallel_only = args.parallel_only && args.parallel > 1;
+    let sequential = if parallel_only { None } else { Some(job.batch("sequential", &prompts, 1).await) };
+    if let Some(s) = &sequential {
+        print_run(&s.summary);
+    }
     let parallel = if args.parallel > 1 { Some(job.batch("parallel", &prompts, args.parallel).await) } else { None };
     if let Some(p) = &parallel {
         print_run(&p.summary);
     }
-    let speedup =
-        parallel.as_ref().filter(|p| p.summary.wall_ms > 0.0).map(|p| sequential.summary.wall_ms / p.summary.wall_ms);
+    let speedup = match (&sequential, &parallel) {
+        (Some(s), Some(p)) if p.summary.wall_ms > 0.0 => Some(s.summary.wall_ms / p.summary.wall_ms),
+        _ => None,
+    };
     let file = BatchFile {
         url: &args.url,
         model: &model,
         endpoint,
         max_tokens: args.max_tokens,
-        sequential: &sequential,
+        sequential: sequential.as_ref(),
         parallel: parallel.as_ref(),
         parallel_speedup: speedup,
     };
     let path = write_json(&args.out, &format!("batch_prompts_result_{stamp}.json"), &file)?;
     println!("saved {}", path.display());
-    let all: Vec<&RequestResult> =
-        sequential.requests.iter().chain(parallel.iter().flat_map(|p| &p.requests)).collect();
+    let all: Vec<&RequestResult> = sequential.iter().chain(parallel.iter()).flat_map(|run| &run.requests).collect();
     let failed: Vec<&&RequestResult> = all.iter().filter(|r| !r.ok).collect();
     if let Some(first) = failed.first() {
         return Err(PromptError::BatchFailed {

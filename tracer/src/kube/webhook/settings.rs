@@ -12,6 +12,8 @@ pub mod defaults {
     pub const VLLM_METRICS_URL: &str = "http://127.0.0.1:8000/metrics";
     pub const METRICS_PORT: u16 = 9464;
     pub const S3_PREFIX: &str = "k3s-vllm/";
+    /// The seed webhook's calls 100-150, as a step window.
+    pub const PROFILE_STEPS: &str = "100..150";
 }
 
 /// Which pods get the tracer, and the sidecar they get (the seed's defaults:
@@ -30,6 +32,8 @@ pub struct InjectConfig {
     pub vllm_metrics_url: String,
     /// Sidecar port for /metrics and the probes (0: none).
     pub metrics_port: u16,
+    /// The sidecar's PROFILE_STEPS (empty: no step window export).
+    pub profile_steps: String,
     /// Where the sidecar uploads; no bucket keeps traces local.
     pub s3_bucket: Option<String>,
     pub s3_prefix: String,
@@ -69,6 +73,7 @@ impl Default for InjectConfig {
             target_process: defaults::TARGET_PROCESS.into(),
             vllm_metrics_url: defaults::VLLM_METRICS_URL.into(),
             metrics_port: defaults::METRICS_PORT,
+            profile_steps: defaults::PROFILE_STEPS.into(),
             s3_bucket: None,
             s3_prefix: defaults::S3_PREFIX.into(),
             s3_endpoint: None,

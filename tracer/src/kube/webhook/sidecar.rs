@@ -15,7 +15,7 @@ use k8s_openapi::{
 use super::settings::{non_empty, InjectConfig};
 
 /// Name of the injected container; a pod that has it is not injected again.
-pub const SIDECAR_NAME: &str = "cuda-tracer";
+pub const SIDECAR_NAME: &str = "ebpf-tracer";
 /// Name of the pod volume that holds trace files.
 pub const TRACES_VOLUME: &str = "cuda-tracer-traces";
 /// Where the sidecar writes traces (its TRACE_DIR).
@@ -91,6 +91,8 @@ fn sidecar_env(args: &InjectConfig) -> Vec<EnvVar> {
     if args.metrics_port != 0 {
         vars.push(env("METRICS_ADDR", format!("0.0.0.0:{}", args.metrics_port)));
     }
+    // Always set, so an empty value turns the window off in the sidecar too.
+    vars.push(env("PROFILE_STEPS", args.profile_steps.trim()));
     // The downward API: metadata.json records them and uploads are grouped by pod.
     vars.push(field_env("POD_NAME", "metadata.name"));
     vars.push(field_env("POD_NAMESPACE", "metadata.namespace"));
@@ -258,6 +260,7 @@ mod tests {
         assert_eq!(get(&env, "POD_NAMESPACE"), Some("fieldRef:metadata.namespace"));
         assert_eq!(get(&env, "NODE_NAME"), Some("fieldRef:spec.nodeName"));
         assert_eq!(get(&env, "TRACE_INTERVAL"), Some("30"));
+        assert_eq!(get(&env, "PROFILE_STEPS"), Some("100..150"), "the seed webhook's window");
         // --sidecar-env overrides, once.
         assert_eq!(get(&env, "TARGET_PROCESS"), Some("python"));
         assert_eq!(env.iter().filter(|(n, _)| n == "TARGET_PROCESS").count(), 1);
@@ -275,8 +278,17 @@ mod tests {
 
     #[test]
     fn without_a_bucket_traces_stay_local_and_privileged_is_a_switch() {
-        let c = container(&args(&["--sidecar-privileged", "--sidecar-metrics-port", "0", "--vllm-metrics-url", ""]));
+        let c = container(&args(&[
+            "--sidecar-privileged",
+            "--sidecar-metrics-port",
+            "0",
+            "--vllm-metrics-url",
+            "",
+            "--profile-steps",
+            "",
+        ]));
         let env = env_of(&c);
+        assert_eq!(get(&env, "PROFILE_STEPS"), Some(""), "an empty window is passed on: off");
         assert_eq!(get(&env, "UPLOAD_ENABLED"), Some("false"));
         assert_eq!(get(&env, "S3_BUCKET"), None);
         assert_eq!(get(&env, "METRICS_ADDR"), None);
