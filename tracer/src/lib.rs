@@ -22,3 +22,4 @@ pub mod clock;
 pub mod daemon;
 pub mod format;
 pub mod kube;
+pub mod secrets;

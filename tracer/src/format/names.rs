@@ -9,6 +9,8 @@
 
 /// The session's metadata (see [`super::metadata`]).
 pub const METADATA: &str = "metadata.json";
+/// [`METADATA`] for system calls made where nothing may be allocated.
+pub const METADATA_C: &std::ffi::CStr = c"metadata.json";
 /// Start of every trace file's name.
 const TRACE_PREFIX: &str = "trace_";
 /// End of every trace file's name.
@@ -17,6 +19,8 @@ const TRACE_SUFFIX: &str = ".jsonl";
 const KV_CHUNK_PREFIX: &str = "kv_cache_usage_";
 /// The merged (or seed-style) KV-cache CSV that `report` writes and reads.
 pub const KV_MERGED: &str = "kv_cache_usage.csv";
+/// Locked by the session's writer while it runs (see [`super::session_lock`]).
+pub const SESSION_LOCK: &str = ".session.lock";
 /// Written and removed at start: proves the session dir is writable.
 pub const WRITE_TEST: &str = ".write-test";
 
@@ -82,6 +86,7 @@ mod tests {
         assert_eq!(trace, "trace_00007_20260101T000000Z.jsonl");
         assert_eq!(kv_chunk(7), "kv_cache_usage_00007.csv");
         assert_eq!(partial(METADATA), ".metadata.json.partial");
+        assert_eq!(METADATA_C.to_str(), Ok(METADATA));
         assert_eq!(closed_name(&partial(&trace)), Some(trace.as_str()));
         assert!(is_trace_file(&trace) && is_data_file(&trace) && !is_kv_chunk(&trace));
         assert!(is_kv_chunk(&kv_chunk(7)) && is_data_file(&kv_chunk(7)) && is_kv_csv(&kv_chunk(7)));
@@ -89,9 +94,14 @@ mod tests {
         for open in [partial(&trace), partial(&kv_chunk(2))] {
             assert!(!is_data_file(&open) && is_data_file_open_or_closed(&open), "{open}");
         }
-        for other in
-            [METADATA, ".metadata.json.partial", "kv_cache_usage_.csv", "kv_cache_usage_01.csv.partial", "notes.txt"]
-        {
+        for other in [
+            METADATA,
+            SESSION_LOCK,
+            ".metadata.json.partial",
+            "kv_cache_usage_.csv",
+            "kv_cache_usage_01.csv.partial",
+            "notes.txt",
+        ] {
             assert!(!is_data_file_open_or_closed(other), "{other}");
             assert!(!is_kv_chunk(other), "{other}");
         }

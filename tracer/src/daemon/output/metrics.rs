@@ -104,7 +104,11 @@ impl Metrics {
         let mut reg = Registered(&mut registry);
         let dropped_calls =
             reg.add("dropped_calls", "Calls lost to a full ring buffer, per function", Family::default());
-        let dropped = reg.add("dropped_events", "Calls not recorded, by reason (kernel counters)", Family::default());
+        let dropped = reg.add(
+            "dropped_events",
+            "Calls not recorded, by reason (kernel counters, and write_errors: lines lost to a full disk or I/O error)",
+            Family::default(),
+        );
         let traced_processes = reg.add("traced_processes", "Processes traced now", Gauge::default());
         let files_written = reg.add("files_written", "Trace files closed", Counter::default());
         let files_uploaded = reg.add("files_uploaded", "Trace files uploaded and confirmed", Gauge::default());
@@ -175,6 +179,11 @@ impl Metrics {
         ] {
             self.dropped.get_or_create(&KindLabel { kind }).set(n as i64);
         }
+    }
+
+    /// Lines lost to write errors (a full disk, an I/O error) so far.
+    pub fn set_write_errors(&self, lines: u64) {
+        self.dropped.get_or_create(&KindLabel { kind: "write_errors" }).set(lines as i64);
     }
 
     pub fn set_ready(&self, ready: bool) {

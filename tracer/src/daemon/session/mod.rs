@@ -11,6 +11,7 @@ pub(super) use load_watch::next_open;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    os::fd::{AsRawFd as _, OwnedFd, RawFd},
     path::{Path, PathBuf},
     process::ExitStatus,
     sync::{atomic::AtomicBool, Arc, Mutex},
@@ -42,7 +43,9 @@ use crate::{
         counts::Counts,
         line::LineFormatter,
         metadata::{LateLibrary, MissedLibrary, ProcessRecord},
+        metadata_store::{self, EndMark},
         safe_fs,
+        session_lock::{LockError, SessionLock},
     },
 };
 
@@ -59,6 +62,8 @@ pub enum SessionError {
     TraceDir { path: String, source: std::io::Error },
     #[error(transparent)]
     Spawn(#[from] SpawnError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
 }
 
 pub(super) struct Session {
@@ -88,6 +93,29 @@ pub(super) struct Session {
     load_watch: Option<LoadWatch>,
     /// Libraries a traced process used whose calls are (partly) missing.
     pub(super) missed_libraries: Vec<MissedLibrary>,
+    /// Held while the session writes its dir: `upload` leaves it alone.
+    _lock: SessionLock,
+    /// Never lets metadata.json say `running` once the session is gone.
+    end_guard: EndGuard,
+}
+
+/// The session dir, held open: the watchdog marks metadata.json `killed`
+/// through it if the tracer is killed, and dropping the guard while it
+/// still says `running` (a panic) marks it `failed`.
+struct EndGuard(OwnedFd);
+
+impl EndGuard {
+    fn dir_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        if metadata_store::mark_ended(self.dir_fd(), EndMark::Failed) {
+            tracing::error!("the session ended without its final metadata; metadata.json says `failed`");
+        }
+    }
 }
 
 impl Session {
@@ -99,7 +127,7 @@ impl Session {
         stopping: Arc<AtomicBool>,
         metrics: Option<Arc<Metrics>>,
     ) -> Result<(Session, RingBuf<MapData>), SessionError> {
-        prepare_dir(&cfg.dir)?;
+        let (lock, end_guard) = prepare_dir(&cfg.dir)?;
         let tgid_offset = match btf::task_tgid_offset(Path::new(btf::VMLINUX_BTF)) {
             Ok(off) => Some(off),
             Err(e) => {
@@ -135,6 +163,8 @@ impl Session {
             kv,
             load_watch: None,
             missed_libraries: Vec::new(),
+            _lock: lock,
+            end_guard,
         };
         for lib in s.cfg.libs.clone() {
             let shown = lib.display().to_string();
@@ -239,15 +269,20 @@ pub(super) async fn wait_child(child: &mut Option<tokio::process::Child>) -> std
     }
 }
 
-fn prepare_dir(dir: &Path) -> Result<(), SessionError> {
+/// Creates the session dir, proves it writable, and takes its lock (before
+/// anything is written there).
+fn prepare_dir(dir: &Path) -> Result<(SessionLock, EndGuard), SessionError> {
     let err = |source| SessionError::TraceDir { path: dir.display().to_string(), source };
     // A symlink planted at the session path would send every file we write elsewhere.
     if std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
         return Err(err(std::io::Error::other("it is a symlink; not followed")));
     }
     std::fs::create_dir_all(dir).map_err(err)?;
+    let lock = SessionLock::acquire(dir)?;
+    let guard = EndGuard(metadata_store::open_dir(dir).map_err(err)?);
     let probe = dir.join(crate::format::names::WRITE_TEST);
     safe_fs::unlink_entry(&probe).map_err(err)?;
     safe_fs::create_new(&probe).map_err(|e| err(e.into_io()))?;
-    std::fs::remove_file(&probe).map_err(err)
+    std::fs::remove_file(&probe).map_err(err)?;
+    Ok((lock, guard))
 }
