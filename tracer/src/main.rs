@@ -174,9 +174,9 @@ async fn upload_dir(args: UploadArgs) -> Result<ExitCode> {
     for dir in &live {
         eprintln!("error: {}", delivery::LiveSession(dir.clone()));
     }
-    let repaired = delivery::repair_partials(&args.dir, None);
+    let repaired = delivery::repair_partials(&args.dir, &live);
     let uploader = cuda_tracer::daemon::output::upload::S3Uploader::new(cfg).await;
-    let mut d = Delivery::new(uploader, &args.dir, None, None);
+    let mut d = Delivery::new(uploader, &args.dir, None, None).leaving_alone(live.clone());
     let deadline = std::time::Instant::now() + Duration::from_secs(args.s3.deadline_secs);
     let report = d.round(Some(deadline)).await;
     println!(

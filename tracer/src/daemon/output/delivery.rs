@@ -117,13 +117,13 @@ pub fn pending(dir: &Path, own: Option<&str>) -> Vec<Pending> {
 }
 
 /// Turns the `.partial` files a killed tracer left into closed files: the
-/// incomplete last line is cut, every complete line is kept. Files of
-/// `live_session` and of every session a running tracer holds (still being
-/// written) are left alone.
-pub fn repair_partials(dir: &Path, live_session: Option<&str>) -> Vec<PathBuf> {
+/// incomplete last line is cut, every complete line is kept. The session
+/// dirs in `leave_alone` and every session a running tracer holds (still
+/// being written) are left alone.
+pub fn repair_partials(dir: &Path, leave_alone: &[PathBuf]) -> Vec<PathBuf> {
     let mut repaired = Vec::new();
     for session_dir in sessions(dir) {
-        if live_session == Some(session_name(&session_dir).as_str()) || session_lock::is_held(&session_dir) {
+        if leave_alone.contains(&session_dir) || session_lock::is_held(&session_dir) {
             continue;
         }
         for name in safe_fs::regular_files(&session_dir) {
@@ -188,6 +188,9 @@ pub struct Delivery {
     dir: PathBuf,
     /// The daemon's own live session, uploaded while it runs.
     own_session: Option<String>,
+    /// Sessions never touched (`upload` refused them once: a writer that
+    /// ends meanwhile does not change that).
+    leave_alone: Vec<PathBuf>,
     metadata_sent: HashMap<PathBuf, (u64, SystemTime)>,
     last_error_log: HashMap<&'static str, Instant>,
     pub stats: DeliveryStats,
@@ -208,10 +211,26 @@ impl Delivery {
             metrics,
             dir: dir.to_path_buf(),
             own_session: own_session.map(str::to_string),
+            leave_alone: Vec::new(),
             metadata_sent: HashMap::new(),
             last_error_log: HashMap::new(),
             stats: DeliveryStats::default(),
         }
+    }
+
+    /// Never touches the session dirs `sessions`.
+    pub fn leaving_alone(mut self, sessions: Vec<PathBuf>) -> Self {
+        self.leave_alone = sessions;
+        self
+    }
+
+    /// Files this delivery may upload (and then delete) now.
+    fn work(&self) -> Vec<Pending> {
+        let own = self.own_session.as_deref();
+        pending(&self.dir, own)
+            .into_iter()
+            .filter(|p| !self.leave_alone.iter().any(|s| p.path.starts_with(s)))
+            .collect()
     }
 
     fn unchanged_metadata(&self, p: &Pending) -> bool {
@@ -223,10 +242,7 @@ impl Delivery {
     /// Uploads every pending file once (with retries), stopping new work at
     /// `deadline`.
     pub async fn round(&mut self, deadline: Option<Instant>) -> RoundReport {
-        let work: Vec<Pending> = pending(&self.dir, self.own_session.as_deref())
-            .into_iter()
-            .filter(|p| !self.unchanged_metadata(p))
-            .collect();
+        let work: Vec<Pending> = self.work().into_iter().filter(|p| !self.unchanged_metadata(p)).collect();
         let mut report = RoundReport::default();
         let mut queue = work.into_iter();
         let mut running = tokio::task::JoinSet::new();
@@ -262,8 +278,7 @@ impl Delivery {
                 }
             }
         }
-        let waiting: Vec<Pending> =
-            pending(&self.dir, self.own_session.as_deref()).into_iter().filter(|p| p.name != names::METADATA).collect();
+        let waiting: Vec<Pending> = self.work().into_iter().filter(|p| p.name != names::METADATA).collect();
         self.stats.pending_files = waiting.len();
         if let Some(m) = &self.metrics {
             m.files_uploaded.set(self.stats.uploaded_files as i64);
@@ -382,7 +397,7 @@ mod tests {
         std::fs::create_dir_all(&live).unwrap();
         std::fs::write(old.join(".trace_00003_x.jsonl.partial"), b"{\"a\":1}\n{\"a\":2}\n{\"a\":").unwrap();
         std::fs::write(live.join(".trace_00001_x.jsonl.partial"), b"{\"a\":1}\n{\"b\"").unwrap();
-        let fixed = repair_partials(dir.path(), Some("live-session"));
+        let fixed = repair_partials(dir.path(), &[live.clone()]);
         assert_eq!(fixed, vec![old.join("trace_00003_x.jsonl")]);
         assert_eq!(std::fs::read(&fixed[0]).unwrap(), b"{\"a\":1}\n{\"a\":2}\n");
         assert!(live.join(".trace_00001_x.jsonl.partial").exists(), "the live session is untouched");
@@ -406,7 +421,7 @@ mod tests {
         let names: Vec<String> = pending(dir.path(), None).into_iter().map(|p| p.name).collect();
         assert_eq!(names, ["kv_cache_usage_00001.csv", "trace_00001_a.jsonl", "trace_00002_b.jsonl", "metadata.json"]);
         // A crash's open KV chunk is repaired like a trace file.
-        let mut fixed = repair_partials(dir.path(), None);
+        let mut fixed = repair_partials(dir.path(), &[]);
         fixed.sort();
         assert_eq!(fixed, [s.join("kv_cache_usage_00002.csv"), s.join("trace_00003_c.jsonl")]);
         // A session dir given directly is its own session.
@@ -422,13 +437,13 @@ mod tests {
         std::fs::write(live.join(".trace_00002_a.jsonl.partial"), b"{}\n{").unwrap();
         let lock = session_lock::SessionLock::acquire(&live).unwrap();
         assert_eq!(live_sessions(dir.path(), None), [live.clone()]);
-        assert!(repair_partials(dir.path(), None).is_empty());
+        assert!(repair_partials(dir.path(), &[]).is_empty());
         assert!(pending(dir.path(), None).is_empty() && pending(&live, None).is_empty());
         assert_eq!(pending(dir.path(), Some("live")).len(), 1, "the daemon uploads its own closed files");
         assert_eq!(std::fs::read(live.join(".trace_00002_a.jsonl.partial")).unwrap(), b"{}\n{");
         drop(lock);
         assert!(live_sessions(dir.path(), None).is_empty());
-        assert_eq!(repair_partials(dir.path(), None), [live.join("trace_00002_a.jsonl")]);
+        assert_eq!(repair_partials(dir.path(), &[]), [live.join("trace_00002_a.jsonl")]);
     }
 
     #[test]
