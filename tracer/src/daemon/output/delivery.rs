@@ -397,7 +397,7 @@ mod tests {
         std::fs::create_dir_all(&live).unwrap();
         std::fs::write(old.join(".trace_00003_x.jsonl.partial"), b"{\"a\":1}\n{\"a\":2}\n{\"a\":").unwrap();
         std::fs::write(live.join(".trace_00001_x.jsonl.partial"), b"{\"a\":1}\n{\"b\"").unwrap();
-        let fixed = repair_partials(dir.path(), &[live.clone()]);
+        let fixed = repair_partials(dir.path(), std::slice::from_ref(&live));
         assert_eq!(fixed, vec![old.join("trace_00003_x.jsonl")]);
         assert_eq!(std::fs::read(&fixed[0]).unwrap(), b"{\"a\":1}\n{\"a\":2}\n");
         assert!(live.join(".trace_00001_x.jsonl.partial").exists(), "the live session is untouched");
@@ -436,7 +436,7 @@ mod tests {
         std::fs::write(live.join("trace_00001_a.jsonl"), b"{}\n").unwrap();
         std::fs::write(live.join(".trace_00002_a.jsonl.partial"), b"{}\n{").unwrap();
         let lock = session_lock::SessionLock::acquire(&live).unwrap();
-        assert_eq!(live_sessions(dir.path(), None), [live.clone()]);
+        assert_eq!(live_sessions(dir.path(), None), std::slice::from_ref(&live));
         assert!(repair_partials(dir.path(), &[]).is_empty());
         assert!(pending(dir.path(), None).is_empty() && pending(&live, None).is_empty());
         assert_eq!(pending(dir.path(), Some("live")).len(), 1, "the daemon uploads its own closed files");

@@ -270,7 +270,7 @@ pub(super) async fn wait_child(child: &mut Option<tokio::process::Child>) -> std
 }
 
 /// Creates the session dir, proves it writable, and takes its lock (before
-/// anything is written there).
+/// any of the session's files is written there).
 fn prepare_dir(dir: &Path) -> Result<(SessionLock, EndGuard), SessionError> {
     let err = |source| SessionError::TraceDir { path: dir.display().to_string(), source };
     // A symlink planted at the session path would send every file we write elsewhere.
@@ -278,11 +278,11 @@ fn prepare_dir(dir: &Path) -> Result<(SessionLock, EndGuard), SessionError> {
         return Err(err(std::io::Error::other("it is a symlink; not followed")));
     }
     std::fs::create_dir_all(dir).map_err(err)?;
-    let lock = SessionLock::acquire(dir)?;
-    let guard = EndGuard(metadata_store::open_dir(dir).map_err(err)?);
     let probe = dir.join(crate::format::names::WRITE_TEST);
     safe_fs::unlink_entry(&probe).map_err(err)?;
     safe_fs::create_new(&probe).map_err(|e| err(e.into_io()))?;
     std::fs::remove_file(&probe).map_err(err)?;
+    let lock = SessionLock::acquire(dir)?;
+    let guard = EndGuard(metadata_store::open_dir(dir).map_err(err)?);
     Ok((lock, guard))
 }
