@@ -79,6 +79,11 @@ pub struct TraceArgs {
     /// At the cap: `pause` writing (counted, never deletes) or `delete-oldest` closed files (recorded).
     #[arg(long = "on-disk-full", env = "ON_DISK_FULL", value_enum, default_value_t = DiskFullPolicy::Pause)]
     pub on_disk_full: DiskFullPolicy,
+    /// Store traced command lines in metadata.json as they are, secret values
+    /// included (by default the values of --api-key, --hf-token, *-key, *token*,
+    /// *secret*, *password* flags and of such KEY=VALUE words are redacted).
+    #[arg(long = "keep-cmdline-secrets", env = "KEEP_CMDLINE_SECRETS")]
+    pub keep_cmdline_secrets: bool,
     /// Benchmarks: attach empty programs at the same points (records nothing).
     #[arg(long = "empty-probes", hide = true)]
     pub empty_probes: bool,

@@ -25,3 +25,4 @@ pub mod daemon;
 pub mod format;
 pub mod http_serve;
 pub mod kube;
+pub mod secrets;

@@ -11,7 +11,7 @@ use cuda_tracer::{
     clock,
     daemon::output::delivery::{self, Delivery},
     daemon::probes::exit,
-    daemon::{self, DaemonConfig, Outcome, SessionConfig, Target, UploadConfig},
+    daemon::{self, outcome, DaemonConfig, Outcome, SessionConfig, Target, UploadConfig},
 };
 
 fn main() -> ExitCode {
@@ -87,6 +87,7 @@ fn config(dir: PathBuf, id: String, target: Target, t: &TraceArgs, budget_root: 
         libs: t.libs.clone(),
         empty_probes: t.empty_probes,
         kv_cache: None,
+        redact_cmdlines: !t.keep_cmdline_secrets,
         budget: t.max_local_bytes.map(|max_bytes| cuda_tracer::daemon::output::budget::DiskBudget {
             max_bytes,
             policy: t.on_disk_full,
@@ -151,14 +152,20 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
     leave(0, outcome)
 }
 
-/// Exits with `code`, or 2 after the error when a task the daemon needs failed.
+/// Exits with `code`; with 2 after the error when a task the daemon needs
+/// failed, else with [`outcome::LINES_LOST_EXIT`] when trace lines were lost
+/// to write errors.
 fn leave(code: u8, outcome: Outcome) -> Result<ExitCode> {
-    let code = match &outcome.failure {
-        Some(failure) => {
+    let code = match (&outcome.failure, outcome.lines_lost_error()) {
+        (Some(failure), _) => {
             eprintln!("error: {failure}; metadata.json says `failed`");
             2
         }
-        None => code,
+        (None, Some(lost)) => {
+            eprintln!("error: {lost}");
+            outcome::LINES_LOST_EXIT
+        }
+        (None, None) => code,
     };
     exit::leave(code, outcome.probes)
 }
@@ -169,8 +176,13 @@ async fn upload_dir(args: UploadArgs) -> Result<ExitCode> {
         bail!("{} is not a directory: pass a trace dir or a session dir", args.dir.display());
     }
     let bucket = cfg.bucket.clone();
-    let repaired = delivery::repair_partials(&args.dir, None);
-    let mut d = Delivery::new(cuda_tracer::daemon::output::upload::S3Uploader::new(cfg).await, &args.dir, None);
+    let live = delivery::live_sessions(&args.dir, None);
+    for dir in &live {
+        eprintln!("error: {}", delivery::LiveSession(dir.clone()));
+    }
+    let repaired = delivery::repair_partials(&args.dir, &live);
+    let uploader = cuda_tracer::daemon::output::upload::S3Uploader::new(cfg).await;
+    let mut d = Delivery::new(uploader, &args.dir, None, None).leaving_alone(live.clone());
     let deadline = std::time::Instant::now() + Duration::from_secs(args.s3.deadline_secs);
     let report = d.round(Some(deadline)).await;
     println!(
@@ -181,7 +193,7 @@ async fn upload_dir(args: UploadArgs) -> Result<ExitCode> {
         report.cancelled,
         report.remaining.len()
     );
-    Ok(if report.remaining.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if report.remaining.is_empty() && live.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 /// Resolves on SIGINT or SIGTERM.

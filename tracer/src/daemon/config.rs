@@ -49,6 +49,8 @@ pub struct SessionConfig {
     pub budget: Option<DiskBudget>,
     /// Scrape vLLM's KV-cache usage into the session (`run --vllm-metrics-url`).
     pub kv_cache: Option<KvCacheConfig>,
+    /// Store command lines with secret values redacted (see [`crate::secrets::redact_argv`]).
+    pub redact_cmdlines: bool,
 }
 
 /// Uploads of the trace dir (`run` with a bucket).

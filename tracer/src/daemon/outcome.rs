@@ -36,7 +36,26 @@ pub struct Outcome {
     pub probes: Probes,
 }
 
+/// The exit code of `record` and `run` when trace lines were lost to write
+/// errors (and no task failed): the trace is incomplete.
+pub const LINES_LOST_EXIT: u8 = 3;
+
+/// Trace lines were lost to write errors.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{lines} trace line(s) could not be written (disk full or I/O error) and are missing from the trace; \
+     metadata.json counts them (counts.write_errors); free space in the trace dir or give it more"
+)]
+pub struct LinesLost {
+    pub lines: u64,
+}
+
 impl Outcome {
+    /// The error to report when lines were lost to write errors.
+    pub fn lines_lost_error(&self) -> Option<LinesLost> {
+        (self.counts.write_errors > 0).then_some(LinesLost { lines: self.counts.write_errors })
+    }
+
     /// Calls lost: the number metadata.json has as `dropped_events`.
     pub fn dropped(&self) -> u64 {
         self.counts.dropped(&self.drops)

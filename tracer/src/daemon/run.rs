@@ -191,9 +191,9 @@ async fn start_uploads(
     metrics: Option<Arc<Metrics>>,
 ) -> Uploads {
     std::fs::create_dir_all(root).ok();
-    delivery::repair_partials(root, Some(session_id));
+    delivery::repair_partials(root, &[root.join(session_id)]);
     let uploader = S3Uploader::new(cfg.s3.clone()).await;
-    let delivery = Arc::new(Mutex::new(Delivery::new(uploader, root, metrics)));
+    let delivery = Arc::new(Mutex::new(Delivery::new(uploader, root, Some(session_id), metrics)));
     let (shared, every) = (Arc::clone(&delivery), cfg.every);
     tasks.spawn(TaskKind::Upload, move |ctx| Box::pin(tasks::upload(Arc::clone(&shared), every, ctx)));
     Uploads { delivery, cfg }

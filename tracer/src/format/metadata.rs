@@ -1,8 +1,9 @@
 //! The session's `metadata.json`: what was traced, how `ts` maps to wall
 //! time, which files hold the trace, and every count of what was lost.
-//! Rewritten atomically (temp file + rename) at start, at each rotation and
-//! at the end; read back through the same type by `report` and `export`, so
-//! a renamed field fails to compile. Every field may be absent (older
+//! Rewritten at start, at each rotation and at the end (atomically, and so
+//! that a full disk cannot leave it `running`: [`super::metadata_store`]);
+//! read back through the same type by `report` and `export`, so a renamed
+//! field fails to compile. Every field may be absent (older
 //! writers) and unknown fields are ignored (newer writers).
 //!
 //! Names the daemon takes from static tables are [`Name`]s: borrowed when
@@ -158,10 +159,15 @@ pub struct Metadata {
     /// Kubernetes downward-API values (`POD_NAME`, `POD_NAMESPACE`, `NODE_NAME`), when set.
     pub kubernetes: Kubernetes,
     /// `running` while tracing, `finished` after a clean stop, `failed`
-    /// when a task the daemon cannot do without failed.
+    /// when a task the daemon cannot do without failed (or the last write
+    /// of this file did), `killed` when the tracer was killed (marked by
+    /// its watchdog process).
     pub status: Name,
     pub mode: Name,
     pub command: Option<Vec<String>>,
+    /// Whether secret values in `command` and the processes' `cmdline`s are
+    /// replaced by `[REDACTED]` (the default; `--keep-cmdline-secrets` keeps them).
+    pub cmdlines_redacted: bool,
     pub target_pattern: Option<String>,
     pub start_wall_clock: String,
     pub start_unix_ns: u128,
@@ -200,18 +206,11 @@ pub struct Metadata {
 }
 
 impl Metadata {
-    /// Writes `dir/metadata.json` atomically.
+    /// Writes `dir/metadata.json` (see [`super::metadata_store::write`]).
     pub fn write(&self, dir: &Path) -> Result<(), MetadataError> {
-        let dest = dir.join(names::METADATA);
-        let tmp = dir.join(names::partial(names::METADATA));
-        let err = |source| MetadataError::Write { path: dest.display().to_string(), source };
+        let err = |source| MetadataError::Write { path: dir.join(names::METADATA).display().to_string(), source };
         let json = serde_json::to_vec_pretty(self).map_err(|e| err(std::io::Error::other(e)))?;
-        // A leftover temp file (a crash mid-write, or a planted symlink) is
-        // unlinked, never written through; the new one is created exclusively.
-        super::safe_fs::unlink_entry(&tmp).map_err(err)?;
-        let mut file = super::safe_fs::create_new(&tmp).map_err(|e| err(e.into_io()))?;
-        std::io::Write::write_all(&mut file, &json).map_err(err)?;
-        std::fs::rename(&tmp, &dest).map_err(err)
+        super::metadata_store::write(dir, &json).map_err(err)
     }
 
     /// Reads `dir/metadata.json`.

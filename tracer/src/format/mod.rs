@@ -6,6 +6,8 @@ pub mod counts;
 pub mod kv;
 pub mod line;
 pub mod metadata;
+pub mod metadata_store;
 pub mod names;
 pub mod open;
 pub mod safe_fs;
+pub mod session_lock;

@@ -9,6 +9,8 @@
 
 /// The session's metadata (see [`super::metadata`]).
 pub const METADATA: &str = "metadata.json";
+/// [`METADATA`] for system calls made where nothing may be allocated.
+pub const METADATA_C: &std::ffi::CStr = c"metadata.json";
 /// Start of every trace file's name.
 const TRACE_PREFIX: &str = "trace_";
 /// End of every trace file's name.
@@ -25,6 +27,8 @@ pub const STEP_WINDOW_EXPORT: &str = "profile_steps_trace.json";
 /// to the session's trace files until its export is written (so an upload
 /// deleting a file does not take the window's calls with it).
 pub const STEP_STAGING_DIR: &str = ".step-window";
+/// Locked by the session's writer while it runs (see [`super::session_lock`]).
+pub const SESSION_LOCK: &str = ".session.lock";
 /// Written and removed at start: proves the session dir is writable.
 pub const WRITE_TEST: &str = ".write-test";
 
@@ -102,6 +106,7 @@ mod tests {
         assert_eq!(trace, "trace_00007_20260101T000000Z.jsonl");
         assert_eq!(kv_chunk(7), "kv_cache_usage_00007.csv");
         assert_eq!(partial(METADATA), ".metadata.json.partial");
+        assert_eq!(METADATA_C.to_str(), Ok(METADATA));
         assert_eq!(closed_name(&partial(&trace)), Some(trace.as_str()));
         assert!(is_trace_file(&trace) && is_data_file(&trace) && !is_kv_chunk(&trace));
         assert!(is_kv_chunk(&kv_chunk(7)) && is_data_file(&kv_chunk(7)) && is_kv_csv(&kv_chunk(7)));
@@ -112,9 +117,14 @@ mod tests {
         for open in [partial(&trace), partial(&kv_chunk(2))] {
             assert!(!is_data_file(&open) && is_data_file_open_or_closed(&open), "{open}");
         }
-        for other in
-            [METADATA, ".metadata.json.partial", "kv_cache_usage_.csv", "kv_cache_usage_01.csv.partial", "notes.txt"]
-        {
+        for other in [
+            METADATA,
+            SESSION_LOCK,
+            ".metadata.json.partial",
+            "kv_cache_usage_.csv",
+            "kv_cache_usage_01.csv.partial",
+            "notes.txt",
+        ] {
             assert!(!is_data_file_open_or_closed(other), "{other}");
             assert!(!is_kv_chunk(other), "{other}");
         }

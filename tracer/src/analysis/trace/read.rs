@@ -1,6 +1,7 @@
 //! Finding trace files and parsing them in parallel (rayon over chunks of
 //! memory-mapped files); bad lines are skipped and counted with file and
-//! line number, never fatal.
+//! line number, never fatal. Files a tracer left (or still writes) under
+//! their `.partial` name are read too, and said so.
 
 use std::{
     mem::MaybeUninit,
@@ -62,7 +63,7 @@ pub fn discover(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, ReadError> {
     for input in inputs {
         let meta = std::fs::metadata(input).map_err(|source| ReadError::Io { path: input.clone(), source })?;
         if meta.is_file() {
-            if input.extension().is_none_or(|e| e != "jsonl") {
+            if input.extension().is_none_or(|e| e != "jsonl") && !is_partial_trace(input) {
                 return Err(ReadError::NotTrace(input.clone()));
             }
             files.push(input.clone());
@@ -74,7 +75,21 @@ pub fn discover(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, ReadError> {
             return Err(ReadError::NoTraceFiles(input.clone()));
         }
     }
+    let partial: Vec<String> = files.iter().filter(|f| is_partial_trace(f)).map(|f| f.display().to_string()).collect();
+    if !partial.is_empty() {
+        tracing::warn!(
+            "reading {} half-written trace file(s) (.partial: their tracer was killed, failed or is still writing): {}",
+            partial.len(),
+            partial.join(", ")
+        );
+    }
     Ok(files)
+}
+
+/// Whether `path` is a trace file still under its `.partial` name.
+fn is_partial_trace(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    names::closed_name(name).is_some_and(names::is_trace_file)
 }
 
 fn collect_dir(dir: &Path, depth: u32, out: &mut Vec<PathBuf>) -> Result<(), ReadError> {
@@ -85,7 +100,7 @@ fn collect_dir(dir: &Path, depth: u32, out: &mut Vec<PathBuf>) -> Result<(), Rea
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         if path.is_dir() && depth > 1 {
             collect_dir(&path, depth - 1, out)?;
-        } else if names::is_trace_file(name) {
+        } else if names::is_trace_file(name) || is_partial_trace(&path) {
             out.push(path);
         }
     }
@@ -257,17 +272,40 @@ fn count_bad(out: &mut ChunkOut, reason: LineError) {
     out.bad_total += 1;
 }
 
+/// A trace file's bytes: mapped, or read for a `.partial` file, which its
+/// writer may still cut back (a mapping would then fault).
+enum FileBytes {
+    Mapped(memmap2::Mmap),
+    Read(Vec<u8>),
+}
+
+impl std::ops::Deref for FileBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            FileBytes::Mapped(map) => map,
+            FileBytes::Read(bytes) => bytes,
+        }
+    }
+}
+
 /// The file's bytes, or `None` for an empty file (which cannot be mapped).
-fn map_file(path: &Path) -> Result<Option<memmap2::Mmap>, ReadError> {
+fn map_file(path: &Path) -> Result<Option<FileBytes>, ReadError> {
     let io = |source| ReadError::Io { path: path.to_path_buf(), source };
     let file = crate::format::open::open_regular(path).map_err(io)?;
-    if file.metadata().map_err(io)?.len() == 0 {
+    let len = file.metadata().map_err(io)?.len();
+    if len == 0 {
         return Ok(None);
+    }
+    if is_partial_trace(path) {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(file, len), &mut bytes).map_err(io)?;
+        return Ok(Some(FileBytes::Read(bytes)));
     }
     // SAFETY: trace files are closed (renamed from .partial) before anyone
     // reads them; a file truncated underneath would only yield bad lines.
     let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }.map_err(io)?;
-    Ok(Some(map))
+    Ok(Some(FileBytes::Mapped(map)))
 }
 
 /// Splits a file into chunks of about [`CHUNK_BYTES`] that end at a newline,
@@ -327,6 +365,19 @@ mod tests {
         std::fs::write(&f, body).unwrap();
         let loaded = read(&[f]).unwrap();
         assert_eq!(loaded.calls.iter().map(|c| c.tid).collect::<Vec<_>>(), [5, 2, 4, 3, 1]);
+    }
+
+    #[test]
+    fn a_session_left_in_partial_files_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = r#"{"ts":1.5,"pid":1,"tid":1,"type":"cuda_api","func":"cuInit","phase":"entry","dur_us":1,"ret":0,"args":{}}"#;
+        std::fs::write(dir.path().join(".trace_00001_x.jsonl.partial"), format!("{good}\n{good}\n{{\"ts\"")).unwrap();
+        std::fs::write(dir.path().join(".metadata.json.partial"), "{").unwrap();
+        let files = discover(&[dir.path().to_path_buf()]).unwrap();
+        assert_eq!(files, [dir.path().join(".trace_00001_x.jsonl.partial")]);
+        let loaded = read(&files).unwrap();
+        assert_eq!((loaded.calls.len(), loaded.skipped_total), (2, 1), "the cut last line is skipped");
+        assert_eq!(discover(&files).unwrap(), files, "a .partial trace file may be named directly");
     }
 
     #[test]

@@ -39,10 +39,21 @@ impl Pipeline {
             return;
         }
         if let Err(e) = self.sink.write_call(ev, name, &ann) {
-            self.stats.counts.write_errors += 1;
-            if self.stats.counts.write_errors.is_power_of_two() {
-                tracing::error!(error = %e, lost_lines = self.stats.counts.write_errors, "trace line not written");
+            let before = self.stats.counts.write_errors;
+            self.count_lost();
+            // One line each time the total passes a power of two: no flood on a full disk.
+            if before.checked_ilog2() != self.stats.counts.write_errors.checked_ilog2() {
+                tracing::error!(error = %e, lost_lines = self.stats.counts.write_errors, "trace lines not written");
             }
+        }
+    }
+
+    /// Takes the sink's count of lines lost to write errors (one error can
+    /// lose a buffer of lines), into the counts and `/metrics`.
+    fn count_lost(&mut self) {
+        self.stats.counts.write_errors = self.sink.lines_lost();
+        if let Some(m) = &self.metrics {
+            m.set_write_errors(self.stats.counts.write_errors);
         }
     }
 
@@ -77,7 +88,9 @@ impl Pipeline {
     }
 
     pub fn rotate(&mut self) -> Option<crate::daemon::output::sink::ClosedFile> {
-        match self.sink.rotate() {
+        let rotated = self.sink.rotate();
+        self.count_lost();
+        match rotated {
             Ok(closed) => closed,
             Err(e) => {
                 tracing::error!(error = %e, "closing trace file failed; its lines stay in the .partial file");

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::{
     daemon::output::upload::{S3Uploader, UploadError},
-    format::{names, safe_fs},
+    format::{names, safe_fs, session_lock},
 };
 
 /// A closed file waiting for the store.
@@ -86,12 +86,32 @@ fn session_name(dir: &Path) -> String {
     dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
+/// A session `upload` leaves alone: a running tracer still writes it.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{} is still being written by a running tracer (it holds {}); nothing in it was uploaded, repaired or \
+     deleted. Upload it once that tracer has ended (record ends with its command, run on SIGTERM; a run with \
+     a bucket uploads its own sessions)",
+    .0.display(),
+    .0.join(names::SESSION_LOCK).display()
+)]
+pub struct LiveSession(pub PathBuf);
+
+/// Session dirs under `dir` that another running tracer still writes (it
+/// holds their lock): nothing in them is uploaded, repaired or deleted.
+/// `own` is the caller's own live session, which is not another's.
+pub fn live_sessions(dir: &Path, own: Option<&str>) -> Vec<PathBuf> {
+    sessions(dir).into_iter().filter(|d| own != Some(session_name(d).as_str()) && session_lock::is_held(d)).collect()
+}
+
 /// Closed trace files and metadata under `dir`, traces first (so uploaded
-/// metadata never names a file the store lacks).
-pub fn pending(dir: &Path) -> Vec<Pending> {
+/// metadata never names a file the store lacks); sessions another running
+/// tracer holds are left out, the caller's `own` live session is not.
+pub fn pending(dir: &Path, own: Option<&str>) -> Vec<Pending> {
     let mut traces = Vec::new();
     let mut metas = Vec::new();
-    for session_dir in sessions(dir) {
+    let others_live = live_sessions(dir, own);
+    for session_dir in sessions(dir).into_iter().filter(|d| !others_live.contains(d)) {
         let session = session_name(&session_dir);
         for name in safe_fs::regular_files(&session_dir) {
             let item = Pending { session: session.clone(), path: session_dir.join(&name), name: name.clone() };
@@ -107,12 +127,13 @@ pub fn pending(dir: &Path) -> Vec<Pending> {
 }
 
 /// Turns the `.partial` files a killed tracer left into closed files: the
-/// incomplete last line is cut, every complete line is kept. Files of
-/// `live_session` (still being written) are left alone.
-pub fn repair_partials(dir: &Path, live_session: Option<&str>) -> Vec<PathBuf> {
+/// incomplete last line is cut, every complete line is kept. The session
+/// dirs in `leave_alone` and every session a running tracer holds (still
+/// being written) are left alone.
+pub fn repair_partials(dir: &Path, leave_alone: &[PathBuf]) -> Vec<PathBuf> {
     let mut repaired = Vec::new();
     for session_dir in sessions(dir) {
-        if live_session == Some(session_name(&session_dir).as_str()) {
+        if leave_alone.contains(&session_dir) || session_lock::is_held(&session_dir) {
             continue;
         }
         for name in safe_fs::regular_files(&session_dir) {
@@ -177,25 +198,51 @@ pub struct Delivery {
     uploader: S3Uploader,
     metrics: Option<std::sync::Arc<crate::daemon::output::metrics::Metrics>>,
     dir: PathBuf,
+    /// The daemon's own live session, uploaded while it runs.
+    own_session: Option<String>,
+    /// Sessions never touched (`upload` refused them once: a writer that
+    /// ends meanwhile does not change that).
+    leave_alone: Vec<PathBuf>,
     metadata_sent: HashMap<PathBuf, (u64, SystemTime)>,
     last_error_log: HashMap<&'static str, Instant>,
     pub stats: DeliveryStats,
 }
 
 impl Delivery {
+    /// Delivery of `dir`; `own_session` is the caller's own live session
+    /// (the daemon's), whose closed files go up while it runs. Every other
+    /// session a running tracer holds is left alone.
     pub fn new(
         uploader: S3Uploader,
         dir: &Path,
+        own_session: Option<&str>,
         metrics: Option<std::sync::Arc<crate::daemon::output::metrics::Metrics>>,
     ) -> Self {
         Self {
             uploader,
             metrics,
             dir: dir.to_path_buf(),
+            own_session: own_session.map(str::to_string),
+            leave_alone: Vec::new(),
             metadata_sent: HashMap::new(),
             last_error_log: HashMap::new(),
             stats: DeliveryStats::default(),
         }
+    }
+
+    /// Never touches the session dirs `sessions`.
+    pub fn leaving_alone(mut self, sessions: Vec<PathBuf>) -> Self {
+        self.leave_alone = sessions;
+        self
+    }
+
+    /// Files this delivery may upload (and then delete) now.
+    fn work(&self) -> Vec<Pending> {
+        let own = self.own_session.as_deref();
+        pending(&self.dir, own)
+            .into_iter()
+            .filter(|p| !self.leave_alone.iter().any(|s| p.path.starts_with(s)))
+            .collect()
     }
 
     fn unchanged_metadata(&self, p: &Pending) -> bool {
@@ -208,7 +255,7 @@ impl Delivery {
     /// upload starts and those in flight are cancelled: their files stay on
     /// disk, counted in [`RoundReport::cancelled`] and as `deadline` failures.
     pub async fn round(&mut self, deadline: Option<Instant>) -> RoundReport {
-        let work: Vec<Pending> = pending(&self.dir).into_iter().filter(|p| !self.unchanged_metadata(p)).collect();
+        let work: Vec<Pending> = self.work().into_iter().filter(|p| !self.unchanged_metadata(p)).collect();
         let mut report = RoundReport::default();
         let mut queue = work.into_iter();
         let mut running = tokio::task::JoinSet::new();
@@ -253,7 +300,7 @@ impl Delivery {
         self.cancelled(in_flight.into_values(), &mut report);
         report.remaining.extend(queue.map(|p| p.path));
         let waiting: Vec<Pending> =
-            pending(&self.dir).into_iter().filter(|p| !FileKind::of(&p.name).is_kept()).collect();
+            self.work().into_iter().filter(|p| !FileKind::of(&p.name).is_kept()).collect();
         self.stats.pending_files = waiting.len();
         if let Some(m) = &self.metrics {
             m.files_uploaded.set(self.stats.uploaded_files as i64);
@@ -386,7 +433,7 @@ mod tests {
         std::fs::create_dir_all(&live).unwrap();
         std::fs::write(old.join(".trace_00003_x.jsonl.partial"), b"{\"a\":1}\n{\"a\":2}\n{\"a\":").unwrap();
         std::fs::write(live.join(".trace_00001_x.jsonl.partial"), b"{\"a\":1}\n{\"b\"").unwrap();
-        let fixed = repair_partials(dir.path(), Some("live-session"));
+        let fixed = repair_partials(dir.path(), std::slice::from_ref(&live));
         assert_eq!(fixed, vec![old.join("trace_00003_x.jsonl")]);
         assert_eq!(std::fs::read(&fixed[0]).unwrap(), b"{\"a\":1}\n{\"a\":2}\n");
         assert!(live.join(".trace_00001_x.jsonl.partial").exists(), "the live session is untouched");
@@ -407,14 +454,32 @@ mod tests {
         ] {
             std::fs::write(s.join(f), b"x\n").unwrap();
         }
-        let names: Vec<String> = pending(dir.path()).into_iter().map(|p| p.name).collect();
+        let names: Vec<String> = pending(dir.path(), None).into_iter().map(|p| p.name).collect();
         assert_eq!(names, ["kv_cache_usage_00001.csv", "trace_00001_a.jsonl", "trace_00002_b.jsonl", "metadata.json"]);
         // A crash's open KV chunk is repaired like a trace file.
-        let mut fixed = repair_partials(dir.path(), None);
+        let mut fixed = repair_partials(dir.path(), &[]);
         fixed.sort();
         assert_eq!(fixed, [s.join("kv_cache_usage_00002.csv"), s.join("trace_00003_c.jsonl")]);
         // A session dir given directly is its own session.
-        assert_eq!(pending(&s)[0].session, "s1");
+        assert_eq!(pending(&s, None)[0].session, "s1");
+    }
+
+    #[test]
+    fn a_session_another_tracer_holds_is_neither_repaired_nor_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = dir.path().join("live");
+        std::fs::create_dir_all(&live).unwrap();
+        std::fs::write(live.join("trace_00001_a.jsonl"), b"{}\n").unwrap();
+        std::fs::write(live.join(".trace_00002_a.jsonl.partial"), b"{}\n{").unwrap();
+        let lock = session_lock::SessionLock::acquire(&live).unwrap();
+        assert_eq!(live_sessions(dir.path(), None), std::slice::from_ref(&live));
+        assert!(repair_partials(dir.path(), &[]).is_empty());
+        assert!(pending(dir.path(), None).is_empty() && pending(&live, None).is_empty());
+        assert_eq!(pending(dir.path(), Some("live")).len(), 1, "the daemon uploads its own closed files");
+        assert_eq!(std::fs::read(live.join(".trace_00002_a.jsonl.partial")).unwrap(), b"{}\n{");
+        drop(lock);
+        assert!(live_sessions(dir.path(), None).is_empty());
+        assert_eq!(repair_partials(dir.path(), &[]), [live.join("trace_00002_a.jsonl")]);
     }
 
     #[test]

@@ -111,7 +111,11 @@ impl Metrics {
         let mut reg = Registered(&mut registry);
         let dropped_calls =
             reg.add("dropped_calls", "Calls lost to a full ring buffer, per function", Family::default());
-        let dropped = reg.add("dropped_events", "Calls not recorded, by reason (kernel counters)", Family::default());
+        let dropped = reg.add(
+            "dropped_events",
+            "Calls not recorded, by reason (kernel counters, and write_errors: lines lost to a full disk or I/O error)",
+            Family::default(),
+        );
         let map_insert_failures = reg.add(
             "map_insert_failures",
             "BPF map inserts refused because the map was full, by map: traced (a process went untraced, its calls unseen), names (a call lost its name argument), held (a library open was not held)",
@@ -199,6 +203,11 @@ impl Metrics {
         {
             self.map_insert_failures.get_or_create(&KindLabel { kind }).set(n as i64);
         }
+    }
+
+    /// Lines lost to write errors (a full disk, an I/O error) so far.
+    pub fn set_write_errors(&self, lines: u64) {
+        self.dropped.get_or_create(&KindLabel { kind: "write_errors" }).set(lines as i64);
     }
 
     pub fn set_ready(&self, ready: bool) {

@@ -30,6 +30,9 @@ pub struct ProcessInfo {
     pub ppid: u32,
     pub comm: String,
     pub cmdline: String,
+    /// The command line word by word, for redaction before it is stored.
+    #[serde(skip)]
+    pub argv: Vec<String>,
 }
 
 impl ProcessInfo {
@@ -40,8 +43,8 @@ impl ProcessInfo {
             source => DiscoverError::Proc { pid, source },
         };
         let stat = proc.stat().map_err(map)?;
-        let cmdline = proc.cmdline().map(|v| v.join(" ")).unwrap_or_default();
-        Ok(Self { pid, ppid: stat.ppid.max(0) as u32, comm: stat.comm, cmdline })
+        let argv = proc.cmdline().unwrap_or_default();
+        Ok(Self { pid, ppid: stat.ppid.max(0) as u32, comm: stat.comm, cmdline: argv.join(" "), argv })
     }
 }
 

@@ -1,14 +1,16 @@
 //! Releasing processes the kernel holds at a CUDA library open, on every
 //! path: after the attach, at shutdown, and — through a watchdog process —
-//! when the tracer is killed outright.
+//! when the tracer is killed outright; the same watchdog marks the session
+//! `killed` in its metadata.json.
 //!
 //! The kernel side stops a process only while the heartbeat in `HOLD_CTL`
 //! is fresh, and records each stopped process in `HELD`. The watchdog is
-//! forked at start with nothing but those two maps and a pidfd of the
-//! tracer; when the pidfd says the tracer is gone (SIGKILL included), it
-//! zeroes the heartbeat, sends SIGCONT to every process in `HELD`, and
-//! exits. It uses raw `bpf(2)` calls on stack memory only: after a fork of
-//! a multi-threaded process, only async-signal-safe work is allowed.
+//! forked at start with nothing but those two maps, the session dir and a
+//! pidfd of the tracer; when the pidfd says the tracer is gone (SIGKILL
+//! included), it zeroes the heartbeat, sends SIGCONT to every process in
+//! `HELD`, patches a session still `running` to `killed`, and exits. It uses
+//! raw system calls on stack memory only: after a fork of a multi-threaded
+//! process, only async-signal-safe work is allowed.
 
 use std::os::fd::RawFd;
 
@@ -81,9 +83,18 @@ pub fn release_all(held_fd: RawFd) -> usize {
     released
 }
 
-/// Forks the watchdog that releases every held process once this process
-/// is gone. It keeps only `held_fd`, `ctl_fd` and a pidfd of the tracer.
-pub fn spawn_watchdog(held_fd: RawFd, ctl_fd: RawFd) -> Result<(), HoldError> {
+/// What the watchdog does once the tracer is gone.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WatchdogJobs {
+    /// `HELD` and `HOLD_CTL`: release every held process.
+    pub holds: Option<(RawFd, RawFd)>,
+    /// The session dir: mark its metadata.json `killed` if it still says `running`.
+    pub session_dir: Option<RawFd>,
+}
+
+/// Forks the watchdog that does `jobs` once this process is gone. It keeps
+/// only the descriptors `jobs` names and a pidfd of the tracer.
+pub fn spawn_watchdog(jobs: WatchdogJobs) -> Result<(), HoldError> {
     // SAFETY: getpid has no preconditions.
     let me = unsafe { libc::getpid() };
     // SAFETY: pidfd_open takes a pid and flags, returns a new fd or -1.
@@ -99,7 +110,7 @@ pub fn spawn_watchdog(held_fd: RawFd, ctl_fd: RawFd) -> Result<(), HoldError> {
             unsafe { libc::close(pidfd) };
             Err(HoldError::Fork(std::io::Error::last_os_error()))
         }
-        0 => watchdog(held_fd, ctl_fd, pidfd),
+        0 => watchdog(jobs, pidfd),
         _ => {
             // SAFETY: the child has its own copy; ours is not needed.
             unsafe { libc::close(pidfd) };
@@ -108,19 +119,11 @@ pub fn spawn_watchdog(held_fd: RawFd, ctl_fd: RawFd) -> Result<(), HoldError> {
     }
 }
 
-fn watchdog(held_fd: RawFd, ctl_fd: RawFd, pidfd: RawFd) -> ! {
+fn watchdog(jobs: WatchdogJobs, pidfd: RawFd) -> ! {
+    let (held_fd, ctl_fd) = jobs.holds.unwrap_or((-1, -1));
+    close_all_but([held_fd, ctl_fd, pidfd, jobs.session_dir.unwrap_or(-1)]);
     // SAFETY: only async-signal-safe calls on fds and memory we own.
     unsafe {
-        let mut keep = [held_fd, ctl_fd, pidfd];
-        keep.sort_unstable();
-        let mut from = 0;
-        for fd in keep {
-            if fd > from {
-                libc::syscall(libc::SYS_close_range, from as u32, (fd - 1) as u32, 0);
-            }
-            from = fd + 1;
-        }
-        libc::syscall(libc::SYS_close_range, from as u32, u32::MAX, 0);
         // A Ctrl-C or SIGTERM meant for the tracer must not end the one
         // process that cleans up after it.
         for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGPIPE] {
@@ -128,14 +131,36 @@ fn watchdog(held_fd: RawFd, ctl_fd: RawFd, pidfd: RawFd) -> ! {
         }
         let mut pfd = libc::pollfd { fd: pidfd, events: libc::POLLIN, revents: 0 };
         while libc::poll(&mut pfd, 1, -1) <= 0 {}
-        // No new holds, then release: twice, for a hold that had passed the
-        // heartbeat check while the first walk ran.
-        set_ctl(ctl_fd, hold_slot::HEARTBEAT_NS, 0);
-        release_all(held_fd);
-        libc::usleep(50_000);
-        release_all(held_fd);
+        if jobs.holds.is_some() {
+            // No new holds, then release: twice, for a hold that had passed
+            // the heartbeat check while the first walk ran.
+            set_ctl(ctl_fd, hold_slot::HEARTBEAT_NS, 0);
+            release_all(held_fd);
+            libc::usleep(50_000);
+            release_all(held_fd);
+        }
+        if let Some(dir) = jobs.session_dir {
+            // A tracer that ended on its own wrote its final status: no-op then.
+            crate::format::metadata_store::mark_ended(dir, crate::format::metadata_store::EndMark::Killed);
+        }
         libc::_exit(0)
     }
+}
+
+/// Closes every descriptor but `keep` (negative entries are none).
+/// Async-signal-safe.
+fn close_all_but(mut keep: [RawFd; 4]) {
+    keep.sort_unstable();
+    let mut from = 0;
+    for fd in keep.into_iter().filter(|fd| *fd >= 0) {
+        if fd > from {
+            // SAFETY: close_range only closes descriptors of this process.
+            unsafe { libc::syscall(libc::SYS_close_range, from as u32, (fd - 1) as u32, 0) };
+        }
+        from = fd + 1;
+    }
+    // SAFETY: as above.
+    unsafe { libc::syscall(libc::SYS_close_range, from as u32, u32::MAX, 0) };
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use crate::{
     clock::{self, SessionClock},
     daemon::probes::{
         attach::Attacher,
-        hold,
+        hold::{self, WatchdogJobs},
         loader::{LoadError, Probes},
         symbols::layer_of,
     },
@@ -104,14 +104,18 @@ pub struct LoadWatch {
 }
 
 impl LoadWatch {
-    /// Attaches the kernel hooks and forks the watchdog; the returned pump
+    /// Attaches the kernel hooks and forks the watchdog (which also marks
+    /// `session_dir`'s metadata.json `killed` if the tracer is killed); the returned pump
     /// (the caller's to run as a task) forwards the opens to the receiver and
     /// beats the heartbeat. Without a watchdog the kernel reports opens but
     /// holds nothing: a killed tracer must never leave a process stopped.
-    pub fn start(probes: &mut Probes) -> Result<(Self, LoadWatchPump, mpsc::UnboundedReceiver<WatchEvent>), LoadError> {
+    pub fn start(
+        probes: &mut Probes,
+        session_dir: Option<RawFd>,
+    ) -> Result<(Self, LoadWatchPump, mpsc::UnboundedReceiver<WatchEvent>), LoadError> {
         let maps = probes.watch_library_loads()?;
         let ctl_fd = maps.ctl.fd().as_fd().as_raw_fd();
-        let holding = match hold::spawn_watchdog(maps.held_fd, ctl_fd) {
+        let holding = match hold::spawn_watchdog(WatchdogJobs { holds: Some((maps.held_fd, ctl_fd)), session_dir }) {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(error = %e, "library opens are not held: a library's first calls may be missed");

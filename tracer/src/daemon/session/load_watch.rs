@@ -5,7 +5,10 @@ use tokio::sync::mpsc;
 
 use super::Session;
 use crate::{
-    daemon::probes::load_watch::{LibOpen, LoadWatch, LoadWatchPump, WatchEvent},
+    daemon::probes::{
+        hold::{self, WatchdogJobs},
+        load_watch::{LibOpen, LoadWatch, LoadWatchPump, WatchEvent},
+    },
     format::metadata::MissedLibrary,
 };
 
@@ -17,17 +20,20 @@ impl Session {
     pub(in crate::daemon) fn start_load_watch(
         &mut self,
     ) -> Option<(LoadWatchPump, mpsc::UnboundedReceiver<WatchEvent>)> {
+        let session_dir = self.end_guard.dir_fd();
         if std::env::var_os("CUDA_TRACER_LOAD_WATCH").is_some_and(|v| v == "0") {
             tracing::info!("load watch off (CUDA_TRACER_LOAD_WATCH=0): libraries are found by the /proc scan");
+            spawn_session_watchdog(session_dir);
             return None;
         }
-        match LoadWatch::start(&mut self.probes) {
+        match LoadWatch::start(&mut self.probes, Some(session_dir)) {
             Ok((watch, pump, rx)) => {
                 self.load_watch = Some(watch);
                 Some((pump, rx))
             }
             Err(e) => {
                 tracing::warn!(error = %e, "library opens are not watched: libraries are found by the /proc scan, late");
+                spawn_session_watchdog(session_dir);
                 None
             }
         }
@@ -89,6 +95,14 @@ impl Session {
                 tracing::info!(released, "released processes held at a library open");
             }
         }
+    }
+}
+
+/// Without the load watch, a watchdog that only marks the session `killed`
+/// if the tracer is.
+fn spawn_session_watchdog(session_dir: std::os::fd::RawFd) {
+    if let Err(e) = hold::spawn_watchdog(WatchdogJobs { holds: None, session_dir: Some(session_dir) }) {
+        tracing::warn!(error = %e, "no watchdog: a killed tracer leaves metadata.json saying `running`");
     }
 }
 

@@ -10,7 +10,8 @@ use crate::{
     daemon::output::stats::Stats,
     format::{
         counts::{Counts, Drops},
-        metadata::{hostname, Kubernetes, Metadata},
+        metadata::{hostname, Kubernetes, Metadata, MetadataError},
+        metadata_store::{self, EndMark},
     },
 };
 
@@ -26,8 +27,20 @@ impl Session {
     /// Rewrites metadata.json; failures are logged, never fatal mid-session.
     /// Returns the kernel's drop counts it wrote.
     pub(in crate::daemon) fn write_metadata(&self) -> Drops {
+        let (drops, written) = self.try_write_metadata();
+        if let Err(e) = written {
+            tracing::error!(error = %e, "metadata not written");
+        }
+        drops
+    }
+
+    /// Rewrites metadata.json; returns the kernel's drop counts it holds.
+    fn try_write_metadata(&self) -> (Drops, Result<(), MetadataError>) {
         let drops = self.drops();
         let (mode, command, pattern) = match &self.cfg.target {
+            Target::Command(argv) if self.cfg.redact_cmdlines => {
+                ("record", Some(crate::secrets::redact_argv(argv)), None)
+            }
             Target::Command(argv) => ("record", Some(argv.clone()), None),
             Target::Daemon { pattern, .. } => ("daemon", None, pattern.as_ref().map(|r| r.as_str().to_string())),
         };
@@ -40,6 +53,7 @@ impl Session {
             status: self.status.into(),
             mode: mode.into(),
             command,
+            cmdlines_redacted: self.cfg.redact_cmdlines,
             target_pattern: pattern,
             start_wall_clock: clock::rfc3339(self.clock.start_wall),
             start_unix_ns: self
@@ -75,10 +89,7 @@ impl Session {
             summary: self.stats.as_ref().map(|s| s.rows()).unwrap_or_default(),
             kv_cache: self.kv.as_ref().map(|k| k.status()),
         };
-        if let Err(e) = meta.write(&self.cfg.dir) {
-            tracing::error!(error = %e, "metadata not written");
-        }
-        drops
+        (drops, meta.write(&self.cfg.dir))
     }
 
     /// Ends the session: `finished`, or `failed` when a task it could not do
@@ -86,7 +97,12 @@ impl Session {
     /// summary reports, from the same numbers.
     pub(in crate::daemon) fn finish(&mut self, failed: bool) -> (Stats, Counts, Drops) {
         self.status = if failed { "failed" } else { "finished" };
-        let drops = self.write_metadata();
+        let (drops, written) = self.try_write_metadata();
+        if let Err(e) = written {
+            // Its counts stay those of the last write; its status must not stay `running`.
+            let marked = metadata_store::mark_ended(self.end_guard.dir_fd(), EndMark::Failed);
+            tracing::error!(error = %e, marked_failed = marked, "the final metadata.json could not be written");
+        }
         let stats = self.stats.take().map(|s| *s).unwrap_or_default();
         (stats, self.counts, drops)
     }

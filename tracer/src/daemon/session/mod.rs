@@ -11,7 +11,8 @@ pub(super) use load_watch::next_watch_event;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    path::Path,
+    os::fd::{AsRawFd as _, OwnedFd, RawFd},
+    path::{Path, PathBuf},
     process::ExitStatus,
     sync::{atomic::AtomicBool, Arc, Mutex},
 };
@@ -44,7 +45,9 @@ use crate::{
         counts::Counts,
         line::LineFormatter,
         metadata::{LateLibrary, MissedLibrary, ProcessRecord},
+        metadata_store::{self, EndMark},
         safe_fs,
+        session_lock::{LockError, SessionLock},
     },
 };
 
@@ -63,6 +66,8 @@ pub enum SessionError {
     Spawn(#[from] SpawnError),
     #[error("cannot open the root directory: {source}")]
     OwnRoot { source: std::io::Error },
+    #[error(transparent)]
+    Lock(#[from] LockError),
 }
 
 pub(super) struct Session {
@@ -95,6 +100,29 @@ pub(super) struct Session {
     /// Processes the scan matched but could not add to the traced-pid map
     /// (it was full): counted with the kernel's failed inserts.
     untraceable: BTreeSet<u32>,
+    /// Held while the session writes its dir: `upload` leaves it alone.
+    _lock: SessionLock,
+    /// Never lets metadata.json say `running` once the session is gone.
+    end_guard: EndGuard,
+}
+
+/// The session dir, held open: the watchdog marks metadata.json `killed`
+/// through it if the tracer is killed, and dropping the guard while it
+/// still says `running` (a panic) marks it `failed`.
+struct EndGuard(OwnedFd);
+
+impl EndGuard {
+    fn dir_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        if metadata_store::mark_ended(self.dir_fd(), EndMark::Failed) {
+            tracing::error!("the session ended without its final metadata; metadata.json says `failed`");
+        }
+    }
 }
 
 impl Session {
@@ -106,7 +134,7 @@ impl Session {
         stopping: Arc<AtomicBool>,
         metrics: Option<Arc<Metrics>>,
     ) -> Result<(Session, RingBuf<MapData>), SessionError> {
-        prepare_dir(&cfg.dir)?;
+        let (lock, end_guard) = prepare_dir(&cfg.dir)?;
         let tgid_offset = match btf::task_tgid_offset(Path::new(btf::VMLINUX_BTF)) {
             Ok(off) => Some(off),
             Err(e) => {
@@ -144,6 +172,8 @@ impl Session {
             load_watch: None,
             missed_libraries: Vec::new(),
             untraceable: BTreeSet::new(),
+            _lock: lock,
+            end_guard,
         };
         if !s.cfg.libs.is_empty() {
             // The administrator's paths, in the tracer's own root.
@@ -252,7 +282,9 @@ pub(super) async fn wait_child(child: &mut Option<tokio::process::Child>) -> std
     }
 }
 
-fn prepare_dir(dir: &Path) -> Result<(), SessionError> {
+/// Creates the session dir, proves it writable, and takes its lock (before
+/// any of the session's files is written there).
+fn prepare_dir(dir: &Path) -> Result<(SessionLock, EndGuard), SessionError> {
     let err = |source| SessionError::TraceDir { path: dir.display().to_string(), source };
     // A symlink planted at the session path would send every file we write elsewhere.
     if std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) {
@@ -262,5 +294,8 @@ fn prepare_dir(dir: &Path) -> Result<(), SessionError> {
     let probe = dir.join(crate::format::names::WRITE_TEST);
     safe_fs::unlink_entry(&probe).map_err(err)?;
     safe_fs::create_new(&probe).map_err(|e| err(e.into_io()))?;
-    std::fs::remove_file(&probe).map_err(err)
+    std::fs::remove_file(&probe).map_err(err)?;
+    let lock = SessionLock::acquire(dir)?;
+    let guard = EndGuard(metadata_store::open_dir(dir).map_err(err)?);
+    Ok((lock, guard))
 }

@@ -38,6 +38,7 @@ impl Session {
             ppid: fallback_ppid,
             comm: String::new(),
             cmdline: String::new(),
+            argv: Vec::new(),
         });
         tracing::info!(pid, ppid = info.ppid, comm = %info.comm, source, "tracing process");
         let first_seen_ms = self.now_ms();
@@ -47,7 +48,7 @@ impl Session {
                 pid,
                 ppid: info.ppid,
                 comm: info.comm,
-                cmdline: info.cmdline,
+                cmdline: stored_cmdline(&info.argv, self.cfg.redact_cmdlines),
                 source: source.into(),
                 first_seen_ms,
                 exited_ms: None,
@@ -231,15 +232,25 @@ impl Session {
     }
     /// Marks processes that are gone, refreshes command lines changed by exec.
     pub(in crate::daemon) fn scan_exits(&mut self) {
-        let now = self.now_ms();
+        let (now, redact) = (self.now_ms(), self.cfg.redact_cmdlines);
         for rec in self.processes.values_mut().filter(|r| r.exited_ms.is_none()) {
             match ProcessInfo::read(rec.pid) {
                 Ok(info) => {
-                    rec.cmdline = info.cmdline;
+                    rec.cmdline = stored_cmdline(&info.argv, redact);
                     rec.comm = info.comm;
                 }
                 Err(_) => rec.exited_ms = Some(now),
             }
         }
+    }
+}
+
+/// A command line as metadata.json stores it: secret values redacted
+/// unless the session keeps them (`--keep-cmdline-secrets`).
+pub(super) fn stored_cmdline(argv: &[String], redact: bool) -> String {
+    if redact {
+        crate::secrets::redact_argv(argv).join(" ")
+    } else {
+        argv.join(" ")
     }
 }

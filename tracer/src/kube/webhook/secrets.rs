@@ -3,10 +3,7 @@
 //! secret-looking literal stops the webhook at startup.
 
 use super::settings::InjectConfig;
-
-/// Parts of a variable name that mark it as a secret (compared upper-case).
-pub const SECRET_NAME_PARTS: [&str; 9] =
-    ["SECRET", "TOKEN", "PASSWORD", "PASSWD", "CREDENTIAL", "API_KEY", "APIKEY", "PRIVATE_KEY", "ACCESS_KEY"];
+use crate::secrets::{credential_kind as secret_value, is_secret_name as secret_name};
 
 /// A setting that would put a secret into the patch. The message names the
 /// setting, never the value.
@@ -19,36 +16,6 @@ pub const SECRET_NAME_PARTS: [&str; 9] =
 pub struct LiteralSecret {
     pub setting: String,
     pub why: &'static str,
-}
-
-/// Why `value` looks like a credential, if it does: AWS access key ids,
-/// Hugging Face tokens, PEM private keys, URLs with a password.
-fn secret_value(value: &str) -> Option<&'static str> {
-    let v = value.trim();
-    let aws_key_id = (v.starts_with("AKIA") || v.starts_with("ASIA"))
-        && v.len() == 20
-        && v.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
-    if aws_key_id {
-        return Some("the value is an AWS access key id");
-    }
-    if v.strip_prefix("hf_").is_some_and(|t| t.len() >= 30 && t.chars().all(|c| c.is_ascii_alphanumeric())) {
-        return Some("the value is a Hugging Face token");
-    }
-    if v.contains("-----BEGIN") && v.contains("PRIVATE KEY") {
-        return Some("the value is a private key");
-    }
-    // `user:password@` before the host. Up to the first `@`, not the first
-    // `/`: a password may hold a `/` that its writer did not escape.
-    let userinfo = v.split_once("://").and_then(|(_, rest)| rest.split_once('@')).map(|(before, _)| before);
-    if userinfo.is_some_and(|u| u.contains(':') && !u.contains(['?', '#'])) {
-        return Some("the URL carries a password");
-    }
-    None
-}
-
-fn secret_name(name: &str) -> bool {
-    let upper = name.to_ascii_uppercase();
-    SECRET_NAME_PARTS.iter().any(|part| upper.contains(part))
 }
 
 /// Refuses settings that would inject a secret as a value: a `--sidecar-env`
