@@ -12,7 +12,7 @@ pub(super) use load_watch::next_watch_event;
 use std::{
     collections::{BTreeMap, BTreeSet},
     os::fd::{AsRawFd as _, OwnedFd, RawFd},
-    path::{Path, PathBuf},
+    path::Path,
     process::ExitStatus,
     sync::{atomic::AtomicBool, Arc, Mutex},
 };
