@@ -11,7 +11,10 @@ use std::{
 use serde::Serialize;
 
 pub use crate::format::kv::KvRow;
-use crate::format::{kv::CSV_HEADER, names};
+use crate::{
+    analysis::trace::discover,
+    format::{kv::CSV_HEADER, names},
+};
 
 /// The rows of one session dir, in time order.
 #[derive(Clone, Debug, PartialEq)]
@@ -33,42 +36,29 @@ pub enum KvReportError {
     Write { path: String, source: std::io::Error },
 }
 
-/// The CSVs in one dir: the daemon's chunks and a merged or seed-style
-/// `kv_cache_usage.csv`.
-fn csvs_in(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(names::is_kv_csv))
-        .collect();
-    files.sort();
-    files
-}
-
 /// Groups the KV CSVs the inputs name, one group per session dir: a dir
-/// (its own CSVs and those of its session subdirs), a CSV file, or a trace
+/// (those of every directory below it, to any depth, as trace files are
+/// found: [`crate::analysis::trace::discover`]), a CSV file, or a trace
 /// file (the CSVs beside it).
 fn groups(inputs: &[PathBuf]) -> Vec<(PathBuf, Vec<PathBuf>)> {
     let mut groups: std::collections::BTreeMap<PathBuf, Vec<PathBuf>> = Default::default();
-    let add_dir = |dir: &Path, groups: &mut std::collections::BTreeMap<PathBuf, Vec<PathBuf>>| {
-        let files = csvs_in(dir);
-        if !files.is_empty() {
-            groups.entry(dir.to_path_buf()).or_default().extend(files);
+    let add_dir = |dir: &Path, one_level: bool, groups: &mut std::collections::BTreeMap<PathBuf, Vec<PathBuf>>| {
+        // A walk that fails (too deep, unreadable) fails the trace discovery
+        // of the same input first, with the error.
+        for session in discover::walk(dir).unwrap_or_default() {
+            if !session.kv_csvs.is_empty() && (!one_level || session.dir == dir) {
+                groups.entry(session.dir).or_default().extend(session.kv_csvs);
+            }
         }
     };
     for input in inputs {
         if input.is_dir() {
-            add_dir(input, &mut groups);
-            let Ok(entries) = std::fs::read_dir(input) else { continue };
-            for sub in entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_dir()) {
-                add_dir(&sub, &mut groups);
-            }
+            add_dir(input, false, &mut groups);
         } else if input.extension().is_some_and(|e| e == "csv") {
             let dir = input.parent().unwrap_or(Path::new(".")).to_path_buf();
             groups.entry(dir).or_default().push(input.clone());
         } else if let Some(dir) = input.parent() {
-            add_dir(if dir.as_os_str().is_empty() { Path::new(".") } else { dir }, &mut groups);
+            add_dir(if dir.as_os_str().is_empty() { Path::new(".") } else { dir }, true, &mut groups);
         }
     }
     groups
