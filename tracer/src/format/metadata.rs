@@ -140,7 +140,11 @@ pub struct KvStatus {
     pub last_error: Option<String>,
     /// The usage gauge the endpoint serves (new or old name).
     pub usage_metric: Option<Name>,
-    /// Closed CSV chunks, in order.
+    /// Whether the page served vLLM's sampled KV-block residency histograms
+    /// (`vllm:kv_block_lifetime_seconds`, `--kv-cache-metrics`), whose
+    /// differences are the `kv_cache_evictions_<seq>.csv` rows.
+    pub eviction_metrics: bool,
+    /// Closed CSV chunks (usage and evictions), in order.
     pub files: Vec<String>,
 }
 
