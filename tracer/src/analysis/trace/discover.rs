@@ -105,7 +105,10 @@ fn walk_within(root: &Path, max_entries: usize) -> Result<Vec<SessionFiles>, Dis
             safe_fs::skipped_symlink(entry.path());
             continue;
         }
-        if !kind.is_file() {
+        // Anything but a directory named like a session file is kept: a
+        // FIFO or device named `trace_*.jsonl` is then refused by the
+        // reader with an error naming it, not passed over in silence.
+        if kind.is_dir() {
             continue;
         }
         let (Some(name), Some(dir)) = (entry.file_name().to_str(), entry.path().parent()) else { continue };
