@@ -2,16 +2,7 @@
 //! recorded vLLM `/metrics` pages into `kv_cache_usage_<seq>.csv` chunks,
 //! survives bad pages and an unreachable endpoint, and keeps tracing.
 
-use std::{
-    net::TcpListener,
-    path::Path,
-    process::Command,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::{path::Path, process::Command, sync::atomic::Ordering, time::Duration};
 
 use cuda_tracer_tests::*;
 use serde_json::Value;
@@ -53,35 +44,6 @@ fn with_values(page: &str, values: &[(&str, f64)]) -> String {
             }
         })
         .collect()
-}
-
-/// An HTTP server on 127.0.0.1 answering request `n` (from 0) with
-/// `respond(n)` = (status, body); returns its port and the request count.
-fn serve(respond: impl Fn(usize) -> (u16, String) + Send + 'static) -> (u16, Arc<AtomicUsize>) {
-    use std::io::{BufRead, BufReader, Write};
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().unwrap().port();
-    let served = Arc::new(AtomicUsize::new(0));
-    let count = Arc::clone(&served);
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
-            let mut line = String::new();
-            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
-                line.clear();
-            }
-            let (status, body) = respond(count.load(Ordering::SeqCst));
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status} X\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.flush();
-            count.fetch_add(1, Ordering::SeqCst);
-        }
-    });
-    (port, served)
 }
 
 /// Every row of the session's closed KV chunks, in order, after asserting
@@ -133,7 +95,7 @@ fn vllm_metrics_become_csv_rows_on_the_trace_clock_beside_the_trace() {
     // of the first five scrapes one sampled block is evicted, after 10 s of
     // life and 2 s idle.
     let usage = [0.0, 0.125, 0.5, 0.9375, 1.0];
-    let (port, served) = serve(move |n| {
+    let (port, served) = serve_http(move |n| {
         let i = n.min(4);
         let body = with_values(
             &page,
@@ -216,7 +178,7 @@ fn bad_answers_are_counted_and_the_old_metric_name_is_read() {
     let tmp = tempfile::tempdir().unwrap();
     let traces = tmp.path().join("traces");
     let old = fixture("vllm_metrics_v0.6.txt");
-    let (port, served) = serve(move |n| match n {
+    let (port, served) = serve_http(move |n| match n {
         0 => (503, "starting".to_string()),
         1 => (200, "<html>not metrics</html>".to_string()),
         _ => (200, old.clone()),
@@ -291,7 +253,7 @@ fn kv_chunks_reach_s3_with_the_traces_and_leave_the_disk() {
     let tmp = tempfile::tempdir().unwrap();
     let traces = tmp.path().join("traces");
     let page = fixture("vllm_metrics.txt");
-    let (port, served) = serve(move |n| (200, with_values(&page, &[("vllm:num_requests_running", n as f64)])));
+    let (port, served) = serve_http(move |n| (200, with_values(&page, &[("vllm:num_requests_running", n as f64)])));
     let url = format!("http://127.0.0.1:{port}/metrics");
     let mut cmd = uploading_daemon(&traces, &["--target-process", "^no-such-process$", "--vllm-metrics-url", &url]);
     cmd.args(["--rotate-secs", "1", "--upload-interval-secs", "1"]);

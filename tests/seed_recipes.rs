@@ -6,13 +6,9 @@
 //! columns by position.
 
 use std::{
-    net::TcpListener,
     path::{Path, PathBuf},
     process::Command,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc,
-    },
+    sync::atomic::Ordering,
     time::Duration,
 };
 
@@ -154,33 +150,6 @@ fn readme_trace_recipes_give_the_same_answers_on_the_local_and_the_synced_layout
     assert!(timeline.windows(2).all(|w| w[0] <= w[1]), "sorted by ts: {timeline:?}");
 }
 
-/// An HTTP server on 127.0.0.1 answering request `n` (from 0) with `page(n)`.
-fn serve(page: impl Fn(usize) -> String + Send + 'static) -> (u16, Arc<AtomicUsize>) {
-    use std::io::{BufRead, BufReader, Write};
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().unwrap().port();
-    let served = Arc::new(AtomicUsize::new(0));
-    let count = Arc::clone(&served);
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
-            let mut line = String::new();
-            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
-                line.clear();
-            }
-            let body = page(count.load(Ordering::SeqCst));
-            let _ = write!(
-                stream,
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            count.fetch_add(1, Ordering::SeqCst);
-        }
-    });
-    (port, served)
-}
-
 /// vLLM's page at scrape `n`: usage rising by 10 % a scrape from 10 %, and
 /// with `--kv-cache-metrics`, one sampled block evicted per interval after
 /// `5 + n` s of life, `n` s of it idle.
@@ -204,7 +173,7 @@ fn vllm_page(n: usize) -> String {
 
 /// A daemon session that scraped [`vllm_page`] `scrapes` times into `traces`.
 fn scrape_session(traces: &Path, scrapes: usize) -> PathBuf {
-    let (port, served) = serve(vllm_page);
+    let (port, served) = serve_http(|n| (200, vllm_page(n)));
     let mut daemon = KillOnDrop(
         tracer_cmd()
             .args(["run", "--no-upload", "--target-process", "^no-such-process$", "--metrics-interval", "1"])

@@ -17,7 +17,7 @@ use crate::{
     analysis::trace::discover,
     format::{
         kv::{KvColumns, CSV_HEADER},
-        names,
+        names, safe_fs,
     },
 };
 
@@ -54,23 +54,26 @@ pub enum KvReportError {
 /// file (the CSVs beside it).
 fn groups(inputs: &[PathBuf]) -> Vec<(PathBuf, Vec<PathBuf>)> {
     let mut groups: std::collections::BTreeMap<PathBuf, Vec<PathBuf>> = Default::default();
-    let add_dir = |dir: &Path, one_level: bool, groups: &mut std::collections::BTreeMap<PathBuf, Vec<PathBuf>>| {
-        // A walk that fails (too deep, unreadable) fails the trace discovery
-        // of the same input first, with the error.
-        for session in discover::walk(dir).unwrap_or_default() {
-            if !session.kv_csvs.is_empty() && (!one_level || session.dir == dir) {
-                groups.entry(session.dir).or_default().extend(session.kv_csvs);
-            }
-        }
-    };
     for input in inputs {
         if input.is_dir() {
-            add_dir(input, false, &mut groups);
+            // A walk that fails (too deep, unreadable) fails the trace
+            // discovery of the same input first, with the error.
+            for session in discover::walk(input).unwrap_or_default() {
+                if !session.kv_csvs.is_empty() {
+                    groups.entry(session.dir).or_default().extend(session.kv_csvs);
+                }
+            }
         } else if input.extension().is_some_and(|e| e == "csv") {
             let dir = input.parent().unwrap_or(Path::new(".")).to_path_buf();
             groups.entry(dir).or_default().push(input.clone());
         } else if let Some(dir) = input.parent() {
-            add_dir(if dir.as_os_str().is_empty() { Path::new(".") } else { dir }, true, &mut groups);
+            // The CSVs beside a trace file: its directory alone, not below.
+            let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+            let beside: Vec<PathBuf> =
+                safe_fs::regular_files(dir).into_iter().filter(|n| names::is_kv_csv(n)).map(|n| dir.join(n)).collect();
+            if !beside.is_empty() {
+                groups.entry(dir.to_path_buf()).or_default().extend(beside);
+            }
         }
     }
     groups
