@@ -337,3 +337,53 @@ fn the_seeds_pandas_and_awk_snippets_read_the_reports_csvs() {
     // Lifetimes 6, 7, 8, 9 s are under 10: the intervals after scrapes 1 to 4.
     assert!(sh.contains("4 blocks evicted quickly"), "$2 is lifetime_sec: {sh}");
 }
+
+/// A session dir with one call at `ts` 1 ms and the given clock fields.
+fn session_of(dir: &Path, boot_id: &str, start_boot_ns: u64, start_unix_ns: u128, max_error_us: Option<u64>) {
+    std::fs::create_dir_all(dir).unwrap();
+    let meta = serde_json::json!({
+        "session_id": dir.file_name().unwrap().to_string_lossy(),
+        "status": "finished",
+        "boot_id": boot_id,
+        "start_boot_ns": start_boot_ns,
+        "start_unix_ns": start_unix_ns,
+        "start_wall_max_error_us": max_error_us,
+    });
+    std::fs::write(dir.join("metadata.json"), meta.to_string()).unwrap();
+    let call = r#"{"ts":1.0,"pid":7,"tid":7,"type":"cuda_api","func":"cuInit","phase":"entry","dur_us":1,"ret":0,"args":{"flags":0}}"#;
+    std::fs::write(dir.join("trace_00001_20261203T100000Z.jsonl"), format!("{call}\n")).unwrap();
+}
+
+#[test]
+fn synced_sessions_of_two_machines_are_aligned_by_wall_clock_and_the_offset_bound_is_said() {
+    let tmp = tempfile::tempdir().unwrap();
+    let traces = tmp.path().join("traces");
+    // Node b booted an hour after node a, so its boot clock reads less, but
+    // its session started 2 s of wall time after a's.
+    session_of(&traces.join("pod-a/s1"), "boot-a", 7_200_000_000_000, 1_764_756_000_000_000_000, Some(1_500));
+    session_of(&traces.join("pod-b/s2"), "boot-b", 3_600_000_000_000, 1_764_756_002_000_000_000, Some(250));
+    let report = |args: &[&str]| {
+        let out = tracer_cmd().arg("report").arg(&traces).arg("--out").arg(tmp.path().join("r")).args(args).output();
+        let out = out.unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let json: serde_json::Value = serde_json::from_str(&report(&["--format", "json"])).unwrap();
+    let inputs = &json["inputs"];
+    assert_eq!(inputs["calls"], 2);
+    // One call at 1 ms on each clock: 2 s apart on the wall clock.
+    let (first, last) = (inputs["first_ts_sec"].as_f64().unwrap(), inputs["last_ts_sec"].as_f64().unwrap());
+    assert!((first - 0.001).abs() < 1e-9 && (last - 2.001001).abs() < 1e-9, "{first} {last}");
+    let clocks = &inputs["clock_alignment"];
+    assert_eq!(clocks["aligned_by"], "wall_clock");
+    assert_eq!((clocks["sessions"].as_u64(), clocks["clocks"].as_u64()), (Some(2), Some(2)));
+    assert_eq!(clocks["max_clock_offset_ms"], 1.75, "1.5 ms + 0.25 ms");
+    let text = report(&[]);
+    assert!(text.contains("2 sessions from 2 machines") && text.contains("up to 1.750 ms apart"), "{text}");
+
+    // A clock that was not synchronized makes the bound unknown, and named.
+    session_of(&traces.join("pod-c/s3"), "boot-c", 5, 1_764_756_001_000_000_000, None);
+    let text = report(&[]);
+    assert!(text.contains("3 sessions from 3 machines") && text.contains("unknown amount"), "{text}");
+    assert!(text.contains("pod-c/s3"), "{text}");
+}
