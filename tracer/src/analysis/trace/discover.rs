@@ -166,11 +166,11 @@ mod tests {
         touch(&traces.join("s1/trace_00001_x.jsonl"));
         std::os::unix::fs::symlink(&outside, traces.join("linked-session")).unwrap();
         std::os::unix::fs::symlink(outside.join("trace_00001_x.jsonl"), traces.join("s1/trace_00002_x.jsonl")).unwrap();
-        assert_eq!(discover(&[traces.clone()]).unwrap(), [traces.join("s1/trace_00001_x.jsonl")]);
+        assert_eq!(discover(std::slice::from_ref(&traces)).unwrap(), [traces.join("s1/trace_00001_x.jsonl")]);
         // An input that is itself a link is the user's choice: followed.
         let link = dir.path().join("chosen");
         std::os::unix::fs::symlink(&traces, &link).unwrap();
-        assert_eq!(discover(&[link.clone()]).unwrap(), [link.join("s1/trace_00001_x.jsonl")]);
+        assert_eq!(discover(std::slice::from_ref(&link)).unwrap(), [link.join("s1/trace_00001_x.jsonl")]);
         let file_link = dir.path().join("chosen.jsonl");
         std::os::unix::fs::symlink(traces.join("s1/trace_00001_x.jsonl"), &file_link).unwrap();
         assert_eq!(
