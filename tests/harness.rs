@@ -528,3 +528,36 @@ pub fn exit_and_peak_rss(child: KillOnDrop, deadline: Duration) -> (std::process
     std::mem::forget(child);
     reap_with_peak_rss(pid, deadline)
 }
+
+/// An HTTP server on 127.0.0.1 answering request `n` (from 0) with
+/// `respond(n)` = (status, body), as vLLM's `/metrics` would; returns its
+/// port and the count of requests answered.
+pub fn serve_http(
+    respond: impl Fn(usize) -> (u16, String) + Send + 'static,
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::{atomic::Ordering, Arc};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("local addr").port();
+    let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = Arc::clone(&served);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                line.clear();
+            }
+            let (status, body) = respond(count.load(Ordering::SeqCst));
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.flush();
+            count.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    (port, served)
+}

@@ -157,3 +157,45 @@ fn out_of_range_flags_are_refused_by_the_parser() {
         assert!(stderr.contains(flag) && !stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn a_synced_tree_is_read_at_depth_without_following_its_symlinks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (outside, traces) = (tmp.path().join("outside"), tmp.path().join("traces"));
+    let session = traces.join("vllm-pod-1/20261203T100000Z-7");
+    std::fs::create_dir_all(&session).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(session.join("trace_00001_x.jsonl"), line("1.5", "2", "{}") + "\n").unwrap();
+    let five = (0..5).map(|i| line(&format!("{i}"), "2", "{}") + "\n").collect::<String>();
+    std::fs::write(outside.join("trace_00001_x.jsonl"), &five).unwrap();
+    // A linked trace file, a linked session dir and a linked pod dir, all outside.
+    std::os::unix::fs::symlink(outside.join("trace_00001_x.jsonl"), session.join("trace_00002_x.jsonl")).unwrap();
+    std::os::unix::fs::symlink(&outside, traces.join("vllm-pod-1/20261203T110000Z-8")).unwrap();
+    std::os::unix::fs::symlink(&outside, traces.join("vllm-pod-2")).unwrap();
+    let out_dir = tmp.path().join("report-out");
+    let (out, _) = run_bounded(&[
+        "report".as_ref(),
+        traces.as_os_str(),
+        "--out".as_ref(),
+        out_dir.as_os_str(),
+        "--format".as_ref(),
+        "json".as_ref(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["inputs"]["calls"], 1, "only the session's own file: {stderr}");
+    assert_eq!(json["inputs"]["files"].as_array().unwrap().len(), 1);
+    assert!(stderr.matches("skipping a symlink").count() >= 3, "each link is said: {stderr}");
+
+    // A tree deeper than the walk goes is an error that says what to pass.
+    let mut deep = tmp.path().join("deep");
+    for i in 0..17 {
+        deep.push(format!("d{i}"));
+    }
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::write(deep.join("trace_00001_x.jsonl"), line("1.5", "2", "{}") + "\n").unwrap();
+    let (out, _) = report(&tmp.path().join("deep"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("more than 16 directory levels"), "{stderr}");
+}

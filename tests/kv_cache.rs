@@ -2,21 +2,29 @@
 //! recorded vLLM `/metrics` pages into `kv_cache_usage_<seq>.csv` chunks,
 //! survives bad pages and an unreachable endpoint, and keeps tracing.
 
-use std::{
-    net::TcpListener,
-    path::Path,
-    process::Command,
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc,
-    },
-    time::Duration,
-};
+use std::{path::Path, process::Command, sync::atomic::Ordering, time::Duration};
 
 use cuda_tracer_tests::*;
 use serde_json::Value;
 
-const HEADER: &str = "timestamp_sec,usage_pct,num_requests_running,num_requests_waiting,num_preemptions";
+const HEADER: &str =
+    "timestamp_sec,usage_pct,num_blocks,total_blocks,num_requests_running,num_requests_waiting,num_preemptions";
+const EVICTIONS_HEADER: &str = "timestamp_sec,lifetime_sec,idle_sec,sampled_evictions,interval_sec";
+
+/// vLLM's sampled KV-block residency histograms (`--kv-cache-metrics`), as
+/// its Prometheus client writes them; `with_values` sets their `_sum` and
+/// `_count` samples.
+const RESIDENCY: &str = r#"# HELP vllm:kv_block_lifetime_seconds Histogram of KV cache block lifetime from allocation to eviction. Sampled metrics (controlled by --kv-cache-metrics-sample).
+# TYPE vllm:kv_block_lifetime_seconds histogram
+vllm:kv_block_lifetime_seconds_bucket{engine="0",le="+Inf",model_name="Qwen/Qwen2.5-0.5B-Instruct"} 0.0
+vllm:kv_block_lifetime_seconds_count{engine="0",model_name="Qwen/Qwen2.5-0.5B-Instruct"} 0.0
+vllm:kv_block_lifetime_seconds_sum{engine="0",model_name="Qwen/Qwen2.5-0.5B-Instruct"} 0.0
+# HELP vllm:kv_block_idle_before_evict_seconds Histogram of idle time before KV cache block eviction. Sampled metrics (controlled by --kv-cache-metrics-sample).
+# TYPE vllm:kv_block_idle_before_evict_seconds histogram
+vllm:kv_block_idle_before_evict_seconds_bucket{engine="0",le="+Inf",model_name="Qwen/Qwen2.5-0.5B-Instruct"} 0.0
+vllm:kv_block_idle_before_evict_seconds_count{engine="0",model_name="Qwen/Qwen2.5-0.5B-Instruct"} 0.0
+vllm:kv_block_idle_before_evict_seconds_sum{engine="0",model_name="Qwen/Qwen2.5-0.5B-Instruct"} 0.0
+"#;
 
 fn fixture(name: &str) -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(name)).expect("fixture page")
@@ -38,50 +46,26 @@ fn with_values(page: &str, values: &[(&str, f64)]) -> String {
         .collect()
 }
 
-/// An HTTP server on 127.0.0.1 answering request `n` (from 0) with
-/// `respond(n)` = (status, body); returns its port and the request count.
-fn serve(respond: impl Fn(usize) -> (u16, String) + Send + 'static) -> (u16, Arc<AtomicUsize>) {
-    use std::io::{BufRead, BufReader, Write};
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().unwrap().port();
-    let served = Arc::new(AtomicUsize::new(0));
-    let count = Arc::clone(&served);
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
-            let mut line = String::new();
-            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
-                line.clear();
-            }
-            let (status, body) = respond(count.load(Ordering::SeqCst));
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status} X\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.flush();
-            count.fetch_add(1, Ordering::SeqCst);
-        }
-    });
-    (port, served)
-}
-
 /// Every row of the session's closed KV chunks, in order, after asserting
 /// the chunks are numbered from 1, each with the header, none left open.
 fn kv_rows(session: &Path) -> (Vec<String>, Vec<Vec<String>>) {
+    chunk_rows(session, "kv_cache_usage", HEADER)
+}
+
+/// [`kv_rows`] of the chunks named `<kind>_<seq>.csv` with `header`.
+fn chunk_rows(session: &Path, kind: &str, header: &str) -> (Vec<String>, Vec<Vec<String>>) {
     let mut names: Vec<String> = std::fs::read_dir(session)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains("kv_cache_usage"))
+        .filter(|n| n.contains(kind))
         .collect();
     names.sort();
     let mut rows = Vec::new();
     for (i, name) in names.iter().enumerate() {
-        assert_eq!(name, &format!("kv_cache_usage_{:05}.csv", i + 1), "{names:?}");
+        assert_eq!(name, &format!("{kind}_{:05}.csv", i + 1), "{names:?}");
         let text = std::fs::read_to_string(session.join(name)).unwrap();
         let mut lines = text.lines();
-        assert_eq!(lines.next(), Some(HEADER));
+        assert_eq!(lines.next(), Some(header));
         rows.extend(lines.map(|l| l.split(',').map(String::from).collect::<Vec<_>>()));
     }
     (names, rows)
@@ -106,10 +90,12 @@ fn uploading_daemon(traces: &Path, extra: &[&str]) -> Command {
 fn vllm_metrics_become_csv_rows_on_the_trace_clock_beside_the_trace() {
     let tmp = tempfile::tempdir().unwrap();
     let traces = tmp.path().join("traces");
-    let page = fixture("vllm_metrics.txt");
-    // Each scrape sees new values; after the fifth they stay.
+    let page = fixture("vllm_metrics.txt") + RESIDENCY;
+    // Each scrape sees new values; after the fifth they stay. Between two
+    // of the first five scrapes one sampled block is evicted, after 10 s of
+    // life and 2 s idle.
     let usage = [0.0, 0.125, 0.5, 0.9375, 1.0];
-    let (port, served) = serve(move |n| {
+    let (port, served) = serve_http(move |n| {
         let i = n.min(4);
         let body = with_values(
             &page,
@@ -118,6 +104,10 @@ fn vllm_metrics_become_csv_rows_on_the_trace_clock_beside_the_trace() {
                 ("vllm:num_requests_running", i as f64),
                 ("vllm:num_requests_waiting", (2 * i) as f64),
                 ("vllm:num_preemptions_total", (10 + i) as f64),
+                ("vllm:kv_block_lifetime_seconds_count", i as f64),
+                ("vllm:kv_block_lifetime_seconds_sum", (10 * i) as f64),
+                ("vllm:kv_block_idle_before_evict_seconds_count", i as f64),
+                ("vllm:kv_block_idle_before_evict_seconds_sum", (2 * i) as f64),
             ],
         );
         (200, body)
@@ -146,7 +136,14 @@ fn vllm_metrics_become_csv_rows_on_the_trace_clock_beside_the_trace() {
     // A scrape in flight at the stop is served but not written.
     let n = served.load(Ordering::SeqCst);
     assert!(rows.len() >= 6 && rows.len() <= n, "{} rows, {n} pages served", rows.len());
-    let expected = ["0.0000,0,0,10", "12.5000,1,2,11", "50.0000,2,4,12", "93.7500,3,6,13", "100.0000,4,8,14"];
+    // num_blocks is usage × vLLM's num_gpu_blocks (58893 in the page), rounded.
+    let expected = [
+        "0.0000,0,58893,0,0,10",
+        "12.5000,7362,58893,1,2,11",
+        "50.0000,29447,58893,2,4,12",
+        "93.7500,55212,58893,3,6,13",
+        "100.0000,58893,58893,4,8,14",
+    ];
     for (i, row) in rows.iter().enumerate() {
         assert_eq!(row[1..].join(","), expected[i.min(4)], "row {i}: {row:?}");
     }
@@ -157,7 +154,23 @@ fn vllm_metrics_become_csv_rows_on_the_trace_clock_beside_the_trace() {
     assert_eq!(kv["scrapes"], rows.len() as u64);
     assert_eq!(kv["usage_metric"], "vllm:kv_cache_usage_perc");
     assert_eq!(kv["scrape_errors"], serde_json::json!({}));
-    assert_eq!(kv["files"], Value::from(files));
+    assert_eq!(kv["eviction_metrics"], true);
+    // One eviction row per interval with an eviction: scrapes 1 to 4.
+    let (eviction_files, evicted) = chunk_rows(&session, "kv_cache_evictions", EVICTIONS_HEADER);
+    assert_eq!(evicted.len(), 4, "{evicted:?}");
+    for (row, ts) in evicted.iter().zip(&ts[1..]) {
+        assert_eq!(row[1..4].join(","), "10.000000,2.000000,1", "{row:?}");
+        assert_eq!(row[0].parse::<f64>().unwrap(), *ts, "stamped as its usage row");
+        assert!(row[4].parse::<f64>().unwrap() > 0.0, "the interval it covers: {row:?}");
+    }
+    // metadata lists every closed chunk of each kind, in order.
+    let listed = |kind: &str| -> Vec<String> {
+        let all = kv["files"].as_array().unwrap().iter().map(|f| f.as_str().unwrap().to_string());
+        all.filter(|f| f.starts_with(kind)).collect()
+    };
+    assert_eq!(listed("kv_cache_usage_"), files);
+    assert_eq!(listed("kv_cache_evictions_"), eviction_files);
+    assert_eq!(kv["files"].as_array().unwrap().len(), files.len() + eviction_files.len());
 }
 
 #[test]
@@ -165,7 +178,7 @@ fn bad_answers_are_counted_and_the_old_metric_name_is_read() {
     let tmp = tempfile::tempdir().unwrap();
     let traces = tmp.path().join("traces");
     let old = fixture("vllm_metrics_v0.6.txt");
-    let (port, served) = serve(move |n| match n {
+    let (port, served) = serve_http(move |n| match n {
         0 => (503, "starting".to_string()),
         1 => (200, "<html>not metrics</html>".to_string()),
         _ => (200, old.clone()),
@@ -181,12 +194,14 @@ fn bad_answers_are_counted_and_the_old_metric_name_is_read() {
     let session = session_dir(&traces).unwrap();
     let (_, rows) = kv_rows(&session);
     assert!(rows.len() >= 2, "{rows:?}");
-    assert!(rows.iter().all(|r| r[1..].join(",") == "37.5000,5,2,7"), "{rows:?}");
+    assert!(rows.iter().all(|r| r[1..].join(",") == "37.5000,22085,58893,5,2,7"), "{rows:?}");
     let meta: Value = serde_json::from_str(&std::fs::read_to_string(session.join("metadata.json")).unwrap()).unwrap();
     let kv = &meta["kv_cache"];
     assert_eq!(kv["scrape_errors"], serde_json::json!({"http_status": 1, "bad_page": 1}));
     assert_eq!(kv["usage_metric"], "vllm:gpu_cache_usage_perc");
     assert_eq!(kv["scrapes"], rows.len() as u64);
+    assert_eq!(kv["eviction_metrics"], false, "vLLM 0.6 has no residency histograms");
+    assert!(chunk_rows(&session, "kv_cache_evictions", EVICTIONS_HEADER).0.is_empty());
 }
 
 #[test]
@@ -238,7 +253,7 @@ fn kv_chunks_reach_s3_with_the_traces_and_leave_the_disk() {
     let tmp = tempfile::tempdir().unwrap();
     let traces = tmp.path().join("traces");
     let page = fixture("vllm_metrics.txt");
-    let (port, served) = serve(move |n| (200, with_values(&page, &[("vllm:num_requests_running", n as f64)])));
+    let (port, served) = serve_http(move |n| (200, with_values(&page, &[("vllm:num_requests_running", n as f64)])));
     let url = format!("http://127.0.0.1:{port}/metrics");
     let mut cmd = uploading_daemon(&traces, &["--target-process", "^no-such-process$", "--vllm-metrics-url", &url]);
     cmd.args(["--rotate-secs", "1", "--upload-interval-secs", "1"]);
@@ -257,7 +272,7 @@ fn kv_chunks_reach_s3_with_the_traces_and_leave_the_disk() {
     for (key, bytes) in objects.iter().filter(|(k, _)| k.contains("/kv_cache_usage_")) {
         let text = String::from_utf8(bytes.clone()).unwrap();
         assert!(text.starts_with(HEADER) && text.ends_with('\n'), "{key}: {text}");
-        running.extend(text.lines().skip(1).map(|l| l.split(',').nth(2).unwrap().parse::<u64>().unwrap()));
+        running.extend(text.lines().skip(1).map(|l| l.split(',').nth(4).unwrap().parse::<u64>().unwrap()));
     }
     assert!(running.len() >= 4, "{objects:?}");
     assert_eq!(running, (0..running.len() as u64).collect::<Vec<_>>(), "every row, in order, once");

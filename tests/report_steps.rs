@@ -16,8 +16,8 @@ pid,exec,graph,capture_stream,capture_duration_ms,kernels_captured,instantiate_t
 const USAGE: &str = "runtime_mode,num_tokens,num_reqs,uniform,has_lora,replay_count,\
 pid,exec,graph,mean_launch_us,p99_launch_us,first_replay_sec,last_replay_sec";
 const TIMELINE: &str = "timestamp_sec,pid,tid,exec,graph,stream,step,launch_us,runtime_mode";
-const FORWARD: &str = "timestamp_sec,phase,num_launches,graph_replays,duration_ms,\
-batch_size,num_tokens,throughput_tokens_per_sec,pid,step";
+const FORWARD: &str = "timestamp_sec,phase,batch_size,num_tokens,duration_ms,\
+throughput_tokens_per_sec,num_launches,graph_replays,pid,step";
 
 /// A CSV file as its header and rows of named fields.
 struct Csv {

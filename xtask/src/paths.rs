@@ -51,6 +51,11 @@ pub fn k8s_tools() -> PathBuf {
     cache_dir().join("k8s-tools")
 }
 
+/// pandas and numpy from PyPI, for the seeds' pandas snippets.
+pub fn pandas() -> PathBuf {
+    cache_dir().join("pypi-pandas")
+}
+
 /// kube-apiserver, built once per machine by `cargo xtask setup`.
 pub fn kube_apiserver() -> PathBuf {
     cache_dir().join("kube/kube-apiserver")

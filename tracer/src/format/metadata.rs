@@ -141,7 +141,11 @@ pub struct KvStatus {
     pub last_error: Option<String>,
     /// The usage gauge the endpoint serves (new or old name).
     pub usage_metric: Option<Name>,
-    /// Closed CSV chunks, in order.
+    /// Whether the page served vLLM's sampled KV-block residency histograms
+    /// (`vllm:kv_block_lifetime_seconds`, `--kv-cache-metrics`), whose
+    /// differences are the `kv_cache_evictions_<seq>.csv` rows.
+    pub eviction_metrics: bool,
+    /// Closed CSV chunks (usage and evictions), in order.
     pub files: Vec<String>,
 }
 
@@ -174,6 +178,13 @@ pub struct Metadata {
     /// CLOCK_BOOTTIME nanoseconds at `ts` = 0; a line's boot time is
     /// `start_boot_ns + ts * 1e6`. `None` only in a file that lacks it.
     pub start_boot_ns: Option<u64>,
+    /// The boot whose CLOCK_BOOTTIME `start_boot_ns` reads: sessions with
+    /// the same id are aligned by boot time, others by `start_unix_ns`.
+    pub boot_id: Option<String>,
+    /// The kernel's bound (NTP maximum error, microseconds) on how far
+    /// `start_unix_ns` is from true time; `None` when the wall clock was not
+    /// synchronized (or an older writer did not record it).
+    pub start_wall_max_error_us: Option<u64>,
     pub ts_unit: Name,
     pub end_wall_clock: Option<String>,
     pub function_groups: Vec<Name>,
@@ -239,10 +250,10 @@ impl Metadata {
     }
 }
 
-/// The shift, in milliseconds, that puts each session's `ts` on one time
-/// axis: sessions started at different instants are aligned on the earliest
-/// `start_boot_ns` (a session without one is not shifted). `starts` holds
-/// each input's `start_boot_ns`.
+/// The shift, in milliseconds, that puts `ts` of sessions on one boot clock
+/// on one time axis: aligned on the earliest `start_boot_ns` (a session
+/// without one is not shifted). `starts` holds each input's `start_boot_ns`.
+/// Sessions of several machines are aligned by [`super::align::align`].
 pub fn shifts_ms(starts: &[Option<u64>]) -> Vec<f64> {
     let origin = starts.iter().flatten().min().copied();
     starts
@@ -287,6 +298,8 @@ mod tests {
             tracer_version: "0.1.0".into(),
             status: "finished".into(),
             start_boot_ns: Some(1_000_000),
+            boot_id: Some("b1".into()),
+            start_wall_max_error_us: Some(1500),
             start_unix_ns: 1_700_000_000_000_000_000,
             function_groups: vec!["memory".into()],
             processes: vec![ProcessRecord {

@@ -2,6 +2,7 @@
 //! directory: file names, the JSONL trace line, the KV-cache CSV and
 //! `metadata.json`.
 
+pub mod align;
 pub mod counts;
 pub mod kv;
 pub mod line;

@@ -3,7 +3,8 @@
 //! delivery and the readers all ask here, so they cannot disagree.
 //!
 //! A session directory holds `trace_<seq>_<utc>.jsonl` files,
-//! `kv_cache_usage_<seq>.csv` chunks and `metadata.json`. A file being
+//! `kv_cache_usage_<seq>.csv` and `kv_cache_evictions_<seq>.csv` chunks and
+//! `metadata.json`. A file being
 //! written has the hidden name `.<name>.partial` and is renamed to `<name>`
 //! when closed, so no reader or uploader ever sees half a file.
 
@@ -29,6 +30,10 @@ pub const STEP_WINDOW_EXPORT: &str = "profile_steps_trace.json";
 pub const STEP_STAGING_DIR: &str = ".step-window";
 /// Locked by the session's writer while it runs (see [`super::session_lock`]).
 pub const SESSION_LOCK: &str = ".session.lock";
+/// Start of every KV-block eviction CSV chunk's name.
+const KV_EVICTIONS_PREFIX: &str = "kv_cache_evictions_";
+/// The merged (seed-named) eviction CSV that `report` writes and reads.
+pub const KV_EVICTIONS_MERGED: &str = "kv_cache_evictions.csv";
 /// Written and removed at start: proves the session dir is writable.
 pub const WRITE_TEST: &str = ".write-test";
 
@@ -48,6 +53,11 @@ pub fn trace_file(seq: u32, utc: &str) -> String {
 /// The name of KV-cache CSV chunk number `seq`.
 pub fn kv_chunk(seq: u32) -> String {
     format!("{KV_CHUNK_PREFIX}{seq:05}.csv")
+}
+
+/// The name of KV-block eviction CSV chunk number `seq`.
+pub fn kv_evictions_chunk(seq: u32) -> String {
+    format!("{KV_EVICTIONS_PREFIX}{seq:05}.csv")
 }
 
 /// The hidden name a file has while it is written (`.<name>.partial`).
@@ -71,16 +81,31 @@ pub fn is_trace_file(name: &str) -> bool {
     name.starts_with(TRACE_PREFIX) && name.ends_with(TRACE_SUFFIX)
 }
 
-/// Whether `name` is a closed KV-cache CSV chunk (`kv_cache_usage_00001.csv`).
+/// Whether `name` is a closed KV-cache CSV chunk: usage
+/// (`kv_cache_usage_00001.csv`) or evictions (`kv_cache_evictions_00001.csv`).
 pub fn is_kv_chunk(name: &str) -> bool {
-    name.strip_prefix(KV_CHUNK_PREFIX)
+    is_numbered_csv(name, KV_CHUNK_PREFIX) || is_numbered_csv(name, KV_EVICTIONS_PREFIX)
+}
+
+fn is_numbered_csv(name: &str, prefix: &str) -> bool {
+    name.strip_prefix(prefix)
         .and_then(|rest| rest.strip_suffix(".csv"))
         .is_some_and(|seq| !seq.is_empty() && seq.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// Whether `name` is a KV-cache CSV a report reads: a chunk or the merged file.
+/// Whether `name` is a KV-cache usage CSV a report reads: a chunk or the merged file.
+pub fn is_kv_usage_csv(name: &str) -> bool {
+    name == KV_MERGED || is_numbered_csv(name, KV_CHUNK_PREFIX)
+}
+
+/// Whether `name` is a KV-block eviction CSV a report reads: a chunk or the merged file.
+pub fn is_kv_evictions_csv(name: &str) -> bool {
+    name == KV_EVICTIONS_MERGED || is_numbered_csv(name, KV_EVICTIONS_PREFIX)
+}
+
+/// Whether `name` is any KV-cache CSV a report reads.
 pub fn is_kv_csv(name: &str) -> bool {
-    name == KV_MERGED || is_kv_chunk(name)
+    is_kv_usage_csv(name) || is_kv_evictions_csv(name)
 }
 
 /// Whether `name` is a closed data file of a session: what delivery uploads
@@ -114,6 +139,12 @@ mod tests {
         for kept in [staged(&trace), STEP_WINDOW_EXPORT.to_string()] {
             assert!(!is_trace_file(&kept) && !is_data_file_open_or_closed(&kept), "{kept}");
         }
+        let evictions = kv_evictions_chunk(3);
+        assert_eq!(evictions, "kv_cache_evictions_00003.csv");
+        assert!(is_kv_chunk(&evictions) && is_data_file(&evictions) && is_kv_evictions_csv(&evictions));
+        assert!(!is_kv_usage_csv(&evictions) && is_kv_usage_csv(&kv_chunk(7)) && !is_kv_evictions_csv(&kv_chunk(7)));
+        assert!(is_kv_evictions_csv(KV_EVICTIONS_MERGED) && !is_data_file(KV_EVICTIONS_MERGED));
+        assert!(is_data_file_open_or_closed(&partial(&evictions)));
         for open in [partial(&trace), partial(&kv_chunk(2))] {
             assert!(!is_data_file(&open) && is_data_file_open_or_closed(&open), "{open}");
         }

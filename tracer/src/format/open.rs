@@ -1,5 +1,6 @@
 //! Opening a session file for reading only if it is a regular file: a FIFO
-//! or device named like a trace file must not hang or steer a reader.
+//! or device named like a trace file must not hang or steer a reader, and a
+//! symlink planted in a session dir is not followed.
 
 use std::{fs::File, io, os::unix::fs::OpenOptionsExt, path::Path};
 
@@ -8,7 +9,23 @@ use std::{fs::File, io, os::unix::fs::OpenOptionsExt, path::Path};
 /// writer would block `open` itself) and the type is checked on the opened
 /// descriptor, so a swap between a check and the open cannot slip through.
 pub fn open_regular(path: &Path) -> io::Result<File> {
-    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
+    open_with(path, libc::O_NONBLOCK)
+}
+
+/// [`open_regular`] for a file found in a session dir (a trace file,
+/// `metadata.json`, a KV CSV): a symlink there is refused (`O_NOFOLLOW`),
+/// never followed out of the tree.
+pub fn open_session_file(path: &Path) -> io::Result<File> {
+    open_with(path, libc::O_NONBLOCK | libc::O_NOFOLLOW).map_err(|e| {
+        if e.raw_os_error() == Some(libc::ELOOP) {
+            return io::Error::new(io::ErrorKind::InvalidInput, "a symlink; not followed");
+        }
+        e
+    })
+}
+
+fn open_with(path: &Path, flags: i32) -> io::Result<File> {
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(flags).open(path)?;
     let kind = file.metadata()?.file_type();
     if kind.is_file() {
         return Ok(file);
@@ -19,12 +36,12 @@ pub fn open_regular(path: &Path) -> io::Result<File> {
     ))
 }
 
-/// Reads all of a regular file ([`open_regular`]), refusing one over
+/// Reads all of a session's regular file ([`open_session_file`]), refusing one over
 /// `max_bytes`: a session's small files (metadata, KV chunks) must not be
 /// able to make a reader allocate without bound.
 pub fn read_regular(path: &Path, max_bytes: u64) -> io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
-    io::Read::read_to_end(&mut io::Read::take(open_regular(path)?, max_bytes.saturating_add(1)), &mut bytes)?;
+    io::Read::read_to_end(&mut io::Read::take(open_session_file(path)?, max_bytes.saturating_add(1)), &mut bytes)?;
     if bytes.len() as u64 > max_bytes {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -52,5 +69,9 @@ mod tests {
         std::fs::write(dir.path().join("f"), "x").unwrap();
         assert_eq!(read_regular(&dir.path().join("f"), 1).unwrap(), b"x");
         assert!(read_regular(&dir.path().join("f"), 0).unwrap_err().to_string().contains("larger than 0 bytes"));
+        std::os::unix::fs::symlink(dir.path().join("f"), dir.path().join("link")).unwrap();
+        assert!(open_regular(&dir.path().join("link")).is_ok(), "a /proc/PID/fd link must open");
+        let e = open_session_file(&dir.path().join("link")).unwrap_err().to_string();
+        assert!(e.contains("symlink"), "{e}");
     }
 }

@@ -175,7 +175,7 @@ struct Head<'a> {
 
 fn call_events<W: Write>(out: &mut W, source: &Source, window: &Window, output: &Path) -> Result<u64, ExportError> {
     let input_err = |source_err| ExportError::Io { path: source.path.clone(), source: source_err };
-    let file = crate::format::open::open_regular(&source.path).map_err(input_err)?;
+    let file = crate::format::open::open_session_file(&source.path).map_err(input_err)?;
     if file.metadata().map_err(input_err)?.len() == 0 {
         return Ok(0);
     }

@@ -10,10 +10,7 @@ pub use crate::analysis::report::steps;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use crate::{
-    analysis::trace,
-    format::metadata::{self, Metadata},
-};
+use crate::{analysis::trace, format::metadata::Metadata};
 
 /// What to export, in which format.
 #[derive(Clone, Debug)]
@@ -62,6 +59,8 @@ pub struct Summary {
     pub window: (f64, f64),
     pub written: chrome::Written,
     pub skipped_lines: u64,
+    /// Sessions of several machines: how far apart their clocks can be.
+    pub clocks: Option<String>,
 }
 
 impl std::fmt::Display for Summary {
@@ -81,6 +80,9 @@ impl std::fmt::Display for Summary {
         if self.skipped_lines > 0 {
             write!(f, "\n{} bad lines skipped (run `cuda-tracer report` to list them)", self.skipped_lines)?;
         }
+        if let Some(clocks) = &self.clocks {
+            write!(f, "\n{}", clocks.trim_end())?;
+        }
         Ok(())
     }
 }
@@ -89,7 +91,7 @@ impl std::fmt::Display for Summary {
 pub fn export_chrome(args: &ChromeConfig) -> Result<Summary, ExportError> {
     let files = trace::discover(&args.inputs)?;
     let loaded = trace::read(&files)?;
-    let (sources, names) = sources_and_names(&files);
+    let (sources, names) = sources_and_names(&files, &loaded.alignment.shifts_ms);
     let window = Selection { steps: args.steps.as_deref(), time: args.time.as_deref() };
     let open = || std::fs::File::create(&args.output);
     write_chrome(&loaded, &sources, &names, window, (&args.output, &open))
@@ -140,19 +142,15 @@ pub fn write_chrome(
         window: (window.start_ms, window.end_ms),
         written,
         skipped_lines: loaded.skipped_total,
+        clocks: loaded.alignment.text(),
     })
 }
 
-/// Each file's time shift (the same rule as [`trace::read`]:
-/// [`metadata::shifts_ms`]) and the process names the sessions'
-/// metadata.json record.
-fn sources_and_names(files: &[PathBuf]) -> (Vec<chrome::Source>, HashMap<u32, String>) {
+/// Each file's time shift (the same as [`trace::read`]'s, `shifts_ms`) and
+/// the process names the sessions' metadata.json record.
+fn sources_and_names(files: &[PathBuf], shifts_ms: &[f64]) -> (Vec<chrome::Source>, HashMap<u32, String>) {
     let metas: Vec<Option<Metadata>> = files.iter().map(|f| Metadata::of_trace_file(f)).collect();
-    let starts: Vec<Option<u64>> = metas.iter().map(|m| m.as_ref().and_then(|m| m.start_boot_ns)).collect();
-    let sources = files
-        .iter()
-        .zip(metadata::shifts_ms(&starts))
-        .map(|(path, shift_ms)| chrome::Source { path: path.clone(), shift_ms });
+    let sources = files.iter().zip(shifts_ms).map(|(path, &shift_ms)| chrome::Source { path: path.clone(), shift_ms });
     let names = metas.into_iter().flatten().flat_map(|m| m.processes).map(|p| (p.pid, p.comm)).collect();
     (sources.collect(), names)
 }

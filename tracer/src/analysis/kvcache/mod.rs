@@ -1,7 +1,9 @@
-//! The report's KV-cache answers: reads the sessions' `kv_cache_usage*.csv`,
-//! computes mean, p95, peak, time above 90 % and preemptions into
-//! `kv_cache_summary.txt`, merges the rows into one `kv_cache_usage.csv`, and
-//! gives each model step the KV usage nearest to it.
+//! The report's KV-cache answers: reads the sessions' `kv_cache_usage*.csv`
+//! (and `kv_cache_evictions*.csv`, [`evictions`]), computes mean, p95, peak,
+//! time above 90 %, preemptions and evictions into `kv_cache_summary.txt`,
+//! merges the rows into one `kv_cache_usage.csv` and one
+//! `kv_cache_evictions.csv`, and gives each model step the KV usage nearest
+//! to it.
 
 use std::{
     fmt::Write as _,
@@ -11,7 +13,15 @@ use std::{
 use serde::Serialize;
 
 pub use crate::format::kv::KvRow;
-use crate::format::{kv::CSV_HEADER, names};
+use crate::{
+    analysis::trace::discover,
+    format::{
+        kv::{KvColumns, CSV_HEADER},
+        names, safe_fs,
+    },
+};
+
+pub mod evictions;
 
 /// The rows of one session dir, in time order.
 #[derive(Clone, Debug, PartialEq)]
@@ -29,46 +39,41 @@ pub enum KvReportError {
     Read { path: String, source: std::io::Error },
     #[error("{path} is not a KV-cache CSV: its header is `{found}`, expected `{CSV_HEADER}`")]
     Header { path: String, found: String },
+    #[error(
+        "{path} is not a KV-block eviction CSV: its header is `{found}`, expected `{}`",
+        crate::format::kv::EVICTIONS_HEADER
+    )]
+    EvictionsHeader { path: String, found: String },
     #[error("writing {path}: {source}")]
     Write { path: String, source: std::io::Error },
 }
 
-/// The CSVs in one dir: the daemon's chunks and a merged or seed-style
-/// `kv_cache_usage.csv`.
-fn csvs_in(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
-    let mut files: Vec<PathBuf> = entries
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(names::is_kv_csv))
-        .collect();
-    files.sort();
-    files
-}
-
 /// Groups the KV CSVs the inputs name, one group per session dir: a dir
-/// (its own CSVs and those of its session subdirs), a CSV file, or a trace
+/// (those of every directory below it, to any depth, as trace files are
+/// found: [`crate::analysis::trace::discover`]), a CSV file, or a trace
 /// file (the CSVs beside it).
 fn groups(inputs: &[PathBuf]) -> Vec<(PathBuf, Vec<PathBuf>)> {
     let mut groups: std::collections::BTreeMap<PathBuf, Vec<PathBuf>> = Default::default();
-    let add_dir = |dir: &Path, groups: &mut std::collections::BTreeMap<PathBuf, Vec<PathBuf>>| {
-        let files = csvs_in(dir);
-        if !files.is_empty() {
-            groups.entry(dir.to_path_buf()).or_default().extend(files);
-        }
-    };
     for input in inputs {
         if input.is_dir() {
-            add_dir(input, &mut groups);
-            let Ok(entries) = std::fs::read_dir(input) else { continue };
-            for sub in entries.filter_map(Result::ok).map(|e| e.path()).filter(|p| p.is_dir()) {
-                add_dir(&sub, &mut groups);
+            // A walk that fails (too deep, unreadable) fails the trace
+            // discovery of the same input first, with the error.
+            for session in discover::walk(input).unwrap_or_default() {
+                if !session.kv_csvs.is_empty() {
+                    groups.entry(session.dir).or_default().extend(session.kv_csvs);
+                }
             }
         } else if input.extension().is_some_and(|e| e == "csv") {
             let dir = input.parent().unwrap_or(Path::new(".")).to_path_buf();
             groups.entry(dir).or_default().push(input.clone());
         } else if let Some(dir) = input.parent() {
-            add_dir(if dir.as_os_str().is_empty() { Path::new(".") } else { dir }, &mut groups);
+            // The CSVs beside a trace file: its directory alone, not below.
+            let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+            let beside: Vec<PathBuf> =
+                safe_fs::regular_files(dir).into_iter().filter(|n| names::is_kv_csv(n)).map(|n| dir.join(n)).collect();
+            if !beside.is_empty() {
+                groups.entry(dir.to_path_buf()).or_default().extend(beside);
+            }
         }
     }
     groups
@@ -84,17 +89,22 @@ fn groups(inputs: &[PathBuf]) -> Vec<(PathBuf, Vec<PathBuf>)> {
 /// The largest KV-cache CSV read: a row every second for a month is ~150 MiB.
 const MAX_KV_CSV_BYTES: u64 = 256 << 20;
 
-fn read_csv(path: &Path, series: &mut KvSeries) -> Result<(), KvReportError> {
-    let text = crate::format::open::read_regular(path, MAX_KV_CSV_BYTES)
+/// A KV CSV's text, size-capped, opened as a session file.
+fn read_text(path: &Path) -> Result<String, KvReportError> {
+    crate::format::open::read_regular(path, MAX_KV_CSV_BYTES)
         .and_then(|bytes| String::from_utf8(bytes).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
-        .map_err(|source| KvReportError::Read { path: path.display().to_string(), source })?;
+        .map_err(|source| KvReportError::Read { path: path.display().to_string(), source })
+}
+
+fn read_csv(path: &Path, series: &mut KvSeries) -> Result<(), KvReportError> {
+    let text = read_text(path)?;
     let mut lines = text.lines();
     let header = lines.next().unwrap_or_default();
-    if !header.starts_with(CSV_HEADER) {
+    let Some(columns) = KvColumns::of_header(header) else {
         return Err(KvReportError::Header { path: path.display().to_string(), found: header.to_string() });
-    }
+    };
     for (i, line) in lines.enumerate() {
-        match KvRow::parse(line) {
+        match KvRow::parse_with(line, &columns) {
             Some(row) => series.rows.push(row),
             None => series.skipped.push(format!("{}:{}", path.display(), i + 2)),
         }
@@ -102,12 +112,21 @@ fn read_csv(path: &Path, series: &mut KvSeries) -> Result<(), KvReportError> {
     Ok(())
 }
 
-/// Reads the KV CSVs of the sessions the inputs name.
+/// Whether `path` is named as a KV-block eviction CSV.
+fn is_evictions(path: &Path) -> bool {
+    path.file_name().and_then(|n| n.to_str()).is_some_and(names::is_kv_evictions_csv)
+}
+
+/// Reads the KV usage CSVs of the sessions the inputs name.
 pub fn load(inputs: &[PathBuf]) -> Result<Vec<KvSeries>, KvReportError> {
     let mut all = Vec::new();
     for (dir, files) in groups(inputs) {
+        let usage: Vec<&PathBuf> = files.iter().filter(|f| !is_evictions(f)).collect();
+        if usage.is_empty() {
+            continue;
+        }
         let mut series = KvSeries { dir, rows: Vec::new(), skipped: Vec::new() };
-        for f in &files {
+        for f in usage {
             read_csv(f, &mut series)?;
         }
         series.rows.sort_by(|a, b| a.timestamp_sec.total_cmp(&b.timestamp_sec));
@@ -135,6 +154,8 @@ pub struct KvSummary {
     /// Increase of vLLM's preemption counter over each session (resets counted as restarts from 0).
     pub preemptions: f64,
     pub skipped_lines: usize,
+    /// KV blocks evicted, from vLLM's sampled residency histograms.
+    pub evictions: evictions::EvictionSummary,
 }
 
 /// Summarises the series; `None` when there is no row.
@@ -173,6 +194,7 @@ pub fn summary_of(series: &[KvSeries]) -> Option<KvSummary> {
         above_90_sec,
         preemptions,
         skipped_lines: series.iter().map(|s| s.skipped.len()).sum(),
+        evictions: evictions::EvictionSummary::default(),
     })
 }
 
@@ -194,6 +216,7 @@ impl KvSummary {
         if self.skipped_lines > 0 {
             let _ = writeln!(t, "skipped lines:  {} (unreadable rows, e.g. cut by a crash)", self.skipped_lines);
         }
+        let _ = writeln!(t, "{}", self.evictions.text());
         let advice = match self.peak_pct {
             p if p > 90.0 => "peak above 90 %: the cache is tight; raise gpu_memory_utilization or lower max_num_seqs",
             p if p < 40.0 => "peak below 40 %: the cache is larger than this load needs",
@@ -212,24 +235,36 @@ fn cell(v: Option<f64>) -> String {
     v.map(|x| x.to_string()).unwrap_or_default()
 }
 
-/// Reads the sessions' KV CSVs and writes `kv_cache_summary.txt` and a
-/// merged `kv_cache_usage.csv` (the five columns plus `session`) into
-/// `out_dir`. `Ok(None)`: the inputs hold no KV data (scraping was off).
+/// The session column of merged files: the session dir's name.
+fn session_name(dir: &Path) -> String {
+    dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// Reads the sessions' KV CSVs and writes `kv_cache_summary.txt`, a merged
+/// `kv_cache_usage.csv` (the seven columns plus `session`) and a merged
+/// `kv_cache_evictions.csv` (its five plus `session`; the header alone when
+/// vLLM gave no evictions, the summary says why) into `out_dir`.
+/// `Ok(None)`: the inputs hold no KV data (scraping was off).
 pub fn summarize(inputs: &[PathBuf], out_dir: &Path) -> Result<Option<KvSummary>, KvReportError> {
     let series = load(inputs)?;
-    let Some(summary) = summary_of(&series) else { return Ok(None) };
+    let Some(mut summary) = summary_of(&series) else { return Ok(None) };
+    let evicted = evictions::load(&groups(inputs))?;
+    let exposed = series.iter().any(|s| evictions::exposed(&s.dir));
+    summary.evictions = evictions::summary_of(&evicted, exposed);
     std::fs::create_dir_all(out_dir)
         .map_err(|source| KvReportError::Write { path: out_dir.display().to_string(), source })?;
     write(&out_dir.join("kv_cache_summary.txt"), &summary.to_text())?;
     let mut csv = format!("{CSV_HEADER},session\n");
     for s in &series {
-        let session = s.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let session = session_name(&s.dir);
         for r in &s.rows {
             let _ = writeln!(
                 csv,
-                "{},{},{},{},{},{session}",
+                "{},{},{},{},{},{},{},{session}",
                 r.timestamp_sec,
                 r.usage_pct,
+                cell(r.num_blocks),
+                cell(r.total_blocks),
                 cell(r.num_requests_running),
                 cell(r.num_requests_waiting),
                 cell(r.num_preemptions)
@@ -237,6 +272,7 @@ pub fn summarize(inputs: &[PathBuf], out_dir: &Path) -> Result<Option<KvSummary>
         }
     }
     write(&out_dir.join(names::KV_MERGED), &csv)?;
+    write(&out_dir.join(names::KV_EVICTIONS_MERGED), &evictions::merged_csv(&evicted))?;
     Ok(Some(summary))
 }
 

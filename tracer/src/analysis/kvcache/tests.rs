@@ -2,8 +2,19 @@
 
 use super::*;
 
+/// The header of chunks written before `num_blocks, total_blocks`.
+const OLDER_HEADER: &str = "timestamp_sec,usage_pct,num_requests_running,num_requests_waiting,num_preemptions";
+
 fn csv(rows: &[(f64, f64, &str)]) -> String {
     let mut t = format!("{CSV_HEADER}\n");
+    for (ts, usage, rest) in rows {
+        t.push_str(&format!("{ts:.3},{usage:.4},,,{rest}\n"));
+    }
+    t
+}
+
+fn older_csv(rows: &[(f64, f64, &str)]) -> String {
+    let mut t = format!("{OLDER_HEADER}\n");
     for (ts, usage, rest) in rows {
         t.push_str(&format!("{ts:.3},{usage:.4},{rest}\n"));
     }
@@ -11,7 +22,7 @@ fn csv(rows: &[(f64, f64, &str)]) -> String {
 }
 
 /// Session s1: ten samples 1 s apart in two chunks (the second cut mid-row
-/// by a crash); session s2: two samples.
+/// by a crash); session s2: two samples, in a chunk of an older writer.
 fn sessions() -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let traces = tmp.path().join("traces");
@@ -27,7 +38,7 @@ fn sessions() -> (tempfile::TempDir, PathBuf) {
     std::fs::write(s1.join("kv_cache_usage_00002.csv"), csv(&as_ref[5..]) + "9.500,4").unwrap();
     std::fs::write(s1.join("kv_cache_usage_00001.csv"), csv(&as_ref[..5])).unwrap();
     std::fs::write(s1.join("trace_00001_x.jsonl"), "{}\n").unwrap();
-    std::fs::write(s2.join("kv_cache_usage_00001.csv"), csv(&[(0.0, 91.0, ",,"), (2.0, 53.0, "1,0,4")])).unwrap();
+    std::fs::write(s2.join("kv_cache_usage_00001.csv"), older_csv(&[(0.0, 91.0, ",,"), (2.0, 53.0, "1,0,4")])).unwrap();
     (tmp, traces)
 }
 
@@ -57,8 +68,10 @@ fn summary_numbers_are_exact() {
             // 0→1, 1→3, reset to 0, 0→2: 1 + 2 + 0 + 2 = 5; s2 has one counter value.
             preemptions: 5.0,
             skipped_lines: 1,
+            evictions: evictions::EvictionSummary::default(),
         }
     );
+    assert_eq!(series[1].rows[1].num_preemptions, Some(4.0), "an older writer's columns are read by name");
 }
 
 #[test]
@@ -84,7 +97,7 @@ fn summarize_writes_the_summary_and_a_merged_csv() {
     let merged = std::fs::read_to_string(out.join("kv_cache_usage.csv")).unwrap();
     let lines: Vec<&str> = merged.lines().collect();
     assert_eq!(lines[0], format!("{CSV_HEADER},session"));
-    assert_eq!(lines[1], "0,10,0,0,0,s1");
+    assert_eq!(lines[1], "0,10,,,0,0,0,s1");
     assert_eq!(lines.len(), 11);
     // The merged file reads back as the same series.
     let again = load(&[out.join("kv_cache_usage.csv")]).unwrap();
@@ -97,9 +110,44 @@ fn no_kv_data_is_none_and_a_foreign_csv_is_named() {
     assert_eq!(summarize(&[tmp.path().to_path_buf()], &tmp.path().join("out")).unwrap(), None);
     assert!(!tmp.path().join("out").exists());
     let bad = tmp.path().join("kv_cache_usage.csv");
-    std::fs::write(&bad, "timestamp_sec,usage_pct,num_blocks,total_blocks\n0.1,15.3,625,4096\n").unwrap();
-    let err = load(&[bad]).unwrap_err().to_string();
+    std::fs::write(&bad, "time,usage,num_blocks,total_blocks\n0.1,15.3,625,4096\n").unwrap();
+    let err = load(std::slice::from_ref(&bad)).unwrap_err().to_string();
     assert!(err.contains("is not a KV-cache CSV") && err.contains("num_blocks"), "{err}");
+    // The seed's own file has our first four columns: it reads.
+    std::fs::write(&bad, "timestamp_sec,usage_pct,num_blocks,total_blocks\n0.1,15.3,625,4096\n").unwrap();
+    let seed = load(&[bad]).unwrap();
+    assert_eq!((seed[0].rows[0].num_blocks, seed[0].rows[0].total_blocks), (Some(625.0), Some(4096.0)));
+}
+
+#[test]
+fn evictions_are_merged_and_summed_or_their_absence_explained() {
+    let (tmp, traces) = sessions();
+    let out = tmp.path().join("report");
+    let without = summarize(std::slice::from_ref(&traces), &out).unwrap().unwrap();
+    assert_eq!(without.evictions, evictions::EvictionSummary::default());
+    let text = std::fs::read_to_string(out.join("kv_cache_summary.txt")).unwrap();
+    assert!(text.contains("evictions:      not known: vLLM did not serve vllm:kv_block_lifetime_seconds"), "{text}");
+    let merged = std::fs::read_to_string(out.join("kv_cache_evictions.csv")).unwrap();
+    assert_eq!(merged, format!("{},session\n", crate::format::kv::EVICTIONS_HEADER), "the header alone");
+
+    let chunk = format!("{}\n5.000,10.0,2.0,1,5.000\n10.000,4.0,1.0,3,5.000\n", crate::format::kv::EVICTIONS_HEADER);
+    std::fs::write(traces.join("s1/kv_cache_evictions_00001.csv"), chunk).unwrap();
+    let with = summarize(std::slice::from_ref(&traces), &out).unwrap().unwrap();
+    assert_eq!(
+        with.evictions,
+        evictions::EvictionSummary {
+            intervals: 2,
+            sampled_evictions: 4.0,
+            mean_lifetime_sec: Some(5.5),
+            mean_idle_sec: Some(1.25),
+            exposed: true
+        }
+    );
+    assert_eq!(with.samples, without.samples, "eviction rows are not usage samples");
+    let merged = std::fs::read_to_string(out.join("kv_cache_evictions.csv")).unwrap();
+    assert_eq!(merged.lines().nth(2), Some("10,4,1,3,5,s1"));
+    let text = std::fs::read_to_string(out.join("kv_cache_summary.txt")).unwrap();
+    assert!(text.contains("4 sampled blocks evicted in 2 scrape intervals; mean lifetime 5.500 s"), "{text}");
 }
 
 #[test]
@@ -107,6 +155,8 @@ fn steps_get_the_nearest_sample_within_two_intervals() {
     let row = |t: f64, u: f64| KvRow {
         timestamp_sec: t,
         usage_pct: u,
+        num_blocks: None,
+        total_blocks: None,
         num_requests_running: Some(t),
         num_requests_waiting: None,
         num_preemptions: None,

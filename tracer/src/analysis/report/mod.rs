@@ -72,6 +72,9 @@ pub struct Inputs {
     pub skipped: Vec<String>,
     pub first_ts_sec: f64,
     pub last_ts_sec: f64,
+    /// How sessions were put on one time axis, and how far apart the clocks
+    /// of sessions from several machines can be.
+    pub clock_alignment: crate::format::align::Alignment,
 }
 
 /// Everything the report found; `report.json` is this, serialized.
@@ -116,6 +119,7 @@ impl Report {
             skipped: loaded.skipped.iter().take(SKIPPED_SHOWN).map(skipped_text).collect(),
             first_ts_sec: calls.first().map_or(0.0, |c| c.ts_ms / 1000.0),
             last_ts_sec: last_end_ms / 1000.0,
+            clock_alignment: loaded.alignment.clone(),
         };
         let report = Report {
             inputs,
@@ -143,6 +147,9 @@ impl Report {
         );
         for line in &i.skipped {
             out += &format!("skipped {line}\n");
+        }
+        if let Some(clocks) = i.clock_alignment.text() {
+            out += &clocks;
         }
         for section in [self.functions.text(), self.kernels.text(TOP), self.memory.text(TOP)] {
             out += &section;

@@ -249,11 +249,12 @@ impl StepsSummary {
     }
 }
 
-/// Columns of forward_pass_timing.csv: ours first, with `duration_ms` fifth
-/// as in the seed; then the seed's columns the CUDA calls cannot give
-/// (always empty); then pid and step index.
-pub const FORWARD_PASS_COLUMNS: &str = "timestamp_sec,phase,num_launches,graph_replays,duration_ms,\
-batch_size,num_tokens,throughput_tokens_per_sec,pid,step";
+/// Columns of forward_pass_timing.csv: the seed's six in the seed's order
+/// (scripts index them by position), `batch_size`, `num_tokens` and
+/// `throughput_tokens_per_sec` empty because the CUDA calls cannot give
+/// them; then ours: launches, graph replays, pid and step index.
+pub const FORWARD_PASS_COLUMNS: &str = "timestamp_sec,phase,batch_size,num_tokens,duration_ms,\
+throughput_tokens_per_sec,num_launches,graph_replays,pid,step";
 
 /// Writes forward_pass_timing.csv and summary.json into `out`.
 pub fn write(calls: &[Call], out: &Path) -> Result<StepsSummary, std::io::Error> {
@@ -273,12 +274,12 @@ pub(crate) fn write_steps(steps: &[Step], unsynced: u64, out: &Path) -> Result<S
     for s in by_time {
         writeln!(
             csv,
-            "{},{},{},{},{},,,,{},{}",
+            "{},{},,,{},,{},{},{},{}",
             table::Fixed(s.start_ms / 1000.0, 6),
             s.phase.name(),
+            table::Fixed(s.duration_ms(), 3),
             s.num_launches,
             s.graph_replays,
-            table::Fixed(s.duration_ms(), 3),
             s.pid,
             s.index
         )

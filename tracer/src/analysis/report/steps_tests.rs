@@ -170,5 +170,7 @@ fn summary_has_the_seeds_shape() {
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines[0], FORWARD_PASS_COLUMNS);
     assert_eq!(lines.len(), 4);
-    assert!(lines[2].starts_with("0.010000,decode,1,1,"), "{}", lines[2]);
+    assert!(lines[2].starts_with("0.010000,decode,,,"), "{}", lines[2]);
+    assert_eq!(lines[2].split(',').nth(6), Some("1"), "num_launches: {}", lines[2]);
+    assert_eq!(lines[2].split(',').nth(7), Some("1"), "graph_replays: {}", lines[2]);
 }

@@ -1,4 +1,4 @@
-//! Finding trace files and parsing them in parallel (rayon over chunks of
+//! Parsing trace files in parallel (rayon over chunks of
 //! memory-mapped files); bad lines are skipped and counted with file and
 //! line number, never fatal. Files a tracer left (or still writes) under
 //! their `.partial` name are read too, and said so.
@@ -15,8 +15,8 @@ use super::{
     sort::{sort_by_time, sort_chunk, time_order},
     Call, LineError,
 };
+use crate::format::align;
 use crate::format::line::read as fast;
-use crate::format::{metadata, metadata::Metadata, names};
 
 /// Chunk size for parallel parsing; chunks end at a newline.
 const CHUNK_BYTES: usize = 4 << 20;
@@ -27,12 +27,10 @@ const SKIPPED_KEPT: usize = 100;
 pub enum ReadError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("{0}: no trace files (trace_*.jsonl) here; pass a trace dir, a session dir or .jsonl files")]
-    NoTraceFiles(PathBuf),
+    #[error(transparent)]
+    Discover(#[from] super::discover::DiscoverError),
     #[error("{0} lines in one report: at most 4 294 967 295 fit; report fewer files or sessions at a time")]
     TooManyLines(usize),
-    #[error("{0}: not a trace file (expected trace_*.jsonl or .jsonl lines from cuda-tracer)")]
-    NotTrace(PathBuf),
 }
 
 /// One skipped line.
@@ -54,61 +52,13 @@ pub struct Loaded {
     /// The first [`SKIPPED_KEPT`] skipped lines.
     pub skipped: Vec<Skipped>,
     pub skipped_total: u64,
-}
-
-/// Expands the inputs to trace files: a `.jsonl` file as is, a session dir to
-/// its `trace_*.jsonl`, a trace dir to those of every session inside.
-pub fn discover(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, ReadError> {
-    let mut files = Vec::new();
-    for input in inputs {
-        let meta = std::fs::metadata(input).map_err(|source| ReadError::Io { path: input.clone(), source })?;
-        if meta.is_file() {
-            if input.extension().is_none_or(|e| e != "jsonl") && !is_partial_trace(input) {
-                return Err(ReadError::NotTrace(input.clone()));
-            }
-            files.push(input.clone());
-            continue;
-        }
-        let before = files.len();
-        collect_dir(input, 2, &mut files)?;
-        if files.len() == before {
-            return Err(ReadError::NoTraceFiles(input.clone()));
-        }
-    }
-    let partial: Vec<String> = files.iter().filter(|f| is_partial_trace(f)).map(|f| f.display().to_string()).collect();
-    if !partial.is_empty() {
-        tracing::warn!(
-            "reading {} half-written trace file(s) (.partial: their tracer was killed, failed or is still writing): {}",
-            partial.len(),
-            partial.join(", ")
-        );
-    }
-    Ok(files)
-}
-
-/// Whether `path` is a trace file still under its `.partial` name.
-fn is_partial_trace(path: &Path) -> bool {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    names::closed_name(name).is_some_and(names::is_trace_file)
-}
-
-fn collect_dir(dir: &Path, depth: u32, out: &mut Vec<PathBuf>) -> Result<(), ReadError> {
-    let io = |source| ReadError::Io { path: dir.to_path_buf(), source };
-    let mut entries: Vec<_> = std::fs::read_dir(dir).map_err(io)?.filter_map(Result::ok).map(|e| e.path()).collect();
-    entries.sort();
-    for path in entries {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        if path.is_dir() && depth > 1 {
-            collect_dir(&path, depth - 1, out)?;
-        } else if names::is_trace_file(name) || is_partial_trace(&path) {
-            out.push(path);
-        }
-    }
-    Ok(())
+    /// How the sessions were put on one time axis.
+    pub alignment: align::Alignment,
 }
 
 /// Parses every file. Sessions started at different instants are put on one
-/// time axis ([`metadata::shifts_ms`]).
+/// time axis ([`align::align`]: by boot time on one machine, by wall clock
+/// across machines).
 pub fn read(files: &[PathBuf]) -> Result<Loaded, ReadError> {
     read_with_progress(files, &|_| ())
 }
@@ -123,15 +73,14 @@ pub fn read(files: &[PathBuf]) -> Result<Loaded, ReadError> {
 /// that cannot be read leaves a hole, which sorts last and is cut off.
 pub fn read_with_progress(files: &[PathBuf], progress: &(dyn Fn(u64) + Sync)) -> Result<Loaded, ReadError> {
     let started = std::time::Instant::now();
-    let starts: Vec<Option<u64>> =
-        files.iter().map(|f| Metadata::of_trace_file(f).and_then(|m| m.start_boot_ns)).collect();
-    let shifts = metadata::shifts_ms(&starts);
+    let alignment = align::align(&files.iter().map(|f| align::SessionStart::of_trace_file(f)).collect::<Vec<_>>());
+    let shifts = &alignment.shifts_ms;
     let mut maps = Vec::with_capacity(files.len());
     for file in files {
         maps.push(map_file(file)?);
     }
     let mut work = Vec::new();
-    for (index, (map, &shift_ms)) in maps.iter().zip(&shifts).enumerate() {
+    for (index, (map, &shift_ms)) in maps.iter().zip(shifts).enumerate() {
         work.extend(chunks(map.as_deref().unwrap_or_default()).into_iter().map(|c| (index, c, shift_ms)));
     }
     let counts: Vec<usize> = work.par_iter().map(|&(_, chunk, _)| line_count(chunk)).collect();
@@ -165,7 +114,7 @@ pub fn read_with_progress(files: &[PathBuf], progress: &(dyn Fn(u64) + Sync)) ->
     // order, and `parse_chunk` initialized every slot of its part (it asserts
     // so before returning; a panic there never reaches this line).
     unsafe { calls.set_len(total) };
-    let mut loaded = Loaded { files: files.to_vec(), ..Loaded::default() };
+    let mut loaded = Loaded { files: files.to_vec(), alignment: alignment.clone(), ..Loaded::default() };
     loaded.bytes = work.iter().map(|w| w.1.len() as u64).sum();
     let mut file_lines = vec![0u64; files.len()];
     let mut holes = 0;
@@ -292,12 +241,12 @@ impl std::ops::Deref for FileBytes {
 /// The file's bytes, or `None` for an empty file (which cannot be mapped).
 fn map_file(path: &Path) -> Result<Option<FileBytes>, ReadError> {
     let io = |source| ReadError::Io { path: path.to_path_buf(), source };
-    let file = crate::format::open::open_regular(path).map_err(io)?;
+    let file = crate::format::open::open_session_file(path).map_err(io)?;
     let len = file.metadata().map_err(io)?.len();
     if len == 0 {
         return Ok(None);
     }
-    if is_partial_trace(path) {
+    if super::discover::is_partial_trace(path) {
         let mut bytes = Vec::new();
         std::io::Read::read_to_end(&mut std::io::Read::take(file, len), &mut bytes).map_err(io)?;
         return Ok(Some(FileBytes::Read(bytes)));
@@ -328,6 +277,7 @@ pub fn chunks(data: &[u8]) -> Vec<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analysis::trace::discover::discover;
 
     #[test]
     fn skips_and_counts_bad_lines_with_their_numbers() {

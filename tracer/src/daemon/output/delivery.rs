@@ -31,7 +31,7 @@ pub struct Pending {
 enum FileKind {
     /// `trace_*.jsonl`.
     Trace,
-    /// `kv_cache_usage_*.csv`, written by the KV-cache scraper.
+    /// `kv_cache_usage_*.csv` and `kv_cache_evictions_*.csv`, written by the KV-cache scraper.
     KvChunk,
     /// `metadata.json`: uploaded whenever it changed, kept locally.
     Metadata,

@@ -63,6 +63,8 @@ impl Session {
                 .map(|d| d.as_nanos())
                 .unwrap_or(0),
             start_boot_ns: Some(self.clock.start_boot_ns),
+            boot_id: clock::boot_id(),
+            start_wall_max_error_us: self.clock.wall_max_error_us,
             ts_unit: "milliseconds since start_boot_ns (CLOCK_BOOTTIME); one line per completed call, stamped at entry"
                 .into(),
             end_wall_clock: (!running).then(|| clock::rfc3339(SystemTime::now())),

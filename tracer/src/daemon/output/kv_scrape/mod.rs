@@ -1,10 +1,12 @@
 //! The daemon's scraper: every `--metrics-interval` it GETs vLLM's
 //! `/metrics`, appends one row to the open `kv_cache_usage_<seq>.csv` chunk
-//! and, like the trace sink, closes chunks on the rotation interval (hidden
-//! `.partial` name while open, renamed on close) so delivery uploads them.
-//! A failed scrape is counted and retried next interval, never fatal. The
-//! endpoint is not trusted: one scrape reads at most [`MAX_PAGE_BYTES`] within
-//! its timeout (connect, head and body together).
+//! (and, when blocks were evicted since the last scrape, one to
+//! `kv_cache_evictions_<seq>.csv`) and, like the trace sink, closes chunks on
+//! the rotation interval (hidden `.partial` name while open, renamed on
+//! close) so delivery uploads them. A failed scrape is counted and retried
+//! next interval, never fatal. The endpoint is not trusted: one scrape reads
+//! at most [`MAX_PAGE_BYTES`] within its timeout (connect, head and body
+//! together).
 
 use std::{
     collections::BTreeMap,
@@ -20,14 +22,15 @@ use std::{
 
 use tokio::sync::watch;
 
+mod evictions;
 mod parse;
 
-pub use parse::{parse_page, KvSample, PageError};
+pub use parse::{parse_page, KvSample, PageError, Totals};
 
 use crate::daemon::output::metrics::{KindLabel, Metrics};
 pub use crate::format::metadata::KvStatus;
 use crate::format::{
-    kv::{KvRow, CSV_HEADER},
+    kv::{KvRow, CSV_HEADER, EVICTIONS_HEADER},
     names,
 };
 
@@ -92,8 +95,9 @@ pub struct KvScraper {
     rotate_every: Duration,
     metrics: Option<Arc<Metrics>>,
     status: Arc<Mutex<KvStatus>>,
-    /// The last chunk number used.
+    /// The last chunk number used, of usage and of eviction chunks.
     seq: Arc<AtomicU32>,
+    evictions_seq: Arc<AtomicU32>,
 }
 
 impl KvScraper {
@@ -110,7 +114,16 @@ impl KvScraper {
             interval_secs: cfg.interval.as_secs_f64(),
             ..Default::default()
         }));
-        Self { cfg, dir: dir.to_path_buf(), start_boot_ns, rotate_every, metrics, status, seq: Arc::default() }
+        Self {
+            cfg,
+            dir: dir.to_path_buf(),
+            start_boot_ns,
+            rotate_every,
+            metrics,
+            status,
+            seq: Arc::default(),
+            evictions_seq: Arc::default(),
+        }
     }
 
     pub fn status(&self) -> KvStatus {
@@ -124,14 +137,18 @@ impl KvScraper {
         stop: watch::Receiver<bool>,
         scraped: impl Fn() + Send + 'static,
     ) -> impl std::future::Future<Output = Result<(), ClientError>> + Send + 'static {
+        let chunks = |seq: &Arc<AtomicU32>, kind| Chunks {
+            dir: self.dir.clone(),
+            kind,
+            seq: Arc::clone(seq),
+            open: None,
+            rotate_every: self.rotate_every,
+        };
         let ctx = Context {
             cfg: self.cfg.clone(),
-            chunks: Chunks {
-                dir: self.dir.clone(),
-                seq: Arc::clone(&self.seq),
-                open: None,
-                rotate_every: self.rotate_every,
-            },
+            chunks: chunks(&self.seq, ChunkKind::USAGE),
+            eviction_chunks: chunks(&self.evictions_seq, ChunkKind::EVICTIONS),
+            evictions: evictions::Evictions::default(),
             start_boot_ns: self.start_boot_ns,
             status: Arc::clone(&self.status),
             metrics: self.metrics.clone(),
@@ -144,6 +161,8 @@ impl KvScraper {
 struct Context {
     cfg: KvCacheConfig,
     chunks: Chunks,
+    eviction_chunks: Chunks,
+    evictions: evictions::Evictions,
     start_boot_ns: u64,
     status: Arc<Mutex<KvStatus>>,
     metrics: Option<Arc<Metrics>>,
@@ -174,8 +193,8 @@ impl Context {
             let outcome = page.and_then(|text| {
                 parse_page(&text).map_err(|source| ScrapeError::Page { url: self.cfg.url.clone(), source })
             });
-            match outcome.and_then(|sample| self.chunks.write_row(&row(ts_sec, &sample).to_line()).map(|()| sample)) {
-                Ok(sample) => self.on_row(sample.usage_metric),
+            match outcome.and_then(|sample| self.write_rows(ts_sec, &sample).map(|()| sample)) {
+                Ok(sample) => self.on_row(&sample),
                 Err(e) => self.on_error(e),
             }
             self.close_chunk(false);
@@ -185,10 +204,21 @@ impl Context {
         Ok(())
     }
 
-    fn on_row(&mut self, metric: &'static str) {
+    /// The usage row, and an eviction row when blocks were evicted since
+    /// the last scrape.
+    fn write_rows(&mut self, ts_sec: f64, sample: &KvSample) -> Result<(), ScrapeError> {
+        self.chunks.write_row(&row(ts_sec, sample).to_line())?;
+        match self.evictions.next(ts_sec, sample) {
+            Some(evicted) => self.eviction_chunks.write_row(&evicted.to_line()),
+            None => Ok(()),
+        }
+    }
+
+    fn on_row(&mut self, sample: &KvSample) {
         if let Ok(mut s) = self.status.lock() {
             s.scrapes += 1;
-            s.usage_metric = Some(metric.into());
+            s.usage_metric = Some(sample.usage_metric.into());
+            s.eviction_metrics |= sample.lifetime.is_some() && sample.idle.is_some();
         }
         if let Some(m) = &self.metrics {
             m.vllm_scrapes.inc();
@@ -213,14 +243,16 @@ impl Context {
     }
 
     fn close_chunk(&mut self, now: bool) {
-        match self.chunks.close(now) {
-            Ok(Some(name)) => {
-                if let Ok(mut s) = self.status.lock() {
-                    s.files.push(name);
+        for closed in [self.chunks.close(now), self.eviction_chunks.close(now)] {
+            match closed {
+                Ok(Some(name)) => {
+                    if let Ok(mut s) = self.status.lock() {
+                        s.files.push(name);
+                    }
                 }
+                Ok(None) => {}
+                Err(e) => self.on_error(e),
             }
-            Ok(None) => {}
-            Err(e) => self.on_error(e),
         }
     }
 }
@@ -278,11 +310,15 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     inner.to_string()
 }
 
-/// The CSV row of a sample taken at `ts_sec` (trace axis).
+/// The CSV row of a sample taken at `ts_sec` (trace axis). vLLM exports
+/// usage as a fraction of the pool, not a count of blocks: the blocks in
+/// use are that fraction of the pool, rounded.
 fn row(ts_sec: f64, s: &KvSample) -> KvRow {
     KvRow {
         timestamp_sec: ts_sec,
         usage_pct: s.usage_pct,
+        num_blocks: s.total_blocks.map(|total| (s.usage_pct / 100.0 * total).round()),
+        total_blocks: s.total_blocks,
         num_requests_running: s.num_requests_running,
         num_requests_waiting: s.num_requests_waiting,
         num_preemptions: s.num_preemptions,
@@ -296,9 +332,22 @@ struct OpenChunk {
     opened: Instant,
 }
 
-/// The CSV chunks of one session.
+/// Which chunk series: its file names and header.
+#[derive(Clone, Copy)]
+struct ChunkKind {
+    name: fn(u32) -> String,
+    header: &'static str,
+}
+
+impl ChunkKind {
+    const USAGE: Self = Self { name: names::kv_chunk, header: CSV_HEADER };
+    const EVICTIONS: Self = Self { name: names::kv_evictions_chunk, header: EVICTIONS_HEADER };
+}
+
+/// The CSV chunks of one session, of one kind.
 struct Chunks {
     dir: PathBuf,
+    kind: ChunkKind,
     /// The last number used, shared by every run of the scraper.
     seq: Arc<AtomicU32>,
     open: Option<OpenChunk>,
@@ -311,11 +360,11 @@ impl Chunks {
     fn write_row(&mut self, line: &str) -> Result<(), ScrapeError> {
         if self.open.is_none() {
             let seq = self.seq.load(Ordering::Relaxed) + 1;
-            let name = names::kv_chunk(seq);
+            let name = (self.kind.name)(seq);
             let tmp = self.dir.join(names::partial(&name));
             let err = |source| ScrapeError::Write { path: tmp.display().to_string(), source };
             let mut file = crate::format::safe_fs::create_new(&tmp).map_err(|e| err(e.into_io()))?;
-            file.write_all(format!("{CSV_HEADER}\n").as_bytes()).map_err(err)?;
+            file.write_all(format!("{}\n", self.kind.header).as_bytes()).map_err(err)?;
             self.seq.store(seq, Ordering::Relaxed);
             self.open = Some(OpenChunk { dest: self.dir.join(name), tmp, file, opened: Instant::now() });
         }
@@ -396,8 +445,13 @@ mod tests {
             num_requests_running: Some(3.0),
             num_requests_waiting: None,
             num_preemptions: Some(1.5),
+            total_blocks: Some(4001.0),
+            lifetime: None,
+            idle: None,
         };
-        assert_eq!(row(1.23456, &s).to_line(), "1.235,12.5000,3,,1.5\n");
+        assert_eq!(row(1.23456, &s).to_line(), "1.235,12.5000,500,4001,3,,1.5\n", "12.5 % of 4001 is 500.125");
+        let not_sized = super::KvSample { total_blocks: None, ..s };
+        assert_eq!(row(1.23456, &not_sized).to_line(), "1.235,12.5000,,,3,,1.5\n");
     }
 
     #[test]
@@ -405,20 +459,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut c = Chunks {
             dir: dir.path().to_path_buf(),
+            kind: ChunkKind::USAGE,
             seq: Arc::default(),
             open: None,
             rotate_every: Duration::from_secs(3600),
         };
         assert_eq!(c.close(true).unwrap(), None, "no empty chunk");
-        c.write_row("1.000,2.0000,1,0,0\n").unwrap();
+        c.write_row("1.000,2.0000,,,1,0,0\n").unwrap();
         assert!(dir.path().join(".kv_cache_usage_00001.csv.partial").exists());
         assert_eq!(c.close(false).unwrap(), None, "not due yet");
         assert_eq!(c.close(true).unwrap().as_deref(), Some("kv_cache_usage_00001.csv"));
         let text = std::fs::read_to_string(dir.path().join("kv_cache_usage_00001.csv")).unwrap();
-        assert_eq!(text, format!("{CSV_HEADER}\n1.000,2.0000,1,0,0\n"));
+        assert_eq!(text, format!("{CSV_HEADER}\n1.000,2.0000,,,1,0,0\n"));
         c.rotate_every = Duration::ZERO;
-        c.write_row("2.000,3.0000,1,0,0\n").unwrap();
+        c.write_row("2.000,3.0000,,,1,0,0\n").unwrap();
         assert_eq!(c.close(false).unwrap().as_deref(), Some("kv_cache_usage_00002.csv"));
+        c.kind = ChunkKind::EVICTIONS;
+        c.write_row("3.000,1.000000,0.500000,2,1.000\n").unwrap();
+        assert_eq!(c.close(false).unwrap().as_deref(), Some("kv_cache_evictions_00003.csv"));
+        let text = std::fs::read_to_string(dir.path().join("kv_cache_evictions_00003.csv")).unwrap();
+        assert!(text.starts_with(&format!("{EVICTIONS_HEADER}\n")), "{text}");
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! One vLLM `/metrics` page to one KV-cache sample: the usage gauge (new or
-//! old name), running and waiting requests, and the preemption counter.
+//! old name), the pool's size (`vllm:cache_config_info`'s `num_gpu_blocks`
+//! label), running and waiting requests, the preemption counter, and the
+//! totals of the sampled block-residency histograms vLLM serves with
+//! `--kv-cache-metrics`.
 
 use prometheus_parse::{Scrape, Value};
 
@@ -8,6 +11,14 @@ const USAGE_METRICS: [&str; 2] = ["vllm:kv_cache_usage_perc", "vllm:gpu_cache_us
 const RUNNING: &str = "vllm:num_requests_running";
 const WAITING: &str = "vllm:num_requests_waiting";
 const PREEMPTIONS: &str = "vllm:num_preemptions_total";
+/// An info gauge whose `num_gpu_blocks` label is the KV pool's size in
+/// blocks (`None` until the engine has profiled memory).
+const CACHE_CONFIG: &str = "vllm:cache_config_info";
+/// Histograms of sampled KV blocks at their eviction, served by vLLM with
+/// `--kv-cache-metrics` (vLLM PR #27793, December 2025; not in earlier
+/// releases): allocation to eviction, and last access to eviction.
+pub const LIFETIME: &str = "vllm:kv_block_lifetime_seconds";
+pub const IDLE: &str = "vllm:kv_block_idle_before_evict_seconds";
 
 /// What one page says about the KV cache.
 #[derive(Clone, Debug, PartialEq)]
@@ -23,6 +34,19 @@ pub struct KvSample {
     pub num_requests_waiting: Option<f64>,
     /// vLLM's cumulative counter (since the server started).
     pub num_preemptions: Option<f64>,
+    /// The KV pool in blocks, summed over engines.
+    pub total_blocks: Option<f64>,
+    /// [`LIFETIME`]'s cumulative totals, summed over engines.
+    pub lifetime: Option<Totals>,
+    /// [`IDLE`]'s cumulative totals, summed over engines.
+    pub idle: Option<Totals>,
+}
+
+/// A histogram's cumulative `_sum` and `_count`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Totals {
+    pub sum: f64,
+    pub count: f64,
 }
 
 /// Why a page gave no sample.
@@ -93,6 +117,7 @@ pub fn parse_page(text: &str) -> Result<KvSample, PageError> {
             PageError::NotVllm
         });
     };
+    let totals = |name: &str| Some(Totals { sum: sum(&format!("{name}_sum"))?, count: sum(&format!("{name}_count"))? });
     Ok(KvSample {
         usage_pct: usage.iter().sum::<f64>() / usage.len() as f64 * 100.0,
         usage_metric,
@@ -100,7 +125,24 @@ pub fn parse_page(text: &str) -> Result<KvSample, PageError> {
         num_requests_running: sum(RUNNING),
         num_requests_waiting: sum(WAITING),
         num_preemptions: sum(PREEMPTIONS),
+        total_blocks: pool_blocks(&scrape),
+        lifetime: totals(LIFETIME),
+        idle: totals(IDLE),
     })
+}
+
+/// The KV pool's blocks: `num_gpu_blocks` of each label set (engine) of the
+/// cache-config info gauge, summed; `None` when a set lacks a number (vLLM
+/// writes `None` before its memory profiling has sized the pool).
+fn pool_blocks(scrape: &Scrape) -> Option<f64> {
+    let name = escaped(CACHE_CONFIG);
+    let blocks: Option<Vec<f64>> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .map(|s| s.labels.get("num_gpu_blocks")?.parse::<f64>().ok().filter(|b| b.is_finite() && *b > 0.0))
+        .collect();
+    blocks.filter(|b| !b.is_empty()).map(|b| b.iter().sum())
 }
 
 #[cfg(test)]
@@ -155,12 +197,42 @@ vllm:num_preemptions_created{engine="0",model_name="org/m:v1"} 1.7e+09
                 num_requests_running: Some(3.0),
                 num_requests_waiting: Some(1.0),
                 num_preemptions: Some(2.0),
+                total_blocks: Some(58893.0),
+                lifetime: None,
+                idle: None,
             }
         );
         let old = parse_page(include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/vllm_metrics_v0.6.txt")))
             .unwrap();
         assert_eq!((old.usage_pct, old.usage_metric), (37.5, "vllm:gpu_cache_usage_perc"));
         assert_eq!((old.num_requests_running, old.num_preemptions), (Some(5.0), Some(7.0)));
+        assert_eq!(old.total_blocks, Some(58893.0));
+    }
+
+    #[test]
+    fn the_pool_size_and_residency_histograms_are_read() {
+        let page = format!(
+            "{TWO_ENGINES}\
+vllm:cache_config_info{{engine=\"0\",num_gpu_blocks=\"1000\"}} 1.0
+vllm:cache_config_info{{engine=\"1\",num_gpu_blocks=\"3000\"}} 1.0
+# TYPE vllm:kv_block_lifetime_seconds histogram
+vllm:kv_block_lifetime_seconds_bucket{{engine=\"0\",le=\"+Inf\"}} 4.0
+vllm:kv_block_lifetime_seconds_sum{{engine=\"0\"}} 40.0
+vllm:kv_block_lifetime_seconds_count{{engine=\"0\"}} 4.0
+vllm:kv_block_lifetime_seconds_sum{{engine=\"1\"}} 10.0
+vllm:kv_block_lifetime_seconds_count{{engine=\"1\"}} 1.0
+# TYPE vllm:kv_block_idle_before_evict_seconds histogram
+vllm:kv_block_idle_before_evict_seconds_sum{{engine=\"0\"}} 5.0
+vllm:kv_block_idle_before_evict_seconds_count{{engine=\"0\"}} 5.0
+"
+        );
+        let s = parse_page(&page).unwrap();
+        assert_eq!(s.total_blocks, Some(4000.0));
+        assert_eq!(s.lifetime, Some(Totals { sum: 50.0, count: 5.0 }));
+        assert_eq!(s.idle, Some(Totals { sum: 5.0, count: 5.0 }));
+        let not_sized = TWO_ENGINES.to_string() + "vllm:cache_config_info{engine=\"0\",num_gpu_blocks=\"None\"} 1.0\n";
+        assert_eq!(parse_page(&not_sized).unwrap().total_blocks, None, "before profiling the pool has no size");
+        assert_eq!(parse_page(TWO_ENGINES).unwrap().lifetime, None, "without --kv-cache-metrics");
     }
 
     #[test]
