@@ -299,8 +299,7 @@ impl Delivery {
         running.abort_all();
         self.cancelled(in_flight.into_values(), &mut report);
         report.remaining.extend(queue.map(|p| p.path));
-        let waiting: Vec<Pending> =
-            self.work().into_iter().filter(|p| !FileKind::of(&p.name).is_kept()).collect();
+        let waiting: Vec<Pending> = self.work().into_iter().filter(|p| !FileKind::of(&p.name).is_kept()).collect();
         self.stats.pending_files = waiting.len();
         if let Some(m) = &self.metrics {
             m.files_uploaded.set(self.stats.uploaded_files as i64);
