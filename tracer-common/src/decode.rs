@@ -170,6 +170,25 @@ mod tests {
     }
 
     #[test]
+    fn the_fuzz_seed_records_decode() {
+        // `fuzz/corpus/ring_record`: seeds are named for what they hold
+        // (`call_`, `name_`, `proc_`) and must stay valid records as the ABI
+        // changes; inputs the fuzzer found are named by hash and may be anything.
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/corpus/ring_record");
+        let mut seeds = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if ["call_", "name_", "proc_"].iter().any(|kind| name.starts_with(kind)) {
+                let decoded = decode(&std::fs::read(&path).unwrap());
+                assert!(decoded.is_ok(), "{name}: {decoded:?}");
+                seeds += 1;
+            }
+        }
+        assert!(seeds >= 10, "{seeds} seed records in {dir}");
+    }
+
+    #[test]
     fn cookie_round_trips() {
         let c = crate::abi::Cookie { func_id: 513, stack_words: 6, out_arg: 2, deref_arg: 1, str_arg: 3 };
         assert_eq!(crate::abi::Cookie::decode(c.encode()), c);

@@ -181,3 +181,28 @@ fn copy_kinds_round_trip_by_name_and_value() {
     assert_eq!(CopyKind::from_cuda(5), None);
     assert!(ErrorName::new(ERROR).is_some());
 }
+
+#[test]
+fn the_fuzz_seed_lines_are_read_alike() {
+    // `fuzz/corpus/trace_line`: the seeds are lines the tracer wrote (and a
+    // few from the readers' tests) and must stay readable as the format
+    // changes; `regress_` inputs and those the fuzzer found (named by hash)
+    // may be anything.
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/corpus/trace_line");
+    let mut seeds = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let found = name.len() == 40 && name.bytes().all(|b| b.is_ascii_hexdigit());
+        if found || name.starts_with("regress_") {
+            continue;
+        }
+        let line = std::fs::read(&path).unwrap();
+        let slow = super::parse_line(&line).unwrap_or_else(|e| panic!("{name}: {e}"));
+        if let Some(fast) = read::parse(&line, &mut read::Interner::default()) {
+            assert_eq!(format!("{fast:?}"), format!("{slow:?}"), "{name}");
+        }
+        seeds += 1;
+    }
+    assert!(seeds >= 20, "{seeds} seed lines in {dir}");
+}
