@@ -25,9 +25,11 @@ pub fn run() -> Result<()> {
     pypi_packages()?;
     k8s_tools()?;
     crate::setup_kube::run()?;
+    crate::fuzz::install()?;
     fixtures()?;
     println!(
-        "setup: ready (nightly LLVM {major}, bpf-linker {BPF_LINKER_VERSION}, fixtures in {})",
+        "setup: ready (nightly LLVM {major}, bpf-linker {BPF_LINKER_VERSION}, cargo-fuzz {}, fixtures in {})",
+        crate::fuzz::CARGO_FUZZ_VERSION,
         paths::fixtures_dir().display()
     );
     Ok(())
@@ -47,6 +49,15 @@ fn output(cmd: &mut Command) -> Result<String> {
         bail!("{shown} failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// What `cargo xtask fuzz` needs of setup: nightly, and bpf-linker for the
+/// tracer's build script, and cargo-fuzz.
+pub fn fuzz_prerequisites() -> Result<()> {
+    need("rustup", "install rustup: https://rustup.rs (the toolchain manager)")?;
+    nightly()?;
+    bpf_linker(llvm_major()?)?;
+    crate::fuzz::install()
 }
 
 /// The nightly toolchain with rust-src (the BPF crate builds core itself).
