@@ -70,10 +70,7 @@ impl SymbolIndex {
     }
 }
 
-/// Demangles an Itanium C++ name; other names come back unchanged.
-pub fn demangle(raw: &str) -> String {
-    cpp_demangle::Symbol::new(raw).ok().and_then(|s| s.demangle().ok()).unwrap_or_else(|| raw.to_string())
-}
+pub use super::demangle::demangle;
 
 /// Resolves stub addresses to kernel names, caching per process and file.
 #[derive(Default)]
