@@ -36,6 +36,8 @@ pub enum PageError {
     NotVllm,
     #[error("the page has vllm:* metrics but neither vllm:kv_cache_usage_perc nor vllm:gpu_cache_usage_perc")]
     NoKvMetric,
+    #[error("{0} is beyond what a 64-bit float holds (summed over label sets, or as a percentage)")]
+    Overflow(&'static str),
 }
 
 // prometheus-parse only accepts `\w` in metric names, but Prometheus names
@@ -81,9 +83,12 @@ pub fn parse_page(text: &str) -> Result<KvSample, PageError> {
         let name = escaped(name);
         scrape.samples.iter().filter(|s| s.metric == name).filter_map(|s| number(&s.value)).collect()
     };
-    let sum = |name: &str| {
+    // Each value is finite, but a sum (or a gauge times 100) may not be:
+    // the CSV and the analyses take only finite numbers.
+    let finite = |name: &'static str, v: f64| if v.is_finite() { Ok(v) } else { Err(PageError::Overflow(name)) };
+    let sum = |name: &'static str| {
         let v = values(name);
-        (!v.is_empty()).then(|| v.iter().sum::<f64>())
+        (!v.is_empty()).then(|| finite(name, v.iter().sum::<f64>())).transpose()
     };
     let Some((usage_metric, usage)) = USAGE_METRICS.iter().map(|m| (*m, values(m))).find(|(_, v)| !v.is_empty()) else {
         let prefix = escaped("vllm:");
@@ -94,12 +99,12 @@ pub fn parse_page(text: &str) -> Result<KvSample, PageError> {
         });
     };
     Ok(KvSample {
-        usage_pct: usage.iter().sum::<f64>() / usage.len() as f64 * 100.0,
+        usage_pct: finite(usage_metric, usage.iter().sum::<f64>() / usage.len() as f64 * 100.0)?,
         usage_metric,
         engines: usage.len(),
-        num_requests_running: sum(RUNNING),
-        num_requests_waiting: sum(WAITING),
-        num_preemptions: sum(PREEMPTIONS),
+        num_requests_running: sum(RUNNING)?,
+        num_requests_waiting: sum(WAITING)?,
+        num_preemptions: sum(PREEMPTIONS)?,
     })
 }
 
@@ -171,5 +176,17 @@ vllm:num_preemptions_created{engine="0",model_name="org/m:v1"} 1.7e+09
         assert!(matches!(err, PageError::NoKvMetric), "{err}");
         // NaN gauges (vLLM before the first step) give no value.
         assert!(parse_page("vllm:kv_cache_usage_perc NaN\n").is_err());
+    }
+
+    #[test]
+    fn sums_and_percentages_beyond_f64_are_refused() {
+        // Each value parses as finite; the sample would hold `inf`.
+        let err = parse_page("vllm:kv_cache_usage_perc 1e307\n").unwrap_err();
+        assert!(matches!(err, PageError::Overflow("vllm:kv_cache_usage_perc")), "{err}");
+        let page = "vllm:kv_cache_usage_perc 0.5\nvllm:num_requests_running{e=\"0\"} 1e308\n\
+                    vllm:num_requests_running{e=\"1\"} 1e308\n";
+        let err = parse_page(page).unwrap_err();
+        assert!(matches!(err, PageError::Overflow("vllm:num_requests_running")), "{err}");
+        assert!(err.to_string().contains("beyond what a 64-bit float holds"), "{err}");
     }
 }
