@@ -175,17 +175,17 @@ mod tests {
         // (`call_`, `name_`, `proc_`) and must stay valid records as the ABI
         // changes; inputs the fuzzer found are named by hash and may be anything.
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/corpus/ring_record");
-        let mut seeds = 0;
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            if ["call_", "name_", "proc_"].iter().any(|kind| name.starts_with(kind)) {
-                let decoded = decode(&std::fs::read(&path).unwrap());
-                assert!(decoded.is_ok(), "{name}: {decoded:?}");
-                seeds += 1;
-            }
+        let is_seed = |name: &str| ["call_", "name_", "proc_"].iter().any(|kind| name.starts_with(kind));
+        let seeds: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| is_seed(&path.file_name().unwrap().to_string_lossy()))
+            .collect();
+        for path in &seeds {
+            let decoded = decode(&std::fs::read(path).unwrap());
+            assert!(decoded.is_ok(), "{}: {decoded:?}", path.display());
         }
-        assert!(seeds >= 10, "{seeds} seed records in {dir}");
+        assert!(seeds.len() >= 10, "{} seed records in {dir}", seeds.len());
     }
 
     #[test]

@@ -81,20 +81,16 @@ pub enum CopyKind {
 /// name for (a line with `"kind":9` used to be refused as corrupt).
 impl<'de> Deserialize<'de> for CopyKind {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl de::Visitor<'_> for V {
-            type Value = CopyKind;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a copy kind like \"HtoD\" or a cudaMemcpyKind number")
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<CopyKind, E> {
-                Ok(CopyKind::from_name(s.as_bytes()))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<CopyKind, E> {
-                Ok(CopyKind::from_number(v))
-            }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written<'a> {
+            Name(#[serde(borrow)] std::borrow::Cow<'a, str>),
+            Number(u64),
         }
-        d.deserialize_any(V)
+        Ok(match Written::deserialize(d)? {
+            Written::Name(name) => CopyKind::from_name(name.as_bytes()),
+            Written::Number(value) => CopyKind::from_number(value),
+        })
     }
 }
 
