@@ -54,7 +54,7 @@ fn write_and_read_back(ev: &CallEvent, name: Option<&[u8]>) {
     let slow = line::parse_line(text);
     // A call of more than MAX_TIME microseconds (31 years) is refused as
     // corrupt by the readers; the kernel cannot measure one.
-    if ev.dur_ns / 1000 > line::MAX_TIME as u64 {
+    if ev.dur_ns > line::MAX_TIME as u64 * 1000 {
         assert!(slow.is_err(), "{shown}");
         return;
     }
