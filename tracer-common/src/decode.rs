@@ -170,6 +170,25 @@ mod tests {
     }
 
     #[test]
+    fn the_fuzz_seed_records_decode() {
+        // `fuzz/corpus/ring_record`: seeds are named for what they hold
+        // (`call_`, `name_`, `proc_`) and must stay valid records as the ABI
+        // changes; inputs the fuzzer found are named by hash and may be anything.
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fuzz/corpus/ring_record");
+        let is_seed = |name: &str| ["call_", "name_", "proc_"].iter().any(|kind| name.starts_with(kind));
+        let seeds: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| is_seed(&path.file_name().unwrap().to_string_lossy()))
+            .collect();
+        for path in &seeds {
+            let decoded = decode(&std::fs::read(path).unwrap());
+            assert!(decoded.is_ok(), "{}: {decoded:?}", path.display());
+        }
+        assert!(seeds.len() >= 10, "{} seed records in {dir}", seeds.len());
+    }
+
+    #[test]
     fn cookie_round_trips() {
         let c = crate::abi::Cookie { func_id: 513, stack_words: 6, out_arg: 2, deref_arg: 1, str_arg: 3 };
         assert_eq!(crate::abi::Cookie::decode(c.encode()), c);

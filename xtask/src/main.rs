@@ -1,6 +1,6 @@
 //! Developer tasks: `setup` (toolchain, bpf-linker, test prerequisites),
-//! `demo` (trace the bundled workload), `test` (fmt, clippy, all tests),
-//! `bench` (overhead, loss and `report` speed, written to docs/BENCHMARKS.md).
+//! `demo` (trace the bundled workload), `test` (fmt, clippy, all tests,
+//! a short fuzz run), `fuzz` (the cargo-fuzz targets in `fuzz/`), `bench` (overhead, loss and `report` speed, written to docs/BENCHMARKS.md).
 
 mod bench;
 mod bench_doc;
@@ -9,6 +9,7 @@ mod bench_method;
 mod bench_proc;
 mod bench_report;
 mod bench_tables;
+mod fuzz;
 mod paths;
 mod setup;
 mod setup_kube;
@@ -32,11 +33,20 @@ enum Task {
     /// Install the build chain only (no test servers), build, and trace the bundled fixture
     /// workload with `cuda-tracer record`.
     Demo,
-    /// Set up, then fmt check, clippy -D warnings, and every test (BPF tests need root).
+    /// Set up, then fmt check, clippy -D warnings, every test (BPF tests need root), and each fuzz target briefly.
     Test {
         /// Extra arguments for `cargo test`, after `--`.
         #[arg(last = true)]
         cargo_args: Vec<String>,
+    },
+    /// Build the fuzz targets (nightly, cached per machine) and run each over its corpus.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        secs: u64,
+        /// Run only this target (ring_record, trace_line, admission_review, metrics_page).
+        #[arg(long)]
+        target: Option<String>,
     },
     /// Set up, build, then measure overhead and loss; writes docs/BENCHMARKS.md (needs root).
     Bench {
@@ -55,6 +65,7 @@ fn main() -> Result<()> {
         Task::Setup => setup::run(),
         Task::Demo => demo(),
         Task::Test { cargo_args } => test(&cargo_args),
+        Task::Fuzz { secs, target } => fuzz::run(secs, target.as_deref()),
         Task::Bench { quick, only: Some(_) } => bench_report::run_only(quick),
         Task::Bench { quick, only: None } => bench::run(quick),
     }
@@ -139,6 +150,9 @@ fn test(cargo_args: &[String]) -> Result<()> {
     let root = paths::root();
     exec(Command::new("cargo").current_dir(&root).args(["fmt", "--all", "--", "--check"]))
         .context("formatting differs: run `cargo fmt --all`")?;
+    // The fuzz crate is a workspace of its own.
+    exec(Command::new("cargo").current_dir(&root).args(["fmt", "--manifest-path", "fuzz/Cargo.toml", "--", "--check"]))
+        .context("formatting differs in fuzz/: run `cargo fmt --manifest-path fuzz/Cargo.toml`")?;
     // Host crates (default members); the BPF crate only builds for its own
     // target, with nightly.
     exec(Command::new("cargo").current_dir(&root).args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
@@ -173,5 +187,8 @@ fn test(cargo_args: &[String]) -> Result<()> {
             .env("CUDA_TRACER_KUBE_APISERVER", paths::kube_apiserver())
             .env("CUDA_TRACER_ETCD", paths::etcd())
             .env("CUDA_TRACER_KUBECTL", paths::kubectl()),
-    )
+    )?;
+    // Each fuzz target over its committed corpus and what this machine
+    // found before; a longer run is `cargo xtask fuzz --secs N`.
+    fuzz::run(fuzz::TEST_SECS, None)
 }

@@ -70,3 +70,14 @@ pub fn etcd() -> PathBuf {
 pub fn kubectl() -> PathBuf {
     cache_dir().join("k8s-tools/bin/kubectl")
 }
+
+/// Where setup installs cargo-fuzz (`bin/cargo-fuzz` below it).
+pub fn cargo_fuzz_root() -> PathBuf {
+    cache_dir().join("cargo-fuzz")
+}
+
+/// The fuzz targets' own target dir, kept per machine: their nightly,
+/// instrumented build shares nothing with the workspace's.
+pub fn fuzz_target_dir() -> PathBuf {
+    cache_dir().join("fuzz-target")
+}

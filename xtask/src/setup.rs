@@ -32,7 +32,11 @@ pub fn run() -> Result<()> {
     k8s_tools()?;
     pandas()?;
     crate::setup_kube::run()?;
-    println!("setup: test servers and packages ready (nightly LLVM {major}, bpf-linker {BPF_LINKER_VERSION})");
+    crate::fuzz::install()?;
+    println!(
+        "setup: test servers and packages ready (nightly LLVM {major}, bpf-linker {BPF_LINKER_VERSION}, cargo-fuzz {})",
+        crate::fuzz::CARGO_FUZZ_VERSION
+    );
     Ok(())
 }
 
@@ -67,6 +71,15 @@ fn output(cmd: &mut Command) -> Result<String> {
         bail!("{shown} failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// What `cargo xtask fuzz` needs of setup: nightly, and bpf-linker for the
+/// tracer's build script, and cargo-fuzz.
+pub fn fuzz_prerequisites() -> Result<()> {
+    need("rustup", "install rustup: https://rustup.rs (the toolchain manager)")?;
+    nightly()?;
+    bpf_linker(llvm_major()?)?;
+    crate::fuzz::install()
 }
 
 /// The nightly toolchain with rust-src (the BPF crate builds core itself).

@@ -51,10 +51,7 @@ impl SymbolIndex {
     }
 }
 
-/// Demangles an Itanium C++ name; other names come back unchanged.
-pub fn demangle(raw: &str) -> String {
-    cpp_demangle::Symbol::new(raw).ok().and_then(|s| s.demangle().ok()).unwrap_or_else(|| raw.to_string())
-}
+pub use super::demangle::demangle;
 
 /// One process's mappings and allowance.
 struct ProcState {

@@ -3,6 +3,7 @@
 //! (kernel names, freed sizes, error names).
 
 pub mod annotate;
+pub mod demangle;
 pub mod elf_functions;
 pub mod error_names;
 pub mod kernel_names;

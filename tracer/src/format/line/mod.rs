@@ -66,16 +66,32 @@ impl std::fmt::Display for Hex {
 }
 
 /// Direction of a copy, as the trace's `kind` argument names it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum CopyKind {
     HtoD,
     DtoH,
     DtoD,
     HtoH,
     Default,
-    #[serde(other)]
     #[default]
     Other,
+}
+
+/// A name, or the number the writer puts for a `cudaMemcpyKind` it has no
+/// name for (a line with `"kind":9` used to be refused as corrupt).
+impl<'de> Deserialize<'de> for CopyKind {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written<'a> {
+            Name(#[serde(borrow)] std::borrow::Cow<'a, str>),
+            Number(u64),
+        }
+        Ok(match Written::deserialize(d)? {
+            Written::Name(name) => CopyKind::from_name(name.as_bytes()),
+            Written::Number(value) => CopyKind::from_number(value),
+        })
+    }
 }
 
 impl CopyKind {
@@ -87,6 +103,12 @@ impl CopyKind {
     /// (written as the number).
     pub fn from_cuda(kind: u32) -> Option<Self> {
         Self::BY_CUDA_VALUE.get(kind as usize).copied()
+    }
+
+    /// The kind a number in the trace means: the writer names the kinds
+    /// CUDA defines and writes any other value as its number.
+    pub fn from_number(value: u64) -> Self {
+        u32::try_from(value).ok().and_then(Self::from_cuda).unwrap_or(CopyKind::Other)
     }
 
     /// The name the trace writes.

@@ -275,7 +275,8 @@ fn args<'a>(c: &mut Cursor<'a>, names: &mut Interner<'a>, a: &mut Args) -> Optio
         match key {
             arg::BYTES => a.set_bytes(Some(c.u64()?)).ok()?,
             arg::DPTR => a.set_dptr(Some(c.hex()?)).ok()?,
-            arg::KIND => a.set_kind(Some(CopyKind::from_name(c.string()?))),
+            arg::KIND if c.peek()? == b'"' => a.set_kind(Some(CopyKind::from_name(c.string()?))),
+            arg::KIND => a.set_kind(Some(CopyKind::from_number(c.u64()?))),
             arg::STREAM => a.set_stream(Some(c.hex()?)).ok()?,
             arg::EVENT => a.set_event(Some(c.hex()?)).ok()?,
             arg::GRAPH => a.set_graph(Some(c.hex()?)).ok()?,

@@ -19,7 +19,7 @@ use kube_core::{
 };
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use super::{
     decide::{decide, Verdict},
@@ -216,9 +216,10 @@ fn allow(uid: &str) -> AdmissionResponse {
     response
 }
 
-/// Reads and parses a review while holding one of the review permits, so
-/// at most `max_concurrent_reviews` bodies are in memory at once.
-async fn read_review(app: &App, body: Body) -> Result<Review, Rejection> {
+/// Reads a review's body while holding one of the review permits; the
+/// caller answers it before letting the permit go, so at most
+/// `max_concurrent_reviews` bodies (and their answers) are in memory at once.
+async fn read_review(app: &App, body: Body) -> Result<(SemaphorePermit<'_>, Bytes), Rejection> {
     let timeout = app.limits.client_timeout;
     let busy = || {
         Rejection::new(
@@ -230,22 +231,36 @@ async fn read_review(app: &App, body: Body) -> Result<Review, Rejection> {
             ),
         )
     };
-    let _permit =
-        tokio::time::timeout(timeout, app.reviews.acquire()).await.map_err(|_| busy())?.map_err(|_| busy())?;
+    let permit = tokio::time::timeout(timeout, app.reviews.acquire()).await.map_err(|_| busy())?.map_err(|_| busy())?;
     let body = tokio::time::timeout(timeout, read_body(body, app.limits.max_body_bytes)).await.map_err(|_| {
         Rejection::new(
             StatusCode::REQUEST_TIMEOUT,
             format!("the request body did not arrive within {}s (--client-timeout-secs)", timeout.as_secs_f64()),
         )
     })??;
-    parse_review(&body, &app.inject.label_key)
+    Ok((permit, body))
 }
 
 async fn mutate(State(app): State<Arc<App>>, body: Body) -> Result<Response, Rejection> {
-    let review = read_review(&app, body).await?;
+    let (_permit, body) = read_review(&app, body).await?;
+    Ok(answer(&app.inject, &body))
+}
+
+/// The answer to one AdmissionReview body: an AdmissionReview whose
+/// response allows, patches or denies the pod, or a 4xx naming what is
+/// wrong with the request. No I/O: the body is whatever a client sent, and
+/// this is what `fuzz/` feeds arbitrary bytes to.
+pub fn answer(inject: &InjectConfig, body: &[u8]) -> Response {
+    match parse_review(body, &inject.label_key).and_then(|review| respond(inject, &review)) {
+        Ok(response) => response,
+        Err(rejection) => rejection.into_response(),
+    }
+}
+
+fn respond(inject: &InjectConfig, review: &Review) -> Result<Response, Rejection> {
     let pod = &review.pod;
     let namespace = review.namespace.clone().or_else(|| pod.namespace.clone()).unwrap_or_default();
-    let decision = decide(&app.inject, &review.operation, &namespace, pod);
+    let decision = decide(inject, &review.operation, &namespace, pod);
     tracing::info!(
         uid = %review.uid,
         namespace = %namespace,

@@ -60,6 +60,8 @@ pub enum PageError {
     NotVllm,
     #[error("the page has vllm:* metrics but neither vllm:kv_cache_usage_perc nor vllm:gpu_cache_usage_perc")]
     NoKvMetric,
+    #[error("{0} is beyond what a 64-bit float holds (summed over label sets, or as a percentage)")]
+    Overflow(&'static str),
 }
 
 // prometheus-parse only accepts `\w` in metric names, but Prometheus names
@@ -105,10 +107,14 @@ pub fn parse_page(text: &str) -> Result<KvSample, PageError> {
         let name = escaped(name);
         scrape.samples.iter().filter(|s| s.metric == name).filter_map(|s| number(&s.value)).collect()
     };
-    let sum = |name: &str| {
-        let v = values(name);
-        (!v.is_empty()).then(|| v.iter().sum::<f64>())
+    // Each value is finite, but a sum (or a gauge times 100) may not be:
+    // the CSV and the analyses take only finite numbers.
+    let finite = |name: &'static str, v: f64| if v.is_finite() { Ok(v) } else { Err(PageError::Overflow(name)) };
+    let sum_as = |metric: &str, shown: &'static str| {
+        let v = values(metric);
+        (!v.is_empty()).then(|| finite(shown, v.iter().sum::<f64>())).transpose()
     };
+    let sum = |name: &'static str| sum_as(name, name);
     let Some((usage_metric, usage)) = USAGE_METRICS.iter().map(|m| (*m, values(m))).find(|(_, v)| !v.is_empty()) else {
         let prefix = escaped("vllm:");
         return Err(if scrape.samples.iter().any(|s| s.metric.starts_with(&prefix)) {
@@ -117,17 +123,20 @@ pub fn parse_page(text: &str) -> Result<KvSample, PageError> {
             PageError::NotVllm
         });
     };
-    let totals = |name: &str| Some(Totals { sum: sum(&format!("{name}_sum"))?, count: sum(&format!("{name}_count"))? });
+    let totals = |name: &'static str| -> Result<Option<Totals>, PageError> {
+        let (sum, count) = (sum_as(&format!("{name}_sum"), name)?, sum_as(&format!("{name}_count"), name)?);
+        Ok(sum.zip(count).map(|(sum, count)| Totals { sum, count }))
+    };
     Ok(KvSample {
-        usage_pct: usage.iter().sum::<f64>() / usage.len() as f64 * 100.0,
+        usage_pct: finite(usage_metric, usage.iter().sum::<f64>() / usage.len() as f64 * 100.0)?,
         usage_metric,
         engines: usage.len(),
-        num_requests_running: sum(RUNNING),
-        num_requests_waiting: sum(WAITING),
-        num_preemptions: sum(PREEMPTIONS),
+        num_requests_running: sum(RUNNING)?,
+        num_requests_waiting: sum(WAITING)?,
+        num_preemptions: sum(PREEMPTIONS)?,
         total_blocks: pool_blocks(&scrape),
-        lifetime: totals(LIFETIME),
-        idle: totals(IDLE),
+        lifetime: totals(LIFETIME)?,
+        idle: totals(IDLE)?,
     })
 }
 
@@ -243,5 +252,17 @@ vllm:kv_block_idle_before_evict_seconds_count{{engine=\"0\"}} 5.0
         assert!(matches!(err, PageError::NoKvMetric), "{err}");
         // NaN gauges (vLLM before the first step) give no value.
         assert!(parse_page("vllm:kv_cache_usage_perc NaN\n").is_err());
+    }
+
+    #[test]
+    fn sums_and_percentages_beyond_f64_are_refused() {
+        // Each value parses as finite; the sample would hold `inf`.
+        let err = parse_page("vllm:kv_cache_usage_perc 1e307\n").unwrap_err();
+        assert!(matches!(err, PageError::Overflow("vllm:kv_cache_usage_perc")), "{err}");
+        let page = "vllm:kv_cache_usage_perc 0.5\nvllm:num_requests_running{e=\"0\"} 1e308\n\
+                    vllm:num_requests_running{e=\"1\"} 1e308\n";
+        let err = parse_page(page).unwrap_err();
+        assert!(matches!(err, PageError::Overflow("vllm:num_requests_running")), "{err}");
+        assert!(err.to_string().contains("beyond what a 64-bit float holds"), "{err}");
     }
 }
