@@ -12,30 +12,14 @@ use serde_json::Value;
 /// cudaFree, starts one `multiprocessing` spawn worker that does the same
 /// (its command line does not name the pattern), and exits. Each call goes
 /// to the truth file as the tracer should write it.
-const SHORT_JOB: &str = r#"
-import ctypes, json, multiprocessing as mp, os, sys, threading
-
-def calls(lib, out):
-    cu = ctypes.CDLL(lib)
-    tid = threading.get_native_id()
-    lines = []
-    for i in range(2):
-        p = ctypes.c_void_p()
-        size = 512 * (i + 1)
-        r = cu.cudaMalloc(ctypes.byref(p), ctypes.c_size_t(size))
-        lines.append({"pid": os.getpid(), "tid": tid, "type": "cuda_runtime", "func": "cudaMalloc", "ret": r,
-                      "args": {"bytes": size}})
-        r = cu.cudaFree(p)
-        lines.append({"pid": os.getpid(), "tid": tid, "type": "cuda_runtime", "func": "cudaFree", "ret": r,
-                      "args": {"dptr": hex(p.value or 0)}})
-    with open(out + "." + str(os.getpid()) + ".jsonl", "w") as f:
-        f.write("".join(json.dumps(l) + "\n" for l in lines))
+const SHORT_JOB_MAIN: &str = r#"
+import multiprocessing as mp, sys
 
 if __name__ == "__main__":
     mp.set_start_method("spawn")
     marker, truth, lib = sys.argv[1:4]
-    calls(lib, truth)
-    w = mp.Process(target=calls, args=(lib, truth))
+    calls(lib, truth, 2, 512)
+    w = mp.Process(target=calls, args=(lib, truth, 2, 512))
     w.start()
     w.join()
     assert w.exitcode == 0, w.exitcode
@@ -76,7 +60,7 @@ fn short_jobs_matching_the_pattern_are_traced_from_their_first_call_with_the_sca
     std::fs::create_dir_all(&truth_dir).unwrap();
     let lib = private_copy(&tmp.path().join("wheel/nvidia/cuda_runtime/lib"), &nvidia_cudart());
     let script = tmp.path().join("job.py");
-    std::fs::write(&script, SHORT_JOB).unwrap();
+    std::fs::write(&script, format!("{PY_RECORDED_CALLS}{SHORT_JOB_MAIN}")).unwrap();
     let truth_prefix = truth_dir.join("truth").display().to_string();
     for _ in 0..3 {
         let status = std::process::Command::new("python3")

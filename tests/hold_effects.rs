@@ -113,12 +113,7 @@ fn a_process_under_strace_is_held_released_and_traced() {
     let (tmp, out, _) = scratch();
     let lib = private_copy(&tmp.path().join("lib"), &nvidia_cudart());
     let script = tmp.path().join("load.py");
-    std::fs::write(
-        &script,
-        "import ctypes, sys\ncu = ctypes.CDLL(sys.argv[1])\np = ctypes.c_void_p()\n\
-         assert cu.cudaMalloc(ctypes.byref(p), ctypes.c_size_t(64)) == 35\n",
-    )
-    .unwrap();
+    std::fs::write(&script, PY_ONE_MALLOC).unwrap();
     let output = tracer_cmd()
         .args(["record", "--scan-interval-ms", "60000", "-o"])
         .arg(&out)

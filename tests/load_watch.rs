@@ -11,29 +11,13 @@ use serde_json::Value;
 /// `multiprocessing` spawn workers, one per library path given, each
 /// `ctypes.CDLL`ing it by absolute path and calling cudaMalloc/cudaFree;
 /// each call goes to the truth file as the tracer should write it.
-const SPAWN_WORKERS: &str = r#"
-import ctypes, json, multiprocessing as mp, os, sys, threading
-
-def worker(lib, out):
-    cu = ctypes.CDLL(lib)
-    tid = threading.get_native_id()
-    lines = []
-    for i in range(3):
-        p = ctypes.c_void_p()
-        size = 4096 * (i + 1)
-        r = cu.cudaMalloc(ctypes.byref(p), ctypes.c_size_t(size))
-        lines.append({"pid": os.getpid(), "tid": tid, "type": "cuda_runtime", "func": "cudaMalloc", "ret": r,
-                      "args": {"bytes": size}})
-        r = cu.cudaFree(p)
-        lines.append({"pid": os.getpid(), "tid": tid, "type": "cuda_runtime", "func": "cudaFree", "ret": r,
-                      "args": {"dptr": hex(p.value or 0)}})
-    with open(out + "." + str(os.getpid()) + ".jsonl", "w") as f:
-        f.write("".join(json.dumps(l) + "\n" for l in lines))
+const SPAWN_WORKERS_MAIN: &str = r#"
+import multiprocessing as mp, sys
 
 if __name__ == "__main__":
     mp.set_start_method("spawn")
     truth = sys.argv[1]
-    workers = [mp.Process(target=worker, args=(lib, truth)) for lib in sys.argv[2:]]
+    workers = [mp.Process(target=calls, args=(lib, truth, 3, 4096)) for lib in sys.argv[2:]]
     for w in workers:
         w.start()
     for w in workers:
@@ -67,7 +51,7 @@ fn spawned_workers_loading_real_runtimes_12_and_13_by_absolute_path_are_traced_c
     let lib12 = private_copy(&tmp.path().join("wheel12/lib"), &nvidia_cudart());
     let lib13 = private_copy(&tmp.path().join("wheel13/nvidia/cu13/lib"), &nvidia_cudart13());
     let script = tmp.path().join("workers.py");
-    std::fs::write(&script, SPAWN_WORKERS).unwrap();
+    std::fs::write(&script, format!("{PY_RECORDED_CALLS}{SPAWN_WORKERS_MAIN}")).unwrap();
     let truth_prefix = truth_dir.join("truth").display().to_string();
     let output = record_python(&out, &script, &[&truth_prefix, &lib12, &lib13]);
 
@@ -258,12 +242,7 @@ fn a_runtime_with_a_long_hashed_file_name_is_held_and_traced() {
     let lib = dir.join(&long);
     std::fs::copy(nvidia_cudart(), &lib).unwrap();
     let script = tmp.path().join("long.py");
-    std::fs::write(
-        &script,
-        "import ctypes, sys\ncu = ctypes.CDLL(sys.argv[1])\np = ctypes.c_void_p()\n\
-         assert cu.cudaMalloc(ctypes.byref(p), ctypes.c_size_t(64)) == 35\n",
-    )
-    .unwrap();
+    std::fs::write(&script, PY_ONE_MALLOC).unwrap();
     record_python(&out, &script, &[&lib.display().to_string()]);
     let trace = load_trace(&out);
     let funcs: Vec<&str> = trace.lines.iter().map(|l| l["func"].as_str().unwrap()).collect();
