@@ -158,7 +158,7 @@ pub mod drop_slot {
     /// Number of slots.
     pub const COUNT: u32 = 7;
     /// Slots of the per-function drop map (at least the number of functions).
-    pub const FUNC_SLOTS: u32 = 128;
+    pub const FUNC_SLOTS: u32 = 512;
 }
 
 /// The BPF attach cookie: which function a probe serves and how to read its
