@@ -180,6 +180,11 @@ pub struct FuncSpec {
     /// 1-based index of a string argument copied at entry; 0 = none.
     pub str_arg: u8,
     pub args: &'static [ArgSpec],
+    /// The runtime major version (`libcudart.so.12`: 12) whose signature
+    /// this row decodes; `None`: every version. CUDA 13 folded the runtime's
+    /// `_v2`/`_v3` variants into the base names with their new signatures,
+    /// so one exported name can need a row per major version.
+    pub runtime_major: Option<u8>,
 }
 
 impl FuncSpec {
@@ -192,6 +197,12 @@ impl FuncSpec {
             deref_arg: self.deref_arg,
             str_arg: self.str_arg,
         }
+    }
+
+    /// Whether this row decodes the function in a library of runtime major
+    /// version `major` (`None`: unknown; only rows for every version do).
+    pub fn applies_to(&self, major: Option<u8>) -> bool {
+        self.runtime_major.is_none() || self.runtime_major == major
     }
 
     /// The copy direction the function's name implies (`cuMemcpyDtoH_v2`:
@@ -210,7 +221,23 @@ pub(super) const fn a(name: &'static str, fmt: Fmt, word: u8) -> ArgSpec {
 }
 
 pub(super) const fn f(name: &'static str, layer: Layer, role: Role, out_arg: u8, args: &'static [ArgSpec]) -> FuncSpec {
-    FuncSpec { name, layer, role, group: role.group(), stack: false, out_arg, deref_arg: 0, str_arg: 0, args }
+    FuncSpec {
+        name,
+        layer,
+        role,
+        group: role.group(),
+        stack: false,
+        out_arg,
+        deref_arg: 0,
+        str_arg: 0,
+        args,
+        runtime_major: None,
+    }
+}
+
+/// The row applies only to runtime libraries of major version `major`.
+pub(super) const fn only_major(major: u8, spec: FuncSpec) -> FuncSpec {
+    FuncSpec { runtime_major: Some(major), ..spec }
 }
 
 /// Reads the struct that argument `arg` (1-based) points to at entry.
@@ -231,10 +258,11 @@ mod core;
 mod exec;
 mod memory;
 mod nccl;
+mod versioned;
 
 /// The table's parts, in id order. Ids are indexes into the whole table and
 /// are only meaningful within one build (the trace carries names, not ids).
-const PARTS: [&[FuncSpec]; 4] = [core::ROWS, memory::ROWS, exec::ROWS, nccl::ROWS];
+const PARTS: [&[FuncSpec]; 5] = [core::ROWS, memory::ROWS, exec::ROWS, nccl::ROWS, versioned::ROWS];
 
 const COUNT: usize = {
     let mut n = 0;
@@ -270,7 +298,15 @@ const TABLE: [FuncSpec; COUNT] = concat();
 /// Every traced entry point; the index is the function id.
 pub const FUNCS: &[FuncSpec] = &TABLE;
 
-/// Looks a function up by its bare exported name.
+/// The row that decodes `name` as exported by a `layer` library of runtime
+/// major version `major` (`None`: unknown, only rows valid for every
+/// version apply).
+pub fn for_library(name: &str, layer: Layer, major: Option<u8>) -> Option<(u16, &'static FuncSpec)> {
+    FUNCS.iter().enumerate().find(|(_, s)| s.name == name && s.layer == layer && s.applies_to(major)).map(|(i, s)| (i as u16, s))
+}
+
+/// Looks a function up by its bare exported name: its first row (rows of
+/// one name differ only in how they decode arguments, a test checks).
 pub fn by_name(name: &str) -> Option<(u16, &'static FuncSpec)> {
     FUNCS.iter().enumerate().find(|(_, s)| s.name == name).map(|(i, s)| (i as u16, s))
 }

@@ -187,7 +187,8 @@ impl Probes {
                 array.get(&(id as u32), 0).map_err(|source| LoadError::Map { name: "DROPS_BY_FUNC", source })?;
             let n: u64 = values.iter().sum();
             if n > 0 {
-                out.insert(spec.name, n);
+                // Rows of one name (one per runtime version) add up.
+                *out.entry(spec.name).or_insert(0) += n;
             }
         }
         Ok(out)

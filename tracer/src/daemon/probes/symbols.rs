@@ -6,7 +6,7 @@ use std::{collections::BTreeSet, fs::File, path::Path};
 
 use object::{
     elf,
-    read::elf::{SectionTable, Sym as _},
+    read::elf::{Dyn as _, SectionTable, Sym as _},
 };
 use tracer_common::funcs::{self, FuncSpec, Layer};
 
@@ -76,16 +76,25 @@ pub fn resolve(
     selected: impl Fn(&FuncSpec) -> bool,
 ) -> Result<LibrarySymbols, SymbolError> {
     let tables = [elf::SHT_DYNSYM, elf::SHT_SYMTAB];
-    let image = ElfImage::read(file, &tables, ElfLimits::CUDA_LIBRARY).map_err(|e| SymbolError::from_elf(shown, e))?;
+    let read = [elf::SHT_DYNSYM, elf::SHT_SYMTAB, elf::SHT_DYNAMIC];
+    let image = ElfImage::read(file, &read, ElfLimits::CUDA_LIBRARY).map_err(|e| SymbolError::from_elf(shown, e))?;
     let (_, endian) = image.header().map_err(|e| SymbolError::from_elf(shown, e))?;
     let sections = image.sections().map_err(|e| SymbolError::from_elf(shown, e))?;
+    let major = match layer {
+        Layer::Runtime => soname(&sections, image.data(), endian).and_then(|n| runtime_major(&n)).or_else(|| {
+            runtime_major(Path::new(shown).file_name().and_then(|n| n.to_str()).unwrap_or_default())
+        }),
+        _ => None,
+    };
+    let applies = |spec: &FuncSpec| spec.layer == layer && spec.applies_to(major) && selected(spec);
 
     let mut offsets: Vec<BTreeSet<u64>> = vec![BTreeSet::new(); funcs::FUNCS.len()];
     for table in tables {
         for (name, address) in functions(&sections, image.data(), endian, table) {
             let bare = name.split(|&b| b == b'@').next().unwrap_or(name);
-            let Some((id, spec)) = std::str::from_utf8(bare).ok().and_then(funcs::by_name) else { continue };
-            if spec.layer != layer || !selected(spec) {
+            let by_name = |n| funcs::for_library(n, layer, major);
+            let Some((id, spec)) = std::str::from_utf8(bare).ok().and_then(by_name) else { continue };
+            if !applies(spec) {
                 continue;
             }
             if let Some(off) = image.file_offset(address) {
@@ -96,7 +105,7 @@ pub fn resolve(
 
     let mut out = LibrarySymbols::default();
     for (id, spec) in funcs::FUNCS.iter().enumerate() {
-        if spec.layer != layer || !selected(spec) {
+        if !applies(spec) {
             continue;
         }
         let offs = &offsets[id];
@@ -110,6 +119,25 @@ pub fn resolve(
         return Err(SymbolError::NoSymbols { path: shown.to_string() });
     }
     Ok(out)
+}
+
+/// The library's `DT_SONAME` (none when it has no dynamic section or name).
+fn soname<'a>(
+    sections: &SectionTable<'a, Header, &'a Parts>,
+    data: &'a Parts,
+    endian: object::Endianness,
+) -> Option<String> {
+    let (dyns, link) = sections.dynamic(endian, data).ok()??;
+    let strings = sections.strings(endian, data, link).ok()?;
+    let entry = dyns.iter().find(|d| d.d_tag(endian) as u32 == elf::DT_SONAME)?;
+    let name = strings.get(u32::try_from(entry.d_val(endian)).ok()?).ok()?;
+    Some(String::from_utf8_lossy(name).into_owned())
+}
+
+/// The major version in a runtime's name: `libcudart.so.13[.0.96]` is 13.
+pub fn runtime_major(name: &str) -> Option<u8> {
+    let version = name.strip_prefix("libcudart.so.")?;
+    version.split('.').next()?.parse().ok()
 }
 
 /// `(name, address)` of every defined function in the symbol table of type
@@ -141,6 +169,32 @@ mod tests {
         assert_eq!(layer_of(Path::new("libcudart.so.12")), Some(Layer::Runtime));
         assert_eq!(layer_of(Path::new("/x/libcudnn.so.9")), None);
         assert_eq!(layer_of(Path::new("/x/libc.so.6")), None);
+    }
+
+    #[test]
+    fn runtime_major_versions_from_names() {
+        assert_eq!(runtime_major("libcudart.so.12"), Some(12));
+        assert_eq!(runtime_major("libcudart.so.13.0.96"), Some(13));
+        assert_eq!(runtime_major("libcudart.so"), None);
+        assert_eq!(runtime_major("libcuda.so.1"), None);
+    }
+
+    #[test]
+    fn real_runtimes_get_the_rows_of_their_major_version() {
+        for (var, major) in [("CUDA_TRACER_NVIDIA_CUDART", 12), ("CUDA_TRACER_NVIDIA_CUDART13", 13)] {
+            let Some(path) = std::env::var_os(var) else {
+                eprintln!("SKIPPED: {var} is not set (cargo xtask setup installs NVIDIA's runtime)");
+                continue;
+            };
+            // Shown under a name that says nothing: the major comes from DT_SONAME.
+            let syms = resolve(&File::open(path).unwrap(), "runtime", Layer::Runtime, |_| true).unwrap();
+            for name in ["cudaMemAdvise", "cudaStreamGetCaptureInfo"] {
+                let row = syms.found.iter().find(|r| r.name == name).unwrap_or_else(|| panic!("{name}"));
+                assert_eq!(funcs::FUNCS[row.func_id as usize].runtime_major, Some(major), "{name} in {var}");
+            }
+            let v2 = syms.found.iter().any(|r| r.name == "cudaMemAdvise_v2");
+            assert_eq!(v2, major == 12, "cudaMemAdvise_v2 is exported by 12 only");
+        }
     }
 
     #[test]
