@@ -36,6 +36,16 @@ pub fn nvidia_cudart13() -> PathBuf {
     cache_dir().join("pypi-cu13/nvidia/cu13/lib/libcudart.so.13")
 }
 
+/// The 12.9 headers (`cuda.h`, `cuda_runtime_api.h`) the runtime wheel carries.
+pub fn cuda_include12() -> PathBuf {
+    cache_dir().join("pypi/nvidia/cuda_runtime/include")
+}
+
+/// The 13.x headers the CUDA 13 runtime wheel carries.
+pub fn cuda_include13() -> PathBuf {
+    cache_dir().join("pypi-cu13/nvidia/cu13/include")
+}
+
 /// PyTorch with its CUDA 13 wheels (a `--target` directory for PYTHONPATH).
 pub fn torch_site() -> PathBuf {
     cache_dir().join("torch-cu13")
