@@ -202,7 +202,8 @@ mod tests {
             // runtime major version (a library never sees two of them), and
             // they agree on everything but how arguments are read.
             for b in f[i + 1..].iter().filter(|b| b.name == a.name) {
-                let disjoint = a.runtime_major.is_some() && b.runtime_major.is_some() && a.runtime_major != b.runtime_major;
+                let disjoint =
+                    a.runtime_major.is_some() && b.runtime_major.is_some() && a.runtime_major != b.runtime_major;
                 assert!(disjoint, "{} twice for one library", a.name);
                 assert_eq!((a.layer, a.role, a.group), (b.layer, b.role, b.group), "{}", a.name);
             }

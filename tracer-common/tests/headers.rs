@@ -136,11 +136,10 @@ fn check_row(spec: &FuncSpec, releases: &[Release], problems: &mut Vec<String>) 
 
 #[test]
 fn every_decoded_function_matches_the_real_headers() {
-    let releases: Vec<Release> =
-        [("CUDA_TRACER_CUDA_INCLUDE12", 12), ("CUDA_TRACER_CUDA_INCLUDE13", 13)]
-            .into_iter()
-            .filter_map(|(var, major)| release(var, major))
-            .collect();
+    let releases: Vec<Release> = [("CUDA_TRACER_CUDA_INCLUDE12", 12), ("CUDA_TRACER_CUDA_INCLUDE13", 13)]
+        .into_iter()
+        .filter_map(|(var, major)| release(var, major))
+        .collect();
     if releases.len() < 2 {
         return;
     }
@@ -151,7 +150,12 @@ fn every_decoded_function_matches_the_real_headers() {
         check_row(spec, &releases, &mut problems);
         checked += 1;
     }
-    assert!(problems.is_empty(), "{} of {checked} rows disagree with the headers:\n{}", problems.len(), problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "{} of {checked} rows disagree with the headers:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
 }
 
 #[test]
@@ -178,15 +182,10 @@ fn the_parser_lays_out_what_the_abi_says() {
     let bar = runtime["cudaBar_v3_ptsz"].as_ref().unwrap();
     // func, grid (2 words), block (2 words), args in registers; shmem and stream on the stack.
     let at = |w| bar.param_at(w).map(|p| p.text.as_str());
-    assert_eq!([at(0), at(1), at(2), at(5), at(6), at(7), at(8)].map(Option::unwrap_or_default), [
-        "const void *f",
-        "dim3 grid",
-        "dim3 grid",
-        "void **args",
-        "size_t shmem",
-        "cudaStream_t stream",
-        ""
-    ]);
+    assert_eq!(
+        [at(0), at(1), at(2), at(5), at(6), at(7), at(8)].map(Option::unwrap_or_default),
+        ["const void *f", "dim3 grid", "dim3 grid", "void **args", "size_t shmem", "cudaStream_t stream", ""]
+    );
     // Structs over 16 bytes go on the stack whole; the int takes a register.
     let memset = runtime["cudaMemset3D"].as_ref().unwrap();
     assert_eq!(memset.param_at(0).unwrap().text, "int value");

@@ -302,7 +302,11 @@ pub const FUNCS: &[FuncSpec] = &TABLE;
 /// major version `major` (`None`: unknown, only rows valid for every
 /// version apply).
 pub fn for_library(name: &str, layer: Layer, major: Option<u8>) -> Option<(u16, &'static FuncSpec)> {
-    FUNCS.iter().enumerate().find(|(_, s)| s.name == name && s.layer == layer && s.applies_to(major)).map(|(i, s)| (i as u16, s))
+    FUNCS
+        .iter()
+        .enumerate()
+        .find(|(_, s)| s.name == name && s.layer == layer && s.applies_to(major))
+        .map(|(i, s)| (i as u16, s))
 }
 
 /// Looks a function up by its bare exported name: its first row (rows of

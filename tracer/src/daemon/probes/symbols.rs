@@ -81,9 +81,9 @@ pub fn resolve(
     let (_, endian) = image.header().map_err(|e| SymbolError::from_elf(shown, e))?;
     let sections = image.sections().map_err(|e| SymbolError::from_elf(shown, e))?;
     let major = match layer {
-        Layer::Runtime => soname(&sections, image.data(), endian).and_then(|n| runtime_major(&n)).or_else(|| {
-            runtime_major(Path::new(shown).file_name().and_then(|n| n.to_str()).unwrap_or_default())
-        }),
+        Layer::Runtime => soname(&sections, image.data(), endian)
+            .and_then(|n| runtime_major(&n))
+            .or_else(|| runtime_major(Path::new(shown).file_name().and_then(|n| n.to_str()).unwrap_or_default())),
         _ => None,
     };
     let applies = |spec: &FuncSpec| spec.layer == layer && spec.applies_to(major) && selected(spec);

@@ -122,7 +122,11 @@ fn expected_args(spec: &FuncSpec, ev: &CallEvent, ann: &Annotations) -> Args {
                 Ok(())
             }
             other => {
-                assert!(IGNORED_ARGS.contains(&other) || IGNORED_VERSIONED_ARGS.contains(&other), "{}: argument {other:?} is neither read nor ignored", spec.name);
+                assert!(
+                    IGNORED_ARGS.contains(&other) || IGNORED_VERSIONED_ARGS.contains(&other),
+                    "{}: argument {other:?} is neither read nor ignored",
+                    spec.name
+                );
                 Ok(())
             }
         };
