@@ -45,23 +45,27 @@ fn traced(lib: &std::path::Path, major: u8, func: &str) -> Vec<Value> {
     load_trace(&out).lines.into_iter().filter(|l| l["func"] == func).collect()
 }
 
+/// The args of the one `cudaMemAdvise` traced from the runtime at `lib`,
+/// after checking the arguments both signatures share.
+fn advise_args(lib: &std::path::Path, major: u8) -> Value {
+    let advise = traced(lib, major, "cudaMemAdvise");
+    assert_eq!(advise.len(), 1, "CUDA {major}: {advise:?}");
+    assert_eq!(advise[0]["ret"], 35);
+    let args = advise[0]["args"].clone();
+    assert_eq!((&args["dptr"], &args["bytes"], &args["advice"]), (&"0x7f0012340000".into(), &4096.into(), &3.into()));
+    args
+}
+
 #[test]
 fn cuda_12_mem_advise_reads_a_device_number() {
-    let advise = traced(&nvidia_cudart(), 12, "cudaMemAdvise");
-    assert_eq!(advise.len(), 1, "{advise:?}");
-    let args = &advise[0]["args"];
-    assert_eq!((&args["dptr"], &args["bytes"], &args["advice"]), (&"0x7f0012340000".into(), &4096.into(), &3.into()));
+    let args = advise_args(&nvidia_cudart(), 12);
     assert_eq!(args["device"], 5, "{args}");
     assert!(args.get("location_type").is_none(), "{args}");
-    assert_eq!(advise[0]["ret"], 35);
 }
 
 #[test]
 fn cuda_13_mem_advise_reads_a_location() {
-    let advise = traced(&nvidia_cudart13(), 13, "cudaMemAdvise");
-    assert_eq!(advise.len(), 1, "{advise:?}");
-    let args = &advise[0]["args"];
-    assert_eq!((&args["dptr"], &args["bytes"], &args["advice"]), (&"0x7f0012340000".into(), &4096.into(), &3.into()));
+    let args = advise_args(&nvidia_cudart13(), 13);
     assert_eq!((&args["location_type"], &args["location_id"]), (&1.into(), &5.into()), "{args}");
     assert!(args.get("device").is_none(), "{args}");
 }

@@ -107,9 +107,9 @@ pub fn parse(text: &str, api: &str) -> Prototypes {
     let text = strip_comments(text);
     let marker = text
         .match_indices('\n')
+        .rev()
         .map(|(i, _)| i + 1)
-        .filter(|&i| text[i..].lines().next().is_some_and(|l| l.trim() == "#if defined(__CUDA_API_VERSION_INTERNAL)"))
-        .last()
+        .find(|&i| text[i..].lines().next().is_some_and(|l| l.trim() == "#if defined(__CUDA_API_VERSION_INTERNAL)"))
         .unwrap_or(text.len());
     let (public, internal) = text.split_at(marker);
     let defines = defines(public);
