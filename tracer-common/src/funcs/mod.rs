@@ -337,6 +337,19 @@ mod tests {
     }
 
     #[test]
+    fn a_library_gets_the_rows_of_its_runtime_major_version() {
+        let major = |name, layer, m| for_library(name, layer, m).map(|(_, s)| s.runtime_major);
+        assert_eq!(major("cudaMemAdvise", Layer::Runtime, Some(12)), Some(Some(12)));
+        assert_eq!(major("cudaMemAdvise", Layer::Runtime, Some(13)), Some(Some(13)));
+        // An unknown version gets only the rows valid for every version.
+        assert_eq!(major("cudaMemAdvise", Layer::Runtime, None), None);
+        assert_eq!(major("cudaMalloc", Layer::Runtime, None), Some(None));
+        assert_eq!(major("cudaMemAdvise_v2", Layer::Runtime, Some(13)), None, "gone in 13");
+        assert_eq!(major("cuMemAdvise", Layer::Driver, None), Some(None));
+        assert_eq!(major("cuMemAdvise", Layer::Runtime, Some(12)), None, "a driver name in a runtime");
+    }
+
+    #[test]
     fn every_role_has_a_function() {
         for role in Role::ALL {
             assert!(FUNCS.iter().any(|f| f.role == role), "no function has role {role:?}");
