@@ -30,7 +30,10 @@ fn release(var: &str, major: u8) -> Option<Release> {
         let path = dir.join(name);
         std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} ({var})", path.display()))
     };
-    let driver = parse(&read("cuda.h"), "CUDAAPI");
+    let cuda_h = read("cuda.h");
+    let version = cuda_h.lines().find_map(|l| l.strip_prefix("#define CUDA_VERSION")?.trim().parse::<u32>().ok());
+    assert_eq!(version.map(|v| v / 1000), Some(u32::from(major)), "{var} names CUDA {version:?}, not {major}.x");
+    let driver = parse(&cuda_h, "CUDAAPI");
     let runtime = parse(&read("cuda_runtime_api.h"), "CUDARTAPI");
     // A parser that found nothing would pass every row it cannot see.
     assert!(driver.len() > 400 && runtime.len() > 300, "{var}: {} + {} prototypes", driver.len(), runtime.len());
