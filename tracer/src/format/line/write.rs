@@ -104,6 +104,7 @@ impl LineFormatter {
                     write_dim3(out, u32_at(ev, arg.word), u32_at(ev, arg.word + 1), u32_at(ev, arg.word + 2))
                 }
                 Fmt::U32At => write_int(out, u32_at(ev, arg.word)),
+                Fmt::Product(n) => write_int(out, (arg.word..arg.word + n).map(w).fold(1u64, u64::saturating_mul)),
             }
         }
         if let Some(bytes) = ann.freed_bytes {
