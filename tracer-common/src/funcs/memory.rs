@@ -26,66 +26,27 @@ const CU_MEMCPY_2D_ASYNC: &[ArgSpec] = &[a("bytes", Product(2), 10), a("stream",
 // dstHeight, WidthInBytes, Height, Depth.
 const CU_MEMCPY_3D: &[ArgSpec] = &[a("bytes", Product(3), 9)];
 const CU_MEMCPY_3D_ASYNC: &[ArgSpec] = &[a("bytes", Product(3), 9), a("stream", Hex, 1)];
-const CU_PEER: &[ArgSpec] = &[
-    a("dst", Hex, 0),
-    a("dst_ctx", Hex, 1),
-    a("src", Hex, 2),
-    a("src_ctx", Hex, 3),
-    a("bytes", U64, 4),
-    a("kind", Const("DtoD"), 0),
-];
-const CU_PEER_ASYNC: &[ArgSpec] = &[
-    a("dst", Hex, 0),
-    a("dst_ctx", Hex, 1),
-    a("src", Hex, 2),
-    a("src_ctx", Hex, 3),
-    a("bytes", U64, 4),
-    a("kind", Const("DtoD"), 0),
-    a("stream", Hex, 5),
-];
+// Peer copies: (dst, dst context or device, src, src context or device, bytes[, stream]).
+const PEER_ENDS_CTX: [ArgSpec; 4] = [a("dst", Hex, 0), a("dst_ctx", Hex, 1), a("src", Hex, 2), a("src_ctx", Hex, 3)];
+const PEER_ENDS_DEV: [ArgSpec; 4] =
+    [a("dst", Hex, 0), a("dst_device", U32, 1), a("src", Hex, 2), a("src_device", U32, 3)];
+const PEER_BYTES: [ArgSpec; 2] = [a("bytes", U64, 4), a("kind", Const("DtoD"), 0)];
+const CU_PEER: [ArgSpec; 6] = cat(PEER_ENDS_CTX, PEER_BYTES);
+const CU_PEER_ASYNC: [ArgSpec; 7] = cat(CU_PEER, [a("stream", Hex, 5)]);
+const PEER: [ArgSpec; 6] = cat(PEER_ENDS_DEV, PEER_BYTES);
+const PEER_ASYNC: [ArgSpec; 7] = cat(PEER, [a("stream", Hex, 5)]);
 // (dsts, srcs, sizes, count, attrs, attrsIdxs, numAttrs, failIdx, stream):
 // the sizes are an array, so a batch has a count, not bytes.
 const BATCH_12: &[ArgSpec] = &[a("count", U64, 3), a("stream", Hex, 8)];
 // CUDA 13 dropped failIdx.
 const BATCH_13: &[ArgSpec] = &[a("count", U64, 3), a("stream", Hex, 7)];
-const MEMCPY_2D: &[ArgSpec] = &[
-    a("dst", Hex, 0),
-    a("dpitch", U64, 1),
-    a("src", Hex, 2),
-    a("spitch", U64, 3),
-    a("bytes", Product(2), 4),
-    a("kind", MemcpyKind, 6),
-];
-const MEMCPY_2D_ASYNC: &[ArgSpec] = &[
-    a("dst", Hex, 0),
-    a("dpitch", U64, 1),
-    a("src", Hex, 2),
-    a("spitch", U64, 3),
-    a("bytes", Product(2), 4),
-    a("kind", MemcpyKind, 6),
-    a("stream", Hex, 7),
-];
+const PITCHED: [ArgSpec; 4] = [a("dst", Hex, 0), a("dpitch", U64, 1), a("src", Hex, 2), a("spitch", U64, 3)];
+const MEMCPY_2D: [ArgSpec; 6] = cat(PITCHED, [a("bytes", Product(2), 4), a("kind", MemcpyKind, 6)]);
+const MEMCPY_2D_ASYNC: [ArgSpec; 7] = cat(MEMCPY_2D, [a("stream", Hex, 7)]);
 // cudaMemcpy3DParms copied from word 14 (byte 112): dstPtr.xsize,
 // dstPtr.ysize, extent.width, height, depth, kind.
 const MEMCPY_3D: &[ArgSpec] = &[a("bytes", Product(3), 8), a("kind", MemcpyKind, 11)];
 const MEMCPY_3D_ASYNC: &[ArgSpec] = &[a("bytes", Product(3), 8), a("kind", MemcpyKind, 11), a("stream", Hex, 1)];
-const PEER: &[ArgSpec] = &[
-    a("dst", Hex, 0),
-    a("dst_device", U32, 1),
-    a("src", Hex, 2),
-    a("src_device", U32, 3),
-    a("bytes", U64, 4),
-    a("kind", Const("DtoD"), 0),
-];
-const PEER_ASYNC: &[ArgSpec] = &[
-    a("dst", Hex, 0),
-    a("dst_device", U32, 1),
-    a("src", Hex, 2),
-    a("src_device", U32, 3),
-    a("bytes", U64, 4),
-    a("kind", Const("DtoD"), 0),
-    a("stream", Hex, 5),
-];
 const RESERVE: &[ArgSpec] =
     &[a("dptr", Out, 0), a("bytes", U64, 1), a("alignment", U64, 2), a("addr", Hex, 3), a("flags", U64, 4)];
 const RANGE: &[ArgSpec] = &[a("dptr", Hex, 0), a("bytes", U64, 1)];
@@ -100,6 +61,18 @@ const HOST_MALLOC: &[ArgSpec] = &[a("ptr", Out, 0), a("bytes", U64, 1)];
 const HOST_MALLOC_V1: &[ArgSpec] = &[a("ptr", Out, 0), a("bytes", U32, 1)];
 const HOST_REGISTER: &[ArgSpec] = &[a("ptr", Hex, 0), a("bytes", U64, 1), a("flags", U32, 2)];
 const HOST_FREE: &[ArgSpec] = &[a("ptr", Hex, 0)];
+
+/// `x` then `y` (`M` must be `N + K`: checked at compile time).
+const fn cat<const N: usize, const K: usize, const M: usize>(x: [ArgSpec; N], y: [ArgSpec; K]) -> [ArgSpec; M] {
+    assert!(N + K == M, "cat: M must be N + K");
+    let mut out = [a("", U64, 0); M];
+    let mut i = 0;
+    while i < M {
+        out[i] = if i < N { x[i] } else { y[i - N] };
+        i += 1;
+    }
+    out
+}
 
 pub(super) const ROWS: &[FuncSpec] = &[
     // Driver memset (`_v2_ptds`: per-thread default stream).
@@ -128,10 +101,10 @@ pub(super) const ROWS: &[FuncSpec] = &[
     deref_from(1, 19, f("cuMemcpy3D_v2_ptds", Driver, Copy, 0, CU_MEMCPY_3D)),
     deref_from(1, 19, f("cuMemcpy3DAsync_v2", Driver, Copy, 0, CU_MEMCPY_3D_ASYNC)),
     deref_from(1, 19, f("cuMemcpy3DAsync_v2_ptsz", Driver, Copy, 0, CU_MEMCPY_3D_ASYNC)),
-    f("cuMemcpyPeer", Driver, Copy, 0, CU_PEER),
-    f("cuMemcpyPeer_ptds", Driver, Copy, 0, CU_PEER),
-    f("cuMemcpyPeerAsync", Driver, Copy, 0, CU_PEER_ASYNC),
-    f("cuMemcpyPeerAsync_ptsz", Driver, Copy, 0, CU_PEER_ASYNC),
+    f("cuMemcpyPeer", Driver, Copy, 0, &CU_PEER),
+    f("cuMemcpyPeer_ptds", Driver, Copy, 0, &CU_PEER),
+    f("cuMemcpyPeerAsync", Driver, Copy, 0, &CU_PEER_ASYNC),
+    f("cuMemcpyPeerAsync_ptsz", Driver, Copy, 0, &CU_PEER_ASYNC),
     stack(f("cuMemcpyBatchAsync", Driver, Copy, 0, BATCH_12)),
     stack(f("cuMemcpyBatchAsync_ptsz", Driver, Copy, 0, BATCH_12)),
     stack(f("cuMemcpyBatchAsync_v2", Driver, Copy, 0, BATCH_13)),
@@ -157,16 +130,16 @@ pub(super) const ROWS: &[FuncSpec] = &[
     f("cudaMemset_ptds", Runtime, Memset, 0, MEMSET),
     f("cudaMemsetAsync", Runtime, Memset, 0, MEMSET_ASYNC),
     f("cudaMemsetAsync_ptsz", Runtime, Memset, 0, MEMSET_ASYNC),
-    stack(f("cudaMemcpy2D", Runtime, Copy, 0, MEMCPY_2D)),
-    stack(f("cudaMemcpy2D_ptds", Runtime, Copy, 0, MEMCPY_2D)),
-    stack(f("cudaMemcpy2DAsync", Runtime, Copy, 0, MEMCPY_2D_ASYNC)),
-    stack(f("cudaMemcpy2DAsync_ptsz", Runtime, Copy, 0, MEMCPY_2D_ASYNC)),
+    stack(f("cudaMemcpy2D", Runtime, Copy, 0, &MEMCPY_2D)),
+    stack(f("cudaMemcpy2D_ptds", Runtime, Copy, 0, &MEMCPY_2D)),
+    stack(f("cudaMemcpy2DAsync", Runtime, Copy, 0, &MEMCPY_2D_ASYNC)),
+    stack(f("cudaMemcpy2DAsync_ptsz", Runtime, Copy, 0, &MEMCPY_2D_ASYNC)),
     deref_from(1, 14, f("cudaMemcpy3D", Runtime, Copy, 0, MEMCPY_3D)),
     deref_from(1, 14, f("cudaMemcpy3D_ptds", Runtime, Copy, 0, MEMCPY_3D)),
     deref_from(1, 14, f("cudaMemcpy3DAsync", Runtime, Copy, 0, MEMCPY_3D_ASYNC)),
     deref_from(1, 14, f("cudaMemcpy3DAsync_ptsz", Runtime, Copy, 0, MEMCPY_3D_ASYNC)),
-    f("cudaMemcpyPeer", Runtime, Copy, 0, PEER),
-    f("cudaMemcpyPeerAsync", Runtime, Copy, 0, PEER_ASYNC),
+    f("cudaMemcpyPeer", Runtime, Copy, 0, &PEER),
+    f("cudaMemcpyPeerAsync", Runtime, Copy, 0, &PEER_ASYNC),
     stack(f("cudaMemcpyBatchAsync", Runtime, Copy, 0, BATCH_12)),
     stack(f("cudaMemcpyBatchAsync_ptsz", Runtime, Copy, 0, BATCH_12)),
     // Runtime pinned host memory.
