@@ -41,11 +41,7 @@ fn truth_ranges(truth: &[Value], open: Role, close: Role, key: &str) -> BTreeMap
                 p.opened += 1;
                 p.live.insert(ptr, bytes);
             }
-            (false, true, Some(ptr)) => {
-                if p.live.remove(&ptr).is_some() {
-                    p.closed += 1;
-                }
-            }
+            (false, true, Some(ptr)) if p.live.remove(&ptr).is_some() => p.closed += 1,
             _ => {}
         }
         p.last = p.live.values().sum();
