@@ -299,7 +299,8 @@ type ThreadKey = (u64, u64);
 fn comparable(v: &Value) -> Value {
     let func = v["func"].as_str().unwrap_or_default();
     let spec = funcs::FUNCS.iter().find(|s| s.name == func);
-    let is_free = spec.is_some_and(|s| s.group == funcs::Group::Memory && s.out_arg == 0);
+    // A free's size comes from the annotator, not the call's arguments.
+    let is_free = spec.is_some_and(|s| matches!(s.role, funcs::Role::Free | funcs::Role::HostFree));
     let mut args = v["args"].as_object().cloned().unwrap_or_default();
     args.remove("kernel");
     if is_free {

@@ -176,6 +176,9 @@ pub struct Cookie {
     pub deref_arg: u8,
     /// 1-based index of a `const char*` argument copied at entry; 0 = none.
     pub str_arg: u8,
+    /// Where in the `deref_arg` struct the copy starts, in 8-byte words
+    /// (a copy descriptor's sizes lie past its first [`STACK_ARGS`] words).
+    pub deref_at: u8,
 }
 
 impl Cookie {
@@ -185,6 +188,7 @@ impl Cookie {
             | ((self.out_arg as u64) << 24)
             | ((self.deref_arg as u64) << 32)
             | ((self.str_arg as u64) << 40)
+            | ((self.deref_at as u64) << 48)
     }
 
     pub const fn decode(raw: u64) -> Self {
@@ -194,6 +198,7 @@ impl Cookie {
             out_arg: (raw >> 24) as u8,
             deref_arg: (raw >> 32) as u8,
             str_arg: (raw >> 40) as u8,
+            deref_at: (raw >> 48) as u8,
         }
     }
 }

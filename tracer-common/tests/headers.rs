@@ -57,6 +57,7 @@ fn words_read(spec: &FuncSpec, fmt: Fmt, word: usize) -> Vec<usize> {
         Fmt::Dim3Words => vec![word, word + 1, word + 2],
         Fmt::Dim3U32 => vec![word / 2, (word + 2) / 2],
         Fmt::U32At => vec![word / 2],
+        Fmt::Product(n) => (word..word + usize::from(n)).collect(),
         // Read through the cookie's out/str arguments, checked on their own.
         Fmt::Out | Fmt::Str | Fmt::Const(_) => vec![],
     };

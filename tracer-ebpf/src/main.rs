@@ -126,10 +126,12 @@ pub fn call_entry(ctx: ProbeContext) -> u32 {
         }
     }
     if cookie.deref_arg != 0 {
-        // A launch-config struct: its first words go where stack words would.
+        // A launch-config or copy-descriptor struct: STACK_ARGS of its words,
+        // from word `deref_at`, go where stack words would.
         if let Some(ptr) = state.args.get((cookie.deref_arg - 1) as usize) {
+            let src = ptr.wrapping_add(cookie.deref_at as u64 * 8) as *const [u64; STACK_ARGS];
             // SAFETY: bpf_probe_read_user validates the user address.
-            match unsafe { bpf_probe_read_user(*ptr as *const [u64; STACK_ARGS]) } {
+            match unsafe { bpf_probe_read_user(src) } {
                 Ok(words) => state.args[REG_ARGS..].copy_from_slice(&words),
                 Err(_) => state.flags |= call_flags::STACK_UNREAD,
             }

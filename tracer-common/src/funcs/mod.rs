@@ -34,10 +34,23 @@ pub enum Group {
     Sync,
     Graph,
     Module,
+    Memset,
+    Vmm,
+    HostMem,
 }
 
 impl Group {
-    pub const ALL: [Group; 6] = [Group::Launch, Group::Memory, Group::Memcpy, Group::Sync, Group::Graph, Group::Module];
+    pub const ALL: [Group; 9] = [
+        Group::Launch,
+        Group::Memory,
+        Group::Memcpy,
+        Group::Sync,
+        Group::Graph,
+        Group::Module,
+        Group::Memset,
+        Group::Vmm,
+        Group::HostMem,
+    ];
 
     pub const fn name(self) -> &'static str {
         match self {
@@ -47,6 +60,9 @@ impl Group {
             Group::Sync => "sync",
             Group::Graph => "graph",
             Group::Module => "module",
+            Group::Memset => "memset",
+            Group::Vmm => "vmm",
+            Group::HostMem => "hostmem",
         }
     }
 }
@@ -88,6 +104,23 @@ pub enum Role {
     /// Finds a kernel's handle: by name (the probe copies the name,
     /// `str_arg` is set) or from another handle.
     ModuleLookup,
+    /// Fills device memory with a value.
+    Memset,
+    /// Virtual memory bookkeeping the analyses do not count: address
+    /// ranges reserved and freed, physical handles created and released,
+    /// access set. The bytes count when mapped ([`Role::Map`]).
+    VirtualMemory,
+    /// Maps physical memory at a device address (`cuMemMap`): mapped device
+    /// memory, live until unmapped.
+    Map,
+    /// Unmaps a mapped range (`cuMemUnmap`).
+    Unmap,
+    /// Allocates or registers (page-locks) host memory: the pointer comes
+    /// back through the out-pointer or, when the row has none, is the first
+    /// argument; the size is the second.
+    HostAlloc,
+    /// Frees or unregisters pinned host memory.
+    HostFree,
     /// Nothing the analyses look at (driver setup: `cuInit`, `cuGetProcAddress`).
     /// Kept last: the tests check that [`Role::ALL`] lists every role.
     Other,
@@ -95,7 +128,7 @@ pub enum Role {
 
 impl Role {
     /// Every role, in declaration order.
-    pub const ALL: [Role; 14] = [
+    pub const ALL: [Role; 20] = [
         Role::Alloc,
         Role::Free,
         Role::Launch,
@@ -109,6 +142,12 @@ impl Role {
         Role::GraphInstantiate,
         Role::GraphLaunch,
         Role::ModuleLookup,
+        Role::Memset,
+        Role::VirtualMemory,
+        Role::Map,
+        Role::Unmap,
+        Role::HostAlloc,
+        Role::HostFree,
         Role::Other,
     ];
 
@@ -122,6 +161,9 @@ impl Role {
             Role::StreamSync | Role::DeviceSync | Role::EventRecord | Role::EventSync => Group::Sync,
             Role::CaptureBegin | Role::CaptureEnd | Role::GraphInstantiate | Role::GraphLaunch => Group::Graph,
             Role::ModuleLookup | Role::Other => Group::Module,
+            Role::Memset => Group::Memset,
+            Role::VirtualMemory | Role::Map | Role::Unmap => Group::Vmm,
+            Role::HostAlloc | Role::HostFree => Group::HostMem,
         }
     }
 }
@@ -152,6 +194,9 @@ pub enum Fmt {
     Dim3U32,
     /// One `unsigned int`; `word` is an index in 32-bit units.
     U32At,
+    /// The product of this many consecutive words from `word` (a 2D or 3D
+    /// copy's width x height [x depth]).
+    Product(u8),
 }
 
 /// One named argument in a trace line's `args`.
@@ -179,6 +224,8 @@ pub struct FuncSpec {
     pub deref_arg: u8,
     /// 1-based index of a string argument copied at entry; 0 = none.
     pub str_arg: u8,
+    /// The word of the `deref_arg` struct where the copy starts.
+    pub deref_at: u8,
     pub args: &'static [ArgSpec],
     /// The runtime major version (`libcudart.so.12`: 12) whose signature
     /// this row decodes; `None`: every version. CUDA 13 folded the runtime's
@@ -196,6 +243,7 @@ impl FuncSpec {
             out_arg: self.out_arg,
             deref_arg: self.deref_arg,
             str_arg: self.str_arg,
+            deref_at: self.deref_at,
         }
     }
 
@@ -230,6 +278,7 @@ pub(super) const fn f(name: &'static str, layer: Layer, role: Role, out_arg: u8,
         out_arg,
         deref_arg: 0,
         str_arg: 0,
+        deref_at: 0,
         args,
         runtime_major: None,
     }
@@ -243,6 +292,11 @@ pub(super) const fn only_major(major: u8, spec: FuncSpec) -> FuncSpec {
 /// Reads the struct that argument `arg` (1-based) points to at entry.
 pub(super) const fn deref(arg: u8, spec: FuncSpec) -> FuncSpec {
     FuncSpec { deref_arg: arg, ..spec }
+}
+
+/// Reads words `at..` of the struct that argument `arg` (1-based) points to at entry.
+pub(super) const fn deref_from(arg: u8, at: u8, spec: FuncSpec) -> FuncSpec {
+    FuncSpec { deref_arg: arg, deref_at: at, ..spec }
 }
 
 /// Reads the string argument `arg` (1-based) at entry.
@@ -365,6 +419,12 @@ mod tests {
             Group::Memory => Role::Free,
             Group::Launch => Role::Launch,
             Group::Memcpy => Role::Copy,
+            Group::Memset => Role::Memset,
+            Group::Vmm if n == "cuMemMap" => Role::Map,
+            Group::Vmm if n == "cuMemUnmap" => Role::Unmap,
+            Group::Vmm => Role::VirtualMemory,
+            Group::HostMem if n.contains("Free") || n.contains("Unregister") => Role::HostFree,
+            Group::HostMem => Role::HostAlloc,
             _ if n.contains("BeginCapture") => Role::CaptureBegin,
             _ if n.contains("EndCapture") => Role::CaptureEnd,
             _ if n.contains("GraphInstantiate") => Role::GraphInstantiate,

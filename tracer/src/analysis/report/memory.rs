@@ -1,47 +1,20 @@
-//! Device memory: bytes allocated over time per process (from successful
-//! allocations and frees), peak, allocations never freed, and copy volume
-//! and estimated bandwidth by direction.
-//!
-//! A runtime allocation reaches the driver as a second allocation of the
-//! same pointer: a live allocation is keyed by (pid, pointer) and counted
-//! once, however many layers saw it, and released when every layer that
-//! allocated it has freed it.
+//! Device memory: bytes allocated or mapped over time per process (from
+//! successful allocations and frees, `cuMemMap` and `cuMemUnmap`), peak,
+//! allocations never freed, copy volume and estimated bandwidth by
+//! direction; mapped device memory on its own too; and pinned host memory
+//! in a timeline of its own, never in the device bytes.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 use tracer_common::funcs::{Layer, Role};
 
-use super::table::{self, fixed, Csv, FastMap, Fixed};
+pub use super::live_ranges::{Leak, ProcessMemory};
+use super::{
+    live_ranges::LiveRanges,
+    table::{self, fixed, Csv, Fixed},
+};
 use crate::analysis::trace::{Call, CopyKind};
-
-#[derive(Debug, Serialize, PartialEq)]
-pub struct ProcessMemory {
-    pub pid: u32,
-    pub allocations: u64,
-    pub frees: u64,
-    /// Frees of pointers allocated before tracing began (or by an untraced path).
-    pub unmatched_frees: u64,
-    pub failed_allocations: u64,
-    pub peak_bytes: u64,
-    pub peak_at_sec: f64,
-    pub final_bytes: u64,
-    /// (seconds since the trace started, bytes in use after the change).
-    /// Not in report.json (one pair per allocation and free is megabytes of
-    /// JSON): memory_timeline.csv has it.
-    #[serde(skip)]
-    pub timeline: Vec<(f64, u64)>,
-}
-
-#[derive(Debug, Serialize, PartialEq)]
-pub struct Leak {
-    pub pid: u32,
-    pub dptr: String,
-    pub bytes: u64,
-    pub first_seen_sec: f64,
-    /// The outermost call that allocated it.
-    pub func: &'static str,
-}
 
 /// Successful copies of one layer in one direction.
 #[derive(Debug, Serialize, PartialEq)]
@@ -59,26 +32,18 @@ pub struct CopyRow {
 
 #[derive(Debug, Serialize, Default)]
 pub struct Memory {
+    /// Allocated and mapped device memory.
     pub processes: Vec<ProcessMemory>,
-    /// Largest first.
+    /// Largest first; mappings never unmapped among them (`func` `cuMemMap`).
     pub leaks: Vec<Leak>,
     pub copies: Vec<CopyRow>,
-}
-
-struct Live {
-    bytes: u64,
-    first_ms: f64,
-    func: &'static str,
-    /// Bit 0: the driver allocated it, bit 1: the runtime.
-    layers: u8,
-}
-
-fn layer_bit(c: &Call) -> u8 {
-    if c.layer() == Layer::Runtime {
-        2
-    } else {
-        1
-    }
+    /// Mapped device memory alone (`cuMemMap` until `cuMemUnmap`): a part of
+    /// `processes`.
+    pub mapped: Vec<ProcessMemory>,
+    /// Pinned host memory (allocated or registered), apart from device memory.
+    pub pinned_host: Vec<ProcessMemory>,
+    /// Pinned host memory never freed or unregistered, largest first.
+    pub pinned_host_leaks: Vec<Leak>,
 }
 
 fn direction(kind: Option<CopyKind>) -> &'static str {
@@ -92,129 +57,52 @@ fn direction(kind: Option<CopyKind>) -> &'static str {
     }
 }
 
-struct Process {
-    out: ProcessMemory,
-    in_use: u64,
-}
-
-impl Process {
-    fn change(&mut self, ts_ms: f64, add: u64, remove: u64) {
-        self.in_use = (self.in_use + add).saturating_sub(remove);
-        self.out.timeline.push((ts_ms / 1000.0, self.in_use));
-        if self.in_use > self.out.peak_bytes {
-            self.out.peak_bytes = self.in_use;
-            self.out.peak_at_sec = ts_ms / 1000.0;
-        }
-    }
-}
-
 /// The memory analysis as a pass that takes the calls block by block, so
 /// that `report` runs three analyses in one pass over the calls.
 #[derive(Default)]
 pub struct MemoryPass {
-    live: FastMap<(u32, u64), Live>,
-    procs: BTreeMap<u32, Process>,
+    device: LiveRanges,
+    mapped: LiveRanges,
+    pinned: LiveRanges,
     copies: BTreeMap<(bool, &'static str), (u64, u64, f64)>,
 }
 
 impl MemoryPass {
     /// Adds the next calls (in entry-time order).
     pub fn add(&mut self, calls: &[Call]) {
-        let Self { live, procs, copies } = self;
         for c in calls {
-            let is_alloc = match c.spec().role {
-                Role::Alloc => true,
-                Role::Free => false,
-                Role::Copy => {
-                    if c.ok() {
-                        let row = copies.entry((c.layer() == Layer::Runtime, direction(c.args.kind()))).or_default();
-                        row.0 += 1;
-                        row.1 += c.args.bytes().unwrap_or(0);
-                        row.2 += c.dur_us;
-                    }
-                    continue;
+            let bytes = || c.args.bytes().unwrap_or(0);
+            let dptr = || c.args.dptr().map(|d| d.0);
+            let ptr = || c.args.ptr().map(|p| p.0);
+            match c.spec().role {
+                Role::Alloc => self.device.open(c, dptr(), bytes()),
+                Role::Free => self.device.close(c, dptr()),
+                Role::Map => {
+                    self.device.open(c, dptr(), bytes());
+                    self.mapped.open(c, dptr(), bytes());
                 }
-                _ => continue,
-            };
-            let p = procs.entry(c.pid).or_insert_with(|| Process {
-                out: ProcessMemory {
-                    pid: c.pid,
-                    allocations: 0,
-                    frees: 0,
-                    unmatched_frees: 0,
-                    failed_allocations: 0,
-                    peak_bytes: 0,
-                    peak_at_sec: 0.0,
-                    final_bytes: 0,
-                    timeline: Vec::new(),
-                },
-                in_use: 0,
-            });
-            if is_alloc && !c.ok() {
-                p.out.failed_allocations += 1;
-                continue;
-            }
-            let Some(dptr) = c.args.dptr().filter(|d| d.0 != 0 && c.ok()) else { continue };
-            let bit = layer_bit(c);
-            if is_alloc {
-                let bytes = c.args.bytes().unwrap_or(0);
-                match live.get_mut(&(c.pid, dptr.0)) {
-                    // The same allocation seen by the other layer.
-                    Some(l) if l.layers & bit == 0 => l.layers |= bit,
-                    // Allocated again without a free we saw: the old one is gone.
-                    Some(l) => {
-                        let old = std::mem::replace(l, Live { bytes, first_ms: c.ts_ms, func: c.name(), layers: bit });
-                        p.out.allocations += 1;
-                        p.change(c.ts_ms, bytes, old.bytes);
-                    }
-                    None => {
-                        live.insert((c.pid, dptr.0), Live { bytes, first_ms: c.ts_ms, func: c.name(), layers: bit });
-                        p.out.allocations += 1;
-                        p.change(c.ts_ms, bytes, 0);
-                    }
+                Role::Unmap => {
+                    self.device.close(c, dptr());
+                    self.mapped.close(c, dptr());
                 }
-            } else {
-                match live.get_mut(&(c.pid, dptr.0)) {
-                    Some(l) => {
-                        l.layers &= !bit;
-                        if l.layers == 0 {
-                            let bytes = l.bytes;
-                            live.remove(&(c.pid, dptr.0));
-                            p.out.frees += 1;
-                            p.change(c.ts_ms, 0, bytes);
-                        }
-                    }
-                    None => p.out.unmatched_frees += 1,
+                Role::HostAlloc => self.pinned.open(c, ptr(), bytes()),
+                Role::HostFree => self.pinned.close(c, ptr()),
+                Role::Copy if c.ok() => {
+                    let row = self.copies.entry((c.layer() == Layer::Runtime, direction(c.args.kind()))).or_default();
+                    row.0 += 1;
+                    row.1 += bytes();
+                    row.2 += c.dur_us;
                 }
+                _ => {}
             }
         }
     }
 
     pub fn finish(self) -> Memory {
-        let Self { live, procs, copies } = self;
-        let mut leaks: Vec<Leak> = live
-            .into_iter()
-            .map(|((pid, dptr), l)| Leak {
-                pid,
-                dptr: format!("{dptr:#x}"),
-                bytes: l.bytes,
-                first_seen_sec: l.first_ms / 1000.0,
-                func: l.func,
-            })
-            .collect();
-        leaks.sort_by(|a, b| {
-            b.bytes
-                .cmp(&a.bytes)
-                .then(a.first_seen_sec.total_cmp(&b.first_seen_sec))
-                .then((a.pid, &a.dptr).cmp(&(b.pid, &b.dptr)))
-        });
-        let processes = procs
-            .into_values()
-            .map(|mut p| {
-                p.out.final_bytes = p.in_use;
-                p.out
-            })
-            .collect();
+        let Self { device, mapped, pinned, copies } = self;
+        let (processes, leaks) = device.finish();
+        let (mapped, _) = mapped.finish();
+        let (pinned_host, pinned_host_leaks) = pinned.finish();
         let copies = copies
             .into_iter()
             .map(|((runtime, direction), (calls, bytes, us))| CopyRow {
@@ -226,7 +114,7 @@ impl MemoryPass {
                 call_bandwidth_gbps: if us > 0.0 { bytes as f64 / (us * 1000.0) } else { 0.0 },
             })
             .collect();
-        Memory { processes, leaks, copies }
+        Memory { processes, leaks, copies, mapped, pinned_host, pinned_host_leaks }
     }
 }
 
@@ -239,17 +127,20 @@ pub fn analyze(calls: &[Call]) -> Memory {
 
 impl Memory {
     pub fn timeline_csv(&self) -> String {
-        let mut csv = Csv::new(&["timestamp_sec", "pid", "bytes_in_use"]);
-        for p in &self.processes {
-            for &(t, bytes) in &p.timeline {
-                csv.numbers(format_args!("{},{},{bytes}", Fixed(t, 6), p.pid));
-            }
-        }
-        csv.finish()
+        timeline_csv(&self.processes)
     }
 
     pub fn leaks_csv(&self) -> String {
         table::csv(&["pid", "dptr", "bytes", "first_seen_sec", "func"], &self.leaks, Leak::cells)
+    }
+
+    /// Pinned host memory in use over time, like [`Memory::timeline_csv`].
+    pub fn pinned_host_timeline_csv(&self) -> String {
+        timeline_csv(&self.pinned_host)
+    }
+
+    pub fn pinned_host_leaks_csv(&self) -> String {
+        table::csv(&["pid", "ptr", "bytes", "first_seen_sec", "func"], &self.pinned_host_leaks, Leak::cells)
     }
 
     pub fn copies_csv(&self) -> String {
@@ -259,21 +150,7 @@ impl Memory {
 
     pub fn text(&self, top: usize) -> String {
         let mut out = "== Device memory (each allocation once, whichever layers saw it)\n".to_string();
-        out += &table::text_of(
-            &["pid", "allocs", "frees", "failed", "peak_bytes", "peak_at_s", "final_bytes"],
-            &self.processes,
-            |p| {
-                vec![
-                    p.pid.to_string(),
-                    p.allocations.to_string(),
-                    p.frees.to_string(),
-                    p.failed_allocations.to_string(),
-                    p.peak_bytes.to_string(),
-                    fixed(p.peak_at_sec, 3),
-                    p.final_bytes.to_string(),
-                ]
-            },
-        );
+        out += &processes_text(&self.processes);
         let leaked: u64 = self.leaks.iter().map(|l| l.bytes).sum();
         out += &format!("\n== Never freed: {} allocations, {leaked} bytes (largest {top})\n", self.leaks.len());
         out += &table::text_of(
@@ -281,6 +158,22 @@ impl Memory {
             self.leaks.iter().take(top),
             Leak::cells,
         );
+        if !self.mapped.is_empty() {
+            out += "\n== Mapped device memory (cuMemMap until cuMemUnmap; part of device memory above)\n";
+            out += &processes_text(&self.mapped);
+        }
+        if !self.pinned_host.is_empty() {
+            out += "\n== Pinned host memory (allocated or registered; not in device memory)\n";
+            out += &processes_text(&self.pinned_host);
+            let leaked: u64 = self.pinned_host_leaks.iter().map(|l| l.bytes).sum();
+            let n = self.pinned_host_leaks.len();
+            out += &format!("\n== Pinned host memory never freed: {n} ranges, {leaked} bytes (largest {top})\n");
+            out += &table::text_of(
+                &["pid", "ptr", "bytes", "first_seen_s", "func"],
+                self.pinned_host_leaks.iter().take(top),
+                Leak::cells,
+            );
+        }
         out += "\n== Copies (a runtime copy reaches the driver too: read one type; bandwidth from call time)\n";
         out += &table::text_of(
             &["type", "direction", "calls", "bytes", "total_call_ms", "GB/s"],
@@ -291,9 +184,33 @@ impl Memory {
     }
 }
 
+fn timeline_csv(processes: &[ProcessMemory]) -> String {
+    let mut csv = Csv::new(&["timestamp_sec", "pid", "bytes_in_use"]);
+    for p in processes {
+        for &(t, bytes) in &p.timeline {
+            csv.numbers(format_args!("{},{},{bytes}", Fixed(t, 6), p.pid));
+        }
+    }
+    csv.finish()
+}
+
+fn processes_text(processes: &[ProcessMemory]) -> String {
+    table::text_of(&["pid", "allocs", "frees", "failed", "peak_bytes", "peak_at_s", "final_bytes"], processes, |p| {
+        vec![
+            p.pid.to_string(),
+            p.allocations.to_string(),
+            p.frees.to_string(),
+            p.failed_allocations.to_string(),
+            p.peak_bytes.to_string(),
+            fixed(p.peak_at_sec, 3),
+            p.final_bytes.to_string(),
+        ]
+    })
+}
+
 impl Leak {
     /// One row of the leak tables (CSV and text alike).
-    fn cells(&self) -> Vec<String> {
+    pub(super) fn cells(&self) -> Vec<String> {
         let Leak { pid, dptr, bytes, first_seen_sec, func } = self;
         vec![pid.to_string(), dptr.clone(), bytes.to_string(), fixed(*first_seen_sec, 6), (*func).into()]
     }
@@ -339,6 +256,48 @@ mod tests {
         a.set_bytes(Some(bytes)).unwrap();
         a.set_kind(Some(kind));
         a
+    }
+
+    fn with_ptr(bytes: Option<u64>, ptr: u64) -> Args {
+        let mut a = Args::default();
+        a.set_bytes(bytes).unwrap();
+        a.set_ptr(Some(Hex(ptr))).unwrap();
+        a
+    }
+
+    #[test]
+    fn mappings_count_as_device_memory_and_pinned_host_apart() {
+        let calls = vec![
+            call(1000.0, 1, "cudaMalloc", 1.0, 0, alloc(100, 0xa0)),
+            call(1100.0, 1, "cuMemCreate", 1.0, 0, alloc(4096, 0x1)),
+            call(1200.0, 1, "cuMemMap", 1.0, 0, alloc(4096, 0xb000)),
+            call(1300.0, 1, "cuMemMap", 1.0, 0, alloc(2048, 0xc000)),
+            call(1400.0, 1, "cudaHostAlloc", 1.0, 0, with_ptr(Some(512), 0x5000)),
+            call(1401.0, 1, "cuMemHostAlloc", 1.0, 0, with_ptr(Some(512), 0x5000)),
+            call(1500.0, 1, "cudaHostRegister", 1.0, 0, with_ptr(Some(256), 0x6000)),
+            call(2000.0, 1, "cuMemUnmap", 1.0, 0, alloc(4096, 0xb000)),
+            call(2100.0, 1, "cudaFreeHost", 1.0, 0, with_ptr(None, 0x5000)),
+            call(2101.0, 1, "cuMemFreeHost", 1.0, 0, with_ptr(None, 0x5000)),
+        ];
+        let m = analyze(&calls);
+        let d = &m.processes[0];
+        assert_eq!(
+            (d.allocations, d.frees, d.peak_bytes, d.final_bytes),
+            (3, 1, 6244, 2148),
+            "cuMemCreate is not mapped"
+        );
+        let mapped = &m.mapped[0];
+        assert_eq!((mapped.allocations, mapped.frees, mapped.peak_bytes, mapped.final_bytes), (2, 1, 6144, 2048));
+        let funcs: Vec<&str> = m.leaks.iter().map(|l| l.func).collect();
+        assert_eq!(funcs, ["cuMemMap", "cudaMalloc"]);
+        let h = &m.pinned_host[0];
+        assert_eq!((h.allocations, h.frees, h.peak_bytes, h.final_bytes), (2, 1, 768, 256), "once across layers");
+        assert_eq!(h.timeline, [(1.4, 512), (1.5, 768), (2.101, 256)]);
+        assert_eq!(m.pinned_host_leaks[0].func, "cudaHostRegister");
+        assert!(m.pinned_host_leaks_csv().contains("\n1,0x6000,256,1.500000,cudaHostRegister\n"));
+        assert!(m.pinned_host_timeline_csv().ends_with("2.101000,1,256\n"));
+        let text = m.text(10);
+        assert!(text.contains("== Mapped device memory") && text.contains("== Pinned host memory"), "{text}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod functions;
 pub mod graphs;
 pub mod kernels;
 pub mod layer;
+pub mod live_ranges;
 pub mod memory;
 pub mod plots;
 pub mod sections;
@@ -182,6 +183,8 @@ impl Report {
                 ("memory_timeline.csv", timeline),
                 ("memory_leaks.csv", self.memory.leaks_csv()),
                 ("copies.csv", self.memory.copies_csv()),
+                ("pinned_host_timeline.csv", self.memory.pinned_host_timeline_csv()),
+                ("pinned_host_leaks.csv", self.memory.pinned_host_leaks_csv()),
             ],
         )
     }

@@ -12,7 +12,7 @@ pub use crate::format::line::{Annotations, JsonStr};
 
 use tracer_common::{
     abi::{call_flags, CallEvent},
-    funcs::{self, FuncSpec, Layer, Role},
+    funcs::{self, Fmt, FuncSpec, Layer, Role},
 };
 
 use crate::daemon::ingest::kernel_names::{capacity, demangle, StubResolver};
@@ -27,11 +27,13 @@ struct ProcState {
     handles: LruCache<u64, JsonStr>,
     /// Live allocations per layer: device pointer -> bytes.
     allocs: [HashMap<u64, u64>; 2],
+    /// Live pinned host memory per layer: host pointer -> bytes.
+    pinned: [HashMap<u64, u64>; 2],
 }
 
 impl Default for ProcState {
     fn default() -> Self {
-        Self { handles: LruCache::new(capacity(MAX_HANDLES)), allocs: Default::default() }
+        Self { handles: LruCache::new(capacity(MAX_HANDLES)), allocs: Default::default(), pinned: Default::default() }
     }
 }
 
@@ -56,6 +58,28 @@ fn layer_index(layer: Layer) -> usize {
     match layer {
         Layer::Driver => 0,
         Layer::Runtime => 1,
+    }
+}
+
+/// The size argument of an allocation (its `bytes`, read as the row says:
+/// the pre-3.2 `cuMemAllocHost` passes an `unsigned int`).
+fn alloc_bytes(spec: &FuncSpec, ev: &CallEvent) -> u64 {
+    let Some(arg) = spec.args.iter().find(|a| a.name == "bytes") else { return 0 };
+    let word = ev.args.get(usize::from(arg.word)).copied().unwrap_or_default();
+    if arg.fmt == Fmt::U32 {
+        u64::from(word as u32)
+    } else {
+        word
+    }
+}
+
+/// Frees `ptr` from `live` and says how many bytes it held (a failed free
+/// leaves it live but still says).
+fn release(live: &mut HashMap<u64, u64>, ptr: u64, ok: bool) -> Option<u64> {
+    if ok {
+        live.remove(&ptr)
+    } else {
+        live.get(&ptr).copied()
     }
 }
 
@@ -105,13 +129,18 @@ impl Annotator {
             }
             Role::Alloc => {
                 if let (true, Some(ptr)) = (ok, out) {
-                    proc.allocs[layer_index(spec.layer)].insert(ptr, ev.args[1]);
+                    proc.allocs[layer_index(spec.layer)].insert(ptr, alloc_bytes(spec, ev));
                 }
             }
-            Role::Free => {
-                let allocs = &mut proc.allocs[layer_index(spec.layer)];
-                ann.freed_bytes = if ok { allocs.remove(&ev.args[0]) } else { allocs.get(&ev.args[0]).copied() };
+            Role::Free => ann.freed_bytes = release(&mut proc.allocs[layer_index(spec.layer)], ev.args[0], ok),
+            // Allocated (pointer through the out-pointer) or registered (the first argument).
+            Role::HostAlloc => {
+                let ptr = if spec.out_arg != 0 { out } else { Some(ev.args[0]) };
+                if let (true, Some(ptr)) = (ok, ptr) {
+                    proc.pinned[layer_index(spec.layer)].insert(ptr, alloc_bytes(spec, ev));
+                }
             }
+            Role::HostFree => ann.freed_bytes = release(&mut proc.pinned[layer_index(spec.layer)], ev.args[0], ok),
             _ => {}
         }
         ann
@@ -166,6 +195,20 @@ mod tests {
         let again = a.observe(&ev("cudaFree", &[0xd000], None, 1), None);
         assert_eq!((again.freed_bytes, again.error), (None, Some("cudaErrorInvalidValue")));
         assert_eq!(a.observe(&ev("cuMemFree_v2", &[0xd000], None, 0), None).freed_bytes, Some(4096));
+    }
+
+    #[test]
+    fn pinned_host_frees_report_the_size_allocated_or_registered() {
+        let mut a = Annotator::default();
+        a.observe(&ev("cudaHostAlloc", &[0x10, 8192, 0], Some(0xa000), 0), None);
+        a.observe(&ev("cuMemHostRegister_v2", &[0xb000, 4096, 1], None, 0), None);
+        // The pre-3.2 form's size is an `unsigned int`: the upper half is not the size.
+        a.observe(&ev("cuMemAllocHost", &[0x10, (7 << 32) | 512], Some(0xc000), 0), None);
+        a.observe(&ev("cudaMalloc", &[0x10, 64], Some(0xb000), 0), None);
+        assert_eq!(a.observe(&ev("cudaFreeHost", &[0xa000], None, 0), None).freed_bytes, Some(8192));
+        assert_eq!(a.observe(&ev("cuMemHostUnregister", &[0xb000], None, 0), None).freed_bytes, Some(4096));
+        assert_eq!(a.observe(&ev("cuMemFreeHost", &[0xc000], None, 0), None).freed_bytes, Some(512));
+        assert_eq!(a.observe(&ev("cudaFree", &[0xb000], None, 0), None).freed_bytes, Some(64), "device apart");
     }
 
     #[test]

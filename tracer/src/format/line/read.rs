@@ -275,6 +275,7 @@ fn args<'a>(c: &mut Cursor<'a>, names: &mut Interner<'a>, a: &mut Args) -> Optio
         match key {
             arg::BYTES => a.set_bytes(Some(c.u64()?)).ok()?,
             arg::DPTR => a.set_dptr(Some(c.hex()?)).ok()?,
+            arg::PTR => a.set_ptr(Some(c.hex()?)).ok()?,
             arg::KIND if c.peek()? == b'"' => a.set_kind(Some(CopyKind::from_name(c.string()?))),
             arg::KIND => a.set_kind(Some(CopyKind::from_number(c.u64()?))),
             arg::STREAM => a.set_stream(Some(c.hex()?)).ok()?,

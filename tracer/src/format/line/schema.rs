@@ -29,6 +29,8 @@ pub mod arg {
     pub const KIND: &[u8] = b"kind";
     /// Pointers and handles, written as `"0x…"`.
     pub const DPTR: &[u8] = b"dptr";
+    /// A pinned host pointer.
+    pub const PTR: &[u8] = b"ptr";
     pub const STREAM: &[u8] = b"stream";
     pub const EVENT: &[u8] = b"event";
     pub const GRAPH: &[u8] = b"graph";

@@ -5,7 +5,7 @@
 
 use tracer_common::{
     abi::{call_flags, CallEvent, EventHeader, CALL_EVENT_SIZE},
-    funcs::{ArgSpec, Fmt, FuncSpec, Group, FUNCS},
+    funcs::{ArgSpec, Fmt, FuncSpec, Group, Role, FUNCS},
 };
 
 use super::{intern, read, Annotations, Args, Call, CopyKind, ErrorName, Hex, JsonStr, Launch, LineFormatter};
@@ -22,6 +22,23 @@ const IGNORED_ARGS: [&str; 10] =
     ["src", "dst", "flags", "name", "version", "symbol", "pool", "module", "mode", "library"];
 /// Ignored as well: the arguments of the versioned rows (funcs/versioned.rs).
 const IGNORED_VERSIONED_ARGS: [&str; 6] = ["ctx", "device", "advice", "location_type", "location_id", "id"];
+/// The memory families' arguments no analysis reads (funcs/memory.rs).
+const IGNORED_MEMORY_ARGS: [&str; 14] = [
+    "value",
+    "count",
+    "dst_ctx",
+    "src_ctx",
+    "dst_device",
+    "src_device",
+    "dpitch",
+    "spitch",
+    "alignment",
+    "addr",
+    "handle",
+    "prop",
+    "offset",
+    "desc",
+];
 
 /// A call of function `id` with a distinctive value in every field; `failed`
 /// gives it a negative return code (and no out-pointer value).
@@ -51,7 +68,7 @@ fn event(id: usize, spec: &FuncSpec, failed: bool) -> CallEvent {
 /// What the annotator would add: a kernel name to launches, a size to frees.
 fn annotations(spec: &FuncSpec, failed: bool) -> Annotations {
     let has = |name: &str| spec.args.iter().any(|a| a.name == name);
-    let free = spec.group == Group::Memory && !["bytes", "f", "func", "graph"].iter().any(|n| has(n));
+    let free = matches!(spec.role, Role::Free | Role::HostFree);
     Annotations {
         kernel: (spec.group == Group::Launch && !has("kernel")).then(|| JsonStr::new(KERNEL)),
         freed_bytes: free.then_some(0xf4ee),
@@ -79,6 +96,7 @@ fn expected_args(spec: &FuncSpec, ev: &CallEvent, ann: &Annotations) -> Args {
             Fmt::U64 => w(word),
             Fmt::U32 => u64::from(w(word) as u32),
             Fmt::U32At => u64::from(u32_at(ev, word)),
+            Fmt::Product(n) => (word..word + n).map(w).fold(1u64, u64::saturating_mul),
             other => panic!("{}: {name} is {other:?}, not an integer", spec.name),
         };
         let hex = || match fmt {
@@ -96,6 +114,7 @@ fn expected_args(spec: &FuncSpec, ev: &CallEvent, ann: &Annotations) -> Args {
             "bytes" => a.set_bytes(Some(int())),
             "shared_mem" => a.set_shared_mem(Some(int())),
             "dptr" => a.set_dptr(hex()),
+            "ptr" => a.set_ptr(hex()),
             "stream" => a.set_stream(hex()),
             "event" => a.set_event(hex()),
             "graph" => a.set_graph(hex()),
@@ -122,11 +141,10 @@ fn expected_args(spec: &FuncSpec, ev: &CallEvent, ann: &Annotations) -> Args {
                 Ok(())
             }
             other => {
-                assert!(
-                    IGNORED_ARGS.contains(&other) || IGNORED_VERSIONED_ARGS.contains(&other),
-                    "{}: argument {other:?} is neither read nor ignored",
-                    spec.name
-                );
+                let ignored = IGNORED_ARGS.contains(&other)
+                    || IGNORED_VERSIONED_ARGS.contains(&other)
+                    || IGNORED_MEMORY_ARGS.contains(&other);
+                assert!(ignored, "{}: argument {other:?} is neither read nor ignored", spec.name);
                 Ok(())
             }
         };

@@ -83,6 +83,10 @@ impl LineFormatter {
             if arg.fmt == Fmt::Out && (ret != 0 || ev.flags & call_flags::OUT_VALID == 0) {
                 continue;
             }
+            // Stack words or a struct the probe could not read: no value, not zeros.
+            if ev.flags & call_flags::STACK_UNREAD != 0 && reads_copied_words(arg.fmt, arg.word) {
+                continue;
+            }
             write_key(out, &mut first, arg.name.as_bytes());
             match arg.fmt {
                 Fmt::U64 => write_int(out, word),
@@ -104,6 +108,7 @@ impl LineFormatter {
                     write_dim3(out, u32_at(ev, arg.word), u32_at(ev, arg.word + 1), u32_at(ev, arg.word + 2))
                 }
                 Fmt::U32At => write_int(out, u32_at(ev, arg.word)),
+                Fmt::Product(n) => write_int(out, (arg.word..arg.word + n).map(w).fold(1u64, u64::saturating_mul)),
             }
         }
         if let Some(bytes) = ann.freed_bytes {
@@ -118,6 +123,21 @@ impl LineFormatter {
         out.extend_from_slice(schema::END);
         out.push(b'\n');
     }
+}
+
+/// Whether an argument's value comes from the words the entry probe copies
+/// (stack arguments or a struct), past the registers.
+fn reads_copied_words(fmt: Fmt, word: u8) -> bool {
+    let last = match fmt {
+        Fmt::Dim3U32 => (word + 2) / 2,
+        Fmt::U32At => word / 2,
+        Fmt::Dim3Regs => word + 1,
+        Fmt::Dim3Words => word + 2,
+        Fmt::Product(n) => word + n.saturating_sub(1),
+        Fmt::Out | Fmt::Const(_) | Fmt::Str => return false,
+        Fmt::U64 | Fmt::U32 | Fmt::Hex | Fmt::MemcpyKind => word,
+    };
+    usize::from(last) >= tracer_common::abi::REG_ARGS
 }
 
 /// The `idx`-th 32-bit half-word of the raw argument words.
@@ -302,6 +322,25 @@ mod tests {
             json!({"f":"0x5020","grid":[32,2,1],"block":[128,1,1],"shared_mem":4096,"stream":"0x2100",
                    "kernel":"gemm<128>(float const*)"})
         );
+    }
+
+    #[test]
+    fn an_unread_struct_gives_no_values() {
+        // cuMemcpy3D_v2(NULL): the descriptor could not be read.
+        let mut ev = event("cuMemcpy3D_v2", &[0]);
+        ev.flags = call_flags::STACK_UNREAD;
+        ev.ret = 1;
+        let mut out = Vec::new();
+        LineFormatter { start_ns: 0 }.write_call(&mut out, &ev, None, &Annotations::default());
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["args"], json!({}));
+        // Read: width x height x depth from the copied words 9..12.
+        ev.flags = 0;
+        ev.args[9..12].copy_from_slice(&[64, 8, 4]);
+        out.clear();
+        LineFormatter { start_ns: 0 }.write_call(&mut out, &ev, None, &Annotations::default());
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["args"], json!({"bytes": 2048}));
     }
 
     #[test]
