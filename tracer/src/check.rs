@@ -206,10 +206,9 @@ fn target(pid: u32) -> Vec<Item> {
     }
     for lib in libs {
         let layer = symbols::layer_of(Path::new(&lib.shown)).unwrap_or(tracer_common::funcs::Layer::Driver);
-        let resolved = lib
-            .open(pid)
-            .map_err(|e| e.to_string())
-            .and_then(|file| symbols::resolve(&file.file, &lib.shown, layer, |_| true).map_err(|e| e.to_string()));
+        let resolved = lib.open(pid).map_err(|e| e.to_string()).and_then(|file| {
+            symbols::resolve(&file.file, &lib.shown, layer, |_| true, false).map_err(|e| e.to_string())
+        });
         items.push(match resolved {
             Ok(s) => {
                 ok(format!("{}: {} traced functions found, {} not exported", lib.shown, s.found.len(), s.missing.len()))
