@@ -306,6 +306,7 @@ pub fn run(quick: bool) -> Result<()> {
     report.daemon.push(bench_load::daemon(&tracer, &bench_root, &sizes, 16 << 20, true)?);
     report.daemon.push(bench_load::daemon(&tracer, &bench_root, &sizes, 4 << 20, false)?);
     report.report = Some(crate::bench_report::run(&tracer, &bench_root, quick)?);
+    report.attach = Some(crate::bench_attach::run(&tracer, &bench_root)?);
     println!("bench: waiting for the tracers' background probe release");
     let release = Instant::now();
     bench_proc::reap_all(Duration::from_secs(300))?;
