@@ -74,7 +74,7 @@ fn one(tracer: &Path, out: &Path, libs: &[PathBuf], mode: &'static str, flags: &
     if !status.success() {
         bail!("{} {args:?}: {status}", tracer.display());
     }
-    let detach = reap_release(Duration::from_secs(600))?.duration_since(exited);
+    let detach = reap_release(Duration::from_secs(1800))?.duration_since(exited);
     let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("metadata.json"))?)?;
     let attached = meta["libraries"].as_array().context("metadata.json has libraries")?;
     if attached.len() != libs.len() || attached.iter().any(|l| l["attach"] != mode) {
@@ -89,21 +89,22 @@ fn one(tracer: &Path, out: &Path, libs: &[PathBuf], mode: &'static str, flags: &
     })
 }
 
-/// Waits for the tracer's probe-release child (reparented to us) and
-/// returns when it was reaped (polled every 2 ms).
+/// Waits until every descendant reparented to us (the tracer's
+/// probe-release child) has exited, and returns when the last one was
+/// reaped (polled every 2 ms).
 fn reap_release(timeout: Duration) -> Result<Instant> {
     let began = Instant::now();
+    let mut last = None;
     loop {
         let mut status = 0;
         // SAFETY: waitpid writes only to `status`.
         let r = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-        if r > 0 {
-            return Ok(Instant::now());
+        match r {
+            r if r > 0 => last = Some(Instant::now()),
+            r if r < 0 => return last.context("the tracer left no probe-release process"),
+            _ if began.elapsed() > timeout => bail!("probe-release process still running after {timeout:?}"),
+            _ => std::thread::sleep(Duration::from_millis(2)),
         }
-        if r < 0 || began.elapsed() > timeout {
-            bail!("no probe-release process to wait for ({r}) or it ran past {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(2));
     }
 }
 
@@ -173,9 +174,7 @@ pub fn run_only() -> Result<()> {
         }
     };
     let r = run(&tracer, &paths::target_dir().join("bench"))?;
-    let sh = |c: &str| {
-        Command::new("sh").args(["-c", c]).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
+    let sh = crate::bench_report::sh;
     let mut text = section(Some(&r));
     let _ = writeln!(
         text,

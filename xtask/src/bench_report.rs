@@ -263,9 +263,6 @@ pub fn run_only(quick: bool) -> Result<()> {
     let tracer = paths::target_dir().join("release/cuda-tracer");
     let bench_root = paths::target_dir().join("bench");
     let r = run(&tracer, &bench_root, quick)?;
-    let sh = |c: &str| {
-        Command::new("sh").args(["-c", c]).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
     let mut text = section(Some(&r));
     let _ = writeln!(
         text,
@@ -280,6 +277,11 @@ pub fn run_only(quick: bool) -> Result<()> {
     replace_section(&doc_path, "## 5. ", &text)?;
     println!("{text}bench: updated {}", doc_path.display());
     Ok(())
+}
+
+/// The trimmed output of the shell command `c` (machine facts for a section).
+pub fn sh(c: &str) -> std::io::Result<String> {
+    Command::new("sh").args(["-c", c]).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
 }
 
 /// Replaces the section of `doc_path` that starts with `heading` (up to the

@@ -486,17 +486,4 @@ mod tests {
         assert!(parse(br#"{"ts":1,"pid":1,"func":"cuInit"}x"#, &mut names).is_none());
         assert!(parse(br#"{"ts":1,"pid":1"#, &mut names).is_none());
     }
-
-    #[test]
-    fn reads_names_without_a_row_with_their_type() {
-        let mut names = Interner::default();
-        let line = br#"{"ts":1.000,"pid":7,"tid":7,"type":"cuda_runtime","func":"cudaReadNameOnlyTest","phase":"entry","dur_us":2.000,"ret":100,"error":"cudaErrorNoDevice","args":{}}"#;
-        let fast = parse(line, &mut names).unwrap();
-        assert_eq!((fast.name(), fast.layer(), fast.ret), ("cudaReadNameOnlyTest", Layer::Runtime, 100));
-        assert_eq!(fast.group(), tracer_common::funcs::Group::Exported);
-        let any = parse(br#"{"func":"cuReadNameOnlyTest","type":"cuda_api","ts":1,"pid":1}"#, &mut names).unwrap();
-        assert_eq!((any.name(), any.layer()), ("cuReadNameOnlyTest", Layer::Driver));
-        let slow = super::super::parse_line(line).unwrap();
-        assert_eq!(format!("{fast:?}"), format!("{slow:?}"));
-    }
 }
