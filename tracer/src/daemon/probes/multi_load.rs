@@ -30,13 +30,6 @@ pub enum MultiLoadError {
     Sys(#[from] BpfSysError),
 }
 
-impl MultiLoadError {
-    /// Whether the kernel lacks uprobe_multi (rather than something broke).
-    pub fn is_unsupported(&self) -> bool {
-        matches!(self, Self::Sys(e) if e.is_unsupported())
-    }
-}
-
 /// The uprobe_multi copies of the uprobe programs, by name.
 pub struct MultiPrograms {
     progs: HashMap<&'static str, OwnedFd>,
