@@ -159,6 +159,9 @@ pub mod drop_slot {
     pub const COUNT: u32 = 7;
     /// Slots of the per-function drop map (at least the number of functions).
     pub const FUNC_SLOTS: u32 = 512;
+    /// The per-function drop slot of every function without a row in the
+    /// table (name-only probes): their drops are counted together here.
+    pub const FUNC_OTHER: u32 = FUNC_SLOTS - 1;
 }
 
 /// The BPF attach cookie: which function a probe serves and how to read its

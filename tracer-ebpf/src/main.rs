@@ -87,7 +87,9 @@ pub(crate) fn count_drop(slot: u32) {
 #[inline(always)]
 fn count_call_drop(func_id: u32) {
     count_drop(drop_slot::RINGBUF_FULL);
-    if let Some(p) = DROPS_BY_FUNC.get_ptr_mut(func_id) {
+    // Functions without a table row (name-only probes) share the last slot.
+    let slot = if (func_id as usize) < FUNCS_LEN { func_id } else { drop_slot::FUNC_OTHER };
+    if let Some(p) = DROPS_BY_FUNC.get_ptr_mut(slot) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU.
         unsafe { *p += 1 };
     }
@@ -335,6 +337,9 @@ pub fn empty_return(_ctx: RetProbeContext) -> u32 {
 }
 
 const _: () = assert!(MAX_ARGS == REG_ARGS + STACK_ARGS);
+
+/// Ids below this have a table row (and their own drop slot).
+const FUNCS_LEN: usize = tracer_common::funcs::FUNCS.len();
 
 #[cfg(not(test))]
 #[panic_handler]

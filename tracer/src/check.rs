@@ -115,19 +115,25 @@ pub fn run(pid: Option<u32>) -> Vec<Item> {
             }
         }
     });
-    items.push(
-        match loader::Probes::load(&loader::LoadOptions {
-            ringbuf_bytes: 1 << 16,
-            task_tgid_offset: None,
-            match_exec: false,
-        }) {
-            Ok(_) => ok("BPF programs load and pass the verifier"),
-            Err(e) => fail(
-                format!("BPF programs do not load: {e}"),
-                "see the lines above; tracing needs root or CAP_BPF+CAP_PERFMON+CAP_SYS_ADMIN",
-            ),
-        },
-    );
+    match loader::Probes::load(&loader::LoadOptions {
+        ringbuf_bytes: 1 << 16,
+        task_tgid_offset: None,
+        match_exec: false,
+    }) {
+        Ok(probes) => {
+            items.push(ok("BPF programs load and pass the verifier"));
+            // Informational: without them each function is its own perf-event
+            // uprobe, slow to remove (metadata.json's libraries[].attach).
+            items.push(ok(match probes.multi_unavailable() {
+                None => "uprobe_multi programs load: a library attaches with one link per program".to_string(),
+                Some(why) => format!("no uprobe_multi ({why}): one perf-event uprobe per function, slow to remove"),
+            }));
+        }
+        Err(e) => items.push(fail(
+            format!("BPF programs do not load: {e}"),
+            "see the lines above; tracing needs root or CAP_BPF+CAP_PERFMON+CAP_SYS_ADMIN",
+        )),
+    }
     if let Some(pid) = pid {
         items.extend(target(pid));
     }
@@ -206,10 +212,9 @@ fn target(pid: u32) -> Vec<Item> {
     }
     for lib in libs {
         let layer = symbols::layer_of(Path::new(&lib.shown)).unwrap_or(tracer_common::funcs::Layer::Driver);
-        let resolved = lib
-            .open(pid)
-            .map_err(|e| e.to_string())
-            .and_then(|file| symbols::resolve(&file.file, &lib.shown, layer, |_| true).map_err(|e| e.to_string()));
+        let resolved = lib.open(pid).map_err(|e| e.to_string()).and_then(|file| {
+            symbols::resolve(&file.file, &lib.shown, layer, |_| true, false).map_err(|e| e.to_string())
+        });
         items.push(match resolved {
             Ok(s) => {
                 ok(format!("{}: {} traced functions found, {} not exported", lib.shown, s.found.len(), s.missing.len()))

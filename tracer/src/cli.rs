@@ -58,7 +58,8 @@ pub enum Command {
 /// Options shared by `record` and `run`.
 #[derive(Clone, Debug, Args)]
 pub struct TraceArgs {
-    /// Function groups to trace: launch, memory, memcpy, sync, graph, module, all.
+    /// Function groups to trace: launch, memory, memcpy, sync, graph, module, all;
+    /// `exported` adds every other exported function of the CUDA libraries, name-only.
     #[arg(long, default_value = "all", env = "TRACE_FUNCTIONS")]
     pub functions: Selection,
     /// Seconds between trace file rotations.
@@ -87,6 +88,10 @@ pub struct TraceArgs {
     /// Benchmarks: attach empty programs at the same points (records nothing).
     #[arg(long = "empty-probes", hide = true)]
     pub empty_probes: bool,
+    /// Tests and benchmarks: one perf-event uprobe per function, as on
+    /// kernels without uprobe_multi links.
+    #[arg(long = "per-probe-uprobes", hide = true)]
+    pub per_probe_uprobes: bool,
 }
 
 #[derive(Debug, Args)]

@@ -86,6 +86,7 @@ fn config(dir: PathBuf, id: String, target: Target, t: &TraceArgs, budget_root: 
         ringbuf_bytes: t.ringbuf_bytes,
         libs: t.libs.clone(),
         empty_probes: t.empty_probes,
+        per_probe_uprobes: t.per_probe_uprobes,
         kv_cache: None,
         redact_cmdlines: !t.keep_cmdline_secrets,
         budget: t.max_local_bytes.map(|max_bytes| cuda_tracer::daemon::output::budget::DiskBudget {

@@ -61,6 +61,7 @@ pub struct Report {
     pub elapsed_secs: f64,
     /// Table 5.
     pub report: Option<crate::bench_report::ReportBench>,
+    pub attach: Option<crate::bench_attach::AttachBench>,
 }
 
 fn sh(cmd: &str) -> String {
@@ -106,6 +107,7 @@ impl Report {
             release_secs: 0.0,
             elapsed_secs: 0.0,
             report: None,
+            attach: None,
         }
     }
 }
@@ -299,6 +301,7 @@ pub fn render(r: &Report) -> String {
     }
     daemon_section(r, &mut o);
     o.push_str(&crate::bench_report::section(r.report.as_ref()));
+    o.push_str(&crate::bench_attach::section(r.attach.as_ref()));
     o.push_str(&crate::bench_method::method(r));
     o
 }

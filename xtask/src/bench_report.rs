@@ -263,9 +263,6 @@ pub fn run_only(quick: bool) -> Result<()> {
     let tracer = paths::target_dir().join("release/cuda-tracer");
     let bench_root = paths::target_dir().join("bench");
     let r = run(&tracer, &bench_root, quick)?;
-    let sh = |c: &str| {
-        Command::new("sh").args(["-c", c]).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
     let mut text = section(Some(&r));
     let _ = writeln!(
         text,
@@ -277,15 +274,27 @@ pub fn run_only(quick: bool) -> Result<()> {
         sh("cut -d' ' -f1-3 /proc/loadavg")?
     );
     let doc_path = root.join("docs/BENCHMARKS.md");
-    let doc = std::fs::read_to_string(&doc_path).unwrap_or_default();
-    let doc = match doc.find("## 5. ") {
+    replace_section(&doc_path, "## 5. ", &text)?;
+    println!("{text}bench: updated {}", doc_path.display());
+    Ok(())
+}
+
+/// The trimmed output of the shell command `c` (machine facts for a section).
+pub fn sh(c: &str) -> std::io::Result<String> {
+    Command::new("sh").args(["-c", c]).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+}
+
+/// Replaces the section of `doc_path` that starts with `heading` (up to the
+/// next `## `) with `text`, or appends `text` when there is none.
+pub fn replace_section(doc_path: &Path, heading: &str, text: &str) -> Result<()> {
+    let doc = std::fs::read_to_string(doc_path).unwrap_or_default();
+    let doc = match doc.find(heading) {
         Some(start) => {
             let end = doc[start + 3..].find("\n## ").map_or(doc.len(), |i| start + 3 + i + 1);
             format!("{}{}{}", &doc[..start], text, &doc[end..])
         }
         None => format!("{doc}\n{text}"),
     };
-    std::fs::write(&doc_path, doc)?;
-    println!("{text}bench: updated {}", doc_path.display());
+    std::fs::write(doc_path, doc)?;
     Ok(())
 }

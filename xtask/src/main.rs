@@ -3,6 +3,7 @@
 //! a short fuzz run), `fuzz` (the cargo-fuzz targets in `fuzz/`), `bench` (overhead, loss and `report` speed, written to docs/BENCHMARKS.md).
 
 mod bench;
+mod bench_attach;
 mod bench_doc;
 mod bench_load;
 mod bench_method;
@@ -53,8 +54,9 @@ enum Task {
         /// Small sizes (about a minute), to check the harness, not to quote.
         #[arg(long)]
         quick: bool,
-        /// Run one table alone: `report` (table 5, `report` vs jq; no BPF, no root).
-        #[arg(long, value_parser = ["report"])]
+        /// Run one table alone: `report` (table 5, `report` vs jq; no BPF, no root) or
+        /// `attach` (table 6, attach/detach of every exported function; root).
+        #[arg(long, value_parser = ["report", "attach"])]
         only: Option<String>,
     },
 }
@@ -66,6 +68,7 @@ fn main() -> Result<()> {
         Task::Demo => demo(),
         Task::Test { cargo_args } => test(&cargo_args),
         Task::Fuzz { secs, target } => fuzz::run(secs, target.as_deref()),
+        Task::Bench { only: Some(table), .. } if table == "attach" => bench_attach::run_only(),
         Task::Bench { quick, only: Some(_) } => bench_report::run_only(quick),
         Task::Bench { quick, only: None } => bench::run(quick),
     }

@@ -16,6 +16,14 @@ pub enum Layer {
 }
 
 impl Layer {
+    /// Every layer (the readers find a layer by its `type`).
+    pub const ALL: [Layer; 2] = [Layer::Driver, Layer::Runtime];
+
+    /// The layer whose `type` value is `name`.
+    pub fn from_type_name(name: &[u8]) -> Option<Layer> {
+        Self::ALL.into_iter().find(|l| l.type_name().as_bytes() == name)
+    }
+
     /// The seed's `type` value.
     pub const fn type_name(self) -> &'static str {
         match self {
@@ -37,6 +45,9 @@ pub enum Group {
     Memset,
     Vmm,
     HostMem,
+    /// Every exported function without a row (`--functions exported`):
+    /// traced name-only. Not in [`Group::ALL`], which lists the groups of rows.
+    Exported,
 }
 
 impl Group {
@@ -63,6 +74,7 @@ impl Group {
             Group::Memset => "memset",
             Group::Vmm => "vmm",
             Group::HostMem => "hostmem",
+            Group::Exported => "exported",
         }
     }
 }
@@ -310,6 +322,8 @@ pub(super) const fn stack(spec: FuncSpec) -> FuncSpec {
 
 mod core;
 mod exec;
+#[cfg(feature = "user")]
+pub mod extra;
 mod memory;
 mod nccl;
 mod versioned;
@@ -369,14 +383,22 @@ pub fn by_name(name: &str) -> Option<(u16, &'static FuncSpec)> {
     FUNCS.iter().enumerate().find(|(_, s)| s.name == name).map(|(i, s)| (i as u16, s))
 }
 
-/// Looks a function up by id, as carried in a record.
+/// Looks a function up by id, as carried in a record: a row of [`FUNCS`]
+/// or (userspace) a name-only function of [`extra`]'s registry.
 pub fn by_id(id: u32) -> Option<&'static FuncSpec> {
-    FUNCS.get(id as usize)
+    match FUNCS.get(id as usize) {
+        Some(spec) => Some(spec),
+        #[cfg(feature = "user")]
+        None => extra::by_id(id),
+        #[cfg(not(feature = "user"))]
+        None => None,
+    }
 }
 
 // Ids must fit the cookie's 16 bits and argument words the record.
 const _: () = assert!(FUNCS.len() < u16::MAX as usize);
-const _: () = assert!(FUNCS.len() <= crate::abi::drop_slot::FUNC_SLOTS as usize);
+// The last drop slot counts every function without a row.
+const _: () = assert!(FUNCS.len() <= crate::abi::drop_slot::FUNC_OTHER as usize);
 
 #[cfg(test)]
 mod tests {

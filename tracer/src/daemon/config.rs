@@ -45,6 +45,9 @@ pub struct SessionConfig {
     pub libs: Vec<PathBuf>,
     /// Attach do-nothing programs instead (benchmarks only).
     pub empty_probes: bool,
+    /// One perf-event uprobe per function even where the kernel has
+    /// uprobe_multi links (tests of the fallback; benchmarks compare both).
+    pub per_probe_uprobes: bool,
     /// The local disk budget (`--max-local-bytes`).
     pub budget: Option<DiskBudget>,
     /// Scrape vLLM's KV-cache usage into the session (`run --vllm-metrics-url`).

@@ -109,6 +109,15 @@ pub struct AttachedLibrary {
     /// Selected functions this library does not export.
     pub missing: Vec<Name>,
     pub probes: usize,
+    /// How the probes are attached: `uprobe_multi` (one link per program
+    /// for the whole library) or `perf_event` (one uprobe per function).
+    pub attach: Name,
+    /// Of `functions`, those traced name-only (`--functions exported`).
+    pub name_only: usize,
+    /// Exported functions not probed: past the per-library bound.
+    pub not_probed: usize,
+    /// Time spent attaching this library's probes.
+    pub attach_ms: f64,
 }
 
 /// A finished trace file.

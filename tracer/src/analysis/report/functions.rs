@@ -90,6 +90,8 @@ impl Acc {
 
 /// The per-function analysis as a pass that takes the calls block by block.
 pub struct FunctionsPass {
+    /// Indexed by function id: table rows first, then name-only functions
+    /// (grown as their ids appear).
     by_func: Vec<(Acc, Vec<f64>, BTreeMap<String, u64>)>,
     by_thread: FastMap<(u32, u32, bool), Acc>,
 }
@@ -111,7 +113,11 @@ impl FunctionsPass {
         for (c, &outer) in calls.iter().zip(outer) {
             let runtime = c.layer() == Layer::Runtime;
             let nested = !outer;
-            let (acc, durations, errors) = &mut by_func[usize::from(c.func)];
+            let id = usize::from(c.func);
+            if id >= by_func.len() {
+                by_func.resize_with(id + 1, Default::default);
+            }
+            let (acc, durations, errors) = &mut by_func[id];
             acc.add(c, nested);
             durations.push(c.dur_us);
             if let Some(name) = c.error_name().filter(|_| !c.ok()) {
@@ -130,7 +136,7 @@ impl FunctionsPass {
             if acc.calls == 0 {
                 continue;
             }
-            let spec = &funcs::FUNCS[id];
+            let Some(spec) = funcs::by_id(id as u32) else { continue };
             let max = durations.iter().copied().fold(0.0, f64::max);
             out.functions.push(FunctionRow {
                 func: spec.name,

@@ -56,6 +56,8 @@ pub struct Metrics {
     registry: Registry,
     /// Per function id, so the hot path increments without hashing labels.
     calls: Vec<Counter>,
+    /// The same family, for name-only functions (ids past the table).
+    calls_family: Family<FuncLabels, Counter>,
     dropped_calls: Family<FuncLabels, Gauge>,
     pub dropped: Family<KindLabel, Gauge>,
     /// Failed BPF map inserts, by map (`kind`).
@@ -94,19 +96,18 @@ impl Registered<'_> {
     }
 }
 
+/// The labels of one function's series.
+fn labels(spec: &'static tracer_common::funcs::FuncSpec) -> FuncLabels {
+    FuncLabels { func: spec.name, layer: LayerLabel { r#type: spec.layer.type_name() } }
+}
+
 impl Metrics {
     pub fn new(trace_dir: PathBuf) -> Self {
         let mut registry = Registry::with_prefix("cuda_tracer");
         let family = Family::<FuncLabels, Counter>::default();
         // Clones share the counter: the hot path increments these directly.
-        let calls = FUNCS
-            .iter()
-            .map(|f| {
-                family
-                    .get_or_create(&FuncLabels { func: f.name, layer: LayerLabel { r#type: f.layer.type_name() } })
-                    .clone()
-            })
-            .collect();
+        let calls = FUNCS.iter().map(|f| family.get_or_create(&labels(f)).clone()).collect();
+        let calls_family = family.clone();
         registry.register("calls", "CUDA calls captured, per function", family);
         let mut reg = Registered(&mut registry);
         let dropped_calls =
@@ -151,6 +152,7 @@ impl Metrics {
         Self {
             registry,
             calls,
+            calls_family,
             dropped_calls,
             dropped,
             map_insert_failures,
@@ -177,16 +179,24 @@ impl Metrics {
     pub fn call(&self, func_id: u32) {
         if let Some(c) = self.calls.get(func_id as usize) {
             c.inc();
+        } else if let Some(spec) = tracer_common::funcs::by_id(func_id) {
+            // A name-only function: its series is made on first use (the
+            // registry bounds how many there can be).
+            self.calls_family.get_or_create(&labels(spec)).inc();
         }
     }
 
-    /// Calls of `func` lost so far (kernel counter).
+    /// Calls of `func` lost so far (kernel counter); the name-only
+    /// functions' shared count comes as [`tracer_common::funcs::extra::DROPS_NAME`].
     pub fn set_dropped_calls(&self, func: &'static str, n: u64) {
-        if let Some(spec) = FUNCS.iter().find(|f| f.name == func) {
-            self.dropped_calls
-                .get_or_create(&FuncLabels { func: spec.name, layer: LayerLabel { r#type: spec.layer.type_name() } })
-                .set(n as i64);
-        }
+        let label = match FUNCS.iter().find(|f| f.name == func) {
+            Some(spec) => labels(spec),
+            None if func == tracer_common::funcs::extra::DROPS_NAME => {
+                FuncLabels { func, layer: LayerLabel { r#type: tracer_common::funcs::Group::Exported.name() } }
+            }
+            None => return,
+        };
+        self.dropped_calls.get_or_create(&label).set(n as i64);
     }
 
     /// The kernel's drop counters, by kind.

@@ -7,7 +7,12 @@ use aya::{
     programs::{ProgramError, RawTracePoint, UProbe},
     Ebpf, EbpfError, EbpfLoader,
 };
-use std::os::fd::{AsFd as _, AsRawFd as _};
+use std::os::fd::{AsFd as _, AsRawFd as _, OwnedFd};
+
+use crate::daemon::probes::{
+    bpf_sys::{self, BpfSysError, Site},
+    multi_load::{self, MultiPrograms},
+};
 
 use tracer_common::abi::drop_slot;
 
@@ -42,12 +47,20 @@ pub struct LoadOptions {
     pub match_exec: bool,
 }
 
+/// The uprobe programs: call entry/return and the benchmarks' empty pair.
+const UPROBE_PROGRAMS: [&str; 4] = ["call_entry", "call_return", "empty_entry", "empty_return"];
+
 /// The loaded programs and the maps userspace works with.
 pub struct Probes {
     ebpf: Ebpf,
     /// Whether children of traced processes are followed in the kernel.
     pub follows_forks: bool,
     match_exec: bool,
+    /// The uprobe programs loaded again for uprobe_multi links; `Err` says
+    /// why not (the per-probe perf-event path is used then).
+    multi: Result<MultiPrograms, String>,
+    /// The uprobe_multi links made: closing one detaches all its probes.
+    multi_links: Vec<OwnedFd>,
 }
 
 impl Probes {
@@ -66,9 +79,13 @@ impl Probes {
             .override_global("MATCH_EXEC", &match_exec, true)
             .map_max_entries("EVENTS", opts.ringbuf_bytes)
             .load(BPF_OBJECT)?;
-        for name in ["call_entry", "call_return", "empty_entry", "empty_return"] {
+        for name in UPROBE_PROGRAMS {
             uprobe(&mut ebpf, name)?.load().map_err(|source| LoadError::Program { name, source })?;
         }
+        let multi = multi_load::load(&ebpf, BPF_OBJECT, &UPROBE_PROGRAMS).map_err(|e| {
+            tracing::info!(error = %e, "uprobe_multi programs not loaded: attaching one perf-event uprobe per function");
+            e.to_string()
+        });
         let mut follows_forks = false;
         if opts.task_tgid_offset.is_some() {
             for (name, tp) in [("proc_fork", "sched_process_fork"), ("proc_exit", "sched_process_exit")] {
@@ -76,7 +93,40 @@ impl Probes {
             }
             follows_forks = true;
         }
-        Ok(Self { ebpf, follows_forks, match_exec: opts.match_exec })
+        Ok(Self { ebpf, follows_forks, match_exec: opts.match_exec, multi, multi_links: Vec::new() })
+    }
+
+    /// Why uprobe_multi links cannot be made (`None`: they can be tried).
+    pub fn multi_unavailable(&self) -> Option<&str> {
+        self.multi.as_ref().err().map(String::as_str)
+    }
+
+    /// Attaches program `name` at every offset of the file at `path` (each
+    /// with its cookie) in one uprobe_multi link, kept until these probes go.
+    pub fn attach_multi(
+        &mut self,
+        name: &'static str,
+        path: &std::ffi::CStr,
+        offsets: &[u64],
+        cookies: &[u64],
+        site: Site,
+    ) -> Result<(), BpfSysError> {
+        let multi = self.multi.as_ref().map_err(|why| BpfSysError::Failed {
+            what: "creating a uprobe_multi link",
+            source: std::io::Error::other(why.clone()),
+        })?;
+        let prog = multi.get(name).ok_or_else(|| BpfSysError::Failed {
+            what: "creating a uprobe_multi link",
+            source: std::io::Error::other(format!("program {name} not loaded")),
+        })?;
+        let link = bpf_sys::attach_uprobe_multi(prog, path, offsets, cookies, site)?;
+        self.multi_links.push(link);
+        Ok(())
+    }
+
+    /// Refuses uprobe_multi from now on (the kernel refused a link).
+    pub fn give_up_multi(&mut self, why: String) {
+        self.multi = Err(why);
     }
 
     /// The entry or return program, for attaching.
@@ -182,13 +232,15 @@ impl Probes {
         let array = PerCpuArray::<&MapData, u64>::try_from(map)
             .map_err(|source| LoadError::Map { name: "DROPS_BY_FUNC", source })?;
         let mut out = std::collections::BTreeMap::new();
-        for (id, spec) in tracer_common::funcs::FUNCS.iter().enumerate() {
-            let values =
-                array.get(&(id as u32), 0).map_err(|source| LoadError::Map { name: "DROPS_BY_FUNC", source })?;
+        let named = tracer_common::funcs::FUNCS.iter().enumerate().map(|(id, spec)| (id as u32, spec.name));
+        // Every name-only function's drops are in the one shared slot.
+        let other = (drop_slot::FUNC_OTHER, tracer_common::funcs::extra::DROPS_NAME);
+        for (slot, name) in named.chain([other]) {
+            let values = array.get(&slot, 0).map_err(|source| LoadError::Map { name: "DROPS_BY_FUNC", source })?;
             let n: u64 = values.iter().sum();
             if n > 0 {
                 // Rows of one name (one per runtime version) add up.
-                *out.entry(spec.name).or_insert(0) += n;
+                *out.entry(name).or_insert(0) += n;
             }
         }
         Ok(out)

@@ -51,7 +51,15 @@ pub struct LibrarySymbols {
     pub found: Vec<Resolved>,
     /// Selected functions the library does not export (not an error).
     pub missing: Vec<&'static str>,
+    /// Of `found`, how many are name-only (exported, no table row).
+    pub name_only: usize,
+    /// Exported functions not probed: past [`NAME_ONLY_MAX`], or no id left.
+    pub not_probed: usize,
 }
+
+/// Most name-only functions probed per library. A real libcuda exports
+/// about 600 functions, NVIDIA's libcudart 12.9 435 and 13.x 458.
+pub const NAME_ONLY_MAX: usize = 2048;
 
 /// Which layer a library is, from its file name.
 pub fn layer_of(path: &Path) -> Option<Layer> {
@@ -66,7 +74,8 @@ pub fn layer_of(path: &Path) -> Option<Layer> {
 }
 
 /// Resolves every function of `layer` for which `selected` is true, in the
-/// library open as `file` (`shown`: its name in errors). Only the headers,
+/// library open as `file` (`shown`: its name in errors), and with
+/// `name_only` every other exported function too. Only the headers,
 /// `.dynsym`, `.symtab` and their string tables are read, through `file`,
 /// within [`ElfLimits::CUDA_LIBRARY`].
 pub fn resolve(
@@ -74,6 +83,7 @@ pub fn resolve(
     shown: &str,
     layer: Layer,
     selected: impl Fn(&FuncSpec) -> bool,
+    name_only: bool,
 ) -> Result<LibrarySymbols, SymbolError> {
     let tables = [elf::SHT_DYNSYM, elf::SHT_SYMTAB];
     let read = [elf::SHT_DYNSYM, elf::SHT_SYMTAB, elf::SHT_DYNAMIC];
@@ -118,6 +128,10 @@ pub fn resolve(
     if out.found.is_empty() {
         return Err(SymbolError::NoSymbols { path: shown.to_string() });
     }
+    if name_only {
+        let exports = functions(&sections, image.data(), endian, elf::SHT_DYNSYM);
+        add_name_only(&mut out, exports, layer, |address| image.file_offset(address));
+    }
     Ok(out)
 }
 
@@ -138,6 +152,46 @@ fn soname<'a>(
 pub fn runtime_major(name: &str) -> Option<u8> {
     let version = name.strip_prefix("libcudart.so.")?;
     version.split('.').next()?.parse().ok()
+}
+
+/// Adds every exported function without a table row to `found`, with an
+/// id from the name-only registry. One name per code address: an alias of
+/// a probed function would report each call twice.
+fn add_name_only(
+    out: &mut LibrarySymbols,
+    exports: Vec<(&[u8], u64)>,
+    layer: Layer,
+    file_offset: impl Fn(u64) -> Option<u64>,
+) {
+    let mut taken: BTreeSet<u64> = out.found.iter().flat_map(|f| f.offsets.iter().copied()).collect();
+    let mut by_name: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    for (name, address) in exports {
+        let bare = name.split(|&b| b == b'@').next().unwrap_or(name);
+        let Ok(bare) = std::str::from_utf8(bare) else { continue };
+        if funcs::by_name(bare).is_some() {
+            continue;
+        }
+        if let Some(off) = file_offset(address) {
+            by_name.entry(bare).or_insert(off);
+        }
+    }
+    for (name, off) in by_name {
+        if !taken.insert(off) {
+            continue;
+        }
+        let spec_id = (out.name_only < NAME_ONLY_MAX).then(|| funcs::extra::intern(name, layer)).flatten();
+        let Some((id, spec)) = spec_id.and_then(|id| Some((id, funcs::by_id(u32::from(id))?))) else {
+            out.not_probed += 1;
+            continue;
+        };
+        if spec.name != name {
+            // The registry is full: this name would be traced as another.
+            out.not_probed += 1;
+            continue;
+        }
+        out.found.push(Resolved { func_id: id, name: spec.name, offsets: vec![off] });
+        out.name_only += 1;
+    }
 }
 
 /// `(name, address)` of every defined function in the symbol table of type
@@ -187,7 +241,7 @@ mod tests {
                 continue;
             };
             // Shown under a name that says nothing: the major comes from DT_SONAME.
-            let syms = resolve(&File::open(path).unwrap(), "runtime", Layer::Runtime, |_| true).unwrap();
+            let syms = resolve(&File::open(path).unwrap(), "runtime", Layer::Runtime, |_| true, false).unwrap();
             for name in ["cudaMemAdvise", "cudaStreamGetCaptureInfo"] {
                 let row = syms.found.iter().find(|r| r.name == name).unwrap_or_else(|| panic!("{name}"));
                 assert_eq!(funcs::FUNCS[row.func_id as usize].runtime_major, Some(major), "{name} in {var}");
@@ -202,7 +256,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("libcuda.so.1");
         std::fs::write(&p, b"not an elf").unwrap();
-        let err = resolve(&File::open(&p).unwrap(), "libcuda.so.1", Layer::Driver, |_| true).unwrap_err();
+        let err = resolve(&File::open(&p).unwrap(), "libcuda.so.1", Layer::Driver, |_| true, false).unwrap_err();
         assert!(err.to_string().contains("not an ELF"), "{err}");
     }
 
@@ -210,7 +264,7 @@ mod tests {
     fn library_without_cuda_symbols_is_rejected() {
         // The test binary itself is an ELF file without CUDA exports.
         let exe = std::env::current_exe().unwrap();
-        let err = resolve(&File::open(exe).unwrap(), "exe", Layer::Driver, |_| true).unwrap_err();
+        let err = resolve(&File::open(exe).unwrap(), "exe", Layer::Driver, |_| true, false).unwrap_err();
         assert!(matches!(err, SymbolError::NoSymbols { .. }), "{err}");
     }
 }

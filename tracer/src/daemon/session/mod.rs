@@ -153,7 +153,7 @@ impl Session {
             .clone()
             .map(|kv| Arc::new(KvScraper::new(kv, &cfg.dir, clock.start_boot_ns, cfg.rotate_every, metrics.clone())));
         let mut s = Session {
-            attacher: Attacher::new(cfg.selection.clone(), cfg.empty_probes, stopping),
+            attacher: Attacher::new(cfg.selection.clone(), cfg.empty_probes, cfg.per_probe_uprobes, stopping),
             cfg,
             probes,
             clock,

@@ -12,7 +12,7 @@ use super::{plausible_time, Args, Call, ErrorName};
 pub enum LineError {
     #[error("not JSON or not a trace line: {0}")]
     Json(String),
-    #[error("unknown function {0:?} (a trace from a newer tracer?)")]
+    #[error("{0:?} is not a function name (empty, too long or with a NUL)")]
     UnknownFunction(String),
     #[error("ret {0} is not a 32-bit CUDA result (the tracer writes CUresult/cudaError_t values)")]
     Ret(i64),
@@ -28,6 +28,8 @@ struct RawLine<'a> {
     tid: Option<u32>,
     #[serde(borrow)]
     func: std::borrow::Cow<'a, str>,
+    #[serde(default, rename = "type", borrow)]
+    layer: Option<std::borrow::Cow<'a, str>>,
     #[serde(default)]
     dur_us: f64,
     #[serde(default)]
@@ -47,7 +49,10 @@ pub fn parse_line(line: &[u8]) -> Result<Call, LineError> {
     if !plausible_time(raw.dur_us) {
         return Err(LineError::Json(format!("dur_us {} is not a finite number of microseconds", raw.dur_us)));
     }
-    let (func, _) = funcs::by_name(&raw.func).ok_or_else(|| LineError::UnknownFunction(raw.func.to_string()))?;
+    // A name without a row (traced name-only) takes the line's `type`.
+    let layer = raw.layer.as_deref().and_then(|t| funcs::Layer::from_type_name(t.as_bytes()));
+    let func = funcs::extra::intern(&raw.func, layer.unwrap_or(funcs::Layer::Driver))
+        .ok_or_else(|| LineError::UnknownFunction(raw.func.to_string()))?;
     let error = match raw.error {
         Some(name) => Some(ErrorName::new(&name).ok_or(LineError::TooManyErrorNames)?),
         None => None,
@@ -68,7 +73,7 @@ pub fn parse_line(line: &[u8]) -> Result<Call, LineError> {
 mod tests {
     use super::*;
     use crate::format::line::Hex;
-    use tracer_common::funcs::Group;
+    use tracer_common::funcs::{Group, Layer};
 
     #[test]
     fn parses_a_launch_line() {
@@ -90,8 +95,11 @@ mod tests {
     #[test]
     fn bad_lines_say_why() {
         assert!(matches!(parse_line(b"{\"ts\":1"), Err(LineError::Json(_))));
-        let e = parse_line(br#"{"ts":1,"pid":1,"func":"cuNope"}"#).unwrap_err();
-        assert_eq!(e, LineError::UnknownFunction("cuNope".into()));
+        let e = parse_line(br#"{"ts":1,"pid":1,"func":""}"#).unwrap_err();
+        assert_eq!(e, LineError::UnknownFunction("".into()));
+        // A name without a row is a function traced name-only.
+        let c = parse_line(br#"{"ts":1,"pid":1,"type":"cuda_api","func":"cuNope"}"#).unwrap();
+        assert_eq!((c.name(), c.layer(), c.group()), ("cuNope", Layer::Driver, Group::Exported));
         let e = parse_line(br#"{"ts":1,"pid":1,"func":"cuInit","ret":4294967296}"#).unwrap_err();
         assert_eq!(e, LineError::Ret(1 << 32));
         assert!(e.to_string().contains("32-bit"), "{e}");

@@ -145,7 +145,8 @@ pub struct Call {
     pub ts_ms: f64,
     pub pid: u32,
     pub tid: u32,
-    /// Index into [`funcs::FUNCS`].
+    /// Index into [`funcs::FUNCS`], or beyond it an id of the name-only
+    /// registry ([`funcs::extra`]): [`funcs::by_id`] finds either.
     pub func: u16,
     pub dur_us: f64,
     /// `CUresult` / `cudaError_t`: 32 bits, as the tracer writes it.
@@ -158,7 +159,9 @@ pub struct Call {
 
 impl Call {
     pub fn spec(&self) -> &'static FuncSpec {
-        &funcs::FUNCS[usize::from(self.func)]
+        // Every reader sets `func` from a row or a registered name; a hole
+        // (or a call built by hand) reads as a name-only unknown.
+        funcs::by_id(u32::from(self.func)).unwrap_or(&funcs::extra::UNKNOWN)
     }
     pub fn name(&self) -> &'static str {
         self.spec().name

@@ -53,11 +53,16 @@ impl<'a> Interner<'a> {
     }
 }
 
-fn func_id(name: &[u8]) -> Option<u16> {
+/// The id of function `name` of `layer`: its table row's, else (a
+/// function traced name-only) the id the name-only registry gives it.
+fn func_id(name: &[u8], layer: Layer) -> Option<u16> {
     static IDS: OnceLock<FastMap<NameKey<'static>, u16>> = OnceLock::new();
     let ids = IDS
         .get_or_init(|| funcs::FUNCS.iter().enumerate().map(|(i, s)| (NameKey(s.name.as_bytes()), i as u16)).collect());
-    ids.get(&NameKey(name)).copied()
+    match ids.get(&NameKey(name)) {
+        Some(&id) => Some(id),
+        None => funcs::extra::intern(std::str::from_utf8(name).ok()?, layer),
+    }
 }
 
 struct Cursor<'a> {
@@ -314,11 +319,15 @@ pub fn parse_into<'a>(line: &'a [u8], names: &mut Interner<'a>, out: &mut Call) 
     any_order(line, names, out).is_some()
 }
 
-/// `,"type":"<layer>","func":` for each layer: `type` is one of two words,
-/// matched with the keys around it rather than scanned.
-static TYPE_THEN_FUNC: LazyLock<[Vec<u8>; 2]> = LazyLock::new(|| {
-    [Layer::Runtime, Layer::Driver]
-        .map(|layer| [schema::BEFORE_TYPE, b"\"", layer.type_name().as_bytes(), b"\"", schema::BEFORE_FUNC].concat())
+/// `,"type":"<layer>","func":` for each layer: `type` is one of a few
+/// words, matched with the keys around it rather than scanned.
+static TYPE_THEN_FUNC: LazyLock<Vec<(Layer, Vec<u8>)>> = LazyLock::new(|| {
+    Layer::ALL
+        .iter()
+        .map(|&layer| {
+            (layer, [schema::BEFORE_TYPE, b"\"", layer.type_name().as_bytes(), b"\"", schema::BEFORE_FUNC].concat())
+        })
+        .collect()
 });
 
 /// The keys in the order the tracer writes them ([`super::write`]), matched
@@ -331,9 +340,8 @@ pub(super) fn in_writing_order<'a>(line: &'a [u8], names: &mut Interner<'a>, out
     out.pid = c.u32()?;
     c.lit(schema::BEFORE_TID)?;
     out.tid = c.u32()?;
-    let [runtime, driver] = &*TYPE_THEN_FUNC;
-    c.lit(runtime).or_else(|| c.lit(driver))?;
-    out.func = func_id(c.string()?)?;
+    let layer = TYPE_THEN_FUNC.iter().find_map(|(layer, lit)| c.lit(lit).map(|()| *layer))?;
+    out.func = func_id(c.string()?, layer)?;
     c.lit(schema::PHASE_THEN_DUR_US)?;
     out.dur_us = c.f64().filter(|&d| plausible_time(d))?;
     c.lit(schema::BEFORE_RET)?;
@@ -350,14 +358,15 @@ pub(super) fn in_writing_order<'a>(line: &'a [u8], names: &mut Interner<'a>, out
 /// Any key order (and keys the tracer does not write, which are skipped).
 fn any_order<'a>(line: &'a [u8], names: &mut Interner<'a>, call: &mut Call) -> Option<()> {
     let mut c = Cursor { b: line, i: 0 };
-    let (mut ts, mut pid, mut tid, mut func) = (None, None, None, None);
+    let (mut ts, mut pid, mut tid, mut func, mut layer) = (None, None, None, None, None);
     (call.dur_us, call.ret) = (0.0, 0);
     c.object(|c, key| {
         match key {
             key::TS => ts = Some(c.f64()?),
             key::PID => pid = Some(c.u32()?),
             key::TID => tid = Some(c.u32()?),
-            key::FUNC => func = Some(func_id(c.string()?)?),
+            key::FUNC => func = Some(c.string()?),
+            key::TYPE => layer = Layer::from_type_name(c.string()?),
             key::DUR_US => call.dur_us = c.f64().filter(|&d| plausible_time(d))?,
             key::RET => call.ret = c.i32()?,
             key::ERROR => call.error = Some(names.error(c.string()?)?),
@@ -373,7 +382,8 @@ fn any_order<'a>(line: &'a [u8], names: &mut Interner<'a>, call: &mut Call) -> O
     call.ts_ms = ts.filter(|&t| plausible_time(t))?;
     call.pid = pid?;
     call.tid = tid.unwrap_or(call.pid);
-    call.func = func?;
+    // A name without a row takes the line's `type` (the driver's if none).
+    call.func = func_id(func?, layer.unwrap_or(Layer::Driver))?;
     Some(())
 }
 
@@ -472,7 +482,8 @@ mod tests {
         let mut names = Interner::default();
         assert!(parse(br#"{"ts": 1,"pid":1,"func":"cuInit"}"#, &mut names).is_none());
         assert!(parse(br#"{"ts":1,"pid":1,"func":"cuInit","args":{"kernel":"a\"b"}}"#, &mut names).is_none());
-        assert!(parse(br#"{"ts":1,"pid":1,"func":"cuNope"}"#, &mut names).is_none());
+        // A name no function can have (a name without a row is read name-only).
+        assert!(parse(br#"{"ts":1,"pid":1,"func":""}"#, &mut names).is_none());
         assert!(parse(br#"{"ts":1,"pid":1,"func":"cuInit"}x"#, &mut names).is_none());
         assert!(parse(br#"{"ts":1,"pid":1"#, &mut names).is_none());
     }

@@ -12,6 +12,7 @@ pub mod key {
     pub const TS: &[u8] = b"ts";
     pub const PID: &[u8] = b"pid";
     pub const TID: &[u8] = b"tid";
+    pub const TYPE: &[u8] = b"type";
     pub const FUNC: &[u8] = b"func";
     pub const DUR_US: &[u8] = b"dur_us";
     pub const RET: &[u8] = b"ret";

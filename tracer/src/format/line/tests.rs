@@ -249,3 +249,19 @@ fn the_fuzz_seed_lines_are_read_alike() {
     }
     assert!(seeds >= 20, "{seeds} seed lines in {dir}");
 }
+
+#[test]
+fn reads_names_without_a_row_with_their_type() {
+    let mut names = read::Interner::default();
+    let line = br#"{"ts":1.000,"pid":7,"tid":7,"type":"cuda_runtime","func":"cudaReadNameOnlyTest","phase":"entry","dur_us":2.000,"ret":100,"error":"cudaErrorNoDevice","args":{}}"#;
+    let fast = read::parse(line, &mut names).unwrap();
+    assert_eq!(
+        (fast.name(), fast.layer(), fast.ret),
+        ("cudaReadNameOnlyTest", tracer_common::funcs::Layer::Runtime, 100)
+    );
+    assert_eq!(fast.group(), Group::Exported);
+    let any = read::parse(br#"{"func":"cuReadNameOnlyTest","type":"cuda_api","ts":1,"pid":1}"#, &mut names).unwrap();
+    assert_eq!((any.name(), any.layer()), ("cuReadNameOnlyTest", tracer_common::funcs::Layer::Driver));
+    let slow = super::parse_line(line).unwrap();
+    assert_eq!(format!("{fast:?}"), format!("{slow:?}"));
+}
