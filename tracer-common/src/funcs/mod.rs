@@ -7,12 +7,14 @@
 //! (`cudaLaunchKernel@@libcudart.so.12`) match their bare name.
 
 /// Which library exports the function; also the `type` field of a trace line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Layer {
     /// `libcuda.so.1`: `type` = `cuda_api`.
     Driver,
     /// `libcudart.so.*`: `type` = `cuda_runtime`.
     Runtime,
+    /// `libnccl.so.*`: `type` = `nccl`.
+    Nccl,
 }
 
 impl Layer {
@@ -21,6 +23,7 @@ impl Layer {
         match self {
             Layer::Driver => "cuda_api",
             Layer::Runtime => "cuda_runtime",
+            Layer::Nccl => "nccl",
         }
     }
 }
@@ -34,10 +37,13 @@ pub enum Group {
     Sync,
     Graph,
     Module,
+    /// NCCL collectives, point-to-point, groups and communicators.
+    Nccl,
 }
 
 impl Group {
-    pub const ALL: [Group; 6] = [Group::Launch, Group::Memory, Group::Memcpy, Group::Sync, Group::Graph, Group::Module];
+    pub const ALL: [Group; 7] =
+        [Group::Launch, Group::Memory, Group::Memcpy, Group::Sync, Group::Graph, Group::Module, Group::Nccl];
 
     pub const fn name(self) -> &'static str {
         match self {
@@ -47,6 +53,7 @@ impl Group {
             Group::Sync => "sync",
             Group::Graph => "graph",
             Group::Module => "module",
+            Group::Nccl => "nccl",
         }
     }
 }
@@ -88,6 +95,17 @@ pub enum Role {
     /// Finds a kernel's handle: by name (the probe copies the name,
     /// `str_arg` is set) or from another handle.
     ModuleLookup,
+    /// An NCCL collective (`ncclAllReduce`, …): count, datatype, communicator, stream.
+    Collective,
+    /// An NCCL point-to-point transfer (`ncclSend`, `ncclRecv`).
+    P2p,
+    /// Opens or closes an NCCL group (`ncclGroupStart`/`ncclGroupEnd`).
+    NcclGroup,
+    /// Creates NCCL communicators, or queries what creating one needs
+    /// (`ncclGetVersion`, `ncclGetUniqueId`).
+    CommInit,
+    /// Destroys or aborts an NCCL communicator.
+    CommEnd,
     /// Nothing the analyses look at (driver setup: `cuInit`, `cuGetProcAddress`).
     /// Kept last: the tests check that [`Role::ALL`] lists every role.
     Other,
@@ -95,7 +113,7 @@ pub enum Role {
 
 impl Role {
     /// Every role, in declaration order.
-    pub const ALL: [Role; 14] = [
+    pub const ALL: [Role; 19] = [
         Role::Alloc,
         Role::Free,
         Role::Launch,
@@ -109,6 +127,11 @@ impl Role {
         Role::GraphInstantiate,
         Role::GraphLaunch,
         Role::ModuleLookup,
+        Role::Collective,
+        Role::P2p,
+        Role::NcclGroup,
+        Role::CommInit,
+        Role::CommEnd,
         Role::Other,
     ];
 
@@ -122,6 +145,7 @@ impl Role {
             Role::StreamSync | Role::DeviceSync | Role::EventRecord | Role::EventSync => Group::Sync,
             Role::CaptureBegin | Role::CaptureEnd | Role::GraphInstantiate | Role::GraphLaunch => Group::Graph,
             Role::ModuleLookup | Role::Other => Group::Module,
+            Role::Collective | Role::P2p | Role::NcclGroup | Role::CommInit | Role::CommEnd => Group::Nccl,
         }
     }
 }
@@ -152,6 +176,16 @@ pub enum Fmt {
     Dim3U32,
     /// One `unsigned int`; `word` is an index in 32-bit units.
     U32At,
+    /// `ncclDataType_t` in the low 32 bits, by name (`float32`, …).
+    NcclType,
+    /// `ncclRedOp_t` in the low 32 bits, by name (`sum`, …).
+    NcclOp,
+    /// Bytes of an NCCL buffer: the count at `word` times the size of the
+    /// `ncclDataType_t` at the word given here.
+    NcclBytes(u8),
+    /// The `int` read through an out-pointer at return (the low 32 bits of
+    /// the word read); absent when the call failed.
+    OutI32,
 }
 
 /// One named argument in a trace line's `args`.
@@ -230,7 +264,7 @@ pub(super) const fn stack(spec: FuncSpec) -> FuncSpec {
 mod core;
 mod exec;
 mod memory;
-mod nccl;
+pub mod nccl;
 
 /// The table's parts, in id order. Ids are indexes into the whole table and
 /// are only meaningful within one build (the trace carries names, not ids).
@@ -323,7 +357,26 @@ mod tests {
             _ if matches!(n, "cuModuleGetFunction" | "cuLibraryGetKernel" | "cuKernelGetFunction") => {
                 Role::ModuleLookup
             }
+            Group::Nccl => nccl_role_by_name(n),
             _ => Role::Other,
+        }
+    }
+
+    fn nccl_role_by_name(n: &str) -> Role {
+        match n {
+            "ncclSend" | "ncclRecv" => Role::P2p,
+            "ncclGroupStart" | "ncclGroupEnd" => Role::NcclGroup,
+            "ncclCommDestroy" | "ncclCommAbort" => Role::CommEnd,
+            _ if n.starts_with("ncclCommInit") || n.starts_with("ncclGet") => Role::CommInit,
+            _ => Role::Collective,
+        }
+    }
+
+    #[test]
+    fn nccl_functions_are_the_nccl_layer_and_group() {
+        for f in FUNCS {
+            assert_eq!(f.layer == Layer::Nccl, f.group == Group::Nccl, "{}", f.name);
+            assert_eq!(f.layer == Layer::Nccl, f.name.starts_with("nccl"), "{}", f.name);
         }
     }
 

@@ -26,7 +26,7 @@ struct ProcState {
     /// CUfunction / CUkernel handle -> demangled name.
     handles: LruCache<u64, JsonStr>,
     /// Live allocations per layer: device pointer -> bytes.
-    allocs: [HashMap<u64, u64>; 2],
+    allocs: [HashMap<u64, u64>; 3],
 }
 
 impl Default for ProcState {
@@ -56,6 +56,7 @@ fn layer_index(layer: Layer) -> usize {
     match layer {
         Layer::Driver => 0,
         Layer::Runtime => 1,
+        Layer::Nccl => 2,
     }
 }
 

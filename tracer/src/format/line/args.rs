@@ -23,24 +23,35 @@ enum Field {
     Event,
     Exec,
     SharedMem,
+    /// An NCCL communicator.
+    Comm,
 }
 
 impl Field {
-    const ALL: [Field; 8] =
-        [Field::Stream, Field::Bytes, Field::Graph, Field::F, Field::Dptr, Field::Event, Field::Exec, Field::SharedMem];
+    const ALL: [Field; 9] = [
+        Field::Stream,
+        Field::Bytes,
+        Field::Graph,
+        Field::F,
+        Field::Dptr,
+        Field::Event,
+        Field::Exec,
+        Field::SharedMem,
+        Field::Comm,
+    ];
 
     const fn bit(self) -> u16 {
         1 << self as u16
     }
 
     /// Fields that share a slot never meet in one call: a stream is slot 0;
-    /// sizes, graphs and launch handles slot 1; pointers, events, execs and
-    /// shared memory slot 2.
+    /// sizes, graphs and launch handles slot 1; pointers, events, execs,
+    /// shared memory and NCCL communicators slot 2.
     const fn slot(self) -> usize {
         match self {
             Field::Stream => 0,
             Field::Bytes | Field::Graph | Field::F => 1,
-            Field::Dptr | Field::Event | Field::Exec | Field::SharedMem => 2,
+            Field::Dptr | Field::Event | Field::Exec | Field::SharedMem | Field::Comm => 2,
         }
     }
 
@@ -55,6 +66,7 @@ impl Field {
             Field::Event => arg::EVENT,
             Field::Exec => arg::EXEC,
             Field::SharedMem => arg::SHARED_MEM,
+            Field::Comm => arg::COMM,
         }
     }
 
@@ -77,7 +89,9 @@ const fn slot_bits(slot: usize) -> u16 {
     bits
 }
 
-const KIND: u16 = 1 << 8;
+/// The copy kind's presence bit, after the fields'.
+const KIND: u16 = 1 << 15;
+const _: () = assert!(Field::ALL.len() < 15);
 
 /// `kernel` is the demangled name on launches and a handle on
 /// `cuLibraryGetKernel` (both are strings in the trace); it is interned with
@@ -144,6 +158,7 @@ packed! {
     exec, set_exec, Exec, Hex, Hex, |h: Hex| h.0;
     f, set_f, F, Hex, Hex, |h: Hex| h.0;
     shared_mem, set_shared_mem, SharedMem, u64, |v| v, |v| v;
+    comm, set_comm, Comm, Hex, Hex, |h: Hex| h.0;
 }
 
 impl Args {
@@ -199,6 +214,7 @@ struct Raw {
     grid: Option<[u32; 3]>,
     block: Option<[u32; 3]>,
     shared_mem: Option<u64>,
+    comm: Option<Hex>,
     /// Launch handle: `f` (driver) or `func` (runtime).
     #[serde(alias = "func")]
     f: Option<Hex>,
@@ -217,6 +233,7 @@ impl<'de> Deserialize<'de> for Args {
         a.set_event(r.event).map_err(taken)?;
         a.set_exec(r.exec).map_err(taken)?;
         a.set_shared_mem(r.shared_mem).map_err(taken)?;
+        a.set_comm(r.comm).map_err(taken)?;
         a.set_kind(r.kind);
         a.set_launch(Launch { kernel: r.kernel.as_deref().map(intern::name), grid: r.grid, block: r.block });
         Ok(a)

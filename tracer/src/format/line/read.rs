@@ -286,6 +286,7 @@ fn args<'a>(c: &mut Cursor<'a>, names: &mut Interner<'a>, a: &mut Args) -> Optio
             arg::BLOCK => block = Some(c.dim3()?),
             arg::SHARED_MEM => a.set_shared_mem(Some(c.u64()?)).ok()?,
             arg::F | arg::FUNC => a.set_f(Some(c.hex()?)).ok()?,
+            arg::COMM => a.set_comm(Some(c.hex()?)).ok()?,
             _ => c.skip()?,
         }
         Some(())
@@ -313,10 +314,10 @@ pub fn parse_into<'a>(line: &'a [u8], names: &mut Interner<'a>, out: &mut Call) 
     any_order(line, names, out).is_some()
 }
 
-/// `,"type":"<layer>","func":` for each layer: `type` is one of two words,
+/// `,"type":"<layer>","func":` for each layer: `type` is one of three words,
 /// matched with the keys around it rather than scanned.
-static TYPE_THEN_FUNC: LazyLock<[Vec<u8>; 2]> = LazyLock::new(|| {
-    [Layer::Runtime, Layer::Driver]
+static TYPE_THEN_FUNC: LazyLock<[Vec<u8>; 3]> = LazyLock::new(|| {
+    [Layer::Runtime, Layer::Driver, Layer::Nccl]
         .map(|layer| [schema::BEFORE_TYPE, b"\"", layer.type_name().as_bytes(), b"\"", schema::BEFORE_FUNC].concat())
 });
 
@@ -330,8 +331,8 @@ pub(super) fn in_writing_order<'a>(line: &'a [u8], names: &mut Interner<'a>, out
     out.pid = c.u32()?;
     c.lit(schema::BEFORE_TID)?;
     out.tid = c.u32()?;
-    let [runtime, driver] = &*TYPE_THEN_FUNC;
-    c.lit(runtime).or_else(|| c.lit(driver))?;
+    let [runtime, driver, nccl] = &*TYPE_THEN_FUNC;
+    c.lit(runtime).or_else(|| c.lit(driver)).or_else(|| c.lit(nccl))?;
     out.func = func_id(c.string()?)?;
     c.lit(schema::PHASE_THEN_DUR_US)?;
     out.dur_us = c.f64().filter(|&d| plausible_time(d))?;
