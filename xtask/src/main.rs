@@ -179,6 +179,7 @@ fn test(cargo_args: &[String]) -> Result<()> {
             .env("CUDA_TRACER_FIXTURES", paths::fixtures_dir())
             .env("CUDA_TRACER_NVIDIA_CUDART", paths::nvidia_cudart())
             .env("CUDA_TRACER_NVIDIA_CUDART13", paths::nvidia_cudart13())
+            .env("CUDA_TRACER_NCCL", paths::nvidia_nccl())
             .env("CUDA_TRACER_TORCH_SITE", paths::torch_site())
             .env("CUDA_TRACER_TEST_SCAN_FLOOR_MS", "60000")
             .env("CUDA_TRACER_WEED", paths::weed())
