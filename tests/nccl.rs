@@ -50,7 +50,10 @@ fn collectives_csv(path: &Path) -> Table {
 fn the_fixture_library_is_traced_call_for_call_and_the_collectives_table_adds_up() {
     let (tmp, out, truth_dir) = scratch();
     let workload = fixtures().join("nccl-workload").display().to_string();
-    record(&out, &truth_dir, &[], &[&workload, "3"]);
+    // `--functions nccl`: the fixture CUDA libraries on the loader path are
+    // left alone (they select nothing), the NCCL library is attached from
+    // the workload's run path before it starts.
+    record(&out, &truth_dir, &["--functions", "nccl"], &[&workload, "3"]);
 
     let trace = load_trace(&out);
     let truth = load_truth(&truth_dir);
@@ -66,8 +69,10 @@ fn the_fixture_library_is_traced_call_for_call_and_the_collectives_table_adds_up
         }
     }
     let libs = trace.metadata["libraries"].as_array().expect("libraries");
-    let nccl = libs.iter().find(|l| l["path"].as_str().is_some_and(|p| p.ends_with("libnccl.so.2")));
-    let nccl = nccl.unwrap_or_else(|| panic!("libnccl.so.2 attached: {libs:?}"));
+    assert_eq!(libs.len(), 1, "only NCCL is selected: {libs:?}");
+    let nccl = &libs[0];
+    assert!(nccl["path"].as_str().is_some_and(|p| p.ends_with("nccl/libnccl.so.2")), "{nccl}");
+    assert_eq!(nccl["functions"].as_array().map(Vec::len), Some(15), "{nccl}");
     assert_eq!((nccl["type"].as_str(), nccl["missing"].as_array().map(Vec::len)), (Some("nccl"), Some(0)), "{nccl}");
 
     let report = tmp.path().join("report");

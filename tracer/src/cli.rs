@@ -58,7 +58,7 @@ pub enum Command {
 /// Options shared by `record` and `run`.
 #[derive(Clone, Debug, Args)]
 pub struct TraceArgs {
-    /// Function groups to trace: launch, memory, memcpy, sync, graph, module, all.
+    /// Function groups to trace: launch, memory, memcpy, sync, graph, module, nccl, all.
     #[arg(long, default_value = "all", env = "TRACE_FUNCTIONS")]
     pub functions: Selection,
     /// Seconds between trace file rotations.

@@ -19,81 +19,65 @@ const COMM: &[ArgSpec] = &[a("comm", Hex, 0)];
 const INIT_RANK: &[ArgSpec] = &[a("comm", Out, 0), a("nranks", U32, 1), a("rank", U32, 2)];
 const INIT_RANK_CONFIG: &[ArgSpec] = &[a("comm", Out, 0), a("nranks", U32, 1), a("rank", U32, 2), a("config", Hex, 3)];
 const INIT_ALL: &[ArgSpec] = &[a("comm", Out, 0), a("ndev", U32, 1), a("devlist", Hex, 2)];
-const ALL_REDUCE: &[ArgSpec] = &[
-    a("sendbuff", Hex, 0),
-    a("recvbuff", Hex, 1),
-    a("count", U64, 2),
-    a("datatype", NcclType, 3),
-    a("bytes", NcclBytes(3), 2),
-    a("op", NcclOp, 4),
-    a("comm", Hex, 5),
-    a("stream", Hex, 6),
-];
-const ALL_GATHER: &[ArgSpec] = &[
-    a("sendbuff", Hex, 0),
-    a("recvbuff", Hex, 1),
-    a("count", U64, 2),
-    a("datatype", NcclType, 3),
-    a("bytes", NcclBytes(3), 2),
-    a("comm", Hex, 4),
-    a("stream", Hex, 5),
-];
-const BROADCAST: &[ArgSpec] = &[
-    a("sendbuff", Hex, 0),
-    a("recvbuff", Hex, 1),
-    a("count", U64, 2),
-    a("datatype", NcclType, 3),
-    a("bytes", NcclBytes(3), 2),
-    a("root", U32, 4),
-    a("comm", Hex, 5),
-    a("stream", Hex, 6),
-];
-const REDUCE: &[ArgSpec] = &[
-    a("sendbuff", Hex, 0),
-    a("recvbuff", Hex, 1),
-    a("count", U64, 2),
-    a("datatype", NcclType, 3),
-    a("bytes", NcclBytes(3), 2),
-    a("op", NcclOp, 4),
-    a("root", U32, 5),
-    a("comm", Hex, 6),
-    a("stream", Hex, 7),
-];
-const SEND: &[ArgSpec] = &[
-    a("sendbuff", Hex, 0),
-    a("count", U64, 1),
-    a("datatype", NcclType, 2),
-    a("bytes", NcclBytes(2), 1),
-    a("peer", U32, 3),
-    a("comm", Hex, 4),
-    a("stream", Hex, 5),
-];
-const RECV: &[ArgSpec] = &[
-    a("recvbuff", Hex, 0),
-    a("count", U64, 1),
-    a("datatype", NcclType, 2),
-    a("bytes", NcclBytes(2), 1),
-    a("peer", U32, 3),
-    a("comm", Hex, 4),
-    a("stream", Hex, 5),
-];
+/// The arguments of a collective: the two buffers, the count, the
+/// datatype and the bytes they make, then `rest` (op, root, comm, stream).
+macro_rules! collective {
+    ($($rest:expr),*) => {
+        &[
+            a("sendbuff", Hex, 0),
+            a("recvbuff", Hex, 1),
+            a("count", U64, 2),
+            a("datatype", NcclType, 3),
+            a("bytes", NcclBytes(3), 2),
+            $($rest),*
+        ]
+    };
+}
+
+/// The arguments of `ncclSend`/`ncclRecv`, whose one buffer is `buffer`.
+macro_rules! p2p {
+    ($buffer:expr) => {
+        &[
+            a($buffer, Hex, 0),
+            a("count", U64, 1),
+            a("datatype", NcclType, 2),
+            a("bytes", NcclBytes(2), 1),
+            a("peer", U32, 3),
+            a("comm", Hex, 4),
+            a("stream", Hex, 5),
+        ]
+    };
+}
+
+const ALL_REDUCE: &[ArgSpec] = collective![a("op", NcclOp, 4), a("comm", Hex, 5), a("stream", Hex, 6)];
+const ALL_GATHER: &[ArgSpec] = collective![a("comm", Hex, 4), a("stream", Hex, 5)];
+const BROADCAST: &[ArgSpec] = collective![a("root", U32, 4), a("comm", Hex, 5), a("stream", Hex, 6)];
+const REDUCE: &[ArgSpec] = collective![a("op", NcclOp, 4), a("root", U32, 5), a("comm", Hex, 6), a("stream", Hex, 7)];
+const SEND: &[ArgSpec] = p2p!("sendbuff");
+const RECV: &[ArgSpec] = p2p!("recvbuff");
+
+/// A row of the NCCL layer.
+const fn n(name: &'static str, role: super::Role, out_arg: u8, args: &'static [ArgSpec]) -> FuncSpec {
+    f(name, Nccl, role, out_arg, args)
+}
 
 pub(super) const ROWS: &[FuncSpec] = &[
-    f("ncclGetVersion", Nccl, CommInit, 1, VERSION),
-    f("ncclCommInitRank", Nccl, CommInit, 1, INIT_RANK),
-    f("ncclCommInitRankConfig", Nccl, CommInit, 1, INIT_RANK_CONFIG),
-    f("ncclCommInitAll", Nccl, CommInit, 1, INIT_ALL),
-    f("ncclCommDestroy", Nccl, CommEnd, 0, COMM),
-    f("ncclCommAbort", Nccl, CommEnd, 0, COMM),
-    stack(f("ncclAllReduce", Nccl, Collective, 0, ALL_REDUCE)),
-    f("ncclAllGather", Nccl, Collective, 0, ALL_GATHER),
-    stack(f("ncclReduceScatter", Nccl, Collective, 0, ALL_REDUCE)),
-    stack(f("ncclBroadcast", Nccl, Collective, 0, BROADCAST)),
-    stack(f("ncclReduce", Nccl, Collective, 0, REDUCE)),
-    f("ncclSend", Nccl, P2p, 0, SEND),
-    f("ncclRecv", Nccl, P2p, 0, RECV),
-    f("ncclGroupStart", Nccl, NcclGroup, 0, NONE),
-    f("ncclGroupEnd", Nccl, NcclGroup, 0, NONE),
+    n("ncclGetVersion", CommInit, 1, VERSION),
+    n("ncclCommInitRank", CommInit, 1, INIT_RANK),
+    n("ncclCommInitRankConfig", CommInit, 1, INIT_RANK_CONFIG),
+    n("ncclCommInitAll", CommInit, 1, INIT_ALL),
+    n("ncclCommDestroy", CommEnd, 0, COMM),
+    n("ncclCommAbort", CommEnd, 0, COMM),
+    // Seven and eight arguments: the stream (and comm) are on the stack.
+    stack(n("ncclAllReduce", Collective, 0, ALL_REDUCE)),
+    n("ncclAllGather", Collective, 0, ALL_GATHER),
+    stack(n("ncclReduceScatter", Collective, 0, ALL_REDUCE)),
+    stack(n("ncclBroadcast", Collective, 0, BROADCAST)),
+    stack(n("ncclReduce", Collective, 0, REDUCE)),
+    n("ncclSend", P2p, 0, SEND),
+    n("ncclRecv", P2p, 0, RECV),
+    n("ncclGroupStart", NcclGroup, 0, NONE),
+    n("ncclGroupEnd", NcclGroup, 0, NONE),
 ];
 
 /// `ncclDataType_t` values in order: name and size in bytes.

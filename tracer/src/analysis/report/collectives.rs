@@ -96,16 +96,10 @@ const HEADER: [&str; 8] = ["pid", "comm", "op", "calls", "errors", "bytes", "tot
 
 impl CollectiveRow {
     fn cells(&self) -> Vec<String> {
-        vec![
-            self.pid.to_string(),
-            self.comm.clone(),
-            self.op.to_string(),
-            self.calls.to_string(),
-            self.errors.to_string(),
-            self.bytes.to_string(),
-            fixed(self.total_call_ms, 3),
-            fixed(self.mean_call_us, 3),
-        ]
+        let mut cells = vec![self.pid.to_string(), self.comm.clone(), self.op.to_string()];
+        cells.extend([self.calls, self.errors, self.bytes].map(|n| n.to_string()));
+        cells.extend([self.total_call_ms, self.mean_call_us].map(|v| fixed(v, 3)));
+        cells
     }
 }
 
