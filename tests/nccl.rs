@@ -89,14 +89,20 @@ fn the_fixture_library_is_traced_call_for_call_and_the_collectives_table_adds_up
     assert!(text.contains("== NCCL collectives: 45 calls"), "{text}");
 }
 
-/// Calls NVIDIA's libnccl.so.2 at `sys.argv[1]` through ctypes (no GPU:
-/// communicators cannot be made, and every transfer gets the NULL
-/// communicator) and writes each call, as the tracer should write it, to
-/// `sys.argv[2]`.<pid>.jsonl. `pncclAllReduce` is NCCL's profiling alias of
-/// `ncclAllReduce`, the same code: it is traced under the `nccl` name.
+/// `TRUTH LIB...`: one child process per library (each library is the
+/// same soname, so each gets a process of its own), which calls NVIDIA's
+/// libnccl.so.2 at LIB through ctypes (no GPU: communicators cannot be made,
+/// and every transfer gets the NULL communicator) and writes each call, as
+/// the tracer should write it, to TRUTH.<pid>.jsonl. `pncclAllReduce` is
+/// NCCL's profiling alias of `ncclAllReduce`, the same code: it is traced
+/// under the `nccl` name.
 const PY_REAL_NCCL: &str = r#"
-import ctypes, json, os, sys, threading
-nccl = ctypes.CDLL(sys.argv[1])
+import ctypes, json, os, subprocess, sys, threading
+if len(sys.argv) > 3:
+    for lib in sys.argv[2:]:
+        subprocess.run([sys.executable, sys.argv[0], sys.argv[1], lib], check=True)
+    sys.exit(0)
+nccl = ctypes.CDLL(sys.argv[2])
 S, I, P = ctypes.c_size_t, ctypes.c_int, ctypes.c_void_p
 tid, lines = threading.get_native_id(), []
 def line(func, ret, **args):
@@ -132,17 +138,17 @@ line("ncclGroupStart", nccl.ncclGroupStart())
 line("ncclGroupEnd", nccl.ncclGroupEnd())
 line("ncclCommDestroy", nccl.ncclCommDestroy(P(0)), comm="0x0")
 line("ncclCommAbort", nccl.ncclCommAbort(P(0)), comm="0x0")
-with open(sys.argv[2] + "." + str(os.getpid()) + ".jsonl", "w") as f:
+with open(sys.argv[1] + "." + str(os.getpid()) + ".jsonl", "w") as f:
     f.write("".join(json.dumps(l) + "\n" for l in lines))
 "#;
 
-/// The real library at a path no search path names: a hard link (the wheel
-/// is 400 MB), or a copy across file systems.
-fn private_nccl(dir: &Path) -> String {
+/// `lib` at a path no search path names: a hard link (the wheels are
+/// hundreds of MB), or a copy across file systems.
+fn private_nccl(dir: &Path, lib: &Path) -> String {
     std::fs::create_dir_all(dir).unwrap();
     let dest = dir.join("libnccl.so.2");
-    if std::fs::hard_link(nvidia_nccl(), &dest).is_err() {
-        std::fs::copy(nvidia_nccl(), &dest).unwrap();
+    if std::fs::hard_link(lib, &dest).is_err() {
+        std::fs::copy(lib, &dest).unwrap();
     }
     dest.display().to_string()
 }
@@ -151,7 +157,11 @@ fn private_nccl(dir: &Path) -> String {
 fn the_real_library_dlopened_by_path_after_the_tracer_started_is_traced_from_its_first_call() {
     let (tmp, out, truth_dir) = scratch();
     std::fs::create_dir_all(&truth_dir).unwrap();
-    let lib = private_nccl(&tmp.path().join("site/nvidia/nccl/lib"));
+    // NCCL for CUDA 12 (its own wheel) and for CUDA 13 (PyTorch's).
+    let libs = [
+        private_nccl(&tmp.path().join("cu12/nvidia/nccl/lib"), &nvidia_nccl()),
+        private_nccl(&tmp.path().join("cu13/nvidia/nccl/lib"), &torch_site().join("nvidia/nccl/lib/libnccl.so.2")),
+    ];
     let script = tmp.path().join("nccl_calls.py");
     std::fs::write(&script, PY_REAL_NCCL).unwrap();
     let truth_prefix = truth_dir.join("truth").display().to_string();
@@ -161,7 +171,8 @@ fn the_real_library_dlopened_by_path_after_the_tracer_started_is_traced_from_its
         .arg(&out)
         .args(["--", "python3"])
         .arg(&script)
-        .args([&lib, &truth_prefix])
+        .arg(&truth_prefix)
+        .args(&libs)
         .env_remove("LD_LIBRARY_PATH")
         .output()
         .unwrap();
@@ -169,10 +180,12 @@ fn the_real_library_dlopened_by_path_after_the_tracer_started_is_traced_from_its
 
     let trace = load_trace(&out);
     let truth = load_truth(&truth_dir);
-    assert_eq!(truth.len(), 16, "{truth:?}");
-    assert_eq!(truth[0]["ret"], 0, "ncclGetVersion works without a GPU");
-    assert!(truth[0]["args"]["version"].as_i64().unwrap() >= 21800, "{}", truth[0]);
-    assert!(truth[4..12].iter().all(|l| l["ret"] == 4), "a NULL communicator is ncclInvalidArgument: {truth:?}");
+    assert_eq!(truth.len(), 2 * 16, "{truth:?}");
+    for calls in truth.chunks(16) {
+        assert_eq!(calls[0]["ret"], 0, "ncclGetVersion works without a GPU");
+        assert!(calls[0]["args"]["version"].as_i64().unwrap() >= 21800, "{}", calls[0]);
+        assert!(calls[4..12].iter().all(|l| l["ret"] == 4), "a NULL communicator is ncclInvalidArgument: {calls:?}");
+    }
     // Where a driver is installed NCCL may call it too: those lines are the driver's.
     let nccl: Vec<Value> = trace.lines.iter().filter(|l| l["type"] == "nccl").cloned().collect();
     assert_matches_truth(&nccl, &truth, false);
@@ -184,8 +197,10 @@ fn the_real_library_dlopened_by_path_after_the_tracer_started_is_traced_from_its
     let init = nccl.iter().find(|l| l["func"] == "ncclCommInitRank").unwrap();
     assert!(init["ret"] != 0 && init["error"].as_str().is_some_and(|e| e.starts_with("nccl")), "{init}");
     let holds = trace.metadata["library_holds"].as_array().unwrap();
-    let hold = holds.iter().find(|h| h["path"] == lib.as_str()).unwrap_or_else(|| panic!("{lib}: {holds:?}"));
-    assert_eq!(hold["outcome"], "attached", "{hold}");
+    for lib in &libs {
+        let hold = holds.iter().find(|h| h["path"] == lib.as_str()).unwrap_or_else(|| panic!("{lib}: {holds:?}"));
+        assert_eq!(hold["outcome"], "attached", "{hold}");
+    }
     assert_eq!(trace.metadata["missed_libraries"], serde_json::json!([]));
     assert_eq!(trace.metadata["late_libraries"], serde_json::json!([]));
 }
