@@ -166,16 +166,11 @@ fn the_real_library_dlopened_by_path_after_the_tracer_started_is_traced_from_its
     std::fs::write(&script, PY_REAL_NCCL).unwrap();
     let truth_prefix = truth_dir.join("truth").display().to_string();
     // No scan for a minute: only the load watch can find the library.
-    let output = tracer_cmd()
-        .args(["record", "--scan-interval-ms", "60000", "-o"])
-        .arg(&out)
-        .args(["--", "python3"])
-        .arg(&script)
-        .arg(&truth_prefix)
-        .args(&libs)
-        .env_remove("LD_LIBRARY_PATH")
-        .output()
-        .unwrap();
+    let mut argv = vec![script.display().to_string(), truth_prefix];
+    argv.extend(libs.iter().cloned());
+    let mut cmd = tracer_cmd();
+    cmd.args(["record", "--scan-interval-ms", "60000", "-o"]).arg(&out).args(["--", "python3"]).args(&argv);
+    let output = cmd.env_remove("LD_LIBRARY_PATH").output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
 
     let trace = load_trace(&out);
