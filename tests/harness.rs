@@ -133,6 +133,13 @@ pub fn nvidia_cudart13() -> PathBuf {
     from_setup("CUDA_TRACER_NVIDIA_CUDART13", default, "")
 }
 
+/// NVIDIA's libnccl.so.2 from the PyPI wheel `nvidia-nccl-cu12`, installed
+/// by `cargo xtask setup`.
+pub fn nvidia_nccl() -> PathBuf {
+    let default = setup_cache().join("pypi-nccl/nvidia/nccl/lib/libnccl.so.2");
+    from_setup("CUDA_TRACER_NCCL", default, "")
+}
+
 /// PyTorch 2.15 with its CUDA 13 wheels (a directory for PYTHONPATH),
 /// installed by `cargo xtask setup`.
 pub fn torch_site() -> PathBuf {
@@ -350,7 +357,7 @@ pub fn assert_matches_truth(trace: &[Value], truth: &[Value], prefix: bool) {
 pub fn assert_line_schema(v: &Value) {
     assert!(v["ts"].is_f64() || v["ts"].is_u64(), "ts: {v}");
     assert!(v["pid"].is_u64() && v["tid"].is_u64(), "pid/tid: {v}");
-    assert!(matches!(v["type"].as_str(), Some("cuda_api" | "cuda_runtime")), "type: {v}");
+    assert!(matches!(v["type"].as_str(), Some("cuda_api" | "cuda_runtime" | "nccl")), "type: {v}");
     assert!(v["func"].is_string(), "func: {v}");
     assert_eq!(v["phase"], "entry", "phase: {v}");
     assert!(v["dur_us"].is_number(), "dur_us: {v}");

@@ -17,7 +17,7 @@ const USAGE: &str = "runtime_mode,num_tokens,num_reqs,uniform,has_lora,replay_co
 pid,exec,graph,mean_launch_us,p99_launch_us,first_replay_sec,last_replay_sec";
 const TIMELINE: &str = "timestamp_sec,pid,tid,exec,graph,stream,step,launch_us,runtime_mode";
 const FORWARD: &str = "timestamp_sec,phase,batch_size,num_tokens,duration_ms,\
-throughput_tokens_per_sec,num_launches,graph_replays,pid,step";
+throughput_tokens_per_sec,num_launches,graph_replays,pid,step,nccl_calls,nccl_bytes,nccl_call_ms";
 
 /// A CSV file as its header and rows of named fields.
 struct Csv {

@@ -52,14 +52,15 @@ fn declared<'a>(protos: &'a Prototypes, name: &str) -> Option<&'a Result<Prototy
 /// The argument words (indexes into the raw words) an argument reads.
 fn words_read(spec: &FuncSpec, fmt: Fmt, word: usize) -> Vec<usize> {
     let words = match fmt {
-        Fmt::U64 | Fmt::U32 | Fmt::Hex | Fmt::MemcpyKind => vec![word],
+        Fmt::U64 | Fmt::U32 | Fmt::Hex | Fmt::MemcpyKind | Fmt::NcclType | Fmt::NcclOp => vec![word],
+        Fmt::NcclBytes(datatype) => vec![word, usize::from(datatype)],
         Fmt::Dim3Regs => vec![word, word + 1],
         Fmt::Dim3Words => vec![word, word + 1, word + 2],
         Fmt::Dim3U32 => vec![word / 2, (word + 2) / 2],
         Fmt::U32At => vec![word / 2],
         Fmt::Product(n) => (word..word + usize::from(n)).collect(),
         // Read through the cookie's out/str arguments, checked on their own.
-        Fmt::Out | Fmt::Str | Fmt::Const(_) => vec![],
+        Fmt::Out | Fmt::OutI32 | Fmt::Str | Fmt::Const(_) => vec![],
     };
     // A row that copies a struct at entry reads its fields from the
     // stack-word slots: those are the struct's, not arguments.

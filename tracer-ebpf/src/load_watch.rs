@@ -2,7 +2,7 @@
 //! fexit program on `do_sys_openat2` or, where fexit cannot load, raw
 //! `sys_enter`/`sys_exit` tracepoints (no tracefs, no kprobes) that remember
 //! the file name of an `open`/`openat`/`openat2`; at a successful return
-//! whose name looks like `libcuda.so*`/`libcudart.so*` queue a
+//! whose name looks like `libcuda.so*`/`libcudart.so*`/`libnccl.so*` queue a
 //! [`LibOpenEvent`] and stop the process with SIGSTOP until userspace has
 //! attached the probes to that file and sends SIGCONT.
 //!
@@ -306,7 +306,7 @@ fn byte_at(bytes: &[u8; NAME_MAX], i: usize) -> u8 {
 const BASENAME_MAX: usize = NAME_MAX;
 
 /// Whether the last path component of `bytes[..len]` starts with
-/// `libcuda.so`, `libcudart.so` or `libcudart-`. A path longer than the
+/// `libcuda.so`, `libcudart.so`, `libcudart-` or `libnccl.so`. A path longer than the
 /// [`NAME_MAX`] bytes read is cut, and its last component not seen: the
 /// /proc scan then finds the library, late, and says so.
 #[inline(always)]
@@ -328,7 +328,14 @@ fn names_cuda_library(bytes: &[u8; NAME_MAX], len: usize) -> bool {
         return false;
     }
     let at = |k: usize| byte_at(bytes, start + k);
-    let stem = at(0) == b'l' && at(1) == b'i' && at(2) == b'b' && at(3) == b'c' && at(4) == b'u' && at(5) == b'd';
+    if at(0) != b'l' || at(1) != b'i' || at(2) != b'b' {
+        return false;
+    }
+    let nccl = at(3) == b'n' && at(4) == b'c' && at(5) == b'c' && at(6) == b'l';
+    if nccl && at(7) == b'.' && at(8) == b's' && at(9) == b'o' {
+        return true;
+    }
+    let stem = at(3) == b'c' && at(4) == b'u' && at(5) == b'd';
     if !stem || at(6) != b'a' {
         return false;
     }

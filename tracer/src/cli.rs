@@ -58,7 +58,8 @@ pub enum Command {
 /// Options shared by `record` and `run`.
 #[derive(Clone, Debug, Args)]
 pub struct TraceArgs {
-    /// Function groups to trace: launch, memory, memcpy, sync, graph, module, all;
+    /// Function groups to trace: launch, memory, memcpy, sync, graph, module, memset, vmm,
+    /// hostmem, nccl, all;
     /// `exported` adds every other exported function of the CUDA libraries, name-only.
     #[arg(long, default_value = "all", env = "TRACE_FUNCTIONS")]
     pub functions: Selection,

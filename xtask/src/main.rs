@@ -184,6 +184,7 @@ fn test(cargo_args: &[String]) -> Result<()> {
             .env("CUDA_TRACER_NVIDIA_CUDART13", paths::nvidia_cudart13())
             .env("CUDA_TRACER_CUDA_INCLUDE12", paths::cuda_include12())
             .env("CUDA_TRACER_CUDA_INCLUDE13", paths::cuda_include13())
+            .env("CUDA_TRACER_NCCL", paths::nvidia_nccl())
             .env("CUDA_TRACER_TORCH_SITE", paths::torch_site())
             .env("CUDA_TRACER_TEST_SCAN_FLOOR_MS", "60000")
             .env("CUDA_TRACER_WEED", paths::weed())

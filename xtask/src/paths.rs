@@ -46,6 +46,11 @@ pub fn cuda_include13() -> PathBuf {
     cache_dir().join("pypi-cu13/nvidia/cu13/include")
 }
 
+/// NVIDIA's NCCL from the PyPI wheel `nvidia-nccl-cu12` (its own directory).
+pub fn nvidia_nccl() -> PathBuf {
+    cache_dir().join("pypi-nccl/nvidia/nccl/lib/libnccl.so.2")
+}
+
 /// PyTorch with its CUDA 13 wheels (a `--target` directory for PYTHONPATH).
 pub fn torch_site() -> PathBuf {
     cache_dir().join("torch-cu13")

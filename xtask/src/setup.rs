@@ -14,6 +14,11 @@ const NVIDIA_RUNTIME: &str = "nvidia-cuda-runtime-cu12==12.9.79";
 /// PyTorch's CUDA 13 builds load. Its own directory: `pip --target --upgrade`
 /// would replace the 12.x wheel's `nvidia/` folder.
 const NVIDIA_RUNTIME_13: &str = "nvidia-cuda-runtime==13.5.37";
+/// NVIDIA's NCCL for CUDA 12 (`nvidia/nccl/lib/libnccl.so.2`, about 400 MB
+/// unpacked), for the test that calls the real library through ctypes. Its
+/// own directory, like the CUDA 13 runtime. (The CUDA 13 build comes with
+/// PyTorch's wheels in `torch-cu13/`.)
+const NVIDIA_NCCL: &str = "nvidia-nccl-cu12==2.28.9";
 /// A real PyTorch with its CUDA 13 wheels (about 5 GB, downloaded once per
 /// machine into its own directory): the test that its `libcudart.so.13`,
 /// loaded through `libtorch_cuda.so`'s RUNPATH, is attached before its
@@ -172,6 +177,7 @@ fn pypi_packages() -> Result<()> {
     let pypi = paths::cache_dir().join("pypi");
     pip_install(NVIDIA_RUNTIME, &paths::nvidia_cudart(), &pypi)?;
     pip_install(NVIDIA_RUNTIME_13, &paths::nvidia_cudart13(), &paths::cache_dir().join("pypi-cu13"))?;
+    pip_install(NVIDIA_NCCL, &paths::nvidia_nccl(), &paths::cache_dir().join("pypi-nccl"))?;
     pip_install(SEAWEEDFS, &paths::weed(), &pypi)?;
     torch()
 }

@@ -7,17 +7,19 @@
 //! (`cudaLaunchKernel@@libcudart.so.12`) match their bare name.
 
 /// Which library exports the function; also the `type` field of a trace line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Layer {
     /// `libcuda.so.1`: `type` = `cuda_api`.
     Driver,
     /// `libcudart.so.*`: `type` = `cuda_runtime`.
     Runtime,
+    /// `libnccl.so.*`: `type` = `nccl`.
+    Nccl,
 }
 
 impl Layer {
     /// Every layer (the readers find a layer by its `type`).
-    pub const ALL: [Layer; 2] = [Layer::Driver, Layer::Runtime];
+    pub const ALL: [Layer; 3] = [Layer::Driver, Layer::Runtime, Layer::Nccl];
 
     /// The layer whose `type` value is `name`.
     pub fn from_type_name(name: &[u8]) -> Option<Layer> {
@@ -29,6 +31,7 @@ impl Layer {
         match self {
             Layer::Driver => "cuda_api",
             Layer::Runtime => "cuda_runtime",
+            Layer::Nccl => "nccl",
         }
     }
 }
@@ -48,10 +51,12 @@ pub enum Group {
     /// Every exported function without a row (`--functions exported`):
     /// traced name-only. Not in [`Group::ALL`], which lists the groups of rows.
     Exported,
+    /// NCCL collectives, point-to-point, groups and communicators.
+    Nccl,
 }
 
 impl Group {
-    pub const ALL: [Group; 9] = [
+    pub const ALL: [Group; 10] = [
         Group::Launch,
         Group::Memory,
         Group::Memcpy,
@@ -61,6 +66,7 @@ impl Group {
         Group::Memset,
         Group::Vmm,
         Group::HostMem,
+        Group::Nccl,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -75,6 +81,7 @@ impl Group {
             Group::Vmm => "vmm",
             Group::HostMem => "hostmem",
             Group::Exported => "exported",
+            Group::Nccl => "nccl",
         }
     }
 }
@@ -133,6 +140,17 @@ pub enum Role {
     HostAlloc,
     /// Frees or unregisters pinned host memory.
     HostFree,
+    /// An NCCL collective (`ncclAllReduce`, …): count, datatype, communicator, stream.
+    Collective,
+    /// An NCCL point-to-point transfer (`ncclSend`, `ncclRecv`).
+    P2p,
+    /// Opens or closes an NCCL group (`ncclGroupStart`/`ncclGroupEnd`).
+    NcclGroup,
+    /// Creates NCCL communicators, or queries what creating one needs
+    /// (`ncclGetVersion`, `ncclGetUniqueId`).
+    CommInit,
+    /// Destroys or aborts an NCCL communicator.
+    CommEnd,
     /// Nothing the analyses look at (driver setup: `cuInit`, `cuGetProcAddress`).
     /// Kept last: the tests check that [`Role::ALL`] lists every role.
     Other,
@@ -140,7 +158,7 @@ pub enum Role {
 
 impl Role {
     /// Every role, in declaration order.
-    pub const ALL: [Role; 20] = [
+    pub const ALL: [Role; 25] = [
         Role::Alloc,
         Role::Free,
         Role::Launch,
@@ -160,6 +178,11 @@ impl Role {
         Role::Unmap,
         Role::HostAlloc,
         Role::HostFree,
+        Role::Collective,
+        Role::P2p,
+        Role::NcclGroup,
+        Role::CommInit,
+        Role::CommEnd,
         Role::Other,
     ];
 
@@ -176,6 +199,7 @@ impl Role {
             Role::Memset => Group::Memset,
             Role::VirtualMemory | Role::Map | Role::Unmap => Group::Vmm,
             Role::HostAlloc | Role::HostFree => Group::HostMem,
+            Role::Collective | Role::P2p | Role::NcclGroup | Role::CommInit | Role::CommEnd => Group::Nccl,
         }
     }
 }
@@ -209,6 +233,16 @@ pub enum Fmt {
     /// The product of this many consecutive words from `word` (a 2D or 3D
     /// copy's width x height [x depth]).
     Product(u8),
+    /// `ncclDataType_t` in the low 32 bits, by name (`float32`, …).
+    NcclType,
+    /// `ncclRedOp_t` in the low 32 bits, by name (`sum`, …).
+    NcclOp,
+    /// Bytes of an NCCL buffer: the count at `word` times the size of the
+    /// `ncclDataType_t` at the word given here.
+    NcclBytes(u8),
+    /// The `int` read through an out-pointer at return (the low 32 bits of
+    /// the word read); absent when the call failed.
+    OutI32,
 }
 
 /// One named argument in a trace line's `args`.
@@ -325,7 +359,7 @@ mod exec;
 #[cfg(feature = "user")]
 pub mod extra;
 mod memory;
-mod nccl;
+pub mod nccl;
 mod versioned;
 
 /// The table's parts, in id order. Ids are indexes into the whole table and
@@ -458,7 +492,26 @@ mod tests {
             _ if matches!(n, "cuModuleGetFunction" | "cuLibraryGetKernel" | "cuKernelGetFunction") => {
                 Role::ModuleLookup
             }
+            Group::Nccl => nccl_role_by_name(n),
             _ => Role::Other,
+        }
+    }
+
+    fn nccl_role_by_name(n: &str) -> Role {
+        match n {
+            "ncclSend" | "ncclRecv" => Role::P2p,
+            "ncclGroupStart" | "ncclGroupEnd" => Role::NcclGroup,
+            "ncclCommDestroy" | "ncclCommAbort" => Role::CommEnd,
+            _ if n.starts_with("ncclCommInit") || n.starts_with("ncclGet") => Role::CommInit,
+            _ => Role::Collective,
+        }
+    }
+
+    #[test]
+    fn nccl_functions_are_the_nccl_layer_and_group() {
+        for f in FUNCS {
+            assert_eq!(f.layer == Layer::Nccl, f.group == Group::Nccl, "{}", f.name);
+            assert_eq!(f.layer == Layer::Nccl, f.name.starts_with("nccl"), "{}", f.name);
         }
     }
 

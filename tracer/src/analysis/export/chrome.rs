@@ -1,7 +1,8 @@
 //! Writing the Chrome Trace Event JSON (object format): metadata naming a
 //! track per process and thread, a "steps" track per process, device-memory
 //! counters, then one complete event per call, streamed from the trace files
-//! (parsed in parallel batches, written in order, never held whole).
+//! (parsed in parallel batches, written in order, never held whole). NCCL
+//! calls go on an "NCCL" track of their process, apart from its threads.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
@@ -10,7 +11,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use tracer_common::funcs::Role;
+use tracer_common::funcs::{Layer, Role};
 
 use super::memory::MemorySample;
 use super::window::Window;
@@ -20,6 +21,17 @@ use crate::analysis::trace::{parse_line, Call};
 /// The steps track's tid is this plus the pid (pids stay below 2^22), so it
 /// never collides with a real thread.
 pub const STEPS_TID_BASE: u32 = 1_000_000_000;
+/// The NCCL track's tid is this plus the pid (above every steps track).
+pub const NCCL_TID_BASE: u32 = 1_100_000_000;
+
+/// The track a call is drawn on: its thread's, or its process's NCCL track.
+pub fn track_of(call: &Call) -> u32 {
+    if call.layer() == Layer::Nccl {
+        NCCL_TID_BASE + call.pid
+    } else {
+        call.tid
+    }
+}
 
 /// A trace file and the shift that puts its `ts` on the common time axis.
 #[derive(Clone, Debug)]
@@ -43,7 +55,7 @@ pub type Threads = BTreeMap<u32, BTreeSet<u32>>;
 pub fn threads_in(calls: &[Call], window: &Window) -> Threads {
     let mut threads = Threads::new();
     for c in calls.iter().filter(|c| window.contains(c.ts_ms)) {
-        threads.entry(c.pid).or_default().insert(c.tid);
+        threads.entry(c.pid).or_default().insert(track_of(c));
     }
     threads
 }
@@ -100,7 +112,11 @@ fn metadata_events(
         let name = names.get(&pid).cloned().unwrap_or_else(|| format!("pid {pid}"));
         meta(buf, "process_name", pid, pid, "name", &name);
         for &tid in tids {
-            let name = if tid == pid { "main thread".to_string() } else { format!("thread {tid}") };
+            let name = match tid {
+                _ if tid == pid => "main thread".to_string(),
+                _ if tid == NCCL_TID_BASE + pid => "NCCL".to_string(),
+                _ => format!("thread {tid}"),
+            };
             meta(buf, "thread_name", pid, tid, "name", &name);
         }
         if step_pids.contains(&pid) {
@@ -123,7 +139,8 @@ fn step_events(buf: &mut Vec<u8>, window: &Window, threads: &Threads, written: &
             buf,
             concat!(
                 ",\n{{\"name\":\"{phase} #{index}\",\"cat\":\"step\",\"ph\":\"X\",\"ts\":{ts:.3},\"dur\":{dur:.3},\"pid\":{pid},\"tid\":{tid},",
-                "\"args\":{{\"phase\":\"{phase}\",\"index\":{index},\"num_launches\":{launches},\"graph_replays\":{replays}}}}}"
+                "\"args\":{{\"phase\":\"{phase}\",\"index\":{index},\"num_launches\":{launches},\"graph_replays\":{replays},",
+                "\"nccl_calls\":{nccl_calls},\"nccl_bytes\":{nccl_bytes}}}}}"
             ),
             phase = s.phase.name(),
             index = s.index,
@@ -133,6 +150,8 @@ fn step_events(buf: &mut Vec<u8>, window: &Window, threads: &Threads, written: &
             tid = STEPS_TID_BASE + s.pid,
             launches = s.num_launches,
             replays = s.graph_replays,
+            nccl_calls = s.nccl.collectives,
+            nccl_bytes = s.nccl.bytes,
         );
         written.steps += 1;
     }
@@ -216,7 +235,8 @@ fn render_chunk(chunk: &[u8], shift_ms: f64, window: &Window) -> (Vec<u8>, u64) 
 
 /// One complete event: named by the kernel for launches, by the function
 /// otherwise; args are the call's own decoded args plus `call`, `type`,
-/// `ret` and `error`.
+/// `ret` and `error`, and `thread` for an NCCL call (drawn on its process's
+/// NCCL track).
 pub fn call_event(buf: &mut Vec<u8>, call: &Call, raw_args: Option<&RawValue>) {
     let spec = call.spec();
     let name = match (&call.args.kernel(), spec.role) {
@@ -232,11 +252,14 @@ pub fn call_event(buf: &mut Vec<u8>, call: &Call, raw_args: Option<&RawValue>) {
         call.ts_ms * 1000.0,
         call.dur_us.max(0.0),
         call.pid,
-        call.tid,
+        track_of(call),
         spec.name,
         spec.layer.type_name(),
         call.ret
     );
+    if spec.layer == Layer::Nccl {
+        let _ = write!(buf, ",\"thread\":{}", call.tid);
+    }
     if let Some(error) = call.error_name() {
         buf.extend_from_slice(b",\"error\":");
         json_str(buf, error);
@@ -321,6 +344,26 @@ mod tests {
         assert_eq!(v["args"]["type"], "cuda_runtime");
         assert_eq!(v["args"]["grid"], serde_json::json!([128, 4, 1]));
         assert_eq!(v["args"]["func"], "0x55d1");
+    }
+
+    #[test]
+    fn nccl_calls_are_on_their_process_nccl_track() {
+        let line = br#"{"ts":2,"pid":7,"tid":9,"type":"nccl","func":"ncclAllReduce","phase":"entry","dur_us":3,"ret":0,"args":{"count":4,"datatype":"float32","bytes":16,"op":"sum","comm":"0xc0","stream":"0x0"}}"#;
+        let call = parse_line(line).unwrap();
+        let head: Head = serde_json::from_slice(line).unwrap();
+        let mut buf = Vec::new();
+        call_event(&mut buf, &call, head.args);
+        let v: serde_json::Value = serde_json::from_slice(&buf[2..]).unwrap();
+        assert_eq!((v["name"].as_str(), v["cat"].as_str()), (Some("ncclAllReduce"), Some("nccl")));
+        assert_eq!((v["pid"].as_u64(), v["tid"].as_u64()), (Some(7), Some(u64::from(NCCL_TID_BASE) + 7)));
+        assert_eq!((v["args"]["thread"].as_u64(), v["args"]["bytes"].as_u64()), (Some(9), Some(16)));
+        assert_eq!(v["args"]["op"], "sum");
+        let window = Window { start_ms: 0.0, end_ms: 10.0, end_included: true, steps: Vec::new() };
+        let threads = threads_in(&[call], &window);
+        assert_eq!(threads[&7], BTreeSet::from([NCCL_TID_BASE + 7]));
+        let mut meta = Vec::new();
+        metadata_events(&mut meta, &threads, &HashMap::new(), &window, &mut Written::default());
+        assert!(String::from_utf8_lossy(&meta).contains(r#""args":{"name":"NCCL"}"#));
     }
 
     #[test]

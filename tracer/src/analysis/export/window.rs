@@ -138,6 +138,7 @@ mod tests {
             phase: Phase::Decode,
             num_launches: 3,
             graph_replays: 1,
+            nccl: Default::default(),
         }
     }
 

@@ -93,7 +93,7 @@ pub struct FunctionsPass {
     /// Indexed by function id: table rows first, then name-only functions
     /// (grown as their ids appear).
     by_func: Vec<(Acc, Vec<f64>, BTreeMap<String, u64>)>,
-    by_thread: FastMap<(u32, u32, bool), Acc>,
+    by_thread: FastMap<(u32, u32, Layer), Acc>,
 }
 
 impl Default for FunctionsPass {
@@ -111,7 +111,7 @@ impl FunctionsPass {
     pub fn add(&mut self, calls: &[Call], outer: &[bool]) {
         let Self { by_func, by_thread } = self;
         for (c, &outer) in calls.iter().zip(outer) {
-            let runtime = c.layer() == Layer::Runtime;
+            let layer = c.layer();
             let nested = !outer;
             let id = usize::from(c.func);
             if id >= by_func.len() {
@@ -125,7 +125,7 @@ impl FunctionsPass {
             } else if !c.ok() {
                 *errors.entry(format!("ret {}", c.ret)).or_default() += 1;
             }
-            by_thread.entry((c.pid, c.tid, runtime)).or_default().add(c, nested);
+            by_thread.entry((c.pid, c.tid, layer)).or_default().add(c, nested);
         }
     }
 
@@ -156,18 +156,17 @@ impl FunctionsPass {
             out.distinct_calls += acc.calls - acc.nested;
         }
         out.functions.sort_by(|a, b| b.calls.cmp(&a.calls).then(a.func.cmp(b.func)));
-        let layer = |runtime: bool| if runtime { Layer::Runtime } else { Layer::Driver };
-        let mut by_process: BTreeMap<(u32, bool), Acc> = BTreeMap::new();
-        for (&(pid, tid, runtime), acc) in &by_thread {
-            out.threads.push(acc.row(pid, Some(tid), layer(runtime)));
-            let p = by_process.entry((pid, runtime)).or_default();
+        let mut by_process: BTreeMap<(u32, Layer), Acc> = BTreeMap::new();
+        for (&(pid, tid, layer), acc) in &by_thread {
+            out.threads.push(acc.row(pid, Some(tid), layer));
+            let p = by_process.entry((pid, layer)).or_default();
             p.calls += acc.calls;
             p.nested += acc.nested;
             p.errors += acc.errors;
             p.total_us += acc.total_us;
         }
         out.threads.sort_by_key(|r| (r.pid, r.tid, r.layer));
-        out.processes = by_process.iter().map(|(&(pid, runtime), acc)| acc.row(pid, None, layer(runtime))).collect();
+        out.processes = by_process.iter().map(|(&(pid, layer), acc)| acc.row(pid, None, layer)).collect();
         out
     }
 }

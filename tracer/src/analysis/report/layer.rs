@@ -30,6 +30,9 @@ impl Nesting {
                 false
             }
             Layer::Driver => c.ts_ms <= *until,
+            // NCCL's own calls are a layer of their own; the driver launches
+            // inside a collective count as direct driver use.
+            Layer::Nccl => false,
         }
     }
 }

@@ -4,6 +4,7 @@
 //! [`run`] is one straight sequence: find and read the inputs, run each
 //! analysis on the time-sorted calls, write the files, print the summary.
 
+pub mod collectives;
 pub mod decimate;
 pub mod functions;
 pub mod graphs;
@@ -92,6 +93,9 @@ pub struct Report {
     pub steps: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kv_cache: Option<serde_json::Value>,
+    /// NCCL transfers per process, communicator and op (traces with NCCL calls).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub collectives: Option<serde_json::Value>,
     /// Text blocks those sections add to report.txt.
     #[serde(skip)]
     pub extra_text: Vec<String>,
@@ -130,6 +134,7 @@ impl Report {
             graphs: None,
             steps: None,
             kv_cache: None,
+            collectives: None,
             extra_text: Vec::new(),
         };
         (report, passes)

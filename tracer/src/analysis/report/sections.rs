@@ -1,9 +1,10 @@
 //! The report's sections beyond the per-call tables: CUDA graphs, model
-//! steps, the KV cache and the plots, added to a built [`Report`].
+//! steps, NCCL collectives, the KV cache and the plots, added to a built
+//! [`Report`].
 
 use std::path::{Path, PathBuf};
 
-use super::{graphs, plots, plots::PlotError, steps, Report, ReportConfig, ReportError};
+use super::{collectives, graphs, plots, plots::PlotError, steps, Report, ReportConfig, ReportError};
 use crate::{
     analysis::kvcache,
     analysis::trace::{Call, Loaded},
@@ -71,8 +72,22 @@ pub fn add(
             Err(e) => report.extra_text.push(format!("plot {name} not drawn: {e}\n")),
         }
     }
+    written.extend(nccl_collectives(report, calls, out)?);
     written.extend(kv_cache(report, &seg.steps, args));
     Ok(written)
+}
+
+/// collectives.csv and its section, when the trace has NCCL transfers.
+fn nccl_collectives(report: &mut Report, calls: &[Call], out: &Path) -> Result<Option<PathBuf>, ReportError> {
+    let table = collectives::analyze(calls);
+    if table.is_empty() {
+        return Ok(None);
+    }
+    let path = out.join("collectives.csv");
+    std::fs::write(&path, table.csv()).map_err(|source| ReportError::Write { path: path.clone(), source })?;
+    report.extra_text.push(table.text());
+    report.collectives = serde_json::to_value(&table).ok();
+    Ok(Some(path))
 }
 
 /// KV-cache usage from the sessions' kv_cache_usage_*.csv (written by `run

@@ -1,7 +1,8 @@
 //! Model steps from CUDA calls: each thread's calls are cut where a small
 //! device→host copy is followed by an event record, the step ends when that
 //! event is synchronized, and one graph replay marks a decode step
-//! (docs/STEPS.md explains the heuristic and its limits).
+//! (docs/STEPS.md explains the heuristic and its limits). A step also
+//! counts the NCCL transfers its threads made.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -12,7 +13,7 @@ use std::{
 use serde::Serialize;
 use tracer_common::funcs::Role;
 
-use super::{layer, table, table::FastMap};
+use super::{collectives, layer, table, table::FastMap};
 use crate::analysis::trace::{Call, CopyKind, Hex};
 
 /// Device→host copies up to this size can end a step (sampled token ids are
@@ -52,6 +53,25 @@ pub struct Step {
     /// Eager kernel launches (outside graphs), counted once per launch.
     pub num_launches: u64,
     pub graph_replays: u64,
+    /// NCCL collectives and point-to-point calls made in the step, their
+    /// bytes and the time spent in the calls.
+    pub nccl: StepNccl,
+}
+
+/// A step's NCCL transfers (successful calls of the step's threads).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct StepNccl {
+    pub collectives: u64,
+    pub bytes: u64,
+    pub call_ms: f64,
+}
+
+impl StepNccl {
+    fn add(&mut self, c: &Call) {
+        self.collectives += 1;
+        self.bytes += collectives::moved_bytes(c);
+        self.call_ms += c.dur_us / 1000.0;
+    }
 }
 
 impl Step {
@@ -85,6 +105,7 @@ struct Pending {
     start_ms: Option<f64>,
     launches: u64,
     replays: u64,
+    nccl: StepNccl,
     small_dtoh: bool,
     members: Vec<usize>,
 }
@@ -96,6 +117,7 @@ struct Recorded {
     end_ms: Option<f64>,
     launches: u64,
     replays: u64,
+    nccl: StepNccl,
     members: Vec<usize>,
 }
 
@@ -149,6 +171,7 @@ pub(crate) fn segment_calls(calls: &[Call], outer: &[bool]) -> Segmentation {
                         end_ms: None,
                         launches: done.launches,
                         replays: done.replays,
+                        nccl: done.nccl,
                         members: done.members,
                     });
                 }
@@ -160,10 +183,11 @@ pub(crate) fn segment_calls(calls: &[Call], outer: &[bool]) -> Segmentation {
             Role::Launch => p.launches += 1,
             Role::GraphLaunch => p.replays += 1,
             Role::Copy if is_small_dtoh(c) => p.small_dtoh = true,
+            Role::Collective | Role::P2p => p.nccl.add(c),
             _ => {}
         }
         // Allocations and frees are the caching allocator's, not the step's.
-        if matches!(role, Role::Launch | Role::Copy | Role::GraphLaunch) {
+        if matches!(role, Role::Launch | Role::Copy | Role::GraphLaunch | Role::Collective | Role::P2p) {
             p.start_ms.get_or_insert(c.ts_ms);
         }
     }
@@ -191,6 +215,7 @@ fn finish(n_calls: usize, recorded: Vec<Recorded>) -> Segmentation {
             phase: if r.replays == 1 { Phase::Decode } else { Phase::Prefill },
             num_launches: r.launches,
             graph_replays: r.replays,
+            nccl: r.nccl,
         });
         *index += 1;
     }
@@ -252,9 +277,10 @@ impl StepsSummary {
 /// Columns of forward_pass_timing.csv: the seed's six in the seed's order
 /// (scripts index them by position), `batch_size`, `num_tokens` and
 /// `throughput_tokens_per_sec` empty because the CUDA calls cannot give
-/// them; then ours: launches, graph replays, pid and step index.
+/// them; then ours: launches, graph replays, pid and step index, and the
+/// step's NCCL transfers (calls, bytes, call time).
 pub const FORWARD_PASS_COLUMNS: &str = "timestamp_sec,phase,batch_size,num_tokens,duration_ms,\
-throughput_tokens_per_sec,num_launches,graph_replays,pid,step";
+throughput_tokens_per_sec,num_launches,graph_replays,pid,step,nccl_calls,nccl_bytes,nccl_call_ms";
 
 /// Writes forward_pass_timing.csv and summary.json into `out`.
 pub fn write(calls: &[Call], out: &Path) -> Result<StepsSummary, std::io::Error> {
@@ -274,14 +300,17 @@ pub(crate) fn write_steps(steps: &[Step], unsynced: u64, out: &Path) -> Result<S
     for s in by_time {
         writeln!(
             csv,
-            "{},{},,,{},,{},{},{},{}",
+            "{},{},,,{},,{},{},{},{},{},{},{}",
             table::Fixed(s.start_ms / 1000.0, 6),
             s.phase.name(),
             table::Fixed(s.duration_ms(), 3),
             s.num_launches,
             s.graph_replays,
             s.pid,
-            s.index
+            s.index,
+            s.nccl.collectives,
+            s.nccl.bytes,
+            table::Fixed(s.nccl.call_ms, 3)
         )
         .map_err(std::io::Error::other)?;
     }

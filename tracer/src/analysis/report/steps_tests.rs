@@ -174,3 +174,27 @@ fn summary_has_the_seeds_shape() {
     assert_eq!(lines[2].split(',').nth(6), Some("1"), "num_launches: {}", lines[2]);
     assert_eq!(lines[2].split(',').nth(7), Some("1"), "graph_replays: {}", lines[2]);
 }
+
+#[test]
+fn a_step_counts_its_nccl_transfers() {
+    let all_reduce = |ts: f64, bytes: u64, ret: i32| {
+        let mut c = call(ts, "ncclAllReduce", 20.0);
+        c.args.set_bytes(Some(bytes)).unwrap();
+        c.ret = ret;
+        c
+    };
+    let mut calls = vec![call(1.0, "cudaLaunchKernel", 3.0), all_reduce(1.1, 4096, 0), all_reduce(1.2, 64, 0)];
+    // A failed call moved nothing and is not the step's.
+    calls.push(all_reduce(1.3, 1 << 20, 4));
+    calls.extend(step_end(1.4, 0xe0));
+    calls.extend(decode(5.0));
+    let steps = segment(&calls);
+    assert_eq!(steps.len(), 2);
+    assert_eq!((steps[0].nccl.collectives, steps[0].nccl.bytes), (2, 4160));
+    assert!((steps[0].nccl.call_ms - 0.04).abs() < 1e-12, "{}", steps[0].nccl.call_ms);
+    assert_eq!(steps[1].nccl, StepNccl::default());
+    let dir = tempfile::tempdir().unwrap();
+    write_steps(&steps, 0, dir.path()).unwrap();
+    let csv = std::fs::read_to_string(dir.path().join("forward_pass_timing.csv")).unwrap();
+    assert!(csv.lines().nth(1).unwrap().ends_with(",1,0,1,0,2,4160,0.040"), "{csv}");
+}

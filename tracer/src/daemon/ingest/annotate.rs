@@ -26,9 +26,9 @@ struct ProcState {
     /// CUfunction / CUkernel handle -> demangled name.
     handles: LruCache<u64, JsonStr>,
     /// Live allocations per layer: device pointer -> bytes.
-    allocs: [HashMap<u64, u64>; 2],
+    allocs: [HashMap<u64, u64>; Layer::ALL.len()],
     /// Live pinned host memory per layer: host pointer -> bytes.
-    pinned: [HashMap<u64, u64>; 2],
+    pinned: [HashMap<u64, u64>; Layer::ALL.len()],
 }
 
 impl Default for ProcState {
@@ -58,6 +58,7 @@ fn layer_index(layer: Layer) -> usize {
     match layer {
         Layer::Driver => 0,
         Layer::Runtime => 1,
+        Layer::Nccl => 2,
     }
 }
 

@@ -1,5 +1,6 @@
 //! Names of CUDA error codes: `CUresult` for the driver, `cudaError_t` for
-//! the runtime (the common ones; others print as the number alone).
+//! the runtime (the common ones; others print as the number alone), and
+//! NCCL's `ncclResult_t` (all of them).
 
 use tracer_common::funcs::Layer;
 
@@ -8,6 +9,7 @@ pub fn name(layer: Layer, code: i32) -> Option<&'static str> {
     let table = match layer {
         Layer::Driver => DRIVER,
         Layer::Runtime => RUNTIME,
+        Layer::Nccl => NCCL,
     };
     table.iter().find(|(c, _)| *c == code).map(|(_, n)| *n)
 }
@@ -101,6 +103,18 @@ const RUNTIME: &[(i32, &str)] = &[
     (999, "cudaErrorUnknown"),
 ];
 
+/// `ncclResult_t`, as nccl.h defines it (2.18 to 2.30).
+const NCCL: &[(i32, &str)] = &[
+    (1, "ncclUnhandledCudaError"),
+    (2, "ncclSystemError"),
+    (3, "ncclInternalError"),
+    (4, "ncclInvalidArgument"),
+    (5, "ncclInvalidUsage"),
+    (6, "ncclRemoteError"),
+    (7, "ncclInProgress"),
+    (8, "ncclTimeout"),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,5 +125,7 @@ mod tests {
         assert_eq!(name(Layer::Driver, 100), Some("CUDA_ERROR_NO_DEVICE"));
         assert_eq!(name(Layer::Driver, 35), None);
         assert_eq!(name(Layer::Runtime, 12345), None);
+        assert_eq!(name(Layer::Nccl, 4), Some("ncclInvalidArgument"));
+        assert_eq!(name(Layer::Nccl, 35), None);
     }
 }

@@ -17,7 +17,9 @@ use crate::{
 /// Why a library could not be attached.
 #[derive(Debug, thiserror::Error)]
 pub enum AttachError {
-    #[error("{path} is not a CUDA driver or runtime library (expected libcuda.so* or libcudart.so*)")]
+    #[error(
+        "{path} is not a CUDA driver or runtime library or NCCL (expected libcuda.so*, libcudart.so* or libnccl.so*)"
+    )]
     NotCuda { path: String },
     #[error(transparent)]
     Open(#[from] OpenError),
@@ -188,14 +190,16 @@ impl Attacher {
     /// from it and the probes attach to `/proc/self/fd/N`, the very file
     /// open (the kernel follows that link to the open file, not to a path),
     /// so nothing swapped in after the open can be read or attached.
-    /// Returns whether this call attached it (false: it was already).
+    /// Returns whether this call attached it (false: it was already, or
+    /// `--functions` selects nothing of its layer, as `launch` for NCCL).
     pub fn attach_file(&mut self, probes: &mut Probes, lib: &TargetFile) -> Result<bool, AttachError> {
         let shown = lib.shown.as_str();
         let layer = symbols::layer_of(Path::new(shown))
             .or_else(|| symbols::layer_of(&lib.source))
             .ok_or_else(|| AttachError::NotCuda { path: shown.to_string() })?;
         let key = lib.key();
-        if self.attached.contains_key(&key) {
+        let wanted = funcs::FUNCS.iter().any(|s| s.layer == layer && self.selection.contains(s));
+        if self.attached.contains_key(&key) || !wanted {
             return Ok(false);
         }
         let resolved =
@@ -315,5 +319,8 @@ mod tests {
         let some: Selection = "launch,exported".parse().unwrap();
         assert_eq!(some.groups().collect::<Vec<_>>(), ["launch", "exported"]);
         assert!(!Selection::all().name_only());
+        let nccl = funcs::by_name("ncclAllReduce").unwrap().1;
+        assert!(Selection::all().contains(nccl) && "nccl".parse::<Selection>().unwrap().contains(nccl));
+        assert!(!"launch".parse::<Selection>().unwrap().contains(nccl));
     }
 }

@@ -22,7 +22,7 @@ pub enum SymbolError {
     Parse { path: String, source: ElfError },
     #[error("{path}: {source}")]
     Read { path: String, source: ElfError },
-    #[error("{path} exports none of the traced CUDA functions (is it really libcuda/libcudart?)")]
+    #[error("{path} exports none of the traced CUDA functions (is it really libcuda/libcudart/libnccl?)")]
     NoSymbols { path: String },
 }
 
@@ -68,6 +68,8 @@ pub fn layer_of(path: &Path) -> Option<Layer> {
         Some(Layer::Runtime)
     } else if name.starts_with("libcuda.so") {
         Some(Layer::Driver)
+    } else if name.starts_with("libnccl.so") {
+        Some(Layer::Nccl)
     } else {
         None
     }
@@ -221,6 +223,8 @@ mod tests {
     fn layers_from_names() {
         assert_eq!(layer_of(Path::new("/x/libcuda.so.1")), Some(Layer::Driver));
         assert_eq!(layer_of(Path::new("libcudart.so.12")), Some(Layer::Runtime));
+        assert_eq!(layer_of(Path::new("/site/nvidia/nccl/lib/libnccl.so.2")), Some(Layer::Nccl));
+        assert_eq!(layer_of(Path::new("libnccl-net.so")), None, "NCCL's network plugins export no traced function");
         assert_eq!(layer_of(Path::new("/x/libcudnn.so.9")), None);
         assert_eq!(layer_of(Path::new("/x/libc.so.6")), None);
     }

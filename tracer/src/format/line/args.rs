@@ -24,10 +24,12 @@ enum Field {
     Exec,
     SharedMem,
     Ptr,
+    /// An NCCL communicator.
+    Comm,
 }
 
 impl Field {
-    const ALL: [Field; 9] = [
+    const ALL: [Field; 10] = [
         Field::Stream,
         Field::Bytes,
         Field::Graph,
@@ -37,6 +39,7 @@ impl Field {
         Field::Exec,
         Field::SharedMem,
         Field::Ptr,
+        Field::Comm,
     ];
 
     const fn bit(self) -> u16 {
@@ -45,12 +48,12 @@ impl Field {
 
     /// Fields that share a slot never meet in one call: a stream is slot 0;
     /// sizes, graphs and launch handles slot 1; pointers (device and pinned
-    /// host), events, execs and shared memory slot 2.
+    /// host), events, execs, shared memory and NCCL communicators slot 2.
     const fn slot(self) -> usize {
         match self {
             Field::Stream => 0,
             Field::Bytes | Field::Graph | Field::F => 1,
-            Field::Dptr | Field::Event | Field::Exec | Field::SharedMem | Field::Ptr => 2,
+            Field::Dptr | Field::Event | Field::Exec | Field::SharedMem | Field::Ptr | Field::Comm => 2,
         }
     }
 
@@ -66,6 +69,7 @@ impl Field {
             Field::Exec => arg::EXEC,
             Field::SharedMem => arg::SHARED_MEM,
             Field::Ptr => arg::PTR,
+            Field::Comm => arg::COMM,
         }
     }
 
@@ -90,6 +94,7 @@ const fn slot_bits(slot: usize) -> u16 {
 
 /// Above every field's bit.
 const KIND: u16 = 1 << 15;
+const _: () = assert!(Field::ALL.len() < 15);
 
 /// `kernel` is the demangled name on launches and a handle on
 /// `cuLibraryGetKernel` (both are strings in the trace); it is interned with
@@ -157,6 +162,7 @@ packed! {
     f, set_f, F, Hex, Hex, |h: Hex| h.0;
     shared_mem, set_shared_mem, SharedMem, u64, |v| v, |v| v;
     ptr, set_ptr, Ptr, Hex, Hex, |h: Hex| h.0;
+    comm, set_comm, Comm, Hex, Hex, |h: Hex| h.0;
 }
 
 impl Args {
@@ -213,6 +219,7 @@ struct Raw {
     block: Option<[u32; 3]>,
     shared_mem: Option<u64>,
     ptr: Option<Hex>,
+    comm: Option<Hex>,
     /// Launch handle: `f` (driver) or `func` (runtime).
     #[serde(alias = "func")]
     f: Option<Hex>,
@@ -232,6 +239,7 @@ impl<'de> Deserialize<'de> for Args {
         a.set_exec(r.exec).map_err(taken)?;
         a.set_shared_mem(r.shared_mem).map_err(taken)?;
         a.set_ptr(r.ptr).map_err(taken)?;
+        a.set_comm(r.comm).map_err(taken)?;
         a.set_kind(r.kind);
         a.set_launch(Launch { kernel: r.kernel.as_deref().map(intern::name), grid: r.grid, block: r.block });
         Ok(a)

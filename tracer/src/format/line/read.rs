@@ -292,6 +292,7 @@ fn args<'a>(c: &mut Cursor<'a>, names: &mut Interner<'a>, a: &mut Args) -> Optio
             arg::BLOCK => block = Some(c.dim3()?),
             arg::SHARED_MEM => a.set_shared_mem(Some(c.u64()?)).ok()?,
             arg::F | arg::FUNC => a.set_f(Some(c.hex()?)).ok()?,
+            arg::COMM => a.set_comm(Some(c.hex()?)).ok()?,
             _ => c.skip()?,
         }
         Some(())

@@ -45,6 +45,8 @@ pub mod arg {
     /// The launch handle: `f` on the driver, `func` on the runtime.
     pub const F: &[u8] = b"f";
     pub const FUNC: &[u8] = b"func";
+    /// An NCCL communicator.
+    pub const COMM: &[u8] = b"comm";
 }
 
 /// Opens a line, before `ts`.

@@ -39,6 +39,9 @@ const IGNORED_MEMORY_ARGS: [&str; 14] = [
     "offset",
     "desc",
 ];
+/// NCCL's arguments the readers do not keep.
+const IGNORED_NCCL_ARGS: [&str; 12] =
+    ["sendbuff", "recvbuff", "count", "datatype", "op", "root", "peer", "nranks", "rank", "config", "ndev", "devlist"];
 
 /// A call of function `id` with a distinctive value in every field; `failed`
 /// gives it a negative return code (and no out-pointer value).
@@ -61,6 +64,10 @@ fn event(id: usize, spec: &FuncSpec, failed: bool) -> CallEvent {
     }
     for arg in spec.args.iter().filter(|a| a.fmt == Fmt::MemcpyKind) {
         ev.args[usize::from(arg.word)] = 2 + n % 3;
+    }
+    // A datatype NCCL defines, so the buffer's bytes are written.
+    for arg in spec.args.iter().filter(|a| a.fmt == Fmt::NcclType) {
+        ev.args[usize::from(arg.word)] = n % 12;
     }
     ev
 }
@@ -97,6 +104,9 @@ fn expected_args(spec: &FuncSpec, ev: &CallEvent, ann: &Annotations) -> Args {
             Fmt::U32 => u64::from(w(word) as u32),
             Fmt::U32At => u64::from(u32_at(ev, word)),
             Fmt::Product(n) => (word..word + n).map(w).fold(1u64, u64::saturating_mul),
+            Fmt::NcclBytes(datatype) => {
+                w(word) * tracer_common::funcs::nccl::datatype(w(datatype) as u32).expect("a defined datatype").1
+            }
             other => panic!("{}: {name} is {other:?}, not an integer", spec.name),
         };
         let hex = || match fmt {
@@ -120,6 +130,7 @@ fn expected_args(spec: &FuncSpec, ev: &CallEvent, ann: &Annotations) -> Args {
             "graph" => a.set_graph(hex()),
             "exec" => a.set_exec(hex()),
             "f" | "func" => a.set_f(hex()),
+            "comm" => a.set_comm(hex()),
             "kind" => {
                 a.set_kind(Some(match fmt {
                     Fmt::MemcpyKind => CopyKind::from_cuda(w(word) as u32).expect("a valid kind"),
@@ -143,7 +154,8 @@ fn expected_args(spec: &FuncSpec, ev: &CallEvent, ann: &Annotations) -> Args {
             other => {
                 let ignored = IGNORED_ARGS.contains(&other)
                     || IGNORED_VERSIONED_ARGS.contains(&other)
-                    || IGNORED_MEMORY_ARGS.contains(&other);
+                    || IGNORED_MEMORY_ARGS.contains(&other)
+                    || IGNORED_NCCL_ARGS.contains(&other);
                 assert!(ignored, "{}: argument {other:?} is neither read nor ignored", spec.name);
                 Ok(())
             }

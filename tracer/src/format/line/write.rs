@@ -80,7 +80,8 @@ impl LineFormatter {
         for arg in spec.args {
             let w = |i: u8| ev.args.get(i as usize).copied().unwrap_or(0);
             let word = w(arg.word);
-            if arg.fmt == Fmt::Out && (ret != 0 || ev.flags & call_flags::OUT_VALID == 0) {
+            let out_read = ret == 0 && ev.flags & call_flags::OUT_VALID != 0;
+            if matches!(arg.fmt, Fmt::Out | Fmt::OutI32) && !out_read || !nccl::has_value(arg.fmt, &w) {
                 continue;
             }
             // Stack words or a struct the probe could not read: no value, not zeros.
@@ -109,6 +110,8 @@ impl LineFormatter {
                 }
                 Fmt::U32At => write_int(out, u32_at(ev, arg.word)),
                 Fmt::Product(n) => write_int(out, (arg.word..arg.word + n).map(w).fold(1u64, u64::saturating_mul)),
+                Fmt::OutI32 => write_int(out, ev.out as u32 as i32),
+                Fmt::NcclType | Fmt::NcclOp | Fmt::NcclBytes(_) => nccl::write(out, arg, &w),
             }
         }
         if let Some(bytes) = ann.freed_bytes {
@@ -134,10 +137,42 @@ fn reads_copied_words(fmt: Fmt, word: u8) -> bool {
         Fmt::Dim3Regs => word + 1,
         Fmt::Dim3Words => word + 2,
         Fmt::Product(n) => word + n.saturating_sub(1),
-        Fmt::Out | Fmt::Const(_) | Fmt::Str => return false,
-        Fmt::U64 | Fmt::U32 | Fmt::Hex | Fmt::MemcpyKind => word,
+        Fmt::NcclBytes(datatype) => word.max(datatype),
+        Fmt::Out | Fmt::OutI32 | Fmt::Const(_) | Fmt::Str => return false,
+        Fmt::U64 | Fmt::U32 | Fmt::Hex | Fmt::MemcpyKind | Fmt::NcclType | Fmt::NcclOp => word,
     };
     usize::from(last) >= tracer_common::abi::REG_ARGS
+}
+
+/// NCCL's arguments: datatypes and reduction ops by name, a buffer's bytes.
+mod nccl {
+    use tracer_common::funcs::{nccl, ArgSpec, Fmt};
+
+    /// Whether `fmt` writes anything: a buffer's size needs a datatype NCCL defines.
+    pub(super) fn has_value(fmt: Fmt, w: &impl Fn(u8) -> u64) -> bool {
+        match fmt {
+            Fmt::NcclBytes(datatype) => nccl::datatype(w(datatype) as u32).is_some(),
+            _ => true,
+        }
+    }
+
+    /// A value NCCL does not name is written as its number.
+    pub(super) fn write(out: &mut Vec<u8>, arg: &ArgSpec, w: &impl Fn(u8) -> u64) {
+        let word = w(arg.word);
+        let name = match arg.fmt {
+            Fmt::NcclType => nccl::datatype(word as u32).map(|(name, _)| name),
+            Fmt::NcclOp => nccl::redop(word as u32),
+            Fmt::NcclBytes(datatype) => {
+                let size = nccl::datatype(w(datatype) as u32).map_or(0, |(_, size)| size);
+                return super::write_int(out, word.saturating_mul(size));
+            }
+            _ => None,
+        };
+        match name {
+            Some(name) => super::write_str(out, name),
+            None => super::write_int(out, word as u32),
+        }
+    }
 }
 
 /// The `idx`-th 32-bit half-word of the raw argument words.
