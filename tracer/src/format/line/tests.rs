@@ -15,6 +15,8 @@ const START_NS: u64 = 5_000_000_000;
 const STRING_ARG: &str = "gemm<128, float>";
 const KERNEL: &str = "void kern<7>(float const*, int)";
 const ERROR: &str = "CUDA_ERROR_OUT_OF_MEMORY";
+/// The calling file the annotator names (on the calls that succeed).
+const CALLER: &str = "libcublasLt.so.12";
 
 /// Argument names the readers do not keep; every other name in `FUNCS` must
 /// be one they decode, so a renamed argument fails this test.
@@ -46,7 +48,8 @@ fn event(id: usize, spec: &FuncSpec, failed: bool) -> CallEvent {
     ev
 }
 
-/// What the annotator would add: a kernel name to launches, a size to frees.
+/// What the annotator would add: a kernel name to launches, a size to frees,
+/// the caller (left unknown on failed calls, to read both forms back).
 fn annotations(spec: &FuncSpec, failed: bool) -> Annotations {
     let has = |name: &str| spec.args.iter().any(|a| a.name == name);
     let free = spec.group == Group::Memory && !["bytes", "f", "func", "graph"].iter().any(|n| has(n));
@@ -54,6 +57,7 @@ fn annotations(spec: &FuncSpec, failed: bool) -> Annotations {
         kernel: (spec.group == Group::Launch && !has("kernel")).then(|| JsonStr::new(KERNEL)),
         freed_bytes: free.then_some(0xf4ee),
         error: failed.then_some(ERROR),
+        caller: (!failed).then(|| JsonStr::new(CALLER)),
     }
 }
 
@@ -131,6 +135,9 @@ fn expected_args(spec: &FuncSpec, ev: &CallEvent, ann: &Annotations) -> Args {
     }
     if ann.kernel.is_some() {
         launch.kernel = Some(intern::name(KERNEL));
+    }
+    if ann.caller.is_some() {
+        launch.caller = Some(intern::name(CALLER));
     }
     a.set_launch(launch);
     a
