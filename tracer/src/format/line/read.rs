@@ -300,7 +300,12 @@ fn args<'a>(c: &mut Cursor<'a>, a: &mut Args) -> Option<LaunchParts<'a>> {
 }
 
 /// Sets the launch fields and `caller` of a line read.
-fn set_launch<'a>(names: &mut Interner<'a>, a: &mut Args, parts: LaunchParts<'a>, caller: Option<&'a [u8]>) -> Option<()> {
+fn set_launch<'a>(
+    names: &mut Interner<'a>,
+    a: &mut Args,
+    parts: LaunchParts<'a>,
+    caller: Option<&'a [u8]>,
+) -> Option<()> {
     if parts != (None, None, None) || caller.is_some() {
         a.set_launch_id(names.launch(parts, caller)?);
     }
