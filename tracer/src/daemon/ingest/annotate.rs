@@ -20,8 +20,8 @@ use crate::daemon::ingest::kernel_names::{capacity, demangle, StubResolver};
 
 /// Kernel handles named per process (real programs have thousands).
 const MAX_HANDLES: usize = 64 * 1024;
-/// Distinct runtime kernel names and caller file names kept in their JSON form.
-const MAX_JSON_NAMES: usize = 16 * 1024;
+/// Distinct runtime kernel names kept in their JSON form.
+const MAX_STUB_NAMES: usize = 16 * 1024;
 
 struct ProcState {
     /// CUfunction / CUkernel handle -> demangled name.
@@ -40,8 +40,7 @@ impl Default for ProcState {
 pub struct Annotator {
     procs: HashMap<u32, ProcState>,
     stubs: StubResolver,
-    /// Kernel and file names as JSON strings, escaped once each.
-    json_names: LruCache<Arc<str>, JsonStr>,
+    stub_names: LruCache<Arc<str>, JsonStr>,
 }
 
 impl Default for Annotator {
@@ -49,7 +48,7 @@ impl Default for Annotator {
         Self {
             procs: HashMap::new(),
             stubs: StubResolver::default(),
-            json_names: LruCache::new(capacity(MAX_JSON_NAMES)),
+            stub_names: LruCache::new(capacity(MAX_STUB_NAMES)),
         }
     }
 }
@@ -74,10 +73,9 @@ impl Annotator {
         let ret = ev.ret as u32 as i32;
         let ok = ret == 0;
         let out = (ev.flags & call_flags::OUT_VALID != 0).then_some(ev.out);
-        let caller = self.stubs.caller(ev.pid, ev.caller);
         let mut ann = Annotations {
             error: if ok { None } else { crate::daemon::ingest::error_names::name(spec.layer, ret) },
-            caller: caller.map(|file| self.json(file)),
+            caller: self.stubs.caller(ev.pid, ev.caller),
             ..Default::default()
         };
         let proc = self.procs.entry(ev.pid).or_default();
@@ -101,7 +99,10 @@ impl Annotator {
                 let handle = launch_handle(spec, ev);
                 ann.kernel = proc.handles.get(&handle).cloned();
                 if ann.kernel.is_none() && spec.layer == Layer::Runtime {
-                    ann.kernel = self.stubs.resolve(ev.pid, handle).map(|raw| self.json(raw));
+                    ann.kernel = self
+                        .stubs
+                        .resolve(ev.pid, handle)
+                        .map(|raw| self.stub_names.get_or_insert(raw.clone(), || JsonStr::new(&raw)).clone());
                 }
             }
             Role::Alloc => {
@@ -116,16 +117,6 @@ impl Annotator {
             _ => {}
         }
         ann
-    }
-
-    /// `text` as a JSON string, from the cache.
-    fn json(&mut self, text: Arc<str>) -> JsonStr {
-        if let Some(json) = self.json_names.get(&text) {
-            return json.clone();
-        }
-        let json = JsonStr::new(&text);
-        self.json_names.put(text, json.clone());
-        json
     }
 
     /// A traced process forked `child`.

@@ -2,7 +2,8 @@
 //! the calling process's own `/proc/PID/maps` to the file whose code holds
 //! it (`libcublasLt.so.12`), the trace's `caller`. It uses the stub
 //! resolver's per-process maps, epochs and work budgets ([`StubResolver`]),
-//! and caches every answer (found or not) per process and address.
+//! and caches every answer (found or not, as the JSON string the line
+//! writes) per process and address: one lookup per call.
 //!
 //! Never a guess: an address is named only from maps of the process that
 //! made the call (a forked child is not named from its parent's), checked
@@ -15,12 +16,13 @@ use super::{
     kernel_names::{read_maps, StubResolver},
     proc_maps::still_mapped,
 };
+use crate::format::line::JsonStr;
 
 impl StubResolver {
-    /// The name of the file whose code holds `addr` in process `pid`;
-    /// `None` when no file maps it, the process is gone unread, or its
-    /// share of resolver work is spent.
-    pub fn caller(&mut self, pid: u32, addr: u64) -> Option<Arc<str>> {
+    /// The name of the file whose code holds `addr` in process `pid`, as a
+    /// JSON string; `None` when no file maps it, the process is gone
+    /// unread, or its share of resolver work is spent.
+    pub fn caller(&mut self, pid: u32, addr: u64) -> Option<JsonStr> {
         if addr == 0 {
             return None;
         }
@@ -34,8 +36,9 @@ impl StubResolver {
             self.deferred += 1;
             return None;
         };
-        self.callers.put(key, answer.clone());
-        answer
+        let json = answer.map(|file| JsonStr::new(&file));
+        self.callers.put(key, json.clone());
+        json
     }
 
     /// The answer for an address not cached yet; `None` when the budgets
@@ -78,12 +81,13 @@ mod tests {
         let pid = std::process::id();
         let exe = std::env::current_exe().unwrap();
         let want = exe.file_name().unwrap().to_string_lossy().into_owned();
-        assert_eq!(r.caller(pid, return_address_here()).as_deref(), Some(want.as_str()));
+        let json = |name: &str| Some(JsonStr::new(name));
+        assert_eq!(r.caller(pid, return_address_here()), json(&want));
         assert_eq!(r.caller(pid, 0), None, "an unread return address");
         assert_eq!(r.caller(pid, 16), None, "no file maps it");
         assert_eq!(r.callers.len(), 2, "both answers are kept");
         // Answered from the cache, still right.
-        assert_eq!(r.caller(pid, return_address_here()).as_deref(), Some(want.as_str()));
+        assert_eq!(r.caller(pid, return_address_here()), json(&want));
     }
 
     #[test]

@@ -16,6 +16,8 @@ use std::{
 
 use lru::LruCache;
 
+use crate::format::line::JsonStr;
+
 use crate::daemon::ingest::{
     elf_functions::{function_symbols, FunctionSymbol},
     proc_maps::{open_mapped, Mapping, Maps, SharedMaps},
@@ -85,9 +87,9 @@ pub struct StubResolver {
     procs: LruCache<u32, ProcState>,
     /// (pid, epoch, address) -> name, or `None` when nothing names it.
     names: LruCache<(u32, u64, u64), Option<Arc<str>>>,
-    /// (pid, epoch, return address) -> the calling file's name, or `None`
-    /// when no file maps it ([`super::callers`]).
-    pub(super) callers: LruCache<(u32, u64, u64), Option<Arc<str>>>,
+    /// (pid, epoch, return address) -> the calling file's name as JSON, or
+    /// `None` when no file maps it ([`super::callers`]).
+    pub(super) callers: LruCache<(u32, u64, u64), Option<JsonStr>>,
     epochs: u64,
     files: LruCache<FileKey, Option<Arc<SymbolIndex>>>,
     index_bytes: usize,
