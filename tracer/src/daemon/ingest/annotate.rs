@@ -171,6 +171,19 @@ mod tests {
     }
 
     #[test]
+    fn every_call_names_its_caller_when_a_file_maps_the_address() {
+        let mut a = Annotator::default();
+        let mut e = ev("cuInit", &[0], None, 0);
+        e.pid = std::process::id();
+        e.caller = every_call_names_its_caller_when_a_file_maps_the_address as *const () as usize as u64 + 1;
+        let exe = std::env::current_exe().unwrap();
+        let want = JsonStr::new(&exe.file_name().unwrap().to_string_lossy());
+        assert_eq!(a.observe(&e, None).caller, Some(want));
+        e.caller = 0;
+        assert_eq!(a.observe(&e, None).caller, None, "no return address read");
+    }
+
+    #[test]
     fn json_names_are_escaped() {
         assert_eq!(&*JsonStr::new("a\"b\\c").0, r#""a\"b\\c""#);
     }
