@@ -356,10 +356,7 @@ pub(super) fn in_writing_order<'a>(line: &'a [u8], names: &mut Interner<'a>, out
     if c.lit(schema::BEFORE_ERROR).is_some() {
         out.error = Some(names.error(c.string()?)?);
     }
-    let caller = match c.lit(schema::BEFORE_CALLER) {
-        Some(()) => Some(c.string()?),
-        None => None,
-    };
+    let caller = if c.lit(schema::BEFORE_CALLER).is_some() { Some(c.string()?) } else { None };
     c.lit(schema::BEFORE_ARGS)?;
     let parts = args(&mut c, &mut out.args)?;
     set_launch(names, &mut out.args, parts, caller)?;
@@ -425,12 +422,6 @@ mod tests {
         );
         same(
             r#"{"ts":29.46,"pid":1,"tid":1,"type":"cuda_api","func":"cuGetProcAddress_v2","phase":"entry","dur_us":32.850,"ret":0,"args":{"symbol":"cuInit","version":12000,"flags":0}}"#,
-        );
-        same(
-            r#"{"ts":2.5,"pid":7,"tid":9,"type":"cuda_api","func":"cuLaunchKernel","phase":"entry","dur_us":3.1,"ret":0,"caller":"libcublasLt.so.12","args":{"f":"0x5010","grid":[16,8,1],"block":[128,1,1],"shared_mem":0,"stream":"0x0","kernel":"sm90_xmma_gemm"}}"#,
-        );
-        same(
-            r#"{"ts":2.6,"pid":7,"tid":9,"type":"cuda_api","func":"cuStreamSynchronize","phase":"entry","dur_us":3.1,"ret":0,"caller":"libnccl.so.2","args":{"stream":"0x0"}}"#,
         );
         same(
             r#"{"ts":1,"pid":1,"tid":2,"type":"cuda_runtime","func":"cudaMemcpyAsync","phase":"entry","dur_us":3,"ret":-1,"args":{"dst":"0x10","src":"0x20","bytes":64,"kind":"DtoH","stream":"0x1001"}}"#,

@@ -232,3 +232,18 @@ fn the_fuzz_seed_lines_are_read_alike() {
     }
     assert!(seeds >= 20, "{seeds} seed lines in {dir}");
 }
+
+#[test]
+fn the_caller_is_read_in_any_key_order() {
+    for line in [
+        r#"{"ts":2.5,"pid":7,"tid":9,"type":"cuda_api","func":"cuLaunchKernel","phase":"entry","dur_us":3.1,"ret":0,"caller":"libcublasLt.so.12","args":{"f":"0x5010","grid":[16,8,1],"block":[128,1,1],"kernel":"sm90_gemm"}}"#,
+        r#"{"args":{"kernel":"sm90_gemm","f":"0x5010","grid":[16,8,1],"block":[128,1,1]},"caller":"libcublasLt.so.12","ret":0,"func":"cuLaunchKernel","tid":9,"pid":7,"ts":2.5}"#,
+    ] {
+        let fast = read::parse(line.as_bytes(), &mut read::Interner::default()).expect("the fast reader takes it");
+        let slow = super::parse_line(line.as_bytes()).unwrap();
+        for call in [&fast, &slow] {
+            assert_eq!(call.args.caller(), Some("libcublasLt.so.12"), "{line}");
+            assert_eq!((call.args.kernel(), call.args.grid()), (Some("sm90_gemm"), Some([16, 8, 1])), "{line}");
+        }
+    }
+}
