@@ -44,6 +44,8 @@ fn write_and_read_back(ev: &CallEvent, name: Option<&[u8]>) {
         kernel: kernel.as_deref().map(JsonStr::new),
         freed_bytes: (spec.role == Role::Free).then_some(ev.out),
         error: error_names::name(spec.layer, ret),
+        // The annotator names a caller from the return address, when a file maps it.
+        caller: (ev.caller != 0).then(|| JsonStr::new("libcublasLt.so.12")),
     };
     let mut out = Vec::new();
     // Session start at 0: every entry time is after it.
@@ -63,6 +65,7 @@ fn write_and_read_back(ev: &CallEvent, name: Option<&[u8]>) {
     let slow = slow.unwrap_or_else(|e| panic!("the tracer's own line is refused ({e}): {shown}"));
     assert_eq!((slow.pid, slow.tid, slow.ret, slow.name()), (ev.pid, ev.tid, ret, spec.name), "{shown}");
     assert_eq!(slow.error_name(), ann.error, "{shown}");
+    assert_eq!(slow.args.caller(), (ev.caller != 0).then_some("libcublasLt.so.12"), "{shown}");
     if spec.role == Role::Launch {
         // (`cuLibraryGetKernel` writes its handle under the same key.)
         assert_eq!(slow.args.kernel(), kernel.as_deref(), "{shown}");

@@ -87,6 +87,10 @@ pub struct CallEvent {
     pub out: u64,
     /// Raw argument words at entry: rdi, rsi, rdx, rcx, r8, r9, then stack words.
     pub args: [u64; MAX_ARGS],
+    /// The return address read at entry (`*(u64 *)rsp` at the first
+    /// instruction): an address in the code that made the call, which
+    /// userspace maps to its file (the trace's `caller`). 0 if unread.
+    pub caller: u64,
 }
 
 /// Process lifecycle operations in [`ProcEvent::op`].
@@ -133,6 +137,8 @@ pub struct EntryState {
     pub flags: u32,
     pub _pad: u32,
     pub args: [u64; MAX_ARGS],
+    /// [`CallEvent::caller`].
+    pub caller: u64,
 }
 
 /// Slots of the per-CPU drop counter map.
@@ -213,12 +219,12 @@ pub const CALL_NAME_EVENT_SIZE: usize = core::mem::size_of::<CallNameEvent>();
 
 // No implicit padding anywhere: the sums of the field sizes equal the sizes.
 const _: () = assert!(core::mem::size_of::<EventHeader>() == 8);
-const _: () = assert!(CALL_EVENT_SIZE == 8 + 8 + 8 + 4 * 4 + 8 + 8 + 8 * MAX_ARGS);
+const _: () = assert!(CALL_EVENT_SIZE == 8 + 8 + 8 + 4 * 4 + 8 + 8 + 8 * MAX_ARGS + 8);
 const _: () = assert!(PROC_EVENT_SIZE == 8 + 8 + 4 * 4);
 const _: () = assert!(core::mem::size_of::<EntryKey>() == 16);
 const _: () = assert!(core::mem::size_of::<NameBuf>() == 8 + NAME_MAX);
 const _: () = assert!(CALL_NAME_EVENT_SIZE == CALL_EVENT_SIZE + 8 + NAME_MAX);
-const _: () = assert!(core::mem::size_of::<EntryState>() == 16 + 8 * MAX_ARGS);
+const _: () = assert!(core::mem::size_of::<EntryState>() == 16 + 8 * MAX_ARGS + 8);
 
 /// Kind of [`LibOpenEvent`] in the load-watch ring buffer (its own ring,
 /// so these never mix with calls; the value differs from [`kind`]'s anyway).

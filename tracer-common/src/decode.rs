@@ -109,6 +109,7 @@ mod tests {
             pid: 7,
             tid: 8,
             func_id: 2,
+            caller: 0x7f3a_1c2b_4d1b,
             ..Default::default()
         }
     }
@@ -117,6 +118,13 @@ mod tests {
     fn decodes_a_call() {
         let c = call();
         assert_eq!(decode(&bytes_of(&c)), Ok(Event::Call(c)));
+        // The caller is the record's last word: a record one word short is refused.
+        let Ok(Event::Call(back)) = decode(&bytes_of(&c)) else { panic!("decoded above") };
+        assert_eq!(back.caller, 0x7f3a_1c2b_4d1b);
+        let mut short = bytes_of(&c);
+        short.truncate(CALL_EVENT_SIZE - 8);
+        short[4..8].copy_from_slice(&((CALL_EVENT_SIZE - 8) as u32).to_le_bytes());
+        assert!(matches!(decode(&short), Err(DecodeError::BadLength { .. })));
     }
 
     #[test]

@@ -116,16 +116,24 @@ pub fn call_entry(ctx: ProbeContext) -> u32 {
         flags: 0,
         _pad: 0,
         args: [regs.rdi, regs.rsi, regs.rdx, regs.rcx, regs.r8, regs.r9, 0, 0, 0, 0, 0, 0],
+        caller: 0,
     };
+    // At the first instruction rsp points to the return address (which says
+    // who called); stack arguments start one word above it. One read each
+    // call: the return address alone, or with the stack words.
     if cookie.stack_words != 0 {
-        // At the first instruction rsp points to the return address; stack
-        // arguments start one word above it.
-        let src = (regs.rsp + 8) as *const [u64; STACK_ARGS];
+        let src = regs.rsp as *const [u64; 1 + STACK_ARGS];
         // SAFETY: bpf_probe_read_user validates the user address.
         match unsafe { bpf_probe_read_user(src) } {
-            Ok(words) => state.args[REG_ARGS..].copy_from_slice(&words),
+            Ok(words) => {
+                state.caller = words[0];
+                state.args[REG_ARGS..].copy_from_slice(&words[1..]);
+            }
             Err(_) => state.flags |= call_flags::STACK_UNREAD,
         }
+    } else {
+        // SAFETY: bpf_probe_read_user validates the user address.
+        state.caller = unsafe { bpf_probe_read_user(regs.rsp as *const u64) }.unwrap_or(0);
     }
     if cookie.deref_arg != 0 {
         // A launch-config or copy-descriptor struct: STACK_ARGS of its words,
@@ -213,6 +221,7 @@ pub fn call_return(ctx: RetProbeContext) -> u32 {
         ret,
         out,
         args: state.args,
+        caller: state.caller,
     };
     if cookie.str_arg != 0 {
         emit_call_with_name(call, &key);

@@ -9,7 +9,7 @@
 //! it: allocation, three launches (runtime stubs named through this
 //! binary's `.symtab`, driver handles named by `cuModuleGetFunction`), an
 //! async copy, event record and sync, and a free, each as a runtime call and
-//! the driver call beneath it.
+//! the driver call beneath it, each with a return address to name.
 
 use std::{
     path::{Path, PathBuf},
@@ -73,11 +73,20 @@ fn bytes_of<T: Copy>(v: &T) -> &[u8] {
     unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
 }
 
+/// Return addresses in this binary's code, named through `/proc/self/maps`
+/// as a call's `caller`: the program's runtime calls and the runtime's
+/// driver calls come from two call sites.
+fn caller(name: &str) -> u64 {
+    let site = if name.starts_with("cuda") { main as *const () } else { run as *const () };
+    site as u64 + 1
+}
+
 fn call(name: &str, args: &[u64]) -> CallEvent {
     let mut ev = CallEvent {
         header: EventHeader { kind: kind::CALL, size: CALL_EVENT_SIZE as u32 },
         func_id: id(name),
         pid: std::process::id(),
+        caller: caller(name),
         ..Default::default()
     };
     ev.args[..args.len()].copy_from_slice(args);

@@ -273,9 +273,9 @@ pub fn render(r: &Report) -> String {
         o,
         "`bench_pipeline --events {}` (the example `tracer/examples/bench_pipeline.rs`): synthetic records, byte for byte what the probes write to the \
          ring buffer (a serving step as both layers see it: allocation, 3 launches with grid/block and kernel \
-         names, async copy, event record and sync, free; each as runtime call and driver call), through \
-         `Pipeline::handle` (checked decode, annotation, statistics, JSONL formatting, buffered write), rotating \
-         every 1 000 000 events (flush, fsync, rename). One thread.\n",
+         names, async copy, event record and sync, free; each as runtime call and driver call, each with a \
+         return address named as its `caller`), through `Pipeline::handle` (checked decode, annotation, \
+         statistics, JSONL formatting, buffered write), rotating every 1 000 000 events (flush, fsync, rename). One thread.\n",
         num(p.events)
     );
     let runs = p.rates.iter().map(|v| num(*v as u64)).collect::<Vec<_>>().join(", ");

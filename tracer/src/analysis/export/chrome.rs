@@ -235,8 +235,8 @@ fn render_chunk(chunk: &[u8], shift_ms: f64, window: &Window) -> (Vec<u8>, u64) 
 
 /// One complete event: named by the kernel for launches, by the function
 /// otherwise; args are the call's own decoded args plus `call`, `type`,
-/// `ret` and `error`, and `thread` for an NCCL call (drawn on its process's
-/// NCCL track).
+/// `ret`, `error` and `caller`, and `thread` for an NCCL call (drawn on its
+/// process's NCCL track).
 pub fn call_event(buf: &mut Vec<u8>, call: &Call, raw_args: Option<&RawValue>) {
     let spec = call.spec();
     let name = match (&call.args.kernel(), spec.role) {
@@ -263,6 +263,10 @@ pub fn call_event(buf: &mut Vec<u8>, call: &Call, raw_args: Option<&RawValue>) {
     if let Some(error) = call.error_name() {
         buf.extend_from_slice(b",\"error\":");
         json_str(buf, error);
+    }
+    if let Some(caller) = call.args.caller() {
+        buf.extend_from_slice(b",\"caller\":");
+        json_str(buf, caller);
     }
     if let Some(raw) = raw_args.filter(|r| r.get().len() > ARG_BYTES_KEPT) {
         truncated_args(buf, raw);
@@ -330,7 +334,7 @@ mod tests {
 
     #[test]
     fn a_launch_is_named_by_its_kernel_and_keeps_its_args() {
-        let line = br#"{"ts":31.2,"pid":7,"tid":8,"type":"cuda_runtime","func":"cudaLaunchKernel","phase":"entry","dur_us":18.2,"ret":0,"args":{"func":"0x55d1","grid":[128,4,1],"stream":"0x1000","kernel":"gemm<\"f\">"}}"#;
+        let line = br#"{"ts":31.2,"pid":7,"tid":8,"type":"cuda_runtime","func":"cudaLaunchKernel","phase":"entry","dur_us":18.2,"ret":0,"caller":"libtorch_cuda.so","args":{"func":"0x55d1","grid":[128,4,1],"stream":"0x1000","kernel":"gemm<\"f\">"}}"#;
         let call = parse_line(line).unwrap();
         let head: Head = serde_json::from_slice(line).unwrap();
         let mut buf = Vec::new();
@@ -344,6 +348,7 @@ mod tests {
         assert_eq!(v["args"]["type"], "cuda_runtime");
         assert_eq!(v["args"]["grid"], serde_json::json!([128, 4, 1]));
         assert_eq!(v["args"]["func"], "0x55d1");
+        assert_eq!(v["args"]["caller"], "libtorch_cuda.so");
     }
 
     #[test]
@@ -377,5 +382,6 @@ mod tests {
             (v["name"].as_str(), v["args"]["error"].as_str()),
             (Some("cudaMalloc"), Some("cudaErrorMemoryAllocation"))
         );
+        assert!(v["args"].get("caller").is_none(), "no caller when the line has none");
     }
 }

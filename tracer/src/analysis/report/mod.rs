@@ -1,9 +1,10 @@
-//! `cuda-tracer report`: per-function, kernel, memory, CUDA-graph, step and
-//! KV-cache answers from trace files, as text/JSON/CSV plus plots.
+//! `cuda-tracer report`: per-function, kernel, calling-library, memory,
+//! CUDA-graph, step and KV-cache answers from trace files, as text/JSON/CSV plus plots.
 //!
 //! [`run`] is one straight sequence: find and read the inputs, run each
 //! analysis on the time-sorted calls, write the files, print the summary.
 
+pub mod callers;
 pub mod collectives;
 pub mod decimate;
 pub mod functions;
@@ -85,6 +86,8 @@ pub struct Report {
     pub inputs: Inputs,
     pub functions: functions::Functions,
     pub kernels: kernels::Kernels,
+    /// Kernel launches per calling library.
+    pub callers: callers::Callers,
     pub memory: memory::Memory,
     /// Sections filled by other analyses (CUDA graphs, steps, KV cache).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -108,12 +111,12 @@ impl Report {
     /// memory analyses run meanwhile, in one cache-blocked pass.
     pub fn build(loaded: &Loaded) -> (Self, sections::Passes) {
         let calls = &loaded.calls;
-        let ((functions, passes), (kernels, memory, last_end_ms)) = rayon::join(
+        let ((functions, passes), ((kernels, memory, last_end_ms), callers)) = rayon::join(
             || {
                 let outer = layer::outermost(calls);
                 rayon::join(|| functions::analyze_outer(calls, &outer), || sections::passes(calls, &outer))
             },
-            || kernels_and_memory(calls),
+            || rayon::join(|| kernels_and_memory(calls), || callers::analyze(calls)),
         );
         let inputs = Inputs {
             files: loaded.files.clone(),
@@ -130,6 +133,7 @@ impl Report {
             inputs,
             functions,
             kernels,
+            callers,
             memory,
             graphs: None,
             steps: None,
@@ -157,7 +161,7 @@ impl Report {
         if let Some(clocks) = i.clock_alignment.text() {
             out += &clocks;
         }
-        for section in [self.functions.text(), self.kernels.text(TOP), self.memory.text(TOP)] {
+        for section in [self.functions.text(), self.kernels.text(TOP), self.callers.text(), self.memory.text(TOP)] {
             out += &section;
             out += "\n";
         }
@@ -185,6 +189,7 @@ impl Report {
                 ("kernels.csv", self.kernels.kernels_csv()),
                 ("kernel_shapes.csv", self.kernels.shapes_csv()),
                 ("launch_rate.csv", self.kernels.rate_csv()),
+                ("launches_by_library.csv", self.callers.csv()),
                 ("memory_timeline.csv", timeline),
                 ("memory_leaks.csv", self.memory.leaks_csv()),
                 ("copies.csv", self.memory.copies_csv()),

@@ -1,5 +1,6 @@
 //! What one record does not carry by itself: the kernel name behind a launch
-//! handle or stub, the size a free released, and the error's name. Kept per
+//! handle or stub, the size a free released, the error's name and the file
+//! the call came from (its `caller`, on every line: see README). Kept per
 //! process for the whole session, so a name looked up long before a launch
 //! (or in an earlier file) still names it. The name tables are LRUs with a
 //! fixed size: a process making up handles cannot grow them without bound.
@@ -99,6 +100,7 @@ impl Annotator {
         let out = (ev.flags & call_flags::OUT_VALID != 0).then_some(ev.out);
         let mut ann = Annotations {
             error: if ok { None } else { crate::daemon::ingest::error_names::name(spec.layer, ret) },
+            caller: self.stubs.caller(ev.pid, ev.caller),
             ..Default::default()
         };
         let proc = self.procs.entry(ev.pid).or_default();
@@ -210,6 +212,19 @@ mod tests {
         assert_eq!(a.observe(&ev("cuMemHostUnregister", &[0xb000], None, 0), None).freed_bytes, Some(4096));
         assert_eq!(a.observe(&ev("cuMemFreeHost", &[0xc000], None, 0), None).freed_bytes, Some(512));
         assert_eq!(a.observe(&ev("cudaFree", &[0xb000], None, 0), None).freed_bytes, Some(64), "device apart");
+    }
+
+    #[test]
+    fn every_call_names_its_caller_when_a_file_maps_the_address() {
+        let mut a = Annotator::default();
+        let mut e = ev("cuInit", &[0], None, 0);
+        e.pid = std::process::id();
+        e.caller = every_call_names_its_caller_when_a_file_maps_the_address as *const () as usize as u64 + 1;
+        let exe = std::env::current_exe().unwrap();
+        let want = JsonStr::new(&exe.file_name().unwrap().to_string_lossy());
+        assert_eq!(a.observe(&e, None).caller, Some(want));
+        e.caller = 0;
+        assert_eq!(a.observe(&e, None).caller, None, "no return address read");
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! into a demangled name. Every cache is bounded, answers (found or not) are
 //! cached, and the work one process can cause is metered (`WorkBudget`):
 //! a process sending unknown addresses gets its own launches unnamed, and
-//! never holds up the reader for everyone else.
+//! never holds up the reader for everyone else. The same per-process maps
+//! and budgets name the library each call came from ([`super::callers`]).
 
 use std::{
     num::NonZeroUsize,
@@ -14,6 +15,8 @@ use std::{
 };
 
 use lru::LruCache;
+
+use crate::format::line::JsonStr;
 
 use crate::daemon::ingest::{
     elf_functions::{function_symbols, FunctionSymbol},
@@ -25,8 +28,8 @@ use crate::daemon::ingest::{
 const MAX_PROCESSES: usize = 512;
 /// Executable file mappings kept per process (real ones have hundreds).
 const MAX_MAPPINGS: usize = 4096;
-/// Addresses whose answer is kept, over all processes.
-const MAX_NAMES: usize = 64 * 1024;
+/// Addresses whose answer is kept, over all processes (stubs, and callers apart).
+pub(super) const MAX_NAMES: usize = 64 * 1024;
 /// Files whose symbol index is kept, and their total size in bytes.
 const MAX_FILES: usize = 256;
 const MAX_INDEX_BYTES: usize = 256 << 20;
@@ -54,16 +57,16 @@ impl SymbolIndex {
 pub use super::demangle::demangle;
 
 /// One process's mappings and allowance.
-struct ProcState {
+pub(super) struct ProcState {
     /// Read once at first need; `None` until then.
-    maps: Option<SharedMaps>,
+    pub(super) maps: Option<SharedMaps>,
     /// Mappings copied from the parent at fork, used once the child's own
     /// are gone, and the parent whose `/proc` they can be opened through.
     inherited: Option<(SharedMaps, u32)>,
     budget: WorkBudget,
     /// Tells this process's cached answers from those of an earlier
     /// process with the same pid, which then age out of the LRU.
-    epoch: u64,
+    pub(super) epoch: u64,
 }
 
 /// A file's identity: the same inode with other contents is another file.
@@ -84,6 +87,9 @@ pub struct StubResolver {
     procs: LruCache<u32, ProcState>,
     /// (pid, epoch, address) -> name, or `None` when nothing names it.
     names: LruCache<(u32, u64, u64), Option<Arc<str>>>,
+    /// (pid, epoch, return address) -> the calling file's name as JSON, or
+    /// `None` when no file maps it ([`super::callers`]).
+    pub(super) callers: LruCache<(u32, u64, u64), Option<JsonStr>>,
     epochs: u64,
     files: LruCache<FileKey, Option<Arc<SymbolIndex>>>,
     index_bytes: usize,
@@ -103,6 +109,7 @@ impl Default for StubResolver {
         Self {
             procs: LruCache::new(capacity(MAX_PROCESSES)),
             names: LruCache::new(capacity(MAX_NAMES)),
+            callers: LruCache::new(capacity(MAX_NAMES)),
             files: LruCache::new(capacity(MAX_FILES)),
             index_bytes: 0,
             all: WorkBudget::new(ALL_PROCESSES, Instant::now()),
@@ -119,7 +126,7 @@ fn timed<T>(work: impl FnOnce() -> T) -> (T, Duration) {
     (out, start.elapsed())
 }
 
-fn read_maps(pid: u32) -> Maps {
+pub(super) fn read_maps(pid: u32) -> Maps {
     let mut maps = Maps::read(pid);
     maps.mappings.truncate(MAX_MAPPINGS);
     maps
@@ -176,7 +183,7 @@ impl StubResolver {
     }
 
     /// `pid`'s state, made fresh (a new epoch) if there is none.
-    fn state(&mut self, pid: u32, now: Instant) -> &mut ProcState {
+    pub(super) fn state(&mut self, pid: u32, now: Instant) -> &mut ProcState {
         let epochs = &mut self.epochs;
         self.procs.get_or_insert_mut(pid, || {
             *epochs += 1;
@@ -185,13 +192,13 @@ impl StubResolver {
     }
 
     /// Whether `pid`, and all processes together, may cause work now.
-    fn may_work(&mut self, pid: u32, now: Instant) -> bool {
+    pub(super) fn may_work(&mut self, pid: u32, now: Instant) -> bool {
         let everyone = self.all.allows(now);
         self.state(pid, now).budget.allows(now) && everyone
     }
 
     /// Runs `work` for `pid`, charging its time to `pid` and to everyone.
-    fn charged<T>(&mut self, pid: u32, now: Instant, work: impl FnOnce() -> T) -> T {
+    pub(super) fn charged<T>(&mut self, pid: u32, now: Instant, work: impl FnOnce() -> T) -> T {
         let (out, took) = timed(work);
         self.all.spend(took);
         self.state(pid, now).budget.spend(took);
@@ -243,7 +250,7 @@ impl StubResolver {
     /// maps; `Some((None, _))`: not in the maps we have, and the budgets
     /// allow no fresh read now.
     fn find_mapping(&mut self, pid: u32, addr: u64, now: Instant) -> Option<(Option<Mapping>, Option<u32>)> {
-        if let Some(m) = self.state(pid, now).maps.as_ref().and_then(|maps| maps.find(addr)) {
+        if let Some(m) = self.state(pid, now).maps.as_ref().and_then(|maps| maps.find(addr).cloned()) {
             return Some((Some(m), None));
         }
         // First need, or mapped since we last read them (a dlopen): read again.
@@ -253,9 +260,9 @@ impl StubResolver {
         let maps = self.charged(pid, now, || read_maps(pid));
         let p = self.state(pid, now);
         let found = if maps.mappings.is_empty() {
-            p.inherited.as_ref().and_then(|(maps, parent)| Some((maps.find(addr)?, *parent)))
+            p.inherited.as_ref().and_then(|(maps, parent)| Some((maps.find(addr)?.clone(), *parent)))
         } else {
-            maps.find(addr).map(|m| (m, pid))
+            maps.find(addr).map(|m| (m.clone(), pid))
         };
         p.maps = Some(Arc::new(maps));
         let (m, through) = found?;

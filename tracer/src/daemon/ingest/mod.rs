@@ -1,8 +1,9 @@
 //! From ring-buffer bytes to trace lines: the reader task, the checked
 //! decode pipeline, and the annotations one record cannot carry itself
-//! (kernel names, freed sizes, error names).
+//! (kernel names, freed sizes, error names, the calling library).
 
 pub mod annotate;
+pub mod callers;
 pub mod demangle;
 pub mod elf_functions;
 pub mod error_names;

@@ -201,6 +201,14 @@ impl Args {
     pub fn set_block(&mut self, block: Option<[u32; 3]>) {
         self.set_launch(Launch { block, ..self.launch() });
     }
+    /// The line's `caller` (kept here, interned with the launch fields:
+    /// [`super::Call`] has no room left in its cache line).
+    pub fn caller(&self) -> Option<&'static str> {
+        self.launch().caller
+    }
+    pub fn set_caller(&mut self, caller: Option<&str>) {
+        self.set_launch(Launch { caller: caller.map(intern::name), ..self.launch() });
+    }
 }
 
 /// What serde reads (the slow path for lines the fast parser declines).
@@ -241,7 +249,8 @@ impl<'de> Deserialize<'de> for Args {
         a.set_ptr(r.ptr).map_err(taken)?;
         a.set_comm(r.comm).map_err(taken)?;
         a.set_kind(r.kind);
-        a.set_launch(Launch { kernel: r.kernel.as_deref().map(intern::name), grid: r.grid, block: r.block });
+        let kernel = r.kernel.as_deref().map(intern::name);
+        a.set_launch(Launch { kernel, grid: r.grid, block: r.block, caller: None });
         Ok(a)
     }
 }

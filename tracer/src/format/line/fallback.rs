@@ -37,12 +37,14 @@ struct RawLine<'a> {
     #[serde(default)]
     error: Option<Box<str>>,
     #[serde(default)]
+    caller: Option<Box<str>>,
+    #[serde(default)]
     args: Args,
 }
 
 /// Parses one trace line (without its newline).
 pub fn parse_line(line: &[u8]) -> Result<Call, LineError> {
-    let raw: RawLine = serde_json::from_slice(line).map_err(|e| LineError::Json(e.to_string()))?;
+    let mut raw: RawLine = serde_json::from_slice(line).map_err(|e| LineError::Json(e.to_string()))?;
     if !plausible_time(raw.ts) {
         return Err(LineError::Json(format!("ts {} is not a finite number of milliseconds", raw.ts)));
     }
@@ -57,6 +59,9 @@ pub fn parse_line(line: &[u8]) -> Result<Call, LineError> {
         Some(name) => Some(ErrorName::new(&name).ok_or(LineError::TooManyErrorNames)?),
         None => None,
     };
+    if raw.caller.is_some() {
+        raw.args.set_caller(raw.caller.as_deref());
+    }
     Ok(Call {
         ts_ms: raw.ts,
         pid: raw.pid,

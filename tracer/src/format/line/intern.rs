@@ -1,5 +1,5 @@
 //! Process-wide tables of the few distinct strings and launch shapes a trace
-//! repeats millions of times (kernel names, grid/block, error names): a
+//! repeats millions of times (kernel names, grid/block, calling files, error names): a
 //! call stores a small id instead, which keeps [`super::Call`] at 64 bytes
 //! (one cache line; at a gigabyte of trace, moving calls is the cost).
 //!
@@ -83,12 +83,15 @@ fn cut(text: &str) -> std::borrow::Cow<'_, str> {
     format!("{}…[truncated: {} bytes]", &text[..end], text.len()).into()
 }
 
-/// The launch-only arguments of a call, interned together.
+/// The launch-only arguments of a call, interned together with the file
+/// that made the call (any call has one; a trace has a few dozen).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Launch {
     pub kernel: Option<&'static str>,
     pub grid: Option<[u32; 3]>,
     pub block: Option<[u32; 3]>,
+    /// The line's `caller`.
+    pub caller: Option<&'static str>,
 }
 
 impl Launch {
@@ -146,9 +149,10 @@ mod tests {
         let a = name(&String::from("gemm<float>"));
         let b = name("gemm<float>");
         assert!(std::ptr::eq(a, b), "one allocation per name");
-        let launch = Launch { kernel: Some(a), grid: Some([1, 2, 3]), block: None };
+        let launch = Launch { kernel: Some(a), grid: Some([1, 2, 3]), block: None, caller: None };
         assert_eq!(launch.id(), Launch { kernel: Some(b), ..launch }.id());
         assert_ne!(launch.id(), Launch { grid: Some([1, 2, 4]), ..launch }.id());
+        assert_ne!(launch.id(), Launch { caller: Some(name("libcublas.so.12")), ..launch }.id());
         assert_eq!(Launch::by_id(launch.id()), launch);
         assert_eq!((Launch::default().id(), Launch::by_id(0)), (0, Launch::default()));
         let oom = ErrorName::new("CUDA_ERROR_OUT_OF_MEMORY").unwrap();

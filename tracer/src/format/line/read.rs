@@ -17,8 +17,11 @@ use super::{
     Args, Call, CopyKind, ErrorName, Hex, Launch,
 };
 
-/// A launch's kernel name, grid and block, as bytes.
-type LaunchKey<'a> = (Option<NameKey<'a>>, Option<[u32; 3]>, Option<[u32; 3]>);
+/// A launch's kernel name, grid and block, and the line's caller, as bytes.
+type LaunchKey<'a> = (Option<NameKey<'a>>, Option<[u32; 3]>, Option<[u32; 3]>, Option<NameKey<'a>>);
+
+/// What a line's `args` hold of a [`Launch`], as read.
+type LaunchParts<'a> = (Option<&'a [u8]>, Option<[u32; 3]>, Option<[u32; 3]>);
 
 /// The launches and error names seen in one chunk, with their global ids:
 /// the global tables are locked once per distinct value per chunk.
@@ -29,16 +32,17 @@ pub struct Interner<'a> {
 }
 
 impl<'a> Interner<'a> {
-    fn launch(&mut self, kernel: Option<&'a [u8]>, grid: Option<[u32; 3]>, block: Option<[u32; 3]>) -> Option<u32> {
-        let key = (kernel.map(NameKey), grid, block);
+    /// The id of the launch `parts` of a line and its `caller`.
+    fn launch(&mut self, (kernel, grid, block): LaunchParts<'a>, caller: Option<&'a [u8]>) -> Option<u32> {
+        let key = (kernel.map(NameKey), grid, block, caller.map(NameKey));
         if let Some(&id) = self.launches.get(&key) {
             return Some(id);
         }
-        let kernel = match kernel {
-            Some(bytes) => Some(intern::name(std::str::from_utf8(bytes).ok()?)),
-            None => None,
+        let text = |bytes: Option<&[u8]>| match bytes {
+            Some(bytes) => std::str::from_utf8(bytes).ok().map(|text| Some(intern::name(text))),
+            None => Some(None),
         };
-        let id = Launch { kernel, grid, block }.id();
+        let id = Launch { kernel: text(kernel)?, grid, block, caller: text(caller)? }.id();
         self.launches.insert(key, id);
         Some(id)
     }
@@ -274,7 +278,9 @@ fn quote_or_backslash(b: &[u8]) -> Option<usize> {
 /// switches to SIMD.
 const SWAR_WORDS: usize = 3;
 
-fn args<'a>(c: &mut Cursor<'a>, names: &mut Interner<'a>, a: &mut Args) -> Option<()> {
+/// Reads `args` into `a`, but for the launch fields, which are returned (the
+/// caller interns them with the line's `caller`: [`Interner::launch`]).
+fn args<'a>(c: &mut Cursor<'a>, a: &mut Args) -> Option<LaunchParts<'a>> {
     let (mut kernel, mut grid, mut block) = (None, None, None);
     c.object(|c, key| {
         match key {
@@ -297,8 +303,18 @@ fn args<'a>(c: &mut Cursor<'a>, names: &mut Interner<'a>, a: &mut Args) -> Optio
         }
         Some(())
     })?;
-    if kernel.is_some() || grid.is_some() || block.is_some() {
-        a.set_launch_id(names.launch(kernel, grid, block)?);
+    Some((kernel, grid, block))
+}
+
+/// Sets the launch fields and `caller` of a line read.
+fn set_launch<'a>(
+    names: &mut Interner<'a>,
+    a: &mut Args,
+    parts: LaunchParts<'a>,
+    caller: Option<&'a [u8]>,
+) -> Option<()> {
+    if parts != (None, None, None) || caller.is_some() {
+        a.set_launch_id(names.launch(parts, caller)?);
     }
     Some(())
 }
@@ -350,8 +366,10 @@ pub(super) fn in_writing_order<'a>(line: &'a [u8], names: &mut Interner<'a>, out
     if c.lit(schema::BEFORE_ERROR).is_some() {
         out.error = Some(names.error(c.string()?)?);
     }
+    let caller = if c.lit(schema::BEFORE_CALLER).is_some() { Some(c.string()?) } else { None };
     c.lit(schema::BEFORE_ARGS)?;
-    args(&mut c, names, &mut out.args)?;
+    let parts = args(&mut c, &mut out.args)?;
+    set_launch(names, &mut out.args, parts, caller)?;
     c.lit(schema::END)?;
     (c.i == line.len()).then_some(())
 }
@@ -360,6 +378,7 @@ pub(super) fn in_writing_order<'a>(line: &'a [u8], names: &mut Interner<'a>, out
 fn any_order<'a>(line: &'a [u8], names: &mut Interner<'a>, call: &mut Call) -> Option<()> {
     let mut c = Cursor { b: line, i: 0 };
     let (mut ts, mut pid, mut tid, mut func, mut layer) = (None, None, None, None, None);
+    let (mut parts, mut caller) = ((None, None, None), None);
     (call.dur_us, call.ret) = (0.0, 0);
     c.object(|c, key| {
         match key {
@@ -371,7 +390,8 @@ fn any_order<'a>(line: &'a [u8], names: &mut Interner<'a>, call: &mut Call) -> O
             key::DUR_US => call.dur_us = c.f64().filter(|&d| plausible_time(d))?,
             key::RET => call.ret = c.i32()?,
             key::ERROR => call.error = Some(names.error(c.string()?)?),
-            key::ARGS => args(c, names, &mut call.args)?,
+            key::CALLER => caller = Some(c.string()?),
+            key::ARGS => parts = args(c, &mut call.args)?,
             _ => c.skip()?,
         }
         Some(())
@@ -379,6 +399,7 @@ fn any_order<'a>(line: &'a [u8], names: &mut Interner<'a>, call: &mut Call) -> O
     if c.i != line.len() {
         return None;
     }
+    set_launch(names, &mut call.args, parts, caller)?;
     // A time too large for f64 would sort among the holes of bad lines.
     call.ts_ms = ts.filter(|&t| plausible_time(t))?;
     call.pid = pid?;

@@ -5,7 +5,7 @@
 //! `line::tests` covers every function).
 //!
 //! A line: `{"ts":…,"pid":…,"tid":…,"type":"…","func":"…","phase":"entry",
-//! "dur_us":…,"ret":…[,"error":"…"],"args":{…}}`.
+//! "dur_us":…,"ret":…[,"error":"…"][,"caller":"…"],"args":{…}}`.
 
 /// Top-level keys, for readers that take any order.
 pub mod key {
@@ -17,6 +17,8 @@ pub mod key {
     pub const DUR_US: &[u8] = b"dur_us";
     pub const RET: &[u8] = b"ret";
     pub const ERROR: &[u8] = b"error";
+    /// The file whose code made the call (`libcublasLt.so.12`); absent when unknown.
+    pub const CALLER: &[u8] = b"caller";
     pub const ARGS: &[u8] = b"args";
 }
 
@@ -63,6 +65,8 @@ pub const PHASE_THEN_DUR_US: &[u8] = b",\"phase\":\"entry\",\"dur_us\":";
 pub const BEFORE_RET: &[u8] = b",\"ret\":";
 /// Before the quoted error name, present only when `ret` is not 0.
 pub const BEFORE_ERROR: &[u8] = b",\"error\":";
+/// Before the quoted name of the calling file, present when it is known.
+pub const BEFORE_CALLER: &[u8] = b",\"caller\":";
 /// Before the `args` object.
 pub const BEFORE_ARGS: &[u8] = b",\"args\":";
 /// Closes a line (the writer adds the newline).
@@ -86,6 +90,7 @@ mod tests {
         assert_eq!(PHASE_THEN_DUR_US, [&before(b"phase")[..], b"\"entry\"", &before(key::DUR_US)].concat());
         assert_eq!(BEFORE_RET, before(key::RET));
         assert_eq!(BEFORE_ERROR, before(key::ERROR));
+        assert_eq!(BEFORE_CALLER, before(key::CALLER));
         assert_eq!(BEFORE_ARGS, before(key::ARGS));
     }
 }

@@ -15,6 +15,8 @@ const START_NS: u64 = 5_000_000_000;
 const STRING_ARG: &str = "gemm<128, float>";
 const KERNEL: &str = "void kern<7>(float const*, int)";
 const ERROR: &str = "CUDA_ERROR_OUT_OF_MEMORY";
+/// The calling file the annotator names (on the calls that succeed).
+const CALLER: &str = "libcublasLt.so.12";
 
 /// Argument names the readers do not keep; every other name in `FUNCS` must
 /// be one they decode, so a renamed argument fails this test.
@@ -72,7 +74,8 @@ fn event(id: usize, spec: &FuncSpec, failed: bool) -> CallEvent {
     ev
 }
 
-/// What the annotator would add: a kernel name to launches, a size to frees.
+/// What the annotator would add: a kernel name to launches, a size to frees,
+/// the caller (left unknown on failed calls, to read both forms back).
 fn annotations(spec: &FuncSpec, failed: bool) -> Annotations {
     let has = |name: &str| spec.args.iter().any(|a| a.name == name);
     let free = matches!(spec.role, Role::Free | Role::HostFree);
@@ -80,6 +83,7 @@ fn annotations(spec: &FuncSpec, failed: bool) -> Annotations {
         kernel: (spec.group == Group::Launch && !has("kernel")).then(|| JsonStr::new(KERNEL)),
         freed_bytes: free.then_some(0xf4ee),
         error: failed.then_some(ERROR),
+        caller: (!failed).then(|| JsonStr::new(CALLER)),
     }
 }
 
@@ -167,6 +171,9 @@ fn expected_args(spec: &FuncSpec, ev: &CallEvent, ann: &Annotations) -> Args {
     }
     if ann.kernel.is_some() {
         launch.kernel = Some(intern::name(KERNEL));
+    }
+    if ann.caller.is_some() {
+        launch.caller = Some(intern::name(CALLER));
     }
     a.set_launch(launch);
     a
@@ -276,4 +283,19 @@ fn reads_names_without_a_row_with_their_type() {
     assert_eq!((any.name(), any.layer()), ("cuReadNameOnlyTest", tracer_common::funcs::Layer::Driver));
     let slow = super::parse_line(line).unwrap();
     assert_eq!(format!("{fast:?}"), format!("{slow:?}"));
+}
+
+#[test]
+fn the_caller_is_read_in_any_key_order() {
+    for line in [
+        r#"{"ts":2.5,"pid":7,"tid":9,"type":"cuda_api","func":"cuLaunchKernel","phase":"entry","dur_us":3.1,"ret":0,"caller":"libcublasLt.so.12","args":{"f":"0x5010","grid":[16,8,1],"block":[128,1,1],"kernel":"sm90_gemm"}}"#,
+        r#"{"args":{"kernel":"sm90_gemm","f":"0x5010","grid":[16,8,1],"block":[128,1,1]},"caller":"libcublasLt.so.12","ret":0,"func":"cuLaunchKernel","tid":9,"pid":7,"ts":2.5}"#,
+    ] {
+        let fast = read::parse(line.as_bytes(), &mut read::Interner::default()).expect("the fast reader takes it");
+        let slow = super::parse_line(line.as_bytes()).unwrap();
+        for call in [&fast, &slow] {
+            assert_eq!(call.args.caller(), Some("libcublasLt.so.12"), "{line}");
+            assert_eq!((call.args.kernel(), call.args.grid()), (Some("sm90_gemm"), Some([16, 8, 1])), "{line}");
+        }
+    }
 }

@@ -1,6 +1,6 @@
 //! Formats one completed call as a JSONL trace line: the seed's fields (`ts`,
-//! `pid`, `type`, `func`, `phase`) plus `tid`, `dur_us`, `ret` and decoded
-//! `args`, with the separators of [`super::schema`]. Hand-written for speed:
+//! `pid`, `type`, `func`, `phase`) plus `tid`, `dur_us`, `ret`, `error`,
+//! `caller` and decoded `args`, with the separators of [`super::schema`]. Hand-written for speed:
 //! the schema is fixed and every string we emit is a static name, a number
 //! or a [`JsonStr`] escaped once, so nothing needs escaping here.
 
@@ -36,6 +36,8 @@ pub struct Annotations {
     pub freed_bytes: Option<u64>,
     /// Name of a non-zero return code.
     pub error: Option<&'static str>,
+    /// Name of the file whose code made the call.
+    pub caller: Option<JsonStr>,
 }
 
 /// Writes trace lines with `ts` relative to the session start.
@@ -73,6 +75,10 @@ impl LineFormatter {
         if let Some(error) = ann.error {
             out.extend_from_slice(schema::BEFORE_ERROR);
             write_str(out, error);
+        }
+        if let Some(caller) = &ann.caller {
+            out.extend_from_slice(schema::BEFORE_CALLER);
+            out.extend_from_slice(caller.0.as_bytes());
         }
         out.extend_from_slice(schema::BEFORE_ARGS);
         out.push(b'{');
@@ -347,11 +353,13 @@ mod tests {
             kernel: Some(JsonStr::new("gemm<128>(float const*)")),
             error: Some("CUDA_ERROR_INVALID_HANDLE"),
             freed_bytes: None,
+            caller: Some(JsonStr::new("libcublasLt.so.12")),
         };
         let mut out = Vec::new();
         LineFormatter { start_ns: 1_000_000_000 }.write_call(&mut out, &ev, None, &ann);
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["error"], "CUDA_ERROR_INVALID_HANDLE");
+        assert_eq!(v["caller"], "libcublasLt.so.12");
         assert_eq!(
             v["args"],
             json!({"f":"0x5020","grid":[32,2,1],"block":[128,1,1],"shared_mem":4096,"stream":"0x2100",
