@@ -62,7 +62,14 @@ pub mod call_flags {
     pub const OUT_VALID: u32 = 1;
     /// The stack argument words could not be read.
     pub const STACK_UNREAD: u32 = 2;
+    /// Word [`super::OUT2_WORD`] holds the value read from the second out-pointer.
+    pub const OUT2_VALID: u32 = 4;
 }
+
+/// The argument word where the return probe stores the value read through
+/// a second out-pointer (`cuMemGetInfo`'s total): the first stack-word slot,
+/// unused by functions without stack or struct words.
+pub const OUT2_WORD: usize = REG_ARGS;
 
 /// One completed call, emitted by the return probe.
 #[repr(C)]
@@ -176,6 +183,8 @@ pub struct Cookie {
     pub deref_arg: u8,
     /// 1-based index of a `const char*` argument copied at entry; 0 = none.
     pub str_arg: u8,
+    /// 1-based index of a second out-pointer argument read at return; 0 = none.
+    pub out2_arg: u8,
 }
 
 impl Cookie {
@@ -185,6 +194,7 @@ impl Cookie {
             | ((self.out_arg as u64) << 24)
             | ((self.deref_arg as u64) << 32)
             | ((self.str_arg as u64) << 40)
+            | ((self.out2_arg as u64) << 48)
     }
 
     pub const fn decode(raw: u64) -> Self {
@@ -194,6 +204,7 @@ impl Cookie {
             out_arg: (raw >> 24) as u8,
             deref_arg: (raw >> 32) as u8,
             str_arg: (raw >> 40) as u8,
+            out2_arg: (raw >> 48) as u8,
         }
     }
 }

@@ -58,8 +58,9 @@ pub enum Command {
 /// Options shared by `record` and `run`.
 #[derive(Clone, Debug, Args)]
 pub struct TraceArgs {
-    /// Function groups to trace: launch, memory, memcpy, sync, graph, module, all.
-    #[arg(long, default_value = "all", env = "TRACE_FUNCTIONS")]
+    /// Function groups to trace: launch, memory, memcpy, sync, graph, module, stream, device,
+    /// highrate; `default` is every group but highrate, `all` every group.
+    #[arg(long, default_value = "default", env = "TRACE_FUNCTIONS")]
     pub functions: Selection,
     /// Seconds between trace file rotations.
     #[arg(long = "rotate-secs", default_value_t = 60, env = "TRACE_INTERVAL", value_parser = clap::value_parser!(u64).range(1..=MAX_ROTATE_SECS))]

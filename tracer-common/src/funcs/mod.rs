@@ -34,10 +34,33 @@ pub enum Group {
     Sync,
     Graph,
     Module,
+    /// Stream and event lifetimes, waits and queries.
+    Stream,
+    /// Devices and contexts: create, retain, make current, count, memory info.
+    Device,
+    /// State PyTorch reads around every operation (current device and
+    /// context, last error, capture status): off unless named.
+    HighRate,
 }
 
 impl Group {
-    pub const ALL: [Group; 6] = [Group::Launch, Group::Memory, Group::Memcpy, Group::Sync, Group::Graph, Group::Module];
+    pub const ALL: [Group; 9] = [
+        Group::Launch,
+        Group::Memory,
+        Group::Memcpy,
+        Group::Sync,
+        Group::Graph,
+        Group::Module,
+        Group::Stream,
+        Group::Device,
+        Group::HighRate,
+    ];
+
+    /// Whether `--functions` selects the group when it is not named (README
+    /// "Function groups" says why `highrate` is not).
+    pub const fn on_by_default(self) -> bool {
+        !matches!(self, Group::HighRate)
+    }
 
     pub const fn name(self) -> &'static str {
         match self {
@@ -47,6 +70,9 @@ impl Group {
             Group::Sync => "sync",
             Group::Graph => "graph",
             Group::Module => "module",
+            Group::Stream => "stream",
+            Group::Device => "device",
+            Group::HighRate => "highrate",
         }
     }
 }
@@ -88,6 +114,39 @@ pub enum Role {
     /// Finds a kernel's handle: by name (the probe copies the name,
     /// `str_arg` is set) or from another handle.
     ModuleLookup,
+    // Streams and events: a create's handle comes back through the
+    // out-pointer; a wait is on the device (the host goes on); a query
+    // asks whether the work is done without waiting.
+    StreamCreate,
+    StreamDestroy,
+    EventCreate,
+    EventDestroy,
+    StreamWaitEvent,
+    Query,
+    EventElapsed,
+    /// Queues a host function on a stream.
+    HostFunc,
+    // Graph maintenance: update an executable graph in place, upload it
+    // ahead of its launch, destroy either kind, read a stream's capture status.
+    GraphUpdate,
+    GraphUpload,
+    GraphDestroy,
+    GraphExecDestroy,
+    CaptureQuery,
+    /// Loads a module or library (handle through the out-pointer; the file
+    /// name or the image says which): its kernels' launches are attributed to it.
+    ModuleLoad,
+    ModuleUnload,
+    // Devices and contexts: create or retain (handle through the
+    // out-pointer), destroy or release, make current, count, free/total memory.
+    ContextCreate,
+    ContextRelease,
+    SetCurrent,
+    DeviceCount,
+    MemInfo,
+    /// Reads state PyTorch reads around every operation (current device or
+    /// context, last error, capture status): the `highrate` group.
+    StateRead,
     /// Nothing the analyses look at (driver setup: `cuInit`, `cuGetProcAddress`).
     /// Kept last: the tests check that [`Role::ALL`] lists every role.
     Other,
@@ -95,7 +154,7 @@ pub enum Role {
 
 impl Role {
     /// Every role, in declaration order.
-    pub const ALL: [Role; 14] = [
+    pub const ALL: [Role; 35] = [
         Role::Alloc,
         Role::Free,
         Role::Launch,
@@ -109,6 +168,27 @@ impl Role {
         Role::GraphInstantiate,
         Role::GraphLaunch,
         Role::ModuleLookup,
+        Role::StreamCreate,
+        Role::StreamDestroy,
+        Role::EventCreate,
+        Role::EventDestroy,
+        Role::StreamWaitEvent,
+        Role::Query,
+        Role::EventElapsed,
+        Role::HostFunc,
+        Role::GraphUpdate,
+        Role::GraphUpload,
+        Role::GraphDestroy,
+        Role::GraphExecDestroy,
+        Role::CaptureQuery,
+        Role::ModuleLoad,
+        Role::ModuleUnload,
+        Role::ContextCreate,
+        Role::ContextRelease,
+        Role::SetCurrent,
+        Role::DeviceCount,
+        Role::MemInfo,
+        Role::StateRead,
         Role::Other,
     ];
 
@@ -122,6 +202,24 @@ impl Role {
             Role::StreamSync | Role::DeviceSync | Role::EventRecord | Role::EventSync => Group::Sync,
             Role::CaptureBegin | Role::CaptureEnd | Role::GraphInstantiate | Role::GraphLaunch => Group::Graph,
             Role::ModuleLookup | Role::Other => Group::Module,
+            Role::StreamCreate
+            | Role::StreamDestroy
+            | Role::EventCreate
+            | Role::EventDestroy
+            | Role::StreamWaitEvent
+            | Role::Query
+            | Role::EventElapsed => Group::Stream,
+            Role::HostFunc => Group::Launch,
+            Role::GraphUpdate
+            | Role::GraphUpload
+            | Role::GraphDestroy
+            | Role::GraphExecDestroy
+            | Role::CaptureQuery => Group::Graph,
+            Role::ModuleLoad | Role::ModuleUnload => Group::Module,
+            Role::ContextCreate | Role::ContextRelease | Role::SetCurrent | Role::DeviceCount | Role::MemInfo => {
+                Group::Device
+            }
+            Role::StateRead => Group::HighRate,
         }
     }
 }
@@ -152,7 +250,33 @@ pub enum Fmt {
     Dim3U32,
     /// One `unsigned int`; `word` is an index in 32-bit units.
     U32At,
+    /// Low 32 bits of the word as a signed `int` (device ordinals, priorities).
+    I32,
+    /// The low 32 bits read through the out-pointer, as a signed `int`
+    /// (counts, device ordinals, enums); absent when the call failed.
+    OutI32,
+    /// The value read through the out-pointer as an unsigned integer (sizes).
+    OutU64,
+    /// The low 32 bits read through the out-pointer as a `float` (milliseconds).
+    OutF32,
+    /// The value read through the second out-pointer (`out2_arg`), which
+    /// the probe stores in word `word` ([`crate::abi::OUT2_WORD`]); absent
+    /// when the call failed.
+    Out2U64,
+    /// The size of the module image whose first words the probe copied
+    /// from `deref_arg` (a fatbin header says it); absent when unknown.
+    ImageBytes,
 }
+
+impl Fmt {
+    /// Whether the value is read at return and so only shown for a call
+    /// that succeeded.
+    pub const fn is_out(self) -> bool {
+        matches!(self, Fmt::Out | Fmt::OutI32 | Fmt::OutU64 | Fmt::OutF32 | Fmt::Out2U64)
+    }
+}
+
+pub use exec::image_bytes;
 
 /// One named argument in a trace line's `args`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -179,6 +303,10 @@ pub struct FuncSpec {
     pub deref_arg: u8,
     /// 1-based index of a string argument copied at entry; 0 = none.
     pub str_arg: u8,
+    /// 1-based index of a second out-pointer argument read at return into
+    /// word [`crate::abi::OUT2_WORD`]; 0 = none. Only for functions whose
+    /// stack-word slots are free (no `stack`, no `deref_arg`).
+    pub out2_arg: u8,
     pub args: &'static [ArgSpec],
 }
 
@@ -191,6 +319,7 @@ impl FuncSpec {
             out_arg: self.out_arg,
             deref_arg: self.deref_arg,
             str_arg: self.str_arg,
+            out2_arg: self.out2_arg,
         }
     }
 
@@ -210,7 +339,12 @@ pub(super) const fn a(name: &'static str, fmt: Fmt, word: u8) -> ArgSpec {
 }
 
 pub(super) const fn f(name: &'static str, layer: Layer, role: Role, out_arg: u8, args: &'static [ArgSpec]) -> FuncSpec {
-    FuncSpec { name, layer, role, group: role.group(), stack: false, out_arg, deref_arg: 0, str_arg: 0, args }
+    FuncSpec { name, layer, role, group: role.group(), stack: false, out_arg, deref_arg: 0, str_arg: 0, out2_arg: 0, args }
+}
+
+/// Reads a second out-pointer, argument `arg` (1-based), at return.
+pub(super) const fn out2(arg: u8, spec: FuncSpec) -> FuncSpec {
+    FuncSpec { out2_arg: arg, ..spec }
 }
 
 /// Reads the struct that argument `arg` (1-based) points to at entry.
@@ -307,6 +441,9 @@ mod tests {
     /// steps/graphs/memory): every function's role must say the same.
     fn role_by_name_rules(f: &FuncSpec) -> Role {
         let n = f.name;
+        if let Some(role) = exec::role_by_name(n) {
+            return role;
+        }
         match f.group {
             Group::Memory if f.out_arg != 0 => Role::Alloc,
             Group::Memory => Role::Free,

@@ -39,6 +39,11 @@ impl Selection {
         Self(Group::ALL.to_vec())
     }
 
+    /// Every group that is on by default (`highrate` is not).
+    pub fn default_groups() -> Self {
+        Self(Group::ALL.into_iter().filter(|g| g.on_by_default()).collect())
+    }
+
     pub fn contains(&self, spec: &FuncSpec) -> bool {
         self.0.contains(&spec.group)
     }
@@ -57,12 +62,19 @@ impl std::str::FromStr for Selection {
             if word == "all" {
                 return Ok(Self::all());
             }
-            let g = Group::ALL.iter().find(|g| g.name() == word).ok_or_else(|| {
-                let names: Vec<_> = Group::ALL.iter().map(|g| g.name()).collect();
-                format!("unknown function group `{word}`; choose from {}, all", names.join(", "))
-            })?;
-            if !groups.contains(g) {
-                groups.push(*g);
+            let named = if word == "default" {
+                Self::default_groups().0
+            } else {
+                let g = Group::ALL.iter().find(|g| g.name() == word).ok_or_else(|| {
+                    let names: Vec<_> = Group::ALL.iter().map(|g| g.name()).collect();
+                    format!("unknown function group `{word}`; choose from {}, default, all", names.join(", "))
+                })?;
+                vec![*g]
+            };
+            for g in named {
+                if !groups.contains(&g) {
+                    groups.push(g);
+                }
             }
         }
         if groups.is_empty() {
@@ -191,5 +203,17 @@ mod tests {
         let err = "launch,bogus".parse::<Selection>().unwrap_err();
         assert!(err.contains("bogus") && err.contains("memcpy"), "{err}");
         assert!("".parse::<Selection>().is_err());
+    }
+
+    #[test]
+    fn the_default_leaves_out_only_the_high_rate_group() {
+        let default: Selection = "default".parse().unwrap();
+        assert_eq!(default, Selection::default_groups());
+        let named: Vec<_> = default.groups().collect();
+        assert!(!named.contains(&"highrate") && named.contains(&"launch") && named.contains(&"device"), "{named:?}");
+        assert_eq!(named.len() + 1, Group::ALL.len());
+        let with: Selection = "default,highrate".parse().unwrap();
+        assert_eq!(with.groups().count(), Group::ALL.len());
+        assert!("all".parse::<Selection>().unwrap().groups().any(|g| g == "highrate"));
     }
 }

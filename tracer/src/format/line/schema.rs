@@ -42,6 +42,8 @@ pub mod arg {
     /// The launch handle: `f` on the driver, `func` on the runtime.
     pub const F: &[u8] = b"f";
     pub const FUNC: &[u8] = b"func";
+    /// The module a launch's kernel came from (from the annotator).
+    pub const MODULE: &[u8] = b"module";
 }
 
 /// Opens a line, before `ts`.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tracer_common::{
     abi::{call_flags, CallEvent},
-    funcs::{self, Fmt},
+    funcs::{self, image_bytes, ArgSpec, Fmt},
 };
 
 use super::{
@@ -36,6 +36,8 @@ pub struct Annotations {
     pub freed_bytes: Option<u64>,
     /// Name of a non-zero return code.
     pub error: Option<&'static str>,
+    /// The module a launch's kernel came from (`ModuleLoad`'s file name or image).
+    pub module: Option<JsonStr>,
 }
 
 /// Writes trace lines with `ts` relative to the session start.
@@ -80,7 +82,7 @@ impl LineFormatter {
         for arg in spec.args {
             let w = |i: u8| ev.args.get(i as usize).copied().unwrap_or(0);
             let word = w(arg.word);
-            if arg.fmt == Fmt::Out && (ret != 0 || ev.flags & call_flags::OUT_VALID == 0) {
+            if !shown(arg, ev) {
                 continue;
             }
             write_key(out, &mut first, arg.name.as_bytes());
@@ -104,6 +106,12 @@ impl LineFormatter {
                     write_dim3(out, u32_at(ev, arg.word), u32_at(ev, arg.word + 1), u32_at(ev, arg.word + 2))
                 }
                 Fmt::U32At => write_int(out, u32_at(ev, arg.word)),
+                Fmt::I32 => write_int(out, word as u32 as i32),
+                Fmt::OutI32 => write_int(out, ev.out as u32 as i32),
+                Fmt::OutU64 => write_int(out, ev.out),
+                Fmt::OutF32 => write_float(out, f32::from_bits(ev.out as u32)),
+                Fmt::Out2U64 => write_int(out, word),
+                Fmt::ImageBytes => write_int(out, image_bytes(struct_words(arg, ev)).unwrap_or(0)),
             }
         }
         if let Some(bytes) = ann.freed_bytes {
@@ -114,9 +122,39 @@ impl LineFormatter {
             write_key(out, &mut first, arg::KERNEL);
             out.extend_from_slice(kernel.0.as_bytes());
         }
+        if let Some(module) = &ann.module {
+            write_key(out, &mut first, arg::MODULE);
+            out.extend_from_slice(module.0.as_bytes());
+        }
         out.push(b'}');
         out.extend_from_slice(schema::END);
         out.push(b'\n');
+    }
+}
+
+/// Whether an argument has a value to show: one read at return only when
+/// the call succeeded and the read did, an image size only when known.
+fn shown(arg: &ArgSpec, ev: &CallEvent) -> bool {
+    let ok = ev.ret as u32 == 0;
+    match arg.fmt {
+        Fmt::Out2U64 => ok && ev.flags & call_flags::OUT2_VALID != 0,
+        f if f.is_out() => ok && ev.flags & call_flags::OUT_VALID != 0,
+        Fmt::ImageBytes => ev.flags & call_flags::STACK_UNREAD == 0 && image_bytes(struct_words(arg, ev)).is_some(),
+        _ => true,
+    }
+}
+
+/// The struct words the probe copied, from the argument's word on.
+fn struct_words<'a>(arg: &ArgSpec, ev: &'a CallEvent) -> &'a [u64] {
+    ev.args.get(usize::from(arg.word)..).unwrap_or_default()
+}
+
+/// A float as a JSON number (`null` when it is not finite).
+fn write_float(out: &mut Vec<u8>, v: f32) {
+    if v.is_finite() {
+        out.extend_from_slice(f64::from(v).to_string().as_bytes());
+    } else {
+        out.extend_from_slice(b"null");
     }
 }
 
@@ -292,6 +330,7 @@ mod tests {
             kernel: Some(JsonStr::new("gemm<128>(float const*)")),
             error: Some("CUDA_ERROR_INVALID_HANDLE"),
             freed_bytes: None,
+            module: Some(JsonStr::new("gemm.cubin")),
         };
         let mut out = Vec::new();
         LineFormatter { start_ns: 1_000_000_000 }.write_call(&mut out, &ev, None, &ann);
@@ -300,7 +339,7 @@ mod tests {
         assert_eq!(
             v["args"],
             json!({"f":"0x5020","grid":[32,2,1],"block":[128,1,1],"shared_mem":4096,"stream":"0x2100",
-                   "kernel":"gemm<128>(float const*)"})
+                   "kernel":"gemm<128>(float const*)","module":"gemm.cubin"})
         );
     }
 
