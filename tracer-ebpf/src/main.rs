@@ -21,7 +21,8 @@ use aya_ebpf::{
 };
 use tracer_common::abi::{
     call_flags, drop_slot, kind, proc_op, CallEvent, CallNameEvent, Cookie, EntryKey, EntryState, EventHeader, NameBuf,
-    ProcEvent, CALL_EVENT_SIZE, CALL_NAME_EVENT_SIZE, MAX_ARGS, NAME_MAX, OUT2_WORD, PROC_EVENT_SIZE, REG_ARGS, STACK_ARGS,
+    ProcEvent, CALL_EVENT_SIZE, CALL_NAME_EVENT_SIZE, MAX_ARGS, NAME_MAX, OUT2_WORD, PROC_EVENT_SIZE, REG_ARGS,
+    STACK_ARGS,
 };
 
 /// Completed calls and process events for userspace. Userspace may resize it

@@ -16,7 +16,8 @@ const CUDA_EVENT_CREATE: &[ArgSpec] = &[a("event", Out, 0)];
 const WAIT_EVENT: &[ArgSpec] = &[a("stream", Hex, 0), a("event", Hex, 1), a("flags", U32, 2)];
 const ELAPSED: &[ArgSpec] = &[a("start", Hex, 1), a("end", Hex, 2), a("ms", OutF32, 0)];
 const HOST_FUNC: &[ArgSpec] = &[a("stream", Hex, 0), a("fn", Hex, 1), a("user_data", Hex, 2)];
-const HOST_FUNC_V2: &[ArgSpec] = &[a("stream", Hex, 0), a("fn", Hex, 1), a("user_data", Hex, 2), a("sync_mode", U32, 3)];
+const HOST_FUNC_V2: &[ArgSpec] =
+    &[a("stream", Hex, 0), a("fn", Hex, 1), a("user_data", Hex, 2), a("sync_mode", U32, 3)];
 const EXEC_UPDATE: &[ArgSpec] = &[a("exec", Hex, 0), a("graph", Hex, 1)];
 const GRAPH: &[ArgSpec] = &[a("graph", Hex, 0)];
 const EXEC: &[ArgSpec] = &[a("exec", Hex, 0)];

@@ -38,8 +38,7 @@ pub enum Group {
     Stream,
     /// Devices and contexts: create, retain, make current, count, memory info.
     Device,
-    /// State PyTorch reads around every operation (current device and
-    /// context, last error, capture status): off unless named.
+    /// State PyTorch reads around every operation: off unless named.
     HighRate,
 }
 
@@ -56,8 +55,7 @@ impl Group {
         Group::HighRate,
     ];
 
-    /// Whether `--functions` selects the group when it is not named (README
-    /// "Function groups" says why `highrate` is not).
+    /// Whether `--functions` selects it unnamed (README "Function groups" says why `highrate` is not).
     pub const fn on_by_default(self) -> bool {
         !matches!(self, Group::HighRate)
     }
@@ -252,19 +250,13 @@ pub enum Fmt {
     U32At,
     /// Low 32 bits of the word as a signed `int` (device ordinals, priorities).
     I32,
-    /// The low 32 bits read through the out-pointer, as a signed `int`
-    /// (counts, device ordinals, enums); absent when the call failed.
+    /// Like [`Fmt::Out`], as an `int` (low 32 bits), an unsigned integer, a `float`.
     OutI32,
-    /// The value read through the out-pointer as an unsigned integer (sizes).
     OutU64,
-    /// The low 32 bits read through the out-pointer as a `float` (milliseconds).
     OutF32,
-    /// The value read through the second out-pointer (`out2_arg`), which
-    /// the probe stores in word `word` ([`crate::abi::OUT2_WORD`]); absent
-    /// when the call failed.
+    /// Read through the second out-pointer into [`crate::abi::OUT2_WORD`]; like `OutU64`.
     Out2U64,
-    /// The size of the module image whose first words the probe copied
-    /// from `deref_arg` (a fatbin header says it); absent when unknown.
+    /// The size a module image's fatbin header (copied from `deref_arg`) says; absent when unknown.
     ImageBytes,
 }
 
@@ -339,7 +331,18 @@ pub(super) const fn a(name: &'static str, fmt: Fmt, word: u8) -> ArgSpec {
 }
 
 pub(super) const fn f(name: &'static str, layer: Layer, role: Role, out_arg: u8, args: &'static [ArgSpec]) -> FuncSpec {
-    FuncSpec { name, layer, role, group: role.group(), stack: false, out_arg, deref_arg: 0, str_arg: 0, out2_arg: 0, args }
+    FuncSpec {
+        name,
+        layer,
+        role,
+        group: role.group(),
+        stack: false,
+        out_arg,
+        deref_arg: 0,
+        str_arg: 0,
+        out2_arg: 0,
+        args,
+    }
 }
 
 /// Reads a second out-pointer, argument `arg` (1-based), at return.

@@ -19,9 +19,35 @@ const ERROR: &str = "CUDA_ERROR_OUT_OF_MEMORY";
 /// Argument names the readers do not keep; every other name in `FUNCS` must
 /// be one they decode, so a renamed argument fails this test.
 const IGNORED_ARGS: [&str; 29] = [
-    "src", "dst", "flags", "name", "version", "symbol", "pool", "module", "mode", "library", "priority", "start",
-    "end", "ms", "fn", "user_data", "sync_mode", "status", "image", "image_bytes", "num_options", "code", "fname",
-    "ctx", "params", "device", "count", "free", "total",
+    "src",
+    "dst",
+    "flags",
+    "name",
+    "version",
+    "symbol",
+    "pool",
+    "module",
+    "mode",
+    "library",
+    "priority",
+    "start",
+    "end",
+    "ms",
+    "fn",
+    "user_data",
+    "sync_mode",
+    "status",
+    "image",
+    "image_bytes",
+    "num_options",
+    "code",
+    "fname",
+    "ctx",
+    "params",
+    "device",
+    "count",
+    "free",
+    "total",
 ];
 
 /// A call of function `id` with a distinctive value in every field; `failed`
