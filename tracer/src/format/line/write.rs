@@ -307,6 +307,29 @@ mod tests {
     }
 
     #[test]
+    fn typed_outs_a_second_out_and_image_sizes() {
+        let mut ev = event("cuEventElapsedTime", &[0x7ffd_0000, 0x10, 0x20]);
+        ev.out = u64::from(2.5f32.to_bits()) | 0xdead_0000_0000_0000;
+        ev.flags = call_flags::OUT_VALID;
+        assert_eq!(line(&ev)["args"], json!({"start":"0x10","end":"0x20","ms":2.5}));
+        let mut ev = event("cuMemGetInfo_v2", &[0x7ffd_0000, 0x7ffd_0008]);
+        (ev.out, ev.flags) = (4096, call_flags::OUT_VALID);
+        ev.args[tracer_common::abi::OUT2_WORD] = 8192;
+        assert_eq!(line(&ev)["args"], json!({"free":4096}), "no total unless it was read");
+        ev.flags |= call_flags::OUT2_VALID;
+        assert_eq!(line(&ev)["args"], json!({"free":4096,"total":8192}));
+        let mut ev = event("cuStreamCreateWithPriority", &[0x7ffd_0000, 1, u64::from((-3i32) as u32)]);
+        (ev.out, ev.flags) = (0x9000, call_flags::OUT_VALID);
+        assert_eq!(line(&ev)["args"], json!({"stream":"0x9000","flags":1,"priority":-3}));
+        let mut ev = event("cuModuleLoadData", &[0x7ffd_0000, 0x5000]);
+        ev.args[6] = 0xba55_ed50 | (16 << 48);
+        ev.args[7] = 4080;
+        assert_eq!(line(&ev)["args"], json!({"image":"0x5000","image_bytes":4096}));
+        ev.flags = call_flags::STACK_UNREAD;
+        assert_eq!(line(&ev)["args"], json!({"image":"0x5000"}), "the header could not be read");
+    }
+
+    #[test]
     fn memcpy_kind_and_negative_ts() {
         let mut ev = event("cudaMemcpy", &[0x10, 0x20, 64, 2]);
         ev.entry_ns = 999_000_000;
