@@ -44,6 +44,8 @@ fn write_and_read_back(ev: &CallEvent, name: Option<&[u8]>) {
         kernel: kernel.as_deref().map(JsonStr::new),
         freed_bytes: (spec.role == Role::Free).then_some(ev.out),
         error: error_names::name(spec.layer, ret),
+        // Any bytes a module name may hold: the kernel's, escaped the same way.
+        module: kernel.as_deref().map(JsonStr::new),
     };
     let mut out = Vec::new();
     // Session start at 0: every entry time is after it.
