@@ -16,10 +16,11 @@ fn every_function_process_tree_restarts_and_kernel_names() {
     let (_tmp, out, truth_dir) = scratch();
     // --linger-ms: runtime-path names are read from the live process's maps,
     // like a serving process's; a toy process could exit before that.
+    // `all`: the high-rate group is off by default and the workload calls it.
     record(
         &out,
         &truth_dir,
-        &[],
+        &["--functions", "all"],
         &[&workload(), "--graphs", "--kernel-libs", "--tree", "--restart", "2", "--linger-ms", "300"],
     );
     let trace = load_trace(&out);

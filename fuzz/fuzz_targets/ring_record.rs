@@ -46,6 +46,8 @@ fn write_and_read_back(ev: &CallEvent, name: Option<&[u8]>) {
         error: error_names::name(spec.layer, ret),
         // The annotator names a caller from the return address, when a file maps it.
         caller: (ev.caller != 0).then(|| JsonStr::new("libcublasLt.so.12")),
+        // Any bytes a module name may hold: the kernel's, escaped the same way.
+        module: kernel.as_deref().map(JsonStr::new),
     };
     let mut out = Vec::new();
     // Session start at 0: every entry time is after it.

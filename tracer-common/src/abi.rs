@@ -62,7 +62,14 @@ pub mod call_flags {
     pub const OUT_VALID: u32 = 1;
     /// The stack argument words could not be read.
     pub const STACK_UNREAD: u32 = 2;
+    /// Word [`super::OUT2_WORD`] holds the value read from the second out-pointer.
+    pub const OUT2_VALID: u32 = 4;
 }
+
+/// The argument word where the return probe stores the value read through
+/// a second out-pointer (`cuMemGetInfo`'s total): the first stack-word slot,
+/// unused by functions without stack or struct words.
+pub const OUT2_WORD: usize = REG_ARGS;
 
 /// One completed call, emitted by the return probe.
 #[repr(C)]
@@ -188,6 +195,8 @@ pub struct Cookie {
     /// Where in the `deref_arg` struct the copy starts, in 8-byte words
     /// (a copy descriptor's sizes lie past its first [`STACK_ARGS`] words).
     pub deref_at: u8,
+    /// 1-based index of a second out-pointer argument read at return; 0 = none.
+    pub out2_arg: u8,
 }
 
 impl Cookie {
@@ -198,6 +207,7 @@ impl Cookie {
             | ((self.deref_arg as u64) << 32)
             | ((self.str_arg as u64) << 40)
             | ((self.deref_at as u64) << 48)
+            | ((self.out2_arg as u64) << 56)
     }
 
     pub const fn decode(raw: u64) -> Self {
@@ -208,6 +218,7 @@ impl Cookie {
             deref_arg: (raw >> 32) as u8,
             str_arg: (raw >> 40) as u8,
             deref_at: (raw >> 48) as u8,
+            out2_arg: (raw >> 56) as u8,
         }
     }
 }

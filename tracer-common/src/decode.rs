@@ -198,7 +198,15 @@ mod tests {
 
     #[test]
     fn cookie_round_trips() {
-        let c = crate::abi::Cookie { func_id: 513, stack_words: 6, out_arg: 2, deref_arg: 1, str_arg: 3, deref_at: 19 };
+        let c = crate::abi::Cookie {
+            func_id: 513,
+            stack_words: 6,
+            out_arg: 2,
+            deref_arg: 1,
+            str_arg: 3,
+            deref_at: 19,
+            out2_arg: 2,
+        };
         assert_eq!(crate::abi::Cookie::decode(c.encode()), c);
     }
 

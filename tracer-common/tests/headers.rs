@@ -52,7 +52,9 @@ fn declared<'a>(protos: &'a Prototypes, name: &str) -> Option<&'a Result<Prototy
 /// The argument words (indexes into the raw words) an argument reads.
 fn words_read(spec: &FuncSpec, fmt: Fmt, word: usize) -> Vec<usize> {
     let words = match fmt {
-        Fmt::U64 | Fmt::U32 | Fmt::Hex | Fmt::MemcpyKind | Fmt::NcclType | Fmt::NcclOp => vec![word],
+        Fmt::U64 | Fmt::U32 | Fmt::I32 | Fmt::Hex | Fmt::MemcpyKind | Fmt::NcclType | Fmt::NcclOp => vec![word],
+        // The image's header words, copied at entry like a struct.
+        Fmt::ImageBytes => vec![word],
         Fmt::NcclBytes(datatype) => vec![word, usize::from(datatype)],
         Fmt::Dim3Regs => vec![word, word + 1],
         Fmt::Dim3Words => vec![word, word + 1, word + 2],
@@ -60,7 +62,7 @@ fn words_read(spec: &FuncSpec, fmt: Fmt, word: usize) -> Vec<usize> {
         Fmt::U32At => vec![word / 2],
         Fmt::Product(n) => (word..word + usize::from(n)).collect(),
         // Read through the cookie's out/str arguments, checked on their own.
-        Fmt::Out | Fmt::OutI32 | Fmt::Str | Fmt::Const(_) => vec![],
+        Fmt::Out | Fmt::OutI32 | Fmt::OutU64 | Fmt::OutF32 | Fmt::Out2U64 | Fmt::Str | Fmt::Const(_) => vec![],
     };
     // A row that copies a struct at entry reads its fields from the
     // stack-word slots: those are the struct's, not arguments.
@@ -90,7 +92,13 @@ fn check(spec: &FuncSpec, proto: &Prototype, rel: u8, problems: &mut Vec<String>
             }
         }
     }
-    for (what, index) in [("out_arg", spec.out_arg), ("str_arg", spec.str_arg), ("deref_arg", spec.deref_arg)] {
+    let pointers = [
+        ("out_arg", spec.out_arg),
+        ("out2_arg", spec.out2_arg),
+        ("str_arg", spec.str_arg),
+        ("deref_arg", spec.deref_arg),
+    ];
+    for (what, index) in pointers {
         if index == 0 {
             continue;
         }

@@ -21,7 +21,8 @@ use aya_ebpf::{
 };
 use tracer_common::abi::{
     call_flags, drop_slot, kind, proc_op, CallEvent, CallNameEvent, Cookie, EntryKey, EntryState, EventHeader, NameBuf,
-    ProcEvent, CALL_EVENT_SIZE, CALL_NAME_EVENT_SIZE, MAX_ARGS, NAME_MAX, PROC_EVENT_SIZE, REG_ARGS, STACK_ARGS,
+    ProcEvent, CALL_EVENT_SIZE, CALL_NAME_EVENT_SIZE, MAX_ARGS, NAME_MAX, OUT2_WORD, PROC_EVENT_SIZE, REG_ARGS,
+    STACK_ARGS,
 };
 
 /// Completed calls and process events for userspace. Userspace may resize it
@@ -207,6 +208,16 @@ pub fn call_return(ctx: RetProbeContext) -> u32 {
             }
         }
     }
+    let mut args = state.args;
+    if cookie.out2_arg != 0 {
+        if let Some(ptr) = state.args.get((cookie.out2_arg - 1) as usize) {
+            // SAFETY: bpf_probe_read_user validates the user address.
+            if let Ok(v) = unsafe { bpf_probe_read_user(*ptr as *const u64) } {
+                args[OUT2_WORD] = v;
+                flags |= call_flags::OUT2_VALID;
+            }
+        }
+    }
     // SAFETY: ctx.regs points to the probe's pt_regs.
     let ret = unsafe { (*ctx.regs).rax };
 
@@ -220,7 +231,7 @@ pub fn call_return(ctx: RetProbeContext) -> u32 {
         flags,
         ret,
         out,
-        args: state.args,
+        args,
         caller: state.caller,
     };
     if cookie.str_arg != 0 {

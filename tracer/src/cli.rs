@@ -59,9 +59,10 @@ pub enum Command {
 #[derive(Clone, Debug, Args)]
 pub struct TraceArgs {
     /// Function groups to trace: launch, memory, memcpy, sync, graph, module, memset, vmm,
-    /// hostmem, nccl, all;
-    /// `exported` adds every other exported function of the CUDA libraries, name-only.
-    #[arg(long, default_value = "all", env = "TRACE_FUNCTIONS")]
+    /// hostmem, nccl, stream, device, highrate; `default` is every group but highrate,
+    /// `all` every group; `exported` adds every other exported function of the CUDA
+    /// libraries, name-only.
+    #[arg(long, default_value = "default", env = "TRACE_FUNCTIONS")]
     pub functions: Selection,
     /// Seconds between trace file rotations.
     #[arg(long = "rotate-secs", default_value_t = 60, env = "TRACE_INTERVAL", value_parser = clap::value_parser!(u64).range(1..=MAX_ROTATE_SECS))]

@@ -6,7 +6,7 @@ use super::Layer::*;
 use super::Role::*;
 use super::{a, deref, f, stack, string, ArgSpec, FuncSpec};
 
-const NONE: &[ArgSpec] = &[];
+pub(super) const NONE: &[ArgSpec] = &[];
 const INIT: &[ArgSpec] = &[a("flags", U32, 0)];
 const PROC_ADDR: &[ArgSpec] = &[a("symbol", Str, 0), a("version", U32, 2), a("flags", U64, 3)];
 const ALLOC: &[ArgSpec] = &[a("bytes", U64, 1), a("dptr", Out, 0)];
@@ -22,7 +22,7 @@ const HTOD_ASYNC: &[ArgSpec] =
     &[a("dst", Hex, 0), a("src", Hex, 1), a("bytes", U64, 2), a("kind", Const("HtoD"), 0), a("stream", Hex, 3)];
 const DTOH_ASYNC: &[ArgSpec] =
     &[a("dst", Hex, 0), a("src", Hex, 1), a("bytes", U64, 2), a("kind", Const("DtoH"), 0), a("stream", Hex, 3)];
-const CU_LAUNCH: &[ArgSpec] =
+pub(super) const CU_LAUNCH: &[ArgSpec] =
     &[a("f", Hex, 0), a("grid", Dim3Words, 1), a("block", Dim3Words, 4), a("shared_mem", U32, 7), a("stream", Hex, 8)];
 // CUlaunchConfig copied into words 6..: gridDimX..Z, blockDimX..Z,
 // sharedMemBytes as 32-bit fields 12..18, hStream at byte 32 (word 10).
@@ -36,17 +36,17 @@ const CU_LAUNCH_EX: &[ArgSpec] = &[
 const MODULE_GET_FUNCTION: &[ArgSpec] = &[a("module", Hex, 1), a("name", Str, 0), a("f", Out, 0)];
 const LIBRARY_GET_KERNEL: &[ArgSpec] = &[a("library", Hex, 1), a("name", Str, 0), a("kernel", Out, 0)];
 const KERNEL_GET_FUNCTION: &[ArgSpec] = &[a("kernel", Hex, 1), a("f", Out, 0)];
-const STREAM: &[ArgSpec] = &[a("stream", Hex, 0)];
+pub(super) const STREAM: &[ArgSpec] = &[a("stream", Hex, 0)];
 const EVENT_RECORD: &[ArgSpec] = &[a("event", Hex, 0), a("stream", Hex, 1)];
-const EVENT: &[ArgSpec] = &[a("event", Hex, 0)];
+pub(super) const EVENT: &[ArgSpec] = &[a("event", Hex, 0)];
 const BEGIN_CAPTURE: &[ArgSpec] = &[a("stream", Hex, 0), a("mode", U32, 1)];
 const END_CAPTURE: &[ArgSpec] = &[a("stream", Hex, 0), a("graph", Out, 1)];
 const INSTANTIATE: &[ArgSpec] = &[a("graph", Hex, 1), a("exec", Out, 0), a("flags", U64, 2)];
-const GRAPH_LAUNCH: &[ArgSpec] = &[a("exec", Hex, 0), a("stream", Hex, 1)];
+pub(super) const GRAPH_LAUNCH: &[ArgSpec] = &[a("exec", Hex, 0), a("stream", Hex, 1)];
 const MEMCPY: &[ArgSpec] = &[a("dst", Hex, 0), a("src", Hex, 1), a("bytes", U64, 2), a("kind", MemcpyKind, 3)];
 const MEMCPY_ASYNC: &[ArgSpec] =
     &[a("dst", Hex, 0), a("src", Hex, 1), a("bytes", U64, 2), a("kind", MemcpyKind, 3), a("stream", Hex, 4)];
-const CUDA_LAUNCH: &[ArgSpec] =
+pub(super) const CUDA_LAUNCH: &[ArgSpec] =
     &[a("func", Hex, 0), a("grid", Dim3Regs, 1), a("block", Dim3Regs, 3), a("shared_mem", U64, 6), a("stream", Hex, 7)];
 // cudaLaunchConfig_t copied into words 6..: gridDim, blockDim as 32-bit
 // fields 12..17, dynamicSmemBytes at byte 24 (word 9), stream at byte 32.

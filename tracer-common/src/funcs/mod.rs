@@ -53,10 +53,16 @@ pub enum Group {
     Exported,
     /// NCCL collectives, point-to-point, groups and communicators.
     Nccl,
+    /// Stream and event lifetimes, waits and queries.
+    Stream,
+    /// Devices and contexts: create, retain, make current, count, memory info.
+    Device,
+    /// State PyTorch reads around every operation: off unless named.
+    HighRate,
 }
 
 impl Group {
-    pub const ALL: [Group; 10] = [
+    pub const ALL: [Group; 13] = [
         Group::Launch,
         Group::Memory,
         Group::Memcpy,
@@ -67,7 +73,15 @@ impl Group {
         Group::Vmm,
         Group::HostMem,
         Group::Nccl,
+        Group::Stream,
+        Group::Device,
+        Group::HighRate,
     ];
+
+    /// Whether `--functions` selects it unnamed (README "Function groups" says why `highrate` is not).
+    pub const fn on_by_default(self) -> bool {
+        !matches!(self, Group::HighRate)
+    }
 
     pub const fn name(self) -> &'static str {
         match self {
@@ -82,6 +96,9 @@ impl Group {
             Group::HostMem => "hostmem",
             Group::Exported => "exported",
             Group::Nccl => "nccl",
+            Group::Stream => "stream",
+            Group::Device => "device",
+            Group::HighRate => "highrate",
         }
     }
 }
@@ -151,6 +168,39 @@ pub enum Role {
     CommInit,
     /// Destroys or aborts an NCCL communicator.
     CommEnd,
+    // Streams and events: a create's handle comes back through the
+    // out-pointer; a wait is on the device (the host goes on); a query
+    // asks whether the work is done without waiting.
+    StreamCreate,
+    StreamDestroy,
+    EventCreate,
+    EventDestroy,
+    StreamWaitEvent,
+    Query,
+    EventElapsed,
+    /// Queues a host function on a stream.
+    HostFunc,
+    // Graph maintenance: update an executable graph in place, upload it
+    // ahead of its launch, destroy either kind, read a stream's capture status.
+    GraphUpdate,
+    GraphUpload,
+    GraphDestroy,
+    GraphExecDestroy,
+    CaptureQuery,
+    /// Loads a module or library (handle through the out-pointer; the file
+    /// name or the image says which): its kernels' launches are attributed to it.
+    ModuleLoad,
+    ModuleUnload,
+    // Devices and contexts: create or retain (handle through the
+    // out-pointer), destroy or release, make current, count, free/total memory.
+    ContextCreate,
+    ContextRelease,
+    SetCurrent,
+    DeviceCount,
+    MemInfo,
+    /// Reads state PyTorch reads around every operation (current device or
+    /// context, last error, capture status): the `highrate` group.
+    StateRead,
     /// Nothing the analyses look at (driver setup: `cuInit`, `cuGetProcAddress`).
     /// Kept last: the tests check that [`Role::ALL`] lists every role.
     Other,
@@ -158,7 +208,7 @@ pub enum Role {
 
 impl Role {
     /// Every role, in declaration order.
-    pub const ALL: [Role; 25] = [
+    pub const ALL: [Role; 46] = [
         Role::Alloc,
         Role::Free,
         Role::Launch,
@@ -183,6 +233,27 @@ impl Role {
         Role::NcclGroup,
         Role::CommInit,
         Role::CommEnd,
+        Role::StreamCreate,
+        Role::StreamDestroy,
+        Role::EventCreate,
+        Role::EventDestroy,
+        Role::StreamWaitEvent,
+        Role::Query,
+        Role::EventElapsed,
+        Role::HostFunc,
+        Role::GraphUpdate,
+        Role::GraphUpload,
+        Role::GraphDestroy,
+        Role::GraphExecDestroy,
+        Role::CaptureQuery,
+        Role::ModuleLoad,
+        Role::ModuleUnload,
+        Role::ContextCreate,
+        Role::ContextRelease,
+        Role::SetCurrent,
+        Role::DeviceCount,
+        Role::MemInfo,
+        Role::StateRead,
         Role::Other,
     ];
 
@@ -200,6 +271,24 @@ impl Role {
             Role::VirtualMemory | Role::Map | Role::Unmap => Group::Vmm,
             Role::HostAlloc | Role::HostFree => Group::HostMem,
             Role::Collective | Role::P2p | Role::NcclGroup | Role::CommInit | Role::CommEnd => Group::Nccl,
+            Role::StreamCreate
+            | Role::StreamDestroy
+            | Role::EventCreate
+            | Role::EventDestroy
+            | Role::StreamWaitEvent
+            | Role::Query
+            | Role::EventElapsed => Group::Stream,
+            Role::HostFunc => Group::Launch,
+            Role::GraphUpdate
+            | Role::GraphUpload
+            | Role::GraphDestroy
+            | Role::GraphExecDestroy
+            | Role::CaptureQuery => Group::Graph,
+            Role::ModuleLoad | Role::ModuleUnload => Group::Module,
+            Role::ContextCreate | Role::ContextRelease | Role::SetCurrent | Role::DeviceCount | Role::MemInfo => {
+                Group::Device
+            }
+            Role::StateRead => Group::HighRate,
         }
     }
 }
@@ -243,7 +332,26 @@ pub enum Fmt {
     /// The `int` read through an out-pointer at return (the low 32 bits of
     /// the word read); absent when the call failed.
     OutI32,
+    /// Low 32 bits of the word as a signed `int` (device ordinals, priorities).
+    I32,
+    /// Like [`Fmt::Out`], as an unsigned integer, a `float`.
+    OutU64,
+    OutF32,
+    /// Read through the second out-pointer into [`crate::abi::OUT2_WORD`]; like `OutU64`.
+    Out2U64,
+    /// The size a module image's fatbin header (copied from `deref_arg`) says; absent when unknown.
+    ImageBytes,
 }
+
+impl Fmt {
+    /// Whether the value is read at return and so only shown for a call
+    /// that succeeded.
+    pub const fn is_out(self) -> bool {
+        matches!(self, Fmt::Out | Fmt::OutI32 | Fmt::OutU64 | Fmt::OutF32 | Fmt::Out2U64)
+    }
+}
+
+pub use exec::image_bytes;
 
 /// One named argument in a trace line's `args`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -272,6 +380,10 @@ pub struct FuncSpec {
     pub str_arg: u8,
     /// The word of the `deref_arg` struct where the copy starts.
     pub deref_at: u8,
+    /// 1-based index of a second out-pointer argument read at return into
+    /// word [`crate::abi::OUT2_WORD`]; 0 = none. Only for functions whose
+    /// stack-word slots are free (no `stack`, no `deref_arg`).
+    pub out2_arg: u8,
     pub args: &'static [ArgSpec],
     /// The runtime major version (`libcudart.so.12`: 12) whose signature
     /// this row decodes; `None`: every version. CUDA 13 folded the runtime's
@@ -290,6 +402,7 @@ impl FuncSpec {
             deref_arg: self.deref_arg,
             str_arg: self.str_arg,
             deref_at: self.deref_at,
+            out2_arg: self.out2_arg,
         }
     }
 
@@ -325,6 +438,7 @@ pub(super) const fn f(name: &'static str, layer: Layer, role: Role, out_arg: u8,
         deref_arg: 0,
         str_arg: 0,
         deref_at: 0,
+        out2_arg: 0,
         args,
         runtime_major: None,
     }
@@ -333,6 +447,11 @@ pub(super) const fn f(name: &'static str, layer: Layer, role: Role, out_arg: u8,
 /// The row applies only to runtime libraries of major version `major`.
 pub(super) const fn only_major(major: u8, spec: FuncSpec) -> FuncSpec {
     FuncSpec { runtime_major: Some(major), ..spec }
+}
+
+/// Reads a second out-pointer, argument `arg` (1-based), at return.
+pub(super) const fn out2(arg: u8, spec: FuncSpec) -> FuncSpec {
+    FuncSpec { out2_arg: arg, ..spec }
 }
 
 /// Reads the struct that argument `arg` (1-based) points to at entry.
@@ -470,6 +589,9 @@ mod tests {
     /// steps/graphs/memory): every function's role must say the same.
     fn role_by_name_rules(f: &FuncSpec) -> Role {
         let n = f.name;
+        if let Some(role) = exec::role_by_name(n) {
+            return role;
+        }
         match f.group {
             Group::Memory if f.out_arg != 0 => Role::Alloc,
             Group::Memory => Role::Free,

@@ -14,10 +14,6 @@ use super::{a, f, only_major, ArgSpec, FuncSpec};
 
 // cuCtxCreate[_v2](CUcontext *pctx, unsigned int flags, CUdevice dev)
 const CTX_CREATE_V2: &[ArgSpec] = &[a("ctx", Out, 0), a("flags", U32, 1), a("device", U32, 2)];
-// cuCtxCreate_v3(CUcontext *pctx, CUexecAffinityParam *params, int numParams, unsigned int flags, CUdevice dev)
-const CTX_CREATE_V3: &[ArgSpec] = &[a("ctx", Out, 0), a("flags", U32, 3), a("device", U32, 4)];
-// cuCtxCreate_v4(CUcontext *pctx, CUctxCreateParams *params, unsigned int flags, CUdevice dev)
-const CTX_CREATE_V4: &[ArgSpec] = &[a("ctx", Out, 0), a("flags", U32, 2), a("device", U32, 3)];
 // cuMemAdvise(ptr, count, advice, CUdevice device) and cudaMemAdvise of
 // CUDA 12 (…, int device).
 const ADVISE_DEVICE: &[ArgSpec] = &[a("dptr", Hex, 0), a("bytes", U64, 1), a("advice", U32, 2), a("device", U32, 3)];
@@ -36,23 +32,17 @@ const ADVISE_LOCATION: &[ArgSpec] = &[
 const CAPTURE_INFO: &[ArgSpec] = &[a("stream", Hex, 0), a("id", Out, 0)];
 
 const fn capture_info(name: &'static str, layer: super::Layer) -> FuncSpec {
-    f(name, layer, Other, 3, CAPTURE_INFO)
+    f(name, layer, CaptureQuery, 3, CAPTURE_INFO)
 }
 
 pub(super) const ROWS: &[FuncSpec] = &[
-    // Driver: each versioned name has one signature.
-    f("cuCtxCreate", Driver, Other, 1, CTX_CREATE_V2),
-    f("cuCtxCreate_v2", Driver, Other, 1, CTX_CREATE_V2),
-    f("cuCtxCreate_v3", Driver, Other, 1, CTX_CREATE_V3),
-    f("cuCtxCreate_v4", Driver, Other, 1, CTX_CREATE_V4),
+    // Driver: each versioned name has one signature (`cuCtxCreate_v2`…`_v4`
+    // and `cuStreamGetCaptureInfo_v2/_v3` are rows of exec.rs).
+    f("cuCtxCreate", Driver, ContextCreate, 1, CTX_CREATE_V2),
     f("cuMemAdvise", Driver, Other, 0, ADVISE_DEVICE),
     f("cuMemAdvise_v2", Driver, Other, 0, ADVISE_LOCATION),
     capture_info("cuStreamGetCaptureInfo", Driver),
     capture_info("cuStreamGetCaptureInfo_ptsz", Driver),
-    capture_info("cuStreamGetCaptureInfo_v2", Driver),
-    capture_info("cuStreamGetCaptureInfo_v2_ptsz", Driver),
-    capture_info("cuStreamGetCaptureInfo_v3", Driver),
-    capture_info("cuStreamGetCaptureInfo_v3_ptsz", Driver),
     // Runtime 12: the base names keep their first signature; the `_vN`
     // names (gone in 13) carry the new ones.
     only_major(12, f("cudaMemAdvise", Runtime, Other, 0, ADVISE_DEVICE)),

@@ -1,6 +1,7 @@
 //! What one record does not carry by itself: the kernel name behind a launch
-//! handle or stub, the size a free released, the error's name and the file
-//! the call came from (its `caller`, on every line: see README). Kept per
+//! handle or stub, the module it was loaded from, the size a free released,
+//! the error's name and the file the call came from (its `caller`, on every
+//! line: see README). Kept per
 //! process for the whole session, so a name looked up long before a launch
 //! (or in an earlier file) still names it. The name tables are LRUs with a
 //! fixed size: a process making up handles cannot grow them without bound.
@@ -20,12 +21,17 @@ use crate::daemon::ingest::kernel_names::{capacity, demangle, StubResolver};
 
 /// Kernel handles named per process (real programs have thousands).
 const MAX_HANDLES: usize = 64 * 1024;
+/// Loaded modules and libraries named per process.
+const MAX_MODULES: usize = 4 * 1024;
 /// Distinct runtime kernel names kept in their JSON form.
 const MAX_STUB_NAMES: usize = 16 * 1024;
 
 struct ProcState {
     /// CUfunction / CUkernel handle -> demangled name.
     handles: LruCache<u64, JsonStr>,
+    /// CUmodule / CUlibrary handle, then CUfunction / CUkernel handle -> the module's name.
+    modules: LruCache<u64, JsonStr>,
+    kernel_modules: LruCache<u64, JsonStr>,
     /// Live allocations per layer: device pointer -> bytes.
     allocs: [HashMap<u64, u64>; Layer::ALL.len()],
     /// Live pinned host memory per layer: host pointer -> bytes.
@@ -34,7 +40,13 @@ struct ProcState {
 
 impl Default for ProcState {
     fn default() -> Self {
-        Self { handles: LruCache::new(capacity(MAX_HANDLES)), allocs: Default::default(), pinned: Default::default() }
+        Self {
+            handles: LruCache::new(capacity(MAX_HANDLES)),
+            modules: LruCache::new(capacity(MAX_MODULES)),
+            kernel_modules: LruCache::new(capacity(MAX_HANDLES)),
+            allocs: Default::default(),
+            pinned: Default::default(),
+        }
     }
 }
 
@@ -91,6 +103,21 @@ fn launch_handle(spec: &FuncSpec, ev: &CallEvent) -> u64 {
     spec.args.first().and_then(|handle| ev.args.get(usize::from(handle.word))).copied().unwrap_or_default()
 }
 
+/// How launches name a loaded module: the file's name for a load from a
+/// file, else `data@0x…` with the image's size when its header says it.
+fn module_name(spec: &FuncSpec, ev: &CallEvent, name: Option<&[u8]>) -> String {
+    if let Some(path) = name.filter(|_| spec.str_arg != 0) {
+        let path = String::from_utf8_lossy(path);
+        return path.rsplit('/').next().unwrap_or_default().to_string();
+    }
+    let image = ev.args.get(usize::from(spec.deref_arg.saturating_sub(1))).copied().unwrap_or_default();
+    let header = ev.args.get(tracer_common::abi::REG_ARGS..).unwrap_or_default();
+    match funcs::image_bytes(header).filter(|_| ev.flags & call_flags::STACK_UNREAD == 0) {
+        Some(bytes) => format!("data@{image:#x} ({bytes} bytes)"),
+        None => format!("data@{image:#x}"),
+    }
+}
+
 impl Annotator {
     /// Updates the tables with `ev` and returns what its line should add.
     pub fn observe(&mut self, ev: &CallEvent, name: Option<&[u8]>) -> Annotations {
@@ -110,6 +137,9 @@ impl Annotator {
                 if let (true, Some(handle), Some(name)) = (ok, out, name) {
                     let raw = String::from_utf8_lossy(name);
                     proc.handles.put(handle, JsonStr::new(&demangle(&raw)));
+                    if let Some(module) = proc.modules.get(&ev.args[1]).cloned() {
+                        proc.kernel_modules.put(handle, module);
+                    }
                 }
             }
             // A function handle from a kernel handle (`cuKernelGetFunction`).
@@ -118,10 +148,22 @@ impl Annotator {
                     if let Some(n) = proc.handles.get(&ev.args[1]).cloned() {
                         proc.handles.put(f, n);
                     }
+                    if let Some(module) = proc.kernel_modules.get(&ev.args[1]).cloned() {
+                        proc.kernel_modules.put(f, module);
+                    }
                 }
+            }
+            Role::ModuleLoad => {
+                if let (true, Some(handle)) = (ok, out) {
+                    proc.modules.put(handle, JsonStr::new(&module_name(spec, ev, name)));
+                }
+            }
+            Role::ModuleUnload if ok => {
+                proc.modules.pop(&ev.args[0]);
             }
             Role::Launch => {
                 let handle = launch_handle(spec, ev);
+                ann.module = proc.kernel_modules.get(&handle).cloned();
                 ann.kernel = proc.handles.get(&handle).cloned();
                 if ann.kernel.is_none() && spec.layer == Layer::Runtime {
                     ann.kernel = self
@@ -186,6 +228,27 @@ mod tests {
         a.observe(&ev("cuKernelGetFunction", &[0x10, 0x6000], Some(0x6010), 0), None);
         let ann = a.observe(&ev("cuLaunchKernelEx", &[0x30, 0x6010], None, 0), None);
         assert_eq!(ann.kernel, Some(JsonStr::new("lib_kernel")));
+    }
+
+    #[test]
+    fn launches_name_the_module_their_kernel_came_from() {
+        let mut a = Annotator::default();
+        a.observe(&ev("cuModuleLoad", &[0x10, 0x20], Some(0x7000), 0), Some(b"/opt/kernels/gemm.cubin"));
+        a.observe(&ev("cuModuleGetFunction", &[0x10, 0x7000, 0x30], Some(0x5010), 0), Some(b"gemm"));
+        let launch = a.observe(&ev("cuLaunchKernel", &[0x5010], None, 0), None);
+        assert_eq!(launch.module, Some(JsonStr::new("gemm.cubin")));
+        // A fatbin image: its header says its size; the library path goes through a kernel handle.
+        let mut load = ev("cuLibraryLoadData", &[0x10, 0x9000], Some(0x8000), 0);
+        load.args[6] = 0xba55_ed50 | (16 << 48);
+        load.args[7] = 4080;
+        a.observe(&load, None);
+        a.observe(&ev("cuLibraryGetKernel", &[0x10, 0x8000, 0x20], Some(0x6000), 0), Some(b"k"));
+        a.observe(&ev("cuKernelGetFunction", &[0x10, 0x6000], Some(0x6010), 0), None);
+        let launch = a.observe(&ev("cuLaunchCooperativeKernel", &[0x6010], None, 0), None);
+        assert_eq!(launch.module, Some(JsonStr::new("data@0x9000 (4096 bytes)")));
+        // A handle from no load we saw names no module.
+        a.observe(&ev("cuModuleGetFunction", &[0x10, 0x4000, 0x30], Some(0x5020), 0), Some(b"other"));
+        assert_eq!(a.observe(&ev("cuLaunchKernel", &[0x5020], None, 0), None).module, None);
     }
 
     #[test]

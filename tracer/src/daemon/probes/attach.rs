@@ -89,6 +89,11 @@ impl Selection {
         Self { groups: Group::ALL.to_vec(), name_only: false }
     }
 
+    /// Every group that is on by default (`highrate` is not).
+    pub fn default_groups() -> Self {
+        Self { groups: Group::ALL.into_iter().filter(|g| g.on_by_default()).collect(), name_only: false }
+    }
+
     pub fn contains(&self, spec: &FuncSpec) -> bool {
         self.groups.contains(&spec.group)
     }
@@ -122,12 +127,19 @@ impl std::str::FromStr for Selection {
                 name_only = true;
                 continue;
             }
-            let g = Group::ALL.iter().find(|g| g.name() == word).ok_or_else(|| {
-                let names: Vec<_> = Group::ALL.iter().map(|g| g.name()).collect();
-                format!("unknown function group `{word}`; choose from {}, all, exported", names.join(", "))
-            })?;
-            if !groups.contains(g) {
-                groups.push(*g);
+            let named = if word == "default" {
+                Self::default_groups().groups
+            } else {
+                let g = Group::ALL.iter().find(|g| g.name() == word).ok_or_else(|| {
+                    let names: Vec<_> = Group::ALL.iter().map(|g| g.name()).collect();
+                    format!("unknown function group `{word}`; choose from {}, default, all, exported", names.join(", "))
+                })?;
+                vec![*g]
+            };
+            for g in named {
+                if !groups.contains(&g) {
+                    groups.push(g);
+                }
             }
         }
         if groups.is_empty() && name_only {
@@ -322,5 +334,17 @@ mod tests {
         let nccl = funcs::by_name("ncclAllReduce").unwrap().1;
         assert!(Selection::all().contains(nccl) && "nccl".parse::<Selection>().unwrap().contains(nccl));
         assert!(!"launch".parse::<Selection>().unwrap().contains(nccl));
+    }
+
+    #[test]
+    fn the_default_leaves_out_only_the_high_rate_group() {
+        let default: Selection = "default".parse().unwrap();
+        assert_eq!(default, Selection::default_groups());
+        let named: Vec<_> = default.groups().collect();
+        assert!(!named.contains(&"highrate") && named.contains(&"launch") && named.contains(&"device"), "{named:?}");
+        assert_eq!(named.len() + 1, Group::ALL.len());
+        let with: Selection = "default,highrate".parse().unwrap();
+        assert_eq!(with.groups().count(), Group::ALL.len());
+        assert!("all".parse::<Selection>().unwrap().groups().any(|g| g == "highrate"));
     }
 }

@@ -49,6 +49,8 @@ pub mod arg {
     pub const FUNC: &[u8] = b"func";
     /// An NCCL communicator.
     pub const COMM: &[u8] = b"comm";
+    /// The module a launch's kernel came from (from the annotator).
+    pub const MODULE: &[u8] = b"module";
 }
 
 /// Opens a line, before `ts`.

@@ -20,8 +20,37 @@ const CALLER: &str = "libcublasLt.so.12";
 
 /// Argument names the readers do not keep; every other name in `FUNCS` must
 /// be one they decode, so a renamed argument fails this test.
-const IGNORED_ARGS: [&str; 10] =
-    ["src", "dst", "flags", "name", "version", "symbol", "pool", "module", "mode", "library"];
+const IGNORED_ARGS: [&str; 29] = [
+    "src",
+    "dst",
+    "flags",
+    "name",
+    "version",
+    "symbol",
+    "pool",
+    "module",
+    "mode",
+    "library",
+    "priority",
+    "start",
+    "end",
+    "ms",
+    "fn",
+    "user_data",
+    "sync_mode",
+    "status",
+    "image",
+    "image_bytes",
+    "num_options",
+    "code",
+    "fname",
+    "ctx",
+    "params",
+    "device",
+    "count",
+    "free",
+    "total",
+];
 /// Ignored as well: the arguments of the versioned rows (funcs/versioned.rs).
 const IGNORED_VERSIONED_ARGS: [&str; 6] = ["ctx", "device", "advice", "location_type", "location_id", "id"];
 /// The memory families' arguments no analysis reads (funcs/memory.rs).
@@ -84,6 +113,7 @@ fn annotations(spec: &FuncSpec, failed: bool) -> Annotations {
         freed_bytes: free.then_some(0xf4ee),
         error: failed.then_some(ERROR),
         caller: (!failed).then(|| JsonStr::new(CALLER)),
+        module: None,
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tracer_common::{
     abi::{call_flags, CallEvent},
-    funcs::{self, Fmt},
+    funcs::{self, image_bytes, ArgSpec, Fmt},
 };
 
 use super::{
@@ -38,6 +38,8 @@ pub struct Annotations {
     pub error: Option<&'static str>,
     /// Name of the file whose code made the call.
     pub caller: Option<JsonStr>,
+    /// The module a launch's kernel came from (`ModuleLoad`'s file name or image).
+    pub module: Option<JsonStr>,
 }
 
 /// Writes trace lines with `ts` relative to the session start.
@@ -86,8 +88,7 @@ impl LineFormatter {
         for arg in spec.args {
             let w = |i: u8| ev.args.get(i as usize).copied().unwrap_or(0);
             let word = w(arg.word);
-            let out_read = ret == 0 && ev.flags & call_flags::OUT_VALID != 0;
-            if matches!(arg.fmt, Fmt::Out | Fmt::OutI32) && !out_read || !nccl::has_value(arg.fmt, &w) {
+            if !shown(arg, ev) || !nccl::has_value(arg.fmt, &w) {
                 continue;
             }
             // Stack words or a struct the probe could not read: no value, not zeros.
@@ -118,6 +119,11 @@ impl LineFormatter {
                 Fmt::Product(n) => write_int(out, (arg.word..arg.word + n).map(w).fold(1u64, u64::saturating_mul)),
                 Fmt::OutI32 => write_int(out, ev.out as u32 as i32),
                 Fmt::NcclType | Fmt::NcclOp | Fmt::NcclBytes(_) => nccl::write(out, arg, &w),
+                Fmt::I32 => write_int(out, word as u32 as i32),
+                Fmt::OutU64 => write_int(out, ev.out),
+                Fmt::OutF32 => write_float(out, f32::from_bits(ev.out as u32)),
+                Fmt::Out2U64 => write_int(out, word),
+                Fmt::ImageBytes => write_int(out, image_bytes(struct_words(arg, ev)).unwrap_or(0)),
             }
         }
         if let Some(bytes) = ann.freed_bytes {
@@ -127,6 +133,10 @@ impl LineFormatter {
         if let Some(kernel) = &ann.kernel {
             write_key(out, &mut first, arg::KERNEL);
             out.extend_from_slice(kernel.0.as_bytes());
+        }
+        if let Some(module) = &ann.module {
+            write_key(out, &mut first, arg::MODULE);
+            out.extend_from_slice(module.0.as_bytes());
         }
         out.push(b'}');
         out.extend_from_slice(schema::END);
@@ -144,8 +154,10 @@ fn reads_copied_words(fmt: Fmt, word: u8) -> bool {
         Fmt::Dim3Words => word + 2,
         Fmt::Product(n) => word + n.saturating_sub(1),
         Fmt::NcclBytes(datatype) => word.max(datatype),
-        Fmt::Out | Fmt::OutI32 | Fmt::Const(_) | Fmt::Str => return false,
-        Fmt::U64 | Fmt::U32 | Fmt::Hex | Fmt::MemcpyKind | Fmt::NcclType | Fmt::NcclOp => word,
+        Fmt::Out | Fmt::OutI32 | Fmt::OutU64 | Fmt::OutF32 | Fmt::Out2U64 | Fmt::Const(_) | Fmt::Str => return false,
+        Fmt::U64 | Fmt::U32 | Fmt::I32 | Fmt::Hex | Fmt::MemcpyKind | Fmt::NcclType | Fmt::NcclOp | Fmt::ImageBytes => {
+            word
+        }
     };
     usize::from(last) >= tracer_common::abi::REG_ARGS
 }
@@ -178,6 +190,32 @@ mod nccl {
             Some(name) => super::write_str(out, name),
             None => super::write_int(out, word as u32),
         }
+    }
+}
+
+/// Whether an argument has a value to show: one read at return only when
+/// the call succeeded and the read did, an image size only when known.
+fn shown(arg: &ArgSpec, ev: &CallEvent) -> bool {
+    let ok = ev.ret as u32 == 0;
+    match arg.fmt {
+        Fmt::Out2U64 => ok && ev.flags & call_flags::OUT2_VALID != 0,
+        f if f.is_out() => ok && ev.flags & call_flags::OUT_VALID != 0,
+        Fmt::ImageBytes => ev.flags & call_flags::STACK_UNREAD == 0 && image_bytes(struct_words(arg, ev)).is_some(),
+        _ => true,
+    }
+}
+
+/// The struct words the probe copied, from the argument's word on.
+fn struct_words<'a>(arg: &ArgSpec, ev: &'a CallEvent) -> &'a [u64] {
+    ev.args.get(usize::from(arg.word)..).unwrap_or_default()
+}
+
+/// A float as a JSON number (`null` when it is not finite).
+fn write_float(out: &mut Vec<u8>, v: f32) {
+    if v.is_finite() {
+        out.extend_from_slice(f64::from(v).to_string().as_bytes());
+    } else {
+        out.extend_from_slice(b"null");
     }
 }
 
@@ -330,6 +368,29 @@ mod tests {
     }
 
     #[test]
+    fn typed_outs_a_second_out_and_image_sizes() {
+        let mut ev = event("cuEventElapsedTime", &[0x7ffd_0000, 0x10, 0x20]);
+        ev.out = u64::from(2.5f32.to_bits()) | 0xdead_0000_0000_0000;
+        ev.flags = call_flags::OUT_VALID;
+        assert_eq!(line(&ev)["args"], json!({"start":"0x10","end":"0x20","ms":2.5}));
+        let mut ev = event("cuMemGetInfo_v2", &[0x7ffd_0000, 0x7ffd_0008]);
+        (ev.out, ev.flags) = (4096, call_flags::OUT_VALID);
+        ev.args[tracer_common::abi::OUT2_WORD] = 8192;
+        assert_eq!(line(&ev)["args"], json!({"free":4096}), "no total unless it was read");
+        ev.flags |= call_flags::OUT2_VALID;
+        assert_eq!(line(&ev)["args"], json!({"free":4096,"total":8192}));
+        let mut ev = event("cuStreamCreateWithPriority", &[0x7ffd_0000, 1, u64::from((-3i32) as u32)]);
+        (ev.out, ev.flags) = (0x9000, call_flags::OUT_VALID);
+        assert_eq!(line(&ev)["args"], json!({"stream":"0x9000","flags":1,"priority":-3}));
+        let mut ev = event("cuModuleLoadData", &[0x7ffd_0000, 0x5000]);
+        ev.args[6] = 0xba55_ed50 | (16 << 48);
+        ev.args[7] = 4080;
+        assert_eq!(line(&ev)["args"], json!({"image":"0x5000","image_bytes":4096}));
+        ev.flags = call_flags::STACK_UNREAD;
+        assert_eq!(line(&ev)["args"], json!({"image":"0x5000"}), "the header could not be read");
+    }
+
+    #[test]
     fn memcpy_kind_and_negative_ts() {
         let mut ev = event("cudaMemcpy", &[0x10, 0x20, 64, 2]);
         ev.entry_ns = 999_000_000;
@@ -354,6 +415,7 @@ mod tests {
             error: Some("CUDA_ERROR_INVALID_HANDLE"),
             freed_bytes: None,
             caller: Some(JsonStr::new("libcublasLt.so.12")),
+            module: Some(JsonStr::new("gemm.cubin")),
         };
         let mut out = Vec::new();
         LineFormatter { start_ns: 1_000_000_000 }.write_call(&mut out, &ev, None, &ann);
@@ -363,7 +425,7 @@ mod tests {
         assert_eq!(
             v["args"],
             json!({"f":"0x5020","grid":[32,2,1],"block":[128,1,1],"shared_mem":4096,"stream":"0x2100",
-                   "kernel":"gemm<128>(float const*)"})
+                   "kernel":"gemm<128>(float const*)","module":"gemm.cubin"})
         );
     }
 
