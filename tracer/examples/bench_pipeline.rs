@@ -232,7 +232,7 @@ mod tests {
         for r in records().iter().take(16) {
             pipeline.handle(r);
         }
-        let f = pipeline.rotate().unwrap();
+        let f = pipeline.rotate().into_iter().next().unwrap();
         let text = std::fs::read_to_string(dir.path().join(&f.name)).unwrap();
         let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines.len(), 17);
