@@ -35,7 +35,7 @@ pub enum ParquetWriteError {
 /// Rows per row group: a file within one group is sorted as a whole; a
 /// longer one is sorted within each group (calls arrive by their end, so
 /// only calls that outlast a group's span cross it).
-pub const ROW_GROUP_ROWS: usize = 64 * 1024;
+pub const ROW_GROUP_ROWS: usize = 32 * 1024;
 
 /// The zstd level: 3 is zstd's own default, fast enough for the daemon.
 const ZSTD_LEVEL: i32 = 3;
