@@ -2,7 +2,8 @@
 //! predicates that recognise them: the sink, the KV scraper, the disk budget,
 //! delivery and the readers all ask here, so they cannot disagree.
 //!
-//! A session directory holds `trace_<seq>_<utc>.jsonl` files,
+//! A session directory holds `trace_<seq>_<utc>.jsonl` files (and/or their
+//! Parquet twins `trace_<seq>_<utc>.parquet`, `--format`),
 //! `kv_cache_usage_<seq>.csv` and `kv_cache_evictions_<seq>.csv` chunks and
 //! `metadata.json`. A file being
 //! written has the hidden name `.<name>.partial` and is renamed to `<name>`
