@@ -1,14 +1,19 @@
 //! Parquet beside JSONL (issue 19): a session recorded with `--format both`
 //! gives the same report from its JSONL and from its Parquet files; a
 //! truncated Parquet file is skipped and named; the DuckDB queries shipped
-//! in `analysis/fleet/duckdb/` give every number `report` gives.
+//! in `analysis/fleet/duckdb/` give every number `report` gives; uploaded
+//! into a real S3 server (SeaweedFS), the Parquet files land under the
+//! lake's Hive-style keys and read back through an S3 client give the same.
 
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output},
 };
 
-use cuda_tracer_tests::*;
+use cuda_tracer_tests::{
+    s3::{s3_flags, S3Server, SECRET_KEY},
+    *,
+};
 use serde_json::Value;
 
 fn report(input: &Path, out: &Path) -> Output {
@@ -138,4 +143,52 @@ fn the_shipped_duckdb_queries_give_every_number_report_gives() {
         &["calls", "bytes", "total_call_ms"],
     );
     assert!(n >= 2, "{copies:?}");
+}
+
+#[test]
+fn uploaded_parquet_lands_in_the_hive_partitions_and_reads_back_the_same() {
+    let _one_server = S3Server::lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let (session, truth) = (tmp.path().join("traces/session-a"), tmp.path().join("truth"));
+    // The tracer's downward-API names, as in a pod: the same in the rows and the keys.
+    let mut cmd = record_cmd(&session, &truth, &["--format", "both"], &[&workload(), "--iterations", "20"]);
+    let out = cmd.env("NODE_NAME", "node-1").env("POD_NAME", "pod-a").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let local = json_stdout(&report(&session, &tmp.path().join("r1")));
+    let server = S3Server::start();
+    server.create_bucket("traces");
+    let mut cmd = tracer_cmd();
+    cmd.arg("upload").arg(tmp.path().join("traces"));
+    s3_flags(&mut cmd, "traces", SECRET_KEY);
+    let out = cmd.env("POD_NAME", "pod-a").output().unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+
+    let lake = server.objects("traces", "test/parquet/");
+    assert_eq!(lake.len(), 1, "{:?}", lake.keys());
+    let key = lake.keys().next().unwrap();
+    let parts: Vec<&str> = key.split('/').collect();
+    assert_eq!(parts.len(), 7, "{key}");
+    assert!(parts[2].starts_with("date=20") && parts[2].len() == "date=2026-01-01".len(), "{key}");
+    assert!(parts[3].starts_with("hour=") && parts[3].len() == "hour=00".len(), "{key}");
+    assert_eq!(parts[4..], ["node=node-1", "pod=pod-a", "session-a-00001.parquet"], "{key}");
+    assert!(
+        server.objects("traces", "test/pod-a/session-a/").keys().any(|k| k.ends_with(".jsonl")),
+        "JSONL keys as before"
+    );
+
+    // The lake read back through the S3 client, under its keys.
+    let synced = tmp.path().join("synced");
+    for (key, bytes) in &lake {
+        let path = synced.join(key);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+    let from_lake = json_stdout(&report(&synced, &tmp.path().join("r2")));
+    assert_eq!(from_lake["functions"], local["functions"]);
+    assert_eq!(from_lake["memory"]["copies"], local["memory"]["copies"]);
+    let rows = duckdb(&synced, "fleet_top_kernels.sql");
+    assert!(rows.iter().all(|r| r["node"] == "node-1" && r["pod"] == "pod-a"), "{rows:?}");
+    let launches: u64 = rows.iter().map(|r| r["launches"].as_u64().unwrap()).sum();
+    let named: u64 = duckdb(&synced, "kernels.sql").iter().map(|r| r["launches"].as_u64().unwrap()).sum();
+    assert_eq!(launches, named);
 }
