@@ -24,6 +24,11 @@ pub mod col {
     pub const TID: &str = "tid";
     pub const LAYER: &str = "layer";
     pub const FUNCTION: &str = "function";
+    /// What the function does, from the FUNCS table: its role (lowercase:
+    /// `alloc`, `free`, `launch`, `copy`, …) and group (`launch`,
+    /// `memory`, …); null for a function the table lacks.
+    pub const ROLE: &str = "role";
+    pub const GROUP: &str = "group";
     pub const RET: &str = "ret";
     pub const ERROR: &str = "error";
     pub const CALLER: &str = "caller";
@@ -76,6 +81,7 @@ fn build() -> SchemaRef {
     ];
     fields.extend(i32s[..3].iter().map(|n| Field::new(*n, DataType::Int32, false)));
     fields.extend([col::LAYER, col::FUNCTION].map(|n| Field::new(n, dict(), false)));
+    fields.extend([col::ROLE, col::GROUP].map(|n| Field::new(n, dict(), true)));
     fields.extend([col::ERROR, col::CALLER, col::KERNEL].map(|n| Field::new(n, dict(), true)));
     fields.push(Field::new(col::BYTES, DataType::Int64, true));
     fields.push(Field::new(col::DIRECTION, dict(), true));
@@ -98,7 +104,7 @@ mod tests {
     fn every_column_once_in_order() {
         let schema = arrow_schema();
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-        assert_eq!(names.len(), 29);
+        assert_eq!(names.len(), 31);
         assert_eq!(&names[..4], [col::TIME, col::TS_NS, col::DUR_NS, col::PID]);
         assert_eq!(names.last(), Some(&col::SESSION));
         let mut unique = names.clone();

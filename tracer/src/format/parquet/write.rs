@@ -3,7 +3,11 @@
 //! open), zstd-compressed, names dictionary-encoded, the schema version and
 //! the session's start in the key-value metadata.
 
-use std::{fs::File, sync::Arc};
+use std::{
+    collections::HashMap,
+    fs::File,
+    sync::{Arc, LazyLock},
+};
 
 use ::parquet::{
     arrow::ArrowWriter,
@@ -108,6 +112,26 @@ impl ParquetFileWriter {
     }
 }
 
+/// Each role's name: its variant's, in lowercase (`Role::ALL` is in
+/// declaration order, so a role's index is its discriminant).
+static ROLE_NAMES: LazyLock<Vec<String>> =
+    LazyLock::new(|| tracer_common::funcs::Role::ALL.iter().map(|r| format!("{r:?}").to_ascii_lowercase()).collect());
+
+/// The role and group names of each function of `rows` (none for a
+/// function the FUNCS table lacks), looked up once per name.
+fn roles_and_groups(rows: &[Row]) -> (ArrayRef, ArrayRef) {
+    let mut seen: HashMap<&str, Option<(&'static str, &'static str)>> = HashMap::new();
+    let mut pairs = Vec::with_capacity(rows.len());
+    for r in rows {
+        let pair = *seen.entry(r.function.as_str()).or_insert_with(|| {
+            let (_, spec) = tracer_common::funcs::by_name(&r.function)?;
+            Some((ROLE_NAMES.get(spec.role as usize)?.as_str(), spec.group.name()))
+        });
+        pairs.push(pair);
+    }
+    (names(pairs.iter().map(|p| p.map(|p| p.0))), names(pairs.iter().map(|p| p.map(|p| p.1))))
+}
+
 /// A dictionary column of `values` (a name per row, or none).
 fn names<'a>(values: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
     let mut b = StringDictionaryBuilder::<Int32Type>::new();
@@ -130,6 +154,7 @@ fn batch(rows: &[Row], ctx: &FileContext) -> Result<RecordBatch, ParquetWriteErr
     let dim = |pick: fn(&Row) -> Option<[i32; 3]>, i: usize| i32s(rows.iter().map(move |r| pick(r).map(|d| d[i])));
     let json = |pick: fn(&Row) -> Option<&str>| -> ArrayRef { Arc::new(StringArray::from_iter(rows.iter().map(pick))) };
     let constant = |v: Option<&str>| names(std::iter::repeat_n(v, n));
+    let (roles, groups) = roles_and_groups(rows);
     let columns: Vec<ArrayRef> = vec![
         Arc::new(time.with_timezone("UTC")),
         i64s(rows.iter().map(|r| Some(r.ts_ns))),
@@ -139,6 +164,8 @@ fn batch(rows: &[Row], ctx: &FileContext) -> Result<RecordBatch, ParquetWriteErr
         i32s(rows.iter().map(|r| Some(r.ret))),
         names(rows.iter().map(|r| Some(r.layer.as_str()))),
         names(rows.iter().map(|r| Some(r.function.as_str()))),
+        roles,
+        groups,
         names(rows.iter().map(|r| r.error.as_deref())),
         names(rows.iter().map(|r| r.caller.as_deref())),
         names(rows.iter().map(|r| r.kernel.as_deref())),
