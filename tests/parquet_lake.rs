@@ -58,6 +58,18 @@ fn parquet_and_jsonl_give_the_same_report_and_a_truncated_file_is_named() {
     let from_parquet = json_stdout(&report(&parquet, &tmp.path().join("r2")));
     assert!(from_jsonl["inputs"]["calls"].as_u64().unwrap() > 100);
     assert_eq!(without_files(from_parquet.clone()), without_files(from_jsonl.clone()), "the same numbers from either");
+    let chrome = |input: &Path, name: &str| -> Value {
+        let out = tmp.path().join(name);
+        let status = tracer_cmd().args(["export", "chrome"]).arg(input).arg("-o").arg(&out).status().unwrap();
+        assert!(status.success(), "export chrome {}", input.display());
+        let mut export: Value = serde_json::from_slice(&std::fs::read(out).unwrap()).unwrap();
+        // Events come in file order: a Parquet file's is time order.
+        let mut events: Vec<String> = export["traceEvents"].as_array().unwrap().iter().map(Value::to_string).collect();
+        events.sort();
+        export["traceEvents"] = events.into();
+        export
+    };
+    assert_eq!(chrome(&parquet, "p.json"), chrome(&jsonl, "j.json"), "the same Chrome export from either");
     let both = json_stdout(&report(&trace, &tmp.path().join("r3")));
     assert_eq!(both["inputs"]["calls"], from_jsonl["inputs"]["calls"], "a JSONL twin wins: each call once");
 

@@ -235,7 +235,7 @@ fn count_bad(out: &mut ChunkOut, reason: LineError) {
 
 /// A trace file's bytes: mapped, or read for a `.partial` file, which its
 /// writer may still cut back (a mapping would then fault).
-enum FileBytes {
+pub(crate) enum FileBytes {
     Mapped(memmap2::Mmap),
     Read(Vec<u8>),
 }
@@ -251,7 +251,7 @@ impl std::ops::Deref for FileBytes {
 }
 
 /// The file's bytes, or `None` for an empty file (which cannot be mapped).
-fn map_file(path: &Path) -> Result<Option<FileBytes>, ReadError> {
+pub(crate) fn map_file(path: &Path) -> Result<Option<FileBytes>, ReadError> {
     let io = |source| ReadError::Io { path: path.to_path_buf(), source };
     let file = crate::format::open::open_session_file(path).map_err(io)?;
     let len = file.metadata().map_err(io)?.len();
