@@ -15,7 +15,7 @@ use arrow_array::{
 
 use super::{
     row::Row,
-    schema::{col, SCHEMA_VERSION, SCHEMA_VERSION_KEY},
+    schema::{col, SCHEMA_VERSION, SCHEMA_VERSION_KEY, START_UNIX_NS_KEY},
 };
 
 /// Why a Parquet file was not read.
@@ -63,6 +63,15 @@ pub fn read_as_lines(file: File) -> Result<Vec<u8>, ParquetReadError> {
         }
     }
     Ok(out)
+}
+
+/// The session's start (Unix ns) a file's metadata records: what puts a
+/// lake object, which has no `metadata.json` beside it, on the wall clock.
+pub fn start_unix_ns(file: File) -> Option<u128> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).ok()?;
+    let kv = builder.metadata().file_metadata().key_value_metadata()?;
+    let value = kv.iter().find(|e| e.key == START_UNIX_NS_KEY)?.value.as_deref()?;
+    value.parse().ok().filter(|&ns: &u128| ns > 0)
 }
 
 /// A string column, plain or dictionary-encoded.
@@ -186,6 +195,7 @@ mod tests {
         let mut want = values(LINES.as_bytes());
         want.reverse();
         assert_eq!(values(&lines), want);
+        assert_eq!(start_unix_ns(File::open(&path).unwrap()), Some(5), "the session's start, for alignment");
     }
 
     #[test]
