@@ -18,7 +18,14 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 use clap::Parser;
-use cuda_tracer::{daemon::ingest::pipeline::Pipeline, daemon::output::sink::JsonlSink, format::line::LineFormatter};
+use cuda_tracer::{
+    daemon::ingest::pipeline::Pipeline,
+    daemon::output::{
+        parquet_sink::{ParquetSink, TeeSink},
+        sink::{JsonlSink, Sink},
+    },
+    format::{line::LineFormatter, parquet::FileContext},
+};
 use tracer_common::{
     abi::{call_flags, kind, CallEvent, CallNameEvent, EventHeader, NameBuf, CALL_EVENT_SIZE, CALL_NAME_EVENT_SIZE},
     funcs,
@@ -33,12 +40,15 @@ struct Args {
     /// Directory for the trace files (removed again after the run).
     #[arg(long)]
     dir: PathBuf,
+    /// Trace file format: jsonl, parquet or both (the daemon's `--format`).
+    #[arg(long, default_value = "jsonl")]
+    format: String,
 }
 
 /// Prints the one line `cargo xtask bench` parses.
 fn main() -> Result<()> {
     let args = Args::parse();
-    println!("{}", run(args.events, &args.dir)?);
+    println!("{}", run(args.events, &args.dir, &args.format)?);
     Ok(())
 }
 
@@ -177,11 +187,22 @@ impl std::fmt::Display for BenchResult {
     }
 }
 
-/// Sends `events` synthetic records through a pipeline writing into `dir`.
-fn run(events: u64, dir: &Path) -> Result<BenchResult> {
+/// The sink of `format` (`jsonl`, `parquet` or `both`) writing into `dir`.
+fn sink(dir: &Path, format: &str, formatter: LineFormatter) -> Result<Box<dyn Sink>> {
+    let parquet = || ParquetSink::new(dir, formatter, FileContext { node: "bench".into(), ..Default::default() });
+    Ok(match format {
+        "jsonl" => Box::new(JsonlSink::new(dir, formatter)),
+        "parquet" => Box::new(parquet()),
+        "both" => Box::new(TeeSink { first: JsonlSink::new(dir, formatter), second: parquet() }),
+        other => bail!("--format {other}: expected jsonl, parquet or both"),
+    })
+}
+
+/// Sends `events` synthetic records through a pipeline writing `format` into `dir`.
+fn run(events: u64, dir: &Path, format: &str) -> Result<BenchResult> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let start_ns = 1_000_000_000;
-    let mut pipeline = Pipeline::new(Box::new(JsonlSink::new(dir, LineFormatter { start_ns })), None);
+    let mut pipeline = Pipeline::new(sink(dir, format, LineFormatter { start_ns })?, None);
     let mut records = records();
     // Warm-up outside the clock: the name lookups, and one pass that loads
     // this binary's symbol index for the runtime stubs.
@@ -192,6 +213,7 @@ fn run(events: u64, dir: &Path) -> Result<BenchResult> {
     }
     let mut closed = Vec::new();
     closed.extend(pipeline.rotate());
+    let warm_files = closed.len();
     let warm = pipeline.stats.calls();
     let entry_offset = std::mem::offset_of!(CallEvent, entry_ns);
     let count = records.len() as u64;
@@ -218,11 +240,11 @@ fn run(events: u64, dir: &Path) -> Result<BenchResult> {
             s.write_errors
         );
     }
-    let bytes = closed.iter().skip(1).map(|f| f.bytes).sum();
+    let bytes = closed.iter().skip(warm_files).map(|f| f.bytes).sum();
     for f in &closed {
         let _ = std::fs::remove_file(dir.join(&f.name));
     }
-    Ok(BenchResult { events, secs, bytes, files: closed.len() - 1 })
+    Ok(BenchResult { events, secs, bytes, files: closed.len() - warm_files })
 }
 
 #[cfg(test)]
@@ -230,9 +252,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn parquet_and_both_lose_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(run(40, dir.path(), "parquet").unwrap().files, 1);
+        assert_eq!(run(40, dir.path(), "both").unwrap().files, 2);
+        assert!(run(1, dir.path(), "xml").is_err());
+    }
+
+    #[test]
     fn synthetic_records_become_named_lines() {
         let dir = tempfile::tempdir().unwrap();
-        let result = run(40, dir.path()).unwrap();
+        let result = run(40, dir.path(), "jsonl").unwrap();
         assert_eq!((result.events, result.files), (40, 1));
         assert!(result.bytes > 40 * 100, "{result:?}");
         // The files are removed after the run; check a line by hand.
@@ -241,7 +271,7 @@ mod tests {
         for r in records().iter().take(16) {
             pipeline.handle(r);
         }
-        let f = pipeline.rotate().unwrap();
+        let f = pipeline.rotate().into_iter().next().unwrap();
         let text = std::fs::read_to_string(dir.path().join(&f.name)).unwrap();
         let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines.len(), 17);

@@ -10,7 +10,10 @@ use std::path::PathBuf;
 
 use clap::{builder::PossibleValue, Args, Parser, Subcommand, ValueEnum};
 
-use crate::daemon::{output::budget::DiskFullPolicy, probes::attach::Selection};
+use crate::daemon::{
+    output::{budget::DiskFullPolicy, parquet_sink::TraceFormat},
+    probes::attach::Selection,
+};
 
 #[derive(Debug, Parser)]
 #[command(name = "cuda-tracer", version, about = "eBPF tracer of CUDA driver and runtime calls")]
@@ -87,6 +90,9 @@ pub struct TraceArgs {
     /// *secret*, *password* flags and of such KEY=VALUE words are redacted).
     #[arg(long = "keep-cmdline-secrets", env = "KEEP_CMDLINE_SECRETS")]
     pub keep_cmdline_secrets: bool,
+    /// Trace file format: `jsonl` (the default), `parquet` or `both` (see docs/FLEET.md).
+    #[arg(long = "format", env = "TRACE_FORMAT", value_enum, default_value_t = TraceFormat::Jsonl)]
+    pub format: TraceFormat,
     /// Benchmarks: attach empty programs at the same points (records nothing).
     #[arg(long = "empty-probes", hide = true)]
     pub empty_probes: bool,
@@ -205,6 +211,20 @@ impl ValueEnum for DiskFullPolicy {
     }
 }
 
+impl ValueEnum for TraceFormat {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Self::Jsonl, Self::Parquet, Self::Both]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(match self {
+            Self::Jsonl => PossibleValue::new("jsonl").help("JSONL trace files (one call a line)"),
+            Self::Parquet => PossibleValue::new("parquet").help("Parquet trace files only"),
+            Self::Both => PossibleValue::new("both").help("JSONL and Parquet, rotated together"),
+        })
+    }
+}
+
 /// Where traces are uploaded. Credentials come from the standard AWS chain
 /// (env variables, web identity / IRSA, shared config, instance profile).
 #[derive(Clone, Debug, Args)]
@@ -254,6 +274,7 @@ impl S3Args {
             .iter()
             .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
             .unwrap_or_else(crate::format::metadata::hostname);
+        let k8s = crate::format::metadata::Kubernetes::from_env();
         let target = &self.target;
         Some(crate::daemon::output::upload::S3Config {
             // An empty S3_BUCKET (a blank ConfigMap value) means no bucket.
@@ -263,6 +284,8 @@ impl S3Args {
             region: target.region.clone(),
             path_style: target.path_style,
             source,
+            node: k8s.node.unwrap_or_else(crate::format::metadata::hostname),
+            pod: k8s.pod,
             multipart_bytes: self.multipart_bytes,
             timeout: std::time::Duration::from_secs(self.timeout_secs),
         })

@@ -89,6 +89,7 @@ fn config(dir: PathBuf, id: String, target: Target, t: &TraceArgs, budget_root: 
         per_probe_uprobes: t.per_probe_uprobes,
         kv_cache: None,
         redact_cmdlines: !t.keep_cmdline_secrets,
+        format: t.format,
         budget: t.max_local_bytes.map(|max_bytes| cuda_tracer::daemon::output::budget::DiskBudget {
             max_bytes,
             policy: t.on_disk_full,

@@ -190,6 +190,7 @@ fn test(cargo_args: &[String]) -> Result<()> {
             .env("CUDA_TRACER_WEED", paths::weed())
             .env("CUDA_TRACER_K8S_TOOLS", paths::k8s_tools())
             .env("CUDA_TRACER_PANDAS", paths::pandas())
+            .env("CUDA_TRACER_DUCKDB", paths::duckdb())
             .env("CUDA_TRACER_KUBE_APISERVER", paths::kube_apiserver())
             .env("CUDA_TRACER_ETCD", paths::etcd())
             .env("CUDA_TRACER_KUBECTL", paths::kubectl()),

@@ -71,6 +71,11 @@ pub fn pandas() -> PathBuf {
     cache_dir().join("pypi-pandas")
 }
 
+/// DuckDB from PyPI, for the Parquet lake's queries.
+pub fn duckdb() -> PathBuf {
+    cache_dir().join("pypi-duckdb")
+}
+
 /// kube-apiserver, built once per machine by `cargo xtask setup`.
 pub fn kube_apiserver() -> PathBuf {
     cache_dir().join("kube/kube-apiserver")

@@ -36,6 +36,7 @@ pub fn run() -> Result<()> {
     pypi_packages()?;
     k8s_tools()?;
     pandas()?;
+    duckdb()?;
     crate::setup_kube::run()?;
     crate::fuzz::install()?;
     println!(
@@ -240,6 +241,12 @@ fn k8s_tools() -> Result<()> {
 /// pandas snippets (`tests/seed_recipes.rs`); pinned with its numpy.
 fn pandas() -> Result<()> {
     pip_into(&paths::pandas(), &["pandas==2.2.3", "numpy==2.2.6"])
+}
+
+/// DuckDB, for the test that runs the shipped lake queries
+/// (`analysis/fleet/duckdb/`) over Parquet the daemon wrote (`tests/parquet_lake.rs`).
+fn duckdb() -> Result<()> {
+    pip_into(&paths::duckdb(), &["duckdb==1.5.6"])
 }
 
 /// One pip run of `packages` (with their dependencies) into a directory of

@@ -6,7 +6,10 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use regex::Regex;
 
 use crate::daemon::{
-    output::{budget::DiskBudget, kv_scrape::KvCacheConfig, step_window::StepWindowConfig, upload::S3Config},
+    output::{
+        budget::DiskBudget, kv_scrape::KvCacheConfig, parquet_sink::TraceFormat, step_window::StepWindowConfig,
+        upload::S3Config,
+    },
     probes::attach::Selection,
 };
 
@@ -54,6 +57,8 @@ pub struct SessionConfig {
     pub kv_cache: Option<KvCacheConfig>,
     /// Store command lines with secret values redacted (see [`crate::secrets::redact_argv`]).
     pub redact_cmdlines: bool,
+    /// JSONL, Parquet or both (`--format`).
+    pub format: TraceFormat,
 }
 
 /// Uploads of the trace dir (`run` with a bucket).

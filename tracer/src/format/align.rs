@@ -25,6 +25,15 @@ pub struct SessionStart {
     pub max_error_us: Option<u64>,
 }
 
+/// The start a Parquet trace file records; `None` for any other file.
+fn parquet_start(file: &Path) -> Option<u128> {
+    let name = file.file_name()?.to_str()?;
+    if !super::names::is_parquet_file(name) {
+        return None;
+    }
+    super::parquet::read::start_unix_ns(super::open::open_session_file(file).ok()?)
+}
+
 impl SessionStart {
     pub fn of(meta: &Metadata, session: String) -> Self {
         Self {
@@ -37,12 +46,13 @@ impl SessionStart {
     }
 
     /// The start of the session a trace file belongs to; all `None` for a
-    /// file without readable metadata beside it.
+    /// file without readable metadata beside it, except a Parquet file's
+    /// wall-clock start, which the file records itself (a lake object).
     pub fn of_trace_file(file: &Path) -> Self {
         let session = file.parent().map(|d| d.display().to_string()).unwrap_or_default();
         match Metadata::of_trace_file(file) {
             Some(meta) => Self::of(&meta, session),
-            None => Self { session, ..Self::default() },
+            None => Self { session, start_unix_ns: parquet_start(file), ..Self::default() },
         }
     }
 

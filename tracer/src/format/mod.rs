@@ -10,5 +10,6 @@ pub mod metadata;
 pub mod metadata_store;
 pub mod names;
 pub mod open;
+pub mod parquet;
 pub mod safe_fs;
 pub mod session_lock;

@@ -2,7 +2,8 @@
 //! predicates that recognise them: the sink, the KV scraper, the disk budget,
 //! delivery and the readers all ask here, so they cannot disagree.
 //!
-//! A session directory holds `trace_<seq>_<utc>.jsonl` files,
+//! A session directory holds `trace_<seq>_<utc>.jsonl` files (and/or their
+//! Parquet twins `trace_<seq>_<utc>.parquet`, `--format`),
 //! `kv_cache_usage_<seq>.csv` and `kv_cache_evictions_<seq>.csv` chunks and
 //! `metadata.json`. A file being
 //! written has the hidden name `.<name>.partial` and is renamed to `<name>`
@@ -16,6 +17,10 @@ pub const METADATA_C: &std::ffi::CStr = c"metadata.json";
 const TRACE_PREFIX: &str = "trace_";
 /// End of every trace file's name.
 const TRACE_SUFFIX: &str = ".jsonl";
+/// End of every Parquet trace file's name (`trace_<seq>_<utc>.parquet`).
+const PARQUET_SUFFIX: &str = ".parquet";
+/// The first component of the Parquet lake's keys (after the prefix).
+pub const PARQUET_LAKE_DIR: &str = "parquet";
 /// Start of every KV-cache CSV chunk's name.
 const KV_CHUNK_PREFIX: &str = "kv_cache_usage_";
 /// The merged (or seed-style) KV-cache CSV that `report` writes and reads.
@@ -48,6 +53,41 @@ pub fn s3_probe(pid: u32) -> String {
 /// The name of trace file number `seq`, opened at `utc` (compact UTC time).
 pub fn trace_file(seq: u32, utc: &str) -> String {
     format!("{TRACE_PREFIX}{seq:05}_{utc}{TRACE_SUFFIX}")
+}
+
+/// The Parquet twin of trace file number `seq` (see [`trace_file`]).
+pub fn parquet_trace_file(seq: u32, utc: &str) -> String {
+    format!("{TRACE_PREFIX}{seq:05}_{utc}{PARQUET_SUFFIX}")
+}
+
+/// Whether `name` is a closed Parquet trace file (`trace_00001_….parquet`).
+pub fn is_parquet_trace_file(name: &str) -> bool {
+    name.starts_with(TRACE_PREFIX) && name.ends_with(PARQUET_SUFFIX)
+}
+
+/// Whether `name` is any Parquet file (a lake's objects are named by session).
+pub fn is_parquet_file(name: &str) -> bool {
+    name.ends_with(PARQUET_SUFFIX)
+}
+
+/// The sequence number and compact UTC time of a trace file's name.
+pub fn trace_seq_and_utc(name: &str) -> Option<(&str, &str)> {
+    let rest = name.strip_prefix(TRACE_PREFIX)?;
+    let rest = rest.strip_suffix(TRACE_SUFFIX).or_else(|| rest.strip_suffix(PARQUET_SUFFIX))?;
+    rest.split_once('_')
+}
+
+/// The Hive-style key of Parquet trace file `file` of `session` under the
+/// lake's root: `parquet/date=YYYY-MM-DD/hour=HH/node=<node>/pod=<pod>/<session>-<seq>.parquet`
+/// (`utc` of the file's name gives the date and hour). `None` for a name
+/// that is not a Parquet trace file's.
+pub fn parquet_lake_key(file: &str, session: &str, node: &str, pod: &str) -> Option<String> {
+    let (seq, utc) = trace_seq_and_utc(file).filter(|_| is_parquet_trace_file(file))?;
+    let (date, hour) = (utc.get(..8)?, utc.get(9..11)?);
+    let (y, m, d) = (&date[..4], &date[4..6], &date[6..8]);
+    Some(format!(
+        "{PARQUET_LAKE_DIR}/date={y}-{m}-{d}/hour={hour}/node={node}/pod={pod}/{session}-{seq}{PARQUET_SUFFIX}"
+    ))
 }
 
 /// The name of KV-cache CSV chunk number `seq`.
@@ -112,7 +152,7 @@ pub fn is_kv_csv(name: &str) -> bool {
 /// (and deletes once stored), repairs after a crash, and what the disk
 /// budget counts and may delete. `metadata.json` is not one: it is kept.
 pub fn is_data_file(name: &str) -> bool {
-    is_trace_file(name) || is_kv_chunk(name)
+    is_trace_file(name) || is_parquet_trace_file(name) || is_kv_chunk(name)
 }
 
 /// Whether `name` is a data file, closed or still being written: what the
@@ -124,6 +164,20 @@ pub fn is_data_file_open_or_closed(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parquet_names_and_lake_keys() {
+        let file = parquet_trace_file(7, "20260102T030405Z");
+        assert_eq!(file, "trace_00007_20260102T030405Z.parquet");
+        assert!(is_parquet_trace_file(&file) && is_data_file(&file) && !is_trace_file(&file));
+        assert!(is_data_file_open_or_closed(&partial(&file)));
+        assert_eq!(trace_seq_and_utc(&trace_file(7, "20260102T030405Z")), Some(("00007", "20260102T030405Z")));
+        assert_eq!(
+            parquet_lake_key(&file, "s1", "node-a", "pod-b").as_deref(),
+            Some("parquet/date=2026-01-02/hour=03/node=node-a/pod=pod-b/s1-00007.parquet")
+        );
+        assert_eq!(parquet_lake_key(&trace_file(7, "20260102T030405Z"), "s", "n", "p"), None);
+    }
 
     #[test]
     fn names_and_their_predicates_agree() {

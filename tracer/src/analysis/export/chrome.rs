@@ -193,14 +193,14 @@ struct Head<'a> {
 }
 
 fn call_events<W: Write>(out: &mut W, source: &Source, window: &Window, output: &Path) -> Result<u64, ExportError> {
-    let input_err = |source_err| ExportError::Io { path: source.path.clone(), source: source_err };
-    let file = crate::format::open::open_session_file(&source.path).map_err(input_err)?;
-    if file.metadata().map_err(input_err)?.len() == 0 {
-        return Ok(0);
-    }
-    // SAFETY: trace files are closed (renamed from .partial) before they are
-    // read; a file truncated underneath would only yield bad lines.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(input_err)?;
+    // The reader's own bytes: mapped JSONL, a `.partial` file read, a
+    // Parquet file as its lines; a damaged Parquet file was counted there.
+    let map = match crate::analysis::trace::read::map_file(&source.path) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return Ok(0),
+        Err(crate::analysis::trace::ReadError::Parquet { source, .. }) if source.is_damage() => return Ok(0),
+        Err(e) => return Err(e.into()),
+    };
     let chunks = crate::analysis::trace::read::chunks(&map);
     let mut calls = 0;
     // Batches of a few chunks per thread keep memory bounded on big files.

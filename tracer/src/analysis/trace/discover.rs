@@ -23,9 +23,9 @@ pub const MAX_ENTRIES: usize = 1_000_000;
 pub enum DiscoverError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("{0}: no trace files (trace_*.jsonl) here or below; pass a trace dir, a synced S3 prefix, a session dir or .jsonl files")]
+    #[error("{0}: no trace files (trace_*.jsonl, *.parquet) here or below; pass a trace dir, a synced S3 prefix, a session dir or .jsonl files")]
     NoTraceFiles(PathBuf),
-    #[error("{0}: not a trace file (expected trace_*.jsonl or .jsonl lines from cuda-tracer)")]
+    #[error("{0}: not a trace file (expected trace_*.jsonl or .jsonl lines from cuda-tracer, or its .parquet)")]
     NotTrace(PathBuf),
     #[error("{path} is more than {MAX_DEPTH} directory levels below {input}; pass the session dirs (or a dir nearer them) instead")]
     TooDeep { input: PathBuf, path: PathBuf },
@@ -54,7 +54,7 @@ pub fn discover(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, DiscoverError> {
     for input in inputs {
         let meta = std::fs::metadata(input).map_err(|source| DiscoverError::Io { path: input.clone(), source })?;
         if meta.is_file() {
-            if input.extension().is_none_or(|e| e != "jsonl") && !is_partial_trace(input) {
+            if input.extension().is_none_or(|e| e != "jsonl" && e != "parquet") && !is_partial_trace(input) {
                 return Err(DiscoverError::NotTrace(input.clone()));
             }
             files.push(resolved(input));
@@ -66,6 +66,7 @@ pub fn discover(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, DiscoverError> {
             return Err(DiscoverError::NoTraceFiles(input.clone()));
         }
     }
+    let files = without_twins(files);
     let partial: Vec<String> = files.iter().filter(|f| is_partial_trace(f)).map(|f| f.display().to_string()).collect();
     if !partial.is_empty() {
         tracing::warn!(
@@ -75,6 +76,27 @@ pub fn discover(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, DiscoverError> {
         );
     }
     Ok(files)
+}
+
+/// A trace file's session and sequence number: from `<session>/trace_<seq>_…`
+/// (JSONL or Parquet) or a lake object's `<session>-<seq>.parquet`.
+fn session_and_seq(path: &Path) -> Option<(String, u32)> {
+    let name = path.file_name()?.to_str()?;
+    if let Some((seq, _)) = names::trace_seq_and_utc(name) {
+        let session = path.parent()?.file_name()?.to_string_lossy().into_owned();
+        return Some((session, seq.parse().ok()?));
+    }
+    let (session, seq) = name.strip_suffix(".parquet")?.rsplit_once('-')?;
+    Some((session.to_string(), seq.parse().ok()?))
+}
+
+/// The files less each Parquet file whose JSONL twin (`--format both`, or
+/// a synced bucket holding both layouts) is among them: each call once.
+fn without_twins(files: Vec<PathBuf>) -> Vec<PathBuf> {
+    let is_parquet = |f: &Path| f.file_name().and_then(|n| n.to_str()).is_some_and(names::is_parquet_file);
+    let jsonl: std::collections::HashSet<(String, u32)> =
+        files.iter().filter(|f| !is_parquet(f)).filter_map(|f| session_and_seq(f)).collect();
+    files.into_iter().filter(|f| !is_parquet(f) || session_and_seq(f).is_none_or(|k| !jsonl.contains(&k))).collect()
 }
 
 /// Whether `path` is a trace file still under its `.partial` name.
@@ -126,7 +148,7 @@ fn walk_within(root: &Path, max_entries: usize) -> Result<Vec<SessionFiles>, Dis
             continue;
         }
         let (Some(name), Some(dir)) = (entry.file_name().to_str(), entry.path().parent()) else { continue };
-        let trace = names::is_trace_file(name) || is_partial_trace(entry.path());
+        let trace = names::is_trace_file(name) || names::is_parquet_file(name) || is_partial_trace(entry.path());
         let (kv, metadata) = (names::is_kv_csv(name), name == names::METADATA);
         if !(trace || kv || metadata) {
             continue;
@@ -171,6 +193,24 @@ mod tests {
         assert!(found.iter().all(|s| s.has_metadata && s.traces.len() == 1));
         assert_eq!(found[1].kv_csvs, [root.join("synced/k3s-vllm/pod-b/s3/kv_cache_usage_00001.csv")]);
         assert_eq!(discover(&[root.to_path_buf()]).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn parquet_files_are_found_and_a_jsonl_twin_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        touch(&root.join("traces/s1/trace_00001_x.jsonl"));
+        touch(&root.join("traces/s1/trace_00001_x.parquet"));
+        touch(&root.join("traces/s1/trace_00002_x.parquet"));
+        touch(&root.join("lake/parquet/date=2026-01-01/hour=00/node=n/pod=p/s1-00002.parquet"));
+        touch(&root.join("lake/parquet/date=2026-01-01/hour=00/node=n/pod=p/s2-00001.parquet"));
+        assert_eq!(
+            discover(&[root.join("traces")]).unwrap(),
+            [root.join("traces/s1/trace_00001_x.jsonl"), root.join("traces/s1/trace_00002_x.parquet")]
+        );
+        assert_eq!(discover(&[root.join("lake")]).unwrap().len(), 2);
+        let jsonl_and_lake = discover(&[root.join("traces/s1/trace_00001_x.jsonl"), root.join("lake")]).unwrap();
+        assert_eq!(jsonl_and_lake.len(), 3);
     }
 
     #[test]

@@ -31,6 +31,8 @@ pub enum ReadError {
     Discover(#[from] super::discover::DiscoverError),
     #[error("{0} lines in one report: at most 4 294 967 295 fit; report fewer files or sessions at a time")]
     TooManyLines(usize),
+    #[error("{path}: {source}")]
+    Parquet { path: PathBuf, source: crate::format::parquet::ParquetReadError },
 }
 
 /// One skipped line.
@@ -76,8 +78,16 @@ pub fn read_with_progress(files: &[PathBuf], progress: &(dyn Fn(u64) + Sync)) ->
     let alignment = align::align(&files.iter().map(|f| align::SessionStart::of_trace_file(f)).collect::<Vec<_>>());
     let shifts = &alignment.shifts_ms;
     let mut maps = Vec::with_capacity(files.len());
+    let mut damaged = Vec::new();
     for file in files {
-        maps.push(map_file(file)?);
+        maps.push(match map_file(file) {
+            // A truncated or corrupt Parquet file is skipped and counted, like a bad line.
+            Err(ReadError::Parquet { path, source }) if source.is_damage() => {
+                damaged.push(Skipped { file: path, line: 0, reason: LineError::File(source.to_string()) });
+                None
+            }
+            other => other?,
+        });
     }
     let mut work = Vec::new();
     for (index, (map, &shift_ms)) in maps.iter().zip(shifts).enumerate() {
@@ -115,6 +125,8 @@ pub fn read_with_progress(files: &[PathBuf], progress: &(dyn Fn(u64) + Sync)) ->
     // so before returning; a panic there never reaches this line).
     unsafe { calls.set_len(total) };
     let mut loaded = Loaded { files: files.to_vec(), alignment: alignment.clone(), ..Loaded::default() };
+    loaded.skipped_total = damaged.len() as u64;
+    loaded.skipped = damaged;
     loaded.bytes = work.iter().map(|w| w.1.len() as u64).sum();
     let mut file_lines = vec![0u64; files.len()];
     let mut holes = 0;
@@ -223,7 +235,7 @@ fn count_bad(out: &mut ChunkOut, reason: LineError) {
 
 /// A trace file's bytes: mapped, or read for a `.partial` file, which its
 /// writer may still cut back (a mapping would then fault).
-enum FileBytes {
+pub(crate) enum FileBytes {
     Mapped(memmap2::Mmap),
     Read(Vec<u8>),
 }
@@ -239,12 +251,17 @@ impl std::ops::Deref for FileBytes {
 }
 
 /// The file's bytes, or `None` for an empty file (which cannot be mapped).
-fn map_file(path: &Path) -> Result<Option<FileBytes>, ReadError> {
+pub(crate) fn map_file(path: &Path) -> Result<Option<FileBytes>, ReadError> {
     let io = |source| ReadError::Io { path: path.to_path_buf(), source };
     let file = crate::format::open::open_session_file(path).map_err(io)?;
     let len = file.metadata().map_err(io)?.len();
     if len == 0 {
         return Ok(None);
+    }
+    if path.file_name().and_then(|n| n.to_str()).is_some_and(crate::format::names::is_parquet_file) {
+        let lines = crate::format::parquet::read_as_lines(file)
+            .map_err(|source| ReadError::Parquet { path: path.to_path_buf(), source })?;
+        return Ok(Some(FileBytes::Read(lines)));
     }
     if super::discover::is_partial_trace(path) {
         let mut bytes = Vec::new();

@@ -87,14 +87,15 @@ impl Pipeline {
         }
     }
 
-    pub fn rotate(&mut self) -> Option<crate::daemon::output::sink::ClosedFile> {
-        let rotated = self.sink.rotate();
+    /// Closes the open trace files (two with `--format both`).
+    pub fn rotate(&mut self) -> Vec<crate::daemon::output::sink::ClosedFile> {
+        let rotated = self.sink.rotate_all();
         self.count_lost();
         match rotated {
             Ok(closed) => closed,
             Err(e) => {
                 tracing::error!(error = %e, "closing trace file failed; its lines stay in the .partial file");
-                None
+                Vec::new()
             }
         }
     }

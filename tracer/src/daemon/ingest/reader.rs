@@ -49,7 +49,7 @@ fn drain(ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline, tx: &mpsc::Unboun
 }
 
 fn rotate(pipeline: &mut Pipeline, tx: &mpsc::UnboundedSender<ReaderMsg>) {
-    if let Some(file) = pipeline.rotate() {
+    for file in pipeline.rotate() {
         let _ = tx.send(ReaderMsg::Closed { file, counts: pipeline.stats.counts });
     }
 }

@@ -31,6 +31,10 @@ pub struct Pending {
 enum FileKind {
     /// `trace_*.jsonl`.
     Trace,
+    /// `trace_*.parquet` (`--format parquet|both`): uploaded under the
+    /// Parquet lake's Hive-style keys. A `.partial` one has no footer yet and
+    /// is never "repaired": there is nothing in it a reader could use.
+    Parquet,
     /// `kv_cache_usage_*.csv` and `kv_cache_evictions_*.csv`, written by the KV-cache scraper.
     KvChunk,
     /// `metadata.json`: uploaded whenever it changed, kept locally.
@@ -45,6 +49,8 @@ impl FileKind {
     fn of(name: &str) -> Self {
         if names::is_trace_file(name) {
             FileKind::Trace
+        } else if names::is_parquet_trace_file(name) {
+            FileKind::Parquet
         } else if names::is_kv_chunk(name) {
             FileKind::KvChunk
         } else if name == names::METADATA {
@@ -59,6 +65,11 @@ impl FileKind {
     /// Closed line-oriented data files: repaired after a crash, uploaded,
     /// deleted once the store confirmed them.
     fn is_data(self) -> bool {
+        matches!(self, FileKind::Trace | FileKind::Parquet | FileKind::KvChunk)
+    }
+
+    /// Data files made of lines: a half-written one is cut to its last line.
+    fn is_lines(self) -> bool {
         matches!(self, FileKind::Trace | FileKind::KvChunk)
     }
 
@@ -138,7 +149,7 @@ pub fn repair_partials(dir: &Path, leave_alone: &[PathBuf]) -> Vec<PathBuf> {
         }
         for name in safe_fs::regular_files(&session_dir) {
             let Some(closed) = names::closed_name(&name) else { continue };
-            if !FileKind::of(closed).is_data() {
+            if !FileKind::of(closed).is_lines() {
                 continue;
             }
             let partial = session_dir.join(&name);
@@ -411,6 +422,8 @@ mod tests {
                 .map(FileKind::of);
         assert_eq!(kinds, [FileKind::Trace, FileKind::KvChunk, FileKind::Metadata, FileKind::Other]);
         assert_eq!(kinds.map(FileKind::is_data), [true, true, false, false]);
+        let parquet = FileKind::of(&names::parquet_trace_file(1, "20260101T000000Z"));
+        assert_eq!((parquet, parquet.is_data(), parquet.is_lines()), (FileKind::Parquet, true, false));
         let export = FileKind::of(names::STEP_WINDOW_EXPORT);
         assert_eq!((export, export.is_data(), export.is_kept()), (FileKind::StepExport, false, true));
     }

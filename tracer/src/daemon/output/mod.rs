@@ -6,6 +6,7 @@ pub mod budget;
 pub mod delivery;
 pub mod kv_scrape;
 pub mod metrics;
+pub mod parquet_sink;
 pub mod sink;
 pub mod stats;
 pub mod step_window;

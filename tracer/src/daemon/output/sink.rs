@@ -31,6 +31,11 @@ pub trait Sink: Send {
     fn write_call(&mut self, ev: &CallEvent, name: Option<&[u8]>, ann: &Annotations) -> Result<(), SinkError>;
     /// Closes the current file, if one is open; the next call opens a new one.
     fn rotate(&mut self) -> Result<Option<ClosedFile>, SinkError>;
+    /// [`Sink::rotate`] for sinks that write more than one file at a time
+    /// (`--format both`): every file closed.
+    fn rotate_all(&mut self) -> Result<Vec<ClosedFile>, SinkError> {
+        Ok(self.rotate()?.into_iter().collect())
+    }
     /// Lines accepted by `write_call` that did not reach a file, so far.
     fn lines_lost(&self) -> u64;
 }

@@ -26,12 +26,29 @@ pub struct S3Config {
     pub path_style: bool,
     /// The node or pod this tracer runs for: the second key component.
     pub source: String,
+    /// The node and the pod (if any) of the Parquet lake's partitions.
+    pub node: String,
+    pub pod: Option<String>,
     /// Files larger than this go up in parts of this size.
     pub multipart_bytes: u64,
     /// The longest one request may wait for the store's answer, its body
     /// sent included (`--s3-timeout-secs`).
     pub timeout: Duration,
 }
+
+/// See [`S3Uploader::key`].
+fn object_key(cfg: &S3Config, session: &str, file: &str) -> String {
+    // A partition value may hold neither `/` nor `=`; no pod is Hive's null.
+    let value = |v: &str| v.replace(['/', '='], "_");
+    let pod = cfg.pod.as_deref().map_or_else(|| HIVE_NULL.to_string(), value);
+    match crate::format::names::parquet_lake_key(file, &value(session), &value(&cfg.node), &pod) {
+        Some(lake) => format!("{}{lake}", cfg.prefix),
+        None => format!("{}{}/{}/{}", cfg.prefix, cfg.source, session, file),
+    }
+}
+
+/// The partition value engines read as null (Hive's convention).
+const HIVE_NULL: &str = "__HIVE_DEFAULT_PARTITION__";
 
 /// Default part size and multipart threshold: 64 MiB.
 pub const MULTIPART_BYTES: u64 = 64 << 20;
@@ -112,9 +129,11 @@ impl S3Uploader {
         Self { client: aws_sdk_s3::Client::from_conf(s3.build()), cfg }
     }
 
-    /// The object key of `file` in `session`.
+    /// The object key of `file` in `session`: a Parquet trace file goes
+    /// into the lake's Hive-style partitions (docs/FLEET.md), the others
+    /// under `<prefix><source>/<session>/`.
     pub fn key(&self, session: &str, file: &str) -> String {
-        format!("{}{}/{}/{}", self.cfg.prefix, self.cfg.source, session, file)
+        object_key(&self.cfg, session, file)
     }
 
     pub fn bucket(&self) -> &str {
@@ -280,5 +299,39 @@ impl S3Uploader {
                 _ => UploadError::Store { bucket, key, message: DisplayErrorContext(&err).to_string() },
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::names::{parquet_trace_file, trace_file};
+
+    #[test]
+    fn parquet_files_go_into_the_lake_and_the_rest_where_they_were() {
+        let mut cfg = S3Config {
+            bucket: "b".into(),
+            prefix: "k3s-vllm/".into(),
+            endpoint: None,
+            region: None,
+            path_style: false,
+            source: "pod-a".into(),
+            node: "node/1".into(),
+            pod: Some("pod-a".into()),
+            multipart_bytes: MULTIPART_BYTES,
+            timeout: Duration::from_secs(1),
+        };
+        assert_eq!(
+            object_key(&cfg, "s1", &trace_file(3, "20260102T030405Z")),
+            "k3s-vllm/pod-a/s1/trace_00003_20260102T030405Z.jsonl"
+        );
+        assert_eq!(
+            object_key(&cfg, "s1", &parquet_trace_file(3, "20260102T030405Z")),
+            "k3s-vllm/parquet/date=2026-01-02/hour=03/node=node_1/pod=pod-a/s1-00003.parquet"
+        );
+        cfg.pod = None;
+        assert!(object_key(&cfg, "s1", &parquet_trace_file(3, "20260102T030405Z"))
+            .contains("/pod=__HIVE_DEFAULT_PARTITION__/"));
+        assert_eq!(object_key(&cfg, "s1", "metadata.json"), "k3s-vllm/pod-a/s1/metadata.json");
     }
 }

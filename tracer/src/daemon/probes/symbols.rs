@@ -266,8 +266,9 @@ mod tests {
 
     #[test]
     fn library_without_cuda_symbols_is_rejected() {
-        // The test binary itself is an ELF file without CUDA exports.
-        let exe = std::env::current_exe().unwrap();
+        // An ELF file without CUDA exports (this test binary's own string
+        // table is now larger than a library's may be: the Parquet crates).
+        let exe = std::path::Path::new("/bin/true");
         let err = resolve(&File::open(exe).unwrap(), "exe", Layer::Driver, |_| true, false).unwrap_err();
         assert!(matches!(err, SymbolError::NoSymbols { .. }), "{err}");
     }

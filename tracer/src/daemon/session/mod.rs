@@ -28,7 +28,8 @@ use crate::{
         budget::DeletedFile,
         kv_scrape::KvScraper,
         metrics::Metrics,
-        sink::{ClosedFile, JsonlSink},
+        parquet_sink::{ParquetSink, TeeSink, TraceFormat},
+        sink::{ClosedFile, JsonlSink, Sink},
         stats::Stats,
     },
     daemon::probes::{
@@ -186,14 +187,34 @@ impl Session {
         Ok((s, ring))
     }
 
-    /// The reader's pipeline: JSONL files in the session dir, counted in
-    /// `/metrics`, paused by the disk budget.
+    /// The reader's pipeline: JSONL and/or Parquet files in the session
+    /// dir, counted in `/metrics`, paused by the disk budget.
     pub(super) fn pipeline(&self) -> Pipeline {
-        let sink = JsonlSink::new(&self.cfg.dir, LineFormatter { start_ns: self.clock.start_boot_ns });
-        let pipeline = Pipeline::new(Box::new(sink), self.metrics.clone());
+        let formatter = LineFormatter { start_ns: self.clock.start_boot_ns };
+        let jsonl = || JsonlSink::new(&self.cfg.dir, formatter);
+        let parquet = || ParquetSink::new(&self.cfg.dir, formatter, self.parquet_context());
+        let sink: Box<dyn Sink> = match self.cfg.format {
+            TraceFormat::Jsonl => Box::new(jsonl()),
+            TraceFormat::Parquet => Box::new(parquet()),
+            TraceFormat::Both => Box::new(TeeSink { first: jsonl(), second: parquet() }),
+        };
+        let pipeline = Pipeline::new(sink, self.metrics.clone());
         match &self.cfg.budget {
             Some(b) => pipeline.with_pause(Arc::clone(&b.paused)),
             None => pipeline,
+        }
+    }
+
+    /// The node, pod, namespace and session every Parquet row carries.
+    fn parquet_context(&self) -> crate::format::parquet::FileContext {
+        let k8s = crate::format::metadata::Kubernetes::from_env();
+        let start = self.clock.start_wall.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        crate::format::parquet::FileContext {
+            node: k8s.node.unwrap_or_else(crate::format::metadata::hostname),
+            pod: k8s.pod,
+            namespace: k8s.namespace,
+            session: self.cfg.session_id.clone(),
+            start_unix_ns: i64::try_from(start.as_nanos()).unwrap_or(i64::MAX),
         }
     }
 

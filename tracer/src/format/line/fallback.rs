@@ -18,6 +18,9 @@ pub enum LineError {
     Ret(i64),
     #[error("more than 65 534 distinct error names (this is not a CUDA trace)")]
     TooManyErrorNames,
+    /// A whole file that could not be read (a truncated Parquet file).
+    #[error("{0}; the whole file was skipped")]
+    File(String),
 }
 
 #[derive(Deserialize)]

@@ -69,9 +69,7 @@ impl LineFormatter {
         out.extend_from_slice(schema::BEFORE_FUNC);
         write_str(out, spec.name);
         out.extend_from_slice(schema::PHASE_THEN_DUR_US);
-        write_int(out, ev.dur_ns / 1000);
-        out.push(b'.');
-        write_padded(out, ev.dur_ns % 1000, 3);
+        write_us(out, ev.dur_ns);
         out.extend_from_slice(schema::BEFORE_RET);
         write_int(out, ret);
         if let Some(error) = ann.error {
@@ -230,7 +228,7 @@ fn u32_at(ev: &CallEvent, idx: u8) -> u32 {
 }
 
 /// `"key":` of an `args` entry, after a comma unless it is the `first`.
-fn write_key(out: &mut Vec<u8>, first: &mut bool, key: &[u8]) {
+pub(crate) fn write_key(out: &mut Vec<u8>, first: &mut bool, key: &[u8]) {
     if !std::mem::take(first) {
         out.push(b',');
     }
@@ -239,7 +237,7 @@ fn write_key(out: &mut Vec<u8>, first: &mut bool, key: &[u8]) {
     out.extend_from_slice(b"\":");
 }
 
-fn write_int(out: &mut Vec<u8>, v: impl itoa::Integer) {
+pub(crate) fn write_int(out: &mut Vec<u8>, v: impl itoa::Integer) {
     out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
 }
 
@@ -250,9 +248,16 @@ fn write_padded(out: &mut Vec<u8>, v: u64, width: usize) {
     out.extend_from_slice(s.as_bytes());
 }
 
+/// Microseconds with nanosecond precision, from integer nanoseconds.
+pub(crate) fn write_us(out: &mut Vec<u8>, ns: u64) {
+    write_int(out, ns / 1000);
+    out.push(b'.');
+    write_padded(out, ns % 1000, 3);
+}
+
 /// Milliseconds with nanosecond precision, from integer nanoseconds (no
 /// float rounding, no float formatting on the hot path).
-fn write_ms(out: &mut Vec<u8>, ns: i128) {
+pub(crate) fn write_ms(out: &mut Vec<u8>, ns: i128) {
     if ns < 0 {
         out.push(b'-');
     }
@@ -262,7 +267,7 @@ fn write_ms(out: &mut Vec<u8>, ns: i128) {
     write_padded(out, (ns % 1_000_000) as u64, 6);
 }
 
-fn write_hex(out: &mut Vec<u8>, v: u64) {
+pub(crate) fn write_hex(out: &mut Vec<u8>, v: u64) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     out.extend_from_slice(b"\"0x");
     let nibbles = if v == 0 { 1 } else { (67 - v.leading_zeros() as usize) / 4 };
@@ -272,7 +277,7 @@ fn write_hex(out: &mut Vec<u8>, v: u64) {
     out.push(b'"');
 }
 
-fn write_dim3(out: &mut Vec<u8>, x: u32, y: u32, z: u32) {
+pub(crate) fn write_dim3(out: &mut Vec<u8>, x: u32, y: u32, z: u32) {
     out.push(b'[');
     write_int(out, x);
     out.push(b',');
