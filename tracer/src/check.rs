@@ -115,6 +115,15 @@ pub fn run(pid: Option<u32>) -> Vec<Item> {
             }
         }
     });
+    bpf_load(&mut items);
+    if let Some(pid) = pid {
+        items.extend(target(pid));
+    }
+    items
+}
+
+/// Whether the BPF programs load, and whether the uprobe_multi ones do.
+fn bpf_load(items: &mut Vec<Item>) {
     match loader::Probes::load(&loader::LoadOptions {
         ringbuf_bytes: 1 << 16,
         task_tgid_offset: None,
@@ -134,10 +143,6 @@ pub fn run(pid: Option<u32>) -> Vec<Item> {
             "see the lines above; tracing needs root or CAP_BPF+CAP_PERFMON+CAP_SYS_ADMIN",
         )),
     }
-    if let Some(pid) = pid {
-        items.extend(target(pid));
-    }
-    items
 }
 
 /// How long the S3 probe may take before the store counts as unreachable.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tracer_common::{
     abi::{call_flags, CallEvent},
-    funcs::{self, image_bytes, ArgSpec, Fmt},
+    funcs::{self, image_bytes, ArgSpec, Fmt, FuncSpec},
 };
 
 use super::{
@@ -81,61 +81,7 @@ impl LineFormatter {
             out.extend_from_slice(caller.0.as_bytes());
         }
         out.extend_from_slice(schema::BEFORE_ARGS);
-        out.push(b'{');
-        let mut first = true;
-        for arg in spec.args {
-            let w = |i: u8| ev.args.get(i as usize).copied().unwrap_or(0);
-            let word = w(arg.word);
-            if !shown(arg, ev) || !nccl::has_value(arg.fmt, &w) {
-                continue;
-            }
-            // Stack words or a struct the probe could not read: no value, not zeros.
-            if ev.flags & call_flags::STACK_UNREAD != 0 && reads_copied_words(arg.fmt, arg.word) {
-                continue;
-            }
-            write_key(out, &mut first, arg.name.as_bytes());
-            match arg.fmt {
-                Fmt::U64 => write_int(out, word),
-                Fmt::U32 => write_int(out, word as u32),
-                Fmt::Hex => write_hex(out, word),
-                Fmt::Out => write_hex(out, ev.out),
-                Fmt::Dim3Regs => write_dim3(out, word as u32, (word >> 32) as u32, w(arg.word + 1) as u32),
-                Fmt::Dim3Words => write_dim3(out, word as u32, w(arg.word + 1) as u32, w(arg.word + 2) as u32),
-                Fmt::MemcpyKind => match CopyKind::from_cuda(word as u32) {
-                    Some(k) => write_str(out, k.name()),
-                    None => write_int(out, word as u32),
-                },
-                Fmt::Const(s) => write_str(out, s),
-                Fmt::Str => {
-                    let text = String::from_utf8_lossy(name.unwrap_or_default());
-                    out.extend_from_slice(JsonStr::new(&text).0.as_bytes());
-                }
-                Fmt::Dim3U32 => {
-                    write_dim3(out, u32_at(ev, arg.word), u32_at(ev, arg.word + 1), u32_at(ev, arg.word + 2))
-                }
-                Fmt::U32At => write_int(out, u32_at(ev, arg.word)),
-                Fmt::Product(n) => write_int(out, (arg.word..arg.word + n).map(w).fold(1u64, u64::saturating_mul)),
-                Fmt::OutI32 => write_int(out, ev.out as u32 as i32),
-                Fmt::NcclType | Fmt::NcclOp | Fmt::NcclBytes(_) => nccl::write(out, arg, &w),
-                Fmt::I32 => write_int(out, word as u32 as i32),
-                Fmt::OutU64 => write_int(out, ev.out),
-                Fmt::OutF32 => write_float(out, f32::from_bits(ev.out as u32)),
-                Fmt::Out2U64 => write_int(out, word),
-                Fmt::ImageBytes => write_int(out, image_bytes(struct_words(arg, ev)).unwrap_or(0)),
-            }
-        }
-        if let Some(bytes) = ann.freed_bytes {
-            write_key(out, &mut first, arg::BYTES);
-            write_int(out, bytes);
-        }
-        if let Some(kernel) = &ann.kernel {
-            write_key(out, &mut first, arg::KERNEL);
-            out.extend_from_slice(kernel.0.as_bytes());
-        }
-        if let Some(module) = &ann.module {
-            write_key(out, &mut first, arg::MODULE);
-            out.extend_from_slice(module.0.as_bytes());
-        }
+        write_args(out, spec, ev, name, ann);
         out.push(b'}');
         out.extend_from_slice(schema::END);
         out.push(b'\n');
@@ -188,6 +134,76 @@ mod nccl {
             Some(name) => super::write_str(out, name),
             None => super::write_int(out, word as u32),
         }
+    }
+}
+
+/// The `{...}` of a line: the row's decoded arguments, then what the
+/// annotator added (a free's bytes, the kernel name, its module).
+fn write_args(out: &mut Vec<u8>, spec: &FuncSpec, ev: &CallEvent, name: Option<&[u8]>, ann: &Annotations) {
+    out.push(b'{');
+    let mut first = true;
+    for arg in spec.args {
+        let w = |i: u8| ev.args.get(i as usize).copied().unwrap_or(0);
+        let word = w(arg.word);
+        if !shown(arg, ev) || !nccl::has_value(arg.fmt, &w) {
+            continue;
+        }
+        // Stack words or a struct the probe could not read: no value, not zeros.
+        if ev.flags & call_flags::STACK_UNREAD != 0 && reads_copied_words(arg.fmt, arg.word) {
+            continue;
+        }
+        write_key(out, &mut first, arg.name.as_bytes());
+        write_value(out, arg, ev, name, word, &w);
+    }
+    if let Some(bytes) = ann.freed_bytes {
+        write_key(out, &mut first, arg::BYTES);
+        write_int(out, bytes);
+    }
+    if let Some(kernel) = &ann.kernel {
+        write_key(out, &mut first, arg::KERNEL);
+        out.extend_from_slice(kernel.0.as_bytes());
+    }
+    if let Some(module) = &ann.module {
+        write_key(out, &mut first, arg::MODULE);
+        out.extend_from_slice(module.0.as_bytes());
+    }
+}
+
+/// One decoded argument's value, formed as its row says.
+fn write_value(
+    out: &mut Vec<u8>,
+    arg: &ArgSpec,
+    ev: &CallEvent,
+    name: Option<&[u8]>,
+    word: u64,
+    w: &impl Fn(u8) -> u64,
+) {
+    match arg.fmt {
+        Fmt::U64 => write_int(out, word),
+        Fmt::U32 => write_int(out, word as u32),
+        Fmt::Hex => write_hex(out, word),
+        Fmt::Out => write_hex(out, ev.out),
+        Fmt::Dim3Regs => write_dim3(out, word as u32, (word >> 32) as u32, w(arg.word + 1) as u32),
+        Fmt::Dim3Words => write_dim3(out, word as u32, w(arg.word + 1) as u32, w(arg.word + 2) as u32),
+        Fmt::MemcpyKind => match CopyKind::from_cuda(word as u32) {
+            Some(k) => write_str(out, k.name()),
+            None => write_int(out, word as u32),
+        },
+        Fmt::Const(s) => write_str(out, s),
+        Fmt::Str => {
+            let text = String::from_utf8_lossy(name.unwrap_or_default());
+            out.extend_from_slice(JsonStr::new(&text).0.as_bytes());
+        }
+        Fmt::Dim3U32 => write_dim3(out, u32_at(ev, arg.word), u32_at(ev, arg.word + 1), u32_at(ev, arg.word + 2)),
+        Fmt::U32At => write_int(out, u32_at(ev, arg.word)),
+        Fmt::Product(n) => write_int(out, (arg.word..arg.word + n).map(w).fold(1u64, u64::saturating_mul)),
+        Fmt::OutI32 => write_int(out, ev.out as u32 as i32),
+        Fmt::NcclType | Fmt::NcclOp | Fmt::NcclBytes(_) => nccl::write(out, arg, w),
+        Fmt::I32 => write_int(out, word as u32 as i32),
+        Fmt::OutU64 => write_int(out, ev.out),
+        Fmt::OutF32 => write_float(out, f32::from_bits(ev.out as u32)),
+        Fmt::Out2U64 => write_int(out, word),
+        Fmt::ImageBytes => write_int(out, image_bytes(struct_words(arg, ev)).unwrap_or(0)),
     }
 }
 
