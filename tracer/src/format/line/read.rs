@@ -61,8 +61,16 @@ impl<'a> Interner<'a> {
 /// function traced name-only) the id the name-only registry gives it.
 fn func_id(name: &[u8], layer: Layer) -> Option<u16> {
     static IDS: OnceLock<FastMap<NameKey<'static>, u16>> = OnceLock::new();
-    let ids = IDS
-        .get_or_init(|| funcs::FUNCS.iter().enumerate().map(|(i, s)| (NameKey(s.name.as_bytes()), i as u16)).collect());
+    let ids = IDS.get_or_init(|| {
+        // A name with a row per runtime version reads as its first row, as
+        // `funcs::by_name` (the other reader) has it: the rows share layer,
+        // role and group.
+        let mut ids = FastMap::default();
+        for (i, spec) in funcs::FUNCS.iter().enumerate() {
+            ids.entry(NameKey(spec.name.as_bytes())).or_insert(i as u16);
+        }
+        ids
+    });
     match ids.get(&NameKey(name)) {
         Some(&id) => Some(id),
         None => funcs::extra::intern(std::str::from_utf8(name).ok()?, layer),

@@ -95,3 +95,12 @@ fn declines_what_it_does_not_know() {
     assert!(parse(br#"{"ts":1,"pid":1,"func":"cuInit"}x"#, &mut names).is_none());
     assert!(parse(br#"{"ts":1,"pid":1"#, &mut names).is_none());
 }
+
+#[test]
+fn a_name_with_a_row_per_runtime_version_reads_as_the_same_row_either_way() {
+    let line = br#"{"ts":1.000,"pid":7,"tid":7,"type":"cuda_runtime","func":"cudaMemcpyBatchAsync","phase":"entry","dur_us":2.000,"ret":0,"args":{"count":2,"stream":"0xffff"}}"#;
+    let fast = parse(line, &mut Interner::default()).expect("the fast reader takes it");
+    let slow = super::super::parse_line(line).expect("the tolerant reader takes it");
+    assert_eq!(fast.func, slow.func, "the first row of the name, both ways");
+    assert_eq!(Some(usize::from(fast.func)), funcs::FUNCS.iter().position(|f| f.name == "cudaMemcpyBatchAsync"));
+}
