@@ -254,7 +254,10 @@ fn a_tracer_killed_with_sigkill_leaves_its_session_killed_and_readable() {
 
 #[test]
 fn secret_values_on_command_lines_are_redacted_unless_kept() {
-    let argv = ["sh", "-c", "sleep 0.3", "sh", "--api-key", "sk-live-123", "--api-key=sk-live-456", "HF_TOKEN=hf_abc"];
+    // `; true`: the shell stays (a lone command would be exec'd in its
+    // place), so its command line with the secrets is there to be read.
+    let argv =
+        ["sh", "-c", "sleep 0.3; true", "sh", "--api-key", "sk-live-123", "--api-key=sk-live-456", "HF_TOKEN=hf_abc"];
     for keep in [false, true] {
         let tmp = tempfile::tempdir().unwrap();
         let session = tmp.path().join("s1");
@@ -280,7 +283,7 @@ fn secret_values_on_command_lines_are_redacted_unless_kept() {
                 serde_json::json!([
                     "sh",
                     "-c",
-                    "sleep 0.3",
+                    "sleep 0.3; true",
                     "sh",
                     "--api-key",
                     "[REDACTED]",
