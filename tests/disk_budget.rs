@@ -17,12 +17,13 @@ const CAP: u64 = 200_000;
 const SLACK: u64 = 400_000; // what one scan interval of writes can add past the cap
 
 /// Records a busy workload with the disk budget `CAP` and `policy` (and
-/// 1 s rotations); returns the session dir, what record printed, and the
+/// 1 s rotations) for at least 3 s however fast the machine (1500 steps of a
+/// 2 ms sleep), so there are closed files to delete; returns the session dir, what record printed, and the
 /// truth of the calls.
 fn record_capped(policy: &[&str]) -> (tempfile::TempDir, std::path::PathBuf, std::process::Output, std::path::PathBuf) {
     let (tmp, out, truth) = scratch();
     let workload = workload();
-    let argv = [workload.as_str(), "--no-child", "--threads", "2", "--iterations", "400", "--step-delay-us", "2000"];
+    let argv = [workload.as_str(), "--no-child", "--threads", "2", "--iterations", "1500", "--step-delay-us", "2000"];
     let cap = CAP.to_string();
     let mut flags = vec!["--max-local-bytes", &cap];
     flags.extend(policy);
