@@ -14,6 +14,10 @@ fn missing_command_is_named() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("t").display().to_string();
     fails_with(&["record", "-o", &out, "--", "/no/such/program"], "cannot start `/no/such/program`");
+    // The cause is said once, not once per layer of the error chain.
+    let stderr = tracer_cmd().args(["record", "-o", &out, "--", "/no/such/program"]).output().unwrap().stderr;
+    let stderr = String::from_utf8_lossy(&stderr);
+    assert_eq!(stderr.matches("No such file or directory").count(), 1, "{stderr}");
 }
 
 #[test]
