@@ -31,7 +31,7 @@ histories AS (
         list({
             'opens': opens, 'bit': bit, 'bytes': bytes,
             'layers': 0, 'live': 0::BIGINT, 'delta': 0::BIGINT, 'outcome': ''
-        }) OVER (
+        } ORDER BY ts_ns, tid, function) OVER (
             PARTITION BY node, pod, session, pid, ranged, dptr
             ORDER BY ts_ns, tid, function
             ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW

@@ -90,7 +90,7 @@ waits AS (
         FROM segmented
         WHERE ends_step
         UNION ALL
-        SELECT node, pod, session, pid, tid, NULL, n, role, ts_ms, event
+        SELECT node, pod, session, pid, tid, CAST(NULL AS BIGINT), n, role, ts_ms, event
         FROM segmented
         WHERE role = 'eventsync' AND event IS NOT NULL
     )
