@@ -2,9 +2,10 @@
 //! workload with steps (prefill and decode) and device memory allocated,
 //! mapped and freed as Parquet, uploads it into a real S3 server
 //! (SeaweedFS), and the lake read back through an S3 client under its keys
-//! is queried by DuckDB (`analysis/fleet/duckdb/`) and by the PySpark job in
-//! local mode (`analysis/fleet/spark/report.py`, one session for every
-//! query): every number of report's main tables equals `report`'s.
+//! is queried with the shipped queries (`analysis/fleet/sql/`) by DuckDB
+//! (`analysis/fleet/duckdb/run.py`) and by the PySpark job in local mode
+//! (`analysis/fleet/spark/report.py`, one session for every query): every
+//! number of report's main tables equals `report`'s.
 //!
 //! Run the S3 tests one at a time across the machine (fixed ports):
 //! `flock /tmp/s3-port.lock cargo test -p cuda-tracer-tests --test fleet_engines`.
@@ -16,7 +17,7 @@ use cuda_tracer_tests::{
 };
 use serde_json::Value;
 
-/// The Spark job's queries, each with DuckDB's file of the same name.
+/// The shipped queries, the same files for both engines.
 const QUERIES: [&str; 7] = ["functions", "kernels", "copies", "allocations", "memory", "steps", "fleet_top_kernels"];
 
 /// The serving loop of four threads (a step per iteration, memory allocated

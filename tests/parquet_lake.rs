@@ -1,7 +1,7 @@
 //! Parquet beside JSONL (issue 19): a session recorded with `--format both`
 //! gives the same report from its JSONL and from its Parquet files; a
 //! truncated Parquet file is skipped and named; the DuckDB queries shipped
-//! in `analysis/fleet/duckdb/` give every number `report` gives; uploaded
+//! in `analysis/fleet/sql/` give every number `report` gives; uploaded
 //! into a real S3 server (SeaweedFS), the Parquet files land under the
 //! lake's Hive-style keys and read back through an S3 client give the same.
 

@@ -5,8 +5,8 @@ Usage: report.py [--master URL] [--query NAME]... [--out DIR] [--format json|csv
 LAKE is a directory of the Parquet lake (every *.parquet below it), one
 file, or any URL Spark reads (s3a://bucket/prefix/parquet/ on a cluster with
 hadoop-aws; a narrower prefix such as .../date=2026-12-03/ reads less).
-Each query reads the view `calls` and gives the same rows as the DuckDB
-query of the same name (analysis/fleet/duckdb/, run.py).
+Each query (analysis/fleet/sql/NAME.sql) reads the view `calls` and gives
+the same rows as DuckDB running the same file (analysis/fleet/duckdb/run.py).
 
 Started with python3, it runs in local mode (--master local[2] unless
 given) with a small configuration for a small machine; started by
@@ -26,19 +26,11 @@ import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DUCKDB = os.path.join(HERE, "..", "duckdb")
+SQL = os.path.join(HERE, "..", "sql")
 
-# Query name -> its SQL: Spark's own file, or DuckDB's where it is valid
-# Spark SQL too (the same text in both engines).
-QUERIES = {
-    "functions": os.path.join(HERE, "functions.sql"),
-    "kernels": os.path.join(HERE, "kernels.sql"),
-    "copies": os.path.join(DUCKDB, "copies.sql"),
-    "allocations": os.path.join(DUCKDB, "allocations.sql"),
-    "memory": os.path.join(HERE, "memory.sql"),
-    "steps": os.path.join(HERE, "steps.sql"),
-    "fleet_top_kernels": os.path.join(HERE, "fleet_top_kernels.sql"),
-}
+# The queries: one file each in analysis/fleet/sql/, the same files DuckDB
+# runs (run.py); prelude.sql gives them the few DuckDB names they use.
+QUERIES = ["functions", "kernels", "copies", "allocations", "memory", "steps", "fleet_top_kernels"]
 # What runs without --query: report's tables.
 REPORT_TABLES = ["functions", "kernels", "copies", "allocations", "memory", "steps"]
 
@@ -63,7 +55,7 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("lake")
     p.add_argument("--master", help="Spark master (default local[2], or spark-submit's)")
-    p.add_argument("--query", action="append", choices=sorted(QUERIES), help="a query to run (repeatable)")
+    p.add_argument("--query", action="append", choices=QUERIES, help="a query to run (repeatable)")
     p.add_argument("--out", help="write NAME.json / NAME.csv per query into this directory")
     p.add_argument("--format", choices=["json", "csv"], default="json")
     return p.parse_args(argv)
@@ -110,9 +102,24 @@ def plain(value):
     return value
 
 
+def text(path):
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def prelude(spark):
+    """prelude.sql's functions, with the range fold's body put in (its
+    comment lines left out), one statement at a time."""
+    body = "\n".join(l for l in text(os.path.join(SQL, "range_state.sql")).splitlines() if not l.startswith("--"))
+    statements = text(os.path.join(HERE, "prelude.sql")).replace("{range_state}", body).split(";\n")
+    for statement in statements:
+        code = "\n".join(l for l in statement.splitlines() if not l.startswith("--")).strip()
+        if code:
+            spark.sql(code)
+
+
 def run(spark, name):
-    with open(QUERIES[name], encoding="utf-8") as f:
-        sql = f.read().strip().rstrip(";")
+    sql = text(os.path.join(SQL, name + ".sql")).strip().rstrip(";")
     return [plain(row.asDict(recursive=True)) for row in spark.sql(sql).collect()]
 
 
@@ -133,6 +140,7 @@ def main(argv):
     spark = session(args.master)
     try:
         calls_view(spark, args.lake)
+        prelude(spark)
         results = {name: run(spark, name) for name in names}
     finally:
         spark.stop()

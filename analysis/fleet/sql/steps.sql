@@ -1,13 +1,25 @@
 -- Step latency per phase: report's steps table (report.json
--- `steps.phases`), in Spark SQL; the same rows as
--- analysis/fleet/duckdb/steps.sql (which says the rules). Percentiles
--- (`percentile`, exact) interpolate linearly between ranks, as report's do.
+-- `steps.phases`, summary.json): count, mean, min, max and p50/p95/p99 of
+-- the model steps' durations in ms, per phase. Percentiles interpolate
+-- linearly between ranks, as report's do (numpy's default).
+-- The steps are report's (docs/STEPS.md): of each thread's successful,
+-- outermost calls (a driver call made inside a runtime call of the same
+-- thread does not count), an event record that follows a small (at most
+-- 1 MiB, or unknown) device-to-host copy ends a step, with no event record,
+-- capture, instantiation or device-wide sync between them; a capture,
+-- instantiation or device sync drops what came before it. The step starts at
+-- its first launch, graph replay, copy or NCCL call since the previous
+-- boundary (else at its event record) and ends when the first later
+-- synchronization of its event, in the same process, returns; a step never
+-- synchronized is not counted. Exactly one graph replay makes it decode,
+-- else prefill. A process is (node, pod, session, pid); calls in entry
+-- order (ties by thread, then name).
 WITH timed AS (
     SELECT
         node, pod, session, pid, tid, ts_ns, function, layer, role, ret, bytes, direction,
         CAST(ts_ns AS DOUBLE) / 1e6 AS ts_ms,
         CAST(ts_ns AS DOUBLE) / 1e6 + CAST(dur_ns AS DOUBLE) / 1e3 / 1e3 AS end_ms,
-        get_json_object(args, '$.event') AS event,
+        json_extract_string(args, '$.event') AS event,
         row_number() OVER (PARTITION BY node, pod, session, pid ORDER BY ts_ns, tid, function) AS n
     FROM calls
 ),
