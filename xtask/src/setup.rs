@@ -245,7 +245,8 @@ fn pandas() -> Result<()> {
 }
 
 /// DuckDB, for the test that runs the shipped lake queries
-/// (`analysis/fleet/duckdb/`) over Parquet the daemon wrote (`tests/parquet_lake.rs`).
+/// (`analysis/fleet/sql/`, `duckdb/run.py`) over Parquet the daemon wrote
+/// (`tests/parquet_lake.rs`, `tests/fleet_engines.rs`).
 fn duckdb() -> Result<()> {
     pip_into(&paths::duckdb(), &["duckdb==1.5.6"])
 }

@@ -21,7 +21,8 @@ pub fn run() -> Result<()> {
     if java_major("java").is_some_and(|v| v >= JAVA_MIN) {
         return Ok(());
     }
-    apt_install(&[DEBIAN_JRE]).with_context(|| format!("installing Debian's {DEBIAN_JRE} (Java for PySpark) failed"))?;
+    apt_install(&[DEBIAN_JRE])
+        .with_context(|| format!("installing Debian's {DEBIAN_JRE} (Java for PySpark) failed"))?;
     match java_major(&debian_java_home().join("bin/java").to_string_lossy()) {
         Some(v) if v >= JAVA_MIN => Ok(()),
         _ => bail!("{DEBIAN_JRE} is installed but its java does not run"),

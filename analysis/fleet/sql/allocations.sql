@@ -1,7 +1,6 @@
 -- Failed device allocations per process: report's memory table
 -- (`failed_allocations` of each process that allocated, mapped, freed or
 -- unmapped device memory; a failed allocation or mapping counts).
--- Valid Spark SQL too: the Spark job runs this file.
 SELECT
     pid,
     count(*) FILTER (WHERE role IN ('alloc', 'map') AND ret <> 0) AS failed_allocations

@@ -1,6 +1,5 @@
 -- Copy volume by layer and direction: report's "copies" table (copies.csv),
 -- successful copies only; a direction the trace has no name for is "unknown".
--- Valid Spark SQL too: the Spark job runs this file.
 SELECT
     CASE WHEN layer = 'cuda_runtime' THEN layer ELSE 'cuda_api' END AS type,
     coalesce(direction, 'unknown') AS direction,
