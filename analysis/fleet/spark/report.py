@@ -1,6 +1,7 @@
 """Runs the lake's queries with Spark SQL and prints their rows as JSON.
 
-Usage: report.py [--master URL] [--query NAME]... [--out DIR] [--format json|csv] LAKE
+Usage: report.py [--master URL] [--query NAME]... [--out DIR] [--format json|csv]
+                 [--conf KEY=VALUE]... LAKE
 
 LAKE is a directory of the Parquet lake (every *.parquet below it), one
 file, or any URL Spark reads (s3a://bucket/prefix/parquet/ on a cluster with
@@ -58,10 +59,11 @@ def parse_args(argv):
     p.add_argument("--query", action="append", choices=QUERIES, help="a query to run (repeatable)")
     p.add_argument("--out", help="write NAME.json / NAME.csv per query into this directory")
     p.add_argument("--format", choices=["json", "csv"], default="json")
+    p.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE", help="a Spark setting over ours")
     return p.parse_args(argv)
 
 
-def session(master):
+def session(master, overrides):
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.appName("cuda-tracer fleet report")
@@ -74,6 +76,9 @@ def session(master):
         for k, v in LOCAL_CONF.items():
             builder = builder.config(k, v)
     for k, v in CONF.items():
+        builder = builder.config(k, v)
+    for setting in overrides:
+        k, _, v = setting.partition("=")
         builder = builder.config(k, v)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
@@ -137,7 +142,7 @@ def write(rows, out, fmt):
 def main(argv):
     args = parse_args(argv)
     names = args.query or REPORT_TABLES
-    spark = session(args.master)
+    spark = session(args.master, args.conf)
     try:
         calls_view(spark, args.lake)
         prelude(spark)
