@@ -11,7 +11,7 @@
 //! `flock /tmp/s3-port.lock cargo test -p cuda-tracer-tests --test fleet_engines`.
 
 use cuda_tracer_tests::{
-    lake::{compare, duckdb, json_stdout, report, same, spark, upload_and_read_back},
+    lake::{self, compare, duckdb, json_stdout, report, same, spark, upload_and_read_back},
     s3::S3Server,
     *,
 };
@@ -121,5 +121,81 @@ fn duckdb_and_spark_over_a_lake_read_back_from_s3_give_every_number_report_gives
     assert_eq!(a.iter().map(|x| &x.0).collect::<Vec<_>>(), b.iter().map(|x| &x.0).collect::<Vec<_>>());
     for ((_, x), (_, y)) in a.iter().zip(&b) {
         assert!(same(&x["total_call_ms"], &y["total_call_ms"]), "{x} vs {y}");
+    }
+}
+
+/// One hand-made call for [`memory_fold_keeps_reports_rules_on_hand_made_calls`].
+fn mem_call(pid: u32, ts_ms: f64, function: &str, ret: i32, bytes: Option<u64>, dptr: Option<u64>) -> Value {
+    let (layer, role) = match function {
+        "cudaMalloc" => ("cuda_runtime", "alloc"),
+        "cudaFree" => ("cuda_runtime", "free"),
+        "cuMemAlloc_v2" => ("cuda_api", "alloc"),
+        "cuMemFree_v2" => ("cuda_api", "free"),
+        "cuMemMap" => ("cuda_api", "map"),
+        "cuMemUnmap" => ("cuda_api", "unmap"),
+        other => panic!("{other}"),
+    };
+    serde_json::json!({
+        "node": "n", "pod": "p", "session": "s", "pid": pid, "tid": 1, "ts_ns": (ts_ms * 1e6).round() as i64,
+        "function": function, "layer": layer, "role": role, "ret": ret, "bytes": bytes, "dptr": dptr,
+    })
+}
+
+/// The memory query's fold on the sequences report's own unit tests use
+/// (live_ranges.rs, memory.rs), and on the cases the recorded workload
+/// never makes: a pointer opened again by the layer that holds it, a close
+/// by the layer that does not, a free of a pointer never allocated.
+#[test]
+fn memory_fold_keeps_reports_rules_on_hand_made_calls() {
+    let calls = [
+        // report's counts_each_allocation_once_across_layers
+        mem_call(1, 1000.0, "cudaMalloc", 0, Some(100), Some(0xa0)),
+        mem_call(1, 1000.001, "cuMemAlloc_v2", 0, Some(100), Some(0xa0)),
+        mem_call(1, 1500.0, "cuMemAlloc_v2", 0, Some(50), Some(0xb0)),
+        mem_call(1, 1600.0, "cudaMalloc", 2, Some(1 << 40), None),
+        mem_call(1, 2000.0, "cudaFree", 0, None, Some(0xa0)),
+        mem_call(1, 2000.001, "cuMemFree_v2", 0, None, Some(0xa0)),
+        mem_call(1, 2100.0, "cudaFree", 0, None, Some(0)),
+        mem_call(1, 2200.0, "cuMemFree_v2", 0, None, Some(0xf0)),
+        // Replaced, closed by the other layer (nothing), seen twice, freed.
+        mem_call(2, 1000.0, "cudaMalloc", 0, Some(100), Some(0xa0)),
+        mem_call(2, 1100.0, "cudaMalloc", 0, Some(300), Some(0xa0)),
+        mem_call(2, 1200.0, "cuMemFree_v2", 0, None, Some(0xa0)),
+        mem_call(2, 1300.0, "cuMemAlloc_v2", 0, Some(300), Some(0xa0)),
+        mem_call(2, 1400.0, "cudaFree", 0, None, Some(0xa0)),
+        mem_call(2, 1500.0, "cuMemFree_v2", 0, None, Some(0xa0)),
+        // A mapping, unmapped; a failed one.
+        mem_call(3, 1200.0, "cuMemMap", 0, Some(4096), Some(0xb000)),
+        mem_call(3, 1300.0, "cuMemMap", 1, Some(4096), Some(0xc000)),
+        mem_call(3, 2000.0, "cuMemUnmap", 0, Some(4096), Some(0xb000)),
+    ];
+    let tmp = tempfile::tempdir().unwrap();
+    let json = tmp.path().join("calls.json");
+    std::fs::write(&json, serde_json::to_vec(&calls.to_vec()).unwrap()).unwrap();
+    let parquet = tmp.path().join("lake/calls.parquet");
+    std::fs::create_dir_all(parquet.parent().unwrap()).unwrap();
+    let script = "import duckdb, sys\nduckdb.sql(f\"COPY (SELECT * FROM read_json('{sys.argv[1]}', columns = {{'node': 'VARCHAR', \
+         'pod': 'VARCHAR', 'session': 'VARCHAR', 'pid': 'INTEGER', 'tid': 'INTEGER', 'ts_ns': 'BIGINT', 'function': 'VARCHAR', \
+         'layer': 'VARCHAR', 'role': 'VARCHAR', 'ret': 'INTEGER', 'bytes': 'BIGINT', 'dptr': 'BIGINT'}})) TO '{sys.argv[2]}'\")";
+    let status = lake::python_with_duckdb().args(["-c", script]).arg(&json).arg(&parquet).status().unwrap();
+    assert!(status.success());
+    let rows = duckdb(parquet.parent().unwrap(), "memory.sql");
+    let got: Vec<Vec<f64>> = rows
+        .iter()
+        .map(|r| {
+            let names = ["pid", "allocations", "frees", "unmatched_frees", "failed_allocations", "peak_bytes"];
+            let mut v: Vec<f64> = names.iter().map(|n| r[n].as_f64().unwrap()).collect();
+            v.extend([r["peak_at_sec"].as_f64().unwrap(), r["final_bytes"].as_f64().unwrap()]);
+            v
+        })
+        .collect();
+    let want = [
+        [1.0, 2.0, 1.0, 1.0, 1.0, 150.0, 1.5, 50.0],
+        [2.0, 2.0, 1.0, 0.0, 0.0, 300.0, 1.1, 0.0],
+        [3.0, 1.0, 1.0, 0.0, 1.0, 4096.0, 1.2, 0.0],
+    ];
+    assert_eq!(got.len(), want.len(), "{rows:?}");
+    for (g, w) in got.iter().zip(want) {
+        assert!(g.iter().zip(w).all(|(a, b)| (a - b).abs() < 1e-9), "{g:?} vs {w:?}");
     }
 }

@@ -45,12 +45,16 @@ fn python_with(var: &str, dir: &str, package: &str, pin: &str) -> Command {
     python
 }
 
+/// `python3` with setup's DuckDB.
+pub fn python_with_duckdb() -> Command {
+    python_with("CUDA_TRACER_DUCKDB", "pypi-duckdb", "duckdb", "duckdb==1.5.6")
+}
+
 /// The rows of one shipped query (a file of `analysis/fleet/sql/`) run by
 /// DuckDB over the Parquet files under `lake`.
 pub fn duckdb(lake: &Path, query: &str) -> Vec<Value> {
     let (run, query) = (root().join("analysis/fleet/duckdb/run.py"), root().join("analysis/fleet/sql").join(query));
-    let mut python = python_with("CUDA_TRACER_DUCKDB", "pypi-duckdb", "duckdb", "duckdb==1.5.6");
-    let output = python.arg(run).arg(lake).arg(&query).output().unwrap();
+    let output = python_with_duckdb().arg(run).arg(lake).arg(&query).output().unwrap();
     assert!(output.status.success(), "{}: {}", query.display(), String::from_utf8_lossy(&output.stderr));
     serde_json::from_slice::<Value>(&output.stdout).unwrap().as_array().unwrap().clone()
 }
