@@ -144,7 +144,8 @@ fn mem_call(pid: u32, ts_ms: f64, function: &str, ret: i32, bytes: Option<u64>, 
 /// The memory query's fold on the sequences report's own unit tests use
 /// (live_ranges.rs, memory.rs), and on the cases the recorded workload
 /// never makes: a pointer opened again by the layer that holds it, a close
-/// by the layer that does not, a free of a pointer never allocated.
+/// by the layer that does not, a free of a pointer never allocated; in
+/// DuckDB and in Spark.
 #[test]
 fn memory_fold_keeps_reports_rules_on_hand_made_calls() {
     let calls = [
@@ -179,23 +180,23 @@ fn memory_fold_keeps_reports_rules_on_hand_made_calls() {
          'layer': 'VARCHAR', 'role': 'VARCHAR', 'ret': 'INTEGER', 'bytes': 'BIGINT', 'dptr': 'BIGINT'}})) TO '{sys.argv[2]}'\")";
     let status = lake::python_with_duckdb().args(["-c", script]).arg(&json).arg(&parquet).status().unwrap();
     assert!(status.success());
-    let rows = duckdb(parquet.parent().unwrap(), "memory.sql");
-    let got: Vec<Vec<f64>> = rows
-        .iter()
-        .map(|r| {
-            let names = ["pid", "allocations", "frees", "unmatched_frees", "failed_allocations", "peak_bytes"];
-            let mut v: Vec<f64> = names.iter().map(|n| r[n].as_f64().unwrap()).collect();
-            v.extend([r["peak_at_sec"].as_f64().unwrap(), r["final_bytes"].as_f64().unwrap()]);
-            v
-        })
-        .collect();
+    let numbers = |rows: &[Value]| -> Vec<Vec<f64>> {
+        let names = ["pid", "allocations", "frees", "unmatched_frees", "failed_allocations", "peak_bytes"];
+        let names = names.iter().chain(&["peak_at_sec", "final_bytes"]);
+        rows.iter().map(|r| names.clone().map(|n| r[*n].as_f64().unwrap()).collect()).collect()
+    };
     let want = [
         [1.0, 2.0, 1.0, 1.0, 1.0, 150.0, 1.5, 50.0],
         [2.0, 2.0, 1.0, 0.0, 0.0, 300.0, 1.1, 0.0],
         [3.0, 1.0, 1.0, 0.0, 1.0, 4096.0, 1.2, 0.0],
     ];
-    assert_eq!(got.len(), want.len(), "{rows:?}");
-    for (g, w) in got.iter().zip(want) {
-        assert!(g.iter().zip(w).all(|(a, b)| (a - b).abs() < 1e-9), "{g:?} vs {w:?}");
+    let lake = parquet.parent().unwrap();
+    let from_spark = spark(lake, &["memory"], &tmp.path().join("spark"));
+    for (engine, rows) in [("DuckDB", duckdb(lake, "memory.sql")), ("Spark", from_spark["memory"].clone())] {
+        let got = numbers(&rows);
+        assert_eq!(got.len(), want.len(), "{engine}: {rows:?}");
+        for (g, w) in got.iter().zip(want) {
+            assert!(g.iter().zip(w).all(|(a, b)| (a - b).abs() < 1e-9), "{engine}: {g:?} vs {w:?}");
+        }
     }
 }
