@@ -15,6 +15,7 @@ use std::{
 };
 
 pub mod kube;
+pub mod lake;
 pub mod openai_stub;
 pub mod procs;
 pub mod s3;

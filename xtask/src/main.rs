@@ -14,6 +14,7 @@ mod fuzz;
 mod paths;
 mod setup;
 mod setup_kube;
+mod setup_spark;
 
 use std::process::Command;
 
@@ -191,6 +192,8 @@ fn test(cargo_args: &[String]) -> Result<()> {
             .env("CUDA_TRACER_K8S_TOOLS", paths::k8s_tools())
             .env("CUDA_TRACER_PANDAS", paths::pandas())
             .env("CUDA_TRACER_DUCKDB", paths::duckdb())
+            .env("CUDA_TRACER_PYSPARK", paths::pyspark())
+            .env("JAVA_HOME", setup_spark::java_home())
             .env("CUDA_TRACER_KUBE_APISERVER", paths::kube_apiserver())
             .env("CUDA_TRACER_ETCD", paths::etcd())
             .env("CUDA_TRACER_KUBECTL", paths::kubectl()),

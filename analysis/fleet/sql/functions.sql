@@ -8,9 +8,9 @@ SELECT
     count(*) FILTER (WHERE ret <> 0) AS errors,
     sum(dur_ns) / 1e6 AS total_ms,
     avg(dur_ns) / 1e3 AS mean_us,
-    quantile_cont(dur_ns / 1e3, 0.50) AS p50_us,
-    quantile_cont(dur_ns / 1e3, 0.95) AS p95_us,
-    quantile_cont(dur_ns / 1e3, 0.99) AS p99_us,
+    percentile(dur_ns / 1e3, 0.50) AS p50_us,
+    percentile(dur_ns / 1e3, 0.95) AS p95_us,
+    percentile(dur_ns / 1e3, 0.99) AS p99_us,
     max(dur_ns) / 1e3 AS max_us
 FROM calls
 GROUP BY function, layer
