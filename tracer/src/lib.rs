@@ -25,4 +25,5 @@ pub mod daemon;
 pub mod format;
 pub mod http_serve;
 pub mod kube;
+pub mod s3;
 pub mod secrets;
