@@ -35,10 +35,10 @@ pub struct ReportArgs {
 pub struct FilterArgs {
     /// Only calls entered at or after this time: RFC 3339 UTC (2026-12-03T10:00:00Z), unix seconds,
     /// or before now (-1h, -30m, -2d).
-    #[arg(long, value_parser = parse_now)]
+    #[arg(long, value_parser = parse_now, allow_hyphen_values = true)]
     pub since: Option<std::time::SystemTime>,
     /// Only calls entered at or before this time (the forms of --since).
-    #[arg(long, value_parser = parse_now)]
+    #[arg(long, value_parser = parse_now, allow_hyphen_values = true)]
     pub until: Option<std::time::SystemTime>,
     /// Only these nodes (exact names; repeat or comma-separate).
     #[arg(long = "node", value_delimiter = ',')]
