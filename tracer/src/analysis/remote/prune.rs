@@ -117,7 +117,9 @@ pub fn select_lake(objects: &[LakeKey], range: Range, now: SystemTime) -> Vec<bo
 /// after `until` is not, nor one whose session opened its next file at
 /// or before `since` (times in names are whole seconds, rounded down).
 pub fn select_traces(traces: &[SessionKey], range: Range) -> Vec<bool> {
-    let mut sessions: BTreeMap<(&str, &str), Vec<(u32, SystemTime, usize)>> = BTreeMap::new();
+    // Per (source, session): each file's (seq, opening, index).
+    type Files = Vec<(u32, SystemTime, usize)>;
+    let mut sessions: BTreeMap<(&str, &str), Files> = BTreeMap::new();
     for (i, k) in traces.iter().enumerate() {
         if let Some((seq, opened)) = k.trace {
             sessions.entry((&k.source, &k.session)).or_default().push((seq, opened, i));

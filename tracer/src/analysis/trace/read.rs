@@ -96,22 +96,7 @@ pub fn read_filtered(
     let starts: Vec<align::SessionStart> = files.iter().map(|f| align::SessionStart::of_trace_file(f)).collect();
     let alignment = align::align(&starts);
     let windows: Vec<Option<(f64, f64)>> = starts.iter().map(|s| filter.window_ms(s.start_unix_ns)).collect();
-    let mut maps = Vec::with_capacity(files.len());
-    let mut damaged = Vec::new();
-    for (file, window) in files.iter().zip(&windows) {
-        if window.is_none() {
-            maps.push(None);
-            continue;
-        }
-        maps.push(match map_file(file) {
-            // A truncated or corrupt Parquet file is skipped and counted, like a bad line.
-            Err(ReadError::Parquet { path, source }) if source.is_damage() => {
-                damaged.push(Skipped { file: path, line: 0, reason: LineError::File(source.to_string()) });
-                None
-            }
-            other => other?,
-        });
-    }
+    let (maps, damaged) = map_files(files, &windows)?;
     let mut work = Vec::new();
     for (index, (map, &shift_ms)) in maps.iter().zip(&alignment.shifts_ms).enumerate() {
         let keep = windows[index].unwrap_or_default();
@@ -179,6 +164,31 @@ pub fn read_filtered(
     loaded.calls = calls;
     tracing::debug!(secs = started.elapsed().as_secs_f64(), seams_sufficed, "sorted");
     Ok(loaded)
+}
+
+/// Each file's bytes, and the damaged files skipped.
+type Mapped = (Vec<Option<FileBytes>>, Vec<Skipped>);
+
+/// The bytes of each file with a window (`None` for one without, and for
+/// an empty or damaged file), and the damaged Parquet files, which are
+/// skipped and counted like bad lines.
+fn map_files(files: &[PathBuf], windows: &[Option<(f64, f64)>]) -> Result<Mapped, ReadError> {
+    let mut maps = Vec::with_capacity(files.len());
+    let mut damaged = Vec::new();
+    for (file, window) in files.iter().zip(windows) {
+        if window.is_none() {
+            maps.push(None);
+            continue;
+        }
+        maps.push(match map_file(file) {
+            Err(ReadError::Parquet { path, source }) if source.is_damage() => {
+                damaged.push(Skipped { file: path, line: 0, reason: LineError::File(source.to_string()) });
+                None
+            }
+            other => other?,
+        });
+    }
+    Ok((maps, damaged))
 }
 
 /// Lines shorter than this cannot hold a call (`{"ts":0,"pid":0,"func":""}`
