@@ -137,6 +137,12 @@ fn reports_straight_from_the_store_equal_the_synced_objects_and_download_only_wh
     assert_eq!((only_b["inputs"]["calls"].as_u64(), names_in(&only_b["pods"])), (Some(b_calls), vec!["pod-b".into()]));
     assert_eq!(only_b["inputs"]["stores"][0]["downloaded"], b_objects);
 
+    // The caps: one error naming the flag to raise.
+    for (flag, cap) in [("--max-object-bytes", "10"), ("--max-download-bytes", "1000")] {
+        let e = failure_of(&report(&[&URL], &tmp.path().join("r-cap"), &[flag, cap], SECRET_KEY));
+        assert!(e.contains(&format!("raise {flag}")) && e.contains(&format!("{cap} bytes")), "{e}");
+    }
+
     // A time range holding nothing downloads nothing.
     let range = ["--since", "2001-01-01T00:00:00Z", "--until", "2001-01-01T01:00:00Z"];
     let e = failure_of(&report(&[&URL], &tmp.path().join("r-t"), &range, SECRET_KEY));

@@ -60,3 +60,18 @@ pub fn check(bucket: &str, key: &str, bytes: u64, caps: &Caps) -> Result<(), Rem
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_caps_name_their_flags() {
+        let caps = Caps { object: 100, total: 250, used: 200 };
+        assert!(check("b", "k", 50, &caps).is_ok());
+        let e = check("b", "k", 101, &caps).unwrap_err().to_string();
+        assert!(e.contains("s3://b/k") && e.contains("raise --max-object-bytes"), "{e}");
+        let e = check("b", "k", 51, &caps).unwrap_err().to_string();
+        assert!(e.contains("raise --max-download-bytes") && e.contains("250 bytes"), "{e}");
+    }
+}
