@@ -88,8 +88,8 @@ pub enum RemoteError {
     Credentials { bucket: String, key: String, code: String },
     #[error("bucket {bucket} does not exist at this endpoint: check the bucket in the s3:// URL and --s3-endpoint / S3_ENDPOINT")]
     NoBucket { bucket: String },
-    #[error("the store is unreachable for s3://{bucket}/{key} ({message}): check --s3-endpoint / S3_ENDPOINT and the network; --s3-timeout-secs bounds each request")]
-    Unreachable { bucket: String, key: String, message: String },
+    #[error("the store at {endpoint} is unreachable for s3://{bucket}/{key} ({message}): check --s3-endpoint / S3_ENDPOINT and the network; --s3-timeout-secs bounds each request")]
+    Unreachable { endpoint: String, bucket: String, key: String, message: String },
     #[error("reading s3://{bucket}/{key} failed: {message}")]
     Store { bucket: String, key: String, message: String },
     #[error("the body of s3://{bucket}/{key} broke off: {message}")]
@@ -113,8 +113,21 @@ impl RemoteError {
         match crate::s3::classify(err) {
             Failure::Credentials(code) => Self::Credentials { bucket, key, code },
             Failure::NoBucket => Self::NoBucket { bucket },
-            Failure::Unreachable(message) => Self::Unreachable { bucket, key, message },
+            Failure::Unreachable(message) => Self::Unreachable { endpoint: String::new(), bucket, key, message },
             Failure::Other(message) => Self::Store { bucket, key, message },
+        }
+    }
+}
+
+impl RemoteError {
+    /// Names the endpoint in an unreachable store's error.
+    fn at(self, endpoint: Option<&str>) -> Self {
+        match self {
+            Self::Unreachable { bucket, key, message, .. } => {
+                let endpoint = endpoint.unwrap_or("the region's AWS endpoint").to_string();
+                Self::Unreachable { endpoint, bucket, key, message }
+            }
+            other => other,
         }
     }
 }
@@ -148,6 +161,7 @@ pub fn fetch(url: &S3Url, opts: &StoreOptions, filter: &TraceFilter) -> Result<F
     let counts = runtime.block_on(async {
         let client = crate::s3::client(&opts.client).await;
         plan::fetch_into(&client, url, opts, filter, &root).await
-    })?;
+    });
+    let counts = counts.map_err(|e| e.at(opts.client.endpoint.as_deref()))?;
     Ok(Fetched { url: url.clone(), root, counts, _dir: dir })
 }

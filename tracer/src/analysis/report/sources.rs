@@ -99,7 +99,7 @@ impl SourceRow {
             layer,
             calls: c.calls,
             errors: c.errors,
-            total_call_ms: c.call_us / 1000.0,
+            total_call_ms: c.call_ns as f64 / 1e6,
             launches: c.launches,
             copies: c.copies,
             copy_bytes: c.copy_bytes,
@@ -129,7 +129,7 @@ mod tests {
         let id = |n: &str, p: Option<&str>| Identity { node: Some(n.into()), pod: p.map(Into::into) };
         let tally = |calls: u64, bytes: u64| {
             let mut t = Tally::default();
-            t.0[1] = LayerCounts { calls, call_us: 2000.0, copy_bytes: bytes, ..Default::default() };
+            t.0[1] = LayerCounts { calls, call_ns: 2_000_000, copy_bytes: bytes, ..Default::default() };
             t
         };
         let ids = [id("n1", Some("a")), id("n1", Some("b")), id("n2", None)];

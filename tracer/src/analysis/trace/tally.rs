@@ -13,8 +13,10 @@ pub struct LayerCounts {
     pub calls: u64,
     /// Failed calls, included in `calls`.
     pub errors: u64,
-    /// Time inside the calls, microseconds.
-    pub call_us: f64,
+    /// Time inside the calls, nanoseconds: an integer, so the sum is the
+    /// same in any order (a Parquet file holds its calls in another order
+    /// than its JSONL twin).
+    pub call_ns: u64,
     /// Kernel launch calls (as in the kernels table).
     pub launches: u64,
     /// Successful copy calls and the bytes they copied (as in the copies table).
@@ -26,7 +28,7 @@ impl LayerCounts {
     fn add(&mut self, c: &Call) {
         self.calls += 1;
         self.errors += u64::from(!c.ok());
-        self.call_us += c.dur_us;
+        self.call_ns += (c.dur_us * 1000.0).round().max(0.0) as u64;
         match c.spec().role {
             Role::Launch => self.launches += 1,
             Role::Copy if c.ok() => {
@@ -40,7 +42,7 @@ impl LayerCounts {
     pub fn merge(&mut self, o: &LayerCounts) {
         self.calls += o.calls;
         self.errors += o.errors;
-        self.call_us += o.call_us;
+        self.call_ns += o.call_ns;
         self.launches += o.launches;
         self.copies += o.copies;
         self.copy_bytes += o.copy_bytes;
