@@ -99,6 +99,12 @@ impl S3Server {
         }
     }
 
+    /// Puts `bytes` at `key`.
+    pub fn put(&self, bucket: &str, key: &str, bytes: Vec<u8>) {
+        let body = aws_sdk_s3::primitives::ByteStream::from(bytes);
+        self.rt.block_on(self.client.put_object().bucket(bucket).key(key).body(body).send()).expect("put");
+    }
+
     /// Every object under `prefix`, with its bytes.
     pub fn objects(&self, bucket: &str, prefix: &str) -> BTreeMap<String, Vec<u8>> {
         self.rt.block_on(async {

@@ -238,8 +238,16 @@ pub struct S3Args {
     #[arg(long = "multipart-bytes", default_value_t = crate::daemon::output::upload::MULTIPART_BYTES, hide = true,
           value_parser = clap::value_parser!(u64).range(5 << 20..=5 << 30))]
     pub multipart_bytes: u64,
+    #[command(flatten)]
+    pub timeout: S3Timeout,
+}
+
+/// How long one request to the store may take.
+#[derive(Clone, Debug, Args)]
+pub struct S3Timeout {
     /// Seconds one request to the store may take to answer (connecting: at most 10 s of it); a store that
-    /// accepts and never answers fails the upload, which is retried later. Bounds each upload at shutdown too.
+    /// accepts and never answers fails the upload (retried later) or the report. Bounds each upload at
+    /// shutdown too.
     #[arg(long = "s3-timeout-secs", env = "S3_TIMEOUT_SECS", default_value_t = 120,
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub timeout_secs: u64,
@@ -255,6 +263,14 @@ pub struct S3Target {
     /// Key prefix; objects go to <prefix><pod-or-node>/<session>/<file>.
     #[arg(long = "s3-prefix", env = "S3_PREFIX", default_value = "k3s-vllm/")]
     pub prefix: String,
+    #[command(flatten)]
+    pub endpoint: S3Endpoint,
+}
+
+/// How to reach the store: shared by uploads and by `report`/`export`
+/// reading `s3://` inputs.
+#[derive(Clone, Debug, Args)]
+pub struct S3Endpoint {
     /// Endpoint of an S3-compatible store (MinIO, Ceph, R2, SeaweedFS).
     #[arg(long = "s3-endpoint", env = "S3_ENDPOINT")]
     pub endpoint: Option<String>,
@@ -280,14 +296,14 @@ impl S3Args {
             // An empty S3_BUCKET (a blank ConfigMap value) means no bucket.
             bucket: target.bucket.clone().filter(|b| !b.trim().is_empty())?,
             prefix: target.prefix.clone(),
-            endpoint: target.endpoint.clone(),
-            region: target.region.clone(),
-            path_style: target.path_style,
+            endpoint: target.endpoint.endpoint.clone(),
+            region: target.endpoint.region.clone(),
+            path_style: target.endpoint.path_style,
             source,
             node: k8s.node.unwrap_or_else(crate::format::metadata::hostname),
             pod: k8s.pod,
             multipart_bytes: self.multipart_bytes,
-            timeout: std::time::Duration::from_secs(self.timeout_secs),
+            timeout: std::time::Duration::from_secs(self.timeout.timeout_secs),
         })
     }
 }

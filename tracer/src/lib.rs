@@ -11,7 +11,9 @@
 //!   file names, the JSONL line, the KV-cache CSV and `metadata.json`.
 //! - [`analysis`]: reading traces back ([`analysis::trace`]) and answering
 //!   from them ([`analysis::report`], [`analysis::export`],
-//!   [`analysis::kvcache`]).
+//!   [`analysis::kvcache`]), locally or straight from S3 ([`analysis::remote`]).
+//! - [`s3`]: the S3 client the upload and `report s3://…` build the same
+//!   way, and what a failed request means.
 //! - [`http_serve`]: the bounded HTTP/1.1 server (connection cap, head
 //!   timeout, connection lifetime) the webhook and the metrics server share.
 //! - [`kube`]: the Kubernetes-side tools: the admission webhook and the
@@ -25,4 +27,5 @@ pub mod daemon;
 pub mod format;
 pub mod http_serve;
 pub mod kube;
+pub mod s3;
 pub mod secrets;

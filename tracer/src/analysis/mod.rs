@@ -2,6 +2,8 @@
 //! report, the exports and the KV-cache summary.
 
 pub mod export;
+pub mod inputs;
 pub mod kvcache;
+pub mod remote;
 pub mod report;
 pub mod trace;

@@ -5,14 +5,17 @@ use std::path::PathBuf;
 
 use clap::{builder::PossibleValue, Args, Subcommand, ValueEnum};
 
+use super::{S3Endpoint, S3Timeout};
 use crate::analysis::{
     export::{ChromeConfig, ExportConfig},
+    remote::{StoreOptions, MAX_OBJECT_BYTES, MAX_TOTAL_BYTES},
     report::{ReportConfig, ReportFormat},
+    trace::filter::{parse_time, TraceFilter},
 };
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
-    /// Trace dirs, session dirs or trace_*.jsonl files.
+    /// Trace dirs, session dirs, trace_*.jsonl / .parquet files, or s3://bucket/prefix.
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
     /// Directory for the report files (CSV, JSON, plots).
@@ -21,6 +24,68 @@ pub struct ReportArgs {
     /// What is printed on stdout.
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     pub format: ReportFormat,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+/// Which calls are read.
+#[derive(Clone, Debug, Args)]
+pub struct FilterArgs {
+    /// Only calls entered at or after this time: RFC 3339 UTC (2026-12-03T10:00:00Z), unix seconds,
+    /// or before now (-1h, -30m, -2d).
+    #[arg(long, value_parser = parse_now, allow_hyphen_values = true)]
+    pub since: Option<std::time::SystemTime>,
+    /// Only calls entered at or before this time (the forms of --since).
+    #[arg(long, value_parser = parse_now, allow_hyphen_values = true)]
+    pub until: Option<std::time::SystemTime>,
+    /// Only these nodes (exact names; repeat or comma-separate).
+    #[arg(long = "node", value_delimiter = ',')]
+    pub nodes: Vec<String>,
+    /// Only these pods (exact names; repeat or comma-separate).
+    #[arg(long = "pod", value_delimiter = ',')]
+    pub pods: Vec<String>,
+}
+
+fn parse_now(s: &str) -> Result<std::time::SystemTime, String> {
+    parse_time(s, std::time::SystemTime::now()).map_err(|e| e.to_string())
+}
+
+/// How s3:// inputs are read: the upload's endpoint flags and credential chain.
+#[derive(Clone, Debug, Args)]
+pub struct StoreArgs {
+    #[command(flatten)]
+    pub endpoint: S3Endpoint,
+    #[command(flatten)]
+    pub timeout: S3Timeout,
+    /// The largest object downloaded from s3:// inputs.
+    #[arg(long = "max-object-bytes", default_value_t = MAX_OBJECT_BYTES, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_object_bytes: u64,
+    /// The most bytes downloaded from s3:// inputs in all.
+    #[arg(long = "max-download-bytes", default_value_t = MAX_TOTAL_BYTES, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_download_bytes: u64,
+}
+
+impl From<FilterArgs> for TraceFilter {
+    fn from(a: FilterArgs) -> Self {
+        Self { since: a.since, until: a.until, nodes: a.nodes, pods: a.pods }
+    }
+}
+
+impl From<StoreArgs> for StoreOptions {
+    fn from(a: StoreArgs) -> Self {
+        Self {
+            client: crate::s3::ClientSettings {
+                endpoint: a.endpoint.endpoint,
+                region: a.endpoint.region,
+                path_style: a.endpoint.path_style,
+                timeout: std::time::Duration::from_secs(a.timeout.timeout_secs),
+            },
+            max_object_bytes: a.max_object_bytes,
+            max_total_bytes: a.max_download_bytes,
+        }
+    }
 }
 
 impl ValueEnum for ReportFormat {
@@ -39,7 +104,7 @@ impl ValueEnum for ReportFormat {
 
 impl From<ReportArgs> for ReportConfig {
     fn from(a: ReportArgs) -> Self {
-        Self { inputs: a.inputs, out: a.out, format: a.format }
+        Self { inputs: a.inputs, out: a.out, format: a.format, filter: a.filter.into(), store: a.store.into() }
     }
 }
 
@@ -57,7 +122,7 @@ pub enum ExportFormat {
 
 #[derive(Debug, Args)]
 pub struct ChromeArgs {
-    /// Trace dirs, session dirs or trace_*.jsonl files.
+    /// Trace dirs, session dirs, trace_*.jsonl / .parquet files, or s3://bucket/prefix.
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
     /// Output file.
@@ -69,11 +134,22 @@ pub struct ChromeArgs {
     /// Window of session time in milliseconds, e.g. `2000..4500`.
     #[arg(long)]
     pub time: Option<String>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 impl From<ExportArgs> for ExportConfig {
     fn from(a: ExportArgs) -> Self {
         let ExportFormat::Chrome(c) = a.format;
-        ExportConfig::Chrome(ChromeConfig { inputs: c.inputs, output: c.output, steps: c.steps, time: c.time })
+        ExportConfig::Chrome(ChromeConfig {
+            inputs: c.inputs,
+            output: c.output,
+            steps: c.steps,
+            time: c.time,
+            filter: c.filter.into(),
+            store: c.store.into(),
+        })
     }
 }

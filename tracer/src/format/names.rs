@@ -21,6 +21,14 @@ const TRACE_SUFFIX: &str = ".jsonl";
 const PARQUET_SUFFIX: &str = ".parquet";
 /// The first component of the Parquet lake's keys (after the prefix).
 pub const PARQUET_LAKE_DIR: &str = "parquet";
+/// The lake's partition keys (`<key>=<value>` directories).
+pub const LAKE_DATE_KEY: &str = "date";
+pub const LAKE_HOUR_KEY: &str = "hour";
+pub const LAKE_NODE_KEY: &str = "node";
+pub const LAKE_POD_KEY: &str = "pod";
+/// The partition value engines read as null (Hive's convention): the pod
+/// of a tracer that runs on a node, not in a pod.
+pub const HIVE_NULL: &str = "__HIVE_DEFAULT_PARTITION__";
 /// Start of every KV-cache CSV chunk's name.
 const KV_CHUNK_PREFIX: &str = "kv_cache_usage_";
 /// The merged (or seed-style) KV-cache CSV that `report` writes and reads.
@@ -86,8 +94,14 @@ pub fn parquet_lake_key(file: &str, session: &str, node: &str, pod: &str) -> Opt
     let (date, hour) = (utc.get(..8)?, utc.get(9..11)?);
     let (y, m, d) = (&date[..4], &date[4..6], &date[6..8]);
     Some(format!(
-        "{PARQUET_LAKE_DIR}/date={y}-{m}-{d}/hour={hour}/node={node}/pod={pod}/{session}-{seq}{PARQUET_SUFFIX}"
+        "{PARQUET_LAKE_DIR}/{LAKE_DATE_KEY}={y}-{m}-{d}/{LAKE_HOUR_KEY}={hour}/{LAKE_NODE_KEY}={node}/{LAKE_POD_KEY}={pod}/{session}-{seq}{PARQUET_SUFFIX}"
     ))
+}
+
+/// A node, pod or session name as a lake partition value: `/` and `=`
+/// become `_` (a value may hold neither).
+pub fn partition_value(value: &str) -> String {
+    value.replace(['/', '='], "_")
 }
 
 /// The name of KV-cache CSV chunk number `seq`.

@@ -38,6 +38,8 @@ pub fn track_of(call: &Call) -> u32 {
 pub struct Source {
     pub path: PathBuf,
     pub shift_ms: f64,
+    /// The file's own `ts` kept (`--since`/`--until`), `[lo, hi]`.
+    pub keep_ms: (f64, f64),
 }
 
 /// What was written.
@@ -205,8 +207,7 @@ fn call_events<W: Write>(out: &mut W, source: &Source, window: &Window, output: 
     let mut calls = 0;
     // Batches of a few chunks per thread keep memory bounded on big files.
     for batch in chunks.chunks(rayon::current_num_threads() * 2) {
-        let rendered: Vec<(Vec<u8>, u64)> =
-            batch.par_iter().map(|c| render_chunk(c, source.shift_ms, window)).collect();
+        let rendered: Vec<(Vec<u8>, u64)> = batch.par_iter().map(|c| render_chunk(c, source, window)).collect();
         for (bytes, n) in rendered {
             out.write_all(&bytes).map_err(|e| ExportError::Io { path: output.to_path_buf(), source: e })?;
             calls += n;
@@ -217,12 +218,12 @@ fn call_events<W: Write>(out: &mut W, source: &Source, window: &Window, output: 
 
 /// The events of one chunk's lines in the window; bad lines are skipped here
 /// as the reader skips them (it counted and reported them already).
-fn render_chunk(chunk: &[u8], shift_ms: f64, window: &Window) -> (Vec<u8>, u64) {
-    let mut buf = Vec::new();
+fn render_chunk(chunk: &[u8], source: &Source, window: &Window) -> (Vec<u8>, u64) {
+    let (mut buf, shift_ms, (lo, hi)) = (Vec::new(), source.shift_ms, source.keep_ms);
     let mut n = 0;
     for line in chunk.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
         let Ok(head) = serde_json::from_slice::<Head>(line) else { continue };
-        if !window.contains(head.ts + shift_ms) {
+        if !window.contains(head.ts + shift_ms) || head.ts < lo || head.ts > hi {
             continue;
         }
         let Ok(mut call) = parse_line(line) else { continue };

@@ -10,7 +10,14 @@ pub use crate::analysis::report::steps;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use crate::{analysis::trace, format::metadata::Metadata};
+use crate::{
+    analysis::{
+        inputs::{self, SelectError},
+        remote::StoreOptions,
+        trace::{self, filter::TraceFilter},
+    },
+    format::{align::SessionStart, metadata::Metadata},
+};
 
 /// What to export, in which format.
 #[derive(Clone, Debug)]
@@ -28,12 +35,18 @@ pub struct ChromeConfig {
     pub steps: Option<String>,
     /// Window of session time in milliseconds, e.g. `2000..4500`.
     pub time: Option<String>,
+    /// The calls read (`--since`, `--until`, `--node`, `--pod`).
+    pub filter: TraceFilter,
+    /// How `s3://` inputs are read.
+    pub store: StoreOptions,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
     #[error(transparent)]
     Read(#[from] trace::ReadError),
+    #[error(transparent)]
+    Select(#[from] SelectError),
     #[error(transparent)]
     Window(#[from] window::WindowError),
     #[error("{path}: {source}")]
@@ -89,9 +102,11 @@ impl std::fmt::Display for Summary {
 
 /// Reads the inputs, picks the window and writes the Chrome trace.
 pub fn export_chrome(args: &ChromeConfig) -> Result<Summary, ExportError> {
-    let files = trace::discover(&args.inputs)?;
-    let loaded = trace::read(&files)?;
-    let (sources, names) = sources_and_names(&files, &loaded.alignment.shifts_ms);
+    args.filter.check().map_err(SelectError::from)?;
+    let selected = inputs::select(&args.inputs, &args.filter, &args.store)?;
+    let files = &selected.files;
+    let loaded = trace::read_filtered(files, &args.filter, &|_| ())?;
+    let (sources, names) = sources_and_names(files, &loaded.alignment.shifts_ms, &args.filter);
     let window = Selection { steps: args.steps.as_deref(), time: args.time.as_deref() };
     let open = || std::fs::File::create(&args.output);
     write_chrome(&loaded, &sources, &names, window, (&args.output, &open))
@@ -147,10 +162,18 @@ pub fn write_chrome(
 }
 
 /// Each file's time shift (the same as [`trace::read`]'s, `shifts_ms`) and
-/// the process names the sessions' metadata.json record.
-fn sources_and_names(files: &[PathBuf], shifts_ms: &[f64]) -> (Vec<chrome::Source>, HashMap<u32, String>) {
+/// the calls `filter` keeps of it, and the process names the sessions'
+/// metadata.json record.
+fn sources_and_names(
+    files: &[PathBuf],
+    shifts_ms: &[f64],
+    filter: &TraceFilter,
+) -> (Vec<chrome::Source>, HashMap<u32, String>) {
     let metas: Vec<Option<Metadata>> = files.iter().map(|f| Metadata::of_trace_file(f)).collect();
-    let sources = files.iter().zip(shifts_ms).map(|(path, &shift_ms)| chrome::Source { path: path.clone(), shift_ms });
+    let sources = files.iter().zip(shifts_ms).map(|(path, &shift_ms)| {
+        let keep_ms = filter.window_ms(SessionStart::of_trace_file(path).start_unix_ns);
+        chrome::Source { path: path.clone(), shift_ms, keep_ms: keep_ms.unwrap_or((f64::INFINITY, f64::NEG_INFINITY)) }
+    });
     let names = metas.into_iter().flatten().flat_map(|m| m.processes).map(|p| (p.pid, p.comm)).collect();
     (sources.collect(), names)
 }

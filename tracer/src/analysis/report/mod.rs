@@ -15,6 +15,7 @@ pub mod live_ranges;
 pub mod memory;
 pub mod plots;
 pub mod sections;
+pub mod sources;
 pub mod steps;
 pub mod table;
 
@@ -25,7 +26,11 @@ use std::{
 
 use serde::Serialize;
 
-use crate::analysis::trace::{self, Loaded};
+use crate::analysis::{
+    inputs::{self, FilterCounts, Selected},
+    remote::{StoreCounts, StoreOptions},
+    trace::{self, filter::TraceFilter, Loaded},
+};
 
 /// What to report on and where the report goes.
 #[derive(Clone, Debug)]
@@ -36,6 +41,10 @@ pub struct ReportConfig {
     pub out: PathBuf,
     /// What is printed on stdout.
     pub format: ReportFormat,
+    /// The calls read (`--since`, `--until`, `--node`, `--pod`).
+    pub filter: TraceFilter,
+    /// How `s3://` inputs are read.
+    pub store: StoreOptions,
 }
 
 /// The form of the summary on stdout.
@@ -50,6 +59,8 @@ pub enum ReportFormat {
 pub enum ReportError {
     #[error(transparent)]
     Read(#[from] crate::analysis::trace::ReadError),
+    #[error(transparent)]
+    Select(#[from] inputs::SelectError),
     #[error("no line of the {lines} in the inputs is a trace line (first: {first}); pass cuda-tracer trace files")]
     NoTraceLines { lines: u64, first: String },
     #[error("writing {path}: {source}")]
@@ -78,6 +89,12 @@ pub struct Inputs {
     /// How sessions were put on one time axis, and how far apart the clocks
     /// of sessions from several machines can be.
     pub clock_alignment: crate::format::align::Alignment,
+    /// What `--since`/`--until`/`--node`/`--pod` left out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub filter: Option<FilterCounts>,
+    /// Per `s3://` input: objects listed, skipped by the filters, downloaded.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stores: Vec<StoreCounts>,
 }
 
 /// Everything the report found; `report.json` is this, serialized.
@@ -89,6 +106,9 @@ pub struct Report {
     /// Kernel launches per calling library.
     pub callers: callers::Callers,
     pub memory: memory::Memory,
+    /// Calls per node and per pod (`nodes`, `pods`).
+    #[serde(flatten)]
+    pub sources: sources::Sources,
     /// Sections filled by other analyses (CUDA graphs, steps, KV cache).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub graphs: Option<serde_json::Value>,
@@ -128,6 +148,8 @@ impl Report {
             first_ts_sec: calls.first().map_or(0.0, |c| c.ts_ms / 1000.0),
             last_ts_sec: last_end_ms / 1000.0,
             clock_alignment: loaded.alignment.clone(),
+            filter: None,
+            stores: Vec::new(),
         };
         let report = Report {
             inputs,
@@ -135,6 +157,7 @@ impl Report {
             kernels,
             callers,
             memory,
+            sources: sources::Sources::default(),
             graphs: None,
             steps: None,
             kv_cache: None,
@@ -163,6 +186,10 @@ impl Report {
         }
         for section in [self.functions.text(), self.kernels.text(TOP), self.callers.text(), self.memory.text(TOP)] {
             out += &section;
+            out += "\n";
+        }
+        if let Some(sources) = self.sources.text() {
+            out += &sources;
             out += "\n";
         }
         for section in &self.extra_text {
@@ -195,6 +222,8 @@ impl Report {
                 ("copies.csv", self.memory.copies_csv()),
                 ("pinned_host_timeline.csv", self.memory.pinned_host_timeline_csv()),
                 ("pinned_host_leaks.csv", self.memory.pinned_host_leaks_csv()),
+                ("nodes.csv", self.sources.nodes_csv()),
+                ("pods.csv", self.sources.pods_csv()),
             ],
         )
     }
@@ -238,9 +267,11 @@ fn skipped_text(s: &trace::Skipped) -> String {
     format!("{}:{}: {}", s.file.display(), s.line, s.reason)
 }
 
-/// Reads the inputs with a progress bar on a terminal for large inputs.
-pub fn read_inputs(inputs: &[PathBuf]) -> Result<Loaded, ReportError> {
-    let files = trace::discover(inputs)?;
+/// Reads the selected files (the calls `filter` keeps) with a progress
+/// bar on a terminal for large inputs; files are named as the objects
+/// they were downloaded from.
+pub fn read_inputs(selected: &Selected, filter: &TraceFilter) -> Result<Loaded, ReportError> {
+    let files = &selected.files;
     let total: u64 = files.iter().filter_map(|f| std::fs::metadata(f).ok()).map(|m| m.len()).sum();
     let bar = (std::io::stderr().is_terminal() && total >= PROGRESS_BYTES).then(|| {
         let bar = indicatif::ProgressBar::new(total);
@@ -250,13 +281,17 @@ pub fn read_inputs(inputs: &[PathBuf]) -> Result<Loaded, ReportError> {
         );
         bar
     });
-    let loaded = trace::read_with_progress(&files, &|n| {
+    let mut loaded = trace::read_filtered(files, filter, &|n| {
         if let Some(bar) = &bar {
             bar.inc(n);
         }
     })?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
+    }
+    loaded.files = loaded.files.iter().map(|f| selected.shown(f)).collect();
+    for s in &mut loaded.skipped {
+        s.file = selected.shown(&s.file);
     }
     if loaded.calls.is_empty() && loaded.skipped_total > 0 {
         let first = loaded.skipped.first().map(skipped_text).unwrap_or_default();
@@ -278,9 +313,16 @@ pub fn read_inputs(inputs: &[PathBuf]) -> Result<Loaded, ReportError> {
 /// Reads the inputs and writes the report.
 pub fn run(args: &ReportConfig) -> Result<(), ReportError> {
     let started = std::time::Instant::now();
-    let loaded = read_inputs(&args.inputs)?;
+    args.filter.check().map_err(inputs::SelectError::from)?;
+    let selected = inputs::select(&args.inputs, &args.filter, &args.store)?;
+    let loaded = read_inputs(&selected, &args.filter)?;
     tracing::debug!(secs = started.elapsed().as_secs_f64(), calls = loaded.calls.len(), "read");
     let (mut report, passes) = Report::build(&loaded);
+    report.sources = sources::Sources::of(&selected.identities, &loaded.tallies);
+    report.inputs.filter = selected.filter_counts(&args.filter, &loaded);
+    report.inputs.stores = selected.store_counts();
+    // The sections read the inputs' KV-cache CSVs: local paths only.
+    let args = &ReportConfig { inputs: selected.local_inputs.clone(), ..args.clone() };
     tracing::debug!(secs = started.elapsed().as_secs_f64(), "analysed");
     std::fs::create_dir_all(&args.out).map_err(|source| ReportError::Write { path: args.out.clone(), source })?;
     let mut written = sections::add(&mut report, &loaded, &passes, args)?;

@@ -5,13 +5,16 @@
 //! `export`) work on these, never on raw JSON.
 
 pub mod discover;
+pub mod filter;
+pub mod identity;
 pub mod read;
 mod sort;
+pub mod tally;
 
 pub use crate::format::line::{
     intern, parse_line, Args, Call, CopyKind, ErrorName, FastMap, Hex, Launch, LineError, SlotTaken,
 };
-pub use read::{read, read_with_progress, Loaded, ReadError, Skipped};
+pub use read::{read, read_filtered, read_with_progress, Loaded, ReadError, Skipped};
 
 /// The trace files of the inputs ([`discover::discover`]).
 pub fn discover(inputs: &[std::path::PathBuf]) -> Result<Vec<std::path::PathBuf>, ReadError> {

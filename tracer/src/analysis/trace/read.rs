@@ -11,8 +11,10 @@ use std::{
 use rayon::prelude::*;
 
 use super::{
+    filter::TraceFilter,
     parse_line,
     sort::{sort_by_time, sort_chunk, time_order},
+    tally::Tally,
     Call, LineError,
 };
 use crate::format::align;
@@ -56,6 +58,12 @@ pub struct Loaded {
     pub skipped_total: u64,
     /// How the sessions were put on one time axis.
     pub alignment: align::Alignment,
+    /// Per file (in `files` order): the calls kept, by layer.
+    pub tallies: Vec<Tally>,
+    /// Calls read but left out by the time filter.
+    pub filtered_calls: u64,
+    /// Files left out whole: a time filter and no known session start.
+    pub unplaced_files: Vec<PathBuf>,
 }
 
 /// Parses every file. Sessions started at different instants are put on one
@@ -74,24 +82,26 @@ pub fn read(files: &[PathBuf]) -> Result<Loaded, ReadError> {
 /// copying and faulting in that memory costs as much as parsing). A line
 /// that cannot be read leaves a hole, which sorts last and is cut off.
 pub fn read_with_progress(files: &[PathBuf], progress: &(dyn Fn(u64) + Sync)) -> Result<Loaded, ReadError> {
+    read_filtered(files, &TraceFilter::default(), progress)
+}
+
+/// [`read_with_progress`] keeping only the calls `filter`'s time range
+/// holds (its nodes and pods are the caller's: they pick whole files).
+pub fn read_filtered(
+    files: &[PathBuf],
+    filter: &TraceFilter,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Loaded, ReadError> {
     let started = std::time::Instant::now();
-    let alignment = align::align(&files.iter().map(|f| align::SessionStart::of_trace_file(f)).collect::<Vec<_>>());
-    let shifts = &alignment.shifts_ms;
-    let mut maps = Vec::with_capacity(files.len());
-    let mut damaged = Vec::new();
-    for file in files {
-        maps.push(match map_file(file) {
-            // A truncated or corrupt Parquet file is skipped and counted, like a bad line.
-            Err(ReadError::Parquet { path, source }) if source.is_damage() => {
-                damaged.push(Skipped { file: path, line: 0, reason: LineError::File(source.to_string()) });
-                None
-            }
-            other => other?,
-        });
-    }
+    let starts: Vec<align::SessionStart> = files.iter().map(|f| align::SessionStart::of_trace_file(f)).collect();
+    let alignment = align::align(&starts);
+    let windows: Vec<Option<(f64, f64)>> = starts.iter().map(|s| filter.window_ms(s.start_unix_ns)).collect();
+    let (maps, damaged) = map_files(files, &windows)?;
     let mut work = Vec::new();
-    for (index, (map, &shift_ms)) in maps.iter().zip(shifts).enumerate() {
-        work.extend(chunks(map.as_deref().unwrap_or_default()).into_iter().map(|c| (index, c, shift_ms)));
+    for (index, (map, &shift_ms)) in maps.iter().zip(&alignment.shifts_ms).enumerate() {
+        let keep = windows[index].unwrap_or_default();
+        let place = Placement { shift_ms, keep };
+        work.extend(chunks(map.as_deref().unwrap_or_default()).into_iter().map(|c| (index, c, place)));
     }
     let counts: Vec<usize> = work.par_iter().map(|&(_, chunk, _)| line_count(chunk)).collect();
     let total: usize = counts.iter().sum();
@@ -114,8 +124,8 @@ pub fn read_with_progress(files: &[PathBuf], progress: &(dyn Fn(u64) + Sync)) ->
         .par_iter()
         .zip(parts)
         // One buffer of sort keys per thread, reused chunk after chunk.
-        .map_init(Vec::new, |keys, (&(_, chunk, shift_ms), slots)| {
-            let out = parse_chunk(chunk, shift_ms, slots, keys);
+        .map_init(Vec::new, |keys, (&(_, chunk, place), slots)| {
+            let out = parse_chunk(chunk, place, slots, keys);
             progress(chunk.len() as u64);
             out
         })
@@ -124,7 +134,9 @@ pub fn read_with_progress(files: &[PathBuf], progress: &(dyn Fn(u64) + Sync)) ->
     // order, and `parse_chunk` initialized every slot of its part (it asserts
     // so before returning; a panic there never reaches this line).
     unsafe { calls.set_len(total) };
-    let mut loaded = Loaded { files: files.to_vec(), alignment: alignment.clone(), ..Loaded::default() };
+    let mut loaded = Loaded { files: files.to_vec(), alignment, ..Loaded::default() };
+    loaded.tallies = vec![Tally::default(); files.len()];
+    loaded.unplaced_files = files.iter().zip(&windows).filter(|(_, w)| w.is_none()).map(|(f, _)| f.clone()).collect();
     loaded.skipped_total = damaged.len() as u64;
     loaded.skipped = damaged;
     loaded.bytes = work.iter().map(|w| w.1.len() as u64).sum();
@@ -139,6 +151,8 @@ pub fn read_with_progress(files: &[PathBuf], progress: &(dyn Fn(u64) + Sync)) ->
         file_lines[index] += out.lines;
         loaded.lines += out.lines;
         loaded.skipped_total += out.bad_total;
+        loaded.filtered_calls += out.filtered;
+        loaded.tallies[index].merge(&out.tally);
         holes += out.holes;
     }
     drop(work);
@@ -150,6 +164,31 @@ pub fn read_with_progress(files: &[PathBuf], progress: &(dyn Fn(u64) + Sync)) ->
     loaded.calls = calls;
     tracing::debug!(secs = started.elapsed().as_secs_f64(), seams_sufficed, "sorted");
     Ok(loaded)
+}
+
+/// Each file's bytes, and the damaged files skipped.
+type Mapped = (Vec<Option<FileBytes>>, Vec<Skipped>);
+
+/// The bytes of each file with a window (`None` for one without, and for
+/// an empty or damaged file), and the damaged Parquet files, which are
+/// skipped and counted like bad lines.
+fn map_files(files: &[PathBuf], windows: &[Option<(f64, f64)>]) -> Result<Mapped, ReadError> {
+    let mut maps = Vec::with_capacity(files.len());
+    let mut damaged = Vec::new();
+    for (file, window) in files.iter().zip(windows) {
+        if window.is_none() {
+            maps.push(None);
+            continue;
+        }
+        maps.push(match map_file(file) {
+            Err(ReadError::Parquet { path, source }) if source.is_damage() => {
+                damaged.push(Skipped { file: path, line: 0, reason: LineError::File(source.to_string()) });
+                None
+            }
+            other => other?,
+        });
+    }
+    Ok((maps, damaged))
 }
 
 /// Lines shorter than this cannot hold a call (`{"ts":0,"pid":0,"func":""}`
@@ -169,8 +208,19 @@ fn line_count(chunk: &[u8]) -> usize {
     slots
 }
 
+/// Where a file's calls go on the common axis, and which of them are kept.
+#[derive(Clone, Copy, Debug)]
+struct Placement {
+    shift_ms: f64,
+    /// The file's own `ts` kept, `[lo, hi]` ([`TraceFilter::window_ms`]).
+    keep: (f64, f64),
+}
+
 struct ChunkOut {
     lines: u64,
+    /// Calls read but outside the kept window (holes, not bad lines).
+    filtered: u64,
+    tally: Tally,
     /// (line index within the chunk, reason), the first [`SKIPPED_KEPT`].
     bad: Vec<(u64, LineError)>,
     bad_total: u64,
@@ -181,8 +231,13 @@ struct ChunkOut {
 /// Parses each line of `chunk` into its slot (a hole for an empty or bad
 /// line), so that every slot is initialized, and sorts them by time (with
 /// `keys` as scratch).
-fn parse_chunk(chunk: &[u8], shift_ms: f64, slots: &mut [MaybeUninit<Call>], keys: &mut Vec<(u64, u32)>) -> ChunkOut {
-    let mut out = ChunkOut { lines: 0, bad: Vec::new(), bad_total: 0, holes: 0 };
+fn parse_chunk(
+    chunk: &[u8],
+    place: Placement,
+    slots: &mut [MaybeUninit<Call>],
+    keys: &mut Vec<(u64, u32)>,
+) -> ChunkOut {
+    let mut out = ChunkOut { lines: 0, filtered: 0, tally: Tally::default(), bad: Vec::new(), bad_total: 0, holes: 0 };
     let mut names = fast::Interner::default();
     let body = chunk.strip_suffix(b"\n").unwrap_or(chunk);
     // memchr finds the newlines with SIMD; a byte-by-byte split is slower
@@ -205,16 +260,24 @@ fn parse_chunk(chunk: &[u8], shift_ms: f64, slots: &mut [MaybeUninit<Call>], key
         let Some(slot) = free.next() else { break };
         // Parsed in place: the slot is the call's only home.
         let call = slot.write(Call::hole());
-        if fast::parse_into(line, &mut names, call) {
-            call.ts_ms += shift_ms;
-        } else {
+        if !fast::parse_into(line, &mut names, call) {
             match parse_line(line) {
-                Ok(parsed) => *call = Call { ts_ms: parsed.ts_ms + shift_ms, ..parsed },
+                Ok(parsed) => *call = parsed,
                 Err(reason) => {
                     *call = Call::hole();
                     out.holes += 1;
                     count_bad(&mut out, reason);
                 }
+            }
+        }
+        if !call.is_hole() {
+            if place.keep.0 <= call.ts_ms && call.ts_ms <= place.keep.1 {
+                out.tally.add(call);
+                call.ts_ms += place.shift_ms;
+            } else {
+                *call = Call::hole();
+                out.holes += 1;
+                out.filtered += 1;
             }
         }
         // Below 2^32: the caller checked the total.

@@ -194,7 +194,10 @@ impl StepWindow {
         let tmp = self.session_dir.join(names::partial(names::STEP_WINDOW_EXPORT));
         let publish = |source| StepWindowError::Publish { path: dest.clone(), source };
         safe_fs::unlink_entry(&tmp).map_err(publish)?;
-        let sources: Vec<Source> = files.iter().map(|path| Source { path: path.clone(), shift_ms: 0.0 }).collect();
+        let sources: Vec<Source> = files
+            .iter()
+            .map(|path| Source { path: path.clone(), shift_ms: 0.0, keep_ms: (f64::NEG_INFINITY, f64::INFINITY) })
+            .collect();
         let names: HashMap<u32, String> = Metadata::read(&self.session_dir)
             .map(|m| m.processes.into_iter().map(|p| (p.pid, p.comm)).collect())
             .unwrap_or_default();

@@ -6,7 +6,7 @@
 use std::{path::Path, time::Duration};
 
 use aws_sdk_s3::{
-    error::{DisplayErrorContext, ProvideErrorMetadata},
+    error::ProvideErrorMetadata,
     primitives::ByteStream,
     types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart},
 };
@@ -39,36 +39,16 @@ pub struct S3Config {
 /// See [`S3Uploader::key`].
 fn object_key(cfg: &S3Config, session: &str, file: &str) -> String {
     // A partition value may hold neither `/` nor `=`; no pod is Hive's null.
-    let value = |v: &str| v.replace(['/', '='], "_");
-    let pod = cfg.pod.as_deref().map_or_else(|| HIVE_NULL.to_string(), value);
+    let value = crate::format::names::partition_value;
+    let pod = cfg.pod.as_deref().map_or_else(|| crate::format::names::HIVE_NULL.to_string(), value);
     match crate::format::names::parquet_lake_key(file, &value(session), &value(&cfg.node), &pod) {
         Some(lake) => format!("{}{lake}", cfg.prefix),
         None => format!("{}{}/{}/{}", cfg.prefix, cfg.source, session, file),
     }
 }
 
-/// The partition value engines read as null (Hive's convention).
-const HIVE_NULL: &str = "__HIVE_DEFAULT_PARTITION__";
-
 /// Default part size and multipart threshold: 64 MiB.
 pub const MULTIPART_BYTES: u64 = 64 << 20;
-
-/// The longest a connection to the store may take to open.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The SDK's timeouts for `request`: connecting, the first byte of an
-/// answer and a whole attempt each within `request` (connecting within
-/// [`CONNECT_TIMEOUT`] too), an operation with the SDK's own retries within
-/// three times that. Without them a store that accepts and never answers
-/// holds an upload forever.
-fn timeouts(request: Duration) -> aws_config::timeout::TimeoutConfig {
-    aws_config::timeout::TimeoutConfig::builder()
-        .connect_timeout(request.min(CONNECT_TIMEOUT))
-        .read_timeout(request)
-        .operation_attempt_timeout(request)
-        .operation_timeout(request * 3)
-        .build()
-}
 
 /// Why an upload failed, classified so logs and counters can say what to do.
 #[derive(Debug, thiserror::Error)]
@@ -112,21 +92,13 @@ impl S3Uploader {
     /// Builds a client from the standard credential chain (env variables,
     /// web identity / IRSA, shared config files, instance profile).
     pub async fn new(cfg: S3Config) -> Self {
-        let mut loader =
-            aws_config::defaults(aws_config::BehaviorVersion::latest()).timeout_config(timeouts(cfg.timeout));
-        if let Some(region) = &cfg.region {
-            loader = loader.region(aws_config::Region::new(region.clone()));
-        }
-        let shared = loader.load().await;
-        let mut s3 = aws_sdk_s3::config::Builder::from(&shared).force_path_style(cfg.path_style);
-        if let Some(endpoint) = &cfg.endpoint {
-            s3 = s3.endpoint_url(endpoint);
-        }
-        if shared.region().is_none() && cfg.region.is_none() {
-            // S3-compatible stores ignore the region but the signer needs one.
-            s3 = s3.region(aws_config::Region::new("us-east-1"));
-        }
-        Self { client: aws_sdk_s3::Client::from_conf(s3.build()), cfg }
+        let settings = crate::s3::ClientSettings {
+            endpoint: cfg.endpoint.clone(),
+            region: cfg.region.clone(),
+            path_style: cfg.path_style,
+            timeout: cfg.timeout,
+        };
+        Self { client: crate::s3::client(&settings).await, cfg }
     }
 
     /// The object key of `file` in `session`: a Parquet trace file goes
@@ -284,20 +256,12 @@ impl S3Uploader {
         E: ProvideErrorMetadata + std::error::Error + 'static,
         R: std::fmt::Debug,
     {
-        let bucket = self.cfg.bucket.clone();
-        let key = key.to_string();
-        use aws_sdk_s3::error::SdkError;
-        match &err {
-            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
-                UploadError::Unreachable { bucket, key, message: DisplayErrorContext(&err).to_string() }
-            }
-            _ => match err.code() {
-                Some(code @ ("InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied" | "ExpiredToken")) => {
-                    UploadError::Credentials { bucket, key, code: code.to_string() }
-                }
-                Some("NoSuchBucket") => UploadError::NoBucket { bucket },
-                _ => UploadError::Store { bucket, key, message: DisplayErrorContext(&err).to_string() },
-            },
+        let (bucket, key) = (self.cfg.bucket.clone(), key.to_string());
+        match crate::s3::classify(&err) {
+            crate::s3::Failure::Unreachable(message) => UploadError::Unreachable { bucket, key, message },
+            crate::s3::Failure::Credentials(code) => UploadError::Credentials { bucket, key, code },
+            crate::s3::Failure::NoBucket => UploadError::NoBucket { bucket },
+            crate::s3::Failure::Other(message) => UploadError::Store { bucket, key, message },
         }
     }
 }
