@@ -390,15 +390,18 @@ fn cost_section(costs: &[FormatCost], events: u64, machine: &str) -> String {
     o
 }
 
-/// `cargo xtask bench --only fleet`: builds, measures tables 7 and 8 and
-/// replaces their sections in docs/BENCHMARKS.md.
+/// `cargo xtask bench --only fleet`: builds, then [`write_tables`].
 pub fn run_only(quick: bool) -> Result<()> {
     let root = paths::root();
     let build = ["build", "--release", "-p", "cuda-tracer", "--bins", "--example", "fleet_gen", "--example"];
     exec(Command::new("cargo").current_dir(&root).args(build).arg("bench_pipeline"))?;
-    let tracer = paths::target_dir().join("release/cuda-tracer");
-    let bench_root = paths::target_dir().join("bench");
-    std::fs::create_dir_all(&bench_root)?;
+    write_tables(&paths::target_dir().join("release/cuda-tracer"), &paths::target_dir().join("bench"), quick)
+}
+
+/// Measures tables 7 and 8 with the release build and replaces their
+/// sections in docs/BENCHMARKS.md (the full bench calls it last).
+pub fn write_tables(tracer: &Path, bench_root: &Path, quick: bool) -> Result<()> {
+    std::fs::create_dir_all(bench_root)?;
     let machine = format!(
         "Measured on {} CPUs ({}, {} memory), {}, load average at start {}.",
         sh("nproc")?,
@@ -408,9 +411,9 @@ pub fn run_only(quick: bool) -> Result<()> {
         sh("cut -d' ' -f1-3 /proc/loadavg")?
     );
     let events = if quick { 500_000 } else { 2_000_000 };
-    let costs = format_costs(&bench_root, events)?;
-    let fleet = run(&tracer, &bench_root, quick)?;
-    let doc_path = root.join("docs/BENCHMARKS.md");
+    let costs = format_costs(bench_root, events)?;
+    let fleet = run(tracer, bench_root, quick)?;
+    let doc_path = paths::root().join("docs/BENCHMARKS.md");
     let (seven, eight) = (fleet_section(&fleet, &machine), cost_section(&costs, events, &machine));
     replace_section(&doc_path, "## 7. ", &seven)?;
     replace_section(&doc_path, "## 8. ", &eight)?;
