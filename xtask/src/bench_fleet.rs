@@ -344,11 +344,7 @@ fn engine_table(r: &FleetBench) -> String {
         o,
         "\nThe top {TOP}: {}.\n\nGoals (issue 19): Parquet at most 1/8 of the JSONL bytes: {} (1/{:.1}); the \
          top-kernels query over Parquet at least 10× faster than `report` over the JSONL: {}.\n",
-        r.top
-            .iter()
-            .map(|(k, n)| format!("`{}` {}", k.chars().take(60).collect::<String>(), num(*n)))
-            .collect::<Vec<_>>()
-            .join("; "),
+        r.top.iter().map(|(k, n)| format!("`{k}` {}", num(*n))).collect::<Vec<_>>().join("; "),
         if size <= 0.125 { "met" } else { "**missed**" },
         1.0 / size,
         match best {

@@ -46,8 +46,8 @@ struct Args {
     /// Minutes of calls per pod.
     #[arg(long, default_value_t = 60)]
     minutes: u32,
-    /// Calls per second per pod.
-    #[arg(long, default_value_t = 16)]
+    /// Calls per second per pod (the bench's rate: docs/BENCHMARKS.md, table 7).
+    #[arg(long, default_value_t = 12)]
     rate: u32,
     /// Files rotate every this many minutes of calls.
     #[arg(long, default_value_t = 10)]
