@@ -268,7 +268,8 @@ pub fn run(quick: bool) -> Result<()> {
     crate::require_root("bench")?;
     let root = paths::root();
     // The binary, and table 3's pipeline benchmark (an example: not shipped).
-    let build = ["build", "--release", "-p", "cuda-tracer", "--bins", "--example", "bench_pipeline"];
+    let build =
+        ["build", "--release", "-p", "cuda-tracer", "--bins", "--example", "bench_pipeline", "--example", "fleet_gen"];
     exec(Command::new("cargo").current_dir(&root).args(build))?;
     let tracer = paths::target_dir().join("release/cuda-tracer");
     let bpftrace = ensure_bpftrace();
@@ -319,7 +320,8 @@ pub fn run(quick: bool) -> Result<()> {
     std::fs::create_dir_all(out.parent().expect("docs/ has a parent"))?;
     std::fs::write(&out, &doc)?;
     println!("{doc}\nbench: wrote {} in {:.0} s", out.display(), report.elapsed_secs);
-    Ok(())
+    // Tables 7 and 8 (the fleet, the cost of each --format) go after the rest.
+    crate::bench_fleet::write_tables(&tracer, &bench_root, quick)
 }
 
 /// Table 1 and "where the time goes": each repetition goes round the first

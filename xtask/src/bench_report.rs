@@ -124,8 +124,21 @@ pub fn generate(dir: &Path, target: u64) -> Result<(Vec<PathBuf>, u64, u64)> {
     Ok((files, bytes, lines))
 }
 
+/// What a command took: wall seconds, CPU seconds (user + system) and peak RSS.
+#[derive(Clone, Copy, Debug)]
+pub struct Usage {
+    pub secs: f64,
+    pub cpu_secs: f64,
+    pub max_rss_kib: u64,
+}
+
 /// Runs a command to completion; returns (seconds, max RSS in KiB).
 fn timed(cmd: &mut Command) -> Result<(f64, u64)> {
+    timed_usage(cmd).map(|u| (u.secs, u.max_rss_kib))
+}
+
+/// Runs a command to completion (its stdout discarded); returns its [`Usage`].
+pub fn timed_usage(cmd: &mut Command) -> Result<Usage> {
     let start = Instant::now();
     let child = cmd.stdout(Stdio::null()).spawn().with_context(|| format!("starting {cmd:?}"))?;
     let mut status = 0;
@@ -137,7 +150,8 @@ fn timed(cmd: &mut Command) -> Result<(f64, u64)> {
     if rc < 0 || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
         bail!("{cmd:?} failed (wait status {status})");
     }
-    Ok((secs, usage.ru_maxrss as u64))
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok(Usage { secs, cpu_secs: tv(usage.ru_utime) + tv(usage.ru_stime), max_rss_kib: usage.ru_maxrss as u64 })
 }
 
 /// Generates the trace, warms the page cache, times jq once and report

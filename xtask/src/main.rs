@@ -5,6 +5,7 @@
 mod bench;
 mod bench_attach;
 mod bench_doc;
+mod bench_fleet;
 mod bench_load;
 mod bench_method;
 mod bench_proc;
@@ -55,9 +56,11 @@ enum Task {
         /// Small sizes (about a minute), to check the harness, not to quote.
         #[arg(long)]
         quick: bool,
-        /// Run one table alone: `report` (table 5, `report` vs jq; no BPF, no root) or
-        /// `attach` (table 6, attach/detach of every exported function; root).
-        #[arg(long, value_parser = ["report", "attach"])]
+        /// Run one table alone: `report` (table 5, `report` vs jq; no BPF, no root),
+        /// `attach` (table 6, attach/detach of every exported function; root) or
+        /// `fleet` (tables 7 and 8: a synthetic fleet as JSONL and Parquet, the
+        /// top-kernels query by engine, the pipeline's cost per `--format`; no root).
+        #[arg(long, value_parser = ["report", "attach", "fleet"])]
         only: Option<String>,
     },
 }
@@ -70,6 +73,7 @@ fn main() -> Result<()> {
         Task::Test { cargo_args } => test(&cargo_args),
         Task::Fuzz { secs, target } => fuzz::run(secs, target.as_deref()),
         Task::Bench { only: Some(table), .. } if table == "attach" => bench_attach::run_only(),
+        Task::Bench { quick, only: Some(table) } if table == "fleet" => bench_fleet::run_only(quick),
         Task::Bench { quick, only: Some(_) } => bench_report::run_only(quick),
         Task::Bench { quick, only: None } => bench::run(quick),
     }

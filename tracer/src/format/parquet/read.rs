@@ -1,12 +1,12 @@
 //! Reads a Parquet trace file back as the JSONL lines it holds, so every
 //! analysis reads Parquet through the same line readers as JSONL. A file
 //! of an unknown schema version is refused (naming the version); one that
-//! cannot be decoded (truncated, corrupt) is an error the caller skips
-//! and counts.
+//! cannot be decoded (truncated, corrupt) or claims more than the caps of
+//! [`ReadLimits`] is an error the caller skips and counts.
 
 use std::fs::File;
 
-use ::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use ::parquet::arrow::{arrow_reader::ParquetRecordBatchReaderBuilder, ProjectionMask};
 use arrow_array::{
     cast::AsArray,
     types::{Int32Type, Int64Type},
@@ -14,8 +14,9 @@ use arrow_array::{
 };
 
 use super::{
+    limits::{check_metadata, check_tail, within, ReadLimits, BATCH_ROWS},
     row::Row,
-    schema::{col, SCHEMA_VERSION, SCHEMA_VERSION_KEY, START_UNIX_NS_KEY},
+    schema::{arrow_schema, col, SCHEMA_VERSION, SCHEMA_VERSION_KEY, START_UNIX_NS_KEY},
 };
 
 /// Why a Parquet file was not read.
@@ -30,13 +31,15 @@ pub enum ParquetReadError {
     NoVersion,
     #[error("unreadable Parquet file (truncated or corrupt): {0}")]
     Unreadable(String),
+    #[error("Parquet file skipped: its {what} ({found}) is over the cap of {cap} (a crafted or foreign file?)")]
+    OverCap { what: &'static str, found: u64, cap: u64 },
 }
 
 impl ParquetReadError {
     /// Whether the file is damaged (skipped and counted), rather than of
     /// another version (refused).
     pub fn is_damage(&self) -> bool {
-        matches!(self, ParquetReadError::Unreadable(_))
+        matches!(self, ParquetReadError::Unreadable(_) | ParquetReadError::OverCap { .. })
     }
 }
 
@@ -44,9 +47,25 @@ fn damage(e: impl std::fmt::Display) -> ParquetReadError {
     ParquetReadError::Unreadable(e.to_string())
 }
 
-/// The file's rows as JSONL lines, in file order.
+/// The file's rows as JSONL lines, in file order, within the default caps.
 pub fn read_as_lines(file: File) -> Result<Vec<u8>, ParquetReadError> {
+    read_as_lines_within(file, &ReadLimits::default())
+}
+
+/// The file's footer decoded once its length is within `limits`, then
+/// checked against them (before any column is read).
+fn open_checked(file: File, limits: &ReadLimits) -> Result<ParquetRecordBatchReaderBuilder<File>, ParquetReadError> {
+    let data_end = check_tail(&file, limits)?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(damage)?;
+    check_metadata(builder.metadata(), data_end, limits)?;
+    Ok(builder)
+}
+
+/// [`read_as_lines`] within `limits`: the footer's length before it is
+/// decoded, what it claims before any column is read, the schema of the
+/// columns read, and the decoded bytes of each batch and of the lines.
+pub fn read_as_lines_within(file: File, limits: &ReadLimits) -> Result<Vec<u8>, ParquetReadError> {
+    let builder = open_checked(file, limits)?;
     let kv = builder.metadata().file_metadata().key_value_metadata();
     let version = kv.and_then(|kv| kv.iter().find(|e| e.key == SCHEMA_VERSION_KEY)).and_then(|e| e.value.clone());
     match version {
@@ -54,21 +73,52 @@ pub fn read_as_lines(file: File) -> Result<Vec<u8>, ParquetReadError> {
         Some(v) if v != SCHEMA_VERSION.to_string() => return Err(ParquetReadError::Version { found: v }),
         Some(_) => {}
     }
+    check_schema(builder.schema())?;
+    // Only the columns a row is made of are decoded.
+    let read = I64_COLUMNS.iter().chain(&I32_COLUMNS).chain(&STRING_COLUMNS).copied();
+    let mask = ProjectionMask::columns(builder.parquet_schema(), read);
     let mut out = Vec::new();
-    for batch in builder.build().map_err(damage)? {
+    for batch in builder.with_projection(mask).with_batch_size(BATCH_ROWS).build().map_err(damage)? {
         let batch = batch.map_err(damage)?;
+        within("decoded bytes of a batch", batch.get_array_memory_size() as u64, limits.batch_bytes)?;
         let columns = Columns::of(&batch)?;
         for i in 0..batch.num_rows() {
             columns.row(i).write_line(&mut out);
         }
+        within("decoded bytes of the file", out.len() as u64, limits.file_bytes)?;
     }
     Ok(out)
+}
+
+/// Every column a row is made of that the file has is of the type this
+/// version writes (strings plain or dictionary-encoded); the required
+/// ones are there.
+fn check_schema(file: &arrow_schema::Schema) -> Result<(), ParquetReadError> {
+    use arrow_schema::DataType;
+    let ours = arrow_schema();
+    for name in I64_COLUMNS.iter().chain(&I32_COLUMNS).chain(&STRING_COLUMNS) {
+        let Ok(found) = file.field_with_name(name) else { continue };
+        let want = ours.field_with_name(name).map(|f| f.data_type().clone()).map_err(damage)?;
+        let string = matches!(want, DataType::Utf8 | DataType::Dictionary(..));
+        let ok = match found.data_type() {
+            DataType::Utf8 => string,
+            DataType::Dictionary(k, v) => string && **k == DataType::Int32 && **v == DataType::Utf8,
+            other => *other == want,
+        };
+        if !ok {
+            return Err(damage(format!("column {name:?} is {}, not {want}", found.data_type())));
+        }
+    }
+    match REQUIRED.iter().find(|c| file.field_with_name(c).is_err()) {
+        Some(missing) => Err(damage(format!("no column {missing:?}"))),
+        None => Ok(()),
+    }
 }
 
 /// The session's start (Unix ns) a file's metadata records: what puts a
 /// lake object, which has no `metadata.json` beside it, on the wall clock.
 pub fn start_unix_ns(file: File) -> Option<u128> {
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).ok()?;
+    let builder = open_checked(file, &ReadLimits::default()).ok()?;
     let kv = builder.metadata().file_metadata().key_value_metadata()?;
     let value = kv.iter().find(|e| e.key == START_UNIX_NS_KEY)?.value.as_deref()?;
     value.parse().ok().filter(|&ns: &u128| ns > 0)

@@ -5,6 +5,7 @@
 //! [`Row::write_line`] puts the same line back together, so every reader
 //! of JSONL reads a Parquet file with the same result.
 
+use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
 use crate::format::line::{
@@ -108,32 +109,75 @@ fn object(map: Map<String, Value>) -> Option<String> {
     (!map.is_empty()).then(|| Value::Object(map).to_string())
 }
 
-impl Row {
-    /// The row of one JSONL trace line (without or with its newline).
-    pub fn from_line(line: &[u8]) -> Result<Self, RowError> {
-        let mut top: Map<String, Value> = serde_json::from_slice(line)?;
-        let mut args = match top.remove(text(key::ARGS)) {
-            Some(Value::Object(m)) => m,
-            _ => return Err(RowError::Field("args")),
-        };
-        if top.get(PHASE).and_then(Value::as_str) == Some(ENTRY) {
-            top.remove(PHASE);
-        }
-        let mut field = |k: &str| top.remove(k);
+/// A key of the line: absent (`None`) or present, `null` included.
+#[derive(Default)]
+struct Present(Option<Value>);
+
+impl<'de> Deserialize<'de> for Present {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Value::deserialize(d).map(|v| Present(Some(v)))
+    }
+}
+
+/// The top-level keys the line writer writes, and no others: such a line
+/// is read without building a map of its keys (the daemon makes a row of
+/// every line it writes).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KnownKeys {
+    #[serde(default)]
+    ts: Present,
+    #[serde(default)]
+    pid: Present,
+    #[serde(default)]
+    tid: Present,
+    #[serde(default, rename = "type")]
+    layer: Present,
+    #[serde(default)]
+    func: Present,
+    #[serde(default)]
+    phase: Present,
+    #[serde(default)]
+    dur_us: Present,
+    #[serde(default)]
+    ret: Present,
+    #[serde(default)]
+    error: Present,
+    #[serde(default)]
+    caller: Present,
+    #[serde(default)]
+    args: Present,
+}
+
+/// The line's fields every row has, as read.
+struct Common {
+    ts: Option<Value>,
+    dur_us: Option<Value>,
+    pid: Option<Value>,
+    tid: Option<Value>,
+    layer: Option<Value>,
+    function: Option<Value>,
+    ret: Option<Value>,
+}
+
+impl Common {
+    /// The row of these fields and `args` (its typed members taken out,
+    /// the rest kept as JSON); no error, caller or extra keys.
+    fn into_row(self, mut args: Map<String, Value>) -> Result<Row, RowError> {
         let row = Row {
-            ts_ns: nanos(field(text(key::TS)), 1e6, "ts")?,
-            dur_ns: nanos(field(text(key::DUR_US)), 1e3, "dur_us").and_then(|d| {
+            ts_ns: nanos(self.ts, 1e6, "ts")?,
+            dur_ns: nanos(self.dur_us, 1e3, "dur_us").and_then(|d| {
                 if d < 0 {
                     Err(RowError::Field("dur_us"))
                 } else {
                     Ok(d)
                 }
             })?,
-            pid: int(field(text(key::PID)), "pid")?,
-            tid: int(field(text(key::TID)), "tid")?,
-            layer: string(field(TYPE), "type")?,
-            function: string(field(text(key::FUNC)), "func")?,
-            ret: int(field(text(key::RET)), "ret")?,
+            pid: int(self.pid, "pid")?,
+            tid: int(self.tid, "tid")?,
+            layer: string(self.layer, "type")?,
+            function: string(self.function, "func")?,
+            ret: int(self.ret, "ret")?,
             error: None,
             caller: None,
             kernel: take(&mut args, arg::KERNEL, as_str),
@@ -148,9 +192,70 @@ impl Row {
             args: None,
             extra: None,
         };
+        Ok(Row { args: object(args), ..row })
+    }
+}
+
+impl Row {
+    /// The row of one JSONL trace line (without or with its newline).
+    pub fn from_line(line: &[u8]) -> Result<Self, RowError> {
+        match Self::from_known_keys(line) {
+            Some(row) => Ok(row),
+            None => Self::from_any_keys(line),
+        }
+    }
+
+    /// The row of a line with only the keys the writer writes, each as it
+    /// writes them; `None` for any other line, which
+    /// [`Self::from_any_keys`] reads (with the same result where both do).
+    fn from_known_keys(line: &[u8]) -> Option<Self> {
+        let k: KnownKeys = serde_json::from_slice(line).ok()?;
+        let Some(Value::Object(args)) = k.args.0 else { return None };
+        let text = |p: Present| match p.0 {
+            None => Some(None),
+            Some(Value::String(s)) => Some(Some(s)),
+            Some(_) => None,
+        };
+        if text(k.phase)?.is_some_and(|p| p != ENTRY) {
+            return None;
+        }
+        let (error, caller) = (text(k.error)?, text(k.caller)?);
+        let common = Common {
+            ts: k.ts.0,
+            dur_us: k.dur_us.0,
+            pid: k.pid.0,
+            tid: k.tid.0,
+            layer: k.layer.0,
+            function: k.func.0,
+            ret: k.ret.0,
+        };
+        Some(Row { error, caller, ..common.into_row(args).ok()? })
+    }
+
+    /// The row of any line: keys no column holds go to `extra`.
+    fn from_any_keys(line: &[u8]) -> Result<Self, RowError> {
+        let mut top: Map<String, Value> = serde_json::from_slice(line)?;
+        let args = match top.remove(text(key::ARGS)) {
+            Some(Value::Object(m)) => m,
+            _ => return Err(RowError::Field("args")),
+        };
+        if top.get(PHASE).and_then(Value::as_str) == Some(ENTRY) {
+            top.remove(PHASE);
+        }
+        let mut field = |k: &[u8]| top.remove(text(k));
+        let common = Common {
+            ts: field(key::TS),
+            dur_us: field(key::DUR_US),
+            pid: field(key::PID),
+            tid: field(key::TID),
+            layer: field(TYPE.as_bytes()),
+            function: field(key::FUNC),
+            ret: field(key::RET),
+        };
+        let row = common.into_row(args)?;
         let error = take(&mut top, key::ERROR, as_str);
         let caller = take(&mut top, CALLER.as_bytes(), as_str);
-        Ok(Row { error, caller, args: object(args), extra: object(top), ..row })
+        Ok(Row { error, caller, extra: object(top), ..row })
     }
 
     /// Appends the JSONL line (with its newline) this row was made from.
@@ -233,6 +338,7 @@ mod tests {
 
     fn round_trip(line: &str) -> Row {
         let row = Row::from_line(line.as_bytes()).unwrap();
+        assert_eq!(Row::from_any_keys(line.as_bytes()).unwrap(), row, "both readers make the same row");
         let mut out = Vec::new();
         row.write_line(&mut out);
         let back: Value = serde_json::from_slice(&out).unwrap();
@@ -268,6 +374,22 @@ mod tests {
             r#"{"ts":0.5,"pid":1,"tid":1,"type":"cuda_runtime","func":"cudaFree","phase":"entry","dur_us":1.0,"ret":0,"args":{"dptr":"0x00d0","bytes":18446744073709551615}}"#,
         );
         assert_eq!((row.dptr, row.bytes), (None, None), "values a column cannot hold as written stay in args");
+    }
+
+    #[test]
+    fn a_line_as_the_writer_writes_it_takes_the_fast_path_and_any_other_the_general_one() {
+        let line = r#"{"ts":1.0,"pid":1,"tid":2,"type":"cuda_runtime","func":"cudaFree","phase":"entry","dur_us":1.0,"ret":0,"error":"e","args":{"dptr":"0x10"},"caller":"libx.so"}"#;
+        assert!(Row::from_known_keys(line.as_bytes()).is_some());
+        for other in [
+            line.replace(r#""phase":"entry""#, r#""phase":"exit""#),
+            line.replace(r#""error":"e""#, r#""error":null"#),
+            line.replace(r#""caller":"libx.so""#, r#""caller":7"#),
+            line.replace(r#""ret":0"#, r#""ret":0,"newer":true"#),
+            line.replace(r#""ret":0"#, r#""ret":0,"ret":1"#),
+        ] {
+            assert!(Row::from_known_keys(other.as_bytes()).is_none(), "{other}");
+            round_trip(&other);
+        }
     }
 
     #[test]
