@@ -16,9 +16,11 @@ use cuda_tracer_tests::{
     *,
 };
 use serde_json::Value;
+use std::collections::BTreeMap;
 
 /// The shipped queries, the same files for both engines.
-const QUERIES: [&str; 7] = ["functions", "kernels", "copies", "allocations", "memory", "steps", "fleet_top_kernels"];
+const QUERIES: [&str; 8] =
+    ["functions", "kernels", "copies", "allocations", "memory", "steps", "fleet_top_kernels", "top_kernels"];
 
 /// The serving loop of four threads (a step per iteration, memory allocated
 /// and freed in each; `--graphs`: mapped memory, pinned host memory, a
@@ -108,6 +110,26 @@ fn duckdb_and_spark_over_a_lake_read_back_from_s3_give_every_number_report_gives
     assert_equals_report("DuckDB", &rep, |q| duckdb(&lake, &format!("{q}.sql")));
     let from_spark = spark(&lake, &QUERIES, &tmp.path().join("spark"));
     assert_equals_report("Spark", &rep, |q| from_spark[q].clone());
+
+    // The fleet-wide top kernels (what the fleet bench times): report's
+    // kernels table added up per kernel, the same rows from both engines.
+    let mut per_kernel: BTreeMap<String, (u64, f64)> = BTreeMap::new();
+    for r in rep["kernels"]["kernels"].as_array().unwrap() {
+        let e = per_kernel.entry(r["kernel"].as_str().unwrap().to_string()).or_default();
+        e.0 += r["launches"].as_u64().unwrap();
+        e.1 += r["total_call_ms"].as_f64().unwrap();
+    }
+    for rows in [duckdb(&lake, "top_kernels.sql"), from_spark["top_kernels"].clone()] {
+        assert!(!rows.is_empty() && rows.len() <= 20, "{rows:?}");
+        assert_eq!(rows.len(), per_kernel.len().min(20));
+        for r in &rows {
+            let (launches, ms) = per_kernel[r["kernel"].as_str().unwrap()];
+            assert_eq!(r["launches"].as_u64(), Some(launches), "{r}");
+            assert!(same(&r["total_call_ms"], &ms.into()), "{r} vs {ms}");
+        }
+        let launches: Vec<u64> = rows.iter().map(|r| r["launches"].as_u64().unwrap()).collect();
+        assert!(launches.windows(2).all(|w| w[0] >= w[1]), "most launched first: {launches:?}");
+    }
 
     // The fleet's top kernels: the same rows from both, named by node and pod.
     let top_spark = &from_spark["fleet_top_kernels"];

@@ -138,23 +138,21 @@ fn engines(tracer: &Path, out: &Path) -> Vec<(String, Result<Command, String>)> 
     };
     let lake = out.join("lake").display().to_string();
     let duckdb = std::env::var_os("CUDA_TRACER_DUCKDB")
-        .map(|site| {
-            python(Some(site), root.join("analysis/fleet/duckdb/run.py"), &[&lake, "kernels"])
-        })
+        .map(|site| python(Some(site), root.join("analysis/fleet/duckdb/run.py"), &[&lake, "top_kernels"]))
         .ok_or_else(|| "CUDA_TRACER_DUCKDB is not set (cargo xtask setup installs DuckDB)".to_string());
     let spark_script = root.join("analysis/fleet/spark/report.py");
     let spark = match std::env::var_os("CUDA_TRACER_PYSPARK") {
         None => Err("CUDA_TRACER_PYSPARK is not set (PySpark not installed)".to_string()),
         Some(_) if !spark_script.exists() => Err("analysis/fleet/spark/report.py is not there yet".to_string()),
         Some(site) => {
-            Ok(python(Some(site), spark_script, &["--query", "kernels", "--conf", "spark.driver.memory=6g", &lake]))
+            Ok(python(Some(site), spark_script, &["--query", "top_kernels", "--conf", "spark.driver.memory=6g", &lake]))
         }
     };
     vec![
         ("`report` over the JSONL".into(), Ok(report("jsonl", "report-jsonl"))),
         ("`report` over the Parquet lake".into(), Ok(report("lake", "report-lake"))),
-        ("DuckDB over the lake (`kernels.sql` via `run.py`)".into(), duckdb),
-        ("Spark local over the lake (`spark/report.py --query kernels`)".into(), spark),
+        ("DuckDB over the lake (`top_kernels.sql` via `run.py`)".into(), duckdb),
+        ("Spark local over the lake (`spark/report.py --query top_kernels`)".into(), spark),
     ]
 }
 
@@ -323,7 +321,8 @@ fn engine_table(r: &FleetBench) -> String {
         "The fleet's top kernels by launches, page cache warm, median of {RUNS} runs each, in the same run; the \
          ratio is against `report` over the JSONL. Before timing, every engine's top {TOP} (kernel and launches) \
          was checked to equal `report`'s over the JSONL: `report` runs every section (release build, \
-         `--format csv`); DuckDB runs `kernels.sql`, report's kernels table.\n"
+         `--format csv`); DuckDB and Spark run `top_kernels.sql` (the fleet's 20 most launched kernels with their \
+         call time, report's kernels table added up per kernel), each engine started afresh per run.\n"
     );
     o += "| engine | median (s) | runs (s) | × faster than report over JSONL |\n|---|---|---|---|\n";
     for e in &r.engines {

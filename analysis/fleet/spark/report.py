@@ -31,7 +31,7 @@ SQL = os.path.join(HERE, "..", "sql")
 
 # The queries: one file each in analysis/fleet/sql/, the same files DuckDB
 # runs (run.py); prelude.sql gives them the few DuckDB names they use.
-QUERIES = ["functions", "kernels", "copies", "allocations", "memory", "steps", "fleet_top_kernels"]
+QUERIES = ["functions", "kernels", "copies", "allocations", "memory", "steps", "fleet_top_kernels", "top_kernels"]
 # What runs without --query: report's tables.
 REPORT_TABLES = ["functions", "kernels", "copies", "allocations", "memory", "steps"]
 
