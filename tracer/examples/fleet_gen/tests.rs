@@ -3,7 +3,12 @@
 //! over either.
 
 use super::*;
-use cuda_tracer::analysis::report::{read_inputs, Report};
+use cuda_tracer::analysis::{
+    inputs::select,
+    remote::{StoreOptions, MAX_OBJECT_BYTES, MAX_TOTAL_BYTES},
+    report::{read_inputs, Report},
+    trace::filter::TraceFilter,
+};
 
 /// Every file under `dir`, as paths relative to it.
 fn files(dir: &Path) -> Vec<String> {
@@ -43,7 +48,15 @@ fn a_small_fleet_has_the_lake_layout_and_both_formats_report_alike() {
     }
 
     let report = |dir: PathBuf| {
-        let loaded = read_inputs(&[dir]).unwrap();
+        let (filter, store) = (
+            TraceFilter::default(),
+            StoreOptions {
+                client: Default::default(),
+                max_object_bytes: MAX_OBJECT_BYTES,
+                max_total_bytes: MAX_TOTAL_BYTES,
+            },
+        );
+        let loaded = read_inputs(&select(&[dir], &filter, &store).unwrap(), &filter).unwrap();
         assert_eq!(loaded.skipped_total, 0);
         assert_eq!(loaded.calls.len(), 4 * 60 * 200);
         Report::build(&loaded).0
