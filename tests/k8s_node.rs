@@ -1,0 +1,181 @@
+//! The sidecar on a real node: the shipped sidecar Deployment (`kubectl
+//! kustomize k8s`) runs on a single-node cluster with containerd, the vLLM
+//! container replaced by the fixture stand-in; the tracer container runs as
+//! shipped (image, capabilities, seccomp, read-only root, hostPID), finds the
+//! stand-in in the other container, attaches, and the trace it writes to the
+//! pod's trace volume matches the stand-in's ground truth, call for call.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use cuda_tracer_tests::{
+    assert_matches_truth, fixtures, load_trace, load_truth, node::KubeNode, node_images, session_dir, wait_attached,
+    wait_for, workload,
+};
+use serde_json::{json, Value};
+
+/// The stand-in's workload arguments, the same on the node and in the
+/// reference run (it holds until `/truth/go` exists, then stays alive).
+const WORKLOAD_ARGS: &[&str] = &["--iterations", "5", "--no-child"];
+/// How long a pod may take to reach Running (about 3 s here).
+const POD_DEADLINE: Duration = Duration::from_secs(120);
+
+/// A Running pod that exits 0: the node runs containers from local images.
+#[test]
+fn a_plain_pod_runs_to_completion_on_the_node() {
+    let node = KubeNode::start();
+    node.import_image(&node_images::standin_image(&node.dir().join("images")));
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "plain", "namespace": "default"},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": false,
+            "containers": [{
+                "name": "workload", "image": node_images::STANDIN_IMAGE, "imagePullPolicy": "Never",
+                "args": ["--iterations", "1", "--no-child"],
+            }],
+        },
+    });
+    node.cluster().apply_json(&pod);
+    wait_for_phase(&node, "default", "plain", "Succeeded");
+}
+
+fn pod_phase(node: &KubeNode, namespace: &str, name: &str) -> String {
+    let out = node.cluster().kubectl_output(&["get", "pod", "-n", namespace, name, "-o=jsonpath={.status.phase}"]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn wait_for_phase(node: &KubeNode, namespace: &str, name: &str, phase: &str) {
+    let start = std::time::Instant::now();
+    while pod_phase(node, namespace, name) != phase {
+        if start.elapsed() > POD_DEADLINE {
+            let described = node.cluster().kubectl_output(&["describe", "pod", "-n", namespace, name]);
+            panic!(
+                "pod {namespace}/{name} not {phase} after {POD_DEADLINE:?}:\n{}\n{}",
+                String::from_utf8_lossy(&described.stdout),
+                node.logs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The number of calls the stand-in makes with [`WORKLOAD_ARGS`], from a
+/// reference run on the host.
+fn reference_call_count(tmp: &Path) -> usize {
+    let truth = tmp.join("reference-truth");
+    std::fs::create_dir_all(&truth).unwrap();
+    let status = Command::new(workload())
+        .args(WORKLOAD_ARGS)
+        .env("CUDA_FIXTURE_TRUTH_DIR", &truth)
+        .env("LD_LIBRARY_PATH", fixtures())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    load_truth(&truth).len()
+}
+
+/// The shipped sidecar manifests with what this node cannot provide
+/// replaced, and nothing about the tracer container changed:
+/// - the vLLM container runs the stand-in (image, command, no GPU or 4-CPU
+///   request, no HTTP probes: it serves no API) with its truth volume;
+/// - the PersistentVolumeClaims' volumes become a hostPath the test reads
+///   (`traces`) and an emptyDir (`model-cache`): no storage provisioner here.
+fn sidecar_manifests(node: &KubeNode, traces: &Path, truth: &Path) -> Value {
+    let yaml = node.cluster().kubectl(&["kustomize", &cuda_tracer_tests::root().join("k8s").display().to_string()]);
+    let mut items: Vec<Value> = serde_yaml_ng::Deserializer::from_str(&yaml)
+        .map(|doc| serde::Deserialize::deserialize(doc).expect("kustomize output is YAML"))
+        .collect();
+    let deploy = items.iter_mut().find(|d| d["kind"] == "Deployment").expect("the vLLM Deployment");
+    let spec = &mut deploy["spec"]["template"]["spec"];
+    let vllm = spec["containers"].as_array_mut().unwrap().iter_mut().find(|c| c["name"] == "vllm").unwrap();
+    vllm["image"] = json!(node_images::STANDIN_IMAGE);
+    vllm["command"] = json!(["/usr/local/bin/vllm"]);
+    let mut args: Vec<&str> = WORKLOAD_ARGS.to_vec();
+    args.extend(["--wait-for-file", "/truth/go", "--linger-ms", "600000"]);
+    vllm["args"] = json!(args);
+    let obj = vllm.as_object_mut().unwrap();
+    for key in ["resources", "startupProbe", "readinessProbe", "livenessProbe"] {
+        obj.remove(key);
+    }
+    vllm["env"].as_array_mut().unwrap().push(json!({"name": "CUDA_FIXTURE_TRUTH_DIR", "value": "/truth"}));
+    vllm["volumeMounts"].as_array_mut().unwrap().push(json!({"name": "truth", "mountPath": "/truth"}));
+    for volume in spec["volumes"].as_array_mut().unwrap() {
+        match volume["name"].as_str().unwrap() {
+            "traces" => *volume = json!({"name": "traces", "hostPath": {"path": traces, "type": "Directory"}}),
+            "model-cache" => *volume = json!({"name": "model-cache", "emptyDir": {}}),
+            _ => {}
+        }
+    }
+    spec["volumes"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "truth", "hostPath": {"path": truth, "type": "Directory"}}));
+    json!({"apiVersion": "v1", "kind": "List", "items": items})
+}
+
+/// The name of the vLLM pod once both its containers run.
+fn running_vllm_pod(node: &KubeNode) -> String {
+    let mut name = String::new();
+    let start = std::time::Instant::now();
+    loop {
+        let pods = node.cluster().get_json("vllm-tracing", "pods");
+        if let Some(pod) = pods["items"].as_array().and_then(|p| p.first()) {
+            name = pod["metadata"]["name"].as_str().unwrap_or_default().to_string();
+            let statuses = pod["status"]["containerStatuses"].as_array().cloned().unwrap_or_default();
+            if statuses.len() == 2 && statuses.iter().all(|s| s["state"]["running"].is_object()) {
+                return name;
+            }
+        }
+        if start.elapsed() > POD_DEADLINE {
+            let described = node.cluster().kubectl_output(&["describe", "pods", "-n", "vllm-tracing"]);
+            panic!("pod {name} not running: {}\n{}", String::from_utf8_lossy(&described.stdout), node.logs());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// A host directory the pod's containers (root, no capabilities) write.
+fn shared_dir(path: PathBuf) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(&path).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
+    path
+}
+
+#[test]
+fn the_shipped_sidecar_traces_the_vllm_standin_in_the_other_container() {
+    let node = KubeNode::start();
+    let images = node.dir().join("images");
+    node.import_image(&node_images::tracer_image(&images));
+    node.import_image(&node_images::standin_image(&images));
+    let (traces, truth) = (shared_dir(node.dir().join("traces")), shared_dir(node.dir().join("truth")));
+    let expected_calls = reference_call_count(node.dir());
+
+    let manifests = sidecar_manifests(&node, &traces, &truth);
+    node.cluster().apply_json(&manifests);
+    let pod = running_vllm_pod(&node);
+    wait_attached("the sidecar to attach to the stand-in", &traces, &["libcudart.so.12", "libcuda.so.1"]);
+
+    std::fs::write(truth.join("go"), b"").unwrap();
+    wait_for("the stand-in's calls", Duration::from_secs(60), || load_truth(&truth).len() >= expected_calls);
+    // SIGTERM to both containers; the tracer finishes its session.
+    node.cluster().kubectl(&["delete", "deployment", "-n", "vllm-tracing", "vllm"]);
+    wait_for("the pod to be gone", Duration::from_secs(90), || {
+        !node.cluster().kubectl_output(&["get", "pod", "-n", "vllm-tracing", &pod]).status.success()
+    });
+
+    let truth_calls = load_truth(&truth);
+    assert_eq!(truth_calls.len(), expected_calls, "the stand-in made its calls once");
+    let standin_pids: Vec<u64> = truth_calls.iter().filter_map(|c| c["pid"].as_u64()).collect();
+    let trace = load_trace(&session_dir(&traces).expect("a session under the pod's trace volume"));
+    // With hostPID the sidecar sees the whole host: keep the stand-in's calls
+    // (another vLLM-named process on the machine would be traced too).
+    let lines: Vec<Value> =
+        trace.lines.into_iter().filter(|l| l["pid"].as_u64().is_some_and(|p| standin_pids.contains(&p))).collect();
+    assert_matches_truth(&lines, &truth_calls, false);
+}
