@@ -12,8 +12,8 @@ use std::{
 };
 
 use cuda_tracer_tests::{
-    assert_matches_truth, fixtures, load_trace, load_truth, node::KubeNode, node_images, session_dir, wait_attached,
-    wait_for, workload,
+    assert_matches_truth, fixtures, load_trace, load_truth, node::KubeNode, node_config, node_images, session_dir,
+    wait_attached, wait_for, workload,
 };
 use serde_json::{json, Value};
 
@@ -139,6 +139,59 @@ fn running_vllm_pod(node: &KubeNode) -> String {
     }
 }
 
+/// The sidecar's tracer processes (`cuda-tracer run` in a cgroup of the
+/// node: the supervisor and its worker).
+fn sidecar_pids() -> Vec<u32> {
+    let procs = std::fs::read_dir("/proc").unwrap();
+    let pids: Vec<u32> = procs.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
+    let ours = |pid: &u32| {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        cmdline == b"cuda-tracer\0run\0" && cgroup.contains(&format!("/{}/", node_config::CGROUP_ROOT))
+    };
+    let found: Vec<u32> = pids.into_iter().filter(ours).collect();
+    assert!(!found.is_empty(), "no sidecar tracer process in the node's cgroups");
+    found
+}
+
+/// A capability's bit in /proc/PID/status (capability.h).
+fn capability_bit(name: &str) -> u32 {
+    match name {
+        "SYS_PTRACE" => 19,
+        "SYS_ADMIN" => 21,
+        "PERFMON" => 38,
+        "BPF" => 39,
+        other => panic!("capability {other} is not one the manifest is expected to add"),
+    }
+}
+
+/// The manifest's tracer container really ran as shipped: exactly its
+/// added capabilities, no_new_privs, and the seccomp mode it asks for.
+fn assert_confined_as_shipped(manifests: &Value) {
+    let deploy = manifests["items"].as_array().unwrap().iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let containers = deploy["spec"]["template"]["spec"]["containers"].as_array().unwrap();
+    let tracer = containers.iter().find(|c| c["name"] == "ebpf-tracer").unwrap();
+    let added = tracer["securityContext"]["capabilities"]["add"].as_array().unwrap();
+    let want = added.iter().fold(0u64, |acc, c| acc | 1 << capability_bit(c.as_str().unwrap()));
+    // Kubernetes runs a container without a seccompProfile unconfined (the
+    // kubelet's SeccompDefault is off); RuntimeDefault is containerd's filter.
+    let profile = &tracer["securityContext"]["seccompProfile"]["type"];
+    let pod_profile = &deploy["spec"]["template"]["spec"]["securityContext"]["seccompProfile"]["type"];
+    let runtime_default = profile == "RuntimeDefault" || (profile.is_null() && pod_profile == "RuntimeDefault");
+    let seccomp = if runtime_default { "2" } else { "0" };
+    for pid in sidecar_pids() {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let field = |name: &str| {
+            let line = status.lines().find_map(|l| l.strip_prefix(name));
+            line.unwrap_or_else(|| panic!("{name} in {status}")).trim().to_string()
+        };
+        assert_eq!(u64::from_str_radix(&field("CapEff:"), 16).unwrap(), want, "CapEff of tracer {pid}");
+        assert_eq!(u64::from_str_radix(&field("CapBnd:"), 16).unwrap(), want, "bounding set of tracer {pid}");
+        assert_eq!(field("NoNewPrivs:"), "1", "allowPrivilegeEscalation: false (tracer {pid})");
+        assert_eq!(field("Seccomp:"), seccomp, "seccomp mode of tracer {pid} (2: a filter)");
+    }
+}
+
 /// A host directory the pod's containers (root, no capabilities) write.
 fn shared_dir(path: PathBuf) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
@@ -160,6 +213,7 @@ fn the_shipped_sidecar_traces_the_vllm_standin_in_the_other_container() {
     node.cluster().apply_json(&manifests);
     let pod = running_vllm_pod(&node);
     wait_attached("the sidecar to attach to the stand-in", &traces, &["libcudart.so.12", "libcuda.so.1"]);
+    assert_confined_as_shipped(&manifests);
 
     std::fs::write(truth.join("go"), b"").unwrap();
     wait_for("the stand-in's calls", Duration::from_secs(60), || load_truth(&truth).len() >= expected_calls);

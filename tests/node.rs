@@ -148,7 +148,7 @@ impl KubeNode {
     fn start_kubelet(&mut self) {
         let d = self.dir.path().join("kubelet");
         std::fs::create_dir_all(&d).expect("kubelet dir");
-        std::fs::write(d.join("config.yaml"), kubelet_yaml(&d, free_port(), free_port())).expect("kubelet config");
+        std::fs::write(d.join("config.yaml"), kubelet_yaml(free_port(), free_port())).expect("kubelet config");
         let kubeconfig = self.cluster().kubeconfig().to_path_buf();
         let mut cmd = Command::new(kube_binary("CUDA_TRACER_KUBELET", "kubelet"));
         cmd.arg(format!("--config={}", d.join("config.yaml").display()))
@@ -218,8 +218,12 @@ impl KubeNode {
         let _ = cluster.kubectl_output(&["delete", "pods", "--all", "-A", "--wait=false"]);
         let start = Instant::now();
         while start.elapsed() < DRAIN_DEADLINE {
-            let sandboxes = self.ctr(&["containers", "list", "-q"]);
-            if sandboxes.status.success() && sandboxes.stdout.iter().all(u8::is_ascii_whitespace) {
+            let pods = cluster.kubectl_output(&["get", "pods", "-A", "-o", "name"]);
+            let tasks = self.ctr(&["tasks", "list"]);
+            // Exited containers stay until the kubelet's garbage collection;
+            // what matters is that nothing runs (sandboxes stopped, CNI DEL done).
+            let running = String::from_utf8_lossy(&tasks.stdout).lines().skip(1).any(|l| !l.contains("STOPPED"));
+            if pods.status.success() && pods.stdout.is_empty() && tasks.status.success() && !running {
                 return;
             }
             std::thread::sleep(Duration::from_millis(250));

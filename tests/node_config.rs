@@ -87,8 +87,7 @@ pub fn cni_conflist(dir: &Path) -> String {
 /// The kubelet's configuration: cgroupfs under [`CGROUP_ROOT`], no host
 /// iptables chains, no read-only port, no eviction on this shared disk,
 /// anonymous access for the apiserver's logs/exec (test-only).
-pub fn kubelet_yaml(dir: &Path, port: u16, healthz_port: u16) -> String {
-    let d = dir.display();
+pub fn kubelet_yaml(port: u16, healthz_port: u16) -> String {
     format!(
         r#"apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration

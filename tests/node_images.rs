@@ -18,11 +18,13 @@ pub const STANDIN_IMAGE: &str = "cuda-tracer-vllm-standin:test";
 /// The stand-in's runtime directory (`nvidia-cuda-runtime-cu12`'s layout).
 pub const STANDIN_CUDART_DIR: &str = "/usr/local/lib/python3.11/dist-packages/nvidia/cuda_runtime/lib";
 
-/// One image: its tag, files (host source → path in the image), empty
-/// directories, entrypoint and environment.
+/// One image: its tag, files (host source → path in the image), the files
+/// to strip of debug info (as the Dockerfile does), empty directories,
+/// entrypoint and environment.
 struct ImageSpec<'a> {
     tag: &'a str,
     files: Vec<(PathBuf, String)>,
+    strip: &'a [&'a str],
     dirs: &'a [&'a str],
     entrypoint: &'a [&'a str],
     env: &'a [&'a str],
@@ -40,6 +42,7 @@ pub fn pause_image(dir: &Path) -> PathBuf {
         &ImageSpec {
             tag: PAUSE_IMAGE,
             files: vec![(pause, "/pause".into())],
+            strip: &[],
             dirs: &[],
             entrypoint: &["/pause"],
             env: &[],
@@ -55,6 +58,7 @@ pub fn tracer_image(dir: &Path) -> PathBuf {
         &ImageSpec {
             tag: TRACER_IMAGE,
             files: vec![(crate::tracer(), "/usr/local/bin/cuda-tracer".into())],
+            strip: &["/usr/local/bin/cuda-tracer"],
             dirs: &["/traces", "/tmp"],
             entrypoint: &["cuda-tracer", "run"],
             env: &["PATH=/usr/local/bin:/usr/bin:/bin", "TRACE_DIR=/traces", "METRICS_ADDR=0.0.0.0:9464"],
@@ -75,6 +79,7 @@ pub fn standin_image(dir: &Path) -> PathBuf {
                 (fixtures.join("libcudart.so.12"), format!("{STANDIN_CUDART_DIR}/libcudart.so.12")),
                 (fixtures.join("libcuda.so.1"), "/usr/lib/x86_64-linux-gnu/libcuda.so.1".into()),
             ],
+            strip: &[],
             dirs: &["/tmp", "/truth"],
             entrypoint: &["/usr/local/bin/vllm"],
             env: &["PATH=/usr/local/bin:/usr/bin:/bin", &ld_path],
@@ -113,6 +118,9 @@ fn build(dir: &Path, spec: &ImageSpec) -> PathBuf {
         std::fs::create_dir_all(target.parent().expect("a parent")).expect("image dir");
         // fs::copy follows links: the image gets the library itself.
         std::fs::copy(src, &target).unwrap_or_else(|e| panic!("copy {} into the image: {e}", src.display()));
+    }
+    for path in spec.strip {
+        run_ok(Command::new("strip").arg("--strip-debug").arg(rootfs.join(path.trim_start_matches('/'))));
     }
     for d in spec.dirs {
         std::fs::create_dir_all(rootfs.join(d.trim_start_matches('/'))).expect("image dir");

@@ -91,6 +91,11 @@ pub fn kube_pause() -> PathBuf {
     cache_dir().join("kube/pause")
 }
 
+/// Debian's containerd (`ctr` beside it), for the node tests.
+pub fn containerd() -> PathBuf {
+    PathBuf::from("/usr/bin/containerd")
+}
+
 /// Debian's etcd (package `etcd-server`).
 pub fn etcd() -> PathBuf {
     PathBuf::from("/usr/bin/etcd")
