@@ -211,8 +211,16 @@ fn the_shipped_sidecar_traces_the_vllm_standin_in_the_other_container() {
 
     let manifests = sidecar_manifests(&node, &traces, &truth);
     node.cluster().apply_json(&manifests);
+    let started = std::time::Instant::now();
     let pod = running_vllm_pod(&node);
-    wait_attached("the sidecar to attach to the stand-in", &traces, &["libcudart.so.12", "libcuda.so.1"]);
+    eprintln!("sidecar test: pod running {:.1?} after apply", started.elapsed());
+    let libs = ["libcudart.so.12", "libcuda.so.1"];
+    if std::panic::catch_unwind(|| wait_attached("the sidecar to attach", &traces, &libs)).is_err() {
+        let log =
+            node.cluster().kubectl_output(&["logs", "-n", "vllm-tracing", &pod, "-c", "ebpf-tracer", "--tail=40"]);
+        panic!("the sidecar did not attach; its log:\n{}\n{}", String::from_utf8_lossy(&log.stdout), node.logs());
+    }
+    eprintln!("sidecar test: attached {:.1?} after apply", started.elapsed());
     assert_confined_as_shipped(&manifests);
 
     std::fs::write(truth.join("go"), b"").unwrap();
@@ -222,6 +230,7 @@ fn the_shipped_sidecar_traces_the_vllm_standin_in_the_other_container() {
     wait_for("the pod to be gone", Duration::from_secs(90), || {
         !node.cluster().kubectl_output(&["get", "pod", "-n", "vllm-tracing", &pod]).status.success()
     });
+    eprintln!("sidecar test: pod gone {:.1?} after apply", started.elapsed());
 
     let truth_calls = load_truth(&truth);
     assert_eq!(truth_calls.len(), expected_calls, "the stand-in made its calls once");

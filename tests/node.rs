@@ -234,6 +234,7 @@ impl KubeNode {
 
 impl Drop for KubeNode {
     fn drop(&mut self) {
+        let started = Instant::now();
         if self.kubelet.is_some() {
             self.drain();
         }
@@ -245,5 +246,6 @@ impl Drop for KubeNode {
         if let Some(mut host) = self.host.take() {
             host.restore(self.dir.path(), &self.socket());
         }
+        eprintln!("node: torn down in {:.1?}", started.elapsed());
     }
 }

@@ -33,9 +33,12 @@ const NODE_PACKAGES: &[&str] = &["containerd", "runc", "containernetworking-plug
 /// etcd and the runtime, then the Kubernetes binaries not cached yet.
 pub fn run() -> Result<()> {
     // etcd runs next to the apiserver; the tests make certificates with openssl.
-    apt_install(&["etcd-server", "openssl"]).context("installing Debian's etcd-server and openssl failed")?;
-    apt_install(NODE_PACKAGES).with_context(|| {
-        format!("installing the node's runtime failed: `sudo apt-get install -y {}`", NODE_PACKAGES.join(" "))
+    let packages = [&["etcd-server", "openssl"], NODE_PACKAGES].concat();
+    apt_install(&packages).with_context(|| {
+        format!(
+            "installing Debian's etcd, openssl and container runtime failed: `sudo apt-get install -y {}`",
+            packages.join(" ")
+        )
     })?;
     let missing: Vec<&str> = KUBE_BINARIES.iter().copied().filter(|b| !binary_works(&paths::kube_bin(b))).collect();
     if missing.is_empty() && paths::kube_pause().exists() {
