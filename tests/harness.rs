@@ -16,6 +16,10 @@ use std::{
 
 pub mod kube;
 pub mod lake;
+pub mod node;
+pub mod node_config;
+pub mod node_host;
+pub mod node_images;
 pub mod openai_stub;
 pub mod procs;
 pub mod s3;

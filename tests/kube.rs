@@ -105,6 +105,11 @@ impl Drop for KubeCluster {
 impl KubeCluster {
     /// Starts both servers on free ports and waits until `/readyz` says ok.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// [`Self::start`] with `extra` arguments for the apiserver.
+    pub fn start_with(extra: &[&str]) -> Self {
         let (apiserver_bin, etcd_bin, _) = (kube_apiserver(), etcd(), kubectl());
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
@@ -140,7 +145,8 @@ impl KubeCluster {
                      DefaultStorageClass,ResourceQuota,MutatingAdmissionWebhook,ValidatingAdmissionWebhook",
                 )
                 .arg("--allow-privileged=true")
-                .arg("--v=1"),
+                .arg("--v=1")
+                .args(extra),
             &d.join("apiserver.log"),
         );
         let kubeconfig = d.join("kubeconfig");
@@ -247,7 +253,7 @@ fn unique() -> u64 {
 }
 
 /// Spawns `cmd` with stdout and stderr into `log`.
-fn spawn_logged(cmd: &mut Command, log: &Path) -> KillOnDrop {
+pub fn spawn_logged(cmd: &mut Command, log: &Path) -> KillOnDrop {
     let file = std::fs::File::create(log).expect("log file");
     let shown = format!("{:?}", cmd.get_program());
     let child = cmd

@@ -199,6 +199,11 @@ fn test(cargo_args: &[String]) -> Result<()> {
             .env("CUDA_TRACER_PYSPARK", paths::pyspark())
             .env("JAVA_HOME", setup_spark::java_home())
             .env("CUDA_TRACER_KUBE_APISERVER", paths::kube_apiserver())
+            .env("CUDA_TRACER_KUBELET", paths::kube_bin("kubelet"))
+            .env("CUDA_TRACER_KUBE_SCHEDULER", paths::kube_bin("kube-scheduler"))
+            .env("CUDA_TRACER_KUBE_CONTROLLER_MANAGER", paths::kube_bin("kube-controller-manager"))
+            .env("CUDA_TRACER_KUBE_PAUSE", paths::kube_pause())
+            .env("CUDA_TRACER_CONTAINERD", paths::containerd())
             .env("CUDA_TRACER_ETCD", paths::etcd())
             .env("CUDA_TRACER_KUBECTL", paths::kubectl()),
     )?;

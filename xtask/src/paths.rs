@@ -83,7 +83,22 @@ pub fn pyspark() -> PathBuf {
 
 /// kube-apiserver, built once per machine by `cargo xtask setup`.
 pub fn kube_apiserver() -> PathBuf {
-    cache_dir().join("kube/kube-apiserver")
+    kube_bin("kube-apiserver")
+}
+
+/// A Kubernetes binary (`kubelet`, `kube-scheduler`, ...) built by setup.
+pub fn kube_bin(name: &str) -> PathBuf {
+    cache_dir().join("kube").join(name)
+}
+
+/// The pause binary (the pod sandbox's process), built by setup with gcc -static.
+pub fn kube_pause() -> PathBuf {
+    cache_dir().join("kube/pause")
+}
+
+/// Debian's containerd (`ctr` beside it), for the node tests.
+pub fn containerd() -> PathBuf {
+    PathBuf::from("/usr/bin/containerd")
 }
 
 /// Debian's etcd (package `etcd-server`).

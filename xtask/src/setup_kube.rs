@@ -1,6 +1,6 @@
-//! `cargo xtask setup`, Kubernetes part: a real kube-apiserver (built once per
-//! machine from Debian's `kubernetes` source package), etcd, and kubectl for
-//! the admission tests.
+//! `cargo xtask setup`, Kubernetes part: the control plane and node binaries
+//! (built once per machine from Debian's `kubernetes` source package), etcd,
+//! and the container runtime, for the admission and node tests.
 //!
 //! No container registry or GitHub download is reachable from CI, but
 //! Debian's archive is: bookworm's `kubernetes` 1.20.2 source carries its
@@ -24,61 +24,104 @@ const REFLECT2_DEBIAN: &str = "/usr/share/gocode/src/github.com/modern-go/reflec
 /// apt sources file this step adds when no `deb-src` entry exists.
 const DEB_SRC_FILE: &str = "/etc/apt/sources.list.d/cuda-tracer-src.sources";
 
-/// etcd, then kube-apiserver (cached), each skipped when already there.
+/// The binaries built from the source tree: `cmd/<name>` → `kube/<name>`.
+const KUBE_BINARIES: &[&str] = &["kube-apiserver", "kubelet", "kube-scheduler", "kube-controller-manager"];
+/// Debian's container runtime for the node tests: containerd 1.6 (with
+/// `ctr`), runc, the CNI plugins (in /usr/lib/cni); gcc builds the pause binary.
+const NODE_PACKAGES: &[&str] = &["containerd", "runc", "containernetworking-plugins", "gcc", "libc6-dev"];
+
+/// etcd and the runtime, then the Kubernetes binaries not cached yet.
 pub fn run() -> Result<()> {
     // etcd runs next to the apiserver; the tests make certificates with openssl.
-    apt_install(&["etcd-server", "openssl"]).context("installing Debian's etcd-server and openssl failed")?;
-    if apiserver_works(&paths::kube_apiserver()) {
+    let packages = [&["etcd-server", "openssl"], NODE_PACKAGES].concat();
+    apt_install(&packages).with_context(|| {
+        format!(
+            "installing Debian's etcd, openssl and container runtime failed: `sudo apt-get install -y {}`",
+            packages.join(" ")
+        )
+    })?;
+    let missing: Vec<&str> = KUBE_BINARIES.iter().copied().filter(|b| !binary_works(&paths::kube_bin(b))).collect();
+    if missing.is_empty() && paths::kube_pause().exists() {
         return Ok(());
     }
-    build_apiserver()
+    build_kube(&missing)
 }
 
 /// The cached binary is there and says it is the version we build.
-fn apiserver_works(bin: &Path) -> bool {
+fn binary_works(bin: &Path) -> bool {
     Command::new(bin)
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains(KUBE_VERSION))
 }
 
-fn build_apiserver() -> Result<()> {
+/// Builds `missing` (all in one `make`) and the pause binary, then deletes the tree.
+fn build_kube(missing: &[&str]) -> Result<()> {
     let started = std::time::Instant::now();
     let kube_dir = paths::cache_dir().join("kube");
-    println!("setup: building kube-apiserver {KUBE_VERSION} for the admission tests (once per machine, 5-10 minutes)");
+    println!(
+        "setup: building {} {KUBE_VERSION} and the pause binary for the Kubernetes tests \
+         (once per machine, 5-10 minutes per binary on 2 cores)",
+        if missing.is_empty() { "nothing else".to_string() } else { missing.join(", ") }
+    );
 
-    println!("setup: kube step 1/4: installing build packages: {}", BUILD_PACKAGES.join(" "));
-    apt_install(BUILD_PACKAGES).context("kube step 1/4 (build packages) failed")?;
+    println!("setup: kube step 1/5: installing build packages: {}", BUILD_PACKAGES.join(" "));
+    apt_install(BUILD_PACKAGES).context("kube step 1/5 (build packages) failed")?;
 
-    println!("setup: kube step 2/4: fetching Debian's `kubernetes` source package");
+    println!("setup: kube step 2/5: fetching Debian's `kubernetes` source package");
     let src = fetch_source(&kube_dir.join("src")).context(
-        "kube step 2/4 (source) failed: needs Debian's archive (deb.debian.org) and a `deb-src` entry for bookworm",
+        "kube step 2/5 (source) failed: needs Debian's archive (deb.debian.org) and a `deb-src` entry for bookworm",
     )?;
 
-    println!("setup: kube step 3/4: replacing vendored reflect2 1.0.1 (crashes under Go >= 1.18) with Debian's 1.0.2");
+    println!("setup: kube step 3/5: replacing vendored reflect2 1.0.1 (crashes under Go >= 1.18) with Debian's 1.0.2");
     replace_reflect2(&src)
-        .context("kube step 3/4 (reflect2) failed: `apt-get install golang-github-modern-go-reflect2-dev`")?;
+        .context("kube step 3/5 (reflect2) failed: `apt-get install golang-github-modern-go-reflect2-dev`")?;
 
-    println!("setup: kube step 4/4: make WHAT=cmd/kube-apiserver (nice'd; the long part)");
+    if !missing.is_empty() {
+        make_binaries(&src, missing)?;
+    }
+    println!("setup: kube step 5/5: the pause binary (build/pause/linux/pause.c, gcc -static)");
+    let pause = paths::kube_pause();
+    let status = Command::new("gcc")
+        .args(["-static", "-O2", "-DVERSION=v3.4", "-o"])
+        .arg(&pause)
+        .arg(src.join("build/pause/linux/pause.c"))
+        .status()
+        .context("kube step 5/5: cannot start gcc: `apt-get install gcc libc6-dev`")?;
+    if !status.success() {
+        bail!("kube step 5/5 (gcc -static pause.c) failed with {status}: `apt-get install libc6-dev`");
+    }
+    std::fs::remove_dir_all(kube_dir.join("src")).context("removing the kube source tree")?;
+    println!("setup: Kubernetes binaries ready in {} ({:.0?})", kube_dir.display(), started.elapsed());
+    Ok(())
+}
+
+/// `make WHAT="cmd/a cmd/b"` (nice'd, static) and copies each into the cache.
+fn make_binaries(src: &Path, names: &[&str]) -> Result<()> {
+    let what: Vec<String> = names.iter().map(|n| format!("cmd/{n}")).collect();
+    println!("setup: kube step 4/5: make WHAT=\"{}\" (nice'd; the long part)", what.join(" "));
     // Kubernetes' scripts keep the Go build cache under _output, inside the
     // source tree, so deleting the tree afterwards frees it too.
     let status = Command::new("nice")
-        .args(["-n", "10", "make", "WHAT=cmd/kube-apiserver"])
-        .current_dir(&src)
+        .args(["-n", "10", "make"])
+        .arg(format!("WHAT={}", what.join(" ")))
+        .current_dir(src)
         .env("KUBE_GIT_VERSION", KUBE_VERSION)
+        // Static binaries: the kubelet too (no cgo needed with a remote runtime).
+        .env("CGO_ENABLED", "0")
         .status()
-        .context("kube step 4/4: cannot start `make`: `apt-get install make`")?;
+        .context("kube step 4/5: cannot start `make`: `apt-get install make`")?;
     if !status.success() {
-        bail!("kube step 4/4 (make WHAT=cmd/kube-apiserver in {}) failed with {status}", src.display());
+        bail!("kube step 4/5 (make WHAT={} in {}) failed with {status}", what.join(" "), src.display());
     }
-    let built = src.join("_output/local/bin/linux/amd64/kube-apiserver");
-    let bin = paths::kube_apiserver();
-    std::fs::copy(&built, &bin).with_context(|| format!("copy {} to {}", built.display(), bin.display()))?;
-    if !apiserver_works(&bin) {
-        bail!("kube step 4/4: {} does not print {KUBE_VERSION} for --version", bin.display());
+    for name in names {
+        let built = src.join("_output/local/bin/linux/amd64").join(name);
+        let bin = paths::kube_bin(name);
+        std::fs::copy(&built, &bin).with_context(|| format!("copy {} to {}", built.display(), bin.display()))?;
+        if !binary_works(&bin) {
+            bail!("kube step 4/5: {} does not print {KUBE_VERSION} for --version", bin.display());
+        }
     }
-    std::fs::remove_dir_all(kube_dir.join("src")).context("removing the kube source tree")?;
-    println!("setup: kube-apiserver ready at {} ({:.0?})", bin.display(), started.elapsed());
     Ok(())
 }
 
