@@ -128,6 +128,8 @@ fn assert_least_privilege_tracer(spec: &PodSpec, what: &str) {
     assert_ne!(sc.privileged, Some(true), "{what}: capabilities, not privileged mode");
     assert_eq!(sc.allow_privilege_escalation, Some(false), "{what}");
     assert_eq!(sc.read_only_root_filesystem, Some(true), "{what}");
+    let seccomp = sc.seccomp_profile.as_ref().map(|p| p.type_.as_str());
+    assert_eq!(seccomp, Some("RuntimeDefault"), "{what}: seccomp stays on");
     let (add, drop) = caps(tracer);
     assert_eq!(add, CAPS.iter().map(|s| s.to_string()).collect(), "{what}: added capabilities");
     assert_eq!(drop, BTreeSet::from(["ALL".to_string()]), "{what}: dropped capabilities");

@@ -7,7 +7,7 @@ use k8s_openapi::{
     api::core::v1::{
         Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource,
         HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaimVolumeSource, Probe, ResourceRequirements,
-        SecretEnvSource, SecretKeySelector, SecurityContext, Volume, VolumeMount,
+        SeccompProfile, SecretEnvSource, SecretKeySelector, SecurityContext, Volume, VolumeMount,
     },
     apimachinery::pkg::{api::resource::Quantity, util::intstr::IntOrString},
 };
@@ -111,7 +111,8 @@ fn sidecar_env(args: &InjectConfig) -> Vec<EnvVar> {
 /// The manifests' security context for the tracer container
 /// (k8s/03-vllm-deployment.yaml): not privileged, ALL capabilities dropped
 /// and only [`CAPABILITIES`] added, no privilege escalation, read-only root
-/// filesystem (the tracer writes only under /traces). With
+/// filesystem (the tracer writes only under /traces), the runtime's default
+/// seccomp filter. With
 /// `--sidecar-privileged` (kernels without CAP_BPF) privileged mode instead.
 pub fn security_context(args: &InjectConfig) -> SecurityContext {
     // Root in the container: Kubernetes gives added capabilities to uid 0
@@ -131,6 +132,7 @@ pub fn security_context(args: &InjectConfig) -> SecurityContext {
             add: Some(CAPABILITIES.iter().map(|c| c.to_string()).collect()),
             drop: Some(vec!["ALL".to_string()]),
         });
+        sc.seccomp_profile = Some(SeccompProfile { type_: "RuntimeDefault".to_string(), localhost_profile: None });
     }
     sc
 }
@@ -271,6 +273,7 @@ mod tests {
         let caps = sc.capabilities.unwrap();
         assert_eq!(caps.add.unwrap(), CAPABILITIES.map(String::from));
         assert_eq!(caps.drop.unwrap(), ["ALL"]);
+        assert_eq!(sc.seccomp_profile.map(|p| p.type_).as_deref(), Some("RuntimeDefault"));
         assert_eq!(c.volume_mounts.unwrap()[0].mount_path, TRACES_MOUNT);
         assert_eq!(c.liveness_probe.unwrap().http_get.unwrap().port, IntOrString::Int(9464));
         assert!(c.readiness_probe.is_none());
