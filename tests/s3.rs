@@ -27,6 +27,8 @@ pub struct S3Server {
     data: tempfile::TempDir,
     rt: tokio::runtime::Runtime,
     client: aws_sdk_s3::Client,
+    /// The address the S3 port listens on (127.0.0.1 unless pods must reach it).
+    bind: &'static str,
 }
 
 impl S3Server {
@@ -47,7 +49,8 @@ impl S3Server {
             .endpoint_url(ENDPOINT)
             .force_path_style(true)
             .build();
-        Self { child: None, data: tempfile::tempdir().unwrap(), rt, client: aws_sdk_s3::Client::from_conf(conf) }
+        let client = aws_sdk_s3::Client::from_conf(conf);
+        Self { child: None, data: tempfile::tempdir().unwrap(), rt, client, bind: "127.0.0.1" }
     }
 
     /// Takes the server lock, starts a server and creates `bucket` in it.
@@ -64,12 +67,21 @@ impl S3Server {
         s
     }
 
+    /// A server that pods on the test node reach too: it listens on every
+    /// address of the host (pods use the node IP, `node_config::NODE_IP`).
+    pub fn start_for_pods() -> Self {
+        let mut s = Self::stopped();
+        s.bind = "0.0.0.0";
+        s.up();
+        s
+    }
+
     /// Starts the server and waits until it answers S3 requests.
     pub fn up(&mut self) {
         let child = Command::new(weed())
             .arg("mini")
             .arg(format!("-dir={}", self.data.path().display()))
-            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-admin.ui=false"])
+            .args(["-ip=127.0.0.1", &format!("-ip.bind={}", self.bind), "-admin.ui=false"])
             .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
             .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
             .stdout(std::process::Stdio::null())
