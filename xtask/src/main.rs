@@ -1,6 +1,6 @@
 //! Developer tasks: `setup` (toolchain, bpf-linker, test prerequisites),
 //! `demo` (trace the bundled workload), `test` (fmt, clippy, all tests,
-//! a short fuzz run), `fuzz` (the cargo-fuzz targets in `fuzz/`), `bench` (overhead, loss and `report` speed, written to docs/BENCHMARKS.md).
+//! a short fuzz run), `fuzz` (the cargo-fuzz targets in `fuzz/`), `e2e kubernetes` (the tests on a real node), `bench` (overhead, loss and `report` speed, written to docs/BENCHMARKS.md).
 
 mod bench;
 mod bench_attach;
@@ -63,6 +63,16 @@ enum Task {
         #[arg(long, value_parser = ["report", "attach", "fleet"])]
         only: Option<String>,
     },
+    /// Set up, then run one end-to-end suite. `kubernetes`: bring a real
+    /// single-node cluster up (etcd, control plane, kubelet, containerd),
+    /// run every test on it (tests/k8s_node*.rs) and tear it down (needs root).
+    E2e {
+        #[arg(value_parser = ["kubernetes"])]
+        suite: String,
+        /// Extra arguments for `cargo test`, after `--`.
+        #[arg(last = true)]
+        cargo_args: Vec<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -76,6 +86,7 @@ fn main() -> Result<()> {
         Task::Bench { quick, only: Some(table) } if table == "fleet" => bench_fleet::run_only(quick),
         Task::Bench { quick, only: Some(_) } => bench_report::run_only(quick),
         Task::Bench { quick, only: None } => bench::run(quick),
+        Task::E2e { suite: _, cargo_args } => e2e_kubernetes(&cargo_args),
     }
 }
 
@@ -179,35 +190,55 @@ fn test(cargo_args: &[String]) -> Result<()> {
     // The end-to-end tests run the binary; plain `cargo test` builds it only
     // for packages with integration tests of their own.
     exec(Command::new("cargo").current_dir(&root).args(["build", "-p", "cuda-tracer"]))?;
-    exec(
-        Command::new("cargo")
-            .current_dir(&root)
-            .args(["test"])
-            .args(cargo_args)
-            .env("CUDA_TRACER_FIXTURES", paths::fixtures_dir())
-            .env("CUDA_TRACER_NVIDIA_CUDART", paths::nvidia_cudart())
-            .env("CUDA_TRACER_NVIDIA_CUDART13", paths::nvidia_cudart13())
-            .env("CUDA_TRACER_CUDA_INCLUDE12", paths::cuda_include12())
-            .env("CUDA_TRACER_CUDA_INCLUDE13", paths::cuda_include13())
-            .env("CUDA_TRACER_NCCL", paths::nvidia_nccl())
-            .env("CUDA_TRACER_TORCH_SITE", paths::torch_site())
-            .env("CUDA_TRACER_TEST_SCAN_FLOOR_MS", "60000")
-            .env("CUDA_TRACER_WEED", paths::weed())
-            .env("CUDA_TRACER_K8S_TOOLS", paths::k8s_tools())
-            .env("CUDA_TRACER_PANDAS", paths::pandas())
-            .env("CUDA_TRACER_DUCKDB", paths::duckdb())
-            .env("CUDA_TRACER_PYSPARK", paths::pyspark())
-            .env("JAVA_HOME", setup_spark::java_home())
-            .env("CUDA_TRACER_KUBE_APISERVER", paths::kube_apiserver())
-            .env("CUDA_TRACER_KUBELET", paths::kube_bin("kubelet"))
-            .env("CUDA_TRACER_KUBE_SCHEDULER", paths::kube_bin("kube-scheduler"))
-            .env("CUDA_TRACER_KUBE_CONTROLLER_MANAGER", paths::kube_bin("kube-controller-manager"))
-            .env("CUDA_TRACER_KUBE_PAUSE", paths::kube_pause())
-            .env("CUDA_TRACER_CONTAINERD", paths::containerd())
-            .env("CUDA_TRACER_ETCD", paths::etcd())
-            .env("CUDA_TRACER_KUBECTL", paths::kubectl()),
-    )?;
+    exec(with_test_env(Command::new("cargo").current_dir(&root).args(["test"]).args(cargo_args)))?;
     // Each fuzz target over its committed corpus and what this machine
     // found before; a longer run is `cargo xtask fuzz --secs N`.
     fuzz::run(fuzz::TEST_SECS, None)
+}
+
+/// The places of setup's test prerequisites, as the tests read them.
+fn with_test_env(cmd: &mut Command) -> &mut Command {
+    cmd.env("CUDA_TRACER_FIXTURES", paths::fixtures_dir())
+        .env("CUDA_TRACER_NVIDIA_CUDART", paths::nvidia_cudart())
+        .env("CUDA_TRACER_NVIDIA_CUDART13", paths::nvidia_cudart13())
+        .env("CUDA_TRACER_CUDA_INCLUDE12", paths::cuda_include12())
+        .env("CUDA_TRACER_CUDA_INCLUDE13", paths::cuda_include13())
+        .env("CUDA_TRACER_NCCL", paths::nvidia_nccl())
+        .env("CUDA_TRACER_TORCH_SITE", paths::torch_site())
+        .env("CUDA_TRACER_TEST_SCAN_FLOOR_MS", "60000")
+        .env("CUDA_TRACER_WEED", paths::weed())
+        .env("CUDA_TRACER_K8S_TOOLS", paths::k8s_tools())
+        .env("CUDA_TRACER_PANDAS", paths::pandas())
+        .env("CUDA_TRACER_DUCKDB", paths::duckdb())
+        .env("CUDA_TRACER_PYSPARK", paths::pyspark())
+        .env("JAVA_HOME", setup_spark::java_home())
+        .env("CUDA_TRACER_KUBE_APISERVER", paths::kube_apiserver())
+        .env("CUDA_TRACER_KUBELET", paths::kube_bin("kubelet"))
+        .env("CUDA_TRACER_KUBE_SCHEDULER", paths::kube_bin("kube-scheduler"))
+        .env("CUDA_TRACER_KUBE_CONTROLLER_MANAGER", paths::kube_bin("kube-controller-manager"))
+        .env("CUDA_TRACER_KUBE_PAUSE", paths::kube_pause())
+        .env("CUDA_TRACER_CONTAINERD", paths::containerd())
+        .env("CUDA_TRACER_ETCD", paths::etcd())
+        .env("CUDA_TRACER_KUBECTL", paths::kubectl())
+}
+
+/// `cargo xtask e2e kubernetes`: every test file `tests/k8s_node*.rs` (each
+/// brings its node up and tears it down; they run one node at a time).
+fn e2e_kubernetes(cargo_args: &[String]) -> Result<()> {
+    setup::run()?;
+    require_root("e2e kubernetes")?;
+    let root = paths::root();
+    let mut suites: Vec<String> = std::fs::read_dir(root.join("tests"))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|name| Some(name.strip_suffix(".rs")?.to_string()))
+        .filter(|stem| stem.starts_with("k8s_node"))
+        .collect();
+    suites.sort();
+    exec(Command::new("cargo").current_dir(&root).args(["build", "-p", "cuda-tracer"]))?;
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(&root).args(["test", "-p", "cuda-tracer-tests"]);
+    for suite in &suites {
+        cmd.args(["--test", suite]);
+    }
+    exec(with_test_env(cmd.args(cargo_args)))
 }
