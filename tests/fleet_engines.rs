@@ -6,6 +6,7 @@
 //! (`analysis/fleet/duckdb/run.py`) and by the PySpark job in local mode
 //! (`analysis/fleet/spark/report.py`, one session for every query): every
 //! number of report's main tables equals `report`'s.
+//! `cuda-tracer top-kernels` over the same lake gives the fleet query's rows.
 //!
 //! Run the S3 tests one at a time across the machine (fixed ports):
 //! `flock /tmp/s3-port.lock cargo test -p cuda-tracer-tests --test fleet_engines`.
@@ -112,14 +113,18 @@ fn duckdb_and_spark_over_a_lake_read_back_from_s3_give_every_number_report_gives
     assert_equals_report("Spark", &rep, |q| from_spark[q].clone());
 
     // The fleet-wide top kernels (what the fleet bench times): report's
-    // kernels table added up per kernel, the same rows from both engines.
+    // kernels table added up per kernel, the same rows from both engines
+    // and from `top-kernels`.
     let mut per_kernel: BTreeMap<String, (u64, f64)> = BTreeMap::new();
     for r in rep["kernels"]["kernels"].as_array().unwrap() {
         let e = per_kernel.entry(r["kernel"].as_str().unwrap().to_string()).or_default();
         e.0 += r["launches"].as_u64().unwrap();
         e.1 += r["total_call_ms"].as_f64().unwrap();
     }
-    for rows in [duckdb(&lake, "top_kernels.sql"), from_spark["top_kernels"].clone()] {
+    // `cuda-tracer top-kernels` over the lake: the same rows, no engine.
+    let ours = tracer_cmd().arg("top-kernels").arg(&lake).args(["--format", "json"]).output().unwrap();
+    let ours = json_stdout(&ours)["kernels"].as_array().unwrap().clone();
+    for rows in [duckdb(&lake, "top_kernels.sql"), from_spark["top_kernels"].clone(), ours] {
         assert!(!rows.is_empty() && rows.len() <= 20, "{rows:?}");
         assert_eq!(rows.len(), per_kernel.len().min(20));
         for r in &rows {

@@ -52,6 +52,9 @@ pub enum Command {
     Report(analysis::ReportArgs),
     /// Convert trace files for other tools (Chrome/Perfetto trace JSON).
     Export(analysis::ExportArgs),
+    /// The most launched kernels across every input (a fleet's lake, many nodes), with their
+    /// launch-call time: report's kernels table added up per kernel, alone and fast.
+    TopKernels(analysis::TopKernelsArgs),
     /// Mutating admission webhook that injects the tracer sidecar into labelled pods.
     Webhook(kube::WebhookArgs),
     /// Send prompts to an OpenAI-compatible server (vLLM) and save the results as JSON.

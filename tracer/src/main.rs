@@ -6,6 +6,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use anyhow::{bail, Context as _, Result};
 use clap::Parser;
 use cuda_tracer::{
+    analysis::report::ReportFormat,
     check,
     cli::{Cli, Command, LogFormat, RecordArgs, RunArgs, TraceArgs, UploadArgs},
     clock,
@@ -74,6 +75,15 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         }
         Command::Export(args) => {
             cuda_tracer::analysis::export::run(&args.into())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::TopKernels(args) => {
+            let answer = cuda_tracer::analysis::top_kernels::run(&(&args).into())?;
+            match args.format {
+                ReportFormat::Text => print!("{}", answer.text()),
+                ReportFormat::Csv => print!("{}", answer.csv()),
+                ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&answer)?),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Webhook(args) => {

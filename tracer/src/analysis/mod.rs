@@ -6,4 +6,5 @@ pub mod inputs;
 pub mod kvcache;
 pub mod remote;
 pub mod report;
+pub mod top_kernels;
 pub mod trace;

@@ -1,4 +1,4 @@
-//! The arguments of `report` and `export`, and their conversion into the
+//! The arguments of `report`, `export` and `top-kernels`, and their conversion into the
 //! analysis modules' configurations.
 
 use std::path::PathBuf;
@@ -10,6 +10,7 @@ use crate::analysis::{
     export::{ChromeConfig, ExportConfig},
     remote::{StoreOptions, MAX_OBJECT_BYTES, MAX_TOTAL_BYTES},
     report::{ReportConfig, ReportFormat},
+    top_kernels::TopKernelsConfig,
     trace::filter::{parse_time, TraceFilter},
 };
 
@@ -151,5 +152,33 @@ impl From<ExportArgs> for ExportConfig {
             filter: c.filter.into(),
             store: c.store.into(),
         })
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct TopKernelsArgs {
+    /// Trace dirs, session dirs, trace_*.jsonl / .parquet files, or s3://bucket/prefix.
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// How many kernels, most launched first.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub limit: u64,
+    /// What is printed on stdout.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+impl From<&TopKernelsArgs> for TopKernelsConfig {
+    fn from(a: &TopKernelsArgs) -> Self {
+        Self {
+            inputs: a.inputs.clone(),
+            filter: a.filter.clone().into(),
+            store: a.store.clone().into(),
+            limit: usize::try_from(a.limit).unwrap_or(usize::MAX),
+        }
     }
 }

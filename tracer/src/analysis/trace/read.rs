@@ -171,22 +171,30 @@ type Mapped = (Vec<Option<FileBytes>>, Vec<Skipped>);
 
 /// The bytes of each file with a window (`None` for one without, and for
 /// an empty or damaged file), and the damaged Parquet files, which are
-/// skipped and counted like bad lines.
+/// skipped and counted like bad lines. Files are read in parallel (a
+/// Parquet file is decoded as it is read).
 fn map_files(files: &[PathBuf], windows: &[Option<(f64, f64)>]) -> Result<Mapped, ReadError> {
+    /// A file's bytes, or the damage it was skipped for.
+    type OneFile = (Option<FileBytes>, Option<Skipped>);
+    let each: Vec<Result<OneFile, ReadError>> = files
+        .par_iter()
+        .zip(windows)
+        .map(|(file, window)| match window {
+            None => Ok((None, None)),
+            Some(_) => match map_file(file) {
+                Err(ReadError::Parquet { path, source }) if source.is_damage() => {
+                    Ok((None, Some(Skipped { file: path, line: 0, reason: LineError::File(source.to_string()) })))
+                }
+                other => Ok((other?, None)),
+            },
+        })
+        .collect();
     let mut maps = Vec::with_capacity(files.len());
     let mut damaged = Vec::new();
-    for (file, window) in files.iter().zip(windows) {
-        if window.is_none() {
-            maps.push(None);
-            continue;
-        }
-        maps.push(match map_file(file) {
-            Err(ReadError::Parquet { path, source }) if source.is_damage() => {
-                damaged.push(Skipped { file: path, line: 0, reason: LineError::File(source.to_string()) });
-                None
-            }
-            other => other?,
-        });
+    for one in each {
+        let (map, skipped) = one?;
+        maps.push(map);
+        damaged.extend(skipped);
     }
     Ok((maps, damaged))
 }

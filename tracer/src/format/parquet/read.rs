@@ -65,15 +65,7 @@ fn open_checked(file: File, limits: &ReadLimits) -> Result<ParquetRecordBatchRea
 /// decoded, what it claims before any column is read, the schema of the
 /// columns read, and the decoded bytes of each batch and of the lines.
 pub fn read_as_lines_within(file: File, limits: &ReadLimits) -> Result<Vec<u8>, ParquetReadError> {
-    let builder = open_checked(file, limits)?;
-    let kv = builder.metadata().file_metadata().key_value_metadata();
-    let version = kv.and_then(|kv| kv.iter().find(|e| e.key == SCHEMA_VERSION_KEY)).and_then(|e| e.value.clone());
-    match version {
-        None => return Err(ParquetReadError::NoVersion),
-        Some(v) if v != SCHEMA_VERSION.to_string() => return Err(ParquetReadError::Version { found: v }),
-        Some(_) => {}
-    }
-    check_schema(builder.schema())?;
+    let builder = open_versioned(file, limits)?;
     // Only the columns a row is made of are decoded.
     let read = I64_COLUMNS.iter().chain(&I32_COLUMNS).chain(&STRING_COLUMNS).copied();
     let mask = ProjectionMask::columns(builder.parquet_schema(), read);
@@ -124,20 +116,48 @@ pub fn start_unix_ns(file: File) -> Option<u128> {
     value.parse().ok().filter(|&ns: &u128| ns > 0)
 }
 
+/// A file of this tracer's schema version whose footer and column types
+/// passed the checks of `limits`, ready to read (any projection).
+pub fn open_versioned(
+    file: File,
+    limits: &ReadLimits,
+) -> Result<ParquetRecordBatchReaderBuilder<File>, ParquetReadError> {
+    let builder = open_checked(file, limits)?;
+    let kv = builder.metadata().file_metadata().key_value_metadata();
+    let version = kv.and_then(|kv| kv.iter().find(|e| e.key == SCHEMA_VERSION_KEY)).and_then(|e| e.value.clone());
+    match version {
+        None => return Err(ParquetReadError::NoVersion),
+        Some(v) if v != SCHEMA_VERSION.to_string() => return Err(ParquetReadError::Version { found: v }),
+        Some(_) => {}
+    }
+    check_schema(builder.schema())?;
+    Ok(builder)
+}
+
 /// A string column, plain or dictionary-encoded.
-enum Strings<'a> {
+pub enum Strings<'a> {
     Plain(&'a arrow_array::StringArray),
     Dict(arrow_array::TypedDictionaryArray<'a, Int32Type, arrow_array::StringArray>),
     Absent,
 }
 
-impl Strings<'_> {
-    fn get(&self, i: usize) -> Option<String> {
+impl<'a> Strings<'a> {
+    /// The column `name` of `batch` (absent, or not a string column: no values).
+    pub fn of(batch: &'a RecordBatch, name: &str) -> Self {
+        batch.column_by_name(name).map_or(Strings::Absent, strings)
+    }
+
+    /// Row `i`'s value, borrowed.
+    pub fn str(&self, i: usize) -> Option<&'a str> {
         match self {
-            Strings::Plain(a) => a.is_valid(i).then(|| a.value(i).to_string()),
-            Strings::Dict(d) => d.is_valid(i).then(|| d.value(i).to_string()),
+            Strings::Plain(a) => a.is_valid(i).then(|| a.value(i)),
+            Strings::Dict(d) => d.is_valid(i).then(|| d.value(i)),
             Strings::Absent => None,
         }
+    }
+
+    fn get(&self, i: usize) -> Option<String> {
+        self.str(i).map(str::to_string)
     }
 }
 
