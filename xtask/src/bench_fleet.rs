@@ -114,7 +114,9 @@ fn csv_fields(line: &str) -> Vec<String> {
 
 /// kernel → launches from an engine's JSON rows (`kernel`, `launches`).
 fn json_kernels(stdout: &[u8]) -> Result<TopKernels> {
-    let rows: Vec<serde_json::Value> = serde_json::from_slice(stdout).context("the engine's JSON rows")?;
+    let value: serde_json::Value = serde_json::from_slice(stdout).context("the engine's JSON rows")?;
+    // An array of rows (the engines), or `top-kernels`' answer holding them.
+    let rows = value.get("kernels").unwrap_or(&value).as_array().context("rows of kernels")?;
     let mut sums = std::collections::BTreeMap::<String, u64>::new();
     for r in rows {
         let kernel = r["kernel"].as_str().context("a row's kernel")?.to_string();
@@ -128,6 +130,11 @@ fn engines(tracer: &Path, out: &Path) -> Vec<(String, Result<Command, String>)> 
     let report = |input: &str, dest: &str| {
         let mut c = Command::new(tracer);
         c.args(["report", "--format", "csv", "--out"]).arg(out.join(dest)).arg(out.join(input)).env("RUST_LOG", "warn");
+        c
+    };
+    let top_kernels = |input: &str| {
+        let mut c = Command::new(tracer);
+        c.args(["top-kernels", "--format", "json"]).arg(out.join(input)).env("RUST_LOG", "warn");
         c
     };
     let root = paths::root();
@@ -153,6 +160,8 @@ fn engines(tracer: &Path, out: &Path) -> Vec<(String, Result<Command, String>)> 
         ("`report` over the Parquet lake".into(), Ok(report("lake", "report-lake"))),
         ("DuckDB over the lake (`top_kernels.sql` via `run.py`)".into(), duckdb),
         ("Spark local over the lake (`spark/report.py --query top_kernels`)".into(), spark),
+        ("`cuda-tracer top-kernels` over the lake".into(), Ok(top_kernels("lake"))),
+        ("`cuda-tracer top-kernels` over the JSONL".into(), Ok(top_kernels("jsonl"))),
     ]
 }
 
