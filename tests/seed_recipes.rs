@@ -127,6 +127,7 @@ fn readme_trace_recipes_give_the_same_answers_on_the_local_and_the_synced_layout
     let mut outputs = Vec::new();
     for layout in [&local, &synced] {
         let printed = bash(&answers, layout, &bin);
+        assert!(printed.contains(" launches in "), "top-kernels' table: {printed}");
         // The text summary of the first report, then the second's JSON.
         let json_start = printed.find("\n{").unwrap_or_else(|| panic!("no JSON printed: {printed}"));
         let report: serde_json::Value = serde_json::from_str(&printed[json_start..]).expect("report --format json");

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use arrow_array::{
     cast::AsArray,
-    types::{Int64Type, TimestampNanosecondType},
+    types::{Int32Type, Int64Type, TimestampNanosecondType},
     Array, RecordBatch,
 };
 use parquet::arrow::ProjectionMask;
@@ -92,6 +92,9 @@ fn tally_batch(batch: &RecordBatch, (lo, hi): (i128, i128), pass: Pass, tallies:
     let args = Strings::of(batch, col::ARGS);
     let dur = batch.column_by_name(col::DUR_NS).and_then(|a| a.as_primitive_opt::<Int64Type>());
     let time = batch.column_by_name(col::TIME).and_then(|a| a.as_primitive_opt::<TimestampNanosecondType>());
+    if let (Strings::Dict(role), Strings::Dict(kernel), Pass::Named) = (&role, &kernel, pass) {
+        return tally_by_key(role, kernel, dur, time, (lo, hi), tallies);
+    }
     let mut nameless = 0;
     for i in 0..batch.num_rows() {
         if role.str(i) != Some(LAUNCH_ROLE) {
@@ -119,6 +122,50 @@ fn tally_batch(batch: &RecordBatch, (lo, hi): (i128, i128), pass: Pass, tallies:
         } else {
             tallies.insert(name.into_owned(), (1, ns as f64));
         }
+    }
+    nameless
+}
+
+type Dict<'a> = arrow_array::TypedDictionaryArray<'a, Int32Type, arrow_array::StringArray>;
+
+/// The named pass over dictionary-encoded `role` and `kernel` (what the
+/// tracer writes): rows are counted per dictionary key and the keys named
+/// once per batch, so no row's kernel name (often a long template) is
+/// hashed. Returns the launches without a name.
+fn tally_by_key(
+    role: &Dict<'_>,
+    kernel: &Dict<'_>,
+    dur: Option<&arrow_array::Int64Array>,
+    time: Option<&arrow_array::TimestampNanosecondArray>,
+    (lo, hi): (i128, i128),
+    tallies: &mut Tallies,
+) -> u64 {
+    let launch: Vec<bool> =
+        (0..role.values().len()).map(|k| role.values().is_valid(k) && role.values().value(k) == LAUNCH_ROLE).collect();
+    let (role_keys, kernel_keys) = (role.keys(), kernel.keys());
+    let mut per_key = vec![(0u64, 0f64); kernel.values().len()];
+    let mut nameless = 0;
+    for i in 0..role_keys.len() {
+        let is_launch = role_keys.is_valid(i) && launch.get(role_keys.value(i) as usize).copied().unwrap_or(false);
+        if !is_launch || time.is_some_and(|t| !(lo..=hi).contains(&i128::from(t.value(i)))) {
+            continue;
+        }
+        let slot = kernel_keys.is_valid(i).then(|| per_key.get_mut(kernel_keys.value(i) as usize)).flatten();
+        let Some(acc) = slot else {
+            nameless += 1;
+            continue;
+        };
+        acc.0 += 1;
+        acc.1 += dur.filter(|d| d.is_valid(i)).map_or(0, |d| d.value(i)) as f64;
+    }
+    for (k, (launches, ns)) in per_key.into_iter().enumerate().filter(|(_, (n, _))| *n > 0) {
+        let name = kernel.values().value(k);
+        let acc = match tallies.get_mut(name) {
+            Some(acc) => acc,
+            None => tallies.entry(name.to_string()).or_default(),
+        };
+        acc.0 += launches;
+        acc.1 += ns;
     }
     nameless
 }

@@ -132,7 +132,8 @@ impl TopKernels {
         for k in &self.kernels {
             out.push_str(&format!("{:>12}  {:>14.3}  {}\n", k.launches, k.total_call_ms, k.kernel));
         }
-        out.push_str(&format!("{} launches in {} trace files", self.launches, self.files));
+        let plural = if self.files == 1 { "" } else { "s" };
+        out.push_str(&format!("{} launches in {} trace file{plural}", self.launches, self.files));
         if !self.skipped_files.is_empty() || self.skipped_lines > 0 {
             out.push_str(&format!(
                 "; skipped: {} damaged files, {} bad lines",
