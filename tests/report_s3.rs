@@ -5,7 +5,8 @@
 //! breakdowns; `--node`/`--pod`/`--since`/`--until` download only what they
 //! want (the store counts say so); a wrong secret, a stopped store and a
 //! missing bucket are one clear error each; a truncated object is skipped
-//! and named by its key.
+//! and named by its key; a store that trickles a body is cut off at a
+//! deadline with one clear error.
 
 use std::{
     path::{Path, PathBuf},
@@ -202,4 +203,102 @@ fn local_inputs_take_the_pod_filter_and_name_what_they_hold() {
     let e = failure_of(&report(&[&trace], &tmp.path().join("r2"), &["--node", "node-r"], SECRET_KEY));
     assert!(e.contains("node node-q pod pod-q"), "{e}");
     let _: PathBuf = trace;
+}
+
+/// The lake object the trickling store lists.
+const TRICKLED_KEY: &str = "test/parquet/date=2026-12-04/hour=01/node=n1/pod=p1/s1-00001.parquet";
+
+/// `%XX` escapes of a query value decoded.
+fn percent_decoded(v: &str) -> String {
+    let mut out = Vec::new();
+    let mut bytes = v.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'%' => {
+                let hex: String = bytes.by_ref().take(2).map(char::from).collect();
+                out.push(u8::from_str_radix(&hex, 16).unwrap());
+            }
+            b => out.push(b),
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// One connection of the trickling store: a listing holds [`TRICKLED_KEY`]
+/// (64 bytes) under a matching prefix; its body comes a byte every 500 ms.
+fn trickle_connection(stream: std::net::TcpStream) {
+    use std::io::{BufRead, BufReader, Write};
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut stream = stream;
+    loop {
+        let mut head = Vec::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            if line == "\r\n" {
+                break;
+            }
+            head.push(line);
+        }
+        let target = head[0].split(' ').nth(1).unwrap_or_default().to_string();
+        let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+        if path.trim_end_matches('/') == "/lake" {
+            let param =
+                |name: &str| query.split('&').find_map(|kv| kv.strip_prefix(&format!("{name}="))).map(percent_decoded);
+            let prefix = param("prefix").unwrap_or_default();
+            let listed = param("delimiter").is_none() && TRICKLED_KEY.starts_with(&prefix);
+            let contents = if listed {
+                format!("<Contents><Key>{TRICKLED_KEY}</Key><Size>64</Size></Contents>")
+            } else {
+                String::new()
+            };
+            let body = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
+                 <Name>lake</Name><Prefix>{prefix}</Prefix><KeyCount>{}</KeyCount><MaxKeys>1000</MaxKeys>\
+                 <IsTruncated>false</IsTruncated>{contents}</ListBucketResult>",
+                usize::from(listed)
+            );
+            let head =
+                format!("HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\r\n", body.len());
+            if stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(body.as_bytes())).is_err() {
+                return;
+            }
+            continue;
+        }
+        let _ = stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 64\r\n\r\n");
+        for _ in 0..64 {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            if stream.write_all(b"P").is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// A store that answers at once and then trickles an object's body (each
+/// byte in time for any per-read timeout) gets one clear error naming the
+/// object and the timeout flag, instead of holding the report.
+#[test]
+fn a_trickling_store_gets_a_clear_error_not_a_hang() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || trickle_connection(stream));
+        }
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cmd = tracer_cmd();
+    cmd.arg("report").arg(URL).arg("--out").arg(tmp.path().join("r"));
+    cmd.args(["--s3-endpoint", &endpoint, "--s3-path-style", "--s3-timeout-secs", "2"])
+        .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    let e = failure_of(&cmd.output().unwrap());
+    assert!(e.contains(&format!("s3://{BUCKET}/{TRICKLED_KEY}")) && e.contains("did not arrive within 2 s"), "{e}");
+    assert!(e.contains("--s3-timeout-secs"), "{e}");
 }

@@ -94,6 +94,8 @@ pub enum RemoteError {
     Store { bucket: String, key: String, message: String },
     #[error("the body of s3://{bucket}/{key} broke off: {message}")]
     Body { bucket: String, key: String, message: String },
+    #[error("the body of s3://{bucket}/{key} ({size} bytes) did not arrive within {secs} s (a stalled or trickling store): check the store and the network, or raise --s3-timeout-secs")]
+    BodyDeadline { bucket: String, key: String, size: u64, secs: u64 },
     #[error("{object} would pass {max} bytes: raise {flag}, or narrow the report with --since/--until/--node/--pod")]
     Cap { object: String, flag: &'static str, max: u64 },
     #[error("more than {max} objects listed: narrow the report with --since/--until/--node/--pod or a longer prefix")]

@@ -32,6 +32,8 @@ struct Fetch<'a> {
     caps: Caps,
     counts: StoreCounts,
     budget: usize,
+    /// `--s3-timeout-secs`: what a body's deadline grows from.
+    request_timeout: std::time::Duration,
 }
 
 /// Lists, chooses and downloads; the objects land under `root`.
@@ -44,7 +46,8 @@ pub async fn fetch_into(
 ) -> Result<StoreCounts, RemoteError> {
     let caps = Caps { object: opts.max_object_bytes, total: opts.max_total_bytes, used: 0 };
     let counts = StoreCounts { url: url.to_string(), ..Default::default() };
-    let mut f = Fetch { client, url, root, caps, counts, budget: list::MAX_LISTED };
+    let request_timeout = opts.client.timeout;
+    let mut f = Fetch { client, url, root, caps, counts, budget: list::MAX_LISTED, request_timeout };
     let range = Range { since: filter.since, until: filter.until };
     let now = SystemTime::now();
     let mut catalog = Catalog::default();
@@ -187,7 +190,9 @@ impl Fetch<'_> {
     async fn get(&mut self, listed: &Listed, rel: &str) -> Result<(), RemoteError> {
         download::check(&self.url.bucket, &listed.key, listed.size, &self.caps)?;
         let dest = self.root.join(rel);
-        let bytes = download::download(self.client, &self.url.bucket, &listed.key, &dest, &mut self.caps).await?;
+        let deadline = download::body_deadline(self.request_timeout, listed.size);
+        let object = download::Object { bucket: &self.url.bucket, key: &listed.key, size: listed.size };
+        let bytes = download::download(self.client, object, &dest, &mut self.caps, deadline).await?;
         self.counts.downloaded += 1;
         self.counts.downloaded_bytes += bytes;
         Ok(())
