@@ -11,7 +11,7 @@ use crate::{exec, paths};
 pub const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 /// The fuzz targets, each with `fuzz/corpus/<name>/` as its seed corpus.
-pub const TARGETS: [&str; 4] = ["ring_record", "trace_line", "admission_review", "metrics_page"];
+pub const TARGETS: [&str; 5] = ["ring_record", "trace_line", "parquet_file", "admission_review", "metrics_page"];
 
 /// Seconds each target runs under `cargo xtask test`.
 pub const TEST_SECS: u64 = 20;

@@ -47,7 +47,7 @@ enum Task {
         /// Seconds per target.
         #[arg(long, default_value_t = 60)]
         secs: u64,
-        /// Run only this target (ring_record, trace_line, admission_review, metrics_page).
+        /// Run only this target (ring_record, trace_line, parquet_file, admission_review, metrics_page).
         #[arg(long)]
         target: Option<String>,
     },

@@ -19,7 +19,7 @@ use crate::{
     analysis::trace::filter::{unix_ns, TraceFilter},
     format::parquet::{
         limits::{within, BATCH_ROWS},
-        read::{open_versioned, Strings},
+        read::{guarded, open_versioned, Strings},
         schema::col,
         ParquetReadError, ReadLimits,
     },
@@ -40,6 +40,18 @@ pub(super) fn tally_file(path: &Path, filter: &TraceFilter) -> Result<Tallies, T
     Ok(tallies)
 }
 
+/// One read of the file, a panic of the decoder counted as damage
+/// ([`guarded`]).
+fn read_pass(path: &Path, filter: &TraceFilter, pass: Pass, tallies: &mut Tallies) -> Result<u64, TopKernelsError> {
+    let mut outcome = Ok(0);
+    let decoded = guarded(|| {
+        outcome = read_pass_unguarded(path, filter, pass, tallies);
+        Ok(())
+    });
+    decoded.map_err(|source| TopKernelsError::Parquet { path: path.to_path_buf(), source })?;
+    outcome
+}
+
 /// Which launches a pass counts.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Pass {
@@ -50,7 +62,12 @@ enum Pass {
 }
 
 /// One read of the file; returns the launches without a kernel name.
-fn read_pass(path: &Path, filter: &TraceFilter, pass: Pass, tallies: &mut Tallies) -> Result<u64, TopKernelsError> {
+fn read_pass_unguarded(
+    path: &Path,
+    filter: &TraceFilter,
+    pass: Pass,
+    tallies: &mut Tallies,
+) -> Result<u64, TopKernelsError> {
     let limits = ReadLimits::default();
     let parquet = |source| TopKernelsError::Parquet { path: path.to_path_buf(), source };
     let file = crate::format::open::open_session_file(path)
