@@ -115,7 +115,7 @@ fn sidecar_env(args: &InjectConfig) -> Vec<EnvVar> {
 /// (k8s/daemonset/03-daemonset.yaml): not privileged, ALL capabilities dropped
 /// and only [`CAPABILITIES`] added, no privilege escalation, read-only root
 /// filesystem (the tracer writes only under /traces), the runtime's default
-/// seccomp filter. With
+/// seccomp filter. With `--sidecar-sys-admin` SYS_ADMIN is added too; with
 /// `--sidecar-privileged` (kernels without CAP_BPF) privileged mode instead.
 pub fn security_context(args: &InjectConfig) -> SecurityContext {
     // Root in the container: Kubernetes gives added capabilities to uid 0
@@ -131,8 +131,9 @@ pub fn security_context(args: &InjectConfig) -> SecurityContext {
     } else {
         sc.privileged = Some(false);
         sc.allow_privilege_escalation = Some(false);
+        let admin = args.sys_admin.then_some("SYS_ADMIN");
         sc.capabilities = Some(Capabilities {
-            add: Some(CAPABILITIES.iter().map(|c| c.to_string()).collect()),
+            add: Some(CAPABILITIES.iter().copied().chain(admin).map(String::from).collect()),
             drop: Some(vec!["ALL".to_string()]),
         });
         sc.seccomp_profile = Some(SeccompProfile { type_: "RuntimeDefault".to_string(), localhost_profile: None });
@@ -280,6 +281,16 @@ mod tests {
         assert_eq!(c.volume_mounts.unwrap()[0].mount_path, TRACES_MOUNT);
         assert_eq!(c.liveness_probe.unwrap().http_get.unwrap().port, IntOrString::Int(9464));
         assert!(c.readiness_probe.is_none());
+    }
+
+    #[test]
+    fn sys_admin_is_a_switch_that_adds_only_sys_admin() {
+        let sc = container(&args(&["--sidecar-sys-admin"])).security_context.unwrap();
+        let mut want: Vec<String> = CAPABILITIES.map(String::from).to_vec();
+        want.push("SYS_ADMIN".into());
+        assert_eq!(sc.capabilities.unwrap().add.unwrap(), want);
+        assert_eq!(sc.privileged, Some(false));
+        assert_eq!(sc.seccomp_profile.map(|p| p.type_).as_deref(), Some("RuntimeDefault"));
     }
 
     #[test]
