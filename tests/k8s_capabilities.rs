@@ -76,12 +76,13 @@ fn cap_bits(caps: &[String]) -> u64 {
 
 /// Runs the daemon with `caps` against `target` (held until `go`), and
 /// checks the trace against the target's ground truth.
-fn traces_with(caps: &[String], tmp: &Path, mut target: KillOnDrop, truth: &Path, go: &Path) {
+fn traces_with(caps: &[String], tmp: &Path, mut target: KillOnDrop, truth: &Path, go: &Path, extra: &[&str]) {
     let traces = tmp.join("traces");
     let pid = target.0.id().to_string();
     let mut daemon = KillOnDrop(
         with_caps(caps, tracer())
             .args(["run", "--no-upload", "--pid", &pid, "--target-process", "^no-such-process$"])
+            .args(extra)
             .args(["--scan-interval-ms", "100", "--trace-dir"])
             .arg(&traces)
             .spawn()
@@ -105,7 +106,7 @@ fn tracer_with_only_the_daemonset_capabilities_traces_a_fully_privileged_process
     let (target, truth, go) = held_workload(tmp.path(), &["--iterations", "5"]);
     let all = cap_bits(&["BPF", "PERFMON", "SYS_PTRACE", "SYS_ADMIN"].map(String::from));
     assert_eq!(cap_eff(target.0.id()) & all, all, "the target has all capabilities");
-    traces_with(&caps, tmp.path(), target, &truth, &go);
+    traces_with(&caps, tmp.path(), target, &truth, &go, &[]);
 }
 
 #[test]
@@ -126,7 +127,7 @@ fn tracer_with_only_the_sidecar_capabilities_traces_a_process_that_dropped_all()
             .unwrap(),
     );
     wait_for_cap_eff(target.0.id(), 0);
-    traces_with(&caps, tmp.path(), target, &truth, &go);
+    traces_with(&caps, tmp.path(), target, &truth, &go, &[]);
 }
 
 /// Waits until setpriv has exec'd into the workload (its capabilities cut).
@@ -187,4 +188,55 @@ fn without_bpf_or_perfmon_check_and_the_daemon_name_the_capability() {
         assert!(!out.status.success(), "the daemon ran without {dropped}: {stderr}");
         assert!(stderr.contains(&format!("the tracer lacks {says} (")) && stderr.contains(&fix), "{stderr}");
     }
+}
+
+/// Whether this kernel refuses perf-event uprobes without CAP_SYS_ADMIN for
+/// certain: mainline 6.16 took the 2025 fix (stable kernels before that
+/// may or may not have it).
+fn kernel_has_the_uprobe_fix() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut parts = release.trim().split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (6, 16)
+}
+
+#[test]
+fn perf_event_uprobes_need_sys_admin_and_the_daemon_says_so() {
+    if !kernel_has_the_uprobe_fix() {
+        eprintln!("skipped: kernel before 6.16, which may lack the 2025 uprobe fix");
+        return;
+    }
+    // The DaemonSet's set, perf-event uprobes forced (as on kernels before
+    // 6.6, which have no uprobe_multi): the kernel refuses them.
+    let caps = daemonset_caps();
+    let tmp = tempfile::tempdir().unwrap();
+    let (target, _truth, _go) = held_workload(tmp.path(), &["--iterations", "1"]);
+    let log = tmp.path().join("daemon.log");
+    let mut daemon = KillOnDrop(
+        with_caps(&caps, tracer())
+            .args(["run", "--no-upload", "--per-probe-uprobes", "--pid", &target.0.id().to_string()])
+            .args(["--target-process", "^no-such-process$", "--trace-dir"])
+            .arg(tmp.path().join("traces"))
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let said = || std::fs::read_to_string(&log).unwrap_or_default();
+    cuda_tracer_tests::wait_for("the daemon to say why it cannot attach", Duration::from_secs(60), || {
+        said().contains("library not attached")
+    });
+    let text = said();
+    assert!(
+        text.contains("perf_event_open") && text.contains("the tracer lacks CAP_SYS_ADMIN (opens perf-event uprobes"),
+        "{text}"
+    );
+    assert!(text.contains("add SYS_ADMIN to the tracer container's securityContext.capabilities.add"), "{text}");
+    signal(&daemon.0, libc::SIGTERM);
+    assert!(wait_with_deadline(&mut daemon.0, Duration::from_secs(90)).success());
+    drop(target);
+
+    // With SYS_ADMIN added, as k8s/README.md says for those kernels: traced.
+    let with_admin: Vec<String> = caps.into_iter().chain(["SYS_ADMIN".to_string()]).collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let (target, truth, go) = held_workload(tmp.path(), &["--iterations", "2"]);
+    traces_with(&with_admin, tmp.path(), target, &truth, &go, &["--per-probe-uprobes"]);
 }
