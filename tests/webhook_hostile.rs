@@ -93,9 +93,20 @@ fn the_injected_sidecar_has_the_manifests_security_context() {
     json_patch::patch(&mut patched, &patch_of(&response)).expect("patch applies");
     let pod: Pod = serde_json::from_value(patched).expect("Pod");
     let injected = pod.spec.expect("spec").containers[1].security_context.clone().expect("securityContext");
-    for manifest in ["k8s/03-vllm-deployment.yaml", "k8s/daemonset/03-daemonset.yaml"] {
-        assert_eq!(injected, manifest_security_context(manifest), "the webhook's sidecar differs from {manifest}");
-    }
+    let daemonset = manifest_security_context("k8s/daemonset/03-daemonset.yaml");
+    assert_eq!(injected, daemonset, "the webhook's sidecar differs from the DaemonSet's tracer");
+    // The sidecar Deployment's is the same without SYS_PTRACE: its vLLM
+    // container drops ALL, while a pod the webhook injects into may hold
+    // capabilities (tests/k8s_node_capabilities.rs shows both on a node).
+    let mut without_ptrace = injected.clone();
+    let added = without_ptrace.capabilities.as_mut().and_then(|c| c.add.as_mut()).expect("added capabilities");
+    added.retain(|c| c != "SYS_PTRACE");
+    assert_eq!(added.len(), 2, "the injected sidecar adds SYS_PTRACE: {added:?}");
+    assert_eq!(
+        manifest_security_context("k8s/03-vllm-deployment.yaml"),
+        without_ptrace,
+        "the sidecar Deployment's tracer"
+    );
     let caps = injected.capabilities.expect("capabilities");
     assert_eq!(caps.drop, Some(vec!["ALL".to_string()]));
     assert!(!caps.add.unwrap_or_default().iter().any(|c| c == "SYS_RESOURCE"));

@@ -11,7 +11,7 @@
 #   TARGET_LABEL_KEY    pod label that selects them (llm-d.ai/inferenceServing)
 #   TARGET_LABEL_VALUE  its value (true)
 #   S3_BUCKET S3_PREFIX S3_ENDPOINT S3_REGION S3_PATH_STYLE AWS_CREDENTIALS_SECRET
-#   TRACES_PVC TARGET_PROCESS VLLM_METRICS_URL TRACER_PRIVILEGED SIDECAR_ENV
+#   TRACES_PVC TARGET_PROCESS VLLM_METRICS_URL TRACER_PRIVILEGED TRACER_SYS_ADMIN SIDECAR_ENV
 #                       passed to the injected sidecar (docs/WEBHOOK.md)
 #   SIDECAR_SECRET_ENV  sidecar env from Secrets, VAR=SECRET:KEY,... (a secret in
 #                       SIDECAR_ENV makes the webhook refuse to start)
@@ -44,8 +44,8 @@ kubectl version --request-timeout=10s >/dev/null 2>&1 \
 [[ "$namespace" == "cuda-tracer-system" ]] \
     || die "WEBHOOK_NAMESPACE must be cuda-tracer-system: the manifests in $here name it"
 
-# The injected sidecar shares the host's pid namespace and adds BPF, PERFMON,
-# SYS_PTRACE and SYS_ADMIN (or runs privileged): only the `privileged` Pod
+# The injected sidecar shares the host's pid namespace and adds BPF, PERFMON
+# and SYS_PTRACE (or runs privileged): only the `privileged` Pod
 # Security level admits that. A namespace enforcing baseline or restricted
 # would reject every labelled pod once the webhook injects it.
 check_pod_security() {
@@ -63,7 +63,7 @@ check_pod_security() {
     warn="$(kubectl get namespace "$ns" -o "jsonpath={.metadata.labels.pod-security\.kubernetes\.io/warn}")"
     case "$enforce" in
     "" | privileged) ;;
-    *) die "namespace $ns enforces Pod Security level '$enforce' ($label/enforce), which rejects the tracer sidecar (hostPID and the BPF, PERFMON, SYS_PTRACE, SYS_ADMIN capabilities): every labelled pod would fail to start. Fix: kubectl label namespace $ns $label/enforce=privileged --overwrite, then rerun" ;;
+    *) die "namespace $ns enforces Pod Security level '$enforce' ($label/enforce), which rejects the tracer sidecar (hostPID and the BPF, PERFMON, SYS_PTRACE capabilities): every labelled pod would fail to start. Fix: kubectl label namespace $ns $label/enforce=privileged --overwrite, then rerun" ;;
     esac
     if [[ -z "$enforce" ]]; then
         echo "note: namespace $ns has no $label/enforce label: the cluster's default level applies (privileged unless your admission configuration sets another); to be sure: kubectl label namespace $ns $label/enforce=privileged"
@@ -86,7 +86,7 @@ settings=(
     --from-literal=TRACER_IMAGE="$image"
 )
 for var in TRACER_IMAGE_PULL_POLICY TARGET_PROCESS VLLM_METRICS_URL S3_BUCKET S3_PREFIX S3_ENDPOINT \
-    S3_REGION S3_PATH_STYLE AWS_CREDENTIALS_SECRET TRACES_PVC TRACER_PRIVILEGED SIDECAR_ENV SIDECAR_SECRET_ENV \
+    S3_REGION S3_PATH_STYLE AWS_CREDENTIALS_SECRET TRACES_PVC TRACER_PRIVILEGED TRACER_SYS_ADMIN SIDECAR_ENV SIDECAR_SECRET_ENV \
     CLIENT_TIMEOUT_SECS MAX_CONNECTIONS MAX_CONCURRENT_REVIEWS; do
     if [[ -n "${!var:-}" ]]; then
         settings+=(--from-literal="$var=${!var}")

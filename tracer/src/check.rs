@@ -6,7 +6,9 @@ use std::path::Path;
 
 use crate::daemon::{
     output::upload::{S3Config, S3Uploader, UploadError},
+    privileges,
     probes::{discover, loader, symbols},
+    target_files::OpenError,
 };
 
 /// One preflight result.
@@ -43,15 +45,6 @@ pub fn kernel_version() -> Option<(u32, u32, String)> {
     Some((it.next()??, it.next()??, release))
 }
 
-fn capabilities() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .unwrap_or(0)
-}
-
 /// Runs every check; `pid` adds the per-target checks.
 pub fn run(pid: Option<u32>) -> Vec<Item> {
     let mut items = Vec::new();
@@ -78,25 +71,7 @@ pub fn run(pid: Option<u32>) -> Vec<Item> {
             "use a kernel with CONFIG_UPROBES and CONFIG_UPROBE_EVENTS",
         )
     });
-    let caps = capabilities();
-    let has = |bit: u32| caps & (1u64 << bit) != 0;
-    const CAP_SYS_ADMIN: u32 = 21;
-    const CAP_PERFMON: u32 = 38;
-    const CAP_BPF: u32 = 39;
-    // Linux 6.17 ("perf: Require CAP_SYS_ADMIN for uprobes", also backported
-    // to stable kernels) refuses uprobe perf events to CAP_PERFMON alone.
-    let uprobes_need_admin = kernel_version().is_none_or(|(maj, min, _)| (maj, min) >= (6, 17));
-    const CAPS_FIX: &str =
-        "run as root, or add BPF, PERFMON, SYS_PTRACE and SYS_ADMIN to the container's securityContext.capabilities";
-    items.push(if has(CAP_SYS_ADMIN) {
-        ok(format!("capabilities: CapEff={caps:#x} has CAP_SYS_ADMIN"))
-    } else if has(CAP_BPF) && has(CAP_PERFMON) && !uprobes_need_admin {
-        ok(format!("capabilities: CapEff={caps:#x} has CAP_BPF+CAP_PERFMON (kernels >= 6.17 also need CAP_SYS_ADMIN)"))
-    } else if has(CAP_BPF) && has(CAP_PERFMON) {
-        fail(format!("capabilities: CapEff={caps:#x} has CAP_BPF+CAP_PERFMON; kernels >= 6.17 need CAP_SYS_ADMIN for uprobes"), CAPS_FIX)
-    } else {
-        fail(format!("capabilities: CapEff={caps:#x} lacks CAP_BPF/CAP_PERFMON/CAP_SYS_ADMIN"), CAPS_FIX)
-    });
+    items.extend(capabilities());
     items.push(match kernel_version() {
         Some((maj, min, _)) if (maj, min) >= (5, 11) => {
             ok("memlock: not needed (kernel >= 5.11 charges BPF memory to the cgroup)")
@@ -115,15 +90,69 @@ pub fn run(pid: Option<u32>) -> Vec<Item> {
             }
         }
     });
-    bpf_load(&mut items);
+    if let Some(multi) = bpf_load(&mut items) {
+        items.push(uprobe_permission(multi));
+    }
     if let Some(pid) = pid {
         items.extend(target(pid));
     }
     items
 }
 
-/// Whether the BPF programs load, and whether the uprobe_multi ones do.
-fn bpf_load(items: &mut Vec<Item>) {
+/// One line per capability tracing always needs: held, or missing with
+/// what it is for and the fix. (CAP_SYS_ADMIN grants what CAP_BPF and
+/// CAP_PERFMON do; whether uprobes need it is [`uprobe_permission`].)
+fn capabilities() -> Vec<Item> {
+    let mut items: Vec<Item> = privileges::LOAD
+        .iter()
+        .map(|need| {
+            if privileges::lacking(&[*need]).is_empty() {
+                ok(format!("{}: {}", need.cap, need.what_for))
+            } else {
+                fail(format!("{} missing: it {}", need.cap, need.what_for), privileges::fix(&[*need]))
+            }
+        })
+        .collect();
+    let ptrace = privileges::SYS_PTRACE;
+    items.push(ok(if privileges::lacking(&[ptrace]).is_empty() {
+        format!("{}: {}", ptrace.cap, ptrace.what_for)
+    } else {
+        // The shipped vLLM container drops ALL: it is in reach without.
+        format!(
+            "{} not held: processes holding a capability the tracer lacks are out of reach (`check --pid` says)",
+            ptrace.cap
+        )
+    }));
+    items
+}
+
+/// Whether the tracer may read process `pid`'s maps and files: without
+/// CAP_SYS_PTRACE only if `pid` holds no capability the tracer lacks.
+fn ptrace_reach(pid: u32) -> Option<Item> {
+    let ptrace = privileges::SYS_PTRACE;
+    if privileges::lacking(&[ptrace]).is_empty() {
+        return None;
+    }
+    let beyond = privileges::held_beyond_ours(pid)?;
+    Some(if beyond.is_empty() {
+        ok(format!("{} not needed for process {pid}: it holds no capability the tracer lacks", ptrace.cap))
+    } else {
+        let names: Vec<String> = beyond.iter().map(ToString::to_string).collect();
+        fail(
+            format!(
+                "{} missing: process {pid} holds {} that the tracer does not; it {}",
+                ptrace.cap,
+                names.join(", "),
+                ptrace.what_for
+            ),
+            privileges::fix(&[ptrace]),
+        )
+    })
+}
+
+/// Whether the BPF programs load, and whether the uprobe_multi ones do
+/// (`Some(true)`: uprobe_multi links will be tried; `None`: nothing loads).
+fn bpf_load(items: &mut Vec<Item>) -> Option<bool> {
     match loader::Probes::load(&loader::LoadOptions {
         ringbuf_bytes: 1 << 16,
         task_tgid_offset: None,
@@ -137,11 +166,37 @@ fn bpf_load(items: &mut Vec<Item>) {
                 None => "uprobe_multi programs load: a library attaches with one link per program".to_string(),
                 Some(why) => format!("no uprobe_multi ({why}): one perf-event uprobe per function, slow to remove"),
             }));
+            Some(probes.multi_unavailable().is_none())
         }
-        Err(e) => items.push(fail(
-            format!("BPF programs do not load: {e}"),
-            "see the lines above; tracing needs root or CAP_BPF+CAP_PERFMON+CAP_SYS_ADMIN",
-        )),
+        Err(e) => {
+            let lacking = privileges::lacking(&privileges::LOAD);
+            let fix = if lacking.is_empty() {
+                "see the lines above (kernel, BTF; a seccomp or AppArmor profile can refuse bpf() too)".to_string()
+            } else {
+                privileges::fix(&lacking)
+            };
+            items.push(fail(format!("BPF programs do not load: {e}"), fix));
+            None
+        }
+    }
+}
+
+/// Whether uprobes can be attached with what this process holds:
+/// uprobe_multi links need nothing more than loading did; perf-event
+/// uprobes (no uprobe_multi) are tried for real, and refused without
+/// CAP_SYS_ADMIN on kernels with the 2025 fix.
+fn uprobe_permission(multi: bool) -> Item {
+    let admin = privileges::SYS_ADMIN;
+    if multi {
+        return ok(format!("uprobes attach through uprobe_multi links: {} not needed", admin.cap));
+    }
+    match privileges::perf_uprobe_opens() {
+        Ok(()) => ok("perf-event uprobes open"),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) => fail(
+            format!("{} missing: perf-event uprobes refused ({e}); it {}", admin.cap, admin.what_for),
+            privileges::fix(&[admin]),
+        ),
+        Err(e) => fail(format!("perf-event uprobes do not open: {e}"), "use a kernel with CONFIG_UPROBE_EVENTS"),
     }
 }
 
@@ -203,11 +258,10 @@ fn target(pid: u32) -> Vec<Item> {
         }
     };
     let mut items = vec![ok(format!("process {pid} ({}): {}", info.comm, info.cmdline))];
+    items.extend(ptrace_reach(pid));
     let libs = match discover::cuda_libraries(pid) {
         Ok(l) => l,
-        Err(e) => {
-            return vec![fail(e.to_string(), "run as root, or add SYS_PTRACE to the container's capabilities (reading another process's maps and /proc/PID/root needs it)")]
-        }
+        Err(e) => return vec![fail(e.to_string(), privileges::fix(&[privileges::SYS_PTRACE]))],
     };
     if libs.is_empty() {
         items.push(fail(
@@ -217,17 +271,32 @@ fn target(pid: u32) -> Vec<Item> {
     }
     for lib in libs {
         let layer = symbols::layer_of(Path::new(&lib.shown)).unwrap_or(tracer_common::funcs::Layer::Driver);
-        let resolved = lib.open(pid).map_err(|e| e.to_string()).and_then(|file| {
-            symbols::resolve(&file.file, &lib.shown, layer, |_| true, false).map_err(|e| e.to_string())
+        let resolved = lib.open(pid).map_err(|e| (e.to_string(), open_fix(&e))).and_then(|file| {
+            symbols::resolve(&file.file, &lib.shown, layer, |_| true, false)
+                .map_err(|e| (e.to_string(), LIB_FIX.to_string()))
         });
         items.push(match resolved {
             Ok(s) => {
                 ok(format!("{}: {} traced functions found, {} not exported", lib.shown, s.found.len(), s.missing.len()))
             }
-            Err(e) => fail(e, "pass the real library with --lib, or report the library version"),
+            Err((e, fix)) => fail(e, fix),
         });
     }
     items
+}
+
+const LIB_FIX: &str = "pass the real library with --lib, or report the library version";
+
+/// The fix for a library of the target that could not be opened: the
+/// capability when the tracer lacks it and was refused.
+fn open_fix(e: &OpenError) -> String {
+    let refused = matches!(e, OpenError::Open { error, .. } if error.kind() == std::io::ErrorKind::PermissionDenied);
+    let lacking = privileges::lacking(&[privileges::SYS_PTRACE]);
+    if refused && !lacking.is_empty() {
+        privileges::fix(&lacking)
+    } else {
+        LIB_FIX.to_string()
+    }
 }
 
 #[cfg(test)]

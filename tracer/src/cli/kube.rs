@@ -123,9 +123,13 @@ pub struct InjectArgs {
     /// PersistentVolumeClaim in the pod's namespace for /traces (default: an emptyDir).
     #[arg(long = "traces-pvc", env = "TRACES_PVC")]
     pub traces_pvc: Option<String>,
-    /// Run the sidecar privileged instead of with BPF, PERFMON, SYS_PTRACE and SYS_ADMIN (kernels < 5.8).
+    /// Run the sidecar privileged instead of with BPF, PERFMON and SYS_PTRACE (kernels < 5.8).
     #[arg(long = "sidecar-privileged", env = "TRACER_PRIVILEGED")]
     pub privileged: bool,
+    /// Add SYS_ADMIN to the sidecar's capabilities: kernels before 6.6 (no uprobe_multi) with the
+    /// 2025 uprobe fix (CVE-2025-38466) refuse its perf-event uprobes without it.
+    #[arg(long = "sidecar-sys-admin", env = "TRACER_SYS_ADMIN")]
+    pub sys_admin: bool,
     /// More sidecar env, NAME=VALUE, comma-separated or repeated (e.g. TRACE_INTERVAL=30). No secrets:
     /// the webhook refuses to start with a secret-looking one (use --sidecar-secret-env).
     #[arg(long = "sidecar-env", env = "SIDECAR_ENV", value_delimiter = ',', value_parser = parse_env_pair)]
@@ -157,6 +161,7 @@ impl From<InjectArgs> for InjectConfig {
             aws_secret: a.aws_secret,
             traces_pvc: a.traces_pvc,
             privileged: a.privileged,
+            sys_admin: a.sys_admin,
             extra_env: a.extra_env,
             secret_env: a.secret_env,
         }

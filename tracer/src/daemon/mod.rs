@@ -7,6 +7,7 @@ pub mod fd_limit;
 pub mod ingest;
 pub mod outcome;
 pub mod output;
+pub mod privileges;
 pub mod probes;
 mod run;
 mod session;

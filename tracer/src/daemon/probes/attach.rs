@@ -8,6 +8,7 @@ use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope
 use tracer_common::funcs::{self, FuncSpec, Group, Layer};
 
 use crate::{
+    daemon::privileges,
     daemon::probes::bpf_sys::{BpfSysError, Site},
     daemon::probes::loader::{LoadError, Probes},
     daemon::probes::symbols::{self, SymbolError},
@@ -29,10 +30,18 @@ pub enum AttachError {
     Load(#[from] LoadError),
     #[error("attaching {path} interrupted: the tracer is stopping")]
     Interrupted { path: String },
-    #[error("attaching to {function} in {path}: {source} (run `cuda-tracer check`)")]
+    #[error("attaching to {function} in {path}: {source} (run `cuda-tracer check`){hint}", hint = privileges::perf_uprobe_hint(perf_refused(source)))]
     Probe { function: &'static str, path: String, source: aya::programs::ProgramError },
     #[error("attaching {path}: {source} (run `cuda-tracer check`)")]
     Multi { path: String, source: BpfSysError },
+}
+
+/// Whether the kernel refused to open a perf-event uprobe (EACCES/EPERM):
+/// kernels with the 2025 uprobe fix refuse them without CAP_SYS_ADMIN.
+fn perf_refused(source: &aya::programs::ProgramError) -> bool {
+    use aya::programs::ProgramError;
+    let ProgramError::SyscallError(e) = source else { return false };
+    e.call == "perf_event_open" && matches!(e.io_error.raw_os_error(), Some(libc::EACCES | libc::EPERM))
 }
 
 /// How a library's probes are attached.

@@ -9,6 +9,7 @@ use aya::{
 };
 use std::os::fd::{AsFd as _, AsRawFd as _, OwnedFd};
 
+use crate::daemon::privileges;
 use crate::daemon::probes::{
     bpf_sys::{self, BpfSysError, Site},
     multi_load::{self, MultiPrograms},
@@ -23,11 +24,11 @@ static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 /// Why the BPF side could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("loading the BPF object failed: {0} (run `cuda-tracer check` to see which prerequisite is missing; tracing needs root or CAP_BPF+CAP_PERFMON)")]
+    #[error("loading the BPF object failed: {0} (run `cuda-tracer check` to see which prerequisite is missing; tracing needs root or CAP_BPF+CAP_PERFMON){hint}", hint = privileges::lacking_hint(&privileges::LOAD))]
     Object(#[from] EbpfError),
     #[error("BPF program {name} is missing from the embedded object (stale build? run `cargo clean -p cuda-tracer`)")]
     MissingProgram { name: &'static str },
-    #[error("BPF program {name}: {source}")]
+    #[error("BPF program {name}: {source}{hint}", hint = privileges::lacking_hint(&privileges::LOAD))]
     Program { name: &'static str, source: ProgramError },
     #[error("reading kernel BTF: {0}")]
     Btf(#[from] aya::BtfError),

@@ -76,15 +76,18 @@ impl Session {
     /// Records a library whose calls are (partly) not traced, once per
     /// process, path and reason.
     pub(super) fn note_miss(&mut self, miss: MissedLibrary) {
-        let seen =
-            self.missed_libraries.iter().any(|m| m.pid == miss.pid && m.path == miss.path && m.reason == miss.reason);
-        if seen {
+        if self.is_missed(miss.pid, &miss.path, &miss.reason) {
             return;
         }
         if let Some(m) = &self.metrics {
             m.library_missed(&miss.reason);
         }
         self.missed_libraries.push(miss);
+    }
+
+    /// Whether `path` of `pid` is recorded as missed for `reason`.
+    pub(super) fn is_missed(&self, pid: u32, path: &str, reason: &str) -> bool {
+        self.missed_libraries.iter().any(|m| m.pid == pid && m.path == path && m.reason == reason)
     }
 
     /// Stops holding and releases every held process (after the pump stopped).

@@ -10,7 +10,7 @@ use crate::{
         discover::{self, ProcessInfo},
         libraries,
     },
-    daemon::target_files::TargetFile,
+    daemon::target_files::{OpenError, TargetFile},
     format::metadata::{LateLibrary, MissedLibrary, ProcessRecord},
 };
 
@@ -209,7 +209,14 @@ impl Session {
                 key.and_then(|k| self.failed_libs.get(&k).cloned())
             }
             Err(e) => {
-                tracing::debug!(pid, library = %lib.shown, error = %e, "mapped library not opened");
+                // A refusal is said once per process and library (the scan
+                // comes back to it); a process gone meanwhile is no news.
+                let gone = matches!(&e, OpenError::Open { error, .. } if error.kind() == std::io::ErrorKind::NotFound);
+                if gone || self.is_missed(pid, &lib.shown, "attach_failed") {
+                    tracing::debug!(pid, library = %lib.shown, error = %e, "mapped library not opened");
+                } else {
+                    tracing::warn!(pid, library = %lib.shown, error = %e, "library not attached: not opened");
+                }
                 Some(e.to_string())
             }
         };

@@ -18,6 +18,8 @@ use std::{
 
 use rustix::fs::{openat2, Mode, OFlags, ResolveFlags};
 
+use crate::daemon::privileges;
+
 /// The largest file opened as a library. Real CUDA libraries fit with room
 /// to spare (libcuda ~ 30-100 MB, libtorch_cuda over 1 GB); the size only
 /// bounds what a file may claim, since nothing reads a whole file (see
@@ -27,7 +29,7 @@ pub const MAX_LIBRARY_BYTES: u64 = 4 << 30;
 /// Why a file of a traced process was not opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    #[error("reading {source_path}: {error} (the process's {shown})")]
+    #[error("reading {source_path}: {error} (the process's {shown}){hint}", hint = privileges::ptrace_hint(error))]
     Open { shown: String, source_path: String, error: io::Error },
     #[error("{shown}: not a regular file (a {kind}); not read")]
     NotRegular { shown: String, kind: &'static str },

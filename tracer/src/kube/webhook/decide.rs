@@ -65,7 +65,7 @@ pub fn decide(args: &InjectConfig, operation: &Operation, namespace: &str, pod: 
     if let Some(name) = &spec.tracer {
         return Decision::skip(format!("already traced: container {name:?} runs the tracer"));
     }
-    // The sidecar runs as root with BPF and SYS_ADMIN and writes where this
+    // The sidecar runs as root with BPF and SYS_PTRACE and writes where this
     // volume points: the pod must not choose it (a hostPath of / would hand
     // it the node). Renaming ours instead would leave the pod's volume for
     // any of its containers to share with the tracer under our name.

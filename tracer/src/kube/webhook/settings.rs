@@ -46,6 +46,9 @@ pub struct InjectConfig {
     pub traces_pvc: Option<String>,
     /// Privileged instead of the BPF capabilities (kernels < 5.8).
     pub privileged: bool,
+    /// SYS_ADMIN added to the capabilities (perf-event uprobes on kernels
+    /// before 6.6 with the 2025 uprobe fix).
+    pub sys_admin: bool,
     /// More sidecar env, overriding the rest. Never secrets: the webhook
     /// refuses to start with a secret-looking one.
     pub extra_env: Vec<(String, String)>,
@@ -82,6 +85,7 @@ impl Default for InjectConfig {
             aws_secret: None,
             traces_pvc: None,
             privileged: false,
+            sys_admin: false,
             extra_env: Vec::new(),
             secret_env: Vec::new(),
         }

@@ -24,14 +24,17 @@ pub const TRACES_MOUNT: &str = "/traces";
 pub const INJECTED_ANNOTATION: &str = "cuda-tracer/injected";
 
 /// Capabilities the tracer needs instead of `privileged: true`, added after
-/// dropping ALL (the same as k8s/03-vllm-deployment.yaml and the DaemonSet;
-/// tests/webhook.rs checks the whole security context against both): BPF
-/// and PERFMON load programs, SYS_PTRACE reads other processes'
-/// /proc/PID/maps and /proc/PID/root, SYS_ADMIN opens uprobe perf events
-/// (Linux 6.17 and stable kernels with "perf: Require CAP_SYS_ADMIN for
-/// uprobes" refuse them to PERFMON alone). No SYS_RESOURCE: the tracer needs
-/// Linux 5.15, where BPF memory is charged to the cgroup, not to memlock.
-pub const CAPABILITIES: [&str; 4] = ["BPF", "PERFMON", "SYS_PTRACE", "SYS_ADMIN"];
+/// dropping ALL (the same as the DaemonSet; tests/webhook_hostile.rs checks
+/// the whole security context against it): BPF and PERFMON load programs,
+/// SYS_PTRACE reads the /proc/PID/maps and /proc/PID/root of the pod's
+/// other containers, which may hold capabilities the tracer does not (the
+/// shipped sidecar Deployment does without: its vLLM container drops ALL).
+/// No SYS_ADMIN: on Linux >= 6.6 uprobes attach through uprobe_multi links,
+/// which need no more (only the perf-event uprobes of older kernels need it
+/// since CVE-2025-38466; see k8s/README.md). No SYS_RESOURCE: the tracer
+/// needs Linux 5.15, where BPF memory is charged to the cgroup, not to
+/// memlock.
+pub const CAPABILITIES: [&str; 3] = ["BPF", "PERFMON", "SYS_PTRACE"];
 
 fn env(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar { name: name.to_string(), value: Some(value.into()), value_from: None }
@@ -109,10 +112,10 @@ fn sidecar_env(args: &InjectConfig) -> Vec<EnvVar> {
 }
 
 /// The manifests' security context for the tracer container
-/// (k8s/03-vllm-deployment.yaml): not privileged, ALL capabilities dropped
+/// (k8s/daemonset/03-daemonset.yaml): not privileged, ALL capabilities dropped
 /// and only [`CAPABILITIES`] added, no privilege escalation, read-only root
 /// filesystem (the tracer writes only under /traces), the runtime's default
-/// seccomp filter. With
+/// seccomp filter. With `--sidecar-sys-admin` SYS_ADMIN is added too; with
 /// `--sidecar-privileged` (kernels without CAP_BPF) privileged mode instead.
 pub fn security_context(args: &InjectConfig) -> SecurityContext {
     // Root in the container: Kubernetes gives added capabilities to uid 0
@@ -128,8 +131,9 @@ pub fn security_context(args: &InjectConfig) -> SecurityContext {
     } else {
         sc.privileged = Some(false);
         sc.allow_privilege_escalation = Some(false);
+        let admin = args.sys_admin.then_some("SYS_ADMIN");
         sc.capabilities = Some(Capabilities {
-            add: Some(CAPABILITIES.iter().map(|c| c.to_string()).collect()),
+            add: Some(CAPABILITIES.iter().copied().chain(admin).map(String::from).collect()),
             drop: Some(vec!["ALL".to_string()]),
         });
         sc.seccomp_profile = Some(SeccompProfile { type_: "RuntimeDefault".to_string(), localhost_profile: None });
@@ -277,6 +281,16 @@ mod tests {
         assert_eq!(c.volume_mounts.unwrap()[0].mount_path, TRACES_MOUNT);
         assert_eq!(c.liveness_probe.unwrap().http_get.unwrap().port, IntOrString::Int(9464));
         assert!(c.readiness_probe.is_none());
+    }
+
+    #[test]
+    fn sys_admin_is_a_switch_that_adds_only_sys_admin() {
+        let sc = container(&args(&["--sidecar-sys-admin"])).security_context.unwrap();
+        let mut want: Vec<String> = CAPABILITIES.map(String::from).to_vec();
+        want.push("SYS_ADMIN".into());
+        assert_eq!(sc.capabilities.unwrap().add.unwrap(), want);
+        assert_eq!(sc.privileged, Some(false));
+        assert_eq!(sc.seccomp_profile.map(|p| p.type_).as_deref(), Some("RuntimeDefault"));
     }
 
     #[test]
