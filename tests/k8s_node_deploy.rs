@@ -61,6 +61,8 @@ fn deploy_sh_deploys_tests_verifies_and_destroys_the_traced_standin() {
     eprintln!("deploy test: {BRING_UP:?} done, pod {pod} running {:.1?} after start", started.elapsed());
     let engine = assert_titled_like_vllm();
     script.run(&["test"]);
+    // 4 in flight: the engine core takes one at a time, the rest wait.
+    script.run(&["test", "--parallel", "--workers", "4"]);
     wait_until(&node, "the sidecar's first upload", UPLOAD_DEADLINE, || {
         tracer_metric(&node, &pod, "cuda_tracer_files_uploaded") > 0.0
     });
@@ -76,7 +78,9 @@ fn deploy_sh_deploys_tests_verifies_and_destroys_the_traced_standin() {
     assert!(String::from_utf8_lossy(&namespace.stderr).contains("NotFound"), "{namespace:?}");
     eprintln!("deploy test: destroyed {:.1?} after start", started.elapsed());
 
-    let truth = load_truth(&model_cache.join("cuda-fixture-truth"));
+    // The truth directory sits right in the model cache's mount (HF_HOME).
+    let truth_dir = Path::new(node_images::STANDIN_TRUTH_DIR).file_name().expect("a directory name");
+    let truth = load_truth(&model_cache.join(truth_dir));
     assert!(!truth.is_empty(), "the stand-in's engine made no CUDA call");
     assert!(truth.iter().all(|c| c["pid"] == engine), "only the engine core ({engine}) calls CUDA");
     let objects = s3.objects(BUCKET, &format!("{PREFIX}{pod}/"));
