@@ -28,6 +28,8 @@ PROFILE_STEPS="${PROFILE_STEPS-100..150}"
 CONTAINER_RUNTIME="${CONTAINER_RUNTIME:-docker}"
 PUSH="${PUSH:-0}"
 KUBECTL="${KUBECTL:-kubectl}"
+# CPUs the vLLM container requests (the manifest's 4; less on a small test node).
+VLLM_CPU_REQUEST="${VLLM_CPU_REQUEST:-4}"
 API_URL="${API_URL:-http://localhost:30800}"
 BATCH_COUNT="${BATCH_COUNT:-15}"
 PARALLEL_COUNT="${PARALLEL_COUNT:-20}"
@@ -61,7 +63,7 @@ Settings (environment):
   S3_BUCKET, S3_PREFIX (k3s-vllm/), S3_ENDPOINT, S3_REGION, S3_PATH_STYLE
   AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN  -> Secret aws-credentials
   HF_TOKEN                      -> Secret hf-token (gated models such as Llama-2)
-  MODEL (meta-llama/Llama-2-7b-hf), VLLM_IMAGE (vllm/vllm-openai:TAG)
+  MODEL (meta-llama/Llama-2-7b-hf), VLLM_IMAGE (vllm/vllm-openai:TAG), VLLM_CPU_REQUEST (4)
   IMAGE (cuda-tracer:latest), CONTAINER_RUNTIME (docker|podman), PUSH (0|1)
   TRACE_INTERVAL (60), UPLOAD_INTERVAL (120), TARGET_PROCESS (vLLM's entry points)
   PROFILE_STEPS (100..150: Chrome trace of those model steps per session; "" off)
@@ -170,6 +172,20 @@ render_overlay() {
         echo "        namespace: $NAMESPACE"
         echo "      data:"
         echo "        MODEL: $(yaml_str "$MODEL")"
+        echo "  - patch: |-"
+        echo "      apiVersion: apps/v1"
+        echo "      kind: Deployment"
+        echo "      metadata:"
+        echo "        name: vllm"
+        echo "        namespace: $NAMESPACE"
+        echo "      spec:"
+        echo "        template:"
+        echo "          spec:"
+        echo "            containers:"
+        echo "              - name: vllm"
+        echo "                resources:"
+        echo "                  requests:"
+        echo "                    cpu: $(yaml_str "$VLLM_CPU_REQUEST")"
     } >"$dir/kustomization.yaml"
     printf '%s\n' "$dir"
 }

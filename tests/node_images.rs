@@ -17,6 +17,10 @@ pub const TRACER_IMAGE: &str = "cuda-tracer:latest";
 pub const STANDIN_IMAGE: &str = "cuda-tracer-vllm-standin:test";
 /// The stand-in's runtime directory (`nvidia-cuda-runtime-cu12`'s layout).
 pub const STANDIN_CUDART_DIR: &str = "/usr/local/lib/python3.11/dist-packages/nvidia/cuda_runtime/lib";
+/// Where the stand-in server (`python3 -m vllm.entrypoints.openai.api_server`)
+/// writes its ground truth unless the pod sets `CUDA_FIXTURE_TRUTH_DIR`: a
+/// directory in the shipped manifest's model-cache volume (`HF_HOME`).
+pub const STANDIN_TRUTH_DIR: &str = "/root/.cache/huggingface/cuda-fixture-truth";
 
 /// One image: its tag, files (host source → path in the image), the files
 /// to strip of debug info (as the Dockerfile does), empty directories,
@@ -50,14 +54,31 @@ pub fn pause_image(dir: &Path) -> PathBuf {
     )
 }
 
+/// What the Dockerfile's Debian runtime image has that the sidecar needs,
+/// from the host at the same paths: CA certificates (the S3 client loads
+/// them even for an http:// endpoint) and the shell and tools `deploy.sh
+/// verify` runs in the container (`sh -c 'ls ... | head | xargs grep; ls | wc'`).
+const TRACER_IMAGE_EXTRAS: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/bin/sh",
+    "/usr/bin/ls",
+    "/usr/bin/head",
+    "/usr/bin/xargs",
+    "/usr/bin/grep",
+    "/usr/bin/wc",
+];
+
 /// The sidecar: this build's `cuda-tracer` (its BPF object is embedded)
-/// with the Dockerfile's entrypoint and environment.
+/// with the Dockerfile's entrypoint and environment, and the files of its
+/// runtime image the sidecar uses ([`TRACER_IMAGE_EXTRAS`]).
 pub fn tracer_image(dir: &Path) -> PathBuf {
+    let mut files = vec![(crate::tracer(), "/usr/local/bin/cuda-tracer".to_string())];
+    files.extend(TRACER_IMAGE_EXTRAS.iter().map(|t| (PathBuf::from(t), t.to_string())));
     build(
         dir,
         &ImageSpec {
             tag: TRACER_IMAGE,
-            files: vec![(crate::tracer(), "/usr/local/bin/cuda-tracer".into())],
+            files,
             strip: &["/usr/local/bin/cuda-tracer"],
             dirs: &["/traces", "/tmp"],
             entrypoint: &["cuda-tracer", "run"],
@@ -66,23 +87,28 @@ pub fn tracer_image(dir: &Path) -> PathBuf {
     )
 }
 
-/// The vLLM stand-in (see [`STANDIN_IMAGE`]).
+/// The vLLM stand-in (see [`STANDIN_IMAGE`]): also `vllm-standin` as
+/// `python3`, so the shipped manifest's `python3 -m
+/// vllm.entrypoints.openai.api_server` runs an OpenAI server whose engine
+/// core process drives the fixture libraries.
 pub fn standin_image(dir: &Path) -> PathBuf {
     let fixtures = crate::fixtures();
     let ld_path = format!("LD_LIBRARY_PATH={STANDIN_CUDART_DIR}");
+    let truth = format!("CUDA_FIXTURE_TRUTH_DIR={STANDIN_TRUTH_DIR}");
     build(
         dir,
         &ImageSpec {
             tag: STANDIN_IMAGE,
             files: vec![
                 (fixtures.join("cuda-workload"), "/usr/local/bin/vllm".into()),
+                (fixtures.join("vllm-standin"), "/usr/bin/python3".into()),
                 (fixtures.join("libcudart.so.12"), format!("{STANDIN_CUDART_DIR}/libcudart.so.12")),
                 (fixtures.join("libcuda.so.1"), "/usr/lib/x86_64-linux-gnu/libcuda.so.1".into()),
             ],
             strip: &[],
             dirs: &["/tmp", "/truth"],
             entrypoint: &["/usr/local/bin/vllm"],
-            env: &["PATH=/usr/local/bin:/usr/bin:/bin", &ld_path],
+            env: &["PATH=/usr/local/bin:/usr/bin:/bin", &ld_path, &truth],
         },
     )
 }
