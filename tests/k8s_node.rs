@@ -45,8 +45,11 @@ fn host_state() -> Vec<String> {
 #[test]
 fn pods_run_on_the_node_and_teardown_restores_the_host() {
     let _alone = one_node_at_a_time();
+    // The host is compared with no other node on the machine in between.
+    let lock = cuda_tracer_tests::node_host::machine_lock();
+    let _held_past_teardown = lock.try_clone().unwrap();
     let before = host_state();
-    let node = KubeNode::start();
+    let node = KubeNode::start_holding(lock);
     node.import_image(&node_images::standin_image(&node.dir().join("images")));
     let pod = |name: &str, args: &[&str]| {
         json!({

@@ -54,8 +54,15 @@ impl KubeNode {
     /// Brings the whole node up and waits until it is Ready and the
     /// `default` ServiceAccount exists.
     pub fn start() -> Self {
+        Self::start_holding(crate::node_host::machine_lock())
+    }
+
+    /// [`KubeNode::start`] with the machine-wide node lock already taken
+    /// ([`crate::node_host::machine_lock`]): a test that keeps a clone of it
+    /// holds the machine past the node's teardown.
+    pub fn start_holding(lock: std::fs::File) -> Self {
         let started = Instant::now();
-        let host = HostState::take();
+        let host = HostState::take(lock);
         let dir = tempfile::Builder::new().prefix("cuda-tracer-node.").tempdir().expect("node dir");
         let mut node = Self {
             kubelet: None,

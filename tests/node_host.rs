@@ -50,14 +50,20 @@ fn remove_cgroup(dir: &Path) {
     }
 }
 
+/// The machine-wide node lock (held while the file, or a clone of it, is
+/// open): one node at a time, since link, bridge and cgroup names are fixed.
+pub fn machine_lock() -> File {
+    let lock = File::create("/tmp/cuda-tracer-node.lock").expect("node lock file");
+    // SAFETY: flock on a descriptor we own; blocks until no other node runs.
+    let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+    assert_eq!(rc, 0, "flock /tmp/cuda-tracer-node.lock");
+    lock
+}
+
 impl HostState {
-    /// Takes the machine-wide node lock, clears what a killed earlier run
-    /// left, and records the host's state.
-    pub fn take() -> Self {
-        let lock = File::create("/tmp/cuda-tracer-node.lock").expect("node lock file");
-        // SAFETY: flock on a descriptor we own; blocks until no other node runs.
-        let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
-        assert_eq!(rc, 0, "flock /tmp/cuda-tracer-node.lock");
+    /// Holding the machine-wide node `lock` ([`machine_lock`]), clears what
+    /// a killed earlier run left, and records the host's state.
+    pub fn take(lock: File) -> Self {
         for link in [VETH_HOST, BRIDGE] {
             ip(&["link", "del", link]);
         }
