@@ -51,13 +51,16 @@ pub fn pause_image(dir: &Path) -> PathBuf {
 }
 
 /// The sidecar: this build's `cuda-tracer` (its BPF object is embedded)
-/// with the Dockerfile's entrypoint and environment.
+/// with the Dockerfile's entrypoint and environment, and the CA bundle its
+/// `ca-certificates` package installs (the S3 client wants root
+/// certificates even for an http:// endpoint).
 pub fn tracer_image(dir: &Path) -> PathBuf {
+    const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
     build(
         dir,
         &ImageSpec {
             tag: TRACER_IMAGE,
-            files: vec![(crate::tracer(), "/usr/local/bin/cuda-tracer".into())],
+            files: vec![(crate::tracer(), "/usr/local/bin/cuda-tracer".into()), (CA_BUNDLE.into(), CA_BUNDLE.into())],
             strip: &["/usr/local/bin/cuda-tracer"],
             dirs: &["/traces", "/tmp"],
             entrypoint: &["cuda-tracer", "run"],
