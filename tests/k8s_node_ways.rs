@@ -4,11 +4,14 @@
 //! whose trace reaches S3, while an unlabelled pod runs untouched; both
 //! traces match the stand-in's ground truth call for call.
 
-use std::{path::Path, time::Duration};
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
 
 use cuda_tracer_tests::{
-    assert_matches_truth, load_trace, load_truth, node::KubeNode, node_config, node_images, node_pods::*, node_ways::*,
-    s3::S3Server, session_dir, wait_attached,
+    assert_matches_truth, load_trace, load_truth, node_config, node_pods::*, node_ways::*, s3::S3Server, session_dir,
+    wait_attached,
 };
 use serde_json::{json, Value};
 
@@ -19,15 +22,12 @@ const LIBS: [&str; 2] = ["libcudart.so.12", "libcuda.so.1"];
 /// stand-in runs in a pod of its own, in its own pid namespace.
 #[test]
 fn the_shipped_daemonset_traces_the_standin_in_another_pod() {
-    let node = KubeNode::start();
-    let images = node.dir().join("images");
-    node.import_image(&node_images::tracer_image(&images));
-    node.import_image(&node_images::standin_image(&images));
+    let (node, expected_calls) = node_with_images();
     let (traces, truth) = (shared_dir(node.dir().join("traces")), shared_dir(node.dir().join("truth")));
-    let expected_calls = reference_call_count(node.dir());
 
     // What infrastructure/k3s-install.sh (or NVIDIA's feature discovery) does on a GPU node.
     node.cluster().kubectl(&["label", "node", node_config::NODE_NAME, "nvidia.com/gpu.present=true"]);
+    let started = Instant::now();
     node.cluster().apply_json(&daemonset_manifests(&node, &traces));
     let tracer_pod = running_pod(&node, "vllm-tracing", "app=cuda-tracer", 1);
     node.cluster().apply_json(&standin_pod("vllm-standin", "default", json!({"app": "vllm-standin"}), &truth));
@@ -39,6 +39,7 @@ fn the_shipped_daemonset_traces_the_standin_in_another_pod() {
             pod_log(&node, "vllm-tracing", &tracer_pod, "ebpf-tracer")
         );
     }
+    eprintln!("DaemonSet test: attached {:.1?} after apply", started.elapsed());
 
     std::fs::write(truth.join("go"), b"").unwrap();
     wait_on_node(&node, "the stand-in's calls", Duration::from_secs(60), || load_truth(&truth).len() >= expected_calls);
@@ -48,6 +49,7 @@ fn the_shipped_daemonset_traces_the_standin_in_another_pod() {
         !node.cluster().kubectl_output(&["get", "pod", "-n", "vllm-tracing", &tracer_pod]).status.success()
     });
 
+    eprintln!("DaemonSet test: its pod gone {:.1?} after apply", started.elapsed());
     let truth_calls = load_truth(&truth);
     assert_eq!(truth_calls.len(), expected_calls, "the stand-in made its calls once");
     let trace = load_trace(&session_dir(&traces).expect("a session in the DaemonSet's hostPath"));
@@ -64,14 +66,12 @@ fn the_shipped_daemonset_traces_the_standin_in_another_pod() {
 fn the_webhook_injects_the_sidecar_and_the_pods_trace_reaches_s3() {
     let s3 = S3Server::start_for_pods();
     s3.create_bucket(WEBHOOK_BUCKET);
-    let node = KubeNode::start();
-    let images = node.dir().join("images");
-    node.import_image(&node_images::tracer_image(&images));
-    node.import_image(&node_images::standin_image(&images));
+    let (node, expected_calls) = node_with_images();
     let (truth, plain_truth) = (shared_dir(node.dir().join("truth")), shared_dir(node.dir().join("plain-truth")));
-    let expected_calls = reference_call_count(node.dir());
     prepare_target_namespace(&node);
+    let started = Instant::now();
     deploy_sh(&node, "webhook");
+    eprintln!("webhook test: ./deploy.sh webhook took {:.1?}", started.elapsed());
 
     let labels = json!({WEBHOOK_LABEL_KEY: "true", "app": "traced"});
     let both = json!({"apiVersion": "v1", "kind": "List", "items": [
@@ -95,6 +95,7 @@ fn the_webhook_injects_the_sidecar_and_the_pods_trace_reaches_s3() {
         );
     }
 
+    eprintln!("webhook test: the sidecar attached {:.1?} after install", started.elapsed());
     std::fs::write(truth.join("go"), b"").unwrap();
     std::fs::write(plain_truth.join("go"), b"").unwrap();
     wait_on_node(&node, "both stand-ins' calls", Duration::from_secs(60), || {
@@ -106,6 +107,7 @@ fn the_webhook_injects_the_sidecar_and_the_pods_trace_reaches_s3() {
         !node.cluster().kubectl_output(&["get", "pod", "-n", WEBHOOK_TARGET_NAMESPACE, "traced"]).status.success()
     });
 
+    eprintln!("webhook test: the traced pod gone {:.1?} after install", started.elapsed());
     let truth_calls = load_truth(&truth);
     assert_eq!(truth_calls.len(), expected_calls, "the traced stand-in made its calls once");
     let objects = s3.objects(WEBHOOK_BUCKET, "");
@@ -123,7 +125,9 @@ fn the_webhook_injects_the_sidecar_and_the_pods_trace_reaches_s3() {
     assert_matches_truth(&lines, &truth_calls, false);
     assert_eq!(pod_phase(&node, WEBHOOK_TARGET_NAMESPACE, "plain"), "Running", "the unlabelled pod runs on");
 
+    let teardown = Instant::now();
     deploy_sh(&node, "teardown");
+    eprintln!("webhook test: ./deploy.sh teardown took {:.1?}", teardown.elapsed());
     let gone = node.cluster().kubectl_output(&["get", "mutatingwebhookconfiguration", "cuda-tracer-webhook"]);
     assert!(!gone.status.success(), "teardown removes the MutatingWebhookConfiguration");
     let ns = node.cluster().kubectl_output(&["get", "namespace", "cuda-tracer-system"]);

@@ -33,6 +33,17 @@ pub fn wait_on_node(node: &KubeNode, what: &str, deadline: Duration, mut cond: i
     }
 }
 
+/// A node with the tracer and stand-in images imported, and the number of
+/// calls the stand-in makes (a reference run on the host).
+pub fn node_with_images() -> (KubeNode, usize) {
+    let node = KubeNode::start();
+    let images = node.dir().join("images");
+    node.import_image(&node_images::tracer_image(&images));
+    node.import_image(&node_images::standin_image(&images));
+    let expected_calls = reference_call_count(node.dir());
+    (node, expected_calls)
+}
+
 /// The shipped DaemonSet (`kubectl kustomize k8s/daemonset`) with only its
 /// `traces` hostPath moved under the node's directory (`traces`, which the
 /// test reads and teardown removes) instead of `/var/lib/cuda-tracer/traces`
