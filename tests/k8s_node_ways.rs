@@ -11,7 +11,6 @@ use std::{
 
 use cuda_tracer_tests::{
     assert_matches_truth, load_trace, load_truth, node_config, node_pods::*, node_ways::*, s3::S3Server, session_dir,
-    wait_attached,
 };
 use serde_json::{json, Value};
 
@@ -33,12 +32,7 @@ fn the_shipped_daemonset_traces_the_standin_in_another_pod() {
     node.cluster().apply_json(&standin_pod("vllm-standin", "default", json!({"app": "vllm-standin"}), &truth));
     let standin = running_pod(&node, "default", "app=vllm-standin", 1);
     let standin_pid = host_pid_of(&pod_uid(&node, "default", &standin));
-    if std::panic::catch_unwind(|| wait_attached("the DaemonSet to attach", &traces, &LIBS)).is_err() {
-        panic!(
-            "the DaemonSet did not attach; its log:\n{}",
-            pod_log(&node, "vllm-tracing", &tracer_pod, "ebpf-tracer")
-        );
-    }
+    wait_logged_attach(&node, "vllm-tracing", &tracer_pod, "ebpf-tracer", &LIBS);
     eprintln!("DaemonSet test: attached {:.1?} after apply", started.elapsed());
 
     std::fs::write(truth.join("go"), b"").unwrap();
@@ -85,24 +79,24 @@ fn the_webhook_injects_the_sidecar_and_the_pods_trace_reaches_s3() {
     assert_untouched(&stored("plain"));
     running_pod(&node, WEBHOOK_TARGET_NAMESPACE, "app=traced", 2);
     running_pod(&node, WEBHOOK_TARGET_NAMESPACE, "app=plain", 1);
-    let uid = pod_uid(&node, WEBHOOK_TARGET_NAMESPACE, "traced");
-    let sidecar_traces =
-        node.dir().join(format!("kubelet/root/pods/{uid}/volumes/kubernetes.io~empty-dir/cuda-tracer-traces"));
-    if std::panic::catch_unwind(|| wait_attached("the injected sidecar to attach", &sidecar_traces, &LIBS)).is_err() {
-        panic!(
-            "the injected sidecar did not attach; its log:\n{}",
-            pod_log(&node, WEBHOOK_TARGET_NAMESPACE, "traced", "ebpf-tracer")
-        );
-    }
-
+    wait_logged_attach(&node, WEBHOOK_TARGET_NAMESPACE, "traced", "ebpf-tracer", &LIBS);
     eprintln!("webhook test: the sidecar attached {:.1?} after install", started.elapsed());
     std::fs::write(truth.join("go"), b"").unwrap();
     std::fs::write(plain_truth.join("go"), b"").unwrap();
     wait_on_node(&node, "both stand-ins' calls", Duration::from_secs(60), || {
         load_truth(&truth).len() >= expected_calls && load_truth(&plain_truth).len() >= expected_calls
     });
-    // SIGTERM to the pod's containers: the sidecar's last upload round.
-    node.cluster().kubectl(&["delete", "pod", "-n", WEBHOOK_TARGET_NAMESPACE, "traced", "--wait=false"]);
+    // SIGTERM to the pod's containers: the sidecar's last upload round, with
+    // Kubernetes' default 30 s to finish it.
+    node.cluster().kubectl(&[
+        "delete",
+        "pod",
+        "-n",
+        WEBHOOK_TARGET_NAMESPACE,
+        "traced",
+        "--wait=false",
+        "--grace-period=30",
+    ]);
     wait_on_node(&node, "the traced pod to be gone", Duration::from_secs(90), || {
         !node.cluster().kubectl_output(&["get", "pod", "-n", WEBHOOK_TARGET_NAMESPACE, "traced"]).status.success()
     });

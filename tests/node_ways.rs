@@ -20,6 +20,8 @@ pub const WEBHOOK_LABEL_KEY: &str = "llm-d.ai/inferenceServing";
 /// Where the injected sidecars upload (SeaweedFS on the node IP).
 pub const WEBHOOK_BUCKET: &str = "traces";
 pub const WEBHOOK_PREFIX: &str = "node-test/";
+/// How long a tracer may take to attach once its target runs (under 1 s here).
+const ATTACH_DEADLINE: Duration = Duration::from_secs(90);
 /// How long `deploy.sh webhook` may take (its rollout waits up to 180 s).
 const DEPLOY_SH_DEADLINE: Duration = Duration::from_secs(300);
 
@@ -72,8 +74,9 @@ pub fn standin_pod(name: &str, namespace: &str, labels: Value, truth: &Path) -> 
         "spec": {
             "restartPolicy": "Never",
             "automountServiceAccountToken": false,
-            // The stand-in is PID 1 of its container and ignores SIGTERM.
-            "terminationGracePeriodSeconds": 20,
+            // Without hostPID the stand-in is PID 1 of its container and
+            // ignores SIGTERM: a short grace keeps the node's teardown short.
+            "terminationGracePeriodSeconds": 5,
             "containers": [{
                 "name": "vllm", "image": node_images::STANDIN_IMAGE, "imagePullPolicy": "Never",
                 "args": args,
@@ -121,6 +124,29 @@ pub fn pod_uid(node: &KubeNode, namespace: &str, name: &str) -> String {
 pub fn pod_log(node: &KubeNode, namespace: &str, pod: &str, container: &str) -> String {
     let log = node.cluster().kubectl_output(&["logs", "-n", namespace, pod, "-c", container, "--tail=40"]);
     format!("{}{}\n{}", String::from_utf8_lossy(&log.stdout), String::from_utf8_lossy(&log.stderr), node.logs())
+}
+
+/// Waits until the tracer in `pod`'s `container` logs that it attached to
+/// each of `libs` (metadata.json names a library only from the next file
+/// closed on, and a held stand-in writes none); fails with its log.
+pub fn wait_logged_attach(node: &KubeNode, namespace: &str, pod: &str, container: &str, libs: &[&str]) {
+    let start = Instant::now();
+    loop {
+        let out = node.cluster().kubectl_output(&["logs", "-n", namespace, pod, "-c", container]);
+        let log = String::from_utf8_lossy(&out.stdout);
+        // LOG_FORMAT json (the DaemonSet's ConfigMap) or the default text.
+        let attached: Vec<&str> =
+            log.lines().filter(|l| l.contains(r#""message":"attached""#) || l.contains(": attached path=")).collect();
+        if libs.iter().all(|lib| attached.iter().any(|l| l.contains(&format!("/{lib}")))) {
+            return;
+        }
+        assert!(
+            start.elapsed() < ATTACH_DEADLINE,
+            "the tracer in {namespace}/{pod} did not attach to {libs:?} within {ATTACH_DEADLINE:?}; its log:\n{}",
+            pod_log(node, namespace, pod, container)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 /// A process's pid on the host and in its container's pid namespace.
