@@ -4,10 +4,7 @@
 //! whose trace reaches S3, while an unlabelled pod runs untouched; both
 //! traces match the stand-in's ground truth call for call.
 
-use std::{
-    path::Path,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use cuda_tracer_tests::{
     assert_matches_truth, load_trace, load_truth, node_config, node_pods::*, node_ways::*, s3::S3Server, session_dir,
@@ -42,8 +39,8 @@ fn the_shipped_daemonset_traces_the_standin_in_another_pod() {
     wait_on_node(&node, "the DaemonSet's pod to be gone", Duration::from_secs(90), || {
         !node.cluster().kubectl_output(&["get", "pod", "-n", "vllm-tracing", &tracer_pod]).status.success()
     });
-
     eprintln!("DaemonSet test: its pod gone {:.1?} after apply", started.elapsed());
+
     let truth_calls = load_truth(&truth);
     assert_eq!(truth_calls.len(), expected_calls, "the stand-in made its calls once");
     let trace = load_trace(&session_dir(&traces).expect("a session in the DaemonSet's hostPath"));
@@ -100,14 +97,15 @@ fn the_webhook_injects_the_sidecar_and_the_pods_trace_reaches_s3() {
     wait_on_node(&node, "the traced pod to be gone", Duration::from_secs(90), || {
         !node.cluster().kubectl_output(&["get", "pod", "-n", WEBHOOK_TARGET_NAMESPACE, "traced"]).status.success()
     });
-
     eprintln!("webhook test: the traced pod gone {:.1?} after install", started.elapsed());
+
     let truth_calls = load_truth(&truth);
     assert_eq!(truth_calls.len(), expected_calls, "the traced stand-in made its calls once");
     let objects = s3.objects(WEBHOOK_BUCKET, "");
     let keys: Vec<&String> = objects.keys().collect();
     let ours = format!("{WEBHOOK_PREFIX}traced/");
     assert!(keys.iter().all(|k| k.starts_with(&ours)), "only the traced pod uploads (no sidecar in `plain`): {keys:?}");
+    assert!(keys.iter().any(|k| k.ends_with("/metadata.json")), "the session's metadata.json is uploaded: {keys:?}");
     // With hostPID the sidecar sees every vLLM-named process on the node,
     // the unlabelled pod's too (docs/WEBHOOK.md, "Known limits"): keep the
     // traced stand-in's calls (hostPID: its truth has host pids).
@@ -126,5 +124,5 @@ fn the_webhook_injects_the_sidecar_and_the_pods_trace_reaches_s3() {
     assert!(!gone.status.success(), "teardown removes the MutatingWebhookConfiguration");
     let ns = node.cluster().kubectl_output(&["get", "namespace", "cuda-tracer-system"]);
     assert!(!ns.status.success(), "teardown removes the webhook's namespace");
-    assert!(!Path::new(&node.dir().join("webhook-certs/ca.key")).exists(), "teardown removes the certificates");
+    assert!(!node.dir().join("webhook-certs/ca.key").exists(), "teardown removes the certificates");
 }
