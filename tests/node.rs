@@ -78,6 +78,9 @@ impl KubeNode {
         node.import_image(&crate::node_images::pause_image(&node.dir.path().join("images")));
         node.cluster = Some(KubeCluster::start_with(&[
             "--kubelet-preferred-address-types=InternalIP",
+            // Webhook calls go to a Service's endpoint (the pod IP on the
+            // node's bridge) instead of its cluster IP: no kube-proxy here.
+            "--enable-aggregator-routing=true",
             &format!("--advertise-address={NODE_IP}"),
         ]));
         node.start_control_loops();
