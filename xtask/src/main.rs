@@ -16,6 +16,7 @@ mod paths;
 mod setup;
 mod setup_kube;
 mod setup_spark;
+mod suites;
 
 use std::process::Command;
 
@@ -190,7 +191,11 @@ fn test(cargo_args: &[String]) -> Result<()> {
     // The end-to-end tests run the binary; plain `cargo test` builds it only
     // for packages with integration tests of their own.
     exec(Command::new("cargo").current_dir(&root).args(["build", "-p", "cuda-tracer"]))?;
-    exec(with_test_env(Command::new("cargo").current_dir(&root).args(["test"]).args(cargo_args)))?;
+    for mut cmd in suites::all_but_node(&root)? {
+        exec(with_test_env(cmd.args(cargo_args)))?;
+    }
+    // The real-node suites, as README's `cargo xtask e2e kubernetes`.
+    run_node_suites(&root, cargo_args)?;
     // Each fuzz target over its committed corpus and what this machine
     // found before; a longer run is `cargo xtask fuzz --secs N`.
     fuzz::run(fuzz::TEST_SECS, None)
@@ -222,23 +227,15 @@ fn with_test_env(cmd: &mut Command) -> &mut Command {
         .env("CUDA_TRACER_KUBECTL", paths::kubectl())
 }
 
-/// `cargo xtask e2e kubernetes`: every test file `tests/k8s_node*.rs` (each
-/// brings its node up and tears it down; they run one node at a time).
+/// `cargo xtask e2e kubernetes`: every real-node suite (tests/k8s_node*;
+/// each brings its node up and tears it down, one node at a time).
 fn e2e_kubernetes(cargo_args: &[String]) -> Result<()> {
     setup::run()?;
     require_root("e2e kubernetes")?;
-    let root = paths::root();
-    let mut suites: Vec<String> = std::fs::read_dir(root.join("tests"))?
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter_map(|name| Some(name.strip_suffix(".rs")?.to_string()))
-        .filter(|stem| stem.starts_with("k8s_node"))
-        .collect();
-    suites.sort();
-    exec(Command::new("cargo").current_dir(&root).args(["build", "-p", "cuda-tracer"]))?;
-    let mut cmd = Command::new("cargo");
-    cmd.current_dir(&root).args(["test", "-p", "cuda-tracer-tests"]);
-    for suite in &suites {
-        cmd.args(["--test", suite]);
-    }
-    exec(with_test_env(cmd.args(cargo_args)))
+    run_node_suites(&paths::root(), cargo_args)
+}
+
+fn run_node_suites(root: &std::path::Path, cargo_args: &[String]) -> Result<()> {
+    exec(Command::new("cargo").current_dir(root).args(["build", "-p", "cuda-tracer"]))?;
+    exec(with_test_env(suites::node(root)?.args(cargo_args)))
 }
