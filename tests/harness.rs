@@ -21,6 +21,7 @@ pub mod node_config;
 pub mod node_host;
 pub mod node_images;
 pub mod node_pods;
+pub mod node_sidecar;
 pub mod openai_stub;
 pub mod procs;
 pub mod s3;
