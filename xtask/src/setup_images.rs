@@ -112,8 +112,7 @@ impl Drop for WorkingContainer {
 /// `inputs`' hash; the image it replaces is deleted.
 fn ensure_image(name: &str, inputs: &str, make: impl FnOnce(&Path) -> Result<WorkingContainer>) -> Result<()> {
     let hash = hex::encode(Sha256::digest(inputs.as_bytes()));
-    let old = image_id_and_label(name);
-    if old.as_ref().is_some_and(|(_, label)| *label == hash) {
+    if inputs_label(name).is_some_and(|label| label == hash) {
         return Ok(());
     }
     let started = Instant::now();
@@ -126,22 +125,19 @@ fn ensure_image(name: &str, inputs: &str, make: impl FnOnce(&Path) -> Result<Wor
     let ctr = ctr?;
     exec(buildah().args(["config", "--label", &format!("{INPUTS_LABEL}={hash}"), &ctr.0]))?;
     exec(buildah().args(["commit", "--quiet", "--rm", &ctr.0, name]).stdout(std::process::Stdio::null()))?;
-    if let Some((old_id, _)) = old {
-        // Still used by a cached sidecar build's layers: those go with the next prune.
-        let _ = buildah().args(["rmi", &old_id]).output();
-    }
+    // The image this one replaces, now untagged, and sidecar builds' layer
+    // caches made from it (images only: layers still in use stay).
+    exec(buildah().args(["rmi", "--prune"]).stdout(std::process::Stdio::null()))?;
     let size = image_size(name).unwrap_or_default();
     println!("setup: {name} made in {:.0?} ({size})", started.elapsed());
     Ok(())
 }
 
-/// The image's ID and its inputs label, if the image exists.
-fn image_id_and_label(name: &str) -> Option<(String, String)> {
-    let format = format!("{{{{.FromImageID}}}} {{{{index .OCIv1.Config.Labels \"{INPUTS_LABEL}\"}}}}");
+/// The image's inputs label, if the image exists.
+fn inputs_label(name: &str) -> Option<String> {
+    let format = format!("{{{{index .OCIv1.Config.Labels \"{INPUTS_LABEL}\"}}}}");
     let out = buildah().args(["inspect", "--type", "image", "--format", &format, name]).output().ok()?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (id, label) = text.trim().split_once(' ')?;
-    out.status.success().then(|| (id.to_string(), label.trim_start_matches("<no value>").to_string()))
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 fn image_size(name: &str) -> Option<String> {
