@@ -26,6 +26,9 @@ TARGET_PROCESS="${TARGET_PROCESS:-$DEFAULT_TARGET_PROCESS}"
 # Empty turns the step window off, so only an unset variable gets the default.
 PROFILE_STEPS="${PROFILE_STEPS-100..150}"
 CONTAINER_RUNTIME="${CONTAINER_RUNTIME:-docker}"
+CLUSTER_RUNTIME="${CLUSTER_RUNTIME:-k3s}"
+CONTAINERD_ADDRESS="${CONTAINERD_ADDRESS:-/run/containerd/containerd.sock}"
+BUILD_CA_CERTS="${BUILD_CA_CERTS:-}"
 PUSH="${PUSH:-0}"
 KUBECTL="${KUBECTL:-kubectl}"
 # CPUs the vLLM container requests (the manifest's 4; less on a small test node).
@@ -45,7 +48,8 @@ Usage: ./deploy.sh COMMAND
 Commands:
   all       build, deploy, wait until vLLM is ready, test, verify
   build     build the sidecar image (docker/ebpf-sidecar/Dockerfile) and
-            import it into K3s (PUSH=1: push it to its registry instead)
+            import it into K3s, or into containerd (CLUSTER_RUNTIME=containerd),
+            or nowhere (CLUSTER_RUNTIME=none); PUSH=1: push it to its registry
   deploy    apply k8s/ with the settings below and wait for the rollout
   test      the seed's test: one prompt, then 15 prompts one after another
             (--parallel [--workers 4]: 20 prompts, 4 in flight; --count N);
@@ -64,7 +68,12 @@ Settings (environment):
   AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN  -> Secret aws-credentials
   HF_TOKEN                      -> Secret hf-token (gated models such as Llama-2)
   MODEL (meta-llama/Llama-2-7b-hf), VLLM_IMAGE (vllm/vllm-openai:TAG), VLLM_CPU_REQUEST (4)
-  IMAGE (cuda-tracer:latest), CONTAINER_RUNTIME (docker|podman), PUSH (0|1)
+  IMAGE (cuda-tracer:latest), CONTAINER_RUNTIME (docker|podman|buildah), PUSH (0|1)
+  BUILDER_IMAGE, RUNTIME_IMAGE  -> the Dockerfile's base images (rust:1.95-bookworm,
+                                   debian:bookworm-slim; `cargo xtask setup` makes local ones)
+  CARGO_BUILD_JOBS              -> the image's cargo jobs (one per CPU)
+  BUILD_CA_CERTS                -> a CA bundle the build's downloads trust (buildah|podman)
+  CLUSTER_RUNTIME (k3s|containerd|none), CONTAINERD_ADDRESS (/run/containerd/containerd.sock)
   TRACE_INTERVAL (60), UPLOAD_INTERVAL (120), TARGET_PROCESS (vLLM's entry points)
   PROFILE_STEPS (100..150: Chrome trace of those model steps per session; "" off)
   API_URL (http://localhost:30800), BATCH_COUNT (15), PARALLEL_COUNT (20),
@@ -217,22 +226,86 @@ apply_secrets() {
     fi
 }
 
+# The image builder: docker, podman or buildah (daemonless; Debian packages it).
+check_builder() {
+    need "$CONTAINER_RUNTIME" "install Docker (https://docs.docker.com/engine/install/) or set CONTAINER_RUNTIME=podman or buildah"
+    case "$CONTAINER_RUNTIME" in
+    buildah) ;;
+    *)
+        "$CONTAINER_RUNTIME" info >/dev/null 2>&1 ||
+            die "cannot reach the $CONTAINER_RUNTIME engine" "start it (sudo systemctl start docker) or add yourself to the docker group"
+        ;;
+    esac
+    if [[ -n "$BUILD_CA_CERTS" ]]; then
+        [[ -r "$BUILD_CA_CERTS" ]] || die "BUILD_CA_CERTS=$BUILD_CA_CERTS is not readable" "point it at a PEM bundle (/etc/ssl/certs/ca-certificates.crt)"
+        [[ "$CONTAINER_RUNTIME" != docker ]] || die "BUILD_CA_CERTS needs CONTAINER_RUNTIME=buildah or podman" "docker build cannot mount files into RUN steps"
+    fi
+}
+
+# Where the built image goes: checked before the long build.
+check_import_target() {
+    [[ "$PUSH" == 1 ]] && return
+    case "$CLUSTER_RUNTIME" in
+    k3s | none) ;;
+    containerd)
+        need ctr "apt-get install -y containerd (ctr imports the image)"
+        [[ -S "$CONTAINERD_ADDRESS" ]] || die "no containerd socket at CONTAINERD_ADDRESS=$CONTAINERD_ADDRESS" "start containerd or set CONTAINERD_ADDRESS to its socket"
+        ;;
+    *) die "CLUSTER_RUNTIME=$CLUSTER_RUNTIME is not k3s, containerd or none" "unset it (K3s) or set CLUSTER_RUNTIME=containerd" ;;
+    esac
+}
+
+# `build` with the base images and settings from the environment; buildah's
+# RUN steps use the host's network (no bridge or iptables rules made).
+build_image() {
+    local args=(-f "$ROOT/docker/ebpf-sidecar/Dockerfile" -t "$IMAGE")
+    local name
+    for name in BUILDER_IMAGE RUNTIME_IMAGE CARGO_BUILD_JOBS; do
+        [[ -n "${!name:-}" ]] && args+=(--build-arg "$name=${!name}")
+    done
+    [[ -n "$BUILD_CA_CERTS" ]] && args+=(-v "$BUILD_CA_CERTS:/etc/ssl/certs/ca-certificates.crt:ro")
+    if [[ "$CONTAINER_RUNTIME" == buildah ]]; then
+        buildah bud --layers --network=host "${args[@]}" "$ROOT"
+    else
+        "$CONTAINER_RUNTIME" build "${args[@]}" "$ROOT"
+    fi
+}
+
+# The image as a docker-archive tar on stdout.
+save_image() {
+    if [[ "$CONTAINER_RUNTIME" == buildah ]]; then
+        local tar
+        tar="$(mktemp -d)/image.tar"
+        buildah push --quiet "$IMAGE" "docker-archive:$tar:$IMAGE" >/dev/null
+        cat "$tar"
+        rm -rf "$(dirname "$tar")"
+    else
+        "$CONTAINER_RUNTIME" save "$IMAGE"
+    fi
+}
+
 cmd_build() {
-    need "$CONTAINER_RUNTIME" "install Docker (https://docs.docker.com/engine/install/) or set CONTAINER_RUNTIME=podman"
-    "$CONTAINER_RUNTIME" info >/dev/null 2>&1 ||
-        die "cannot reach the $CONTAINER_RUNTIME engine" "start it (sudo systemctl start docker) or add yourself to the docker group"
-    log "building $IMAGE (toolchain stage runs cargo xtask setup and the release build: 15-30 minutes the first time)"
-    "$CONTAINER_RUNTIME" build -f "$ROOT/docker/ebpf-sidecar/Dockerfile" -t "$IMAGE" "$ROOT"
+    check_builder
+    check_import_target
+    log "building $IMAGE with $CONTAINER_RUNTIME (the first release build takes 15-30 minutes; rebuilds reuse its cache)"
+    build_image
     if [[ "$PUSH" == 1 ]]; then
         log "pushing $IMAGE"
-        "$CONTAINER_RUNTIME" push "$IMAGE"
+        if [[ "$CONTAINER_RUNTIME" == buildah ]]; then buildah push "$IMAGE"; else "$CONTAINER_RUNTIME" push "$IMAGE"; fi
+        return
+    fi
+    local sudo=()
+    [[ $EUID -ne 0 ]] && sudo=(sudo)
+    if [[ "$CLUSTER_RUNTIME" == none ]]; then
+        log "$IMAGE stays in $CONTAINER_RUNTIME's storage (CLUSTER_RUNTIME=none)"
+    elif [[ "$CLUSTER_RUNTIME" == containerd ]]; then
+        log "importing $IMAGE into the containerd at $CONTAINERD_ADDRESS (namespace k8s.io)"
+        save_image | "${sudo[@]}" ctr -n k8s.io --address "$CONTAINERD_ADDRESS" images import -
     elif command -v k3s >/dev/null 2>&1; then
         log "importing $IMAGE into K3s's containerd"
-        local sudo=()
-        [[ $EUID -ne 0 ]] && sudo=(sudo)
-        "$CONTAINER_RUNTIME" save "$IMAGE" | "${sudo[@]}" k3s ctr images import -
+        save_image | "${sudo[@]}" k3s ctr images import -
     else
-        log "k3s not found on this host: push the image (PUSH=1 IMAGE=registry/cuda-tracer:tag) or load it into your cluster's runtime yourself"
+        log "k3s not found on this host: push the image (PUSH=1 IMAGE=registry/cuda-tracer:tag), set CLUSTER_RUNTIME=containerd, or load it into your cluster's runtime yourself"
     fi
 }
 

@@ -22,6 +22,7 @@ pub mod node_host;
 pub mod node_images;
 pub mod node_pods;
 pub mod node_ways;
+pub mod node_sidecar;
 pub mod openai_stub;
 pub mod procs;
 pub mod s3;

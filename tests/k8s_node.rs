@@ -5,13 +5,10 @@
 //! stand-in in the other container, attaches, and the trace it writes to the
 //! pod's trace volume matches the stand-in's ground truth, call for call.
 
-use std::{path::Path, time::Duration};
+use std::path::Path;
 
-use cuda_tracer_tests::{
-    assert_matches_truth, load_trace, load_truth, node::KubeNode, node_config, node_images, node_pods::*, session_dir,
-    wait_attached, wait_for,
-};
-use serde_json::{json, Value};
+use cuda_tracer_tests::{node::KubeNode, node_config, node_images, node_pods::*, node_sidecar::*};
+use serde_json::json;
 
 /// Held by each test for its whole run: the teardown test compares the host
 /// before and after its node, with no other node of this binary in between
@@ -85,39 +82,5 @@ fn the_shipped_sidecar_traces_the_vllm_standin_in_the_other_container() {
     let images = node.dir().join("images");
     node.import_image(&node_images::tracer_image(&images));
     node.import_image(&node_images::standin_image(&images));
-    let (traces, truth) = (shared_dir(node.dir().join("traces")), shared_dir(node.dir().join("truth")));
-    let expected_calls = reference_call_count(node.dir());
-
-    let manifests = sidecar_manifests(&node, &traces, &truth);
-    node.cluster().apply_json(&manifests);
-    let started = std::time::Instant::now();
-    let pod = running_vllm_pod(&node);
-    eprintln!("sidecar test: pod running {:.1?} after apply", started.elapsed());
-    let libs = ["libcudart.so.12", "libcuda.so.1"];
-    if std::panic::catch_unwind(|| wait_attached("the sidecar to attach", &traces, &libs)).is_err() {
-        let log =
-            node.cluster().kubectl_output(&["logs", "-n", "vllm-tracing", &pod, "-c", "ebpf-tracer", "--tail=40"]);
-        panic!("the sidecar did not attach; its log:\n{}\n{}", String::from_utf8_lossy(&log.stdout), node.logs());
-    }
-    eprintln!("sidecar test: attached {:.1?} after apply", started.elapsed());
-    assert_confined_as_shipped(&manifests);
-
-    std::fs::write(truth.join("go"), b"").unwrap();
-    wait_for("the stand-in's calls", Duration::from_secs(60), || load_truth(&truth).len() >= expected_calls);
-    // SIGTERM to both containers; the tracer finishes its session.
-    node.cluster().kubectl(&["delete", "deployment", "-n", "vllm-tracing", "vllm"]);
-    wait_for("the pod to be gone", Duration::from_secs(90), || {
-        !node.cluster().kubectl_output(&["get", "pod", "-n", "vllm-tracing", &pod]).status.success()
-    });
-    eprintln!("sidecar test: pod gone {:.1?} after apply", started.elapsed());
-
-    let truth_calls = load_truth(&truth);
-    assert_eq!(truth_calls.len(), expected_calls, "the stand-in made its calls once");
-    let standin_pids: Vec<u64> = truth_calls.iter().filter_map(|c| c["pid"].as_u64()).collect();
-    let trace = load_trace(&session_dir(&traces).expect("a session under the pod's trace volume"));
-    // With hostPID the sidecar sees the whole host: keep the stand-in's calls
-    // (another vLLM-named process on the machine would be traced too).
-    let lines: Vec<Value> =
-        trace.lines.into_iter().filter(|l| l["pid"].as_u64().is_some_and(|p| standin_pids.contains(&p))).collect();
-    assert_matches_truth(&lines, &truth_calls, false);
+    assert_sidecar_traces_the_standin(&node);
 }

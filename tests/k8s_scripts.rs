@@ -39,9 +39,31 @@ fn instructions(text: &str) -> Vec<(String, String)> {
     out
 }
 
-/// Words of `cmd` with `&&`-chains split into separate commands.
+/// Words of `cmd` with `&&`-chains split into separate commands, without
+/// the RUN instruction's own flags (`--mount=...`).
 fn commands(run: &str) -> Vec<Vec<String>> {
-    run.split("&&").map(|c| c.split_whitespace().map(str::to_string).collect()).collect()
+    let words: Vec<&str> = run.split_whitespace().collect();
+    let flags = words.iter().take_while(|w| w.starts_with("--")).count();
+    let command = words[flags..].join(" ");
+    command.split("&&").map(|c| c.split_whitespace().map(str::to_string).collect()).collect()
+}
+
+/// The FROM arguments with `${NAME}` replaced by the ARG defaults before them.
+fn resolved_froms(steps: &[(String, String)]) -> Vec<String> {
+    let mut defaults = std::collections::HashMap::new();
+    let mut froms = Vec::new();
+    for (keyword, args) in steps {
+        match keyword.as_str() {
+            "ARG" => {
+                if let Some((name, value)) = args.split_once('=') {
+                    defaults.insert(format!("${{{name}}}"), value.to_string());
+                }
+            }
+            "FROM" => froms.push(defaults.iter().fold(args.clone(), |from, (var, value)| from.replace(var, value))),
+            _ => {}
+        }
+    }
+    froms
 }
 
 #[test]
@@ -58,23 +80,40 @@ fn dockerfile_builds_with_the_commands_ci_runs() {
     let xtask = std::fs::read_to_string(root().join("xtask/src/main.rs")).unwrap();
     let test_fn = xtask.split("fn test(").nth(1).expect("xtask's test task");
     assert!(test_fn.contains("setup::run()"), "xtask test no longer starts with setup");
-    assert!(has(&["cargo", "xtask", "setup"]), "the image must run `cargo xtask setup` like CI: {runs:?}");
+    // The image installs the BPF build chain with the setup code CI runs
+    // (`setup` → `build_chain` → `tracer_chain`), and nothing else of setup
+    // (fixtures, test packages, kube binaries).
+    let setup = std::fs::read_to_string(root().join("xtask/src/setup.rs")).unwrap();
+    let body = |name: &str| setup.split(&format!("fn {name}(")).nth(1).and_then(|b| b.split("\n}\n").next()).unwrap();
+    assert!(body("run").contains("build_chain()?") && body("build_chain").contains("tracer_chain()?"));
+    assert!(xtask.contains("Task::Setup { tracer_only: true } => setup::tracer_chain()"), "--tracer-only");
+    assert!(
+        has(&["cargo", "xtask", "setup", "--tracer-only"]),
+        "the image must install the build chain like CI: {runs:?}"
+    );
+    assert!(!has(&["cargo", "xtask", "setup"]), "the image runs the whole test setup: {runs:?}");
 
-    // CI's build of the binary (`cargo build -p cuda-tracer`), in release.
+    // CI's build of the binary (`cargo build -p cuda-tracer`), in release, from the lock file.
     assert!(test_fn.contains(r#".args(["build", "-p", "cuda-tracer"])"#), "CI's build command changed");
     assert!(
-        has(&["cargo", "build", "--release", "-p", "cuda-tracer"]),
+        has(&["cargo", "build", "--release", "-p", "cuda-tracer", "--locked"]),
         "the image's build differs from CI's: {runs:?}"
     );
 
-    // Stages: a Rust toolchain on the same Debian release as the runtime (glibc).
-    let froms: Vec<&String> = steps.iter().filter(|(k, _)| k == "FROM").map(|(_, a)| a).collect();
+    // Stages: a Rust toolchain on the same Debian release as the runtime
+    // (glibc); by default public images, other bases by build argument.
+    let froms = resolved_froms(&steps);
+    let raw_froms: Vec<&String> = steps.iter().filter(|(k, _)| k == "FROM").map(|(_, a)| a).collect();
+    assert!(
+        raw_froms[0].starts_with("${BUILDER_IMAGE}") && raw_froms[1].starts_with("${RUNTIME_IMAGE}"),
+        "{raw_froms:?}"
+    );
     assert_eq!(froms.len(), 2, "toolchain and runtime stages: {froms:?}");
     let release =
         |from: &str| from.split([':', '-', ' ']).find(|w| ["bookworm", "trixie"].contains(w)).map(str::to_string);
     assert!(froms[0].starts_with("rust:"), "{}", froms[0]);
-    assert_eq!(release(froms[0]), release(froms[1]), "build and runtime on one Debian release");
-    assert!(release(froms[0]).is_some(), "{froms:?}");
+    assert_eq!(release(&froms[0]), release(&froms[1]), "build and runtime on one Debian release");
+    assert!(release(&froms[0]).is_some(), "{froms:?}");
     let stage = froms[0].split_whitespace().last().unwrap();
 
     // Every COPY source exists (in the context, or as a stage name).
@@ -184,6 +223,62 @@ fn deploy_sh_without_a_cluster_fails_with_the_fix() {
     assert!(out.status.code() == Some(1) && err.contains("`no-such-kubectl` is missing"), "{err}");
     let out = deploy(&["build"], &[("CONTAINER_RUNTIME", "no-such-docker")]);
     assert!(stderr(&out).contains("`no-such-docker` is missing"), "{}", stderr(&out));
+}
+
+/// A `buildah` that records its argv (one line a call) and succeeds.
+const FAKE_BUILDAH: &str = "#!/usr/bin/env bash\nprintf '%s\\n' \"$*\" >>\"$FAKE_LOG/buildah\"\n";
+
+/// `deploy.sh build` with buildah: the base images, jobs and CA bundle from
+/// the environment reach the build, RUN steps use the host's network (no
+/// bridge or iptables rules), and a missing containerd socket or an unknown
+/// CLUSTER_RUNTIME stops it before the long build.
+#[test]
+fn deploy_sh_build_with_buildah_passes_its_settings_and_checks_the_target_first() {
+    let scratch = tempfile::tempdir().unwrap();
+    let bin = scratch.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::write(bin.join("buildah"), FAKE_BUILDAH).unwrap();
+    std::fs::set_permissions(bin.join("buildah"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut path = std::ffi::OsString::from(bin.as_os_str());
+    path.push(":");
+    path.push(tool_path());
+    let log = scratch.path().join("buildah");
+    let build = |env: &[(&str, &str)]| {
+        let mut cmd = Command::new("bash");
+        cmd.arg(root().join("deploy.sh")).arg("build").env("PATH", &path).env("FAKE_LOG", scratch.path());
+        cmd.env("CONTAINER_RUNTIME", "buildah").envs(env.iter().copied()).output().unwrap()
+    };
+    let ca = scratch.path().join("ca.pem");
+    std::fs::write(&ca, "").unwrap();
+    let out = build(&[
+        ("CLUSTER_RUNTIME", "none"),
+        ("BUILDER_IMAGE", "localhost/builder:x"),
+        ("RUNTIME_IMAGE", "localhost/runtime:x"),
+        ("CARGO_BUILD_JOBS", "1"),
+        ("BUILD_CA_CERTS", ca.to_str().unwrap()),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let argv = std::fs::read_to_string(&log).unwrap();
+    let bud = argv.lines().find(|l| l.starts_with("bud ")).unwrap_or_else(|| panic!("no buildah bud: {argv}"));
+    for expected in [
+        "--network=host",
+        "--build-arg BUILDER_IMAGE=localhost/builder:x",
+        "--build-arg RUNTIME_IMAGE=localhost/runtime:x",
+        "--build-arg CARGO_BUILD_JOBS=1",
+        &format!("-v {}:/etc/ssl/certs/ca-certificates.crt:ro", ca.display()),
+        "-t cuda-tracer:latest",
+    ] {
+        assert!(bud.contains(expected), "buildah bud lacks {expected}: {bud}");
+    }
+    assert!(!argv.contains("push"), "CLUSTER_RUNTIME=none exports nothing: {argv}");
+
+    std::fs::remove_file(&log).unwrap();
+    let out = build(&[("CLUSTER_RUNTIME", "containerd"), ("CONTAINERD_ADDRESS", "/nonexistent.sock")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no containerd socket at CONTAINERD_ADDRESS=/nonexistent.sock"), "{}", stderr(&out));
+    let out = build(&[("CLUSTER_RUNTIME", "kind")]);
+    assert!(out.status.code() == Some(1) && stderr(&out).contains("CLUSTER_RUNTIME=kind"), "{}", stderr(&out));
+    assert!(!log.exists(), "buildah ran before the import target was checked");
 }
 
 #[test]

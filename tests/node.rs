@@ -100,8 +100,8 @@ impl KubeNode {
         self.cluster.as_ref().expect("cluster is up")
     }
 
-    /// containerd's socket.
-    fn socket(&self) -> PathBuf {
+    /// containerd's socket (`ctr --address`, deploy.sh's `CONTAINERD_ADDRESS`).
+    pub fn socket(&self) -> PathBuf {
         self.dir.path().join("containerd/containerd.sock")
     }
 

@@ -14,6 +14,7 @@ mod bench_tables;
 mod fuzz;
 mod paths;
 mod setup;
+mod setup_images;
 mod setup_kube;
 mod setup_spark;
 mod suites;
@@ -33,7 +34,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Task {
     /// Make this machine ready: nightly rust-src, bpf-linker, fixtures, test packages.
-    Setup,
+    Setup {
+        /// Only what building the tracer needs (nightly with rust-src, bpf-linker):
+        /// the sidecar image's build stage runs this.
+        #[arg(long)]
+        tracer_only: bool,
+    },
     /// Install the build chain only (no test servers), build, and trace the bundled fixture
     /// workload with `cuda-tracer record`.
     Demo,
@@ -79,7 +85,8 @@ enum Task {
 fn main() -> Result<()> {
     forget_cargo_run_env();
     match Cli::parse().task {
-        Task::Setup => setup::run(),
+        Task::Setup { tracer_only: false } => setup::run(),
+        Task::Setup { tracer_only: true } => setup::tracer_chain().map(drop),
         Task::Demo => demo(),
         Task::Test { cargo_args } => test(&cargo_args),
         Task::Fuzz { secs, target } => fuzz::run(secs, target.as_deref()),
@@ -223,6 +230,7 @@ fn with_test_env(cmd: &mut Command) -> &mut Command {
         .env("CUDA_TRACER_KUBE_CONTROLLER_MANAGER", paths::kube_bin("kube-controller-manager"))
         .env("CUDA_TRACER_KUBE_PAUSE", paths::kube_pause())
         .env("CUDA_TRACER_CONTAINERD", paths::containerd())
+        .env("CUDA_TRACER_BUILDAH", paths::buildah_dir())
         .env("CUDA_TRACER_ETCD", paths::etcd())
         .env("CUDA_TRACER_KUBECTL", paths::kubectl())
 }

@@ -111,6 +111,22 @@ pub fn kubectl() -> PathBuf {
     cache_dir().join("k8s-tools/bin/kubectl")
 }
 
+/// buildah's storage and cache mounts for the sidecar image and its base
+/// images (`storage.conf`, `storage/`, `tmp/`), made by setup.
+pub fn buildah_dir() -> PathBuf {
+    cache_dir().join("buildah")
+}
+
+/// The containers-storage configuration (`CONTAINERS_STORAGE_CONF`) for [`buildah_dir`].
+pub fn buildah_storage_conf() -> PathBuf {
+    buildah_dir().join("storage.conf")
+}
+
+/// buildah's `TMPDIR`: its `RUN --mount=type=cache` directories live below it.
+pub fn buildah_tmp() -> PathBuf {
+    buildah_dir().join("tmp")
+}
+
 /// Where setup installs cargo-fuzz (`bin/cargo-fuzz` below it).
 pub fn cargo_fuzz_root() -> PathBuf {
     cache_dir().join("cargo-fuzz")

@@ -25,7 +25,7 @@ const NVIDIA_NCCL: &str = "nvidia-nccl-cu12==2.28.9";
 /// first call.
 const TORCH: &str = "torch==2.15.0";
 /// bpf-linker release known to build against nightly's LLVM 22.
-const BPF_LINKER_VERSION: &str = "0.13.0";
+pub(crate) const BPF_LINKER_VERSION: &str = "0.13.0";
 
 /// Everything `cargo xtask test` needs: the build chain, the fixtures, and
 /// the test servers and packages (NVIDIA runtimes, SeaweedFS, kubectl and
@@ -39,6 +39,7 @@ pub fn run() -> Result<()> {
     duckdb()?;
     crate::setup_spark::run()?;
     crate::setup_kube::run()?;
+    crate::setup_images::run()?;
     crate::fuzz::install()?;
     println!(
         "setup: test servers and packages ready (nightly LLVM {major}, bpf-linker {BPF_LINKER_VERSION}, cargo-fuzz {})",
@@ -51,16 +52,24 @@ pub fn run() -> Result<()> {
 /// nightly with rust-src, bpf-linker, the fixture libraries and workload.
 /// Returns nightly's LLVM major version.
 pub fn build_chain() -> Result<u32> {
-    need("rustup", "install rustup: https://rustup.rs (the toolchain manager)")?;
-    need("cc", "apt-get install -y gcc")?;
-    nightly()?;
-    let major = llvm_major()?;
-    bpf_linker(major)?;
+    let major = tracer_chain()?;
     fixtures()?;
     println!(
         "setup: build chain ready (nightly LLVM {major}, bpf-linker {BPF_LINKER_VERSION}, fixtures in {})",
         paths::fixtures_dir().display()
     );
+    Ok(major)
+}
+
+/// What building the tracer itself needs beyond stable Rust: nightly with
+/// rust-src and bpf-linker (`cargo xtask setup --tracer-only`, which the
+/// sidecar image's build stage runs). Returns nightly's LLVM major version.
+pub fn tracer_chain() -> Result<u32> {
+    need("rustup", "install rustup: https://rustup.rs (the toolchain manager)")?;
+    need("cc", "apt-get install -y gcc")?;
+    nightly()?;
+    let major = llvm_major()?;
+    bpf_linker(major)?;
     Ok(major)
 }
 
@@ -71,7 +80,7 @@ fn need(tool: &str, fix: &str) -> Result<()> {
     bail!("`{tool}` is missing: {fix}")
 }
 
-fn output(cmd: &mut Command) -> Result<String> {
+pub(crate) fn output(cmd: &mut Command) -> Result<String> {
     let shown = format!("{cmd:?}");
     let out = cmd.output().with_context(|| format!("cannot start {shown}"))?;
     if !out.status.success() {
@@ -83,9 +92,7 @@ fn output(cmd: &mut Command) -> Result<String> {
 /// What `cargo xtask fuzz` needs of setup: nightly, and bpf-linker for the
 /// tracer's build script, and cargo-fuzz.
 pub fn fuzz_prerequisites() -> Result<()> {
-    need("rustup", "install rustup: https://rustup.rs (the toolchain manager)")?;
-    nightly()?;
-    bpf_linker(llvm_major()?)?;
+    tracer_chain()?;
     crate::fuzz::install()
 }
 
