@@ -14,6 +14,7 @@ use std::{
     time::Duration,
 };
 
+pub mod image_build;
 pub mod kube;
 pub mod lake;
 pub mod node;
@@ -21,8 +22,8 @@ pub mod node_config;
 pub mod node_host;
 pub mod node_images;
 pub mod node_pods;
-pub mod node_ways;
 pub mod node_sidecar;
+pub mod node_ways;
 pub mod openai_stub;
 pub mod procs;
 pub mod s3;

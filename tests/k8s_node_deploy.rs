@@ -1,5 +1,7 @@
-//! deploy.sh against a real node: `./deploy.sh deploy`, `test`, `verify` and
-//! `destroy` run unchanged, with settings only, against the single-node
+//! deploy.sh against a real node: `./deploy.sh all` (build with buildah and
+//! import into the node's containerd, deploy, test, verify), `test
+//! --parallel`, `verify` and `destroy` run unchanged, with settings only,
+//! against the single-node
 //! cluster, the vLLM stand-in image as `VLLM_IMAGE` and SeaweedFS as S3.
 //! `verify` passes because the sidecar found the stand-in's API server and
 //! engine core, attached, wrote trace files and uploaded them; the trace in
@@ -17,7 +19,7 @@ use std::{
 };
 
 use cuda_tracer_tests::{
-    assert_matches_truth, free_port, http_get,
+    assert_matches_truth, free_port, http_get, image_build,
     kube::{kubectl, output_with_deadline},
     load_truth,
     node::KubeNode,
@@ -34,8 +36,8 @@ const BUCKET: &str = "vllm-traces";
 /// deploy.sh's default S3_PREFIX.
 const PREFIX: &str = "k3s-vllm/";
 /// The verbs that bring the sidecar up: `all` (build, deploy, test,
-/// verify) once `deploy.sh build` imports into a plain containerd node.
-const BRING_UP: &[&str] = &["deploy"];
+/// verify), the build with buildah, imported into the node's containerd.
+const BRING_UP: &[&str] = &["all"];
 /// How long one deploy.sh command may take (a rollout here takes ~15 s;
 /// destroy waits for the tracer's final upload, at most 30 s).
 const SCRIPT_DEADLINE: Duration = Duration::from_secs(300);
@@ -44,12 +46,15 @@ const UPLOAD_DEADLINE: Duration = Duration::from_secs(90);
 
 #[test]
 fn deploy_sh_deploys_tests_verifies_and_destroys_the_traced_standin() {
+    // A cold image build (a release build of the tracer) before the node
+    // takes the machine-wide lock; `all` then rebuilds from its caches.
+    image_build::require_base_images();
+    let build = image_build::deploy_build(&[("CLUSTER_RUNTIME", Path::new("none"))]);
+    eprintln!("deploy test: deploy.sh build (no import) took {build:.1?}");
     let s3 = S3Server::start_for_pods();
     s3.create_bucket(BUCKET);
     let node = KubeNode::start();
-    let images = node.dir().join("images");
-    node.import_image(&node_images::tracer_image(&images));
-    node.import_image(&node_images::standin_image(&images));
+    node.import_image(&node_images::standin_image(&node.dir().join("images")));
     advertise_gpu(&node);
     let model_cache = provide_volumes(&node);
     let proxy = ServiceProxy::start(&node);
@@ -189,7 +194,12 @@ impl<'a> DeployScript<'a> {
             ("CUDA_TRACER", cuda_tracer_tests::tracer().display().to_string()),
             ("RESULTS_DIR", results.display().to_string()),
             ("ROLLOUT_TIMEOUT", "240s".to_string()),
+            // `build` (in `all`): buildah, the node's containerd.
+            ("CLUSTER_RUNTIME", "containerd".to_string()),
+            ("CONTAINERD_ADDRESS", node.socket().display().to_string()),
         ];
+        let mut env = env;
+        env.extend(image_build::build_settings());
         Self { node, env }
     }
 

@@ -4,74 +4,18 @@
 //! The shipped sidecar Deployment then runs THAT image (the node's image
 //! has the built image's layers) and traces the vLLM stand-in call for call.
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::path::Path;
 
-use cuda_tracer_tests::{node::KubeNode, node_images, node_sidecar::assert_sidecar_traces_the_standin, root};
+use cuda_tracer_tests::{
+    image_build::{buildah, deploy_build, require_base_images},
+    node::KubeNode,
+    node_images,
+    node_sidecar::assert_sidecar_traces_the_standin,
+};
 use serde_json::Value;
 
-/// The base images setup makes (xtask/src/setup_images.rs).
-const BUILDER_BASE: &str = "localhost/cuda-tracer-base-builder:bookworm";
-const RUNTIME_BASE: &str = "localhost/cuda-tracer-base-runtime:bookworm";
 /// How containerd names the image deploy.sh imports (`cuda-tracer:latest`).
 const NODE_IMAGE: &str = "docker.io/library/cuda-tracer:latest";
-/// The host's CA bundle: the build's crate downloads trust what the host trusts.
-const HOST_CA_CERTS: &str = "/etc/ssl/certs/ca-certificates.crt";
-
-/// setup's buildah storage and cache mounts (`CUDA_TRACER_BUILDAH`, else the cache).
-fn buildah_dir() -> PathBuf {
-    std::env::var_os("CUDA_TRACER_BUILDAH")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| cuda_tracer_tests::setup_cache().join("buildah"))
-}
-
-/// `cmd` on setup's buildah storage.
-fn on_setup_storage(cmd: &mut Command) -> &mut Command {
-    let dir = buildah_dir();
-    cmd.env("CONTAINERS_STORAGE_CONF", dir.join("storage.conf")).env("TMPDIR", dir.join("tmp"))
-}
-
-fn buildah(args: &[&str]) -> std::process::Output {
-    on_setup_storage(Command::new("buildah").args(args)).output().expect("run buildah (apt-get install buildah)")
-}
-
-fn require_base_images() {
-    for image in [BUILDER_BASE, RUNTIME_BASE] {
-        // No buildah at all reads the same: setup installs it.
-        let inspect = on_setup_storage(Command::new("buildah").args(["inspect", "--type", "image", image])).output();
-        assert!(
-            inspect.is_ok_and(|o| o.status.success()),
-            "the base image {image} is missing from {}: run `cargo xtask setup` (it makes the sidecar's \
-             Debian base images with mmdebstrap and buildah)",
-            buildah_dir().display()
-        );
-    }
-}
-
-/// `./deploy.sh build` with buildah and the offline base images; returns how long it took.
-fn deploy_build(cluster: &[(&str, &Path)]) -> Duration {
-    let mut cmd = Command::new("bash");
-    cmd.arg(root().join("deploy.sh")).arg("build");
-    on_setup_storage(&mut cmd)
-        .env("CONTAINER_RUNTIME", "buildah")
-        .env("BUILDER_IMAGE", BUILDER_BASE)
-        .env("RUNTIME_IMAGE", RUNTIME_BASE)
-        .envs(cluster.iter().copied());
-    if Path::new(HOST_CA_CERTS).exists() {
-        cmd.env("BUILD_CA_CERTS", HOST_CA_CERTS);
-    }
-    let started = Instant::now();
-    let out = cmd.output().expect("run deploy.sh");
-    let tail = |bytes: &[u8]| {
-        let text = String::from_utf8_lossy(bytes).into_owned();
-        text[text.len().saturating_sub(6000)..].to_string()
-    };
-    assert!(out.status.success(), "deploy.sh build failed:\n{}\n{}", tail(&out.stdout), tail(&out.stderr));
-    started.elapsed()
-}
 
 /// The layers (diff IDs) of the image deploy.sh built, in buildah's storage.
 fn built_layers() -> Vec<String> {
