@@ -79,7 +79,7 @@ fn dispatch(command: Command) -> Result<ExitCode> {
         }
         Command::TopKernels(args) => {
             let answer = cuda_tracer::analysis::top_kernels::run(&(&args).into())?;
-            match args.format {
+            match args.read.format {
                 ReportFormat::Text => print!("{}", answer.text()),
                 ReportFormat::Csv => print!("{}", answer.csv()),
                 ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&answer)?),

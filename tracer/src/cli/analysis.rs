@@ -22,6 +22,13 @@ pub struct ReportArgs {
     /// Directory for the report files (CSV, JSON, plots).
     #[arg(long, default_value = "report")]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub read: ReadArgs,
+}
+
+/// What an answering command prints, and which calls it reads from where.
+#[derive(Clone, Debug, Args)]
+pub struct ReadArgs {
     /// What is printed on stdout.
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     pub format: ReportFormat,
@@ -105,7 +112,8 @@ impl ValueEnum for ReportFormat {
 
 impl From<ReportArgs> for ReportConfig {
     fn from(a: ReportArgs) -> Self {
-        Self { inputs: a.inputs, out: a.out, format: a.format, filter: a.filter.into(), store: a.store.into() }
+        let ReadArgs { format, filter, store } = a.read;
+        Self { inputs: a.inputs, out: a.out, format, filter: filter.into(), store: store.into() }
     }
 }
 
@@ -163,21 +171,16 @@ pub struct TopKernelsArgs {
     /// How many kernels, most launched first.
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub limit: u64,
-    /// What is printed on stdout.
-    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
-    pub format: ReportFormat,
     #[command(flatten)]
-    pub filter: FilterArgs,
-    #[command(flatten)]
-    pub store: StoreArgs,
+    pub read: ReadArgs,
 }
 
 impl From<&TopKernelsArgs> for TopKernelsConfig {
     fn from(a: &TopKernelsArgs) -> Self {
         Self {
             inputs: a.inputs.clone(),
-            filter: a.filter.clone().into(),
-            store: a.store.clone().into(),
+            filter: a.read.filter.clone().into(),
+            store: a.read.store.clone().into(),
             limit: usize::try_from(a.limit).unwrap_or(usize::MAX),
         }
     }
