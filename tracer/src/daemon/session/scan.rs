@@ -242,6 +242,9 @@ impl Session {
         let (now, redact) = (self.now_ms(), self.cfg.redact_cmdlines);
         for rec in self.processes.values_mut().filter(|r| r.exited_ms.is_none()) {
             match ProcessInfo::read(rec.pid) {
+                // A process on its way out (its memory gone, a zombie)
+                // reads with no command line: keep the one seen alive.
+                Ok(info) if info.argv.is_empty() => rec.comm = info.comm,
                 Ok(info) => {
                     rec.cmdline = stored_cmdline(&info.argv, redact);
                     rec.comm = info.comm;
