@@ -29,6 +29,8 @@ CONTAINER_RUNTIME="${CONTAINER_RUNTIME:-docker}"
 CLUSTER_RUNTIME="${CLUSTER_RUNTIME:-k3s}"
 CONTAINERD_ADDRESS="${CONTAINERD_ADDRESS:-/run/containerd/containerd.sock}"
 BUILD_CA_CERTS="${BUILD_CA_CERTS:-}"
+# The RUN steps' network for docker and podman (buildah's is always the host's).
+BUILD_NETWORK="${BUILD_NETWORK:-}"
 PUSH="${PUSH:-0}"
 KUBECTL="${KUBECTL:-kubectl}"
 # CPUs the vLLM container requests (the manifest's 4; less on a small test node).
@@ -73,6 +75,7 @@ Settings (environment):
                                    debian:bookworm-slim; `cargo xtask setup` makes local ones)
   CARGO_BUILD_JOBS              -> the image's cargo jobs (one per CPU)
   BUILD_CA_CERTS                -> a CA bundle the build's downloads trust (buildah|podman)
+  BUILD_NETWORK                 -> the RUN steps' network (docker|podman; host: no bridge needed)
   CLUSTER_RUNTIME (k3s|containerd|none), CONTAINERD_ADDRESS (/run/containerd/containerd.sock)
   TRACE_INTERVAL (60), UPLOAD_INTERVAL (120), TARGET_PROCESS (vLLM's entry points)
   PROFILE_STEPS (100..150: Chrome trace of those model steps per session; "" off)
@@ -267,7 +270,10 @@ build_image() {
     if [[ "$CONTAINER_RUNTIME" == buildah ]]; then
         buildah bud --layers --network=host "${args[@]}" "$ROOT"
     else
-        "$CONTAINER_RUNTIME" build "${args[@]}" "$ROOT"
+        [[ -n "$BUILD_NETWORK" ]] && args+=(--network "$BUILD_NETWORK")
+        # The Dockerfile's cache mounts need BuildKit (Docker 23+ uses it
+        # anyway; 20.10's classic builder rejects RUN --mount).
+        DOCKER_BUILDKIT="${DOCKER_BUILDKIT:-1}" "$CONTAINER_RUNTIME" build "${args[@]}" "$ROOT"
     fi
 }
 

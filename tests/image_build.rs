@@ -11,10 +11,10 @@ use std::{
 use crate::root;
 
 /// The base images setup makes (xtask/src/setup_images.rs).
-const BUILDER_BASE: &str = "localhost/cuda-tracer-base-builder:bookworm";
-const RUNTIME_BASE: &str = "localhost/cuda-tracer-base-runtime:bookworm";
+pub const BUILDER_BASE: &str = "localhost/cuda-tracer-base-builder:bookworm";
+pub const RUNTIME_BASE: &str = "localhost/cuda-tracer-base-runtime:bookworm";
 /// The host's CA bundle: the build's crate downloads trust what the host trusts.
-const HOST_CA_CERTS: &str = "/etc/ssl/certs/ca-certificates.crt";
+pub const HOST_CA_CERTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// setup's buildah storage and cache mounts (`CUDA_TRACER_BUILDAH`, else the cache).
 pub fn buildah_dir() -> PathBuf {
@@ -63,9 +63,18 @@ pub fn build_settings() -> Vec<(&'static str, String)> {
 
 /// `./deploy.sh build` with buildah and the offline base images; returns how long it took.
 pub fn deploy_build(cluster: &[(&str, &Path)]) -> Duration {
+    deploy_build_with(&build_settings(), cluster)
+}
+
+/// `./deploy.sh build` with the builder `settings` (none inherited from
+/// the test's environment); returns how long it took.
+pub fn deploy_build_with(settings: &[(&str, String)], cluster: &[(&str, &Path)]) -> Duration {
     let mut cmd = Command::new("bash");
     cmd.arg(root().join("deploy.sh")).arg("build");
-    cmd.envs(build_settings()).envs(cluster.iter().copied());
+    for inherited in ["CONTAINER_RUNTIME", "BUILDER_IMAGE", "RUNTIME_IMAGE", "BUILD_CA_CERTS", "BUILD_NETWORK"] {
+        cmd.env_remove(inherited);
+    }
+    cmd.envs(settings.iter().map(|(k, v)| (k, v))).envs(cluster.iter().copied());
     let started = Instant::now();
     let out = cmd.output().expect("run deploy.sh");
     let tail = |bytes: &[u8]| {

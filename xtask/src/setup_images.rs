@@ -26,8 +26,10 @@ pub const RUNTIME_BASE: &str = "localhost/cuda-tracer-base-runtime:bookworm";
 /// with this machine's stable and nightly toolchains and bpf-linker.
 pub const BUILDER_BASE: &str = "localhost/cuda-tracer-base-builder:bookworm";
 /// Debian's daemonless image builder and the rootfs builder (buildah pulls
-/// in uidmap; as root neither fuse-overlayfs nor slirp4netns is needed).
-const PACKAGES: &[&str] = &["buildah", "mmdebstrap"];
+/// in uidmap; as root neither fuse-overlayfs nor slirp4netns is needed),
+/// and Debian's Docker engine for the test of a plain `docker build` (the
+/// test runs its own dockerd; the package's service is not started here).
+const PACKAGES: &[&str] = &["buildah", "mmdebstrap", "docker.io"];
 const SUITE: &str = "bookworm";
 const MIRROR: &str = "http://deb.debian.org/debian";
 const RUNTIME_INCLUDE: &[&str] = &["ca-certificates", "procps"];
