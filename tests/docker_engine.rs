@@ -9,7 +9,6 @@
 
 use std::{
     fs::File,
-    os::fd::AsRawFd as _,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
@@ -43,9 +42,8 @@ impl DockerEngine {
         );
         let root = data_root();
         std::fs::create_dir_all(&root).expect("docker data root");
-        let lock = File::create(crate::setup_cache().join("docker.lock")).expect("docker lock file");
-        // SAFETY: flock on a descriptor we own; blocks while another engine uses the data root.
-        assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0, "flock docker.lock");
+        // One engine per data root: a second one waits here until the first stops.
+        let lock = crate::exclusive_lock(&crate::setup_cache().join("docker.lock"));
         // Short paths: containerd's sockets live below the exec root.
         let dir = tempfile::Builder::new().prefix("ctd").tempdir_in("/tmp").expect("engine dir");
         let log = File::create(dir.path().join("dockerd.log")).expect("dockerd log");
@@ -57,7 +55,7 @@ impl DockerEngine {
             .arg("--pidfile")
             .arg(dir.path().join("dockerd.pid"))
             .arg("--host")
-            .arg(format!("unix://{}", dir.path().join("docker.sock").display()))
+            .arg(socket_uri(dir.path()))
             .args(["--bridge=none", "--iptables=false", "--ip6tables=false", "--ip-forward=false", "--ip-masq=false"])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
@@ -93,7 +91,7 @@ impl DockerEngine {
 
     /// `DOCKER_HOST` for this engine.
     pub fn host(&self) -> String {
-        format!("unix://{}", self.dir.path().join("docker.sock").display())
+        socket_uri(self.dir.path())
     }
 
     pub fn log(&self) -> String {
@@ -145,6 +143,11 @@ impl DockerEngine {
     }
 }
 
+/// The engine's API socket in its run directory `dir`, as a `DOCKER_HOST` URI.
+fn socket_uri(dir: &Path) -> String {
+    format!("unix://{}", dir.join("docker.sock").display())
+}
+
 /// The ID of an image in setup's buildah storage.
 fn buildah_image_id(image: &str) -> String {
     let out = crate::image_build::buildah(&["images", "--no-trunc", "--format", "{{.ID}}", image]);
@@ -154,9 +157,8 @@ fn buildah_image_id(image: &str) -> String {
 
 impl Drop for DockerEngine {
     fn drop(&mut self) {
-        let pid = self.daemon.id() as libc::pid_t;
-        // SAFETY: signals our own child, which has not been reaped yet.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
+        // Not yet reaped, so the pid is still ours even if it has exited.
+        crate::signal(&self.daemon, libc::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if matches!(self.daemon.try_wait(), Ok(Some(_))) {

@@ -6,7 +6,6 @@
 
 use std::{
     fs::File,
-    os::unix::io::AsRawFd,
     path::{Path, PathBuf},
     process::Command,
 };
@@ -53,11 +52,7 @@ fn remove_cgroup(dir: &Path) {
 /// The machine-wide node lock (held while the file, or a clone of it, is
 /// open): one node at a time, since link, bridge and cgroup names are fixed.
 pub fn machine_lock() -> File {
-    let lock = File::create("/tmp/cuda-tracer-node.lock").expect("node lock file");
-    // SAFETY: flock on a descriptor we own; blocks until no other node runs.
-    let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
-    assert_eq!(rc, 0, "flock /tmp/cuda-tracer-node.lock");
-    lock
+    crate::exclusive_lock(Path::new("/tmp/cuda-tracer-node.lock"))
 }
 
 impl HostState {

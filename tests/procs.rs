@@ -1,5 +1,6 @@
 //! Child processes in tests: killed when a test ends, their logs collected,
-//! waited for with a deadline, reaped with their peak RSS.
+//! waited for with a deadline, reaped with their peak RSS; the file locks
+//! that keep two tests' daemons apart.
 
 use std::{
     process::{Child, Command, Output},
@@ -37,6 +38,17 @@ pub fn signal(child: &Child, sig: i32) {
     // SAFETY: kill has no memory-safety preconditions.
     let rc = unsafe { libc::kill(child.id() as i32, sig) };
     assert_eq!(rc, 0, "kill({}, {sig})", child.id());
+}
+
+/// An exclusive `flock` on `path` (created if missing), held while the
+/// returned file (or a clone of it) is open; blocks while another holds it.
+pub fn exclusive_lock(path: &std::path::Path) -> std::fs::File {
+    use std::os::fd::AsRawFd as _;
+    let lock = std::fs::File::create(path).unwrap_or_else(|e| panic!("lock file {}: {e}", path.display()));
+    // SAFETY: flock on a descriptor we own, open for the call.
+    let rc = unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) };
+    assert_eq!(rc, 0, "flock {}", path.display());
+    lock
 }
 
 /// Waits for a child with a deadline, killing it if the deadline passes.
